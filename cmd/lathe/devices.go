@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lathe-ml/lathe/engine/backends"
+)
+
+func newDevicesCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List the devices lathe can run on, best first as --device auto would pick",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			devs := backends.List()
+			if !asJSON {
+				w := cmd.OutOrStdout()
+				for _, d := range devs {
+					if d.Err != "" {
+						fmt.Fprintf(w, "%-7s  error: %s\n", d.Backend, d.Err)
+						continue
+					}
+					mem := ""
+					if d.MemoryBytes > 0 {
+						mem = fmt.Sprintf(", %.1f GiB", float64(d.MemoryBytes)/(1<<30))
+					}
+					fmt.Fprintf(w, "%s:%d  %s (%s, %s, %s%s) %s\n", d.Backend, d.Index, d.Name, d.Vendor, d.Type, d.API, mem, strings.Join(d.Features, " "))
+				}
+			}
+			return printJSON(cmd.OutOrStdout(), devs)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print only the JSON array")
+	return cmd
+}

@@ -1,0 +1,48 @@
+// Command lathe fine-tunes, quantizes and serves LLM adapters on any GPU or the CPU.
+//
+// Every command follows one convention: `lathe VERB --name value ...`. On success the last line a
+// command prints is one JSON object (or array) that scripts can read; errors go to stderr and the
+// exit code is 1.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "lathe:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "lathe",
+		Short:         "Fine-tune and serve LLM adapters (LoRA, QLoRA, IA3) on any GPU or the CPU",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newDevicesCmd(),
+		newInitModelCmd(),
+		newQuantizeCmd(),
+		newDequantizeCmd(),
+	)
+	return root
+}
+
+// printJSON writes v as one line of JSON: the machine-readable last line of a command.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

@@ -1,0 +1,179 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Buffer is a block of device memory owned by one Backend.
+type Buffer interface {
+	// Bytes is the buffer's capacity in bytes; a value may use a prefix of it.
+	Bytes() int64
+}
+
+// Arg is one operand of a kernel launch: a buffer and the value it holds.
+type Arg struct {
+	Buf  Buffer
+	Meta Meta
+}
+
+// Launch is one kernel call: what a GPU runs as one dispatch (or a few).
+type Launch struct {
+	Op  Op
+	In  []Arg
+	Out []Arg
+}
+
+// DeviceInfo describes one device a backend can run on, as `lathe devices --json` prints it.
+type DeviceInfo struct {
+	Backend string `json:"backend"`
+	Index   int    `json:"index"`
+	Name    string `json:"name"`
+	Vendor  string `json:"vendor"`
+	// Type is "discrete", "integrated", "virtual", "cpu" or "other".
+	Type string `json:"type"`
+	// API is the native API under the backend (Vulkan, Metal, D3D12) or "go" for the CPU.
+	API         string            `json:"api,omitempty"`
+	Driver      string            `json:"driver,omitempty"`
+	MemoryBytes int64             `json:"memory_bytes,omitempty"`
+	Cores       int               `json:"cores,omitempty"`
+	Features    []string          `json:"features,omitempty"`
+	Limits      map[string]uint64 `json:"limits,omitempty"`
+}
+
+// Caps are the capabilities that decide which kernel variants a backend runs.
+type Caps struct {
+	ShaderF16      bool `json:"shader_f16"`
+	Subgroups      bool `json:"subgroups"`
+	CoopMatrix     bool `json:"coop_matrix"`
+	Timestamps     bool `json:"timestamps"`
+	MaxBufferBytes int64
+}
+
+// Backend runs kernels on one device. Every backend computes the functions engine/cpu computes, and
+// says at graph-compile time, through Supports, which ops it lacks.
+type Backend interface {
+	// Device describes the device this backend runs on.
+	Device() DeviceInfo
+	// Caps reports what the device offers.
+	Caps() Caps
+	// Supports returns nil when the backend has a kernel for op with these operands, else an error
+	// saying what is missing.
+	Supports(op Op, in []Meta) error
+	// Alloc returns a buffer of at least n bytes.
+	Alloc(n int64) (Buffer, error)
+	// Free returns a buffer to the backend; the buffer must not be used afterwards.
+	Free(Buffer)
+	// Write copies src into the buffer at byte offset off.
+	Write(dst Buffer, off int64, src []byte) error
+	// Read copies from the buffer at byte offset off into dst, waiting for pending work.
+	Read(src Buffer, off int64, dst []byte) error
+	// Run executes the launches in order as one submission.
+	Run(launches []Launch) error
+	// Close releases the device.
+	Close() error
+}
+
+// Provider discovers the devices of one kind of backend and opens them.
+type Provider interface {
+	// Name is the backend's name in device specs: "cpu", "webgpu", "vulkan".
+	Name() string
+	// Devices lists the devices found; none is not an error.
+	Devices() ([]DeviceInfo, error)
+	// Open opens the device with the given index from Devices.
+	Open(index int) (Backend, error)
+}
+
+// DeviceSpec is a parsed --device value: "auto", "cpu", "webgpu", "webgpu:1", "vulkan:0".
+type DeviceSpec struct {
+	Backend string // "" means auto
+	Index   int    // -1 means the best device of that backend
+}
+
+// ParseDeviceSpec parses a --device value.
+func ParseDeviceSpec(s string) (DeviceSpec, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "" || s == "auto" {
+		return DeviceSpec{Index: -1}, nil
+	}
+	name, idx, hasIdx := strings.Cut(s, ":")
+	spec := DeviceSpec{Backend: name, Index: -1}
+	if hasIdx {
+		i, err := strconv.Atoi(idx)
+		if err != nil || i < 0 {
+			return DeviceSpec{}, fmt.Errorf("device %q: index must be a non-negative integer", s)
+		}
+		spec.Index = i
+	}
+	return spec, nil
+}
+
+// typeRank orders device types for automatic selection: discrete GPUs first, the CPU last.
+func typeRank(t string) int {
+	switch t {
+	case "discrete":
+		return 0
+	case "integrated":
+		return 1
+	case "virtual", "other":
+		return 2
+	default: // "cpu" and software rasterisers such as lavapipe
+		return 3
+	}
+}
+
+// ErrNoDevice is returned by Select when no device matches the spec.
+var ErrNoDevice = errors.New("no device found")
+
+// Select opens the device a spec names. "auto" takes the best device over all providers: by type
+// (discrete, integrated, other, cpu), then by the providers' order, then by index.
+func Select(spec DeviceSpec, providers []Provider) (Backend, error) {
+	type cand struct {
+		p    Provider
+		info DeviceInfo
+		prio int
+	}
+	var cands []cand
+	var errs []error
+	for pi, p := range providers {
+		if spec.Backend != "" && p.Name() != spec.Backend {
+			continue
+		}
+		devs, err := p.Devices()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
+			continue
+		}
+		for _, d := range devs {
+			if spec.Index >= 0 && d.Index != spec.Index {
+				continue
+			}
+			cands = append(cands, cand{p, d, typeRank(d.Type)*1000 + pi})
+		}
+	}
+	if len(cands) == 0 {
+		name := spec.Backend
+		if name == "" {
+			name = "auto"
+		}
+		if spec.Index >= 0 {
+			name += ":" + strconv.Itoa(spec.Index)
+		}
+		return nil, fmt.Errorf("device %s: %w", name, errors.Join(append([]error{ErrNoDevice}, errs...)...))
+	}
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].prio < cands[j].prio })
+	for _, c := range cands {
+		b, err := c.p.Open(c.info.Index)
+		if err == nil {
+			return b, nil
+		}
+		errs = append(errs, fmt.Errorf("open %s:%d: %w", c.p.Name(), c.info.Index, err))
+		if spec.Backend != "" && spec.Index >= 0 {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}

@@ -1,0 +1,85 @@
+package engine
+
+// Convenience builders: one method per op, each a thin wrapper over Apply.
+
+// MatMul records op(a)·op(b).
+func (g *Graph) MatMul(a, b *Node, transA, transB bool) *Node {
+	return g.Apply1(MatMul{TransA: transA, TransB: transB}, a, b)
+}
+
+// QMatMul records x·Wᵀ for a frozen 4-bit W given as packed and absmax.
+func (g *Graph) QMatMul(x, packed, absmax *Node, q QuantSpec) *Node {
+	return g.Apply1(QMatMul{Quant: q}, x, packed, absmax)
+}
+
+// LoRA records the fused y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ with a dense W.
+func (g *Graph) LoRA(x, w, a, b *Node, scale float32) *Node {
+	return g.Apply(LoRA{Scale: scale}, x, w, a, b)[0]
+}
+
+// QLoRA records the fused y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ with a 4-bit W.
+func (g *Graph) QLoRA(x, packed, absmax, a, b *Node, q QuantSpec, scale float32) *Node {
+	return g.Apply(LoRA{Scale: scale, Quant: &q}, x, packed, absmax, a, b)[0]
+}
+
+// ScaleCols records IA3's x ⊙ l.
+func (g *Graph) ScaleCols(x, l *Node) *Node { return g.Apply1(ScaleCols{}, x, l) }
+
+// RMSNorm records x / rms(x) ⊙ w.
+func (g *Graph) RMSNorm(x, w *Node, eps float32) *Node { return g.Apply1(RMSNorm{Eps: eps}, x, w) }
+
+// RoPE records the rotary embedding of x at positions pos.
+func (g *Graph) RoPE(x, pos *Node, heads, headDim int, invFreq []float32, attnScale float32) *Node {
+	return g.Apply1(RoPE{Heads: heads, HeadDim: headDim, InvFreq: invFreq, AttnScale: attnScale}, x, pos)
+}
+
+// Attention records causal grouped-query attention and returns its output.
+func (g *Graph) Attention(q, k, v *Node, a Attention) *Node { return g.Apply(a, q, k, v)[0] }
+
+// SiLU records x·sigmoid(x).
+func (g *Graph) SiLU(x *Node) *Node { return g.Apply1(Unary{Fn: SiLU}, x) }
+
+// SwiGLU records silu(gate) ⊙ up.
+func (g *Graph) SwiGLU(gate, up *Node) *Node { return g.Apply1(SwiGLU{}, gate, up) }
+
+// Softmax records a softmax over the last dimension.
+func (g *Graph) Softmax(x *Node) *Node { return g.Apply1(Softmax{}, x) }
+
+// Embedding records the gather of table rows by ids.
+func (g *Graph) Embedding(table, ids *Node) *Node { return g.Apply1(Embedding{}, table, ids) }
+
+// CrossEntropy records the mean cross-entropy of logits against targets, ignoring target ignore.
+func (g *Graph) CrossEntropy(logits, targets *Node, ignore int32) *Node {
+	return g.Apply1(CrossEntropy{Ignore: ignore}, logits, targets)
+}
+
+// Add records a + b.
+func (g *Graph) Add(a, b *Node) *Node { return g.Apply1(Binary{Fn: Add}, a, b) }
+
+// Mul records a ⊙ b.
+func (g *Graph) Mul(a, b *Node) *Node { return g.Apply1(Binary{Fn: Mul}, a, b) }
+
+// Scale records s·x.
+func (g *Graph) Scale(x *Node, s float32) *Node { return g.Apply1(Scale{S: s}, x) }
+
+// AddBias records x + b with b broadcast over rows.
+func (g *Graph) AddBias(x, b *Node) *Node { return g.Apply1(AddBias{}, x, b) }
+
+// Sum records the sum of all elements.
+func (g *Graph) Sum(x *Node) *Node { return g.Apply1(Sum{}, x) }
+
+// Cast records a conversion between float types.
+func (g *Graph) Cast(x *Node, to DType) *Node {
+	if x.meta.DType == to {
+		return x
+	}
+	return g.Apply1(Cast{To: to}, x)
+}
+
+// Reshape records a view of x with another shape.
+func (g *Graph) Reshape(x *Node, shape ...int) *Node {
+	if x.meta.Shape.Equal(shape) {
+		return x
+	}
+	return g.Apply1(Reshape{Shape: Shape(shape).Clone()}, x)
+}

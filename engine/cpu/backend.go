@@ -1,0 +1,460 @@
+// Package cpu is lathe's reference backend: plain, exact, parallel Go. Every other backend is
+// checked against it, and it runs everything when no GPU is found.
+package cpu
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/x448/float16"
+	"golang.org/x/sys/cpu"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
+	"github.com/lathe-ml/lathe/engine/cpu/kernels"
+	"github.com/lathe-ml/lathe/internal/half"
+)
+
+// Backend runs graphs on the CPU.
+type Backend struct {
+	info engine.DeviceInfo
+}
+
+// New returns the CPU backend.
+func New() *Backend { return &Backend{info: deviceInfo()} }
+
+// Provider discovers the CPU backend: there is always exactly one device.
+type Provider struct{}
+
+// Name is "cpu".
+func (Provider) Name() string { return "cpu" }
+
+// Devices lists the one CPU device.
+func (Provider) Devices() ([]engine.DeviceInfo, error) { return []engine.DeviceInfo{deviceInfo()}, nil }
+
+// Open returns the CPU backend; index must be 0.
+func (Provider) Open(index int) (engine.Backend, error) {
+	if index != 0 {
+		return nil, fmt.Errorf("cpu has one device (index 0), not %d", index)
+	}
+	return New(), nil
+}
+
+func deviceInfo() engine.DeviceInfo {
+	info := engine.DeviceInfo{
+		Backend: "cpu", Index: 0, Name: cpuModel(), Vendor: cpuVendor(), Type: "cpu", API: "go",
+		Cores: runtime.NumCPU(), MemoryBytes: memTotal(),
+	}
+	for _, f := range []struct {
+		name string
+		has  bool
+	}{{"avx2", cpu.X86.HasAVX2}, {"fma", cpu.X86.HasFMA}, {"avx512f", cpu.X86.HasAVX512F}, {"neon", cpu.ARM64.HasASIMD}} {
+		if f.has {
+			info.Features = append(info.Features, f.name)
+		}
+	}
+	return info
+}
+
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func cpuModel() string {
+	if m := procField("/proc/cpuinfo", "model name"); m != "" {
+		return m
+	}
+	return runtime.GOARCH + " CPU"
+}
+
+func cpuVendor() string {
+	switch v := procField("/proc/cpuinfo", "vendor_id"); v {
+	case "GenuineIntel":
+		return "Intel"
+	case "AuthenticAMD":
+		return "AMD"
+	case "":
+		return "unknown"
+	default:
+		return v
+	}
+}
+
+func memTotal() int64 {
+	f := strings.Fields(procField("/proc/meminfo", "MemTotal"))
+	if len(f) == 0 {
+		return 0
+	}
+	kb, _ := strconv.ParseInt(f[0], 10, 64)
+	return kb * 1024
+}
+
+// buffer is host memory, kept as []float32 so that every view of it is 4-byte aligned.
+type buffer struct{ words []float32 }
+
+func (b *buffer) Bytes() int64 { return int64(len(b.words)) * 4 }
+
+func (b *buffer) bytes() []byte {
+	if len(b.words) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&b.words[0])), len(b.words)*4)
+}
+
+// Device describes the CPU.
+func (b *Backend) Device() engine.DeviceInfo { return b.info }
+
+// Caps reports the CPU's capabilities: everything is f32 arithmetic in Go.
+func (b *Backend) Caps() engine.Caps { return engine.Caps{MaxBufferBytes: math.MaxInt64} }
+
+// Alloc returns a zeroed host buffer of at least n bytes.
+func (b *Backend) Alloc(n int64) (engine.Buffer, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("alloc %d bytes", n)
+	}
+	return &buffer{words: make([]float32, (n+3)/4)}, nil
+}
+
+// Free drops the buffer; the garbage collector reclaims it.
+func (b *Backend) Free(engine.Buffer) {}
+
+// Write copies src into dst at byte offset off.
+func (b *Backend) Write(dst engine.Buffer, off int64, src []byte) error {
+	d := dst.(*buffer).bytes()
+	if off < 0 || off+int64(len(src)) > int64(len(d)) {
+		return fmt.Errorf("write %d bytes at %d into a %d-byte buffer", len(src), off, len(d))
+	}
+	copy(d[off:], src)
+	return nil
+}
+
+// Read copies from src at byte offset off into dst.
+func (b *Backend) Read(src engine.Buffer, off int64, dst []byte) error {
+	s := src.(*buffer).bytes()
+	if off < 0 || off+int64(len(dst)) > int64(len(s)) {
+		return fmt.Errorf("read %d bytes at %d from a %d-byte buffer", len(dst), off, len(s))
+	}
+	copy(dst, s[off:])
+	return nil
+}
+
+// Close does nothing: the CPU needs no teardown.
+func (b *Backend) Close() error { return nil }
+
+// Supports accepts every op of the engine package.
+func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
+	switch op.(type) {
+	case engine.MatMul, engine.QMatMul, engine.LoRA, engine.LoRABackward, engine.ScaleCols,
+		engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward, engine.RoPE, engine.Attention,
+		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
+		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
+		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
+		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
+		engine.SumSquares:
+		return nil
+	}
+	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
+}
+
+// Run executes the launches in order.
+func (b *Backend) Run(launches []engine.Launch) error {
+	for _, l := range launches {
+		if err := run(l); err != nil {
+			return fmt.Errorf("%s: %w", l.Op.Name(), err)
+		}
+	}
+	return nil
+}
+
+func f32(a engine.Arg) []float32 {
+	return a.Buf.(*buffer).words[:a.Meta.Shape.Numel()]
+}
+
+func i32(a engine.Arg) []int32 {
+	w := a.Buf.(*buffer).words
+	return unsafe.Slice((*int32)(unsafe.Pointer(&w[0])), a.Meta.Shape.Numel())
+}
+
+func u8(a engine.Arg) []byte {
+	return a.Buf.(*buffer).bytes()[:a.Meta.Shape.Numel()]
+}
+
+func u16(a engine.Arg) []uint16 {
+	w := a.Buf.(*buffer).words
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&w[0])), a.Meta.Shape.Numel())
+}
+
+func run(l engine.Launch) error {
+	in, out := l.In, l.Out
+	switch op := l.Op.(type) {
+	case engine.MatMul:
+		m, n, k := op.Dims(in[0].Meta.Shape, in[1].Meta.Shape)
+		lda, ldb := k, n
+		if op.TransA {
+			lda = m
+		}
+		if op.TransB {
+			ldb = k
+		}
+		gemm.Sgemm(op.TransA, op.TransB, m, n, k, 1, f32(in[0]), lda, f32(in[1]), ldb, 0, f32(out[0]), n)
+	case engine.QMatMul:
+		q := op.Quant
+		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, f32(out[0]))
+	case engine.LoRA:
+		loraForward(op, in, out)
+	case engine.LoRABackward:
+		loraBackward(op, in, out)
+	case engine.ScaleCols:
+		x := in[0].Meta.Shape
+		kernels.ScaleCols(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last())
+	case engine.ScaleColsBackward:
+		x := in[1].Meta.Shape
+		o := outputs(out, op.NeedX, op.NeedL)
+		kernels.ScaleColsBackward(o[0], o[1], f32(in[0]), f32(in[1]), f32(in[2]), x.Rows(), x.Last())
+	case engine.RMSNorm:
+		x := in[0].Meta.Shape
+		kernels.RMSNorm(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last(), op.Eps)
+	case engine.RMSNormBackward:
+		x := in[1].Meta.Shape
+		o := outputs(out, op.NeedX, op.NeedW)
+		dx := o[0]
+		if dx == nil { // the kernel always produces dx
+			dx = make([]float32, x.Numel())
+		}
+		kernels.RMSNormBackward(dx, o[1], f32(in[0]), f32(in[1]), f32(in[2]), x.Rows(), x.Last(), op.Eps)
+	case engine.RoPE:
+		x := in[0].Meta.Shape
+		scale := op.AttnScale
+		if scale == 0 {
+			scale = 1
+		}
+		if op.Inverse {
+			kernels.RoPEBackward(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
+		} else {
+			kernels.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
+		}
+	case engine.Attention:
+		kernels.Attention(f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]),
+			op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim, op.Scale)
+	case engine.AttentionBackward:
+		a := op.Attention
+		o := outputs(out, op.NeedQ, op.NeedK, op.NeedV)
+		for i, m := range []engine.Meta{in[1].Meta, in[2].Meta, in[3].Meta} {
+			if o[i] == nil { // the kernel produces all three
+				o[i] = make([]float32, m.Shape.Numel())
+			}
+		}
+		kernels.AttentionBackward(o[0], o[1], o[2], f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]),
+			a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+	case engine.Unary:
+		kernels.SiLU(f32(out[0]), f32(in[0]))
+	case engine.UnaryBackward:
+		kernels.SiLUBackward(f32(out[0]), f32(in[0]), f32(in[1]))
+	case engine.SwiGLU:
+		kernels.SwiGLU(f32(out[0]), f32(in[0]), f32(in[1]))
+	case engine.SwiGLUBackward:
+		o := outputs(out, op.NeedGate, op.NeedUp)
+		for i := range o {
+			if o[i] == nil {
+				o[i] = make([]float32, in[0].Meta.Shape.Numel())
+			}
+		}
+		kernels.SwiGLUBackward(o[0], o[1], f32(in[0]), f32(in[1]), f32(in[2]))
+	case engine.Softmax:
+		x := in[0].Meta.Shape
+		kernels.Softmax(f32(out[0]), f32(in[0]), x.Rows(), x.Last())
+	case engine.SoftmaxBackward:
+		x := in[0].Meta.Shape
+		kernels.SoftmaxBackward(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last())
+	case engine.Embedding:
+		t := in[0].Meta.Shape
+		return kernels.Embedding(f32(out[0]), f32(in[0]), i32(in[1]), t[0], t[1])
+	case engine.EmbeddingBackward:
+		kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
+	case engine.CrossEntropy:
+		x := in[0].Meta.Shape
+		loss, _, err := kernels.CrossEntropy(f32(in[0]), i32(in[1]), x.Rows(), x.Last(), op.Ignore)
+		if err != nil {
+			return err
+		}
+		f32(out[0])[0] = loss
+	case engine.CrossEntropyBackward:
+		x := in[1].Meta.Shape
+		targets := i32(in[2])
+		count := 0
+		for _, t := range targets {
+			if t != op.Ignore {
+				count++
+			}
+		}
+		kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
+	case engine.Binary:
+		if op.Fn == engine.Add {
+			kernels.Add(f32(out[0]), f32(in[0]), f32(in[1]))
+		} else {
+			kernels.Mul(f32(out[0]), f32(in[0]), f32(in[1]))
+		}
+	case engine.Scale:
+		kernels.Scale(f32(out[0]), f32(in[0]), op.S)
+	case engine.AddBias:
+		x := in[0].Meta.Shape
+		y := f32(out[0])
+		copy(y, f32(in[0]))
+		kernels.AddBias(y, f32(in[1]), x.Rows(), x.Last())
+	case engine.SumRows:
+		x := in[0].Meta.Shape
+		kernels.SumRows(f32(out[0]), f32(in[0]), x.Rows(), x.Last())
+	case engine.Sum:
+		f32(out[0])[0] = float32(kernels.Sum(f32(in[0])))
+	case engine.SumSquares:
+		f32(out[0])[0] = float32(kernels.SumSquares(f32(in[0])))
+	case engine.Expand:
+		v := f32(in[0])[0]
+		y := f32(out[0])
+		for i := range y {
+			y[i] = v
+		}
+	case engine.Fill:
+		y := f32(out[0])
+		for i := range y {
+			y[i] = op.Value
+		}
+	case engine.Cast:
+		cast(in[0], out[0])
+	case engine.AdamW:
+		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
+		p, m, v := f32(out[0]), f32(out[1]), f32(out[2])
+		copyIfDistinct(p, f32(in[0]))
+		copyIfDistinct(m, f32(in[2]))
+		copyIfDistinct(v, f32(in[3]))
+		kernels.AdamW(p, f32(in[1]), m, v, op.Step, op.LR, op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	default:
+		return fmt.Errorf("no cpu kernel")
+	}
+	return nil
+}
+
+// copyIfDistinct copies src into dst unless they are the same memory (the in-place optimizer).
+func copyIfDistinct(dst, src []float32) {
+	if len(dst) > 0 && &dst[0] == &src[0] {
+		return
+	}
+	copy(dst, src)
+}
+
+// outputs maps the outputs of a backward op that computes only the needed gradients onto
+// positions, nil where not needed.
+func outputs(out []engine.Arg, need ...bool) [][]float32 {
+	res := make([][]float32, len(need))
+	k := 0
+	for i, n := range need {
+		if n {
+			res[i] = f32(out[k])
+			k++
+		}
+	}
+	return res
+}
+
+func cast(in, out engine.Arg) {
+	n := in.Meta.Shape.Numel()
+	var x []float32
+	switch in.Meta.DType {
+	case engine.F32:
+		x = f32(in)
+	case engine.F16:
+		x = make([]float32, n)
+		for i, h := range u16(in) {
+			x[i] = float16.Frombits(h).Float32()
+		}
+	case engine.BF16:
+		x = make([]float32, n)
+		for i, h := range u16(in) {
+			x[i] = half.BF16ToFloat32(h)
+		}
+	}
+	switch out.Meta.DType {
+	case engine.F32:
+		copy(f32(out), x)
+	case engine.F16:
+		y := u16(out)
+		for i, v := range x {
+			y[i] = float16.Fromfloat32(v).Bits()
+		}
+	case engine.BF16:
+		y := u16(out)
+		for i, v := range x {
+			y[i] = half.BF16(v)
+		}
+	}
+}
+
+// loraForward: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, writing xa = x·Aᵀ for the backward pass.
+func loraForward(op engine.LoRA, in, out []engine.Arg) {
+	rows, din, dout, r := op.Dims(metas(in))
+	x, y, xa := f32(in[0]), f32(out[0]), f32(out[1])
+	a, b := f32(in[len(in)-2]), f32(in[len(in)-1])
+	if op.Quant != nil {
+		q := op.Quant
+		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, y)
+	} else {
+		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
+	}
+	gemm.Sgemm(false, true, rows, r, din, 1, x, din, a, din, 0, xa, r)
+	gemm.Sgemm(false, true, rows, dout, r, op.Scale, xa, r, b, r, 1, y, dout)
+}
+
+// loraBackward: with t = dy·B, dx = dy·W + s·t·A, dA = s·tᵀ·x, dB = s·dyᵀ·xa.
+func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
+	fwd := in[1 : len(in)-1]
+	rows, din, dout, r := engine.LoRA{Quant: op.Quant}.Dims(metas(fwd))
+	dy, x, xa := f32(in[0]), f32(fwd[0]), f32(in[len(in)-1])
+	a, b := f32(fwd[len(fwd)-2]), f32(fwd[len(fwd)-1])
+	o := outputs(out, op.NeedX, op.NeedA, op.NeedB)
+	s := op.Scale
+	if o[0] != nil || o[1] != nil {
+		t := make([]float32, rows*r)
+		gemm.Sgemm(false, false, rows, r, dout, 1, dy, dout, b, r, 0, t, r)
+		if dx := o[0]; dx != nil {
+			if op.Quant != nil {
+				q := op.Quant
+				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &q.Code, 0, dx)
+			} else {
+				gemm.Sgemm(false, false, rows, din, dout, 1, dy, dout, f32(fwd[1]), din, 0, dx, din)
+			}
+			gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 1, dx, din)
+		}
+		if dA := o[1]; dA != nil {
+			gemm.Sgemm(true, false, r, din, rows, s, t, r, x, din, 0, dA, din)
+		}
+	}
+	if dB := o[2]; dB != nil {
+		gemm.Sgemm(true, false, dout, r, rows, s, dy, dout, xa, r, 0, dB, r)
+	}
+}
+
+func metas(args []engine.Arg) []engine.Meta {
+	m := make([]engine.Meta, len(args))
+	for i, a := range args {
+		m[i] = a.Meta
+	}
+	return m
+}

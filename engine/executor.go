@@ -1,0 +1,365 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+)
+
+// CompileOptions tune how a graph is compiled.
+type CompileOptions struct {
+	// Recompute drops the activations recorded inside BeginBlock/EndBlock blocks after the forward
+	// pass and recomputes each block just before its backward pass (gradient checkpointing): less
+	// memory for one more forward pass of the blocks.
+	Recompute bool
+}
+
+// Program is a graph compiled for one backend: a schedule of launches over a static buffer plan in
+// which values whose lifetimes do not overlap share buffers. Compile once, Run many times.
+type Program struct {
+	backend Backend
+	steps   []step
+	slots   []*slot
+	// slotOf maps every scheduled value (including views) to its storage.
+	slotOf  map[*Node]*slot
+	leaves  []*Node // inputs and params the schedule reads
+	bound   map[*Node]*Tensor
+	bufs    []Buffer // planned buffers, allocated on the first Run
+	bufSize []int64
+	outputs []*Node
+	peak    int64
+}
+
+type step struct {
+	node *Node // the op node (a clone when recomputed)
+	in   []*Node
+	outs []*Node
+}
+
+// slot is the storage of one value: a planned buffer, or a bound leaf.
+type slot struct {
+	leaf    *Node // set for inputs and params
+	buf     int   // index into Program.bufs for planned values
+	bytes   int64
+	lastUse int
+	output  bool
+}
+
+// Compile schedules the nodes needed to compute outputs on backend b and plans their buffers. It
+// fails if the graph had a build error or the backend lacks a kernel for any op.
+func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Program, error) {
+	if g.err != nil {
+		return nil, fmt.Errorf("compile: %w", g.err)
+	}
+	for _, o := range outputs {
+		if o == nil || o.g != g || o.id < 0 {
+			return nil, fmt.Errorf("compile: output %v is not a node of this graph", o)
+		}
+	}
+	p := &Program{backend: b, slotOf: map[*Node]*slot{}, bound: map[*Node]*Tensor{}, outputs: outputs}
+	seen := map[*Node]bool{}
+	for _, st := range schedule(g, outputs, opts.Recompute) {
+		n, in := st.node, st.in
+		for _, s := range in {
+			if (s.kind == kindInput || s.kind == kindParam) && !seen[s] {
+				seen[s] = true
+				p.leaves = append(p.leaves, s)
+			}
+		}
+		metas := make([]Meta, len(in))
+		for i, s := range in {
+			metas[i] = s.meta
+		}
+		if err := b.Supports(n.op, metas); err != nil {
+			return nil, fmt.Errorf("compile: %s on %s: %w", n, b.Device().Backend, err)
+		}
+		p.steps = append(p.steps, st)
+	}
+	p.plan()
+	return p, nil
+}
+
+// schedule lists the steps needed to compute outputs in execution order. With recompute, backward
+// steps read clones of the checkpointed activations, scheduled just before their first use.
+func schedule(g *Graph, outputs []*Node, recompute bool) []step {
+	needed := map[*Node]bool{}
+	var mark func(n *Node)
+	mark = func(n *Node) {
+		if needed[n] {
+			return
+		}
+		needed[n] = true
+		for _, s := range n.src {
+			mark(s)
+		}
+	}
+	for _, o := range outputs {
+		mark(o)
+	}
+	var order []step
+	clones := map[*Node]*Node{}
+	var clone func(x *Node) *Node
+	// remap returns the recomputed clone of s when s is a checkpointed forward activation, else s.
+	remap := func(s *Node) *Node {
+		if s.backward || s.block < 0 || (s.kind != kindOp && s.kind != kindOutput) {
+			return s
+		}
+		return clone(s)
+	}
+	clone = func(x *Node) *Node {
+		if x.kind == kindOutput {
+			return clone(x.src[0]).outs[x.index]
+		}
+		if c, ok := clones[x]; ok {
+			return c
+		}
+		c := &Node{g: g, id: x.id, kind: kindOp, op: x.op, meta: x.meta, block: x.block}
+		for _, s := range x.src {
+			c.src = append(c.src, remap(s))
+		}
+		for _, o := range x.outs {
+			oc := *o
+			oc.src = []*Node{c}
+			c.outs = append(c.outs, &oc)
+		}
+		clones[x] = c
+		order = append(order, step{node: c, in: c.src, outs: outsOf(c)})
+		return c
+	}
+	for _, n := range g.nodes {
+		if !needed[n] || n.kind != kindOp {
+			continue
+		}
+		in := n.src
+		if recompute && n.backward {
+			in = make([]*Node, len(n.src))
+			for i, s := range n.src {
+				in[i] = remap(s)
+			}
+		}
+		order = append(order, step{node: n, in: in, outs: outsOf(n)})
+	}
+	return order
+}
+
+// plan assigns every value a buffer, reusing the buffers of dead values (best fit by size).
+func (p *Program) plan() {
+	// Storage for leaves and produced values; views share their root's.
+	for _, n := range p.leaves {
+		p.slotOf[n] = &slot{leaf: n, buf: -1, lastUse: -1}
+	}
+	for i, st := range p.steps {
+		if _, ok := st.node.op.(viewOp); ok {
+			p.slotOf[st.node] = p.slotOf[st.in[0]]
+			continue
+		}
+		for _, o := range st.outs {
+			s := &slot{buf: -1, bytes: o.meta.Bytes(), lastUse: i}
+			p.slotOf[o] = s
+			p.slots = append(p.slots, s)
+		}
+		for _, x := range st.in {
+			if s := p.slotOf[x]; s != nil && s.lastUse < i {
+				s.lastUse = i
+			}
+		}
+	}
+	for _, o := range p.outputs {
+		if s := p.slotOf[o]; s != nil {
+			s.output = true
+		}
+	}
+	// Walk the schedule: allocate outputs before a step, release what died after it.
+	type freeBuf struct {
+		idx  int
+		size int64
+	}
+	var free []freeBuf
+	var live, peak int64
+	dying := map[int][]*slot{}
+	for _, s := range p.slots {
+		if !s.output {
+			dying[s.lastUse] = append(dying[s.lastUse], s)
+		}
+	}
+	for i, st := range p.steps {
+		if _, ok := st.node.op.(viewOp); !ok {
+			for _, o := range st.outs {
+				s := p.slotOf[o]
+				best := -1
+				for j, f := range free {
+					if f.size >= s.bytes && (best < 0 || f.size < free[best].size) {
+						best = j
+					}
+				}
+				if best >= 0 {
+					s.buf = free[best].idx
+					free = append(free[:best], free[best+1:]...)
+				} else {
+					s.buf = len(p.bufSize)
+					p.bufSize = append(p.bufSize, s.bytes)
+				}
+				live += p.bufSize[s.buf]
+			}
+		}
+		if live > peak {
+			peak = live
+		}
+		for _, s := range dying[i] {
+			free = append(free, freeBuf{s.buf, p.bufSize[s.buf]})
+			live -= p.bufSize[s.buf]
+		}
+		sort.Slice(free, func(a, b int) bool { return free[a].size < free[b].size })
+	}
+	p.peak = peak
+}
+
+// PeakBytes is the largest number of bytes of planned buffers live at once during a run (bound
+// inputs and parameters not included).
+func (p *Program) PeakBytes() int64 { return p.peak }
+
+// PlannedBytes is the total size of the planned buffers (what the program allocates).
+func (p *Program) PlannedBytes() int64 {
+	var t int64
+	for _, s := range p.bufSize {
+		t += s
+	}
+	return t
+}
+
+// Launches is the number of kernel launches of one run.
+func (p *Program) Launches() int {
+	n := 0
+	for _, st := range p.steps {
+		if _, ok := st.node.op.(viewOp); !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// Leaves lists the inputs and parameters a run reads; each must be bound.
+func (p *Program) Leaves() []*Node { return p.leaves }
+
+// Bind supplies the tensor for an input or parameter. The tensor must live on the program's
+// backend and match the node's shape and type.
+func (p *Program) Bind(n *Node, t *Tensor) error {
+	if n.kind != kindInput && n.kind != kindParam {
+		return fmt.Errorf("bind %s: not an input or parameter", n)
+	}
+	if t.backend != p.backend {
+		return fmt.Errorf("bind %s: tensor lives on another backend", n)
+	}
+	if t.meta.DType != n.meta.DType || !t.meta.Shape.Equal(n.meta.Shape) {
+		return fmt.Errorf("bind %s: tensor is %s", n, t.meta)
+	}
+	p.bound[n] = t
+	return nil
+}
+
+// Run executes the program once, as one submission to the backend.
+func (p *Program) Run() error {
+	for _, n := range p.leaves {
+		if p.bound[n] == nil {
+			return fmt.Errorf("run: %s is not bound", n)
+		}
+	}
+	if err := p.alloc(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	launches := make([]Launch, 0, len(p.steps))
+	for _, st := range p.steps {
+		if _, ok := st.node.op.(viewOp); ok {
+			continue
+		}
+		l := Launch{Op: st.node.op, In: make([]Arg, len(st.in)), Out: make([]Arg, len(st.outs))}
+		for i, x := range st.in {
+			l.In[i] = p.arg(x)
+		}
+		for i, o := range st.outs {
+			l.Out[i] = p.arg(o)
+		}
+		launches = append(launches, l)
+	}
+	if err := p.backend.Run(launches); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
+
+func (p *Program) alloc() error {
+	if p.bufs != nil {
+		return nil
+	}
+	p.bufs = make([]Buffer, len(p.bufSize))
+	for i, sz := range p.bufSize {
+		b, err := p.backend.Alloc(sz)
+		if err != nil {
+			p.Release()
+			return fmt.Errorf("allocate %d bytes: %w", sz, err)
+		}
+		p.bufs[i] = b
+	}
+	return nil
+}
+
+// Poison fills every planned buffer with 0xFF bytes (NaN as f32) so that a test can tell an
+// element a kernel failed to write from one it wrote.
+func (p *Program) Poison() error {
+	if err := p.alloc(); err != nil {
+		return err
+	}
+	for i, b := range p.bufs {
+		nan := make([]byte, p.bufSize[i])
+		for j := range nan {
+			nan[j] = 0xFF
+		}
+		if err := p.backend.Write(b, 0, nan); err != nil {
+			return fmt.Errorf("poison: %w", err)
+		}
+	}
+	return nil
+}
+
+func (p *Program) arg(n *Node) Arg {
+	s := p.slotOf[n]
+	if s.leaf != nil {
+		return Arg{Buf: p.bound[s.leaf].buf, Meta: n.meta}
+	}
+	return Arg{Buf: p.bufs[s.buf], Meta: n.meta}
+}
+
+// Arg returns the buffer holding an output value after Run (valid until the next Run), so that
+// other launches (an optimizer step) can read it without a copy.
+func (p *Program) Arg(n *Node) (Arg, error) {
+	s := p.slotOf[n]
+	if s == nil || (!s.output && s.leaf == nil) {
+		return Arg{}, fmt.Errorf("%s is not an output of the program", n)
+	}
+	if s.leaf == nil && p.bufs == nil {
+		return Arg{}, fmt.Errorf("%s: the program has not run", n)
+	}
+	if s.leaf != nil && p.bound[s.leaf] == nil {
+		return Arg{}, fmt.Errorf("%s is not bound", n)
+	}
+	return p.arg(n), nil
+}
+
+// Float32 reads an f32 output value back after Run.
+func (p *Program) Float32(n *Node) ([]float32, error) {
+	a, err := p.Arg(n)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tensor{meta: a.Meta, buf: a.Buf, backend: p.backend}
+	return t.Float32()
+}
+
+// Release frees the program's planned buffers; bound tensors stay with their owners.
+func (p *Program) Release() {
+	for _, b := range p.bufs {
+		if b != nil {
+			p.backend.Free(b)
+		}
+	}
+	p.bufs = nil
+}

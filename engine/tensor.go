@@ -1,0 +1,153 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Tensor is a value that lives in a backend buffer: the inputs, parameters and results of graphs.
+// A Tensor owns its buffer until Release.
+type Tensor struct {
+	meta    Meta
+	buf     Buffer
+	backend Backend
+}
+
+// NewTensor allocates an uninitialised tensor on b.
+func NewTensor(b Backend, dt DType, shape Shape) (*Tensor, error) {
+	m := Meta{Shape: shape.Clone(), DType: dt}
+	if !shape.valid() {
+		return nil, fmt.Errorf("new tensor %s: dimensions must be positive", m)
+	}
+	buf, err := b.Alloc(m.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("new tensor %s: %w", m, err)
+	}
+	return &Tensor{meta: m, buf: buf, backend: b}, nil
+}
+
+// FromFloat32 uploads data as an f32 tensor of the given shape.
+func FromFloat32(b Backend, shape Shape, data []float32) (*Tensor, error) {
+	if shape.Numel() != len(data) {
+		return nil, fmt.Errorf("tensor %v: %d values for %d elements", shape, len(data), shape.Numel())
+	}
+	t, err := NewTensor(b, F32, shape)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.SetFloat32(data); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// FromInt32 uploads data as an i32 tensor of the given shape.
+func FromInt32(b Backend, shape Shape, data []int32) (*Tensor, error) {
+	if shape.Numel() != len(data) {
+		return nil, fmt.Errorf("tensor %v: %d values for %d elements", shape, len(data), shape.Numel())
+	}
+	t, err := NewTensor(b, I32, shape)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.SetBytes(int32Bytes(data)); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// FromBytes uploads raw little-endian data as a tensor of the given type and shape.
+func FromBytes(b Backend, dt DType, shape Shape, data []byte) (*Tensor, error) {
+	t, err := NewTensor(b, dt, shape)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.SetBytes(data); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Meta is the tensor's shape and type.
+func (t *Tensor) Meta() Meta { return t.meta }
+
+// Shape is the tensor's shape; do not modify it.
+func (t *Tensor) Shape() Shape { return t.meta.Shape }
+
+// DType is the tensor's element type.
+func (t *Tensor) DType() DType { return t.meta.DType }
+
+// Buffer is the backend buffer holding the tensor.
+func (t *Tensor) Buffer() Buffer { return t.buf }
+
+// Backend is the backend that owns the buffer.
+func (t *Tensor) Backend() Backend { return t.backend }
+
+// SetBytes overwrites the tensor's contents with raw little-endian data of exactly its size.
+func (t *Tensor) SetBytes(data []byte) error {
+	if int64(len(data)) != t.meta.Bytes() {
+		return fmt.Errorf("write tensor %s: %d bytes for %d", t.meta, len(data), t.meta.Bytes())
+	}
+	return t.backend.Write(t.buf, 0, data)
+}
+
+// Bytes reads the tensor's raw little-endian contents back.
+func (t *Tensor) Bytes() ([]byte, error) {
+	out := make([]byte, t.meta.Bytes())
+	if err := t.backend.Read(t.buf, 0, out); err != nil {
+		return nil, fmt.Errorf("read tensor %s: %w", t.meta, err)
+	}
+	return out, nil
+}
+
+// SetFloat32 overwrites an f32 tensor's contents.
+func (t *Tensor) SetFloat32(data []float32) error {
+	if t.meta.DType != F32 {
+		return fmt.Errorf("write tensor %s: not f32", t.meta)
+	}
+	return t.SetBytes(float32Bytes(data))
+}
+
+// Float32 reads an f32 tensor back.
+func (t *Tensor) Float32() ([]float32, error) {
+	if t.meta.DType != F32 {
+		return nil, fmt.Errorf("read tensor %s: not f32", t.meta)
+	}
+	b, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out, nil
+}
+
+// Release frees the tensor's buffer; the tensor must not be used afterwards.
+func (t *Tensor) Release() {
+	if t.buf != nil {
+		t.backend.Free(t.buf)
+		t.buf = nil
+	}
+}
+
+func float32Bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+func int32Bytes(v []int32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(x))
+	}
+	return b
+}

@@ -1,0 +1,191 @@
+package webgpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
+)
+
+// benchCase is one kernel benchmark: a graph built for a shape, its work in flops and bytes moved
+// (the minimum traffic: every operand read once, every output written once).
+type benchCase struct {
+	name  string
+	flops float64
+	bytes float64
+	build func(g *engine.Graph) (outs []*engine.Node)
+}
+
+// benchShapes picks shapes: realistic ones on a GPU, small ones on a software adapter, where the
+// numbers only prove that the kernels run (lavapipe says nothing about speed).
+func benchShapes(b *Backend) (rows, din, dout, rank int) {
+	if b.info.Type == "cpu" {
+		return 32, 256, 256, 8
+	}
+	return 512, 4096, 4096, 16
+}
+
+func benchCases(rows, din, dout, rank int) []benchCase {
+	const bs = 64
+	q := engine.QuantSpec{Type: "nf4", Code: nf4, Blocksize: bs, N: dout, K: din}
+	qin := func(g *engine.Graph) (*engine.Node, *engine.Node) {
+		return g.Input("packed", engine.U8, engine.Shape{dout * din / 2}), g.Input("absmax", engine.F32, engine.Shape{ceilDiv(dout*din, bs)})
+	}
+	wbytes := float64(dout*din)/2 + 4*float64(ceilDiv(dout*din, bs))
+	f := func(x int) float64 { return float64(x) }
+	s := float32(2)
+	return []benchCase{
+		{"nf4_gemv", 2 * f(dout*din), wbytes + 4*f(din+dout), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			return []*engine.Node{g.QMatMul(g.Input("x", engine.F32, engine.Shape{1, din}), p, a, q)}
+		}},
+		{"nf4_gemm", 2 * f(rows*dout*din), wbytes + 4*f(rows*(din+dout)), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			return []*engine.Node{g.QMatMul(g.Input("x", engine.F32, engine.Shape{rows, din}), p, a, q)}
+		}},
+		{"lora_fwd_fused", 2 * f(rows*dout*din+rows*rank*(din+dout)), wbytes + 4*f(rows*(din+dout+rank)+rank*(din+dout)), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			x := g.Input("x", engine.F32, engine.Shape{rows, din})
+			return g.Apply(engine.LoRA{Scale: s, Quant: &q}, x, p, a, g.Input("A", engine.F32, engine.Shape{rank, din}), g.Input("B", engine.F32, engine.Shape{dout, rank}))[:1]
+		}},
+		{"lora_fwd_unfused", 2 * f(rows*dout*din+rows*rank*(din+dout)), wbytes + 4*f(rows*(din+dout+rank)+rank*(din+dout)), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			x := g.Input("x", engine.F32, engine.Shape{rows, din})
+			base := g.QMatMul(x, p, a, q)
+			xa := g.MatMul(x, g.Input("A", engine.F32, engine.Shape{rank, din}), false, true)
+			l := g.MatMul(xa, g.Input("B", engine.F32, engine.Shape{dout, rank}), false, true)
+			return []*engine.Node{g.Add(base, g.Scale(l, s))}
+		}},
+		{"lora_bwd_fused", 2 * f(rows*dout*din+3*rows*rank*(din+dout)), wbytes + 4*f(rows*(2*din+dout+rank)+2*rank*(din+dout)), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			dy, x := g.Input("dy", engine.F32, engine.Shape{rows, dout}), g.Input("x", engine.F32, engine.Shape{rows, din})
+			A, B := g.Input("A", engine.F32, engine.Shape{rank, din}), g.Input("B", engine.F32, engine.Shape{dout, rank})
+			xa := g.Input("xa", engine.F32, engine.Shape{rows, rank})
+			return g.Apply(engine.LoRABackward{Scale: s, Quant: &q, NeedX: true, NeedA: true, NeedB: true}, dy, x, p, a, A, B, xa)[:3]
+		}},
+		{"lora_bwd_unfused", 2 * f(rows*dout*din+3*rows*rank*(din+dout)), wbytes + 4*f(rows*(2*din+dout+rank)+2*rank*(din+dout)), func(g *engine.Graph) []*engine.Node {
+			p, a := qin(g)
+			dy, x := g.Input("dy", engine.F32, engine.Shape{rows, dout}), g.Input("x", engine.F32, engine.Shape{rows, din})
+			A, B := g.Input("A", engine.F32, engine.Shape{rank, din}), g.Input("B", engine.F32, engine.Shape{dout, rank})
+			xa := g.Input("xa", engine.F32, engine.Shape{rows, rank})
+			t := g.MatMul(dy, B, false, false)
+			dx := g.Add(g.Apply1(engine.QMatMul{Quant: q, TransW: true}, dy, p, a), g.Scale(g.MatMul(t, A, false, false), s))
+			dA := g.Scale(g.MatMul(t, x, true, false), s)
+			dB := g.Scale(g.MatMul(dy, xa, true, false), s)
+			return []*engine.Node{dx, dA, dB}
+		}},
+		{"ia3_fwd", f(rows * din), 4 * f(2*rows*din+din), func(g *engine.Graph) []*engine.Node {
+			return []*engine.Node{g.ScaleCols(g.Input("x", engine.F32, engine.Shape{rows, din}), g.Input("l", engine.F32, engine.Shape{din}))}
+		}},
+		{"ia3_bwd", 3 * f(rows*din), 4 * f(4*rows*din+2*din), func(g *engine.Graph) []*engine.Node {
+			dy, x := g.Input("dy", engine.F32, engine.Shape{rows, din}), g.Input("x", engine.F32, engine.Shape{rows, din})
+			return g.Apply(engine.ScaleColsBackward{NeedX: true, NeedL: true}, dy, x, g.Input("l", engine.F32, engine.Shape{din}))[:2]
+		}},
+	}
+}
+
+// prepare compiles c on be and binds random inputs; the returned run executes one step and waits.
+func prepare(tb testing.TB, be engine.Backend, c benchCase) (run func() error, done func()) {
+	g := engine.NewGraph()
+	outs := c.build(g)
+	if err := g.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := engine.Compile(g, be, outs, engine.CompileOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var ts []*engine.Tensor
+	for _, n := range p.Leaves() {
+		var t *engine.Tensor
+		if n.DType() == engine.U8 {
+			raw := make([]byte, n.Shape().Numel())
+			for i := range raw {
+				raw[i] = byte(r.IntN(256))
+			}
+			t, err = engine.FromBytes(be, engine.U8, n.Shape(), raw)
+		} else {
+			v := make([]float32, n.Shape().Numel())
+			for i := range v {
+				v[i] = float32(r.NormFloat64() * 0.1)
+			}
+			t, err = engine.FromFloat32(be, n.Shape(), v)
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ts = append(ts, t)
+		if err := p.Bind(n, t); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	probe := make([]byte, 4)
+	run = func() error {
+		if err := p.Run(); err != nil {
+			return err
+		}
+		a, err := p.Arg(outs[0]) // reading one word waits for the submission
+		if err != nil {
+			return err
+		}
+		return be.Read(a.Buf, 0, probe)
+	}
+	return run, func() {
+		p.Release()
+		for _, t := range ts {
+			t.Release()
+		}
+	}
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ' ' || r == '/' || r == ',' || r == '(' || r == ')' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// BenchmarkKernels times each kernel on the first WebGPU adapter and on the CPU backend in the
+// same run, reporting GFLOP/s and GB/s.
+func BenchmarkKernels(b *testing.B) {
+	gb := openTest(b)
+	rows, din, dout, rank := benchShapes(gb)
+	b.Logf("adapter %q (%s); shapes rows=%d in=%d out=%d rank=%d", gb.info.Name, gb.info.Type, rows, din, dout, rank)
+	backends := []struct {
+		name string
+		be   engine.Backend
+	}{{"webgpu=" + sanitize(gb.info.Name), gb}, {"cpu", cpu.New()}}
+	for _, c := range benchCases(rows, din, dout, rank) {
+		for _, be := range backends {
+			b.Run(fmt.Sprintf("%s/%s/rows=%d", c.name, be.name, rows), func(b *testing.B) {
+				run, done := prepare(b, be.be, c)
+				defer done()
+				if err := run(); err != nil { // warm up: pipelines, buffers
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(c.bytes))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := run(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(c.flops/sec/1e9, "GFLOP/s")
+				b.ReportMetric(c.bytes/sec/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// nf4 is bitsandbytes' NF4 code (a copy: this package imports only engine and shaders).
+var nf4 = [16]float32{-1, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0, 0.07958029955625534,
+	0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434,
+	0.5626170039176941, 0.7229568362236023, 1}

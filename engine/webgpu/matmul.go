@@ -1,0 +1,309 @@
+package webgpu
+
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/shaders"
+)
+
+// mm describes one tiled GEMM: c = alpha·op(a)·op(b) [+ lscale·xa·blᵀ] [+ c]. With quant, b is a
+// 4-bit weight [quant.N, quant.K] and op(b)(k, n) is W[n, k] (transB) or W[k, n].
+type mm struct {
+	transA, transB bool
+	m, n, k        int
+	a, b, c        bind
+	lda, ldb, ldc  int
+	alpha          float32
+	acc            bool // add to c instead of overwriting it
+
+	quant  *engine.QuantSpec
+	absmax bind
+
+	// LoRA epilogue: c[i, j] += lscale·Σ_r xa[i, r]·bl(j, r); bl(j, r) = bl[j·ldbl + r], or
+	// bl[r·ldbl + j] with epiT.
+	epi        bool
+	epiT       bool
+	xa, bl     bind
+	rank       int
+	lscale     float32
+	ldxa, ldbl int
+}
+
+// mmParams packs the uniform block shared by matmul.wgsl and qgemv.wgsl.
+func (g *mm) params() *params {
+	p := new(params).u(g.m, g.n, g.k, g.lda, g.ldb, g.ldc).f(g.alpha)
+	kq, bs := 0, 0
+	var code []float32
+	if g.quant != nil {
+		kq, bs, code = g.quant.K, g.quant.Blocksize, g.quant.Code[:]
+	}
+	p.u(kq, bs, g.rank).f(g.lscale).u(g.ldxa, g.ldbl)
+	return p.vec4s(code, 16)
+}
+
+func (r *recorder) fillDummies(g *mm) error {
+	for _, p := range []*bind{&g.absmax, &g.xa, &g.bl} {
+		if p.buf == nil {
+			d, err := r.dummy()
+			if err != nil {
+				return err
+			}
+			*p = d
+		}
+	}
+	return nil
+}
+
+// matmul records a tiled GEMM (matmul.wgsl), or a GEMV (gemv.wgsl) for one dense row.
+func (r *recorder) matmul(g mm) error {
+	if g.m == 0 || g.n == 0 {
+		return nil
+	}
+	if err := r.fillDummies(&g); err != nil {
+		return err
+	}
+	if g.m == 1 && g.quant == nil && !g.acc && !g.epiT {
+		return r.gemv(g)
+	}
+	grid, err := groupsFor(ceilDiv(g.m, tileM)*ceilDiv(g.n, tileN), r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	consts := []shaders.Const{c("WG", wg), c("BM", tileM), c("BN", tileN), c("BK", tileK), c("TM", threadsM), c("TN", threadsN),
+		c("ASZ", tileK*tileM), c("BSZ", tileK*tileN), c("TMN", threadsM*threadsN),
+		c("TA", g.transA), c("TB", g.transB), c("BQ", g.quant != nil), c("EPI", g.epi), c("EPIT", g.epiT), c("ACC", g.acc)}
+	g.a.rw, g.b.rw, g.absmax.rw, g.xa.rw, g.bl.rw, g.c.rw = false, false, false, false, false, true
+	r.dispatch("matmul", consts, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
+	return nil
+}
+
+// gemv records c = alpha·a·op(b) [+ LoRA term] for a single dense row a.
+func (r *recorder) gemv(g mm) error {
+	g.lda = 1
+	if g.transA {
+		g.lda = g.m // a is [k, 1]: element k at k·m
+	}
+	var grid [3]uint32
+	var err error
+	if g.transB {
+		grid, err = groupsFor(g.n, r.b.maxGroups())
+	} else {
+		grid, err = r.items(g.n, wg)
+	}
+	if err != nil {
+		return err
+	}
+	g.a.rw, g.b.rw, g.xa.rw, g.bl.rw, g.c.rw = false, false, false, false, true
+	r.dispatch("gemv", []shaders.Const{c("WG", wg), c("TB", g.transB), c("EPI", g.epi)}, grid, g.params(), g.a, g.b, g.xa, g.bl, g.c)
+	return nil
+}
+
+// qgemv records y = x·Wᵀ for one row of x against a 4-bit W (qgemv.wgsl): one workgroup per
+// output, each packed word read once.
+func (r *recorder) qgemv(g mm) error {
+	if err := r.fillDummies(&g); err != nil {
+		return err
+	}
+	grid, err := groupsFor(g.n, r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	g.a.rw, g.b.rw, g.absmax.rw, g.xa.rw, g.bl.rw, g.c.rw = false, false, false, false, false, true
+	r.dispatch("qgemv", []shaders.Const{c("WG", wg), c("EPI", g.epi)}, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
+	return nil
+}
+
+// qmatmul: y = x·Wᵀ (or x·W with transW) for x of rows rows; epi, when set, adds a LoRA term.
+func (r *recorder) qmatmul(q *engine.QuantSpec, transW bool, rows int, x, packed, absmax, y bind, epi *mm) error {
+	g := mm{m: rows, a: x, b: packed, absmax: absmax, c: y, alpha: 1, quant: q}
+	if transW {
+		g.n, g.k, g.lda, g.ldb, g.ldc = q.K, q.N, q.N, q.K, q.K
+	} else {
+		g.transB = true
+		g.n, g.k, g.lda, g.ldb, g.ldc = q.N, q.K, q.K, q.K, q.N
+	}
+	if epi != nil {
+		g.epi, g.epiT, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, epi.epiT, epi.xa, epi.bl, epi.rank, epi.lscale, epi.ldxa, epi.ldbl
+	}
+	if rows == 1 && !transW {
+		return r.qgemv(g)
+	}
+	return r.matmul(g)
+}
+
+// lora: xa = x·Aᵀ first (small), then one GEMM pass over W whose epilogue adds s·xa·Bᵀ, so x·Wᵀ
+// and the LoRA term are never written as separate outputs.
+func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
+	metas := make([]engine.Meta, len(l.In))
+	for i, a := range l.In {
+		metas[i] = a.Meta
+	}
+	rows, din, dout, rank := op.Dims(metas)
+	a, bl := in[len(in)-2], in[len(in)-1]
+	x, y, xa := in[0], out[0], out[1]
+	if err := r.matmul(mm{transB: true, m: rows, n: rank, k: din, a: x, lda: din, b: a, ldb: din, c: xa, ldc: rank, alpha: 1}); err != nil {
+		return err
+	}
+	xr := xa
+	xr.rw = false
+	epi := mm{epi: true, xa: xr, bl: bl, rank: rank, lscale: op.Scale, ldxa: rank, ldbl: rank}
+	if op.Quant != nil {
+		return r.qmatmul(op.Quant, false, rows, x, in[1], in[2], y, &epi)
+	}
+	g := mm{transB: true, m: rows, n: dout, k: din, a: x, lda: din, b: in[1], ldb: din, c: y, ldc: dout, alpha: 1}
+	g.epi, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, xr, bl, rank, op.Scale, rank, rank
+	return r.matmul(g)
+}
+
+// loraBackward: t = dy·B; dx = dy·W + s·t·A (one GEMM with the LoRA term in its epilogue);
+// dA = s·tᵀ·x; dB = s·dyᵀ·xa. Every reduction is a tiled f32 GEMM: deterministic, no atomics.
+func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out []bind) error {
+	fwd := l.In[1 : len(l.In)-1]
+	metas := make([]engine.Meta, len(fwd))
+	for i, a := range fwd {
+		metas[i] = a.Meta
+	}
+	rows, din, dout, rank := engine.LoRA{Quant: op.Quant}.Dims(metas)
+	dy, x, xa := in[0], in[1], in[len(in)-1]
+	a, bl := in[len(in)-3], in[len(in)-2]
+	s := op.Scale
+	k := 0
+	next := func() bind { o := out[k]; k++; return o }
+	var dx, dA, dB bind
+	if op.NeedX {
+		dx = next()
+	}
+	if op.NeedA {
+		dA = next()
+	}
+	if op.NeedB {
+		dB = next()
+	}
+	if k != len(out) {
+		return fmt.Errorf("want %d outputs, got %d", k, len(out))
+	}
+	if op.NeedX || op.NeedA {
+		t, err := r.temp(int64(4 * rows * rank))
+		if err != nil {
+			return err
+		}
+		if err := r.matmul(mm{m: rows, n: rank, k: dout, a: dy, lda: dout, b: bl, ldb: rank, c: t, ldc: rank, alpha: 1}); err != nil {
+			return err
+		}
+		t.rw = false
+		if op.NeedX {
+			epi := mm{epi: true, epiT: true, xa: t, bl: a, rank: rank, lscale: s, ldxa: rank, ldbl: din}
+			if op.Quant != nil {
+				if err := r.qmatmul(op.Quant, true, rows, dy, in[2], in[3], dx, &epi); err != nil {
+					return err
+				}
+			} else {
+				g := mm{m: rows, n: din, k: dout, a: dy, lda: dout, b: in[2], ldb: din, c: dx, ldc: din, alpha: 1}
+				g.epi, g.epiT, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, true, t, a, rank, s, rank, din
+				if err := r.matmul(g); err != nil {
+					return err
+				}
+			}
+		}
+		if op.NeedA {
+			if err := r.matmul(mm{transA: true, m: rank, n: din, k: rows, a: t, lda: rank, b: x, ldb: din, c: dA, ldc: din, alpha: s}); err != nil {
+				return err
+			}
+		}
+	}
+	if op.NeedB {
+		return r.matmul(mm{transA: true, m: dout, n: rank, k: rows, a: dy, lda: dout, b: xa, ldb: rank, c: dB, ldc: rank, alpha: s})
+	}
+	return nil
+}
+
+// attention: the tiled online-softmax kernel; WG queries a workgroup, KT keys a tile, as many as
+// the device's workgroup memory holds (K and V tiles) up to 64.
+func (r *recorder) attention(op engine.Attention, in, out []bind) error {
+	const queries = 64
+	if op.QLen <= decodeQueries {
+		// Few queries (decode): a workgroup per query keeps every invocation busy on the keys.
+		const threads = 64
+		grid, err := groupsFor(op.Batch*op.Heads*op.QLen, r.b.maxGroups())
+		if err != nil {
+			return err
+		}
+		consts := []shaders.Const{c("WG", threads), c("HD", op.HeadDim), c("DPT", ceilDiv(op.HeadDim, threads))}
+		r.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
+		return nil
+	}
+	grid, err := groupsFor(op.Batch*op.Heads*ceilDiv(op.QLen, queries), r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	kt := r.b.keyTile(op.HeadDim, queries)
+	consts := []shaders.Const{c("WG", queries), c("HD", op.HeadDim), c("KT", kt), c("KTHD", kt*op.HeadDim)}
+	r.dispatch("attention", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
+	return nil
+}
+
+// decodeQueries is the most queries for which attention runs the decode kernel.
+const decodeQueries = 8
+
+// keyTile is how many keys (with their values) of head dim hd fit the workgroup memory left after
+// the reduction scratch of wg floats, at most 64.
+func (b *Backend) keyTile(hd, wg int) int {
+	budget := int(b.limits.MaxComputeWorkgroupStorageSize) - 4*wg
+	kt := budget / (2 * 4 * hd)
+	if kt > 64 {
+		kt = 64
+	}
+	if kt < 1 {
+		kt = 1
+	}
+	return kt
+}
+
+func attnParams(op engine.Attention) *params {
+	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale)
+}
+
+// attentionBackward: dq (and D = rowsum(dout·out)) per query, then dk and dv per key, summing over
+// the heads of its group and the queries that see it, in a fixed order.
+func (r *recorder) attentionBackward(op engine.AttentionBackward, in, out []bind) error {
+	a := op.Attention
+	k := 0
+	o := [3]bind{}
+	sizes := [3]int{a.Batch * a.QLen * a.Heads * a.HeadDim, a.Batch * a.KVLen * a.KVHeads * a.HeadDim, a.Batch * a.KVLen * a.KVHeads * a.HeadDim}
+	for i, need := range []bool{op.NeedQ, op.NeedK, op.NeedV} {
+		if need {
+			o[i] = out[k]
+			k++
+			continue
+		}
+		t, err := r.temp(int64(4 * sizes[i]))
+		if err != nil {
+			return err
+		}
+		o[i] = t
+	}
+	dvec, err := r.temp(int64(4 * a.Batch * a.Heads * a.QLen))
+	if err != nil {
+		return err
+	}
+	const block = 64
+	kt := r.b.keyTile(a.HeadDim, block)
+	grid, err := groupsFor(a.Batch*a.Heads*ceilDiv(a.QLen, block), r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	consts := []shaders.Const{c("WG", block), c("HD", a.HeadDim), c("KT", kt), c("KTHD", kt*a.HeadDim)}
+	r.dispatch("attn_bwd_dq", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[4], in[5], o[0], dvec)
+	dvec.rw = false
+	// Query tiles hold q and dout rows plus lse and D: 2·hd + 2 floats a query.
+	qt := (int(r.b.limits.MaxComputeWorkgroupStorageSize) - 4*block) / (4 * (2*a.HeadDim + 2))
+	qt = max(1, min(qt, 64))
+	grid, err = groupsFor(a.Batch*a.KVHeads*ceilDiv(a.KVLen, block), r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	consts = []shaders.Const{c("WG", block), c("HD", a.HeadDim), c("QT", qt), c("QTHD", qt*a.HeadDim)}
+	r.dispatch("attn_bwd_dkv", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[5], dvec, o[1], o[2])
+	return nil
+}

@@ -1,0 +1,170 @@
+// Package webgpu is lathe's portable GPU backend: WGSL compute kernels (package shaders) run through
+// wgpu-native (github.com/cogentcore/webgpu) on Vulkan, Metal or D3D12. One Run is one command
+// encoder and one queue submission; readback goes through a staging buffer polled without blocking,
+// so a slow or lost device returns an error instead of hanging the process.
+package webgpu
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/lathe-ml/lathe/engine"
+)
+
+// Provider discovers WebGPU adapters (Vulkan, Metal, D3D12; OpenGL is left out because its compute
+// support is too limited) and opens them.
+type Provider struct{}
+
+// Name is "webgpu".
+func (Provider) Name() string { return "webgpu" }
+
+// instanceBackends are the native APIs lathe asks wgpu for.
+const instanceBackends = wgpu.InstanceBackendPrimary
+
+// newInstance creates a wgpu instance, turning the binding's panic (no loader, no driver) into an
+// error. It passes no descriptor on purpose: v0.23.0 leaves fields of the native InstanceExtras it
+// allocates for one uninitialised (wgpu-native then aborts on a garbage GL version). Adapters are
+// filtered by backend at enumeration instead. (OpenGL is still probed, which on a headless machine
+// prints EGL warnings to stderr.)
+func newInstance() (inst *wgpu.Instance, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			inst, err = nil, fmt.Errorf("webgpu: cannot create an instance: %v", r)
+		}
+	}()
+	return wgpu.CreateInstance(nil), nil
+}
+
+// adapters enumerates the instance's adapters in a stable order (the order wgpu reports).
+func adapters(inst *wgpu.Instance) []*wgpu.Adapter {
+	return inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: instanceBackends})
+}
+
+// Devices lists every adapter wgpu finds; none is not an error.
+func (Provider) Devices() ([]engine.DeviceInfo, error) {
+	inst, err := newInstance()
+	if err != nil {
+		return nil, err
+	}
+	defer inst.Release()
+	var out []engine.DeviceInfo
+	for i, a := range adapters(inst) {
+		out = append(out, adapterInfo(a, i))
+		a.Release()
+	}
+	return out, nil
+}
+
+// Open opens the adapter with the given index from Devices.
+func (Provider) Open(index int) (engine.Backend, error) {
+	return Open(index)
+}
+
+// vendorName maps PCI (and Khronos) vendor IDs to names.
+func vendorName(id uint32, fallback string) string {
+	switch id {
+	case 0x10de:
+		return "NVIDIA"
+	case 0x1002, 0x1022:
+		return "AMD"
+	case 0x8086:
+		return "Intel"
+	case 0x106b:
+		return "Apple"
+	case 0x13b5:
+		return "ARM"
+	case 0x5143:
+		return "Qualcomm"
+	case 0x1010:
+		return "Imagination"
+	case 0x14e4:
+		return "Broadcom"
+	case 0x1414:
+		return "Microsoft"
+	case 0x10005:
+		return "Mesa"
+	}
+	if fallback != "" {
+		return fallback
+	}
+	return fmt.Sprintf("0x%x", id)
+}
+
+func typeName(t wgpu.AdapterType) string {
+	switch t {
+	case wgpu.AdapterTypeDiscreteGPU:
+		return "discrete"
+	case wgpu.AdapterTypeIntegratedGPU:
+		return "integrated"
+	case wgpu.AdapterTypeCPU:
+		return "cpu"
+	}
+	return "other"
+}
+
+func apiName(t wgpu.BackendType) string {
+	switch t {
+	case wgpu.BackendTypeVulkan:
+		return "Vulkan"
+	case wgpu.BackendTypeMetal:
+		return "Metal"
+	case wgpu.BackendTypeD3D12:
+		return "D3D12"
+	case wgpu.BackendTypeD3D11:
+		return "D3D11"
+	case wgpu.BackendTypeOpenGL, wgpu.BackendTypeOpenGLES:
+		return "GL"
+	case wgpu.BackendTypeWebGPU:
+		return "WebGPU"
+	}
+	return t.String()
+}
+
+// limitMap keeps the limits the kernels care about, by their WebGPU names.
+func limitMap(l wgpu.Limits) map[string]uint64 {
+	return map[string]uint64{
+		"maxBufferSize":                     l.MaxBufferSize,
+		"maxStorageBufferBindingSize":       l.MaxStorageBufferBindingSize,
+		"maxUniformBufferBindingSize":       l.MaxUniformBufferBindingSize,
+		"maxStorageBuffersPerShaderStage":   uint64(l.MaxStorageBuffersPerShaderStage),
+		"maxComputeWorkgroupStorageSize":    uint64(l.MaxComputeWorkgroupStorageSize),
+		"maxComputeInvocationsPerWorkgroup": uint64(l.MaxComputeInvocationsPerWorkgroup),
+		"maxComputeWorkgroupSizeX":          uint64(l.MaxComputeWorkgroupSizeX),
+		"maxComputeWorkgroupsPerDimension":  uint64(l.MaxComputeWorkgroupsPerDimension),
+		"minUniformBufferOffsetAlignment":   uint64(l.MinUniformBufferOffsetAlignment),
+		"minStorageBufferOffsetAlignment":   uint64(l.MinStorageBufferOffsetAlignment),
+	}
+}
+
+func adapterInfo(a *wgpu.Adapter, index int) engine.DeviceInfo {
+	ai := a.GetInfo()
+	lim := a.GetLimits().Limits
+	var feats []string
+	for _, f := range a.EnumerateFeatures() {
+		if s := f.String(); s != "" {
+			feats = append(feats, s)
+		}
+	}
+	sort.Strings(feats)
+	// wgpu-native v0.19 reports the device ID ("0x0") where the name belongs on some drivers;
+	// the driver description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") names those better.
+	name := ai.Name
+	if name == "" || strings.HasPrefix(name, "0x") {
+		name = ai.DriverDescription
+	}
+	if name == "" {
+		name = fmt.Sprintf("adapter %d", index)
+	}
+	return engine.DeviceInfo{
+		Backend: "webgpu", Index: index, Name: name,
+		Vendor:   vendorName(ai.VendorId, ai.VendorName),
+		Type:     typeName(ai.AdapterType),
+		API:      apiName(ai.BackendType),
+		Driver:   ai.DriverDescription,
+		Features: feats,
+		Limits:   limitMap(lim),
+	}
+}

@@ -1,0 +1,215 @@
+// Package model is the Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) built on
+// engine graphs, and the loading of its Hugging Face checkpoints.
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+)
+
+// Config is the part of a Hugging Face config.json that defines a Llama-family decoder.
+type Config struct {
+	Architectures         []string     `json:"architectures"`
+	ModelType             string       `json:"model_type"`
+	VocabSize             int          `json:"vocab_size"`
+	HiddenSize            int          `json:"hidden_size"`
+	IntermediateSize      int          `json:"intermediate_size"`
+	NumLayers             int          `json:"num_hidden_layers"`
+	NumHeads              int          `json:"num_attention_heads"`
+	NumKVHeads            int          `json:"num_key_value_heads"`
+	HeadDim               int          `json:"head_dim"`
+	RMSNormEps            float64      `json:"rms_norm_eps"`
+	RopeTheta             float64      `json:"rope_theta"`
+	RopeScaling           *RopeScaling `json:"rope_scaling"`
+	MaxPositionEmbeddings int          `json:"max_position_embeddings"`
+	TieWordEmbeddings     bool         `json:"tie_word_embeddings"`
+	// AttentionBias gives q, k, v and o projections biases (Llama's attention_bias); Qwen2 always
+	// has q, k and v biases.
+	AttentionBias bool   `json:"attention_bias"`
+	MLPBias       bool   `json:"mlp_bias"`
+	HiddenAct     string `json:"hidden_act"`
+	TorchDType    string `json:"torch_dtype"`
+	BOSTokenID    *int   `json:"bos_token_id"`
+	EOSTokenID    any    `json:"eos_token_id"` // an int or a list of ints
+	SlidingWindow *int   `json:"sliding_window"`
+}
+
+// RopeScaling is config.json's rope_scaling: the context-extension variants of these models.
+type RopeScaling struct {
+	Type                          string  `json:"type"`
+	RopeType                      string  `json:"rope_type"`
+	Factor                        float64 `json:"factor"`
+	LowFreqFactor                 float64 `json:"low_freq_factor"`
+	HighFreqFactor                float64 `json:"high_freq_factor"`
+	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings"`
+	AttentionFactor               float64 `json:"attention_factor"`
+	BetaFast                      float64 `json:"beta_fast"`
+	BetaSlow                      float64 `json:"beta_slow"`
+}
+
+// Kind is the scaling variant: "default", "linear", "dynamic", "llama3" or "yarn".
+func (r *RopeScaling) Kind() string {
+	if r == nil {
+		return "default"
+	}
+	if r.RopeType != "" {
+		return r.RopeType
+	}
+	if r.Type != "" {
+		return r.Type
+	}
+	return "default"
+}
+
+var supportedArchitectures = map[string]bool{
+	"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen2ForCausalLM": true,
+}
+
+// LoadConfig reads and checks dir/config.json.
+func LoadConfig(dir string) (*Config, error) {
+	path := filepath.Join(dir, "config.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	c, err := ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a config.json, fills Hugging Face's defaults and checks the architecture.
+func ParseConfig(raw []byte) (*Config, error) {
+	c := &Config{}
+	if err := json.Unmarshal(raw, c); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	arch := ""
+	if len(c.Architectures) > 0 {
+		arch = c.Architectures[0]
+	}
+	if !supportedArchitectures[arch] {
+		return nil, fmt.Errorf("unknown architecture %q (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", arch)
+	}
+	if c.NumKVHeads == 0 {
+		c.NumKVHeads = c.NumHeads
+	}
+	if c.HeadDim == 0 && c.NumHeads > 0 {
+		c.HeadDim = c.HiddenSize / c.NumHeads
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.RMSNormEps == 0 {
+		c.RMSNormEps = 1e-6
+	}
+	if c.HiddenAct == "" {
+		c.HiddenAct = "silu"
+	}
+	if arch == "Qwen2ForCausalLM" {
+		c.AttentionBias = true
+	}
+	return c, c.Validate()
+}
+
+// IsQwen2 reports whether the model is Qwen2 (q, k, v biases; no o_proj bias).
+func (c *Config) IsQwen2() bool {
+	return len(c.Architectures) > 0 && c.Architectures[0] == "Qwen2ForCausalLM"
+}
+
+// Validate checks that the dimensions are consistent.
+func (c *Config) Validate() error {
+	switch {
+	case c.VocabSize <= 0 || c.HiddenSize <= 0 || c.IntermediateSize <= 0 || c.NumLayers <= 0 || c.NumHeads <= 0:
+		return fmt.Errorf("config: vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads must be positive")
+	case c.NumKVHeads <= 0 || c.NumHeads%c.NumKVHeads != 0:
+		return fmt.Errorf("config: num_attention_heads %d is not a multiple of num_key_value_heads %d", c.NumHeads, c.NumKVHeads)
+	case c.HeadDim <= 0 || c.HeadDim%2 != 0:
+		return fmt.Errorf("config: head_dim %d must be positive and even", c.HeadDim)
+	case c.HiddenAct != "silu":
+		return fmt.Errorf("config: hidden_act %q is not supported (silu only)", c.HiddenAct)
+	}
+	switch k := c.RopeScaling.Kind(); k {
+	case "default", "linear", "dynamic", "llama3", "yarn":
+	default:
+		return fmt.Errorf("config: rope_scaling type %q is not supported", k)
+	}
+	return nil
+}
+
+// Rope returns the inverse frequencies (head_dim/2 of them) and the attention scale of the rotary
+// embedding for sequences of up to seqLen tokens, following transformers' modeling_rope_utils.
+func (c *Config) Rope(seqLen int) (invFreq []float32, attnScale float32) {
+	d := c.HeadDim
+	base := c.RopeTheta
+	rs := c.RopeScaling
+	kind := rs.Kind()
+	if kind == "dynamic" && c.MaxPositionEmbeddings > 0 && seqLen > c.MaxPositionEmbeddings {
+		// Dynamic NTK: grow the base with the sequence beyond the trained context.
+		f := rs.Factor*float64(seqLen)/float64(c.MaxPositionEmbeddings) - (rs.Factor - 1)
+		base *= math.Pow(f, float64(d)/float64(d-2))
+	}
+	inv := make([]float64, d/2)
+	for i := range inv {
+		inv[i] = 1 / math.Pow(base, float64(2*i)/float64(d))
+	}
+	attn := 1.0
+	switch kind {
+	case "linear":
+		for i := range inv {
+			inv[i] /= rs.Factor
+		}
+	case "llama3":
+		orig := float64(rs.OriginalMaxPositionEmbeddings)
+		lowWave, highWave := orig/rs.LowFreqFactor, orig/rs.HighFreqFactor
+		for i, f := range inv {
+			wave := 2 * math.Pi / f
+			switch {
+			case wave < highWave:
+			case wave > lowWave:
+				inv[i] = f / rs.Factor
+			default:
+				s := (orig/wave - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+				inv[i] = (1-s)*f/rs.Factor + s*f
+			}
+		}
+	case "yarn":
+		orig := float64(rs.OriginalMaxPositionEmbeddings)
+		if orig == 0 {
+			orig = float64(c.MaxPositionEmbeddings)
+		}
+		betaFast, betaSlow := rs.BetaFast, rs.BetaSlow
+		if betaFast == 0 {
+			betaFast = 32
+		}
+		if betaSlow == 0 {
+			betaSlow = 1
+		}
+		corr := func(rot float64) float64 {
+			return float64(d) * math.Log(orig/(rot*2*math.Pi)) / (2 * math.Log(c.RopeTheta))
+		}
+		low := math.Max(math.Floor(corr(betaFast)), 0)
+		high := math.Min(math.Ceil(corr(betaSlow)), float64(d-1))
+		if low == high {
+			high += 0.001
+		}
+		for i, f := range inv {
+			ramp := math.Min(math.Max((float64(i)-low)/(high-low), 0), 1)
+			extrapolation := 1 - ramp
+			inv[i] = (f/rs.Factor)*(1-extrapolation) + f*extrapolation
+		}
+		attn = rs.AttentionFactor
+		if attn == 0 {
+			attn = 0.1*math.Log(rs.Factor) + 1
+		}
+	}
+	invFreq = make([]float32, len(inv))
+	for i, f := range inv {
+		invFreq[i] = float32(f)
+	}
+	return invFreq, float32(attn)
+}

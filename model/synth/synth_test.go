@@ -1,0 +1,64 @@
+package synth_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/model/synth"
+)
+
+func TestWriteIsALoadableDeterministicLlama(t *testing.T) {
+	dir := t.TempDir()
+	a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
+	p := synth.Presets["tiny"]
+	_, err := synth.Write(a, synth.Options{Preset: p, Seed: 3})
+	require.NoError(t, err)
+	_, err = synth.Write(b, synth.Options{Preset: p, Seed: 3})
+	require.NoError(t, err)
+	res, err := synth.Write(c, synth.Options{Preset: p, Seed: 4, DType: "BF16"})
+	require.NoError(t, err)
+
+	wa, err := os.ReadFile(filepath.Join(a, "model.safetensors"))
+	require.NoError(t, err)
+	wb, err := os.ReadFile(filepath.Join(b, "model.safetensors"))
+	require.NoError(t, err)
+	require.Equal(t, wa, wb, "the same seed gives the same weights")
+
+	cfg, err := model.LoadConfig(c)
+	require.NoError(t, err)
+	require.Equal(t, p.Hidden, cfg.HiddenSize)
+	require.Equal(t, p.KVHeads, cfg.NumKVHeads)
+
+	ck, err := checkpoint.Open(c)
+	require.NoError(t, err)
+	defer ck.Close()
+	q, ok := ck.Tensor("model.layers.1.self_attn.q_proj.weight")
+	require.True(t, ok)
+	require.Equal(t, "BF16", q.DType)
+	require.Equal(t, []int{p.Hidden, p.Hidden}, q.Shape)
+	v, _, err := ck.Float32("model.layers.1.self_attn.q_proj.weight")
+	require.NoError(t, err)
+	var sum2 float64
+	for _, x := range v {
+		sum2 += float64(x) * float64(x)
+	}
+	std := sum2 / float64(len(v))
+	require.InDelta(t, 0.02*0.02, std, 0.0001, "weights are drawn from N(0, 0.02²)")
+	norm, _, err := ck.Float32("model.norm.weight")
+	require.NoError(t, err)
+	require.Equal(t, float32(1), norm[5])
+	var count int64
+	for _, n := range ck.Names() {
+		tt, _ := ck.Tensor(n)
+		count += tt.Numel()
+	}
+	require.Equal(t, res.Params, count)
+
+	_, err = synth.Write(filepath.Join(dir, "d"), synth.Options{Preset: p, DType: "F64"})
+	require.ErrorContains(t, err, `dtype "F64"`)
+}

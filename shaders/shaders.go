@@ -1,0 +1,82 @@
+// Package shaders holds lathe's GPU kernels as source: WGSL for the portable WebGPU tier under wgsl/.
+//
+// A WGSL kernel file is not a complete module: the backend prepends a header of specialisation
+// constants (`const WG: u32 = 256u;` and the like, chosen from device limits) and the shared helpers
+// of wgsl/common.wgsl, then compiles the result. This keeps every variant of a kernel one file, with
+// its tile sizes and flags as plain WGSL constants that the compiler folds.
+package shaders
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+)
+
+//go:embed wgsl/*.wgsl
+var files embed.FS
+
+// FS returns the embedded shader tree (wgsl/*.wgsl), read-only.
+func FS() fs.FS { return files }
+
+// Common is the name of the WGSL file every kernel is compiled with.
+const Common = "common"
+
+// WGSL returns the source of wgsl/<name>.wgsl.
+func WGSL(name string) (string, error) {
+	b, err := files.ReadFile("wgsl/" + name + ".wgsl")
+	if err != nil {
+		return "", fmt.Errorf("shaders: no WGSL kernel %q", name)
+	}
+	return string(b), nil
+}
+
+// WGSLNames lists the WGSL kernels (file names without the extension), sorted.
+func WGSLNames() []string {
+	ents, _ := files.ReadDir("wgsl")
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".wgsl"); ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Const is one specialisation constant of a kernel.
+type Const struct {
+	Name string
+	// Value is a WGSL literal: "64u", "1.5", "true".
+	Value string
+}
+
+// Compose returns the full WGSL module for a kernel: the constants, then common.wgsl, then the kernel.
+func Compose(name string, consts []Const) (string, error) {
+	common, err := WGSL(Common)
+	if err != nil {
+		return "", err
+	}
+	body, err := WGSL(name)
+	if err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	for _, c := range consts {
+		ty := "u32"
+		switch {
+		case c.Value == "true" || c.Value == "false":
+			ty = "bool"
+		case strings.HasSuffix(c.Value, "i"):
+			ty = "i32"
+		case strings.ContainsAny(c.Value, ".e") || strings.HasSuffix(c.Value, "f"):
+			ty = "f32"
+		}
+		fmt.Fprintf(&sb, "const %s: %s = %s;\n", c.Name, ty, c.Value)
+	}
+	sb.WriteString(common)
+	sb.WriteString("\n")
+	sb.WriteString(body)
+	return sb.String(), nil
+}

@@ -1,0 +1,30 @@
+package shaders
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCompose(t *testing.T) {
+	names := WGSLNames()
+	if len(names) < 10 {
+		t.Fatalf("only %d WGSL files embedded: %v", len(names), names)
+	}
+	for _, n := range names {
+		if n == Common {
+			continue
+		}
+		src, err := Compose(n, []Const{{"WG", "64u"}, {"FLAG", "true"}, {"S", "1.5"}, {"I", "-2i"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"const WG: u32 = 64u;", "const FLAG: bool = true;", "const S: f32 = 1.5;", "const I: i32 = -2i;", "fn block_sum", "fn main"} {
+			if !strings.Contains(src, want) {
+				t.Errorf("%s: composed module lacks %q", n, want)
+			}
+		}
+	}
+	if _, err := WGSL("no_such_kernel"); err == nil {
+		t.Error("WGSL found a kernel that does not exist")
+	}
+}

@@ -1,0 +1,50 @@
+// Shared helpers, compiled into every kernel after the specialisation constants (WG at least).
+
+// lin is the linear index of an invocation over a 2D grid of workgroups of WG invocations: large 1D
+// problems are dispatched as x·y workgroups because one dimension holds at most 65535.
+fn lin(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+// wgid is the linear index of a workgroup over a 2D grid.
+fn wgid(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+// red is the scratch of the workgroup reductions below (WG must be a power of two).
+var<workgroup> red: array<f32, WG>;
+
+// block_sum returns the sum of v over the workgroup, in a fixed tree order (deterministic). Call it
+// from uniform control flow; every invocation gets the result.
+fn block_sum(v: f32, lid: u32) -> f32 {
+    workgroupBarrier();
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+// block_max returns the maximum of v over the workgroup.
+fn block_max(v: f32, lid: u32) -> f32 {
+    workgroupBarrier();
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+const NEG_MAX: f32 = -3.4028234e38;

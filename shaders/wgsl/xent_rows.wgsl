@@ -1,0 +1,33 @@
+// loss[row] = logsumexp(logits[row]) − logits[row, target] (0 for ignored rows), one workgroup per row.
+struct Params { rows: u32, dim: u32, ignore: i32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(3) var<uniform> P: Params;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wgid(wid, nwg);
+    if (row >= P.rows) {
+        return;
+    }
+    let base = row * P.dim;
+    var m = NEG_MAX;
+    for (var j = lid; j < P.dim; j = j + WG) {
+        m = max(m, x[base + j]);
+    }
+    m = block_max(m, lid);
+    var s = 0.0;
+    for (var j = lid; j < P.dim; j = j + WG) {
+        s = s + exp(x[base + j] - m);
+    }
+    let lse = m + log(block_sum(s, lid));
+    if (lid == 0u) {
+        let t = targets[row];
+        if (t == P.ignore || t < 0 || u32(t) >= P.dim) {
+            loss[row] = 0.0;
+        } else {
+            loss[row] = lse - x[base + u32(t)];
+        }
+    }
+}
