@@ -114,7 +114,11 @@ func schedule(g *Graph, outputs []*Node, recompute bool) []step {
 		}
 		c := &Node{g: g, id: x.id, kind: kindOp, op: x.op, meta: x.meta, block: x.block}
 		for _, s := range x.src {
-			c.src = append(c.src, remap(s))
+			// Values from outside the block (its input: the previous block's output) are kept.
+			if s.block == x.block {
+				s = remap(s)
+			}
+			c.src = append(c.src, s)
 		}
 		for _, o := range x.outs {
 			oc := *o

@@ -176,7 +176,9 @@ func TestRecomputeGivesSameGradientsWithLessMemory(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, a, b, "gradient of %s", tr.Name())
 	}
-	require.Less(t, re.PeakBytes(), plain.PeakBytes(), "recomputation must lower peak memory")
+	// Four blocks: without recomputation every block's activations are alive when the backward pass
+	// starts; with it, only the block inputs and one block's activations.
+	require.Less(t, float64(re.PeakBytes()), 0.8*float64(plain.PeakBytes()), "recomputation must lower peak memory")
 	require.Greater(t, re.Launches(), plain.Launches(), "recomputation runs the blocks' forward again")
 	t.Logf("peak bytes: %d plain, %d with recomputation; launches %d vs %d", plain.PeakBytes(), re.PeakBytes(), plain.Launches(), re.Launches())
 }
