@@ -233,3 +233,7 @@ func (Sum) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 func (o Reshape) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 	return []*Node{g.Reshape(dout[0], n.src[0].meta.Shape...)}
 }
+
+func (o Dropout) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
+	return []*Node{g.Apply1(o, dout[0], n.src[1]), nil}
+}

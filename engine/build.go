@@ -83,3 +83,12 @@ func (g *Graph) Reshape(x *Node, shape ...int) *Node {
 	}
 	return g.Apply1(Reshape{Shape: Shape(shape).Clone()}, x)
 }
+
+// Dropout records dropout of x with probability p and the step's seed (i32 [1]); p == 0 records
+// nothing.
+func (g *Graph) Dropout(x, seed *Node, p float32) *Node {
+	if p == 0 {
+		return x
+	}
+	return g.Apply1(Dropout{P: p}, x, seed)
+}

@@ -680,3 +680,37 @@ func (SumSquares) Infer(in []Meta) ([]Meta, error) {
 	}
 	return []Meta{{Shape{1}, F32}}, want(in[0], F32, "x")
 }
+
+// Dropout zeroes each element of x with probability P and scales the rest by 1/(1−P). The mask is
+// a pure function of (seed, element index) — a counter-based hash every backend computes the same
+// way — so the backward pass and a recomputed forward see the same mask. Operands: x and seed:
+// i32 [1], a fresh value each step.
+type Dropout struct{ P float32 }
+
+func (Dropout) Name() string { return "dropout" }
+
+func (o Dropout) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 2); err != nil {
+		return nil, err
+	}
+	if o.P < 0 || o.P >= 1 {
+		return nil, fmt.Errorf("dropout probability %v is not in [0, 1)", o.P)
+	}
+	if in[1].DType != I32 || in[1].Shape.Numel() != 1 {
+		return nil, fmt.Errorf("seed must be i32 [1], got %s", in[1])
+	}
+	return []Meta{in[0]}, want(in[0], F32, "x")
+}
+
+// DropoutKeep reports whether element i survives dropout with probability p under seed: the mask
+// every backend reproduces. The hash is a 32-bit integer mix (lowbias32) of the index and seed.
+func DropoutKeep(seed int32, i uint32, p float32) bool {
+	h := i*0x9E3779B9 ^ uint32(seed)
+	h ^= h >> 16
+	h *= 0x7feb352d
+	h ^= h >> 15
+	h *= 0x846ca68b
+	h ^= h >> 16
+	// The top 24 bits as a uniform number in [0, 1).
+	return float32(h>>8)*(1.0/16777216.0) >= p
+}

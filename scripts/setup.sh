@@ -10,6 +10,10 @@ lathe_setup_go() {
 			exit 1
 		fi
 	fi
+	# wgpu probes OpenGL too, which complains on headless machines without a runtime dir.
+	if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+		export XDG_RUNTIME_DIR="$(mktemp -d)"
+	fi
 	# A newer toolchain named by go.mod is fetched through the module proxy.
 	export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 }

@@ -51,7 +51,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
-		engine.AdamW, engine.SumSquares, engine.Cast:
+		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -209,6 +209,12 @@ func (r *recorder) launch(l engine.Launch) error {
 		return r.map1(0, in[0], out[0], n, 0)
 	case engine.Scale:
 		return r.map1(1, in[0], out[0], n, op.S)
+	case engine.Dropout:
+		g, err := r.items(n, wg)
+		if err != nil {
+			return err
+		}
+		r.dispatch("dropout", []shaders.Const{wgc}, g, new(params).u(n).f(op.P, 1/(1-op.P)), in[0], in[1], out[0])
 	case engine.Expand:
 		return r.map1(2, in[0], out[0], n, 0)
 	case engine.Fill:
