@@ -1,0 +1,396 @@
+package model_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/quant"
+)
+
+// refLlama is a float64 implementation of transformers' LlamaForCausalLM / Qwen2ForCausalLM
+// forward, written from the published equations: it is the oracle the engine graph must match.
+func refLlama(cfg *model.Config, w map[string][]float64, ids []int32, batch, seq int) []float64 {
+	d, hd := cfg.HiddenSize, cfg.HeadDim
+	nh, nkv := cfg.NumHeads, cfg.NumKVHeads
+	rows := batch * seq
+	linear := func(x []float64, name string, out, in int) []float64 {
+		y := make([]float64, rows*out)
+		wt, b := w[name+".weight"], w[name+".bias"]
+		for r := 0; r < rows; r++ {
+			for o := 0; o < out; o++ {
+				s := 0.0
+				for i := 0; i < in; i++ {
+					s += x[r*in+i] * wt[o*in+i]
+				}
+				if b != nil {
+					s += b[o]
+				}
+				y[r*out+o] = s
+			}
+		}
+		return y
+	}
+	rms := func(x []float64, name string) []float64 {
+		y := make([]float64, len(x))
+		for r := 0; r < rows; r++ {
+			ms := 0.0
+			for i := 0; i < d; i++ {
+				ms += x[r*d+i] * x[r*d+i]
+			}
+			inv := 1 / math.Sqrt(ms/float64(d)+cfg.RMSNormEps)
+			for i := 0; i < d; i++ {
+				y[r*d+i] = x[r*d+i] * inv * w[name][i]
+			}
+		}
+		return y
+	}
+	invFreq, attnScale := cfg.Rope(seq)
+	rope := func(x []float64, heads int) {
+		half := hd / 2
+		for r := 0; r < rows; r++ {
+			pos := float64(r % seq)
+			for h := 0; h < heads; h++ {
+				v := x[(r*heads+h)*hd : (r*heads+h+1)*hd]
+				rot := make([]float64, hd)
+				for i := 0; i < hd; i++ {
+					// rotate_half: [-x2, x1]
+					if i < half {
+						rot[i] = -v[i+half]
+					} else {
+						rot[i] = v[i-half]
+					}
+				}
+				for i := 0; i < hd; i++ {
+					ang := pos * float64(invFreq[i%half])
+					v[i] = v[i]*math.Cos(ang)*float64(attnScale) + rot[i]*math.Sin(ang)*float64(attnScale)
+				}
+			}
+		}
+	}
+	h := make([]float64, rows*d)
+	for r, id := range ids {
+		copy(h[r*d:(r+1)*d], w["model.embed_tokens.weight"][int(id)*d:(int(id)+1)*d])
+	}
+	for l := 0; l < cfg.NumLayers; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		x := rms(h, p+"input_layernorm.weight")
+		q := linear(x, p+"self_attn.q_proj", nh*hd, d)
+		k := linear(x, p+"self_attn.k_proj", nkv*hd, d)
+		v := linear(x, p+"self_attn.v_proj", nkv*hd, d)
+		rope(q, nh)
+		rope(k, nkv)
+		att := make([]float64, rows*nh*hd)
+		for b := 0; b < batch; b++ {
+			for hh := 0; hh < nh; hh++ {
+				kh := hh / (nh / nkv) // repeat_kv
+				for i := 0; i < seq; i++ {
+					scores := make([]float64, i+1)
+					mx := math.Inf(-1)
+					for j := 0; j <= i; j++ {
+						s := 0.0
+						for c := 0; c < hd; c++ {
+							s += q[((b*seq+i)*nh+hh)*hd+c] * k[((b*seq+j)*nkv+kh)*hd+c]
+						}
+						scores[j] = s / math.Sqrt(float64(hd))
+						mx = math.Max(mx, scores[j])
+					}
+					z := 0.0
+					for j := range scores {
+						scores[j] = math.Exp(scores[j] - mx)
+						z += scores[j]
+					}
+					for j := range scores {
+						for c := 0; c < hd; c++ {
+							att[((b*seq+i)*nh+hh)*hd+c] += scores[j] / z * v[((b*seq+j)*nkv+kh)*hd+c]
+						}
+					}
+				}
+			}
+		}
+		o := linear(att, p+"self_attn.o_proj", d, nh*hd)
+		for i := range h {
+			h[i] += o[i]
+		}
+		x = rms(h, p+"post_attention_layernorm.weight")
+		gate := linear(x, p+"mlp.gate_proj", cfg.IntermediateSize, d)
+		up := linear(x, p+"mlp.up_proj", cfg.IntermediateSize, d)
+		for i := range gate {
+			gate[i] = gate[i] / (1 + math.Exp(-gate[i])) * up[i]
+		}
+		down := linear(gate, p+"mlp.down_proj", d, cfg.IntermediateSize)
+		for i := range h {
+			h[i] += down[i]
+		}
+	}
+	h = rms(h, "model.norm.weight")
+	head := "lm_head"
+	if cfg.TieWordEmbeddings {
+		w["tied.weight"] = w["model.embed_tokens.weight"]
+		head = "tied"
+	}
+	return linear(h, head, cfg.VocabSize, d)
+}
+
+// weights64 reads every float tensor of a folder as float64 (what the reference consumes).
+func weights64(t *testing.T, dir string) map[string][]float64 {
+	ck, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	defer ck.Close()
+	w := map[string][]float64{}
+	for _, n := range ck.Names() {
+		v, _, err := ck.Float32(n)
+		require.NoError(t, err)
+		w[n] = make([]float64, len(v))
+		for i, x := range v {
+			w[n][i] = float64(x)
+		}
+	}
+	return w
+}
+
+// logits runs the engine graph of the model in dir on backend b.
+func logits(t *testing.T, b engine.Backend, dir string, o model.LoadOptions, ids []int32, batch, seq int) []float32 {
+	m, err := model.Load(dir, b, o)
+	require.NoError(t, err)
+	defer m.Release()
+	g := engine.NewGraph()
+	mg := m.Declare(g)
+	idn := g.Input("ids", engine.I32, engine.Shape{batch * seq})
+	posn := g.Input("pos", engine.I32, engine.Shape{batch * seq})
+	out := mg.Forward(idn, posn, batch, seq, nil)
+	p, err := engine.Compile(g, b, []*engine.Node{out}, engine.CompileOptions{})
+	require.NoError(t, err)
+	defer p.Release()
+	require.NoError(t, m.Bind(p))
+	pos := make([]int32, batch*seq)
+	for i := range pos {
+		pos[i] = int32(i % seq)
+	}
+	it, err := engine.FromInt32(b, engine.Shape{batch * seq}, ids)
+	require.NoError(t, err)
+	pt, err := engine.FromInt32(b, engine.Shape{batch * seq}, pos)
+	require.NoError(t, err)
+	require.NoError(t, p.Bind(idn, it))
+	require.NoError(t, p.Bind(posn, pt))
+	require.NoError(t, p.Run())
+	y, err := p.Float32(out)
+	require.NoError(t, err)
+	return y
+}
+
+func requireLogitsClose(t *testing.T, want []float64, got []float32, tol float64) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	scale := 0.0
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(w))
+	}
+	for i := range want {
+		require.InDelta(t, want[i], float64(got[i]), tol*scale, "logit %d", i)
+	}
+}
+
+func testIDs(vocab, n int) []int32 {
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32((i*7919 + 13) % vocab)
+	}
+	return ids
+}
+
+// editFolder rewrites a synth folder: cfg edits config.json, tensors may add or change tensors.
+func editFolder(t *testing.T, dir string, cfgEdit func(map[string]any), tensorEdit func(map[string]checkpoint.Tensor)) {
+	cfg, err := checkpoint.ReadConfig(dir)
+	require.NoError(t, err)
+	cfgEdit(cfg)
+	require.NoError(t, checkpoint.WriteConfig(filepath.Join(dir, "config.json"), cfg))
+	if tensorEdit == nil {
+		return
+	}
+	ck, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	ts := map[string]checkpoint.Tensor{}
+	for _, n := range ck.Names() {
+		tt, _ := ck.Tensor(n)
+		ts[n] = checkpoint.Tensor{DType: tt.DType, Shape: tt.Shape, Data: append([]byte(nil), tt.Data...)}
+	}
+	require.NoError(t, ck.Close())
+	tensorEdit(ts)
+	require.NoError(t, checkpoint.WriteSafetensors(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}))
+}
+
+func randTensor(shape []int, seed int) checkpoint.Tensor {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.Sin(float64(i*31+seed))) * 0.1
+	}
+	return checkpoint.FromFloat32(v, shape)
+}
+
+func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
+	b := cpu.New()
+	const batch, seq = 2, 7
+	t.Run("llama", func(t *testing.T) {
+		dir := t.TempDir()
+		_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 5})
+		require.NoError(t, err)
+		cfg, err := model.LoadConfig(dir)
+		require.NoError(t, err)
+		ids := testIDs(cfg.VocabSize, batch*seq)
+		requireLogitsClose(t, refLlama(cfg, weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+	})
+	t.Run("qwen2-tied-llama3-rope-bf16", func(t *testing.T) {
+		dir := t.TempDir()
+		p := synth.Presets["tiny"]
+		_, err := synth.Write(dir, synth.Options{Preset: p, Seed: 6, DType: "BF16"})
+		require.NoError(t, err)
+		hd := p.Hidden / p.Heads
+		editFolder(t, dir, func(c map[string]any) {
+			c["architectures"] = []string{"Qwen2ForCausalLM"}
+			c["model_type"] = "qwen2"
+			c["tie_word_embeddings"] = true
+			c["rope_theta"] = 500000.0
+			c["rope_scaling"] = map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+		}, func(ts map[string]checkpoint.Tensor) {
+			delete(ts, "lm_head.weight")
+			for l := 0; l < p.Layers; l++ {
+				pre := fmt.Sprintf("model.layers.%d.self_attn.", l)
+				ts[pre+"q_proj.bias"] = randTensor([]int{p.Heads * hd}, l)
+				ts[pre+"k_proj.bias"] = randTensor([]int{p.KVHeads * hd}, l+1)
+				ts[pre+"v_proj.bias"] = randTensor([]int{p.KVHeads * hd}, l+2)
+			}
+		})
+		cfg, err := model.LoadConfig(dir)
+		require.NoError(t, err)
+		require.True(t, cfg.IsQwen2())
+		ids := testIDs(cfg.VocabSize, batch*seq)
+		requireLogitsClose(t, refLlama(cfg, weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+	})
+}
+
+func TestQuantizedLoadsMatchDequantizedReference(t *testing.T) {
+	b := cpu.New()
+	const batch, seq = 1, 9
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	_, err := synth.Write(src, synth.Options{Preset: synth.Presets["tiny"], Seed: 8})
+	require.NoError(t, err)
+	cfg, err := model.LoadConfig(src)
+	require.NoError(t, err)
+	ids := testIDs(cfg.VocabSize, batch*seq)
+
+	// Reference: every linear weight replaced by its NF4 (double-quantized) round trip.
+	w := weights64(t, src)
+	ck, err := checkpoint.Open(src)
+	require.NoError(t, err)
+	for _, n := range ck.Names() {
+		tt, _ := ck.Tensor(n)
+		if !checkpoint.ShouldQuantize(n, tt) {
+			continue
+		}
+		v, shape, err := ck.Float32(n)
+		require.NoError(t, err)
+		q, err := quant.Quantize(v, shape, quant.NF4, 64, true)
+		require.NoError(t, err)
+		dq, err := q.Dequantize()
+		require.NoError(t, err)
+		for i, x := range dq {
+			w[n][i] = float64(x)
+		}
+	}
+	require.NoError(t, ck.Close())
+	want := refLlama(cfg, w, ids, batch, seq)
+
+	atLoad := logits(t, b, src, model.LoadOptions{Quantize: "nf4", DoubleQuant: true}, ids, batch, seq)
+	requireLogitsClose(t, want, atLoad, 1e-4)
+
+	pre := filepath.Join(dir, "nf4")
+	_, err = checkpoint.QuantizeFolder(src, pre, checkpoint.QuantizeOptions{Type: quant.NF4, DoubleQuant: true})
+	require.NoError(t, err)
+	require.Equal(t, atLoad, logits(t, b, pre, model.LoadOptions{}, ids, batch, seq), "a bitsandbytes folder loads to the same weights as quantizing at load")
+}
+
+func TestLoadErrorsNameTheFileAndTensor(t *testing.T) {
+	b := cpu.New()
+	fresh := func(t *testing.T) string {
+		dir := t.TempDir()
+		_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 2})
+		require.NoError(t, err)
+		return dir
+	}
+	t.Run("missing tensor", func(t *testing.T) {
+		dir := fresh(t)
+		editFolder(t, dir, func(map[string]any) {}, func(ts map[string]checkpoint.Tensor) { delete(ts, "model.layers.1.mlp.up_proj.weight") })
+		_, err := model.Load(dir, b, model.LoadOptions{})
+		require.ErrorContains(t, err, "model.safetensors: missing tensor model.layers.1.mlp.up_proj.weight")
+	})
+	t.Run("wrong shape", func(t *testing.T) {
+		dir := fresh(t)
+		editFolder(t, dir, func(map[string]any) {}, func(ts map[string]checkpoint.Tensor) {
+			ts["model.norm.weight"] = randTensor([]int{63}, 1)
+		})
+		_, err := model.Load(dir, b, model.LoadOptions{})
+		require.ErrorContains(t, err, "tensor model.norm.weight has shape [63], the config needs [64]")
+	})
+	t.Run("unknown architecture", func(t *testing.T) {
+		dir := fresh(t)
+		editFolder(t, dir, func(c map[string]any) { c["architectures"] = []string{"GPT2LMHeadModel"} }, nil)
+		_, err := model.Load(dir, b, model.LoadOptions{})
+		require.ErrorContains(t, err, "config.json: unknown architecture \"GPT2LMHeadModel\"")
+	})
+	t.Run("corrupt safetensors header", func(t *testing.T) {
+		dir := fresh(t)
+		path := filepath.Join(dir, "model.safetensors")
+		raw, err := os.ReadFile(path)
+		require.NoError(t, err)
+		copy(raw[8:], []byte(`[[[[`))
+		require.NoError(t, os.WriteFile(path, raw, 0o644))
+		_, err = model.Load(dir, b, model.LoadOptions{})
+		require.ErrorContains(t, err, "model.safetensors: corrupt header")
+	})
+	t.Run("bad quantization", func(t *testing.T) {
+		_, err := model.Load(fresh(t), b, model.LoadOptions{Quantize: "int3"})
+		require.ErrorContains(t, err, "int3")
+	})
+}
+
+func TestRopeScalingVariants(t *testing.T) {
+	base := `{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":16,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":32,"rope_theta":10000%s}`
+	load := func(extra string) *model.Config {
+		c, err := model.ParseConfig([]byte(fmt.Sprintf(base, extra)))
+		require.NoError(t, err)
+		return c
+	}
+	plain, _ := load("").Rope(8)
+	require.InDelta(t, 1.0, plain[0], 1e-7)
+	require.InDelta(t, math.Pow(10000, -2.0/8), float64(plain[1]), 1e-7)
+	lin, _ := load(`,"rope_scaling":{"type":"linear","factor":4}`).Rope(8)
+	require.InDelta(t, float64(plain[3])/4, float64(lin[3]), 1e-9)
+	dyn, _ := load(`,"rope_scaling":{"type":"dynamic","factor":2}`).Rope(8)
+	require.Equal(t, plain, dyn, "dynamic NTK leaves short sequences alone")
+	dynLong, _ := load(`,"rope_scaling":{"type":"dynamic","factor":2}`).Rope(64)
+	require.Less(t, dynLong[3], plain[3], "and stretches long ones")
+	yarn, scale := load(`,"rope_scaling":{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8}`).Rope(8)
+	require.InDelta(t, 0.1*math.Log(4)+1, float64(scale), 1e-6)
+	require.InDelta(t, float64(plain[0]), float64(yarn[0]), 1e-9, "high frequencies are extrapolated")
+	require.InDelta(t, float64(plain[3])/4, float64(yarn[3]), 1e-9, "low frequencies are interpolated")
+	_, err := model.ParseConfig([]byte(fmt.Sprintf(base, `,"rope_scaling":{"type":"longrope","factor":2}`)))
+	require.ErrorContains(t, err, `rope_scaling type "longrope" is not supported`)
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal([]byte(fmt.Sprintf(base, "")), &raw))
+}
