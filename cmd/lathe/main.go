@@ -31,6 +31,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newDevicesCmd(),
 		newInitModelCmd(),
+		newConvertCmd(),
+		newTokenizeCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
 	)
