@@ -41,10 +41,10 @@ func newRootCmd() *cobra.Command {
 
 // printJSON writes v as one line of JSON: the machine-readable last line of a command.
 func printJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // token strings such as <s> stay readable
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
+	return nil
 }
