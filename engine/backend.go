@@ -111,8 +111,8 @@ func ParseDeviceSpec(s string) (DeviceSpec, error) {
 	return spec, nil
 }
 
-// typeRank orders device types for automatic selection: discrete GPUs first, the CPU last.
-func typeRank(t string) int {
+// TypeRank orders device types for automatic selection: discrete GPUs first, the CPU last.
+func TypeRank(t string) int {
 	switch t {
 	case "discrete":
 		return 0
@@ -151,7 +151,7 @@ func Select(spec DeviceSpec, providers []Provider) (Backend, error) {
 			if spec.Index >= 0 && d.Index != spec.Index {
 				continue
 			}
-			cands = append(cands, cand{p, d, typeRank(d.Type)*1000 + pi})
+			cands = append(cands, cand{p, d, TypeRank(d.Type)*1000 + pi})
 		}
 	}
 	if len(cands) == 0 {

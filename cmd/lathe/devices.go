@@ -28,7 +28,11 @@ func newDevicesCmd() *cobra.Command {
 					if d.MemoryBytes > 0 {
 						mem = fmt.Sprintf(", %.1f GiB", float64(d.MemoryBytes)/(1<<30))
 					}
-					fmt.Fprintf(w, "%s:%d  %s (%s, %s, %s%s) %s\n", d.Backend, d.Index, d.Name, d.Vendor, d.Type, d.API, mem, strings.Join(d.Features, " "))
+					feats := d.Features
+					if len(feats) > 6 { // the JSON line has them all
+						feats = append(feats[:6:6], "…")
+					}
+					fmt.Fprintf(w, "%s:%d  %s (%s, %s, %s%s) %s\n", d.Backend, d.Index, d.Name, d.Vendor, d.Type, d.API, mem, strings.Join(feats, " "))
 				}
 			}
 			return printJSON(cmd.OutOrStdout(), devs)

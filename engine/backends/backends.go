@@ -4,6 +4,7 @@ package backends
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
@@ -38,8 +39,8 @@ type Device struct {
 	Err string `json:"error,omitempty"`
 }
 
-// List returns every device of every backend; a backend that fails to enumerate is listed with its
-// error rather than hiding the others.
+// List returns every device of every backend, in the order --device auto prefers them; a backend
+// that fails to enumerate is listed with its error rather than hiding the others.
 func List() []Device {
 	var out []Device
 	for _, p := range Providers() {
@@ -52,6 +53,7 @@ func List() []Device {
 			out = append(out, Device{DeviceInfo: d})
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return engine.TypeRank(out[i].Type) < engine.TypeRank(out[j].Type) })
 	return out
 }
 
