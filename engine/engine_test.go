@@ -145,7 +145,7 @@ func TestDeviceSpecAndSelection(t *testing.T) {
 	name, err = pick("webgpu:1", cpu, gpu)
 	require.NoError(t, err)
 	require.Equal(t, "igpu", name)
-	name, err = pick("auto", cpu, fakeProvider{name: "webgpu", devs: gpu.devs[:1]})
+	name, err = pick("auto", fakeProvider{name: "webgpu", devs: gpu.devs[:1]}, cpu)
 	require.NoError(t, err)
 	require.Equal(t, "host", name, "the native CPU backend beats a software rasteriser")
 	_, err = pick("vulkan", cpu, gpu)

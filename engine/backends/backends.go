@@ -53,7 +53,7 @@ func List() []Device {
 			out = append(out, Device{DeviceInfo: d})
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return engine.TypeRank(out[i].Type) < engine.TypeRank(out[j].Type) })
+	sort.SliceStable(out, func(i, j int) bool { return engine.Rank(out[i].DeviceInfo) < engine.Rank(out[j].DeviceInfo) })
 	return out
 }
 
