@@ -156,15 +156,19 @@ func (p *Program) plan() {
 			p.slotOf[st.node] = p.slotOf[st.in[0]]
 			continue
 		}
-		for _, o := range st.outs {
-			s := &slot{buf: -1, bytes: o.meta.Bytes(), lastUse: i}
-			p.slotOf[o] = s
-			p.slots = append(p.slots, s)
-		}
 		for _, x := range st.in {
 			if s := p.slotOf[x]; s != nil && s.lastUse < i {
 				s.lastUse = i
 			}
+		}
+		if _, ok := st.node.op.(inPlaceOp); ok {
+			p.slotOf[st.node] = p.slotOf[st.in[0]]
+			continue
+		}
+		for _, o := range st.outs {
+			s := &slot{buf: -1, bytes: o.meta.Bytes(), lastUse: i}
+			p.slotOf[o] = s
+			p.slots = append(p.slots, s)
 		}
 	}
 	for _, o := range p.outputs {
@@ -186,7 +190,9 @@ func (p *Program) plan() {
 		}
 	}
 	for i, st := range p.steps {
-		if _, ok := st.node.op.(viewOp); !ok {
+		_, view := st.node.op.(viewOp)
+		_, inPlace := st.node.op.(inPlaceOp)
+		if !view && !inPlace {
 			for _, o := range st.outs {
 				s := p.slotOf[o]
 				best := -1

@@ -24,6 +24,10 @@ type gradOp interface {
 // viewOp is implemented by ops whose output shares its first input's storage (reshapes).
 type viewOp interface{ isView() }
 
+// inPlaceOp is implemented by ops that write their output over their first input's storage: the
+// launch runs, and its output argument is the first input's buffer.
+type inPlaceOp interface{ isInPlace() }
+
 type nodeKind uint8
 
 const (

@@ -360,7 +360,10 @@ func (o Attention) Infer(in []Meta) ([]Meta, error) {
 	qm := Meta{Shape{o.Batch * o.QLen, o.Heads * o.HeadDim}, F32}
 	kvm := Meta{Shape{o.Batch * o.KVLen, o.KVHeads * o.HeadDim}, F32}
 	for i, m := range []Meta{qm, kvm, kvm} {
-		if in[i].DType != F32 || in[i].Shape.Numel() != m.Shape.Numel() || in[i].Shape.Last() != m.Shape.Last() {
+		n := in[i].Shape.Numel()
+		// With one sequence, k and v may be a longer KV cache of which the first KVLen rows count.
+		fits := n == m.Shape.Numel() || (i > 0 && o.Batch == 1 && n > m.Shape.Numel())
+		if in[i].DType != F32 || !fits || in[i].Shape.Last() != m.Shape.Last() {
 			return nil, fmt.Errorf("operand %d must be %s, got %s", i, m, in[i])
 		}
 	}
@@ -713,4 +716,26 @@ func DropoutKeep(seed int32, i uint32, p float32) bool {
 	h ^= h >> 16
 	// The top 24 bits as a uniform number in [0, 1).
 	return float32(h>>8)*(1.0/16777216.0) >= p
+}
+
+// CacheWrite copies src: [T, dim] into rows Offset..Offset+T of cache: [rows, dim] in place (the KV
+// cache of generation). Its output is the cache itself: consumers of the output read the updated
+// cache, and the cache's buffer (a bound input) keeps the rows for the next step.
+type CacheWrite struct{ Offset int }
+
+func (CacheWrite) Name() string { return "cache_write" }
+func (CacheWrite) isInPlace()   {}
+
+func (o CacheWrite) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 2); err != nil {
+		return nil, err
+	}
+	c, s := in[0], in[1]
+	if c.DType != F32 || s.DType != F32 || len(c.Shape) != 2 || s.Shape.Last() != c.Shape[1] {
+		return nil, fmt.Errorf("cache %s does not take rows of %s", c, s)
+	}
+	if o.Offset < 0 || o.Offset+s.Shape.Rows() > c.Shape[0] {
+		return nil, fmt.Errorf("rows %d..%d are outside the cache's %d", o.Offset, o.Offset+s.Shape.Rows(), c.Shape[0])
+	}
+	return []Meta{c}, nil
 }

@@ -135,21 +135,48 @@ func (m *Graph) Linears() []*Linear {
 // the logits [batch·seq, vocab]. Each layer is a gradient-checkpointing block. lin records the
 // linear layers (PlainLinear, or an adapter's).
 func (m *Graph) Forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc) *engine.Node {
+	return m.forward(ids, pos, batch, seq, lin, nil)
+}
+
+// KVCache names the per-layer key and value cache inputs of a generation step: K[l] and V[l] are
+// [maxLen, kvHeads·headDim]; the step's tokens are written at rows Offset.. and attend to rows
+// 0..Offset+seq.
+type KVCache struct {
+	K, V   []*engine.Node
+	Offset int
+}
+
+// ForwardCached records one generation step of a single sequence: seq new tokens at positions
+// Offset.. whose keys and values are written into the cache, attending to everything cached
+// before them. It returns the logits [seq, vocab].
+func (m *Graph) ForwardCached(ids, pos *engine.Node, seq int, lin LinearFunc, c *KVCache) *engine.Node {
+	return m.forward(ids, pos, 1, seq, lin, c)
+}
+
+func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache) *engine.Node {
 	g, c := m.G, m.Cfg
 	if lin == nil {
 		lin = PlainLinear
 	}
-	invFreq, attnScale := c.Rope(seq)
+	kvLen := seq
+	if cache != nil {
+		kvLen = cache.Offset + seq
+	}
+	invFreq, attnScale := c.Rope(kvLen)
 	eps := float32(c.RMSNormEps)
 	h := g.Embedding(m.Embed, ids)
-	att := engine.Attention{Batch: batch, QLen: seq, KVLen: seq, Heads: c.NumHeads, KVHeads: c.NumKVHeads,
+	att := engine.Attention{Batch: batch, QLen: seq, KVLen: kvLen, Heads: c.NumHeads, KVHeads: c.NumKVHeads,
 		HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-	for _, l := range m.Layers {
+	for i, l := range m.Layers {
 		g.BeginBlock()
 		x := g.RMSNorm(h, l.AttnNorm, eps)
 		q := g.RoPE(lin(g, l.Q, x), pos, c.NumHeads, c.HeadDim, invFreq, attnScale)
 		k := g.RoPE(lin(g, l.K, x), pos, c.NumKVHeads, c.HeadDim, invFreq, attnScale)
 		v := lin(g, l.V, x)
+		if cache != nil {
+			k = g.Apply1(engine.CacheWrite{Offset: cache.Offset}, cache.K[i], k)
+			v = g.Apply1(engine.CacheWrite{Offset: cache.Offset}, cache.V[i], v)
+		}
 		h = g.Add(h, lin(g, l.O, g.Attention(q, k, v, att)))
 		x = g.RMSNorm(h, l.MLPNorm, eps)
 		ff := g.SwiGLU(lin(g, l.Gate, x), lin(g, l.Up, x))

@@ -168,7 +168,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -339,6 +339,9 @@ func run(l engine.Launch) error {
 		}
 	case engine.Cast:
 		cast(in[0], out[0])
+	case engine.CacheWrite:
+		d := in[0].Meta.Shape[1]
+		copy(f32(out[0])[op.Offset*d:], f32(in[1]))
 	case engine.Dropout:
 		x, y, seed := f32(in[0]), f32(out[0]), i32(in[1])[0]
 		scale := 1 / (1 - op.P)

@@ -233,3 +233,17 @@ func Cases() []Case {
 	)
 	return cs
 }
+
+// CacheCases check the in-place KV-cache write and attention reading a longer cache.
+func CacheCases() []Case {
+	return []Case{
+		c("cache_write_attention", 1e-4, func(b *builder) []*engine.Node {
+			const maxLen, kvDim = 16, 20
+			kc, vc := b.f32(engine.Shape{maxLen, kvDim}, 1), b.f32(engine.Shape{maxLen, kvDim}, 1)
+			k := b.g.Apply1(engine.CacheWrite{Offset: 9}, kc, b.f32(engine.Shape{2, kvDim}, 1))
+			v := b.g.Apply1(engine.CacheWrite{Offset: 9}, vc, b.f32(engine.Shape{2, kvDim}, 1))
+			a := engine.Attention{Batch: 1, QLen: 2, KVLen: 11, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3}
+			return b.g.Apply(a, b.f32(engine.Shape{2, 40}, 1), k, v)[:1]
+		}),
+	}
+}

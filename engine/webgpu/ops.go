@@ -51,7 +51,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
-		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout:
+		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -190,7 +190,9 @@ func (r *recorder) launch(l engine.Launch) error {
 		}
 		out[i] = x
 	}
-	if _, ok := l.Op.(engine.AdamW); !ok {
+	_, adamw := l.Op.(engine.AdamW)
+	_, cacheWrite := l.Op.(engine.CacheWrite)
+	if !adamw && !cacheWrite {
 		for _, o := range out {
 			for _, x := range in {
 				if o.buf == x.buf {
@@ -209,6 +211,14 @@ func (r *recorder) launch(l engine.Launch) error {
 		return r.map1(0, in[0], out[0], n, 0)
 	case engine.Scale:
 		return r.map1(1, in[0], out[0], n, op.S)
+	case engine.CacheWrite:
+		// In place: out[0] is in[0]'s buffer, bound once as read_write.
+		m := l.In[1].Meta.Shape.Numel()
+		g, err := r.items(m, wg)
+		if err != nil {
+			return err
+		}
+		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, op.Offset*l.In[0].Meta.Shape[1]), in[1], out[0])
 	case engine.Dropout:
 		g, err := r.items(n, wg)
 		if err != nil {

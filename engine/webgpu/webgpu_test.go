@@ -13,30 +13,16 @@ import (
 	"github.com/lathe-ml/lathe/engine/enginetest"
 )
 
-// openTest opens the first adapter, preferring a GPU. Without one the test skips, unless
-// LATHE_REQUIRE_GPU=1, when it fails: CI sets it where lavapipe is installed.
+// openTest opens the best adapter. Without one the test skips, unless LATHE_REQUIRE_GPU=1, when it
+// fails: CI sets it where lavapipe is installed.
 func openTest(t testing.TB) *Backend {
 	t.Helper()
-	devs, err := Provider{}.Devices()
-	if err != nil || len(devs) == 0 {
-		msg := "no WebGPU adapter found (install mesa-vulkan-drivers for lavapipe)"
-		if err != nil {
-			msg += ": " + err.Error()
-		}
-		if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
-			t.Fatal(msg + "; LATHE_REQUIRE_GPU=1")
-		}
-		t.Skip(msg)
-	}
-	best := 0
-	for i, d := range devs {
-		if rank(d.Type) < rank(devs[best].Type) {
-			best = i
-		}
-	}
-	b, err := Open(devs[best].Index)
+	b, err := OpenBest()
 	if err != nil {
-		t.Fatalf("open %s: %v", devs[best].Name, err)
+		if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+			t.Fatalf("LATHE_REQUIRE_GPU=1: %v", err)
+		}
+		t.Skip(err)
 	}
 	t.Cleanup(func() {
 		if err := b.Close(); err != nil {
@@ -45,18 +31,6 @@ func openTest(t testing.TB) *Backend {
 	})
 	t.Logf("adapter: %s (%s, %s, %s)", b.info.Name, b.info.Type, b.info.API, b.info.Driver)
 	return b
-}
-
-func rank(typ string) int {
-	switch typ {
-	case "discrete":
-		return 0
-	case "integrated":
-		return 1
-	case "cpu":
-		return 3
-	}
-	return 2
 }
 
 func TestConformance(t *testing.T) {

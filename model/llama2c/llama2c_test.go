@@ -107,6 +107,28 @@ func TestConvertedStories260KIsATrainedModel(t *testing.T) {
 		}
 		seq = append(seq, int32(best))
 	}
+	// The same greedy decoding with the KV cache: one token per step.
+	cache, err := m.NewCache(64)
+	require.NoError(t, err)
+	defer cache.Release()
+	cached := []int32{1}
+	for len(cached) < len(seq) {
+		logits, err := m.Step(cache, cached[len(cached)-1:], nil)
+		require.NoError(t, err)
+		full := forward(t, m, cached)
+		last := full[(len(cached)-1)*vocab:]
+		for j := range logits {
+			require.InDelta(t, last[j], logits[j], 1e-4, "cached logits equal full-sequence logits at step %d", len(cached))
+		}
+		best := 0
+		for j := range logits {
+			if logits[j] > logits[best] {
+				best = j
+			}
+		}
+		cached = append(cached, int32(best))
+	}
+	require.Equal(t, seq, cached, "greedy decoding with the cache equals decoding without it")
 	out := make([]int, len(seq))
 	for i, id := range seq {
 		out[i] = int(id)
