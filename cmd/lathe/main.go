@@ -33,6 +33,7 @@ func newRootCmd() *cobra.Command {
 		newInitModelCmd(),
 		newConvertCmd(),
 		newTokenizeCmd(),
+		newGenerateCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
 	)

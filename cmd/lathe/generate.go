@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lathe-ml/lathe/engine/backends"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/serve"
+)
+
+func newGenerateCmd() *cobra.Command {
+	var (
+		dir, prompt, device, quantize string
+		chat, asJSON                  bool
+		s                             = serve.DefaultSampling()
+	)
+	cmd := &cobra.Command{
+		Use:   "generate --model DIR --prompt TEXT",
+		Short: "Generate text from a model (streamed to stdout; --json for one JSON object)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("generate: --model is required")
+			}
+			if err := s.Validate(); err != nil {
+				return fmt.Errorf("generate: %w", err)
+			}
+			b, err := backends.Open(device)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
+			if err != nil {
+				return err
+			}
+			defer m.Release()
+			tok, err := tokenizer.Load(dir)
+			if err != nil {
+				return err
+			}
+			req := serve.Request{Prompt: prompt, Sampling: s}
+			if chat {
+				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			w := cmd.OutOrStdout()
+			var onText func(string) error
+			if !asJSON {
+				onText = func(piece string) error {
+					_, err := fmt.Fprint(w, piece)
+					return err
+				}
+			}
+			g := &serve.Generator{Model: m, Tok: tok}
+			res, err := g.Generate(ctx, req, onText)
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintln(w)
+			}
+			return printJSON(w, struct {
+				serve.Result
+				Device string `json:"device"`
+			}{res, b.Device().Backend + ":" + b.Device().Name})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "model", "", "model folder (config.json, safetensors, tokenizer.json)")
+	f.StringVar(&prompt, "prompt", "", "prompt text; empty starts from BOS")
+	f.BoolVar(&chat, "chat", false, "send the prompt as a user message through the model's chat template")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
+	f.IntVar(&s.MaxTokens, "max-tokens", s.MaxTokens, "most tokens to generate")
+	f.Float64Var(&s.Temperature, "temperature", s.Temperature, "sampling temperature; 0 is greedy")
+	f.Float64Var(&s.TopP, "top-p", s.TopP, "nucleus sampling mass")
+	f.IntVar(&s.TopK, "top-k", s.TopK, "sample from the K most likely tokens (0: all)")
+	f.Float64Var(&s.RepetitionPenalty, "repetition-penalty", s.RepetitionPenalty, "penalty for tokens already in the text (1: none)")
+	f.Uint64Var(&s.Seed, "seed", s.Seed, "random seed of the sampler")
+	f.StringArrayVar(&s.Stop, "stop", nil, "stop at this string (repeatable)")
+	f.BoolVar(&asJSON, "json", false, "print only the result object")
+	return cmd
+}

@@ -1,0 +1,126 @@
+package serve
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdata"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/llama2c"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+)
+
+func TestSamplingValidate(t *testing.T) {
+	ok := DefaultSampling()
+	require.NoError(t, ok.Validate())
+	for _, c := range []struct {
+		edit func(*Sampling)
+		msg  string
+	}{
+		{func(s *Sampling) { s.Temperature = -1 }, "temperature"},
+		{func(s *Sampling) { s.TopP = 0 }, "top_p"},
+		{func(s *Sampling) { s.TopP = 1.5 }, "top_p"},
+		{func(s *Sampling) { s.TopK = -2 }, "top_k"},
+		{func(s *Sampling) { s.MaxTokens = 0 }, "max_tokens"},
+		{func(s *Sampling) { s.RepetitionPenalty = 0 }, "repetition_penalty"},
+		{func(s *Sampling) { s.Stop = []string{""} }, "stop"},
+	} {
+		s := DefaultSampling()
+		c.edit(&s)
+		require.ErrorContains(t, s.Validate(), c.msg)
+	}
+}
+
+func TestSamplerDistribution(t *testing.T) {
+	logits := []float32{2, 1, 0, -1, 3}
+	// Greedy is the argmax; the repetition penalty can move it.
+	s := NewSampler(DefaultSampling())
+	require.Equal(t, int32(4), s.Next(append([]float32(nil), logits...), nil))
+	pen := DefaultSampling()
+	pen.RepetitionPenalty = 2
+	require.Equal(t, int32(0), NewSampler(pen).Next(append([]float32(nil), logits...), []int32{4}), "3/2 < 2")
+
+	// Temperature 1 sampling follows the softmax; top-k 2 keeps only the two best.
+	counts := func(sp Sampling, n int) []float64 {
+		c := make([]float64, len(logits))
+		smp := NewSampler(sp)
+		for i := 0; i < n; i++ {
+			c[smp.Next(append([]float32(nil), logits...), nil)]++
+		}
+		for i := range c {
+			c[i] /= float64(n)
+		}
+		return c
+	}
+	sp := DefaultSampling()
+	sp.Temperature, sp.Seed = 1, 42
+	got := counts(sp, 40000)
+	z := 0.0
+	for _, l := range logits {
+		z += math.Exp(float64(l))
+	}
+	for i, l := range logits {
+		require.InDelta(t, math.Exp(float64(l))/z, got[i], 0.01, "token %d", i)
+	}
+	sp.TopK = 2
+	got = counts(sp, 20000)
+	require.Zero(t, got[1]+got[2]+got[3])
+	require.InDelta(t, math.Exp(3)/(math.Exp(3)+math.Exp(2)), got[4], 0.015)
+	sp.TopK, sp.TopP = 0, 0.5 // token 4 alone has p ≈ 0.64
+	got = counts(sp, 1000)
+	require.Equal(t, 1.0, got[4])
+	// The same seed gives the same draws.
+	sp.TopP = 1
+	require.Equal(t, counts(sp, 50), counts(sp, 50))
+}
+
+func TestStableHoldsBackPartialCharactersAndStopPrefixes(t *testing.T) {
+	require.Equal(t, 5, stable("hello", nil))
+	require.Equal(t, 3, stable("hel\uFFFD", nil))
+	require.Equal(t, 5, stable("hello\n\n", []string{"\n\nUser:"}))
+	require.Equal(t, 5, stable("hello\n", []string{"\nUser:"}))
+	cut, ok := firstStop("a story. The end. More", []string{"The end", "More"})
+	require.True(t, ok)
+	require.Equal(t, 9, cut)
+}
+
+func stories(t *testing.T) *Generator {
+	dir := testdata.Path(t, "stories260K")
+	out := t.TempDir()
+	_, err := llama2c.Convert(filepath.Join(dir, "stories260K.bin"), filepath.Join(dir, "tok512.bin"), out)
+	require.NoError(t, err)
+	m, err := model.Load(out, cpu.New(), model.LoadOptions{})
+	require.NoError(t, err)
+	t.Cleanup(m.Release)
+	tok, err := tokenizer.Load(out)
+	require.NoError(t, err)
+	return &Generator{Model: m, Tok: tok}
+}
+
+func TestGreedyStories260KReproducesThePublishedText(t *testing.T) {
+	g := stories(t)
+	s := DefaultSampling()
+	s.MaxTokens = 40
+	var streamed strings.Builder
+	res, err := g.Generate(context.Background(), Request{Sampling: s}, func(piece string) error {
+		streamed.WriteString(piece)
+		return nil
+	})
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(res.Text, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."), "%q", res.Text)
+	require.Equal(t, res.Text, streamed.String(), "the stream adds up to the text")
+	require.Equal(t, 40, res.Tokens)
+	require.Equal(t, "length", res.FinishReason)
+
+	s.Stop = []string{" park"}
+	res, err = g.Generate(context.Background(), Request{Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Equal(t, "Once upon a time, there was a little girl named Lily. She loved to play outside in the", res.Text)
+	require.Equal(t, "stop", res.FinishReason)
+}
