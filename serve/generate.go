@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -34,6 +35,9 @@ type Result struct {
 type Generator struct {
 	Model *model.Model
 	Tok   *tokenizer.Tokenizer
+	// Device, if set, is held around each decoding step, so that concurrent requests share the
+	// device token by token.
+	Device sync.Locker
 }
 
 // PromptIDs tokenizes a request's prompt: the chat template for messages, the text otherwise (an
@@ -101,7 +105,13 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
+		if g.Device != nil {
+			g.Device.Lock()
+		}
 		logits, err := g.Model.Step(cache, feed, r.Adapter)
+		if g.Device != nil {
+			g.Device.Unlock()
+		}
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
 		}

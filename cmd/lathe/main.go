@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 		newConvertCmd(),
 		newTokenizeCmd(),
 		newGenerateCmd(),
+		newServeCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
 	)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lathe-ml/lathe/engine/backends"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/serve"
+)
+
+func newServeCmd() *cobra.Command {
+	var (
+		dir, name, host, apiKey, device, quantize string
+		port, maxConcurrent                       int
+		adapters                                  []string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
+		Short: "Serve a model and its adapters over an OpenAI-compatible HTTP API",
+		Long: "Serves /v1/models, /v1/completions and /v1/chat/completions (stream: true for server-sent events), " +
+			"and /v1/adapters to load (POST {\"name\",\"path\"}) and unload (DELETE /v1/adapters/NAME) adapters. " +
+			"A request's model field is NAME for the base model or NAME:ADAPTER.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("serve: --model is required")
+			}
+			b, err := backends.Open(device)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
+			if err != nil {
+				return err
+			}
+			defer m.Release()
+			tok, err := tokenizer.Load(dir)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = filepath.Base(filepath.Clean(dir))
+			}
+			reg := serve.NewRegistry(adapterLoader(m))
+			for _, a := range adapters {
+				an, ad, ok := strings.Cut(a, "=")
+				if !ok {
+					return fmt.Errorf("serve: --adapter %q: want NAME=DIR", a)
+				}
+				if err := reg.Load(an, ad); err != nil {
+					return err
+				}
+			}
+			srv := &serve.Server{Name: name, Gen: &serve.Generator{Model: m, Tok: tok}, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent}
+			ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(os.Stderr, "serve: ", 0)}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = hs.Shutdown(sctx)
+			}()
+			fmt.Fprintf(cmd.ErrOrStderr(), "serving %s on http://%s (device %s:%s, adapters: %s)\n", name, ln.Addr(), b.Device().Backend, b.Device().Name, strings.Join(reg.Names(), ", "))
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve: %w", err)
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{"served": name, "address": ln.Addr().String()})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "model", "", "model folder")
+	f.StringVar(&name, "name", "", "the model's name in requests (default: the folder's name)")
+	f.StringArrayVar(&adapters, "adapter", nil, "NAME=DIR: serve an adapter (repeatable)")
+	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
+	f.IntVar(&port, "port", 8080, "port to listen on")
+	f.StringVar(&apiKey, "api-key", "", "require this key as Authorization: Bearer KEY")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests generating at once; more get 429")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
+	return cmd
+}

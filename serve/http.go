@@ -1,0 +1,425 @@
+package serve
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+)
+
+// Server is an OpenAI-compatible HTTP API over one base model and its adapters. The model field of
+// a request names the base model ("NAME") or an adapter on it ("NAME:ADAPTER").
+//
+//	GET    /v1/models              the base model and every adapter
+//	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", ...}
+//	POST   /v1/chat/completions    {"model", "messages": [{"role", "content"}], ... "stream": true for server-sent events}
+//	GET    /v1/adapters            the loaded adapters
+//	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter
+//	DELETE /v1/adapters/{name}     unload it
+type Server struct {
+	Name     string // the base model's name in requests and /v1/models
+	Gen      *Generator
+	Adapters *Registry
+	// APIKey, if set, is required as "Authorization: Bearer KEY".
+	APIKey string
+	// MaxBodyBytes limits a request body (default 1 MiB).
+	MaxBodyBytes int64
+	// MaxConcurrent limits the requests generating at once (default 4); more get 429.
+	MaxConcurrent int
+	// Log receives one line per failed request (default: the standard logger).
+	Log *log.Logger
+
+	once  sync.Once
+	slots chan struct{}
+	dev   sync.Mutex
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.MaxBodyBytes == 0 {
+			s.MaxBodyBytes = 1 << 20
+		}
+		if s.MaxConcurrent <= 0 {
+			s.MaxConcurrent = 4
+		}
+		if s.Log == nil {
+			s.Log = log.Default()
+		}
+		if s.Adapters == nil {
+			s.Adapters = NewRegistry(nil)
+		}
+		s.slots = make(chan struct{}, s.MaxConcurrent)
+		if s.Gen.Device == nil {
+			s.Gen.Device = &s.dev
+		}
+	})
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	s.init()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", s.models)
+	mux.HandleFunc("POST /v1/completions", s.completions)
+	mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	mux.HandleFunc("GET /v1/adapters", s.listAdapters)
+	mux.HandleFunc("POST /v1/adapters", s.loadAdapter)
+	mux.HandleFunc("DELETE /v1/adapters/{name}", s.unloadAdapter)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return s.guard(mux)
+}
+
+// guard authenticates, limits the body and turns a panic into a 500: a request never crashes
+// the server.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.Log.Printf("serve: panic on %s %s: %v", r.Method, r.URL.Path, p)
+				apiError(w, http.StatusInternalServerError, "server_error", "internal error")
+			}
+		}()
+		if s.APIKey != "" {
+			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(s.APIKey)) != 1 {
+				apiError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong API key")
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+type errorBody struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+func apiError(w http.ResponseWriter, status int, typ, msg string) {
+	var e errorBody
+	e.Error.Message, e.Error.Type = msg, typ
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
+	type entry struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		OwnedBy string `json:"owned_by"`
+		Created int64  `json:"created"`
+	}
+	list := []entry{{s.Name, "model", "lathe", 0}}
+	for _, a := range s.Adapters.Names() {
+		list = append(list, entry{s.Name + ":" + a, "model", "lathe", 0})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": list})
+}
+
+// commonRequest holds the fields completions and chat share.
+type commonRequest struct {
+	Model             string          `json:"model"`
+	MaxTokens         *int            `json:"max_tokens"`
+	MaxCompletion     *int            `json:"max_completion_tokens"`
+	Temperature       *float64        `json:"temperature"`
+	TopP              *float64        `json:"top_p"`
+	TopK              *int            `json:"top_k"`
+	Seed              *uint64         `json:"seed"`
+	RepetitionPenalty *float64        `json:"repetition_penalty"`
+	Stop              json.RawMessage `json:"stop"`
+	Stream            bool            `json:"stream"`
+	N                 *int            `json:"n"`
+}
+
+func (c *commonRequest) sampling() (Sampling, error) {
+	sp := DefaultSampling()
+	sp.Temperature = 1 // OpenAI's default
+	if c.MaxTokens != nil {
+		sp.MaxTokens = *c.MaxTokens
+	}
+	if c.MaxCompletion != nil {
+		sp.MaxTokens = *c.MaxCompletion
+	}
+	if c.Temperature != nil {
+		sp.Temperature = *c.Temperature
+	}
+	if c.TopP != nil {
+		sp.TopP = *c.TopP
+	}
+	if c.TopK != nil {
+		sp.TopK = *c.TopK
+	}
+	if c.Seed != nil {
+		sp.Seed = *c.Seed
+	}
+	if c.RepetitionPenalty != nil {
+		sp.RepetitionPenalty = *c.RepetitionPenalty
+	}
+	if len(c.Stop) > 0 && string(c.Stop) != "null" {
+		var one string
+		if err := json.Unmarshal(c.Stop, &one); err == nil {
+			sp.Stop = []string{one}
+		} else if err := json.Unmarshal(c.Stop, &sp.Stop); err != nil {
+			return sp, fmt.Errorf("stop must be a string or an array of strings")
+		}
+	}
+	if c.N != nil && *c.N != 1 {
+		return sp, fmt.Errorf("n must be 1")
+	}
+	return sp, sp.Validate()
+}
+
+// resolve finds the adapter a model field names.
+func (s *Server) resolve(name string) (model.Adapter, int, error) {
+	base, adapter, hasAdapter := strings.Cut(name, ":")
+	if base != s.Name {
+		if a, ok := s.Adapters.Get(name); ok && !hasAdapter { // a bare adapter name is accepted too
+			return a, 0, nil
+		}
+		return nil, http.StatusNotFound, fmt.Errorf("model %q not found (have %q and %q:ADAPTER)", name, s.Name, s.Name)
+	}
+	if !hasAdapter {
+		return nil, 0, nil
+	}
+	a, ok := s.Adapters.Get(adapter)
+	if !ok {
+		return nil, http.StatusNotFound, fmt.Errorf("adapter %q is not loaded (have: %s)", adapter, strings.Join(s.Adapters.Names(), ", "))
+	}
+	return a, 0, nil
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apiError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body over %d bytes", tooBig.Limit))
+		} else {
+			apiError(w, http.StatusBadRequest, "invalid_request_error", "malformed JSON: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		commonRequest
+		Prompt json.RawMessage `json:"prompt"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	var prompt string
+	if len(req.Prompt) > 0 {
+		if err := json.Unmarshal(req.Prompt, &prompt); err != nil {
+			apiError(w, http.StatusBadRequest, "invalid_request_error", "prompt must be a string")
+			return
+		}
+	}
+	s.run(w, r, req.commonRequest, Request{Prompt: prompt}, false)
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		commonRequest
+		Messages []tokenizer.Message `json:"messages"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.Messages) == 0 {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "messages must not be empty")
+		return
+	}
+	for _, m := range req.Messages {
+		if m.Role != "system" && m.Role != "user" && m.Role != "assistant" {
+			apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("unknown role %q", m.Role))
+			return
+		}
+	}
+	if !s.Gen.Tok.HasChatTemplate() {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "the model has no chat template: use /v1/completions")
+		return
+	}
+	s.run(w, r, req.commonRequest, Request{Messages: req.Messages}, true)
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// run validates and runs a generation, answering as one object or as server-sent events.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, req Request, chat bool) {
+	sp, err := c.sampling()
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	req.Sampling = sp
+	adapter, status, err := s.resolve(c.Model)
+	if err != nil {
+		apiError(w, status, "invalid_request_error", err.Error())
+		return
+	}
+	req.Adapter = adapter
+	ids, err := s.Gen.PromptIDs(req)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	if limit := s.Gen.Model.Cfg.MaxPositionEmbeddings; limit > 0 && len(ids) >= limit {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("the prompt has %d tokens, the model's context is %d", len(ids), limit))
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		apiError(w, http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("%d requests are already running; retry later", s.MaxConcurrent))
+		return
+	}
+	id, created := newID("cmpl-"), time.Now().Unix()
+	object := "text_completion"
+	if chat {
+		id, object = newID("chatcmpl-"), "chat.completion"
+	}
+	if !c.Stream {
+		res, err := s.Gen.Generate(r.Context(), req, nil)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		choice := map[string]any{"index": 0, "finish_reason": res.FinishReason, "logprobs": nil}
+		if chat {
+			choice["message"] = map[string]string{"role": "assistant", "content": res.Text}
+		} else {
+			choice["text"] = res.Text
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{choice},
+			"usage": map[string]int{"prompt_tokens": res.PromptTokens, "completion_tokens": res.Tokens, "total_tokens": res.PromptTokens + res.Tokens},
+		})
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		apiError(w, http.StatusInternalServerError, "server_error", "streaming is not supported by this connection")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	if chat {
+		object = "chat.completion.chunk"
+	}
+	send := func(text string, finish any, first bool) error {
+		choice := map[string]any{"index": 0, "finish_reason": finish}
+		if chat {
+			delta := map[string]string{}
+			if first {
+				delta["role"] = "assistant"
+			}
+			if text != "" || finish == nil {
+				delta["content"] = text
+			}
+			choice["delta"] = delta
+		} else {
+			choice["text"] = text
+		}
+		b, _ := json.Marshal(map[string]any{"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{choice}})
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return err
+		}
+		flusher.Flush()
+		return nil
+	}
+	first := true
+	res, err := s.Gen.Generate(r.Context(), req, func(piece string) error {
+		err := send(piece, nil, first)
+		first = false
+		return err
+	})
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.Log.Printf("serve: %s %s: %v", r.Method, r.URL.Path, err)
+			b, _ := json.Marshal(errorBodyOf(err))
+			fmt.Fprintf(w, "data: %s\n\n", b)
+		}
+		return
+	}
+	_ = send("", res.FinishReason, first)
+	fmt.Fprint(w, "data: [DONE]\n\n")
+	flusher.Flush()
+}
+
+func errorBodyOf(err error) errorBody {
+	var e errorBody
+	e.Error.Message, e.Error.Type = err.Error(), "server_error"
+	return e
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.Log.Printf("serve: %s %s: %v", r.Method, r.URL.Path, err)
+	apiError(w, http.StatusInternalServerError, "server_error", err.Error())
+}
+
+func (s *Server) listAdapters(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": s.Adapters.Names()})
+}
+
+func (s *Server) loadAdapter(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string `json:"name"`
+		Path string `json:"path"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Name == "" || req.Path == "" {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "name and path are required")
+		return
+	}
+	if err := s.Adapters.Load(req.Name, req.Path); err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"loaded": req.Name, "model": s.Name + ":" + req.Name})
+}
+
+func (s *Server) unloadAdapter(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !s.Adapters.Unload(name) {
+		apiError(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("adapter %q is not loaded", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"unloaded": name})
+}

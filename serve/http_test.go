@@ -1,0 +1,203 @@
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// scaleAdapter multiplies the logits by a constant: a stand-in adapter whose effect is easy to see.
+type scaleAdapter struct{ s float32 }
+
+func (a scaleAdapter) LinearFunc(g *engine.Graph, _ *engine.Node) model.LinearFunc {
+	return func(g *engine.Graph, l *model.Linear, x *engine.Node) *engine.Node {
+		y := l.Forward(g, x)
+		if l.Name == "lm_head" || l.Name == "model.layers.4.mlp.down_proj" {
+			return g.Scale(y, a.s)
+		}
+		return y
+	}
+}
+
+func (scaleAdapter) Bind(*engine.Program) error { return nil }
+
+func testServer(t *testing.T) (*Server, *httptest.Server) {
+	g := stories(t)
+	reg := NewRegistry(func(dir string) (model.Adapter, error) {
+		switch dir {
+		case "/adapters/neg":
+			return scaleAdapter{-1}, nil
+		case "/adapters/half":
+			return scaleAdapter{0.5}, nil
+		}
+		return nil, fmt.Errorf("no adapter in %s", dir)
+	})
+	s := &Server{Name: "stories", Gen: g, Adapters: reg, APIKey: "k3y", MaxBodyBytes: 4096, MaxConcurrent: 2}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return s, ts
+}
+
+func call(t *testing.T, ts *httptest.Server, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, ts.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer k3y")
+	resp, err := ts.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return resp.StatusCode, out
+}
+
+func TestHTTPCompletionsAndAdapters(t *testing.T) {
+	s, ts := testServer(t)
+	sp := DefaultSampling()
+	sp.MaxTokens = 20
+	want, err := s.Gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: sp}, nil)
+	require.NoError(t, err)
+
+	code, out := call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0}`)
+	require.Equal(t, 200, code, "%v", out)
+	choice := out["choices"].([]any)[0].(map[string]any)
+	require.Equal(t, want.Text, choice["text"])
+	require.Equal(t, "length", choice["finish_reason"])
+	require.Equal(t, float64(20), out["usage"].(map[string]any)["completion_tokens"])
+
+	// Streaming: the events add up to the same text, then [DONE].
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true}`))
+	req.Header.Set("Authorization", "Bearer k3y")
+	resp, err := ts.Client().Do(req)
+	require.NoError(t, err)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	var text strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	done := false
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			break
+		}
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		text.WriteString(ev["choices"].([]any)[0].(map[string]any)["text"].(string))
+	}
+	resp.Body.Close()
+	require.True(t, done)
+	require.Equal(t, want.Text, text.String())
+
+	// Adapters: load two, list them, and run requests for both at once.
+	code, out = call(t, ts, "POST", "/v1/adapters", `{"name":"neg","path":"/adapters/neg"}`)
+	require.Equal(t, 200, code, "%v", out)
+	code, _ = call(t, ts, "POST", "/v1/adapters", `{"name":"half","path":"/adapters/half"}`)
+	require.Equal(t, 200, code)
+	code, out = call(t, ts, "GET", "/v1/models", "")
+	require.Equal(t, 200, code)
+	var ids []string
+	for _, m := range out["data"].([]any) {
+		ids = append(ids, m.(map[string]any)["id"].(string))
+	}
+	require.Equal(t, []string{"stories", "stories:half", "stories:neg"}, ids)
+
+	expect := map[string]string{}
+	for name, a := range map[string]model.Adapter{"neg": scaleAdapter{-1}, "half": scaleAdapter{0.5}} {
+		r, err := s.Gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: sp, Adapter: a}, nil)
+		require.NoError(t, err)
+		expect[name] = r.Text
+	}
+	require.NotEqual(t, expect["neg"], want.Text, "the adapter changes the output")
+	var wg sync.WaitGroup
+	got := map[string]string{}
+	var mu sync.Mutex
+	for _, name := range []string{"neg", "half"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, out := call(t, ts, "POST", "/v1/completions", `{"model":"stories:`+name+`","prompt":"Once upon a time","max_tokens":20,"temperature":0}`)
+			if code == 200 {
+				mu.Lock()
+				got[name] = out["choices"].([]any)[0].(map[string]any)["text"].(string)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, expect, got, "concurrent requests each get their own adapter's output")
+
+	code, _ = call(t, ts, "DELETE", "/v1/adapters/neg", "")
+	require.Equal(t, 200, code)
+	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories:neg","prompt":"x"}`)
+	require.Equal(t, 404, code)
+	require.Contains(t, out["error"].(map[string]any)["message"], `adapter "neg" is not loaded`)
+}
+
+func TestHTTPBadRequests(t *testing.T) {
+	s, ts := testServer(t)
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		msg                string
+	}{
+		{"POST", "/v1/completions", `{"model":"stories","prompt":`, 400, "malformed JSON"},
+		{"POST", "/v1/completions", `{"model":"gpt-4","prompt":"hi"}`, 404, `model "gpt-4" not found`},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","temperature":-1}`, 400, "temperature"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_p":2}`, 400, "top_p"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":3}`, 400, "n must be 1"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "context is 512"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, "over 4096 bytes"},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":"hi"}]}`, 400, "no chat template"},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[]}`, 400, "messages must not be empty"},
+		{"POST", "/v1/adapters", `{"name":"x y","path":"/adapters/neg"}`, 400, "adapter name"},
+		{"POST", "/v1/adapters", `{"name":"z","path":"/nowhere"}`, 400, "no adapter in /nowhere"},
+		{"DELETE", "/v1/adapters/none", ``, 404, "not loaded"},
+		{"GET", "/v2/other", ``, 404, "no route"},
+	} {
+		code, out := call(t, ts, c.method, c.path, c.body)
+		require.Equal(t, c.code, code, "%s %s", c.path, c.body)
+		e := out["error"].(map[string]any)
+		require.Contains(t, e["message"], c.msg)
+		require.NotEmpty(t, e["type"])
+	}
+	// No key, wrong key.
+	resp, err := ts.Client().Get(ts.URL + "/v1/models")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 401, resp.StatusCode)
+	req, _ := http.NewRequest("GET", ts.URL+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer nope")
+	resp, err = ts.Client().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 401, resp.StatusCode)
+	// Full: every slot taken → 429.
+	for i := 0; i < s.MaxConcurrent; i++ {
+		s.slots <- struct{}{}
+	}
+	code, out := call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":2}`)
+	require.Equal(t, 429, code)
+	require.Equal(t, "rate_limit_error", out["error"].(map[string]any)["type"])
+	for i := 0; i < s.MaxConcurrent; i++ {
+		<-s.slots
+	}
+	code, _ = call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":2}`)
+	require.Equal(t, 200, code, "the server still answers")
+}

@@ -1,0 +1,91 @@
+package serve
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+
+	"github.com/lathe-ml/lathe/model"
+)
+
+// AdapterLoader loads an adapter folder for the served model (peft.Load, bound to the model).
+type AdapterLoader func(dir string) (model.Adapter, error)
+
+// Registry holds the adapters being served, by name; it is safe for concurrent use.
+type Registry struct {
+	mu       sync.RWMutex
+	adapters map[string]registered
+	load     AdapterLoader
+}
+
+type registered struct {
+	adapter model.Adapter
+	dir     string
+}
+
+// NewRegistry returns an empty registry that loads adapters with load (nil: loading refused).
+func NewRegistry(load AdapterLoader) *Registry {
+	return &Registry{adapters: map[string]registered{}, load: load}
+}
+
+var adapterName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Load loads the adapter in dir under name, replacing any adapter of that name (a hot swap:
+// requests already running keep the adapter they started with).
+func (r *Registry) Load(name, dir string) error {
+	if !adapterName.MatchString(name) {
+		return fmt.Errorf("adapter name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+	}
+	if r.load == nil {
+		return fmt.Errorf("this server cannot load adapters")
+	}
+	a, err := r.load(dir)
+	if err != nil {
+		return fmt.Errorf("load adapter %s: %w", name, err)
+	}
+	r.mu.Lock()
+	r.adapters[name] = registered{adapter: a, dir: dir}
+	r.mu.Unlock()
+	return nil
+}
+
+// Add registers an adapter that is already loaded.
+func (r *Registry) Add(name string, a model.Adapter) error {
+	if !adapterName.MatchString(name) {
+		return fmt.Errorf("adapter name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+	}
+	r.mu.Lock()
+	r.adapters[name] = registered{adapter: a}
+	r.mu.Unlock()
+	return nil
+}
+
+// Unload removes the adapter; it reports whether there was one.
+func (r *Registry) Unload(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.adapters[name]
+	delete(r.adapters, name)
+	return ok
+}
+
+// Get returns the adapter of that name.
+func (r *Registry) Get(name string) (model.Adapter, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a, ok := r.adapters[name]
+	return a.adapter, ok
+}
+
+// Names lists the adapters in order.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.adapters))
+	for n := range r.adapters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
