@@ -92,6 +92,14 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 	}
 	defer cache.Release()
 
+	promptIDs := make([]int, len(prompt))
+	for i, id := range prompt {
+		promptIDs[i] = int(id)
+	}
+	head, err := g.Tok.Decode(promptIDs, true)
+	if err != nil {
+		return Result{}, fmt.Errorf("generate: %w", err)
+	}
 	start := time.Now()
 	res := Result{PromptTokens: len(prompt), FinishReason: "length"}
 	sampler := NewSampler(r.Sampling)
@@ -127,7 +135,7 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		gen = append(gen, int(next))
 		seen = append(seen, next)
 		feed = []int32{next}
-		text, err := g.Tok.Decode(gen, true)
+		text, err := g.continuation(promptIDs, head, gen)
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
 		}
@@ -162,6 +170,21 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		res.TokensPerS = float64(len(gen)-1) / el
 	}
 	return res, nil
+}
+
+// continuation decodes the generated tokens as they read after the prompt: decoders such as
+// SentencePiece's drop the leading space of a text, so the generated ids are decoded together
+// with the prompt and the prompt's own text is cut off.
+// head is the decoded prompt.
+func (g *Generator) continuation(prompt []int, head string, gen []int) (string, error) {
+	full, err := g.Tok.Decode(append(prompt[:len(prompt):len(prompt)], gen...), true)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(full, head) {
+		return full[len(head):], nil
+	}
+	return g.Tok.Decode(gen, true)
 }
 
 // firstStop returns where the earliest stop string starts in text.
