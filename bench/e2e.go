@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/synth"
+)
+
+// E2ESizes describe the synthetic checkpoint and the generation measured end to end.
+type E2ESizes struct {
+	Preset synth.Preset
+	// Label says what the checkpoint stands for ("Llama-3.2-1B layer shapes, 2 layers").
+	Label        string
+	Layers       int
+	PromptTokens int
+	DecodeTokens int
+	// Repeats is how many times time-to-first-token is measured (a fresh cache each time).
+	Repeats int
+	// Weights lists the weight formats loaded: "f32", "nf4".
+	Weights []string
+}
+
+// E2E1B is a checkpoint with Llama-3.2-1B's layer shapes but only layers layers and the given
+// vocabulary (the real 128256-entry one would make the output projection dominate).
+func E2E1B(prompt, vocab, layers int) E2ESizes {
+	m := Models[1]
+	return E2ESizes{
+		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
+			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
+		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4"},
+	}
+}
+
+// E2ETiny is synth's tiny preset, for software adapters.
+func E2ETiny() E2ESizes {
+	p := synth.Presets["tiny"]
+	return E2ESizes{Preset: p, Label: fmt.Sprintf("synth tiny (hidden %d, %d layers, vocab %d)", p.Hidden, p.Layers, p.Vocab),
+		Layers: p.Layers, PromptTokens: 16, DecodeTokens: 8, Repeats: 2, Weights: []string{"f32", "nf4"}}
+}
+
+// runE2E writes the synthetic checkpoint and measures prompt processing (time to first token) and
+// decoding through Model.Step with the KV cache, once per weight format.
+func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
+	dir, err := os.MkdirTemp("", "lathe-bench-e2e-")
+	if err != nil {
+		return []E2EResult{{Name: "decode", Model: s.Label, Err: err.Error()}}
+	}
+	defer os.RemoveAll(dir)
+	if _, err := synth.Write(dir, synth.Options{Preset: s.Preset, Seed: 1}); err != nil {
+		return []E2EResult{{Name: "decode", Model: s.Label, Err: err.Error()}}
+	}
+	var out []E2EResult
+	for _, w := range s.Weights {
+		r := e2eOne(be, dir, s, w)
+		if r.Err != "" {
+			fmt.Fprintf(log, "  e2e %-4s error: %s\n", w, r.Err)
+		} else {
+			fmt.Fprintf(log, "  e2e %-4s TTFT %s (%d tokens), decode %.2f tokens/s\n", w, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string) E2EResult {
+	r := E2EResult{Name: "generate_" + weights, Model: s.Label, Weights: weights, PromptTokens: s.PromptTokens, DecodeTokens: s.DecodeTokens}
+	lo := model.LoadOptions{}
+	if weights == "nf4" {
+		lo.Quantize = "nf4"
+	}
+	m, err := model.Load(dir, be, lo)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer m.Release()
+	r.WeightBytes = m.WeightBytes()
+	prompt := make([]int32, s.PromptTokens)
+	for i := range prompt {
+		prompt[i] = int32(3 + i%(s.Preset.Vocab-3))
+	}
+	ctxLen := s.PromptTokens + s.DecodeTokens
+	var ttft, tok []float64
+	for rep := 0; rep < max(s.Repeats, 1)+1; rep++ { // the first pass warms up
+		c, err := m.NewCache(ctxLen)
+		if err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		t0 := time.Now()
+		logits, err := m.Step(c, prompt, nil)
+		if err != nil {
+			c.Release()
+			r.Err = err.Error()
+			return r
+		}
+		if rep > 0 {
+			ttft = append(ttft, time.Since(t0).Seconds())
+		}
+		next := argmax(logits[len(logits)-s.Preset.Vocab:])
+		// Decode on the last repeat only: the per-token times are the samples.
+		if rep == max(s.Repeats, 1) {
+			for range s.DecodeTokens {
+				t0 := time.Now()
+				logits, err = m.Step(c, []int32{next}, nil)
+				if err != nil {
+					c.Release()
+					r.Err = err.Error()
+					return r
+				}
+				tok = append(tok, time.Since(t0).Seconds())
+				next = argmax(logits)
+			}
+		}
+		c.Release()
+	}
+	if r.TTFT, err = Summarize(ttft); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	if len(tok) > 0 {
+		if r.TokenTime, err = Summarize(tok); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		r.TokensPerSec = 1 / r.TokenTime.Median
+	}
+	return r
+}
+
+func argmax(v []float32) int32 {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}

@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/lathe-ml/lathe/engine"
+)
+
+// Repeats controls how often a measurement runs: Warmup untimed runs (pipeline compilation,
+// first allocation), then timed runs until both Min runs and Budget of time are spent, at most Max.
+type Repeats struct {
+	Warmup int
+	Min    int
+	Max    int
+	Budget time.Duration
+}
+
+// compiled is a case compiled on a backend with random inputs bound.
+type compiled struct {
+	be      engine.Backend
+	prog    *engine.Program
+	outs    []*engine.Node
+	tensors []*engine.Tensor
+	probe   []byte
+}
+
+// compileCase builds c replicas times over the same inputs in one graph (so one submission runs
+// the kernel replicas times) and binds random inputs.
+func compileCase(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, seed uint64) (*compiled, error) {
+	g := engine.NewGraph()
+	in := func(name string, dt engine.DType, shape engine.Shape) *engine.Node {
+		if n := g.Lookup(name); n != nil {
+			return n
+		}
+		return g.Input(name, dt, shape)
+	}
+	var outs []*engine.Node
+	for range max(replicas, 1) {
+		outs = append(outs, build(g, in)...)
+	}
+	if err := g.Err(); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	p, err := engine.Compile(g, be, outs, engine.CompileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	c := &compiled{be: be, prog: p, outs: outs, probe: make([]byte, 4)}
+	r := rand.New(rand.NewPCG(seed, 7))
+	for _, n := range p.Leaves() {
+		t, err := randomTensor(be, n.Meta(), r)
+		if err != nil {
+			c.release()
+			return nil, fmt.Errorf("input %s: %w", n.Name(), err)
+		}
+		c.tensors = append(c.tensors, t)
+		if err := p.Bind(n, t); err != nil {
+			c.release()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// randomTensor uploads random data: uniform bytes for packed weights, values in [-0.5, 0.5) for
+// floats (small enough that no exp overflows), small integers for ids.
+func randomTensor(be engine.Backend, m engine.Meta, r *rand.Rand) (*engine.Tensor, error) {
+	n := m.Shape.Numel()
+	raw := make([]byte, m.Bytes())
+	switch m.DType {
+	case engine.U8:
+		for i := 0; i < len(raw); i += 8 {
+			var w [8]byte
+			binary.LittleEndian.PutUint64(w[:], r.Uint64())
+			copy(raw[i:], w[:])
+		}
+	case engine.F32:
+		for i := range n {
+			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(r.Float32()-0.5))
+		}
+	case engine.I32:
+		for i := range n {
+			binary.LittleEndian.PutUint32(raw[4*i:], uint32(r.IntN(16)))
+		}
+	default:
+		return nil, fmt.Errorf("no random data for %s", m.DType)
+	}
+	return engine.FromBytes(be, m.DType, m.Shape, raw)
+}
+
+// run executes the program once and waits for it: reading one word of the last output waits for
+// the submission on every backend.
+func (c *compiled) run() error {
+	if err := c.prog.Run(); err != nil {
+		return err
+	}
+	a, err := c.prog.Arg(c.outs[len(c.outs)-1])
+	if err != nil {
+		return err
+	}
+	return c.be.Read(a.Buf, 0, c.probe)
+}
+
+func (c *compiled) release() {
+	c.prog.Release()
+	for _, t := range c.tensors {
+		t.Release()
+	}
+}
+
+// timeRuns warms up, then times runs of c as rp says; it returns the seconds of each timed run.
+func timeRuns(c *compiled, rp Repeats) ([]float64, error) {
+	for i := 0; i < max(rp.Warmup, 1); i++ {
+		if err := c.run(); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var samples []float64
+	start := time.Now()
+	for len(samples) < max(rp.Min, 1) || (time.Since(start) < rp.Budget && len(samples) < rp.Max) {
+		t0 := time.Now()
+		if err := c.run(); err != nil {
+			return nil, err
+		}
+		samples = append(samples, time.Since(t0).Seconds())
+	}
+	return samples, nil
+}
+
+// measure compiles build with replicas copies, times it and returns per-replica statistics.
+func measure(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, rp Repeats) (Stats, error) {
+	c, err := compileCase(be, build, replicas, 1)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer c.release()
+	samples, err := timeRuns(c, rp)
+	if err != nil {
+		return Stats{}, err
+	}
+	for i := range samples {
+		samples[i] /= float64(max(replicas, 1))
+	}
+	return Summarize(samples)
+}

@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// SchemaVersion is the version of bench.json's layout.
+const SchemaVersion = 1
+
+// Report is everything one `lathe bench` run measured: bench.json.
+type Report struct {
+	Schema    int    `json:"schema"`
+	Date      string `json:"date"`
+	Command   string `json:"command"`
+	GitCommit string `json:"git_commit,omitempty"`
+	GoVersion string `json:"go_version"`
+	Host      string `json:"host"`
+	Quick     bool   `json:"quick"`
+	// WallSeconds is how long the whole run took.
+	WallSeconds float64          `json:"wall_seconds"`
+	Backends    []BackendReport  `json:"backends"`
+	Reference   *ReferenceReport `json:"reference,omitempty"`
+	Notes       []string         `json:"notes,omitempty"`
+}
+
+// BackendReport holds one device's figures.
+type BackendReport struct {
+	Device Device `json:"device"`
+	// Tiny says the shapes were shrunk (software adapters such as lavapipe).
+	Tiny bool `json:"tiny"`
+	// Replicas is how many copies of a kernel one timed submission runs.
+	Replicas int           `json:"replicas"`
+	Ceilings Ceilings      `json:"ceilings"`
+	Kernels  []KernelResult `json:"kernels"`
+	E2E      []E2EResult   `json:"e2e,omitempty"`
+	Train    []TrainResult `json:"train,omitempty"`
+	Errors   []string      `json:"errors,omitempty"`
+	Seconds  float64       `json:"seconds"`
+}
+
+// Label names the backend and device in tables and charts: "cpu: AMD EPYC".
+func (b BackendReport) Label() string {
+	return b.Device.Backend + ": " + b.Device.Name
+}
+
+// Ceilings are the measured roofline of a device and how they were measured.
+type Ceilings struct {
+	Roofline
+	// BandwidthKernel and MatmulKernel describe the measurements ("scale f32 64 MiB").
+	BandwidthKernel string `json:"bandwidth_kernel"`
+	BandwidthTime   Stats  `json:"bandwidth_time"`
+	MatmulKernel    string `json:"matmul_kernel"`
+	MatmulTime      Stats  `json:"matmul_time"`
+}
+
+// KernelResult is one kernel case's figures. Times are per kernel execution, in seconds.
+type KernelResult struct {
+	ID     string `json:"id"`
+	Kernel string `json:"kernel"`
+	Model  string `json:"model"`
+	Proj   string `json:"proj"`
+	Shape  string `json:"shape"`
+	Dims   Dims   `json:"dims"`
+	Flops  float64 `json:"flops"`
+	Bytes  float64 `json:"bytes"`
+	Time   Stats   `json:"time"`
+	GFLOPS float64 `json:"gflops"`
+	GBps   float64 `json:"gbps"`
+	// Intensity is flops per byte; Roofline the fraction of min(peak, Intensity·bandwidth) reached.
+	Intensity float64 `json:"intensity"`
+	Roofline  float64 `json:"roofline_fraction"`
+	// SameAs names the case whose measurement this one reuses (identical shapes across models).
+	SameAs string `json:"same_as,omitempty"`
+	// RefSeconds is the reference's median time on the same shape and RefRatio its time over
+	// lathe's (>1: lathe is faster); both absent when no reference ran on a comparable device.
+	RefSeconds float64 `json:"ref_seconds,omitempty"`
+	RefRatio   float64 `json:"ref_ratio,omitempty"`
+	RefImpl    string  `json:"ref_impl,omitempty"`
+	Err        string  `json:"error,omitempty"`
+}
+
+// E2EResult is an end-to-end generation measurement through model.Model.Step.
+type E2EResult struct {
+	Name string `json:"name"`
+	// Model describes the synthetic checkpoint (its shapes and layer count).
+	Model        string  `json:"model"`
+	Weights      string  `json:"weights"`
+	PromptTokens int     `json:"prompt_tokens"`
+	DecodeTokens int     `json:"decode_tokens"`
+	TTFT         Stats   `json:"ttft"`
+	TokenTime    Stats   `json:"token_time"`
+	TokensPerSec float64 `json:"tokens_per_sec"`
+	WeightBytes  int64   `json:"weight_bytes"`
+	Err          string  `json:"error,omitempty"`
+}
+
+// WriteJSON writes r as indented JSON to path.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// ReadReport reads a bench.json.
+func ReadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read report: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("read report %s: %w", path, err)
+	}
+	if r.Schema != SchemaVersion {
+		return nil, fmt.Errorf("read report %s: schema %d, this lathe reads %d", path, r.Schema, SchemaVersion)
+	}
+	return &r, nil
+}
+
+// WriteAll writes bench.json, bench.md and the charts into dir (created if missing) and returns
+// the paths written.
+func (r *Report) WriteAll(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("write report: %w", err)
+	}
+	var paths []string
+	jp := filepath.Join(dir, "bench.json")
+	if err := r.WriteJSON(jp); err != nil {
+		return nil, err
+	}
+	paths = append(paths, jp)
+	mp := filepath.Join(dir, "bench.md")
+	if err := os.WriteFile(mp, []byte(r.Markdown()), 0o644); err != nil {
+		return nil, fmt.Errorf("write report: %w", err)
+	}
+	paths = append(paths, mp)
+	charts, err := r.WriteCharts(dir)
+	if err != nil {
+		return paths, err
+	}
+	return append(paths, charts...), nil
+}

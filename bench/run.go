@@ -1,0 +1,342 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/backends"
+)
+
+// Device describes a measured device: what the backend reports and its capabilities.
+type Device struct {
+	engine.DeviceInfo
+	Caps engine.Caps `json:"caps"`
+}
+
+// Sizes are the problem sizes of a run; Defaults picks them per device.
+type Sizes struct {
+	// Models are the layer geometries the kernels run on.
+	Models []ModelShape
+	// Kernels restricts the kernels measured (all when empty).
+	Kernels []string
+	// LoRAProjs are the projections the LoRA kernels are measured on.
+	LoRAProjs []string
+	// Tokens is the row count of GEMM-shaped kernels (a training micro-batch or a prompt), Context
+	// the cache length that decode attention reads.
+	Tokens, Context, Rank int
+	// BandwidthElems is the f32 element count of the bandwidth ceiling's buffer, MatmulN the side of
+	// the square matmul ceiling, Chain how many times each ceiling kernel runs in one submission.
+	BandwidthElems, MatmulN, Chain int
+	// Replicas is how many copies of a kernel one timed submission runs (GPUs: amortises the
+	// submit-and-wait overhead that wall-clock timing includes).
+	Replicas int
+	Repeats  Repeats
+	// E2E is the synthetic checkpoint of the end-to-end measurements (none when Layers is 0).
+	E2E E2ESizes
+	// Tiny marks shrunken shapes in the report.
+	Tiny bool
+}
+
+// isSoftware reports whether a device is a CPU-type adapter of a GPU API (lavapipe, llvmpipe,
+// SwiftShader): a correctness device, run with tiny shapes.
+func isSoftware(d engine.DeviceInfo) bool { return d.Backend != "cpu" && d.Type == "cpu" }
+
+// Defaults are the sizes for a device: realistic shapes on the CPU backend and GPUs (only the
+// two smallest models with quick), tiny ones on software adapters.
+func Defaults(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
+	s := Sizes{
+		Models: Models, LoRAProjs: []string{"q_proj", "down_proj"}, Tokens: 512, Context: 512, Rank: 16,
+		BandwidthElems: 16 << 20, MatmulN: 2048, Chain: 1, Replicas: 1,
+		Repeats: Repeats{Warmup: 1, Min: 5, Max: 50, Budget: time.Second},
+		E2E:     E2E1B(32, 32000, 2),
+	}
+	gpu := d.Backend != "cpu" && !isSoftware(d)
+	if gpu {
+		// Large enough that one submission takes milliseconds, not the microseconds of its overhead.
+		s.BandwidthElems, s.MatmulN, s.Chain, s.Replicas = 64<<20, 4096, 8, 8
+		if caps.MaxBufferBytes > 0 && int64(s.BandwidthElems)*4 > caps.MaxBufferBytes {
+			s.BandwidthElems = 16 << 20
+		}
+		s.Repeats = Repeats{Warmup: 2, Min: 5, Max: 100, Budget: time.Second}
+		s.E2E = E2E1B(128, 32000, 2)
+	}
+	if quick {
+		s.Models = Models[:2]
+		s.LoRAProjs = []string{"q_proj"}
+		s.Repeats = Repeats{Warmup: 1, Min: 3, Max: 20, Budget: 150 * time.Millisecond}
+		s.E2E.DecodeTokens = 8
+		if !gpu {
+			s.MatmulN = 1536
+			s.E2E = E2E1B(16, 8192, 2)
+		}
+	}
+	if isSoftware(d) {
+		s.Models = []ModelShape{Tiny}
+		s.LoRAProjs = []string{"q_proj"}
+		s.Tokens, s.Context = 32, 64
+		s.BandwidthElems, s.MatmulN, s.Chain, s.Replicas = 16<<20, 256, 1, 1
+		s.Repeats = Repeats{Warmup: 1, Min: 3, Max: 10, Budget: 100 * time.Millisecond}
+		s.E2E = E2ETiny()
+		s.Tiny = true
+	}
+	return s
+}
+
+// Options configure Run.
+type Options struct {
+	// Backend is "cpu", "webgpu" or "all" (every device of every backend); "" means all.
+	Backend string
+	Quick   bool
+	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios.
+	Reference bool
+	// Python is the interpreter for the reference; empty: LATHE_PYTHON, then python3 on PATH, then
+	// /usr/bin/python3, the first that imports torch.
+	Python string
+	// Train measures training steps; nil leaves them out of the report (see TrainFunc).
+	Train TrainFunc
+	// Command is recorded in the report.
+	Command string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+	// Sizes, when set, replaces Defaults for every device (tests use it for tiny runs).
+	Sizes func(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes
+	// SkipE2E leaves out the end-to-end measurements.
+	SkipE2E bool
+}
+
+// Run measures every selected device and returns the report. A device that fails to open or a
+// kernel that fails is recorded in the report; Run fails only when nothing could be measured.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.Sizes == nil {
+		o.Sizes = Defaults
+	}
+	which := strings.ToLower(o.Backend)
+	if which == "" {
+		which = "all"
+	}
+	rep := &Report{Schema: SchemaVersion, Date: start.UTC().Format(time.RFC3339), Command: o.Command,
+		GitCommit: gitCommit(), GoVersion: runtime.Version(), Host: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()),
+		Quick: o.Quick}
+	rep.Notes = append(rep.Notes,
+		"Times are wall clock around Program.Run plus a 4-byte read of the last output (which waits for the submission): the wgpu binding exposes no timestamp period, so GPU timestamp queries cannot be turned into seconds.",
+		"Bandwidth ceiling: an f32 Scale over a large buffer, counting bytes read plus written. Compute ceiling: lathe's f32 MatMul on a large square matrix. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
+		"NF4 kernels move 4.5 bits a weight (packed nibbles plus f32 block scales, blocksize 64); LoRA kernels use an NF4 base (QLoRA), rank 16, scale 2.")
+	found := false
+	for _, p := range backends.Providers() {
+		if which != "all" && p.Name() != which {
+			continue
+		}
+		found = true
+		devs, err := p.Devices()
+		if err != nil {
+			rep.Backends = append(rep.Backends, BackendReport{Device: Device{DeviceInfo: engine.DeviceInfo{Backend: p.Name(), Index: -1}}, Errors: []string{err.Error()}})
+			continue
+		}
+		for _, d := range devs {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			br := runDevice(ctx, p, d, o)
+			rep.Backends = append(rep.Backends, br)
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("bench: unknown backend %q (want cpu, webgpu or all)", o.Backend)
+	}
+	if o.Reference {
+		rep.Reference = runReference(ctx, rep, o)
+		applyReference(rep)
+	}
+	rep.WallSeconds = time.Since(start).Seconds()
+	measured := false
+	for _, b := range rep.Backends {
+		measured = measured || len(b.Kernels) > 0
+	}
+	if !measured {
+		var errs []string
+		for _, b := range rep.Backends {
+			errs = append(errs, b.Errors...)
+		}
+		return rep, fmt.Errorf("bench: nothing measured: %s", strings.Join(errs, "; "))
+	}
+	return rep, nil
+}
+
+func runDevice(ctx context.Context, p engine.Provider, d engine.DeviceInfo, o Options) BackendReport {
+	t0 := time.Now()
+	br := BackendReport{Device: Device{DeviceInfo: d}}
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		br.Errors = append(br.Errors, msg)
+		fmt.Fprintln(o.Log, "  error:", msg)
+	}
+	be, err := p.Open(d.Index)
+	if err != nil {
+		fail("open %s:%d: %v", p.Name(), d.Index, err)
+		return br
+	}
+	defer be.Close()
+	br.Device = Device{DeviceInfo: be.Device(), Caps: be.Caps()}
+	s := o.Sizes(br.Device.DeviceInfo, br.Device.Caps, o.Quick)
+	br.Tiny, br.Replicas = s.Tiny, s.Replicas
+	fmt.Fprintf(o.Log, "%s:%d %s (%s)%s\n", d.Backend, d.Index, br.Device.Name, br.Device.Type, map[bool]string{true: " — tiny shapes: a correctness device, not a speed device", false: ""}[s.Tiny])
+
+	br.Ceilings, err = measureCeilings(be, s)
+	if err != nil {
+		fail("ceilings: %v", err)
+	} else {
+		fmt.Fprintf(o.Log, "  ceilings: %.1f GB/s, %.1f GFLOP/s\n", br.Ceilings.Bandwidth/1e9, br.Ceilings.PeakFLOPS/1e9)
+	}
+	done := map[string]string{} // kernel/dims → ID measured
+	for _, m := range s.Models {
+		for _, c := range Cases(m, s.Tokens, s.Context, s.Rank, s.Kernels, s.LoRAProjs) {
+			if ctx.Err() != nil {
+				fail("interrupted: %v", ctx.Err())
+				return br
+			}
+			br.Kernels = append(br.Kernels, runCase(be, c, s, br.Ceilings.Roofline, done, br.Kernels, o.Log))
+		}
+	}
+	if !o.SkipE2E && s.E2E.Layers > 0 {
+		br.E2E = runE2E(be, s.E2E, o.Log)
+	}
+	if o.Train != nil {
+		br.Train = runTrain(ctx, be, s, o)
+	}
+	br.Seconds = time.Since(t0).Seconds()
+	return br
+}
+
+// runCase measures c, or copies an earlier measurement of the same kernel on the same shape.
+func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]string, prev []KernelResult, log io.Writer) KernelResult {
+	kr := KernelResult{ID: c.ID, Kernel: c.Kernel, Model: c.Model, Proj: c.Proj, Shape: c.Shape, Dims: c.Dims, Flops: c.Flops, Bytes: c.Bytes}
+	// Identical shapes (Mistral-7B and Llama-3-8B share every layer shape) are measured once.
+	key := fmt.Sprintf("%s/%+v", c.Kernel, c.Dims)
+	if strings.HasPrefix(c.Kernel, "attention") {
+		key += "/" + c.Proj // the head layout matters too
+	}
+	if id, ok := done[key]; ok {
+		for _, p := range prev {
+			if p.ID == id && p.Err == "" {
+				kr.Time, kr.SameAs = p.Time, p.Model
+				kr.fill(rl)
+				return kr
+			}
+		}
+	}
+	st, err := measure(be, c.build, s.Replicas, s.Repeats)
+	if err != nil {
+		kr.Err = err.Error()
+		fmt.Fprintf(log, "  %-22s %-16s %-24s error: %v\n", c.Kernel, c.Model, c.Shape, err)
+		return kr
+	}
+	done[key] = c.ID
+	kr.Time = st
+	kr.fill(rl)
+	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s %9.2f GFLOP/s %8.2f GB/s %5.1f%%\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), kr.GFLOPS, kr.GBps, 100*kr.Roofline)
+	return kr
+}
+
+// fill derives the rates from the median time.
+func (k *KernelResult) fill(rl Roofline) {
+	if k.Time.Median <= 0 {
+		return
+	}
+	k.GFLOPS = k.Flops / k.Time.Median / 1e9
+	k.GBps = k.Bytes / k.Time.Median / 1e9
+	if k.Bytes > 0 {
+		k.Intensity = k.Flops / k.Bytes
+	}
+	k.Roofline = rl.Fraction(k.Flops, k.Bytes, k.Time.Median)
+}
+
+// measureCeilings measures the bandwidth of a chain of f32 Scales over a large buffer and the
+// rate of a chain of square matmuls.
+func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
+	var c Ceilings
+	n, chain := s.BandwidthElems, max(s.Chain, 1)
+	bw := func(g *engine.Graph, in leafFunc) []*engine.Node {
+		x := f32(in, "x", n)
+		for range chain {
+			x = g.Scale(x, 0.999)
+		}
+		return []*engine.Node{x}
+	}
+	rp := s.Repeats
+	st, err := measure(be, bw, 1, rp)
+	if err != nil {
+		return c, fmt.Errorf("bandwidth: %w", err)
+	}
+	c.BandwidthKernel = fmt.Sprintf("scale f32, %d MiB in + %d MiB out, ×%d a submission", n*4>>20, n*4>>20, chain)
+	c.BandwidthTime = st
+	c.Bandwidth = float64(chain) * 8 * float64(n) / st.Median
+	mn := s.MatmulN
+	mm := func(g *engine.Graph, in leafFunc) []*engine.Node {
+		a, b := f32(in, "a", mn, mn), f32(in, "b", mn, mn)
+		for range chain {
+			a = g.MatMul(a, b, false, false)
+		}
+		return []*engine.Node{a}
+	}
+	st, err = measure(be, mm, 1, rp)
+	if err != nil {
+		return c, fmt.Errorf("matmul: %w", err)
+	}
+	c.MatmulKernel = fmt.Sprintf("matmul f32 %d×%d×%d, ×%d a submission", mn, mn, mn, chain)
+	c.MatmulTime = st
+	c.PeakFLOPS = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+	return c, nil
+}
+
+func fmtDur(sec float64) string {
+	switch {
+	case sec <= 0:
+		return "-"
+	case sec < 1e-3:
+		return fmt.Sprintf("%.1f µs", sec*1e6)
+	case sec < 1:
+		return fmt.Sprintf("%.2f ms", sec*1e3)
+	}
+	return fmt.Sprintf("%.2f s", sec)
+}
+
+// gitCommit is the commit the binary was built from (Go stamps it when building in a checkout),
+// else what `git rev-parse HEAD` says in the working directory, else LATHE_GIT_COMMIT.
+func gitCommit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, kv := range bi.Settings {
+			switch kv.Key {
+			case "vcs.revision":
+				rev = kv.Value
+			case "vcs.modified":
+				dirty = kv.Value == "true"
+			}
+		}
+		if rev != "" {
+			if dirty {
+				rev += "+dirty"
+			}
+			return rev
+		}
+	}
+	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	return os.Getenv("LATHE_GIT_COMMIT")
+}
+
+var errNoTorch = errors.New("PyTorch not found")

@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/model/synth"
+)
+
+// TrainRequest asks a TrainFunc for timed training steps of one adapter method.
+type TrainRequest struct {
+	// Method is "lora" (f32 base weights) or "qlora" (NF4 base weights, quantized at load).
+	Method string
+	// ModelDir is a synthetic checkpoint (config.json + model.safetensors) described by Label.
+	ModelDir string
+	Label    string
+	// Batch sequences of Seq tokens a step; Rank is the LoRA rank (alpha = 2·Rank), applied to
+	// the attention and MLP projections.
+	Batch, Seq, Rank int
+	// Warmup untimed steps, then Steps timed ones.
+	Warmup, Steps int
+}
+
+// TrainMeasurement is what a TrainFunc reports.
+type TrainMeasurement struct {
+	// StepSeconds holds the wall time of each timed step: forward, backward and optimizer update,
+	// ending with the loss read back (which waits for the device).
+	StepSeconds []float64
+	// TokensPerStep is the number of tokens one step trains on (Batch·Seq).
+	TokensPerStep int
+	// PeakBytes is the step program's engine.Program.PeakBytes (activations and gradients;
+	// weights, adapter parameters and optimizer state not included).
+	PeakBytes int64
+	// Loss is the last step's loss (to show that training ran); 0 or NaN if unknown.
+	Loss float64
+}
+
+// TrainFunc runs training steps on be as req asks. bench calls it once for "lora" and once for
+// "qlora"; it lives outside bench so that bench does not depend on the trainer's API.
+type TrainFunc func(ctx context.Context, be engine.Backend, req TrainRequest) (TrainMeasurement, error)
+
+// TrainResult is one training measurement in the report.
+type TrainResult struct {
+	Method       string  `json:"method"`
+	Model        string  `json:"model"`
+	Batch        int     `json:"batch"`
+	Seq          int     `json:"seq"`
+	Rank         int     `json:"rank"`
+	StepTime     Stats   `json:"step_time"`
+	TokensPerSec float64 `json:"tokens_per_sec"`
+	PeakBytes    int64   `json:"peak_bytes"`
+	Loss         float64 `json:"loss"`
+	Err          string  `json:"error,omitempty"`
+}
+
+// trainSeq is the sequence length of training steps for a run's sizes.
+func trainSeq(s Sizes) int { return min(s.Tokens, 256) }
+
+func runTrain(ctx context.Context, be engine.Backend, s Sizes, o Options) []TrainResult {
+	if s.E2E.Layers == 0 {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "lathe-bench-train-")
+	if err != nil {
+		return []TrainResult{{Method: "lora", Err: err.Error()}}
+	}
+	defer os.RemoveAll(dir)
+	if _, err := synth.Write(dir, synth.Options{Preset: s.E2E.Preset, Seed: 1}); err != nil {
+		return []TrainResult{{Method: "lora", Err: err.Error()}}
+	}
+	var out []TrainResult
+	for _, method := range []string{"lora", "qlora"} {
+		req := TrainRequest{Method: method, ModelDir: dir, Label: s.E2E.Label, Batch: 1, Seq: trainSeq(s), Rank: s.Rank,
+			Warmup: 1, Steps: max(s.Repeats.Min, 3)}
+		tr := TrainResult{Method: method, Model: req.Label, Batch: req.Batch, Seq: req.Seq, Rank: req.Rank}
+		m, err := o.Train(ctx, be, req)
+		if err == nil {
+			tr.StepTime, err = Summarize(m.StepSeconds)
+		}
+		if err != nil {
+			tr.Err = err.Error()
+			fmt.Fprintf(o.Log, "  train %-5s error: %v\n", method, err)
+		} else {
+			tr.TokensPerSec = float64(m.TokensPerStep) / tr.StepTime.Median
+			tr.PeakBytes = m.PeakBytes
+			if !math.IsNaN(m.Loss) && !math.IsInf(m.Loss, 0) { // JSON has no NaN
+				tr.Loss = m.Loss
+			}
+			fmt.Fprintf(o.Log, "  train %-5s %s a step, %.1f tokens/s, peak %.1f MiB\n", method, fmtDur(tr.StepTime.Median), tr.TokensPerSec, float64(tr.PeakBytes)/(1<<20))
+		}
+		out = append(out, tr)
+	}
+	return out
+}
