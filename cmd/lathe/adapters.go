@@ -3,9 +3,30 @@ package main
 import (
 	"fmt"
 
+	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/serve"
 )
+
+// openModel opens the device, loads the model in dir onto it and its tokenizer; done releases
+// both.
+func openModel(device, dir, quantize string) (m *model.Model, tok *tokenizer.Tokenizer, done func(), err error) {
+	b, err := backends.Open(device)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if m, err = model.Load(dir, b, model.LoadOptions{Quantize: quantize}); err != nil {
+		b.Close()
+		return nil, nil, nil, err
+	}
+	if tok, err = tokenizer.Load(dir); err != nil {
+		m.Release()
+		b.Close()
+		return nil, nil, nil, err
+	}
+	return m, tok, func() { m.Release(); b.Close() }, nil
+}
 
 // adapterLoader loads PEFT adapter folders for m.
 func adapterLoader(m *model.Model) serve.AdapterLoader {

@@ -8,8 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lathe-ml/lathe/engine/backends"
-	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/serve"
 )
@@ -31,20 +29,12 @@ func newGenerateCmd() *cobra.Command {
 			if err := s.Validate(); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
-			b, err := backends.Open(device)
+			m, tok, done, err := openModel(device, dir, quantize)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
-			if err != nil {
-				return err
-			}
-			defer m.Release()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
+			defer done()
+			b := m.Backend
 			req := serve.Request{Prompt: prompt, Sampling: s}
 			if chat {
 				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s}

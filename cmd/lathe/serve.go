@@ -16,9 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lathe-ml/lathe/engine/backends"
-	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/serve"
 )
 
@@ -39,20 +36,12 @@ func newServeCmd() *cobra.Command {
 			if dir == "" {
 				return fmt.Errorf("serve: --model is required")
 			}
-			b, err := backends.Open(device)
+			m, tok, done, err := openModel(device, dir, quantize)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
-			if err != nil {
-				return err
-			}
-			defer m.Release()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
+			defer done()
+			b := m.Backend
 			if name == "" {
 				name = filepath.Base(filepath.Clean(dir))
 			}
