@@ -84,11 +84,11 @@ func (g *Graph) Reshape(x *Node, shape ...int) *Node {
 	return g.Apply1(Reshape{Shape: Shape(shape).Clone()}, x)
 }
 
-// Dropout records dropout of x with probability p and the step's seed (i32 [1]); p == 0 records
-// nothing.
-func (g *Graph) Dropout(x, seed *Node, p float32) *Node {
+// Dropout records dropout of x with probability p, the step's seed (i32 [1]) and a salt that
+// tells this op's mask from other ops'; p == 0 records nothing.
+func (g *Graph) Dropout(x, seed *Node, p float32, salt uint32) *Node {
 	if p == 0 {
 		return x
 	}
-	return g.Apply1(Dropout{P: p}, x, seed)
+	return g.Apply1(Dropout{P: p, Salt: salt}, x, seed)
 }

@@ -685,10 +685,13 @@ func (SumSquares) Infer(in []Meta) ([]Meta, error) {
 }
 
 // Dropout zeroes each element of x with probability P and scales the rest by 1/(1−P). The mask is
-// a pure function of (seed, element index) — a counter-based hash every backend computes the same
-// way — so the backward pass and a recomputed forward see the same mask. Operands: x and seed:
-// i32 [1], a fresh value each step.
-type Dropout struct{ P float32 }
+// a pure function of (seed, Salt, element index) — a counter-based hash every backend computes the
+// same way — so the backward pass and a recomputed forward see the same mask, and ops with other
+// salts (one per layer) draw independent masks. Operands: x and seed: i32 [1], fresh each step.
+type Dropout struct {
+	P    float32
+	Salt uint32
+}
 
 func (Dropout) Name() string { return "dropout" }
 
@@ -705,10 +708,11 @@ func (o Dropout) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{in[0]}, want(in[0], F32, "x")
 }
 
-// DropoutKeep reports whether element i survives dropout with probability p under seed: the mask
-// every backend reproduces. The hash is a 32-bit integer mix (lowbias32) of the index and seed.
-func DropoutKeep(seed int32, i uint32, p float32) bool {
-	h := i*0x9E3779B9 ^ uint32(seed)
+// DropoutKeep reports whether element i survives dropout with probability p under seed and salt:
+// the mask every backend reproduces. The hash is a 32-bit integer mix (lowbias32) of the index,
+// seed and salt.
+func DropoutKeep(seed int32, salt, i uint32, p float32) bool {
+	h := i*0x9E3779B9 ^ uint32(seed) ^ salt*0x85EBCA6B
 	h ^= h >> 16
 	h *= 0x7feb352d
 	h ^= h >> 15

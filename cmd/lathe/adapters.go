@@ -1,11 +1,10 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/serve"
 )
 
@@ -31,6 +30,10 @@ func openModel(device, dir, quantize string) (m *model.Model, tok *tokenizer.Tok
 // adapterLoader loads PEFT adapter folders for m.
 func adapterLoader(m *model.Model) serve.AdapterLoader {
 	return func(dir string) (model.Adapter, error) {
-		return nil, fmt.Errorf("adapter %s: adapters are not supported yet", dir)
+		a, err := peft.Load(dir, m.Cfg, m.Backend)
+		if err != nil {
+			return nil, err
+		}
+		return a, nil
 	}
 }

@@ -346,7 +346,7 @@ func run(l engine.Launch) error {
 		x, y, seed := f32(in[0]), f32(out[0]), i32(in[1])[0]
 		scale := 1 / (1 - op.P)
 		for i := range y {
-			if engine.DropoutKeep(seed, uint32(i), op.P) {
+			if engine.DropoutKeep(seed, op.Salt, uint32(i), op.P) {
 				y[i] = x[i] * scale
 			} else {
 				y[i] = 0

@@ -218,7 +218,7 @@ func Cases() []Case {
 				g.Apply1(engine.Fill{Shape: engine.Shape{7}, Value: 2.5})}
 		}),
 		c("dropout", tol, func(b *builder) []*engine.Node {
-			return []*engine.Node{b.g.Dropout(b.f32(engine.Shape{13, 37}, 1), b.i32([]int32{12345}), 0.3)}
+			return []*engine.Node{b.g.Dropout(b.f32(engine.Shape{13, 37}, 1), b.i32([]int32{12345}), 0.3, 77)}
 		}),
 		c("cast", 0, func(b *builder) []*engine.Node {
 			x := b.f32(engine.Shape{13, 37}, 10)
