@@ -8,15 +8,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/serve"
 )
 
 func newGenerateCmd() *cobra.Command {
 	var (
-		dir, prompt, device, quantize string
-		chat, asJSON                  bool
-		s                             = serve.DefaultSampling()
+		dir, adapterDir, prompt string
+		device, quantize        string
+		chat, asJSON            bool
+		s                       = serve.DefaultSampling()
 	)
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR --prompt TEXT",
@@ -35,9 +37,15 @@ func newGenerateCmd() *cobra.Command {
 			}
 			defer done()
 			b := m.Backend
-			req := serve.Request{Prompt: prompt, Sampling: s}
+			var adapter model.Adapter
+			if adapterDir != "" {
+				if adapter, err = adapterLoader(m)(adapterDir); err != nil {
+					return err
+				}
+			}
+			req := serve.Request{Prompt: prompt, Sampling: s, Adapter: adapter}
 			if chat {
-				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s}
+				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s, Adapter: adapter}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
@@ -65,6 +73,7 @@ func newGenerateCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "model", "", "model folder (config.json, safetensors, tokenizer.json)")
+	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder to apply (adapter_config.json + adapter_model.safetensors)")
 	f.StringVar(&prompt, "prompt", "", "prompt text; empty starts from BOS")
 	f.BoolVar(&chat, "chat", false, "send the prompt as a user message through the model's chat template")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
