@@ -1,0 +1,76 @@
+package serve
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdata"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/llama2c"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/peft"
+)
+
+// randomLoRA is a LoRA adapter on every linear layer of stories260K with non-zero B, saved to dir.
+func randomLoRA(t *testing.T, m *model.Model, seed uint64, dir string) *peft.Adapter {
+	cfg := peft.LoRAConfig()
+	cfg.R, cfg.LoraAlpha = 4, 8
+	cfg.TargetModules = peft.Modules{Pattern: peft.AllLinear}
+	a, err := peft.New(cfg, m.Cfg, m.Backend, seed)
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(seed, 1))
+	for _, p := range a.Params() {
+		v, err := p.Tensor.Float32()
+		require.NoError(t, err)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.1)
+		}
+		require.NoError(t, p.Tensor.SetFloat32(v))
+	}
+	require.NoError(t, a.Save(dir))
+	return a
+}
+
+// A request with an adapter gives the text of the model with that adapter merged into its weights.
+func TestAdapterEqualsMergedModel(t *testing.T) {
+	src := testdata.Path(t, "stories260K")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "model")
+	_, err := llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), out)
+	require.NoError(t, err)
+	tok, err := tokenizer.Load(out)
+	require.NoError(t, err)
+	b := cpu.New()
+	base, err := model.Load(out, b, model.LoadOptions{})
+	require.NoError(t, err)
+	defer base.Release()
+	s := DefaultSampling()
+	s.MaxTokens = 30
+	gen := &Generator{Model: base, Tok: tok}
+	plain, err := gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+
+	for seed := uint64(1); seed <= 2; seed++ {
+		adir := filepath.Join(dir, "adapter")
+		randomLoRA(t, base, seed, adir)
+		a, err := peft.Load(adir, base.Cfg, b)
+		require.NoError(t, err)
+		withAdapter, err := gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: a}, nil)
+		require.NoError(t, err)
+		require.NotEqual(t, plain.Text, withAdapter.Text, "the adapter changes the text")
+
+		merged, err := model.Load(out, b, model.LoadOptions{})
+		require.NoError(t, err)
+		require.NoError(t, peft.Merge(merged, a))
+		mg := &Generator{Model: merged, Tok: tok}
+		want, err := mg.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+		require.NoError(t, err)
+		merged.Release()
+		require.Equal(t, want.Text, withAdapter.Text, "adapter %d", seed)
+	}
+}
