@@ -3,12 +3,15 @@
 package synth
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 
+	"github.com/lathe-ml/lathe/internal/atomicfile"
 	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/model/tokenizer"
 )
 
 // Preset is a model size.
@@ -66,15 +69,23 @@ func Config(p Preset, vocab int, dtype string) map[string]any {
 		"mlp_bias":                false,
 		"tie_word_embeddings":     p.Tied,
 		"initializer_range":       0.02,
-		"bos_token_id":            1,
-		"eos_token_id":            2,
+		"bos_token_id":            0,
+		"eos_token_id":            1,
 		"torch_dtype":             torch,
 		"transformers_version":    "4.46.0",
 	}
 }
 
+// Special tokens of the synthetic tokenizer: BOS, EOS and ChatML's turn markers.
+var specialTokens = []string{"<s>", "</s>", "<|im_start|>", "<|im_end|>"}
+
+// chatML is the chat template of the synthetic tokenizer (Qwen2's and SmolLM's format).
+const chatML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
 // Write creates dir (if needed) and writes config.json and model.safetensors with weights drawn as
-// transformers initialises them: linear and embedding weights from N(0, 0.02²), norm weights 1.
+// transformers initialises them (linear and embedding weights from N(0, 0.02²), norm weights 1),
+// and a byte-level BPE tokenizer (tokenizer.json, tokenizer_config.json with a ChatML template)
+// learned from the synthetic corpus.
 func Write(dir string, o Options) (Result, error) {
 	p := o.Preset
 	if p.Hidden == 0 {
@@ -144,5 +155,30 @@ func Write(dir string, o Options) (Result, error) {
 	if err := checkpoint.WriteSafetensors(filepath.Join(dir, checkpoint.WeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {
 		return Result{}, fmt.Errorf("init model: %w", err)
 	}
+	if err := writeTokenizer(dir, vocab); err != nil {
+		return Result{}, fmt.Errorf("init model: %w", err)
+	}
 	return Result{Dir: dir, Preset: p.Name, Seed: o.Seed, Params: params, DType: o.DType}, nil
+}
+
+// writeTokenizer trains the tokenizer (at most vocab tokens) and writes its two files.
+func writeTokenizer(dir string, vocab int) error {
+	tj, err := tokenizer.TrainByteLevelBPE(corpusForTokenizer(), vocab, specialTokens)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, "tokenizer.json"), tj, 0o644); err != nil {
+		return err
+	}
+	cfg, err := json.MarshalIndent(map[string]any{
+		"bos_token":       specialTokens[0],
+		"eos_token":       specialTokens[1],
+		"add_bos_token":   true,
+		"chat_template":   chatML,
+		"tokenizer_class": "PreTrainedTokenizerFast",
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, "tokenizer_config.json"), append(cfg, '\n'), 0o644)
 }

@@ -1,8 +1,10 @@
 package synth_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,6 +12,7 @@ import (
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/checkpoint"
 	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/model/tokenizer"
 )
 
 func TestWriteIsALoadableDeterministicLlama(t *testing.T) {
@@ -61,4 +64,38 @@ func TestWriteIsALoadableDeterministicLlama(t *testing.T) {
 
 	_, err = synth.Write(filepath.Join(dir, "d"), synth.Options{Preset: p, DType: "F64"})
 	require.ErrorContains(t, err, `dtype "F64"`)
+}
+
+func TestTokenizerAndDatasets(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 1})
+	require.NoError(t, err)
+	tok, err := tokenizer.Load(dir)
+	require.NoError(t, err)
+	require.LessOrEqual(t, tok.VocabSize(), synth.Presets["tiny"].Vocab)
+	require.Equal(t, 0, tok.BOS())
+	require.Equal(t, 1, tok.EOS())
+	text := "What does the cow say? The cow says moo."
+	ids, err := tok.Encode(text, true)
+	require.NoError(t, err)
+	require.Equal(t, 0, ids[0])
+	require.Less(t, len(ids), len(text)*2/3, "merges learned from the corpus compress it")
+	back, err := tok.Decode(ids, true)
+	require.NoError(t, err)
+	require.Equal(t, text, back)
+	chat, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: "hi"}}, true)
+	require.NoError(t, err)
+	require.Equal(t, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", chat)
+
+	for _, kind := range []string{synth.Facts, synth.Stories, synth.Chat} {
+		path := filepath.Join(dir, kind+".jsonl")
+		require.NoError(t, synth.WriteDataset(path, kind, 3, 20))
+		raw, err := os.ReadFile(path)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		require.Len(t, lines, 20)
+		var v map[string]any
+		require.NoError(t, json.Unmarshal([]byte(lines[0]), &v))
+	}
+	require.ErrorContains(t, synth.WriteDataset(filepath.Join(dir, "x"), "poems", 1, 2), `unknown kind "poems"`)
 }
