@@ -47,3 +47,35 @@ func newInitModelCmd() *cobra.Command {
 	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, f16 or bf16")
 	return cmd
 }
+
+func newInitDataCmd() *cobra.Command {
+	var (
+		out, kind string
+		n         int
+		seed      uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "init-data --out FILE [--kind facts|stories|chat] [--n 200]",
+		Short: "Write a small synthetic JSONL dataset that the init-model tokenizer knows (for tests and demos)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("init-data: --out is required")
+			}
+			if n <= 0 {
+				return fmt.Errorf("init-data: --n must be positive")
+			}
+			if err := synth.WriteDataset(out, kind, seed, n); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d %s examples to %s\n", n, kind, out)
+			return printJSON(cmd.OutOrStdout(), map[string]any{"out": out, "kind": kind, "examples": n, "seed": seed})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "JSONL file to write")
+	f.StringVar(&kind, "kind", synth.Facts, "facts (prompt/completion), stories (text) or chat (messages)")
+	f.IntVar(&n, "n", 200, "number of examples")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	return cmd
+}
