@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -73,4 +74,50 @@ func TestAdapterEqualsMergedModel(t *testing.T) {
 		merged.Release()
 		require.Equal(t, want.Text, withAdapter.Text, "adapter %d", seed)
 	}
+}
+
+// Combining adapters gives the text of the model with all of them merged in, weighted.
+func TestCombinedAdaptersEqualWeightedMerge(t *testing.T) {
+	src := testdata.Path(t, "stories260K")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "model")
+	_, err := llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), out)
+	require.NoError(t, err)
+	tok, err := tokenizer.Load(out)
+	require.NoError(t, err)
+	b := cpu.New()
+	base, err := model.Load(out, b, model.LoadOptions{})
+	require.NoError(t, err)
+	defer base.Release()
+	a1 := randomLoRA(t, base, 1, filepath.Join(dir, "a1"))
+	a2 := randomLoRA(t, base, 2, filepath.Join(dir, "a2"))
+	combined, err := peft.Combine([]float64{0.7, -0.4}, a1, a2)
+	require.NoError(t, err)
+	require.Equal(t, 8, combined.Config.R)
+
+	s := DefaultSampling()
+	s.MaxTokens = 30
+	got, err := (&Generator{Model: base, Tok: tok}).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: combined}, nil)
+	require.NoError(t, err)
+
+	merged, err := model.Load(out, b, model.LoadOptions{})
+	require.NoError(t, err)
+	defer merged.Release()
+	for i, a := range []*peft.Adapter{a1, a2} {
+		w := []float32{0.7, -0.4}[i]
+		for _, p := range a.Params() { // scale B by the weight, then merge
+			if strings.HasSuffix(p.Key, "lora_B.weight") {
+				v, err := p.Tensor.Float32()
+				require.NoError(t, err)
+				for j := range v {
+					v[j] *= w
+				}
+				require.NoError(t, p.Tensor.SetFloat32(v))
+			}
+		}
+		require.NoError(t, peft.Merge(merged, a))
+	}
+	want, err := (&Generator{Model: merged, Tok: tok}).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Equal(t, want.Text, got.Text)
 }
