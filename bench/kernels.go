@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/quant"
@@ -74,7 +75,15 @@ func f32(in leafFunc, name string, shape ...int) *engine.Node {
 }
 
 func newCase(kernel string, m ModelShape, proj string, d Dims, flops, bytes float64, build func(g *engine.Graph, in leafFunc) []*engine.Node) Case {
-	shape := fmt.Sprintf("M=%d N=%d K=%d", d.M, d.N, d.K)
+	var shape string
+	switch {
+	case strings.HasPrefix(kernel, "attention"):
+		shape = fmt.Sprintf("q=%d kv=%d", d.M, d.K)
+	case d.K == 0:
+		shape = fmt.Sprintf("%d×%d", d.M, d.N)
+	default:
+		shape = fmt.Sprintf("M=%d N=%d K=%d", d.M, d.N, d.K)
+	}
 	if d.R > 0 {
 		shape += fmt.Sprintf(" r=%d", d.R)
 	}
@@ -185,7 +194,7 @@ func AttentionCase(m ModelShape, qlen, kvlen int, backward bool) Case {
 	hd, kvd := float64(m.Heads*m.HeadDim), float64(m.KVHeads*m.HeadDim)
 	fwd := 4 * float64(m.Heads*m.HeadDim) * visible // QKᵀ and PV, 2 flops a multiply-add
 	d := Dims{M: qlen, N: m.Heads * m.HeadDim, K: kvlen}
-	proj := fmt.Sprintf("h=%d kv=%d d=%d", m.Heads, m.KVHeads, m.HeadDim)
+	proj := fmt.Sprintf("heads %d/%d×%d", m.Heads, m.KVHeads, m.HeadDim)
 	q, kv := float64(qlen), float64(kvlen)
 	if !backward {
 		kernel := KernelAttnPrefill

@@ -19,6 +19,9 @@ type Report struct {
 	GoVersion string `json:"go_version"`
 	Host      string `json:"host"`
 	Quick     bool   `json:"quick"`
+	// Load is the host's load average (/proc/loadavg) before and after the run: other work on
+	// the machine makes timings noisier, multithreaded references (OpenMP) most of all.
+	Load string `json:"load,omitempty"`
 	// WallSeconds is how long the whole run took.
 	WallSeconds float64          `json:"wall_seconds"`
 	Backends    []BackendReport  `json:"backends"`
@@ -32,13 +35,13 @@ type BackendReport struct {
 	// Tiny says the shapes were shrunk (software adapters such as lavapipe).
 	Tiny bool `json:"tiny"`
 	// Replicas is how many copies of a kernel one timed submission runs.
-	Replicas int           `json:"replicas"`
-	Ceilings Ceilings      `json:"ceilings"`
+	Replicas int            `json:"replicas"`
+	Ceilings Ceilings       `json:"ceilings"`
 	Kernels  []KernelResult `json:"kernels"`
-	E2E      []E2EResult   `json:"e2e,omitempty"`
-	Train    []TrainResult `json:"train,omitempty"`
-	Errors   []string      `json:"errors,omitempty"`
-	Seconds  float64       `json:"seconds"`
+	E2E      []E2EResult    `json:"e2e,omitempty"`
+	Train    []TrainResult  `json:"train,omitempty"`
+	Errors   []string       `json:"errors,omitempty"`
+	Seconds  float64        `json:"seconds"`
 }
 
 // Label names the backend and device in tables and charts: "cpu: AMD EPYC".
@@ -58,12 +61,12 @@ type Ceilings struct {
 
 // KernelResult is one kernel case's figures. Times are per kernel execution, in seconds.
 type KernelResult struct {
-	ID     string `json:"id"`
-	Kernel string `json:"kernel"`
-	Model  string `json:"model"`
-	Proj   string `json:"proj"`
-	Shape  string `json:"shape"`
-	Dims   Dims   `json:"dims"`
+	ID     string  `json:"id"`
+	Kernel string  `json:"kernel"`
+	Model  string  `json:"model"`
+	Proj   string  `json:"proj"`
+	Shape  string  `json:"shape"`
+	Dims   Dims    `json:"dims"`
 	Flops  float64 `json:"flops"`
 	Bytes  float64 `json:"bytes"`
 	Time   Stats   `json:"time"`
@@ -77,9 +80,12 @@ type KernelResult struct {
 	// RefSeconds is the reference's median time on the same shape and RefRatio its time over
 	// lathe's (>1: lathe is faster); both absent when no reference ran on a comparable device.
 	RefSeconds float64 `json:"ref_seconds,omitempty"`
-	RefRatio   float64 `json:"ref_ratio,omitempty"`
-	RefImpl    string  `json:"ref_impl,omitempty"`
-	Err        string  `json:"error,omitempty"`
+	// RefMin is the reference's fastest run: far below RefSeconds means a noisy host (OpenMP
+	// threads stall when another process takes their core).
+	RefMin   float64 `json:"ref_min,omitempty"`
+	RefRatio float64 `json:"ref_ratio,omitempty"`
+	RefImpl  string  `json:"ref_impl,omitempty"`
+	Err      string  `json:"error,omitempty"`
 }
 
 // E2EResult is an end-to-end generation measurement through model.Model.Step.

@@ -39,7 +39,12 @@ type TrainMeasurement struct {
 }
 
 // TrainFunc runs training steps on be as req asks. bench calls it once for "lora" and once for
-// "qlora"; it lives outside bench so that bench does not depend on the trainer's API.
+// "qlora" (after the end-to-end figures, on the same device) and summarises StepSeconds. It is
+// plugged in from outside (cmd/lathe sets Options.Train) so that bench does not follow the
+// trainer's API. A TrainFunc loads req.ModelDir on be (quantized to NF4 for "qlora"), attaches a
+// LoRA of req.Rank to the projections, builds batches of req.Batch×req.Seq token ids (any ids
+// below the checkpoint's vocabulary), runs req.Warmup untimed and req.Steps timed steps, each
+// ending with the loss read back, and returns the step program's PeakBytes.
 type TrainFunc func(ctx context.Context, be engine.Backend, req TrainRequest) (TrainMeasurement, error)
 
 // TrainResult is one training measurement in the report.

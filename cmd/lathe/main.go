@@ -31,12 +31,14 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newDevicesCmd(),
 		newInitModelCmd(),
+		newInitDataCmd(),
 		newConvertCmd(),
 		newTokenizeCmd(),
 		newGenerateCmd(),
 		newServeCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

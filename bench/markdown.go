@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Markdown renders the report as bench.md: one section per device with its ceilings, a kernel
+// table, the end-to-end and training figures, then the reference and notes.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# lathe bench\n\n")
+	w("- date: %s\n- command: `%s`\n", r.Date, r.Command)
+	if r.GitCommit != "" {
+		w("- commit: `%s`\n", r.GitCommit)
+	}
+	w("- host: %s, %s\n", r.Host, r.GoVersion)
+	if r.Load != "" {
+		w("- load average: %s (other work on the host makes timings noisier)\n", r.Load)
+	}
+	w("- quick: %v\n- wall time: %.1f s\n\n", r.Quick, r.WallSeconds)
+	for _, be := range r.Backends {
+		d := be.Device
+		w("## %s\n\n", be.Label())
+		w("%s, %s, %s", d.Vendor, d.Type, d.API)
+		if d.Driver != "" && d.Driver != d.Name {
+			w(", driver %s", d.Driver)
+		}
+		if d.MemoryBytes > 0 {
+			w(", %.1f GiB", float64(d.MemoryBytes)/(1<<30))
+		}
+		if d.Cores > 0 {
+			w(", %d cores", d.Cores)
+		}
+		w(". Measured in %.1f s.\n\n", be.Seconds)
+		if be.Tiny {
+			w("**Tiny shapes**: this is a software adapter (a GPU API running on the CPU). It proves the kernels run; its speed says nothing about a GPU, so it gets no reference ratio.\n\n")
+		}
+		for _, e := range be.Errors {
+			w("- error: %s\n", e)
+		}
+		if len(be.Errors) > 0 {
+			w("\n")
+		}
+		c := be.Ceilings
+		if c.Valid() {
+			w("Roofline: bandwidth **%.1f GB/s** (%s, median %s), compute **%.1f GFLOP/s** (%s, median %s); ridge at %.1f flop/byte.",
+				c.Bandwidth/1e9, c.BandwidthKernel, fmtDur(c.BandwidthTime.Median), c.PeakFLOPS/1e9, c.MatmulKernel, fmtDur(c.MatmulTime.Median), c.Ridge())
+			if be.Replicas > 1 {
+				w(" Each timed submission runs a kernel %d times; times are per kernel.", be.Replicas)
+			}
+			w("\n\n")
+		}
+		if len(be.Kernels) > 0 {
+			w("| kernel | model | proj | shape | median | min–max | GFLOP/s | GB/s | %% roofline | torch median | lathe speed ÷ torch |\n")
+			w("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, k := range be.Kernels {
+				if k.Err != "" {
+					w("| %s | %s | %s | %s | error: %s | | | | | | |\n", k.Kernel, k.Model, k.Proj, k.Shape, oneLine(k.Err))
+					continue
+				}
+				ref, ratio := "", ""
+				if k.RefRatio > 0 {
+					ref, ratio = fmtDur(k.RefSeconds), fmt.Sprintf("%.2f×", k.RefRatio)
+					if k.RefMin > 0 && k.RefMin < k.RefSeconds/2 {
+						ref += " (min " + fmtDur(k.RefMin) + ")" // a noisy reference
+					}
+				}
+				same := ""
+				if k.SameAs != "" {
+					same = " (= " + k.SameAs + ")"
+				}
+				w("| %s | %s%s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %s | %s |\n", k.Kernel, k.Model, same, k.Proj, k.Shape,
+					fmtDur(k.Time.Median), fmtRange(k.Time), k.GFLOPS, k.GBps, 100*k.Roofline, ref, ratio)
+			}
+			w("\n")
+		}
+		if len(be.E2E) > 0 {
+			w("End to end through `model.Model.Step` with the KV cache (the step graph is compiled on every call, as generation does today):\n\n")
+			w("| run | checkpoint | weights | prompt | time to first token | decode tokens/s | per token (min–max) |\n")
+			w("| --- | --- | --- | ---: | ---: | ---: | ---: |\n")
+			for _, e := range be.E2E {
+				if e.Err != "" {
+					w("| %s | %s | %s | %d | error: %s | | |\n", e.Name, e.Model, e.Weights, e.PromptTokens, oneLine(e.Err))
+					continue
+				}
+				w("| %s | %s | %s | %d | %s | %.2f | %s (%s) |\n", e.Name, e.Model, e.Weights, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime))
+			}
+			w("\n")
+		}
+		if len(be.Train) > 0 {
+			w("| training | checkpoint | batch×seq | rank | step (median) | tokens/s | peak device memory | loss |\n")
+			w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, t := range be.Train {
+				if t.Err != "" {
+					w("| %s | %s | %d×%d | %d | error: %s | | | |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, oneLine(t.Err))
+					continue
+				}
+				w("| %s | %s | %d×%d | %d | %s | %.1f | %.1f MiB | %.4f |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, fmtDur(t.StepTime.Median), t.TokensPerSec, float64(t.PeakBytes)/(1<<20), t.Loss)
+			}
+			w("\n")
+		} else {
+			w("Training steps: not measured (no trainer is plugged into `bench.Options.Train`).\n\n")
+		}
+	}
+	w("## Reference\n\n")
+	switch {
+	case r.Reference == nil:
+		w("Not run (pass `--reference`).\n\n")
+	case r.Reference.Error != "":
+		w("No reference: %s. No ratio is reported.\n\n", r.Reference.Error)
+	default:
+		w("`%s` running `bench/reference/torch_ref.py` on the same shapes. Ratio = torch time ÷ lathe time (above 1: lathe is faster). NF4 kernels are compared with a dense matmul of the dequantized weight (%s) unless bitsandbytes ran, so torch reads 4 or 2 bytes a weight where lathe reads 0.56.\n\n", r.Reference.Python, refDTypes(r.Reference))
+		for _, run := range r.Reference.Runs {
+			if run.Error != "" {
+				w("- %s: error: %s\n", run.Device, oneLine(run.Error))
+				continue
+			}
+			w("- %s (%s): torch %s, %s, %d threads, BLAS %s, CPU matmuls %s, bitsandbytes %s, peft %s; %d shapes in %.1f s\n", run.Device, run.DeviceName, run.Torch, run.DType, run.Threads,
+				run.BLASInfo, run.CPUMatmul, optVersion(run.Bitsandbytes), optVersion(run.PEFT), len(run.Cases), run.Seconds)
+			impls := map[string]bool{}
+			for _, c := range run.Cases {
+				if !impls[c.Impl] {
+					impls[c.Impl] = true
+					w("  - implementation: %s\n", c.Impl)
+				}
+			}
+			for id, e := range run.Errors {
+				w("  - %s: error: %s\n", id, oneLine(e))
+			}
+			for _, n := range run.Notes {
+				w("  - %s\n", n)
+			}
+		}
+		w("\n")
+	}
+	if len(r.Notes) > 0 {
+		w("## Notes\n\n")
+		for _, n := range r.Notes {
+			w("- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+func refDTypes(rr *ReferenceReport) string {
+	var ds []string
+	for _, r := range rr.Runs {
+		if r.DType != "" {
+			ds = append(ds, r.Device+": "+r.DType)
+		}
+	}
+	if len(ds) == 0 {
+		return "dense"
+	}
+	return strings.Join(ds, ", ")
+}
+
+func optVersion(v *string) string {
+	if v == nil {
+		return "not installed"
+	}
+	return *v
+}
+
+func fmtRange(s Stats) string {
+	if s.N == 0 {
+		return ""
+	}
+	return fmtDur(s.Min) + "–" + fmtDur(s.Max)
+}
+
+// oneLine keeps a message from breaking a Markdown table.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", "/")
+}
