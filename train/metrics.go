@@ -1,0 +1,370 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/color"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"strconv"
+
+	"github.com/schollz/progressbar/v3"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/lathe-ml/lathe/internal/atomicfile"
+)
+
+// StepMetrics is one line of the metrics log for a training step. Non-finite values are written
+// as null (JSON has no NaN) and read back as NaN.
+type StepMetrics struct {
+	Step       int
+	Loss       float64
+	LR         float64
+	GradNorm   float64
+	Tokens     int
+	TokensPerS float64
+	// Elapsed is the training time so far in seconds.
+	Elapsed float64
+	// Skipped says the optimizer skipped the step (non-finite gradient norm).
+	Skipped bool
+}
+
+// EvalMetrics is one line of the metrics log for an evaluation.
+type EvalMetrics struct {
+	Step int
+	Loss float64
+	// Perplexity is exp(Loss).
+	Perplexity float64
+}
+
+// jsonFloat is a float64 that JSON-encodes a non-finite value as null (JSON has no NaN) and
+// decodes null as NaN.
+type jsonFloat float64
+
+// MarshalJSON writes the number, or null when it is not finite.
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	x := float64(f)
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, x, 'g', -1, 64), nil
+}
+
+// UnmarshalJSON reads a number, or null as NaN.
+func (f *jsonFloat) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*f = jsonFloat(math.NaN())
+		return nil
+	}
+	var x float64
+	if err := json.Unmarshal(b, &x); err != nil {
+		return err
+	}
+	*f = jsonFloat(x)
+	return nil
+}
+
+type stepLine struct {
+	Step       int       `json:"step"`
+	Loss       jsonFloat `json:"loss"`
+	LR         jsonFloat `json:"lr"`
+	GradNorm   jsonFloat `json:"grad_norm"`
+	Tokens     int       `json:"tokens"`
+	TokensPerS jsonFloat `json:"tokens_per_s"`
+	Elapsed    jsonFloat `json:"elapsed"`
+	Skipped    bool      `json:"skipped"`
+}
+
+type evalLine struct {
+	Step       int       `json:"step"`
+	EvalLoss   jsonFloat `json:"eval_loss"`
+	Perplexity jsonFloat `json:"eval_perplexity"`
+}
+
+// lineKind tells eval lines (with eval_loss) from step lines.
+type lineKind struct {
+	Step     int             `json:"step"`
+	EvalLoss json.RawMessage `json:"eval_loss"`
+}
+
+// MetricsLog appends one JSON object per line to a file: a training step's metrics or an
+// evaluation's loss and perplexity.
+type MetricsLog struct {
+	f *os.File
+}
+
+// OpenMetricsLog opens the metrics log at path. A fresh run (resumeStep 0) starts an empty file;
+// a run resumed from the checkpoint at resumeStep keeps the lines up to that step and drops the
+// later ones, which the interrupted run wrote after its last checkpoint and the resumed run will
+// write again.
+func OpenMetricsLog(path string, resumeStep int) (*MetricsLog, error) {
+	if resumeStep > 0 {
+		data, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open metrics log: %w", err)
+		}
+		var kept bytes.Buffer
+		for i, ln := range bytes.Split(data, []byte("\n")) {
+			if len(bytes.TrimSpace(ln)) == 0 {
+				continue
+			}
+			var m lineKind
+			if err := json.Unmarshal(ln, &m); err != nil {
+				// A torn last line from a crash is dropped; anything else is an error.
+				if i == bytes.Count(data, []byte("\n")) {
+					continue
+				}
+				return nil, fmt.Errorf("open metrics log %s:%d: %w", path, i+1, err)
+			}
+			if m.Step <= resumeStep {
+				kept.Write(ln)
+				kept.WriteByte('\n')
+			}
+		}
+		if err := atomicfile.WriteFile(path, kept.Bytes(), 0o644); err != nil {
+			return nil, fmt.Errorf("open metrics log: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open metrics log: %w", err)
+		}
+		return &MetricsLog{f: f}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("open metrics log: %w", err)
+	}
+	return &MetricsLog{f: f}, nil
+}
+
+func (l *MetricsLog) write(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("metrics log: %w", err)
+	}
+	// One write per line, so a crash tears at most the last line.
+	if _, err := l.f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("metrics log: %w", err)
+	}
+	return nil
+}
+
+// LogStep appends a training step's metrics.
+func (l *MetricsLog) LogStep(m StepMetrics) error {
+	return l.write(stepLine{Step: m.Step, Loss: jsonFloat(m.Loss), LR: jsonFloat(m.LR), GradNorm: jsonFloat(m.GradNorm),
+		Tokens: m.Tokens, TokensPerS: jsonFloat(m.TokensPerS), Elapsed: jsonFloat(m.Elapsed), Skipped: m.Skipped})
+}
+
+// LogEval appends an evaluation's loss and perplexity.
+func (l *MetricsLog) LogEval(m EvalMetrics) error {
+	return l.write(evalLine{Step: m.Step, EvalLoss: jsonFloat(m.Loss), Perplexity: jsonFloat(m.Perplexity)})
+}
+
+// Close syncs and closes the log.
+func (l *MetricsLog) Close() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := errors.Join(l.f.Sync(), l.f.Close())
+	l.f = nil
+	if err != nil {
+		return fmt.Errorf("metrics log: %w", err)
+	}
+	return nil
+}
+
+// ReadMetrics reads a metrics log back, train and eval lines apart. A torn last line is ignored.
+func ReadMetrics(path string) ([]StepMetrics, []EvalMetrics, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read metrics: %w", err)
+	}
+	defer f.Close()
+	var steps []StepMetrics
+	var evals []EvalMetrics
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var pending error
+	for n := 1; sc.Scan(); n++ {
+		if pending != nil {
+			return nil, nil, pending
+		}
+		ln := bytes.TrimSpace(sc.Bytes())
+		if len(ln) == 0 {
+			continue
+		}
+		var k lineKind
+		if err := json.Unmarshal(ln, &k); err != nil {
+			pending = fmt.Errorf("read metrics %s:%d: %w", path, n, err)
+			continue
+		}
+		if k.EvalLoss != nil {
+			var e evalLine
+			if err := json.Unmarshal(ln, &e); err != nil {
+				return nil, nil, fmt.Errorf("read metrics %s:%d: %w", path, n, err)
+			}
+			evals = append(evals, EvalMetrics{Step: e.Step, Loss: float64(e.EvalLoss), Perplexity: float64(e.Perplexity)})
+			continue
+		}
+		var m stepLine
+		if err := json.Unmarshal(ln, &m); err != nil {
+			return nil, nil, fmt.Errorf("read metrics %s:%d: %w", path, n, err)
+		}
+		steps = append(steps, StepMetrics{Step: m.Step, Loss: float64(m.Loss), LR: float64(m.LR), GradNorm: float64(m.GradNorm),
+			Tokens: m.Tokens, TokensPerS: float64(m.TokensPerS), Elapsed: float64(m.Elapsed), Skipped: m.Skipped})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read metrics %s: %w", path, err)
+	}
+	return steps, evals, nil
+}
+
+// LossMeter averages a loss over tokens, for evaluation: each batch contributes its mean loss
+// weighted by its number of target tokens, so the result is the mean over all tokens.
+type LossMeter struct {
+	sum    float64
+	tokens int64
+}
+
+// Add records a batch whose mean loss over tokens target tokens is meanLoss.
+func (m *LossMeter) Add(meanLoss float64, tokens int) {
+	if tokens <= 0 {
+		return
+	}
+	m.sum += meanLoss * float64(tokens)
+	m.tokens += int64(tokens)
+}
+
+// Tokens is the number of target tokens recorded.
+func (m *LossMeter) Tokens() int64 { return m.tokens }
+
+// Mean is the token-weighted mean loss (NaN before any token).
+func (m *LossMeter) Mean() float64 {
+	if m.tokens == 0 {
+		return math.NaN()
+	}
+	return m.sum / float64(m.tokens)
+}
+
+// Perplexity is exp(Mean()).
+func (m *LossMeter) Perplexity() float64 { return Perplexity(m.Mean()) }
+
+// Perplexity is exp(loss) for a mean cross-entropy loss in nats.
+func Perplexity(loss float64) float64 { return math.Exp(loss) }
+
+// PlotLoss draws train loss against step as a line and eval losses as points, and writes the
+// chart as a PNG to path (atomically). Non-finite losses are left out.
+func PlotLoss(path string, steps []StepMetrics, evals []EvalMetrics) error {
+	p := plot.New()
+	p.Title.Text = "loss"
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "loss"
+	p.Add(plotter.NewGrid())
+	var train plotter.XYs
+	for _, s := range steps {
+		if !math.IsNaN(s.Loss) && !math.IsInf(s.Loss, 0) {
+			train = append(train, plotter.XY{X: float64(s.Step), Y: s.Loss})
+		}
+	}
+	var eval plotter.XYs
+	for _, e := range evals {
+		if !math.IsNaN(e.Loss) && !math.IsInf(e.Loss, 0) {
+			eval = append(eval, plotter.XY{X: float64(e.Step), Y: e.Loss})
+		}
+	}
+	if len(train) == 0 && len(eval) == 0 {
+		return fmt.Errorf("plot loss %s: no finite losses to plot", path)
+	}
+	if len(train) > 0 {
+		l, err := plotter.NewLine(train)
+		if err != nil {
+			return fmt.Errorf("plot loss %s: %w", path, err)
+		}
+		l.Color = color.RGBA{0x1f, 0x77, 0xb4, 0xff}
+		l.Width = vg.Points(1.2)
+		p.Add(l)
+		p.Legend.Add("train", l)
+	}
+	if len(eval) > 0 {
+		sc, err := plotter.NewScatter(eval)
+		if err != nil {
+			return fmt.Errorf("plot loss %s: %w", path, err)
+		}
+		sc.GlyphStyle.Color = color.RGBA{0xff, 0x7f, 0x0e, 0xff}
+		sc.GlyphStyle.Shape = draw.CircleGlyph{}
+		sc.GlyphStyle.Radius = vg.Points(3.5)
+		p.Add(sc)
+		p.Legend.Add("eval", sc)
+	}
+	p.Legend.Top = true
+	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
+	if err != nil {
+		return fmt.Errorf("plot loss %s: %w", path, err)
+	}
+	if err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		_, err := wt.WriteTo(w)
+		return err
+	}); err != nil {
+		return fmt.Errorf("plot loss: %w", err)
+	}
+	return nil
+}
+
+// Progress is a progress bar of training steps on a terminal (stderr): step, loss, tokens/s,
+// device memory and ETA. A nil or disabled Progress does nothing, so callers need not check.
+type Progress struct {
+	bar          *progressbar.ProgressBar
+	start, total int
+}
+
+// NewProgress returns a progress bar writing to w for a run going from step start to total; it
+// returns nil (a no-op bar) when disabled or w is nil.
+func NewProgress(w io.Writer, start, total int, enabled bool) *Progress {
+	if !enabled || w == nil {
+		return nil
+	}
+	// The bar counts the steps of this process only, so a resumed run's ETA is not fooled by the
+	// steps done before it started.
+	n := max(1, total-start)
+	bar := progressbar.NewOptions(n,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetRenderBlankState(true),
+		progressbar.OptionSetDescription(fmt.Sprintf("step %d/%d", start, total)),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
+	)
+	return &Progress{bar: bar, start: start, total: total}
+}
+
+// Update shows step (steps taken so far), the latest loss and throughput, and mem, the device
+// memory as the caller words it ("" to leave it out).
+func (p *Progress) Update(step int, loss, tokensPerS float64, mem string) {
+	if p == nil {
+		return
+	}
+	desc := fmt.Sprintf("step %d/%d loss %.4f %.0f tok/s", step, p.total, loss, tokensPerS)
+	if mem != "" {
+		desc += " mem " + mem
+	}
+	p.bar.Describe(desc)
+	_ = p.bar.Set(min(max(0, step-p.start), p.bar.GetMax()))
+}
+
+// Finish completes the bar and ends its line.
+func (p *Progress) Finish() error {
+	if p == nil {
+		return nil
+	}
+	return p.bar.Finish()
+}
