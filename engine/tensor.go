@@ -104,6 +104,14 @@ func (t *Tensor) Bytes() ([]byte, error) {
 	return out, nil
 }
 
+// SetInt32 overwrites an i32 tensor's contents.
+func (t *Tensor) SetInt32(data []int32) error {
+	if t.meta.DType != I32 {
+		return fmt.Errorf("write tensor %s: not i32", t.meta)
+	}
+	return t.SetBytes(int32Bytes(data))
+}
+
 // SetFloat32 overwrites an f32 tensor's contents.
 func (t *Tensor) SetFloat32(data []float32) error {
 	if t.meta.DType != F32 {

@@ -5,6 +5,7 @@ package synth
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -144,7 +145,9 @@ func Write(dir string, o Options) (Result, error) {
 	}
 	add("model.norm.weight", []int{p.Hidden}, 0)
 	if !p.Tied {
-		add("lm_head.weight", []int{vocab, p.Hidden}, 0.02)
+		// A trained lm_head has rows of norm ~1, not 0.02·√hidden: with N(0, 1/hidden) the logits can
+		// span the range a trained model's do, so that adapters on the layers below can learn.
+		add("lm_head.weight", []int{vocab, p.Hidden}, 1/math.Sqrt(float64(p.Hidden)))
 	}
 	if firstErr != nil {
 		return Result{}, fmt.Errorf("init model: %w", firstErr)

@@ -1,0 +1,464 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/peft"
+)
+
+// Config is one fine-tuning run: the flags of `lathe train`, or its JSON config file.
+type Config struct {
+	Model string `json:"model"`
+	Data  string `json:"data"`
+	Out   string `json:"out"`
+	// Method is "lora", "qlora" (LoRA on the base quantized to NF4 with double quantization at
+	// load) or "ia3".
+	Method  string   `json:"method"`
+	Rank    int      `json:"rank"`
+	Alpha   float64  `json:"alpha"`
+	Dropout float64  `json:"dropout"`
+	Targets []string `json:"targets"` // module names, or ["all-linear"]
+	RSLoRA  bool     `json:"rslora"`
+
+	Steps     int `json:"steps"`
+	Batch     int `json:"batch"`
+	Seq       int `json:"seq"`
+	GradAccum int `json:"grad_accum"`
+
+	LR          float64 `json:"lr"`
+	WeightDecay float64 `json:"weight_decay"`
+	Warmup      int     `json:"warmup"`
+	Schedule    string  `json:"schedule"` // cosine, linear or constant
+	MinLRRatio  float64 `json:"min_lr_ratio"`
+	MaxGradNorm float64 `json:"max_grad_norm"`
+
+	Seed         uint64  `json:"seed"`
+	EvalFraction float64 `json:"eval_fraction"`
+	EvalEvery    int     `json:"eval_every"`
+	SaveEvery    int     `json:"save_every"`
+	KeepCkpts    int     `json:"keep_checkpoints"`
+	Resume       bool    `json:"resume"`
+	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
+	Recompute bool `json:"gradient_checkpointing"`
+	Blocksize int  `json:"quant_blocksize"`
+}
+
+// DefaultConfig holds the defaults of `lathe train`.
+func DefaultConfig() Config {
+	return Config{Method: "lora", Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{peft.AllLinear},
+		Steps: 100, Batch: 4, Seq: 128, GradAccum: 1, LR: 2e-4, Warmup: 10, Schedule: string(Cosine),
+		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64}
+}
+
+// Validate reports the first setting out of range.
+func (c *Config) Validate() error {
+	switch {
+	case c.Model == "" || c.Data == "" || c.Out == "":
+		return fmt.Errorf("train: model, data and out are required")
+	case c.Method != "lora" && c.Method != "qlora" && c.Method != "ia3":
+		return fmt.Errorf("train: method %q is not lora, qlora or ia3", c.Method)
+	case c.Steps <= 0 || c.Batch <= 0 || c.Seq <= 1 || c.GradAccum <= 0:
+		return fmt.Errorf("train: steps, batch, grad_accum must be positive and seq at least 2")
+	case !(c.LR > 0):
+		return fmt.Errorf("train: lr %v must be positive", c.LR)
+	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
+		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
+	}
+	return nil
+}
+
+// Result is what a run did: the last line `lathe train` prints.
+type Result struct {
+	Steps        int      `json:"steps"`
+	LossStart    float64  `json:"loss_start"`
+	LossEnd      float64  `json:"loss_end"`
+	EvalLoss     *float64 `json:"eval_loss,omitempty"`
+	Perplexity   *float64 `json:"eval_perplexity,omitempty"`
+	Adapter      string   `json:"adapter"`
+	Method       string   `json:"method"`
+	Device       string   `json:"device"`
+	TrainTokens  int64    `json:"train_tokens"`
+	TokensPerS   float64  `json:"tokens_per_s"`
+	PeakBytes    int64    `json:"peak_bytes"`
+	WeightBytes  int64    `json:"weight_bytes"`
+	Params       int64    `json:"trainable_params"`
+	SkippedSteps int      `json:"skipped_steps"`
+	ResumedFrom  int      `json:"resumed_from,omitempty"`
+	Metrics      string   `json:"metrics"`
+	LossCurve    string   `json:"loss_curve"`
+}
+
+// Trainer runs one fine-tuning job on one backend.
+type Trainer struct {
+	Cfg     Config
+	Backend engine.Backend
+	Model   *model.Model
+	Adapter *peft.Adapter
+
+	step      *StepGraph
+	eval      *StepGraph
+	opt       *AdamW
+	acc       *GradAccumulator
+	batcher   *Batcher
+	evalSet   []Example
+	sched     Schedule
+	state     TrainerState
+	resumedAt int
+}
+
+// New loads the model, the tokenizer, the data and the adapter (from the latest checkpoint in
+// cfg.Out when cfg.Resume) and compiles the training step on b.
+func New(cfg Config, b engine.Backend) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Trainer{Cfg: cfg, Backend: b}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close()
+		}
+	}()
+	lo := model.LoadOptions{}
+	if cfg.Method == "qlora" {
+		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
+	}
+	var err error
+	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	examples, err := LoadJSONL(cfg.Data, tok)
+	if err != nil {
+		return nil, err
+	}
+	trainSet, evalSet, err := Split(examples, cfg.EvalFraction, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	t.evalSet = evalSet
+	if t.batcher, err = NewBatcher(trainSet, cfg.Batch, cfg.Seq, cfg.Seed); err != nil {
+		return nil, err
+	}
+	t.state = TrainerState{RNG: NewRNG(cfg.Seed)}
+	var ck *Checkpoint
+	if cfg.Resume {
+		dir, err := LatestCheckpoint(cfg.Out)
+		switch {
+		case errors.Is(err, ErrNoCheckpoint):
+		case err != nil:
+			return nil, err
+		default:
+			if ck, err = LoadCheckpoint(dir); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if ck != nil {
+		if t.Adapter, err = peft.Load(ck.Dir, t.Model.Cfg, b); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+	} else if t.Adapter, err = peft.New(cfg.adapterConfig(), t.Model.Cfg, b, cfg.Seed); err != nil {
+		return nil, err
+	}
+	if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
+		return nil, err
+	}
+	if len(evalSet) > 0 {
+		if t.eval, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, false, false); err != nil {
+			return nil, err
+		}
+	}
+	ocfg := DefaultAdamW()
+	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
+	if t.opt, err = NewAdamW(b, t.step.Params, ocfg); err != nil {
+		return nil, err
+	}
+	if cfg.GradAccum > 1 {
+		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
+			return nil, err
+		}
+	}
+	t.sched = Schedule{Warmup: cfg.Warmup, Total: cfg.Steps, Kind: ScheduleKind(cfg.Schedule), MinRatio: cfg.MinLRRatio}
+	if err := t.sched.Validate(); err != nil {
+		return nil, err
+	}
+	if ck != nil {
+		if err := t.opt.SetState(ck.Optimizer); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		if err := t.batcher.Seek(ck.State.Data); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		t.state = ck.State
+		t.resumedAt = ck.State.Step
+	}
+	ok = true
+	return t, nil
+}
+
+func (c *Config) adapterConfig() peft.Config {
+	if c.Method == "ia3" {
+		cfg := peft.IA3Config()
+		if len(c.Targets) > 0 && !(len(c.Targets) == 1 && c.Targets[0] == peft.AllLinear) {
+			cfg.TargetModules = peft.Names(c.Targets...)
+		}
+		return cfg
+	}
+	cfg := peft.LoRAConfig()
+	cfg.R, cfg.LoraAlpha, cfg.LoraDropout, cfg.UseRSLoRA = c.Rank, c.Alpha, c.Dropout, c.RSLoRA
+	if len(c.Targets) == 1 && c.Targets[0] == peft.AllLinear {
+		cfg.TargetModules = peft.Modules{Pattern: peft.AllLinear}
+	} else if len(c.Targets) > 0 {
+		cfg.TargetModules = peft.Names(c.Targets...)
+	}
+	cfg.BaseModelNameOrPath = c.Model
+	return cfg
+}
+
+// Close frees everything the trainer holds on the device.
+func (t *Trainer) Close() {
+	for _, s := range []*StepGraph{t.step, t.eval} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	if t.acc != nil {
+		t.acc.Close()
+	}
+	if t.opt != nil {
+		t.opt.Close()
+	}
+	if t.Adapter != nil {
+		t.Adapter.Release()
+	}
+	if t.Model != nil {
+		t.Model.Release()
+	}
+}
+
+// StepProgram is the compiled training step (for its peak memory).
+func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
+
+// Step takes one optimizer step over GradAccum micro-batches. A micro-batch whose loss is not
+// finite is left out; if all are, or the gradient norm is not finite, the step is skipped and the
+// weights are not touched.
+func (t *Trainer) Step() (StepMetrics, error) {
+	var meter LossMeter
+	var grads []engine.Arg
+	if t.acc != nil {
+		t.acc.Reset()
+	}
+	tokens := 0
+	for range t.Cfg.GradAccum {
+		b := t.batcher.Next()
+		tokens += b.Tokens
+		seed := int32(t.state.RNG.Uint64())
+		if b.Tokens == 0 {
+			continue
+		}
+		loss, err := t.step.Run(b, seed)
+		if err != nil {
+			return StepMetrics{}, err
+		}
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			continue
+		}
+		meter.Add(loss, b.Tokens)
+		g, err := t.step.GradArgs()
+		if err != nil {
+			return StepMetrics{}, err
+		}
+		if t.acc == nil {
+			grads = g
+		} else if err := t.acc.Add(g); err != nil {
+			return StepMetrics{}, err
+		}
+	}
+	m := StepMetrics{Step: t.state.Step + 1, Tokens: tokens, LR: t.sched.LR(t.opt.StepCount(), t.Cfg.LR)}
+	t.state.Step++
+	t.state.Data = t.batcher.Position()
+	t.state.Tokens += int64(tokens)
+	if meter.Tokens() == 0 {
+		m.Loss, m.Skipped = math.NaN(), true
+		return m, nil
+	}
+	m.Loss = meter.Mean()
+	scale := float32(1)
+	if t.acc != nil {
+		grads = t.acc.Grads()
+		scale = 1 / float32(t.acc.Count())
+	}
+	info, err := t.opt.Step(grads, float32(m.LR), scale)
+	if err != nil {
+		return m, err
+	}
+	m.GradNorm, m.Skipped = info.GradNorm, info.Skipped
+	return m, nil
+}
+
+// Evaluate returns the mean loss over the eval split (NaN without one).
+func (t *Trainer) Evaluate() (float64, error) {
+	if t.eval == nil {
+		return math.NaN(), nil
+	}
+	l, _, err := Evaluate(t.eval, t.evalSet, t.Cfg.Batch, t.Cfg.Seq)
+	return l, err
+}
+
+// Run trains to Cfg.Steps, writing the metrics log, checkpoints, the adapter and the loss curve
+// into Cfg.Out. progress (nil: none) receives a progress bar.
+func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
+	cfg := t.Cfg
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return Result{}, fmt.Errorf("train: %w", err)
+	}
+	metricsPath := filepath.Join(cfg.Out, "metrics.jsonl")
+	mlog, err := OpenMetricsLog(metricsPath, t.state.Step)
+	if err != nil {
+		return Result{}, err
+	}
+	defer mlog.Close()
+	bar := NewProgress(progress, t.state.Step, cfg.Steps, progress != nil)
+	res := Result{Method: cfg.Method, Adapter: cfg.Out, Device: t.Backend.Device().Backend + ":" + t.Backend.Device().Name,
+		Params: t.Adapter.NumParams(), WeightBytes: t.Model.WeightBytes(), PeakBytes: t.step.Program.PeakBytes(),
+		ResumedFrom: t.resumedAt, Metrics: metricsPath, LossCurve: filepath.Join(cfg.Out, "loss.png"), LossStart: math.NaN()}
+	if len(t.state.LossHistory) > 0 {
+		res.LossStart = t.state.LossHistory[0].Loss
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	t.state.Config = cfgJSON
+	start := time.Now()
+	elapsed0 := t.state.Elapsed
+	var runTokens int64
+	for t.state.Step < cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		m, err := t.Step()
+		if err != nil {
+			return res, fmt.Errorf("train: step %d: %w", t.state.Step, err)
+		}
+		runTokens += int64(m.Tokens)
+		t.state.Elapsed = elapsed0 + time.Since(start).Seconds()
+		m.Elapsed = t.state.Elapsed
+		m.TokensPerS = float64(runTokens) / time.Since(start).Seconds()
+		if m.Skipped {
+			res.SkippedSteps++
+			fmt.Fprintf(orDiscard(progress), "step %d skipped: non-finite loss or gradient\n", m.Step)
+		}
+		t.state.LossHistory = append(t.state.LossHistory, LossPoint{Step: m.Step, Loss: m.Loss})
+		if math.IsNaN(res.LossStart) && !math.IsNaN(m.Loss) {
+			res.LossStart = m.Loss
+		}
+		if err := mlog.LogStep(m); err != nil {
+			return res, err
+		}
+		bar.Update(m.Step, m.Loss, m.TokensPerS, byteSize(t.step.Program.PeakBytes()+t.Model.WeightBytes()))
+		if cfg.EvalEvery > 0 && m.Step%cfg.EvalEvery == 0 && t.eval != nil {
+			if err := t.logEval(mlog, m.Step); err != nil {
+				return res, err
+			}
+		}
+		if cfg.SaveEvery > 0 && m.Step%cfg.SaveEvery == 0 && m.Step < cfg.Steps {
+			if err := t.checkpoint(); err != nil {
+				return res, err
+			}
+		}
+	}
+	_ = bar.Finish()
+	res.Steps = t.state.Step
+	res.TrainTokens = t.state.Tokens
+	if el := time.Since(start).Seconds(); el > 0 {
+		res.TokensPerS = float64(runTokens) / el
+	}
+	res.LossEnd = lastLoss(t.state.LossHistory)
+	if math.IsNaN(res.LossEnd) || math.IsNaN(res.LossStart) {
+		return res, fmt.Errorf("train: every step was skipped: the loss is not finite (lower --lr, or check the data)")
+	}
+	if t.eval != nil {
+		l, err := t.Evaluate()
+		if err != nil {
+			return res, err
+		}
+		ppl := Perplexity(l)
+		res.EvalLoss, res.Perplexity = &l, &ppl
+		t.state.EvalHistory = append(t.state.EvalHistory, LossPoint{Step: t.state.Step, Loss: l})
+		if err := mlog.LogEval(EvalMetrics{Step: t.state.Step, Loss: l, Perplexity: ppl}); err != nil {
+			return res, err
+		}
+	}
+	if err := t.Adapter.Save(cfg.Out); err != nil {
+		return res, err
+	}
+	if err := mlog.Close(); err != nil {
+		return res, err
+	}
+	steps, evals, err := ReadMetrics(metricsPath)
+	if err != nil {
+		return res, err
+	}
+	if err := PlotLoss(res.LossCurve, steps, evals); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (t *Trainer) logEval(mlog *MetricsLog, step int) error {
+	l, err := t.Evaluate()
+	if err != nil {
+		return err
+	}
+	t.state.EvalHistory = append(t.state.EvalHistory, LossPoint{Step: step, Loss: l})
+	return mlog.LogEval(EvalMetrics{Step: step, Loss: l, Perplexity: Perplexity(l)})
+}
+
+// checkpoint saves adapter, optimizer and trainer state under Cfg.Out/checkpoint-STEP.
+func (t *Trainer) checkpoint() error {
+	opt, err := t.opt.State()
+	if err != nil {
+		return err
+	}
+	_, err = SaveCheckpoint(t.Cfg.Out, t.state, opt, t.Adapter.Save, t.Cfg.KeepCkpts)
+	return err
+}
+
+func lastLoss(h []LossPoint) float64 {
+	for i := len(h) - 1; i >= 0; i-- {
+		if !math.IsNaN(h[i].Loss) {
+			return h[i].Loss
+		}
+	}
+	return math.NaN()
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+}

@@ -1,0 +1,158 @@
+package train
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdevice"
+	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/peft"
+)
+
+// fixture writes a tiny model and a learnable dataset, and returns a config training on them.
+func fixture(t *testing.T, method string) Config {
+	dir := t.TempDir()
+	_, err := synth.Write(filepath.Join(dir, "model"), synth.Options{Preset: synth.Presets["tiny"], Seed: 3})
+	require.NoError(t, err)
+	require.NoError(t, synth.WriteDataset(filepath.Join(dir, "data.jsonl"), synth.Facts, 4, 96))
+	cfg := DefaultConfig()
+	cfg.Model, cfg.Data, cfg.Out, cfg.Method = filepath.Join(dir, "model"), filepath.Join(dir, "data.jsonl"), filepath.Join(dir, "out"), method
+	cfg.Steps, cfg.Batch, cfg.Seq, cfg.Warmup, cfg.LR = 60, 4, 32, 3, 1e-2
+	cfg.Dropout = 0
+	if method == "ia3" {
+		cfg.LR = 0.3
+	}
+	return cfg
+}
+
+func train(t *testing.T, cfg Config, b engine.Backend) Result {
+	tr, err := New(cfg, b)
+	require.NoError(t, err)
+	defer tr.Close()
+	res, err := tr.Run(context.Background(), nil)
+	require.NoError(t, err)
+	return res
+}
+
+func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
+	for _, method := range []string{"lora", "qlora", "ia3"} {
+		t.Run(method, func(t *testing.T) {
+			cfg := fixture(t, method)
+			res := train(t, cfg, cpu.New())
+			t.Logf("%s: loss %.3f → %.3f, eval %.3f, %.0f tokens/s, peak %d bytes", method, res.LossStart, res.LossEnd, *res.EvalLoss, res.TokensPerS, res.PeakBytes)
+			require.Equal(t, cfg.Steps, res.Steps)
+			require.Less(t, res.LossEnd, 0.8*res.LossStart, "the loss falls")
+			require.FileExists(t, filepath.Join(cfg.Out, peft.ConfigFile))
+			require.FileExists(t, filepath.Join(cfg.Out, "loss.png"))
+			require.FileExists(t, filepath.Join(cfg.Out, "metrics.jsonl"))
+
+			// The saved adapter reloads to the same eval loss, bit for bit.
+			tr, err := New(cfg, cpu.New())
+			require.NoError(t, err)
+			defer tr.Close()
+			saved, err := peft.Load(cfg.Out, tr.Model.Cfg, tr.Backend)
+			require.NoError(t, err)
+			defer saved.Release()
+			ev, err := NewStepGraph(tr.Model, saved, cfg.Batch, cfg.Seq, false, false)
+			require.NoError(t, err)
+			defer ev.Close()
+			l, _, err := Evaluate(ev, tr.evalSet, cfg.Batch, cfg.Seq)
+			require.NoError(t, err)
+			require.Equal(t, *res.EvalLoss, l)
+		})
+	}
+}
+
+func TestLoRALowersTheLossOnWebGPU(t *testing.T) {
+	gpu := testdevice.WebGPU(t)
+	for _, method := range []string{"qlora", "ia3"} {
+		cfg := fixture(t, method)
+		cfg.Steps, cfg.Batch, cfg.Seq = 12, 2, 32
+		res := train(t, cfg, gpu)
+		t.Logf("%s on %s: loss %.3f → %.3f", method, res.Device, res.LossStart, res.LossEnd)
+		require.Less(t, res.LossEnd, 0.9*res.LossStart, "the loss falls on WebGPU (%s)", method)
+	}
+}
+
+// A run interrupted at a checkpoint and resumed ends with the weights of an uninterrupted run.
+func TestResumeContinuesToTheSameWeights(t *testing.T) {
+	cfg := fixture(t, "lora")
+	cfg.Steps, cfg.GradAccum, cfg.Dropout, cfg.EvalFraction = 8, 2, 0.1, 0 // dropout seeds and accumulation resume too
+	straight := cfg
+	straight.Out = filepath.Join(t.TempDir(), "straight")
+	train(t, straight, cpu.New())
+
+	tr, err := New(cfg, cpu.New())
+	require.NoError(t, err)
+	for range 3 {
+		_, err := tr.Step()
+		require.NoError(t, err)
+	}
+	require.NoError(t, tr.checkpoint())
+	tr.Close()
+	cfg.Resume = true
+	res := train(t, cfg, cpu.New())
+	require.Equal(t, 3, res.ResumedFrom)
+	require.Equal(t, 8, res.Steps)
+
+	load := func(dir string) map[string][]float32 {
+		tr, err := New(cfg, cpu.New())
+		require.NoError(t, err)
+		defer tr.Close()
+		a, err := peft.Load(dir, tr.Model.Cfg, tr.Backend)
+		require.NoError(t, err)
+		out := map[string][]float32{}
+		for _, p := range a.Params() {
+			out[p.Key], err = p.Tensor.Float32()
+			require.NoError(t, err)
+		}
+		return out
+	}
+	require.Equal(t, load(straight.Out), load(cfg.Out))
+}
+
+// A step whose loss is not finite is skipped and reported, and never reaches the weights.
+func TestNonFiniteStepIsSkipped(t *testing.T) {
+	cfg := fixture(t, "lora")
+	tr, err := New(cfg, cpu.New())
+	require.NoError(t, err)
+	defer tr.Close()
+	// Poison the base model: every logit becomes NaN.
+	w := tr.Model.Tensors["model.norm.weight"]
+	v, err := w.Float32()
+	require.NoError(t, err)
+	v[0] = float32(math.NaN())
+	require.NoError(t, w.SetFloat32(v))
+	before := map[string][]float32{}
+	for _, p := range tr.Adapter.Params() {
+		before[p.Key], _ = p.Tensor.Float32()
+	}
+	m, err := tr.Step()
+	require.NoError(t, err)
+	require.True(t, m.Skipped)
+	require.True(t, math.IsNaN(m.Loss))
+	for _, p := range tr.Adapter.Params() {
+		after, _ := p.Tensor.Float32()
+		require.Equal(t, before[p.Key], after, "%s untouched", p.Key)
+	}
+	_, err = tr.Run(context.Background(), nil)
+	require.ErrorContains(t, err, "every step was skipped")
+}
+
+func TestConfigErrors(t *testing.T) {
+	cfg := fixture(t, "lora")
+	bad := cfg
+	bad.Method = "dora"
+	_, err := New(bad, cpu.New())
+	require.ErrorContains(t, err, `method "dora"`)
+	bad = cfg
+	bad.Data = filepath.Join(t.TempDir(), "missing.jsonl")
+	_, err = New(bad, cpu.New())
+	require.ErrorContains(t, err, "missing.jsonl")
+}
