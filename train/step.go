@@ -25,7 +25,8 @@ type StepGraph struct {
 }
 
 // NewStepGraph records and compiles the step for batches of rows×seq tokens. recompute turns on
-// gradient checkpointing (each decoder layer's activations recomputed in the backward pass).
+// gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
+// evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
@@ -39,7 +40,13 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 		s.seed = g.Input("batch.dropout_seed", engine.I32, engine.Shape{1})
 		seed = s.seed
 	}
-	logits := mg.Forward(s.ids, s.pos, rows, seq, a.LinearFunc(g, seed))
+	var lin model.LinearFunc
+	if a != nil {
+		lin = a.LinearFunc(g, seed)
+	} else if train {
+		return nil, fmt.Errorf("train: no adapter to train")
+	}
+	logits := mg.Forward(s.ids, s.pos, rows, seq, lin)
 	s.Loss = g.CrossEntropy(logits, s.targets, IgnoreIndex)
 	outs := []*engine.Node{s.Loss}
 	if train {
@@ -65,8 +72,10 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	if err := m.Bind(prog); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	if err := a.Bind(prog); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+	if a != nil {
+		if err := a.Bind(prog); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
 	}
 	mk := func(node *engine.Node) (*engine.Tensor, error) {
 		t, err := engine.NewTensor(m.Backend, engine.I32, node.Shape())

@@ -34,6 +34,8 @@ func newRootCmd() *cobra.Command {
 		newInitDataCmd(),
 		newConvertCmd(),
 		newTokenizeCmd(),
+		newTrainCmd(),
+		newEvalCmd(),
 		newGenerateCmd(),
 		newServeCmd(),
 		newQuantizeCmd(),

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/lathe-ml/lathe/engine/backends"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe/peft"
+	"github.com/lathe-ml/lathe/train"
+)
+
+func newTrainCmd() *cobra.Command {
+	cfg := train.DefaultConfig()
+	var configFile, device, targets string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "train --model DIR --data FILE --method lora|qlora|ia3 --out DIR",
+		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
+		Long: "Train reads a Hugging Face model folder and a JSONL dataset ({\"text\"}, {\"prompt\",\"completion\"}, " +
+			"{\"messages\"} or {\"input_ids\"} lines) and writes to --out the adapter (adapter_config.json, " +
+			"adapter_model.safetensors), metrics.jsonl, loss.png and checkpoint-N folders. --config FILE reads the same " +
+			"settings from a JSON file (field names as in the flags, with underscores); flags given on the command " +
+			"line override it.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				raw, err := os.ReadFile(configFile)
+				if err != nil {
+					return fmt.Errorf("train: %w", err)
+				}
+				// Flags set on the command line win over the file: note them, read the file into
+				// the config the flags are bound to, then set them again.
+				set := map[string]string{}
+				cmd.Flags().Visit(func(f *pflag.Flag) { set[f.Name] = f.Value.String() })
+				cfg = train.DefaultConfig()
+				dec := json.NewDecoder(bytes.NewReader(raw))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&cfg); err != nil {
+					return fmt.Errorf("train: config %s: %w", configFile, err)
+				}
+				for name, v := range set {
+					if err := cmd.Flags().Set(name, v); err != nil {
+						return err
+					}
+				}
+			}
+			if targets != "" {
+				cfg.Targets = strings.Split(targets, ",")
+			}
+			b, err := backends.Open(device)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			tr, err := train.New(cfg, b)
+			if err != nil {
+				return err
+			}
+			defer tr.Close()
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens\n", cfg.Method, tr.Adapter.NumParams(),
+				b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			progress := cmd.ErrOrStderr()
+			if quiet {
+				progress = nil
+			}
+			res, err := tr.Run(ctx, progress)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
+				res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
+			return printJSON(w, res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "JSON file with the settings below")
+	f.StringVar(&cfg.Model, "model", "", "Hugging Face model folder")
+	f.StringVar(&cfg.Data, "data", "", "JSONL training data")
+	f.StringVar(&cfg.Out, "out", "", "output folder for the adapter, metrics and checkpoints")
+	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base) or ia3")
+	f.IntVar(&cfg.Rank, "rank", cfg.Rank, "LoRA rank")
+	f.Float64Var(&cfg.Alpha, "alpha", cfg.Alpha, "LoRA alpha (scale alpha/rank, or alpha/√rank with --rslora)")
+	f.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "LoRA dropout")
+	f.BoolVar(&cfg.RSLoRA, "rslora", cfg.RSLoRA, "rank-stabilised scaling alpha/√rank")
+	f.StringVar(&targets, "targets", "", "comma-separated module names (q_proj,v_proj,...) or all-linear (default)")
+	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "optimizer steps")
+	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per micro-batch")
+	f.IntVar(&cfg.Seq, "seq", cfg.Seq, "tokens per sequence (examples are packed)")
+	f.IntVar(&cfg.GradAccum, "grad-accum", cfg.GradAccum, "micro-batches per optimizer step")
+	f.Float64Var(&cfg.LR, "lr", cfg.LR, "peak learning rate")
+	f.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "AdamW weight decay")
+	f.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "linear warmup steps")
+	f.StringVar(&cfg.Schedule, "schedule", cfg.Schedule, "cosine, linear or constant decay after warmup")
+	f.Float64Var(&cfg.MaxGradNorm, "max-grad-norm", cfg.MaxGradNorm, "clip the gradient norm (0: off)")
+	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the adapter init, data order and dropout")
+	f.Float64Var(&cfg.EvalFraction, "eval-fraction", cfg.EvalFraction, "fraction of examples held out for evaluation")
+	f.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "evaluate every N steps (0: at the end only)")
+	f.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "write a checkpoint every N steps (0: none)")
+	f.IntVar(&cfg.KeepCkpts, "keep-checkpoints", cfg.KeepCkpts, "checkpoints to keep")
+	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
+	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+func newEvalCmd() *cobra.Command {
+	var dir, adapterDir, data, device, quantize string
+	var seq int
+	cmd := &cobra.Command{
+		Use:   "eval --model DIR [--adapter DIR] --data FILE",
+		Short: "Mean next-token loss and perplexity of a model (with an adapter) on a JSONL dataset",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || data == "" {
+				return fmt.Errorf("eval: --model and --data are required")
+			}
+			b, err := backends.Open(device)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
+			if err != nil {
+				return err
+			}
+			defer m.Release()
+			tok, err := tokenizer.Load(dir)
+			if err != nil {
+				return err
+			}
+			examples, err := train.LoadJSONL(data, tok)
+			if err != nil {
+				return err
+			}
+			var a *peft.Adapter
+			if adapterDir != "" {
+				if a, err = peft.Load(adapterDir, m.Cfg, b); err != nil {
+					return err
+				}
+				defer a.Release()
+			}
+			if limit := m.Cfg.MaxPositionEmbeddings; limit > 0 && seq > limit {
+				seq = limit
+			}
+			g, err := train.NewStepGraph(m, a, 1, seq, false, false)
+			if err != nil {
+				return err
+			}
+			defer g.Close()
+			loss, tokens, err := train.Evaluate(g, examples, 1, seq)
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{"loss": loss, "perplexity": train.Perplexity(loss), "tokens": tokens,
+				"device": b.Device().Backend + ":" + b.Device().Name})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "model", "", "Hugging Face model folder")
+	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder")
+	f.StringVar(&data, "data", "", "JSONL data")
+	f.IntVar(&seq, "seq", 512, "tokens per evaluated row")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4 (as QLoRA trained them)")
+	return cmd
+}
