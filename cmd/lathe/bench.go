@@ -51,7 +51,7 @@ func newBenchCmd() *cobra.Command {
 			rep, err := bench.Run(ctx, bench.Options{
 				Backend: backend, Quick: quick, Reference: reference, Python: python, Budget: budget,
 				Command: strings.Join(os.Args, " "), Log: cmd.ErrOrStderr(),
-				// Train: the training-step hook (bench.TrainFunc) goes here once the trainer lands.
+				Train: bench.TrainStep,
 			})
 			if rep == nil {
 				return err
