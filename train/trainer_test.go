@@ -69,9 +69,9 @@ func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
 	}
 }
 
-func TestLoRALowersTheLossOnWebGPU(t *testing.T) {
+func TestEveryMethodLowersTheLossOnWebGPU(t *testing.T) {
 	gpu := testdevice.WebGPU(t)
-	for _, method := range []string{"qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "ia3"} {
 		cfg := fixture(t, method)
 		cfg.Steps, cfg.Batch, cfg.Seq = 12, 2, 32
 		res := train(t, cfg, gpu)
