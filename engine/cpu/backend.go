@@ -252,8 +252,7 @@ func run(l engine.Launch) error {
 			kernels.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
 		}
 	case engine.Attention:
-		kernels.Attention(f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]),
-			op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim, op.Scale)
+		attentionForward(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
 	case engine.AttentionBackward:
 		a := op.Attention
 		o := outputs(out, op.NeedQ, op.NeedK, op.NeedV)
@@ -262,8 +261,7 @@ func run(l engine.Launch) error {
 				o[i] = make([]float32, m.Shape.Numel())
 			}
 		}
-		kernels.AttentionBackward(o[0], o[1], o[2], f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]),
-			a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+		attentionBackward(a, o[0], o[1], o[2], f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]))
 	case engine.Unary:
 		kernels.SiLU(f32(out[0]), f32(in[0]))
 	case engine.UnaryBackward:

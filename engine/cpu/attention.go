@@ -1,0 +1,126 @@
+package cpu
+
+import (
+	"math"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
+	"github.com/lathe-ml/lathe/engine/cpu/kernels"
+)
+
+// Attention on the CPU goes through the blocked SGEMM, one (sequence, head) at a time: the scores
+// S = scale·Q·Kᵀ and P = softmax(S) are materialised (QLen×KVLen floats) and O = P·V; the backward
+// pass recomputes P from the saved log-sum-exp. The plain kernels (engine/cpu/kernels) compute the
+// same function one dot product at a time; they serve decoding (few queries), and sizes whose
+// score matrix would be too large to hold.
+
+// useFastAttention says whether the GEMM path runs for a.
+func useFastAttention(a engine.Attention) bool {
+	return a.QLen >= 8 && a.QLen*a.KVLen <= 1<<22
+}
+
+func attentionForward(a engine.Attention, out, lse, q, k, v []float32) {
+	if !useFastAttention(a) {
+		kernels.Attention(out, lse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+		return
+	}
+	H, KVH, D, Q, K := a.Heads, a.KVHeads, a.HeadDim, a.QLen, a.KVLen
+	s := make([]float32, Q*K)
+	for b := 0; b < a.Batch; b++ {
+		for h := 0; h < H; h++ {
+			kh := h / (H / KVH)
+			qh := q[b*Q*H*D+h*D:]
+			kk := k[b*K*KVH*D+kh*D:]
+			vv := v[b*K*KVH*D+kh*D:]
+			gemm.Sgemm(false, true, Q, K, D, a.Scale, qh, H*D, kk, KVH*D, 0, s, K)
+			l := lse[(b*H+h)*Q : (b*H+h+1)*Q]
+			softmaxCausal(s, l, Q, K)
+			gemm.Sgemm(false, false, Q, D, K, 1, s, K, vv, KVH*D, 0, out[b*Q*H*D+h*D:], H*D)
+		}
+	}
+}
+
+// softmaxCausal turns the scores of each query row into probabilities over the keys it may see
+// (key j ≤ KVLen−QLen+i), zero beyond, and writes each row's log-sum-exp.
+func softmaxCausal(s, lse []float32, Q, K int) {
+	off := K - Q
+	for i := 0; i < Q; i++ {
+		row := s[i*K : (i+1)*K]
+		n := off + i + 1
+		mx := float32(math.Inf(-1))
+		for _, x := range row[:n] {
+			mx = max(mx, x)
+		}
+		sum := 0.0
+		for j, x := range row[:n] {
+			e := math.Exp(float64(x - mx))
+			row[j] = float32(e)
+			sum += e
+		}
+		inv := float32(1 / sum)
+		for j := range row[:n] {
+			row[j] *= inv
+		}
+		for j := n; j < K; j++ {
+			row[j] = 0
+		}
+		lse[i] = mx + float32(math.Log(sum))
+	}
+}
+
+func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32) {
+	if !useFastAttention(a) {
+		kernels.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+		return
+	}
+	H, KVH, D, Q, K := a.Heads, a.KVHeads, a.HeadDim, a.QLen, a.KVLen
+	group := H / KVH
+	p := make([]float32, Q*K)
+	dp := make([]float32, Q*K)
+	rowDot := make([]float32, Q)
+	off := K - Q
+	for b := 0; b < a.Batch; b++ {
+		for h := 0; h < H; h++ {
+			kh := h / group
+			first := h%group == 0 // the first query head of a kv head starts its dk, dv sums
+			beta := float32(1)
+			if first {
+				beta = 0
+			}
+			qh, oh, doh := q[b*Q*H*D+h*D:], out[b*Q*H*D+h*D:], dout[b*Q*H*D+h*D:]
+			kk, vv := k[b*K*KVH*D+kh*D:], v[b*K*KVH*D+kh*D:]
+			// P from the saved log-sum-exp.
+			gemm.Sgemm(false, true, Q, K, D, a.Scale, qh, H*D, kk, KVH*D, 0, p, K)
+			l := lse[(b*H+h)*Q:]
+			for i := 0; i < Q; i++ {
+				row := p[i*K : (i+1)*K]
+				n := off + i + 1
+				for j := range row[:n] {
+					row[j] = float32(math.Exp(float64(row[j] - l[i])))
+				}
+				for j := n; j < K; j++ {
+					row[j] = 0
+				}
+				// D_i = Σ_c dO[i,c]·O[i,c]
+				s := 0.0
+				for c := 0; c < D; c++ {
+					s += float64(doh[i*H*D+c]) * float64(oh[i*H*D+c])
+				}
+				rowDot[i] = float32(s)
+			}
+			// dV += Pᵀ·dO
+			gemm.Sgemm(true, false, K, D, Q, 1, p, K, doh, H*D, beta, dv[b*K*KVH*D+kh*D:], KVH*D)
+			// dS = P ⊙ (dO·Vᵀ − D)
+			gemm.Sgemm(false, true, Q, K, D, 1, doh, H*D, vv, KVH*D, 0, dp, K)
+			for i := 0; i < Q; i++ {
+				pr, dr := p[i*K:(i+1)*K], dp[i*K:(i+1)*K]
+				for j := range dr {
+					dr[j] = pr[j] * (dr[j] - rowDot[i])
+				}
+			}
+			// dQ = scale·dS·K, dK += scale·dSᵀ·Q
+			gemm.Sgemm(false, false, Q, D, K, a.Scale, dp, K, kk, KVH*D, 0, dq[b*Q*H*D+h*D:], H*D)
+			gemm.Sgemm(true, false, K, D, Q, a.Scale, dp, K, qh, H*D, beta, dk[b*K*KVH*D+kh*D:], KVH*D)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/kernels"
+)
+
+// The GEMM attention path against the plain kernels (themselves checked against float64 and
+// finite differences), forward and backward, on shapes around the switch and not multiples of
+// any tile: GQA, qLen < kvLen, several sequences.
+func TestFastAttentionMatchesPlainKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, a := range []engine.Attention{
+		{Batch: 2, QLen: 8, KVLen: 8, Heads: 6, KVHeads: 2, HeadDim: 10},
+		{Batch: 1, QLen: 37, KVLen: 53, Heads: 4, KVHeads: 4, HeadDim: 16},
+		{Batch: 3, QLen: 65, KVLen: 65, Heads: 8, KVHeads: 2, HeadDim: 12},
+	} {
+		t.Run(fmt.Sprintf("%+v", a), func(t *testing.T) {
+			require.True(t, useFastAttention(a))
+			a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
+			nq, nkv := a.Batch*a.QLen*a.Heads*a.HeadDim, a.Batch*a.KVLen*a.KVHeads*a.HeadDim
+			q, k, v, dout := randn(r, nq, 1), randn(r, nkv, 1), randn(r, nkv, 1), randn(r, nq, 1)
+			nl := a.Batch * a.Heads * a.QLen
+			out, lse := make([]float32, nq), make([]float32, nl)
+			wout, wlse := make([]float32, nq), make([]float32, nl)
+			attentionForward(a, out, lse, q, k, v)
+			kernels.Attention(wout, wlse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+			closeTo(t, wout, out, 1e-5, "out")
+			closeTo(t, wlse, lse, 1e-5, "lse")
+
+			dq, dk, dv := nan(nq), nan(nkv), nan(nkv)
+			wdq, wdk, wdv := make([]float32, nq), make([]float32, nkv), make([]float32, nkv)
+			attentionBackward(a, dq, dk, dv, dout, q, k, v, out, lse)
+			kernels.AttentionBackward(wdq, wdk, wdv, dout, q, k, v, wout, wlse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+			closeTo(t, wdq, dq, 1e-4, "dq")
+			closeTo(t, wdk, dk, 1e-4, "dk")
+			closeTo(t, wdv, dv, 1e-4, "dv")
+		})
+	}
+}
+
+func nan(n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.NaN())
+	}
+	return v
+}
+
+func closeTo(t *testing.T, want, got []float32, rel float64, what string) {
+	t.Helper()
+	scale := 0.0
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(float64(w)))
+	}
+	for i := range want {
+		require.False(t, math.IsNaN(float64(got[i])), "%s[%d] unwritten", what, i)
+		require.InDelta(t, want[i], got[i], rel*scale, "%s[%d]", what, i)
+	}
+}
