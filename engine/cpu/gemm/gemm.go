@@ -2,40 +2,66 @@
 // an AVX2/FMA micro-kernel (and a portable Go one), and 4-bit blockwise dequant-matmuls (GEMV and
 // GEMM) for the bitsandbytes NF4/FP4 layout.
 //
-// The blocking follows the BLIS/GotoBLAS scheme: B is packed a kc×nc panel at a time into strips of
-// nr columns, A an mc×kc block at a time into strips of mr rows, and a micro-kernel multiplies one
-// A strip by one B strip into an mr×nr tile held in registers. Transposes are absorbed by packing.
+// The blocking is GotoBLAS-style with the loops arranged for row-major C. op(A) is packed once, a
+// kc-deep block at a time, into strips of mr rows; C is cut into column panels of at most nc
+// columns, and each panel is one task: for every kc block it packs its kc×nc slice of op(B) into
+// strips of nr columns (kept in L2), then sweeps the A strips (each in L1 for the sweep) across the
+// B strips, the micro-kernel adding an mr×nr tile into C. C is thus walked along its rows, six rows
+// at a time, which keeps the hardware prefetchers and the TLB happy whatever ldc is (walking down a
+// column of C with ldc = 2048 thrashes L1 and L2 sets and cost as much as the arithmetic). Transposes
+// are absorbed by the packing, and MatMul4 plugs a dequantizing packer for B into the same driver.
+//
+// A few rows (decode) skip packing and stream B once: Sgemm with m = 1, or m ≤ 4 when op(B) = Bᵀ,
+// and MatMul4 with m ≤ 16. On amd64 with AVX2 and FMA (checked at run time) the inner loops are
+// assembly; elsewhere, or built with -tags purego, the same drivers run portable Go kernels.
 package gemm
 
 import (
+	"math/bits"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 const (
 	mr = 6  // micro-tile rows: 6×16 floats = 12 YMM accumulators, leaving 4 for operands
 	nr = 16 // micro-tile columns: two 8-float YMM registers
+	// kc is the depth of a packed block: an A strip (mr×kc, 6 KiB) stays in L1 while it sweeps a
+	// panel, a B strip (kc×nr, 16 KiB) streams from L2, and the C tile is read and written once
+	// per kc·mr·nr·2 flops. nc is the widest column panel: kc×nc floats (256 KiB) of packed B stay
+	// in a 512 KiB L2 (Zen 3) for the whole sweep. Of kc/nc in {128, 192, 256, 384, 512}², 256/256
+	// measured best (single core, best of four runs: 75 GFLOP/s on 512×2048×2048, 512×2048×8192).
 	kc = 256
-	mc = 96   // an mc×kc A block (96 KiB) stays in L2
-	nc = 3072 // a kc×nc B panel (3 MiB) stays in L3
+	nc = 256
+	// mBig bounds the rows of op(A) packed at once (mBig×k floats), so huge m does not double memory.
+	mBig = 128 * mr
+	// smallM is the most rows that take the GEMV path, which streams B once instead of packing it,
+	// when op(B) = Bᵀ (y = x·Wᵀ, a dot product per output). Otherwise only m = 1 takes it: the
+	// blocked path, packing included, already wins at m = 2 (measured on 2048×2048).
+	smallM = 4
 )
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C, row-major; op(X) = X or Xᵀ.
 // op(A) is m×k, op(B) is k×n, C is m×n; lda/ldb/ldc are row strides. beta==0 means C is not read
-// (it may hold NaN). Slices too short for the shapes make it panic: callers check shapes.
+// (it may hold NaN). Elements of C outside the m×n matrix (the stride padding) are never touched.
+// Slices too short for the shapes and strides make it panic (index out of range): callers check
+// shapes.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if m == 0 || n == 0 {
+	if m <= 0 || n <= 0 {
 		return
 	}
-	if k == 0 || alpha == 0 {
+	if k <= 0 || alpha == 0 {
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
-	if m == 1 {
-		gemv(transA, transB, n, k, alpha, a, lda, b, ldb, beta, c)
+	if m == 1 || (m <= smallM && transB) {
+		gemv(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	blocked(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	blocked(m, n, k, alpha,
+		func(i0, p0, rows, kcur int, dst []float32) { packA(transA, a, lda, i0, p0, rows, kcur, dst) },
+		func(p0, j0, kcur, cols int, dst []float32) { packB(transB, b, ldb, p0, j0, kcur, cols, dst) },
+		beta, c, ldc)
 }
 
 func scaleC(m, n int, beta float32, c []float32, ldc int) {
@@ -51,17 +77,18 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	}
 }
 
-// workers is how many goroutines a problem of the given flop count gets: none below ~1 MFLOP,
-// where spawning costs more than it saves.
+// workers is how many goroutines a problem of the given flop count gets: one per ~2 MFLOP at most,
+// so tiny problems stay on the caller's goroutine where spawning would cost more than it saves.
 func workers(flops int) int {
 	w := runtime.GOMAXPROCS(0)
-	if lim := flops / (1 << 20); lim < w {
+	if lim := flops >> 21; lim < w {
 		w = max(lim, 1)
 	}
 	return w
 }
 
-// parallel runs f(i) for i in [0, n) on up to w goroutines.
+// parallel runs f(i) for i in [0, n) on up to w goroutines (the caller's among them), handing out
+// indices dynamically so that a core busy with something else does not hold the rest back.
 func parallel(n, w int, f func(i int)) {
 	if w <= 1 || n <= 1 {
 		for i := 0; i < n; i++ {
@@ -69,107 +96,162 @@ func parallel(n, w int, f func(i int)) {
 		}
 		return
 	}
+	var next atomic.Int64
+	run := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			f(i)
+		}
+	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	next := 0
-	for g := 0; g < min(w, n); g++ {
+	for g := 1; g < min(w, n); g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= n {
-					return
-				}
-				f(i)
-			}
+			run()
 		}()
 	}
+	run()
 	wg.Wait()
 }
 
-var bufPool = sync.Pool{New: func() any { return new([]float32) }}
+// bufPools recycles packing buffers by power-of-two size class, so that asking for a big buffer
+// never gets a small one back (one pool for all sizes reallocated the 4 MiB A buffer nearly every
+// call: its zeroing cost as much as the arithmetic on narrow shapes).
+var bufPools [64]sync.Pool
 
 func getBuf(n int) *[]float32 {
-	p := bufPool.Get().(*[]float32)
-	if cap(*p) < n {
-		*p = make([]float32, n)
+	class := bits.Len(uint(max(n, 1) - 1))
+	p, _ := bufPools[class].Get().(*[]float32)
+	if p == nil {
+		b := make([]float32, 1<<class)
+		p = &b
 	}
 	*p = (*p)[:n]
 	return p
 }
 
-// blocked is the packed GEMM for m > 1.
-func blocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func putBuf(p *[]float32) {
+	bufPools[bits.Len(uint(cap(*p)-1))].Put(p)
+}
+
+// aPacker packs rows i0..i0+rows (rows ≤ mr) of op(A), columns p0..p0+kcur, into dst[:kcur*mr] as
+// kcur groups of mr floats, zero-padding missing rows.
+type aPacker func(i0, p0, rows, kcur int, dst []float32)
+
+// bPacker packs rows p0..p0+kcur of op(B), columns j0..j0+cols, into dst as ⌈cols/nr⌉ strips of
+// kcur groups of nr floats, strip s (columns j0+s·nr..) at dst[s·stripStride(kcur):], zero-padding
+// the last strip.
+// It packs a whole panel, not a strip, so that a row-major op(B) is read along its rows: a strip
+// at a time, each row would yield one cache line per page, and TLB misses would dominate.
+type bPacker func(p0, j0, kcur, cols int, dst []float32)
+
+// stripStride is the distance between packed B strips: one cache line more than a strip, because
+// with kc = 256 strips 16 KiB apart would put the same row of every strip in the same L1 set, and
+// packing a row-major B (which writes one row of each strip in turn) would thrash it.
+func stripStride(kcur int) int { return kcur*nr + nr }
+
+// blocked is the packed GEMM: C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B) k×n given
+// by their packers.
+func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int) {
 	w := workers(2 * m * n * k)
-	for jc := 0; jc < n; jc += nc {
-		ncur := min(nc, n-jc)
-		nstrips := (ncur + nr - 1) / nr
-		for pc := 0; pc < k; pc += kc {
-			kcur := min(kc, k-pc)
-			bp := getBuf(nstrips * nr * kcur)
-			// Pack the B panel in parallel, one strip a task.
-			parallel(nstrips, min(w, nstrips/8+1), func(s int) {
-				packB(transB, b, ldb, pc, jc+s*nr, kcur, min(nr, ncur-s*nr), (*bp)[s*nr*kcur:(s+1)*nr*kcur])
-			})
-			first := pc == 0
-			mblocks := (m + mc - 1) / mc
-			// Split the columns too when there are fewer row blocks than workers.
-			nsplit := 1
-			if mblocks < w {
-				nsplit = min((w+mblocks-1)/mblocks, nstrips)
-			}
-			parallel(mblocks*nsplit, w, func(t int) {
-				ib, js := t/nsplit, t%nsplit
-				ic := ib * mc
-				mcur := min(mc, m-ic)
-				s0, s1 := js*nstrips/nsplit, (js+1)*nstrips/nsplit
-				if s0 == s1 {
-					return
-				}
-				mstrips := (mcur + mr - 1) / mr
-				ap := getBuf(mstrips * mr * kcur)
-				for s := 0; s < mstrips; s++ {
-					packA(transA, a, lda, ic+s*mr, pc, min(mr, mcur-s*mr), kcur, (*ap)[s*mr*kcur:(s+1)*mr*kcur])
-				}
-				var tile [mr * nr]float32
-				for js := s0; js < s1; js++ {
-					j := jc + js*nr
-					ncols := min(nr, n-j)
-					bs := (*bp)[js*nr*kcur : (js+1)*nr*kcur]
-					for s := 0; s < mstrips; s++ {
-						i := ic + s*mr
-						nrows := min(mr, m-i)
-						kernel(kcur, (*ap)[s*mr*kcur:], bs, &tile)
-						store(&tile, nrows, ncols, alpha, beta, first, c[i*ldc+j:], ldc)
-					}
-				}
-				bufPool.Put(ap)
-			})
-			bufPool.Put(bp)
-		}
+	// Cut the rows into near-equal chunks of at most mBig rows, each a multiple of mr.
+	chunks := (m + mBig - 1) / mBig
+	rowsPer := ((m+chunks-1)/chunks + mr - 1) / mr * mr
+	for i0 := 0; i0 < m; i0 += rowsPer {
+		mcur := min(rowsPer, m-i0)
+		blockedRows(mcur, n, k, w, alpha, func(i, p0, rows, kcur int, dst []float32) {
+			packA(i0+i, p0, rows, kcur, dst)
+		}, packB, beta, c[i0*ldc:], ldc)
 	}
 }
 
-// packA copies rows i0..i0+rows of op(A), columns p0..p0+kcur, into dst as kcur groups of mr
-// floats (row-interleaved), zero-padding missing rows.
-func packA(trans bool, a []float32, lda, i0, p0, rows, kcur int, dst []float32) {
-	if trans { // op(A)[i][p] = a[p*lda+i]: rows of a are contiguous in i
-		for p := 0; p < kcur; p++ {
-			src := a[(p0+p)*lda+i0:]
-			d := dst[p*mr : p*mr+mr]
-			for r := 0; r < mr; r++ {
-				if r < rows {
-					d[r] = src[r]
-				} else {
-					d[r] = 0
+func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int) {
+	mstrips := (m + mr - 1) / mr
+	// Pack all of op(A): the kc block starting at column pc holds mstrips strips of mr×kcur floats
+	// from offset pc·mstrips·mr. Every column panel reads all of it.
+	apb := getBuf(mstrips * mr * k)
+	ap := *apb
+	kblocks := (k + kc - 1) / kc
+	parallel(kblocks*mstrips, w, func(t int) {
+		pc, s := t/mstrips*kc, t%mstrips
+		kcur := min(kc, k-pc)
+		off := pc*mstrips*mr + s*mr*kcur
+		packA(s*mr, pc, min(mr, m-s*mr), kcur, ap[off:off+mr*kcur])
+	})
+
+	// Column panels: as wide as nc, narrower when that leaves a worker idle (but not narrower than
+	// four strips, where re-reading A strips from L2 would start to dominate).
+	width := nc
+	if (n+width-1)/width < w {
+		width = max(4*nr, ((n+w-1)/w+nr-1)/nr*nr)
+	}
+	panels := (n + width - 1) / width
+	// Still fewer panels than workers (small n, large m): split the rows too. Each row part then
+	// packs its own copy of the B panel.
+	rsplit := 1
+	if panels < w {
+		rsplit = min((w+panels-1)/panels, mstrips)
+	}
+	parallel(panels*rsplit, w, func(t int) {
+		jp, rs := t/rsplit, t%rsplit
+		j0 := jp * width
+		ncur := min(width, n-j0)
+		nstrips := (ncur + nr - 1) / nr
+		s0, s1 := rs*mstrips/rsplit, (rs+1)*mstrips/rsplit
+		bpb := getBuf(nstrips * stripStride(kc))
+		bp := *bpb
+		for pc := 0; pc < k; pc += kc {
+			kcur := min(kc, k-pc)
+			packB(pc, j0, kcur, ncur, bp[:nstrips*stripStride(kcur)])
+			bet := beta
+			if pc > 0 {
+				bet = 1
+			}
+			abase := pc * mstrips * mr
+			for s := s0; s < s1; s++ {
+				i := s * mr
+				rows := min(mr, m-i)
+				as := ap[abase+s*mr*kcur : abase+(s+1)*mr*kcur]
+				for js := 0; js < nstrips; js++ {
+					j := j0 + js*nr
+					micro(kcur, as, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
 				}
 			}
 		}
+		putBuf(bpb)
+	})
+	putBuf(apb)
+}
+
+// packA: see aPacker.
+func packA(trans bool, a []float32, lda, i0, p0, rows, kcur int, dst []float32) {
+	dst = dst[:kcur*mr]
+	if trans { // op(A)[i][p] = a[p*lda+i]: rows of a are contiguous in i
+		if rows == mr {
+			for p := 0; p < kcur; p++ {
+				*(*[mr]float32)(dst[p*mr:]) = *(*[mr]float32)(a[(p0+p)*lda+i0:])
+			}
+			return
+		}
+		for p := 0; p < kcur; p++ {
+			d := dst[p*mr : p*mr+mr]
+			n := copy(d, a[(p0+p)*lda+i0:(p0+p)*lda+i0+rows])
+			clear(d[n:])
+		}
 		return
+	}
+	if rows == mr && useAVX2 && kcur >= 8 {
+		k8 := kcur &^ 7
+		_ = a[(i0+mr-1)*lda+p0+k8-1]
+		packA6AVX2(k8, &a[i0*lda+p0], lda, &dst[0])
+		if k8 == kcur {
+			return
+		}
+		p0, kcur, dst = p0+k8, kcur-k8, dst[k8*mr:]
 	}
 	for r := 0; r < mr; r++ {
 		if r >= rows {
@@ -185,127 +267,227 @@ func packA(trans bool, a []float32, lda, i0, p0, rows, kcur int, dst []float32) 
 	}
 }
 
-// packB copies rows p0..p0+kcur of op(B), columns j0..j0+cols, into dst as kcur groups of nr
-// floats, zero-padding missing columns.
+// packB: see bPacker.
 func packB(trans bool, b []float32, ldb, p0, j0, kcur, cols int, dst []float32) {
-	if !trans { // op(B)[p][j] = b[p*ldb+j]: contiguous in j
-		for p := 0; p < kcur; p++ {
-			src := b[(p0+p)*ldb+j0:]
-			d := dst[p*nr : p*nr+nr]
-			if cols == nr {
-				copy(d, src[:nr])
-				continue
+	nstrips := (cols + nr - 1) / nr
+	dst = dst[:nstrips*stripStride(kcur)]
+	if !trans { // op(B)[p][j] = b[p*ldb+j]: each row of the panel is contiguous
+		full := cols / nr
+		p := 0
+		if useAVX2 && full > 0 && kcur >= 8 {
+			p = kcur &^ 7
+			_ = b[(p0+p-1)*ldb+j0+full*nr-1]
+			_ = dst[(full-1)*stripStride(kcur)+p*nr-1]
+			pack8x16AVX2(p, full, &b[p0*ldb+j0], ldb, &dst[0], stripStride(kcur))
+		}
+		// Four rows at a time, interleaved: four streams from four pages keep more cache misses in
+		// flight than one row after another (measured 3× faster on a B that is not in cache).
+		for ; p+4 <= kcur; p += 4 {
+			r0 := b[(p0+p)*ldb+j0:][:full*nr]
+			r1 := b[(p0+p+1)*ldb+j0:][:full*nr]
+			r2 := b[(p0+p+2)*ldb+j0:][:full*nr]
+			r3 := b[(p0+p+3)*ldb+j0:][:full*nr]
+			for s := 0; s < full; s++ {
+				d := dst[s*stripStride(kcur)+p*nr:][:4*nr]
+				*(*[nr]float32)(d) = *(*[nr]float32)(r0[s*nr:])
+				*(*[nr]float32)(d[nr:]) = *(*[nr]float32)(r1[s*nr:])
+				*(*[nr]float32)(d[2*nr:]) = *(*[nr]float32)(r2[s*nr:])
+				*(*[nr]float32)(d[3*nr:]) = *(*[nr]float32)(r3[s*nr:])
 			}
-			for j := 0; j < nr; j++ {
-				if j < cols {
-					d[j] = src[j]
-				} else {
-					d[j] = 0
-				}
+		}
+		for ; p < kcur; p++ {
+			row := b[(p0+p)*ldb+j0:][:full*nr]
+			for s := 0; s < full; s++ {
+				*(*[nr]float32)(dst[s*stripStride(kcur)+p*nr:]) = *(*[nr]float32)(row[s*nr:])
+			}
+		}
+		if full < nstrips { // the last, partial strip
+			for p := 0; p < kcur; p++ {
+				d := dst[full*stripStride(kcur)+p*nr:][:nr]
+				n := copy(d, b[(p0+p)*ldb+j0+full*nr:(p0+p)*ldb+j0+cols])
+				clear(d[n:])
+			}
+		}
+		return
+	}
+	// op(B)[p][j] = b[j*ldb+p]: each strip is nr rows of b, transposed.
+	for s := 0; s < nstrips; s++ {
+		packT(b[(j0+s*nr)*ldb+p0:], ldb, kcur, min(nr, cols-s*nr), dst[s*stripStride(kcur):])
+	}
+}
+
+// packT packs rows rows (≤ nr) of src (stride ld), kcur elements each, transposed into dst as kcur
+// groups of nr, zero-padding missing rows.
+func packT(src []float32, ld, kcur, rows int, dst []float32) {
+	if rows == nr && useAVX2 && kcur >= 8 {
+		k8 := kcur &^ 7
+		_ = src[(nr-1)*ld+kcur-1]
+		_ = dst[kcur*nr-1]
+		transpose16AVX2(k8, &src[0], ld, &dst[0])
+		if k8 == kcur {
+			return
+		}
+		src, dst, kcur = src[k8:], dst[k8*nr:], kcur-k8
+	}
+	if rows == nr { // four rows at a time
+		for j := 0; j < nr; j += 4 {
+			r0 := src[j*ld : j*ld+kcur]
+			r1 := src[(j+1)*ld : (j+1)*ld+kcur]
+			r2 := src[(j+2)*ld : (j+2)*ld+kcur]
+			r3 := src[(j+3)*ld : (j+3)*ld+kcur]
+			for p := range r0 {
+				d := dst[p*nr+j : p*nr+j+4]
+				d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
 			}
 		}
 		return
 	}
 	for j := 0; j < nr; j++ {
-		if j >= cols {
+		if j >= rows {
 			for p := 0; p < kcur; p++ {
 				dst[p*nr+j] = 0
 			}
 			continue
 		}
-		src := b[(j0+j)*ldb+p0 : (j0+j)*ldb+p0+kcur]
-		for p, v := range src {
+		for p, v := range src[j*ld : j*ld+kcur] {
 			dst[p*nr+j] = v
 		}
 	}
 }
 
-// store writes the valid part of a tile into C: C = alpha·tile + beta·C on the first k-block,
-// C += alpha·tile on the later ones.
-func store(tile *[mr * nr]float32, rows, cols int, alpha, beta float32, first bool, c []float32, ldc int) {
+// micro adds one mr×nr product of packed strips into C: C = alpha·(a·b) + beta·C for the rows×cols
+// corner that exists (beta == 0: C is not read).
+func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
+	if useAVX2 {
+		if rows == mr && cols == nr {
+			_ = a[k*mr-1]
+			_ = b[k*nr-1]
+			_ = c[(mr-1)*ldc+nr-1]
+			kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			return
+		}
+		var tile [mr * nr]float32
+		_ = a[k*mr-1]
+		_ = b[k*nr-1]
+		kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		store(&tile, rows, cols, alpha, beta, c, ldc)
+		return
+	}
+	var tile [mr * nr]float32
+	kernelGo(k, a, b, &tile)
+	store(&tile, rows, cols, alpha, beta, c, ldc)
+}
+
+// store writes the valid corner of a tile into C: C = alpha·tile + beta·C.
+func store(tile *[mr * nr]float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
 	for r := 0; r < rows; r++ {
 		row := c[r*ldc : r*ldc+cols]
 		t := tile[r*nr : r*nr+cols]
-		switch {
-		case !first:
-			for j, v := range t {
-				row[j] += alpha * v
-			}
-		case beta == 0:
+		if beta == 0 {
 			for j, v := range t {
 				row[j] = alpha * v
 			}
-		default:
-			for j, v := range t {
-				row[j] = alpha*v + beta*row[j]
-			}
+			continue
+		}
+		for j, v := range t {
+			row[j] = alpha*v + beta*row[j]
 		}
 	}
 }
 
-// kernelGo is the portable micro-kernel: tile = Σ_p a[p·mr:+mr] ⊗ b[p·nr:+nr].
+// kernelGo is the portable micro-kernel: tile = Σ_p a[p·mr:+mr] ⊗ b[p·nr:+nr]. Each row of the
+// tile is a local array so that the compiler keeps the inner loop free of bounds checks.
 func kernelGo(k int, a, b []float32, tile *[mr * nr]float32) {
-	var acc [mr * nr]float32
+	var c0, c1, c2, c3, c4, c5 [nr]float32
+	a, b = a[:k*mr], b[:k*nr]
 	for p := 0; p < k; p++ {
-		av := a[p*mr : p*mr+mr]
-		bv := b[p*nr : p*nr+nr]
-		for r := 0; r < mr; r++ {
-			x := av[r]
-			row := acc[r*nr : r*nr+nr]
-			for j := range row {
-				row[j] += x * bv[j]
-			}
+		av := (*[mr]float32)(a[p*mr:])
+		bv := (*[nr]float32)(b[p*nr:])
+		x0, x1, x2, x3, x4, x5 := av[0], av[1], av[2], av[3], av[4], av[5]
+		for j, v := range bv {
+			c0[j] += x0 * v
+			c1[j] += x1 * v
+			c2[j] += x2 * v
+			c3[j] += x3 * v
+			c4[j] += x4 * v
+			c5[j] += x5 * v
 		}
 	}
-	*tile = acc
+	copy(tile[0*nr:], c0[:])
+	copy(tile[1*nr:], c1[:])
+	copy(tile[2*nr:], c2[:])
+	copy(tile[3*nr:], c3[:])
+	copy(tile[4*nr:], c4[:])
+	copy(tile[5*nr:], c5[:])
 }
 
-// gemv is Sgemm for m == 1: y = alpha·op(x)·op(B) + beta·y.
-func gemv(transA, transB bool, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32) {
-	x := a[:k]
-	if transA { // op(A) is 1×k from a column of a k×1 matrix
-		buf := make([]float32, k)
-		for p := range buf {
-			buf[p] = a[p*lda]
+// gemv is Sgemm for a few rows (m ≤ smallM): C = alpha·op(A)·op(B) + beta·C, reading B once, by
+// rows, with the m rows of op(A) held in cache. Memory-bound: packing B for the blocked path would
+// cost more than the arithmetic.
+func gemv(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	var x [smallM][]float32 // rows of op(A)
+	for i := 0; i < m; i++ {
+		if transA { // a column of a
+			row := make([]float32, k)
+			for p := range row {
+				row[p] = a[p*lda+i]
+			}
+			x[i] = row
+		} else {
+			x[i] = a[i*lda : i*lda+k]
 		}
-		x = buf
 	}
-	y := c[:n]
+	put := func(i, j int, v float32) {
+		v *= alpha
+		if beta != 0 {
+			v += beta * c[i*ldc+j]
+		}
+		c[i*ldc+j] = v
+	}
 	const chunk = 64
 	chunks := (n + chunk - 1) / chunk
-	w := workers(2 * n * k)
-	if transB { // y[j] = x · B[j,:]
+	w := workers(2 * m * n * k)
+	if transB { // C[i,j] = x_i · b[j,:]
 		parallel(chunks, w, func(t int) {
 			for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
-				v := alpha * dot(x, b[j*ldb:j*ldb+k])
-				if beta != 0 {
-					v += beta * y[j]
+				bj := b[j*ldb : j*ldb+k]
+				for i := 0; i < m; i++ {
+					put(i, j, dot(x[i], bj))
 				}
-				y[j] = v
 			}
 		})
 		return
 	}
-	// y = Σ_p x[p]·B[p,:], each worker owning a range of columns.
-	parallel(chunks, w, func(t int) {
-		j0, j1 := t*chunk, min(n, (t+1)*chunk)
-		var acc [chunk]float32
-		seg := acc[:j1-j0]
-		for p := 0; p < k; p++ {
-			axpy(x[p], b[p*ldb+j0:p*ldb+j1], seg)
-		}
-		for j, v := range seg {
-			if beta != 0 {
-				v = alpha*v + beta*y[j0+j]
-			} else {
-				v *= alpha
+	// C[i,:] = Σ_p x_i[p]·b[p,:]. Each task takes a range of rows of b, read whole and in order (a
+	// range of columns instead would read one short piece of every row: a TLB miss each), into its
+	// own partial sums, added up at the end.
+	parts := min(w, k)
+	accb := getBuf(parts * m * n)
+	acc := *accb
+	clear(acc)
+	parallel(parts, w, func(t int) {
+		mine := acc[t*m*n : (t+1)*m*n]
+		for p := t * k / parts; p < (t+1)*k/parts; p++ {
+			bp := b[p*ldb : p*ldb+n]
+			for i := 0; i < m; i++ {
+				axpy(x[i][p], bp, mine[i*n:(i+1)*n])
 			}
-			y[j0+j] = v
 		}
 	})
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			v := acc[i*n+j]
+			for t := 1; t < parts; t++ {
+				v += acc[(t*m+i)*n+j]
+			}
+			put(i, j, v)
+		}
+	}
+	putBuf(accb)
 }
 
 func dotGo(x, y []float32) float32 {
+	y = y[:len(x)]
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= len(x); i += 4 {
@@ -321,6 +503,7 @@ func dotGo(x, y []float32) float32 {
 }
 
 func axpyGo(alpha float32, x, y []float32) {
+	y = y[:len(x)]
 	for i, v := range x {
 		y[i] += alpha * v
 	}

@@ -4,27 +4,20 @@ package gemm
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2 selects the assembly kernels; tests switch it off to check the Go ones.
+// useAVX2 selects the assembly kernels; tests switch it off to check the Go ones on this machine.
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
+// kern6x16 sets C[6×16] = alpha·Σ_p a[6p:6p+6] ⊗ b[16p:16p+16] + beta·C (row stride ldc; beta == 0:
+// C is not read). k ≥ 1.
+//
 //go:noescape
-func kern6x16(k int, a, b, c *float32)
+func kern6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
 func dotAVX2(n int, x, y *float32) float32
 
 //go:noescape
 func axpyAVX2(n int, alpha float32, x, y *float32)
-
-func kernel(k int, a, b []float32, tile *[mr * nr]float32) {
-	if useAVX2 && k > 0 {
-		_ = a[k*mr-1]
-		_ = b[k*nr-1]
-		kern6x16(k, &a[0], &b[0], &tile[0])
-		return
-	}
-	kernelGo(k, a, b, tile)
-}
 
 func dot(x, y []float32) float32 {
 	if useAVX2 && len(x) >= 32 {
@@ -42,3 +35,37 @@ func axpy(alpha float32, x, y []float32) {
 	}
 	axpyGo(alpha, x, y)
 }
+
+// gemv4AVX2 is Σ over n16 groups of 16 elements of xp·code[nibbles of w]·scale, the scale pointer
+// advancing after the first `first` groups and then every gpb groups; see matmul4.go.
+//
+//go:noescape
+func gemv4AVX2(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32
+
+// dequant4AVX2 sets dst[0:16·n16] = table[code]·scale for the codes of w[0:8·n16], high nibble
+// first.
+//
+//go:noescape
+func dequant4AVX2(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
+
+// transpose16AVX2 sets dst[p·16+j] = src[j·ld+p] for j < 16 and p < k8, a multiple of 8.
+//
+//go:noescape
+func transpose16AVX2(k8 int, src *float32, ld int, dst *float32)
+
+// pack8x16AVX2 sets dst[s·sstride+p·16+j] = src[p·ld+s·16+j] for p < p8 (a multiple of 8),
+// s < nstrips, j < 16.
+//
+//go:noescape
+func pack8x16AVX2(p8, nstrips int, src *float32, ld int, dst *float32, sstride int)
+
+// packA6AVX2 sets dst[p·6+r] = src[r·lda+p] for r < 6 and p < k8, a multiple of 8.
+//
+//go:noescape
+func packA6AVX2(k8 int, src *float32, lda int, dst *float32)
+
+// gemv4x4AVX2 sets out[r] = Σ over n16 groups of xp[r·ldx:]·code[nibbles of w]·scale for r < 4;
+// see matmul4.go.
+//
+//go:noescape
+func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32)

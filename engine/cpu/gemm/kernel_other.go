@@ -2,10 +2,37 @@
 
 package gemm
 
+// useAVX2 is always false here: only the portable Go kernels exist.
 var useAVX2 = false
 
-func kernel(k int, a, b []float32, tile *[mr * nr]float32) { kernelGo(k, a, b, tile) }
+func kern6x16(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+	panic("gemm: no assembly kernels in this build")
+}
 
 func dot(x, y []float32) float32 { return dotGo(x, y) }
 
 func axpy(alpha float32, x, y []float32) { axpyGo(alpha, x, y) }
+
+func gemv4AVX2(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func dequant4AVX2(n16 int, w *byte, scale float32, table *[16]float32, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func transpose16AVX2(k8 int, src *float32, ld int, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func pack8x16AVX2(p8, nstrips int, src *float32, ld int, dst *float32, sstride int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func packA6AVX2(k8 int, src *float32, lda int, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32) {
+	panic("gemm: no assembly kernels in this build")
+}

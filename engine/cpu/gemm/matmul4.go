@@ -1,94 +1,275 @@
 package gemm
 
+// smallM4 is the most rows of x that MatMul4 runs as GEMVs (four rows a pass over W) rather than as
+// a GEMM with W dequantized into packed panels, whose fixed cost per weight only pays off beyond
+// (measured on 2048×2048: 16 rows as GEMVs 4.9 ms, as a GEMM 7.6 ms; 24 rows about even).
+const smallM4 = 16
+
 // MatMul4 computes y = x·Wᵀ (transW=false: x is m×k, W is n×k, y is m×n) or y = x·W (transW=true:
 // x is m×n, W is n×k, y is m×k) for a 4-bit blockwise-quantized W stored as bitsandbytes does: W
 // flattened row-major, consecutive blocks of blocksize elements, two codes a byte with the first
 // element in the high nibble, element = code[q]·absmax[block]. y = beta·y + result; beta == 0
-// means y is not read. Slices too short for the shapes make it panic: callers check shapes.
+// means y is not read (it may hold NaN). packed must hold ⌈n·k/2⌉ bytes and absmax ⌈n·k/blocksize⌉
+// scales; slices too short for the shapes make it panic (index out of range): callers check shapes.
 //
-// One token (m == 1, decode) reads every weight byte once and dequantizes in registers; more
-// tokens dequantize W a slab of rows at a time into a float buffer reused across all m rows and
-// multiply it with the packed SGEMM.
+// transW=false is a linear layer's forward pass, transW=true its backward pass for the input
+// (dx = dy·W). Up to 16 tokens forward (decode, batched decode) read every weight byte once and
+// dequantize it in registers, four tokens at a time. More tokens, and the backward pass, run the
+// packed SGEMM with a B packer that dequantizes W straight into the packed panels: every weight is
+// expanded once per call and a float copy of all of W never exists.
 func MatMul4(transW bool, m, n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
-	if m == 1 && !transW {
-		gemv4(n, k, x, packed, absmax, blocksize, code, beta, y)
+	out, red := n, k // output columns, reduction length
+	if transW {
+		out, red = k, n
+	}
+	if m <= 0 || out <= 0 {
 		return
 	}
-	// Slabs of rows of W: big enough to keep the GEMM efficient, small enough to stay in cache.
-	rows := max(1, min(n, (1<<18)/max(k, 1)))
-	rows = (rows + nr - 1) / nr * nr
-	buf := getBuf(rows * k)
-	defer bufPool.Put(buf)
-	for j0 := 0; j0 < n; j0 += rows {
-		j1 := min(n, j0+rows)
-		w := (*buf)[:(j1-j0)*k]
-		dequantRows(j0, j1, k, packed, absmax, blocksize, code, w)
-		if transW { // y[m,k] (+)= x[:, j0:j1] · W[j0:j1, :]
-			b := beta
-			if j0 > 0 {
-				b = 1
+	if red <= 0 {
+		scaleC(m, out, beta, y, out)
+		return
+	}
+	q := &quant4{packed: packed, absmax: absmax, bs: blocksize, code: code}
+	switch {
+	case m <= smallM4 && !transW:
+		gemv4(q, m, n, k, x[:m*k], beta, y[:m*n])
+	case m == 1:
+		gemv4T(q, n, k, x[:n], beta, y[:k])
+	default:
+		var pb bPacker
+		if transW {
+			pb = q.packRows(k)
+		} else {
+			pb = q.packCols(k)
+		}
+		blocked(m, out, red, 1, func(i0, p0, rows, kcur int, dst []float32) {
+			packA(false, x, red, i0, p0, rows, kcur, dst)
+		}, pb, beta, y, out)
+	}
+}
+
+// quant4 is a 4-bit blockwise-quantized matrix in the bitsandbytes layout.
+type quant4 struct {
+	packed []byte
+	absmax []float32
+	bs     int
+	code   *[16]float32
+}
+
+// span dequantizes the len(dst) elements from flat index e0 into dst, a block segment at a time.
+func (q *quant4) span(e0 int, dst []float32) {
+	end := e0 + len(dst)
+	blk := e0 / q.bs
+	for e := e0; e < end; blk++ {
+		bend := min(end, (blk+1)*q.bs)
+		s := q.absmax[blk]
+		seg := dst[e-e0 : bend-e0]
+		i := 0
+		if e&1 == 1 { // starts on a low nibble
+			seg[0] = q.code[q.packed[e>>1]&15] * s
+			i = 1
+		}
+		body := (len(seg) - i) &^ 1
+		if g := body / 16; g > 0 && useAVX2 {
+			bytes := q.packed[(e+i)>>1 : (e+i)>>1+8*g]
+			out := seg[i : i+16*g]
+			dequant4AVX2(g, &bytes[0], s, q.code, &out[0])
+			i += 16 * g
+			body -= 16 * g
+		}
+		if body > 0 {
+			bytes := q.packed[(e+i)>>1 : (e+i+body)>>1]
+			out := seg[i : i+body]
+			for c, b := range bytes {
+				out[2*c] = q.code[b>>4] * s
+				out[2*c+1] = q.code[b&15] * s
 			}
-			Sgemm(false, false, m, k, j1-j0, 1, x[j0:], n, w, k, b, y, k)
-		} else { // y[:, j0:j1] = x · W[j0:j1, :]ᵀ
-			Sgemm(false, true, m, j1-j0, k, 1, x, k, w, k, beta, y[j0:], n)
+			i += body
+		}
+		if i < len(seg) { // ends on a high nibble
+			seg[i] = q.code[q.packed[(e+i)>>1]>>4] * s
+		}
+		e = bend
+	}
+}
+
+// packCols is the bPacker for op(B) = Wᵀ (k×n): a strip is nr rows of W, kcur elements of each,
+// dequantized into a row-major tile and transposed into the strip.
+func (q *quant4) packCols(k int) bPacker {
+	return func(p0, j0, kcur, cols int, dst []float32) {
+		tb := getBuf(nr * kcur)
+		tile := *tb
+		for s := 0; s*nr < cols; s++ {
+			rows := min(nr, cols-s*nr)
+			for j := 0; j < rows; j++ {
+				q.span((j0+s*nr+j)*k+p0, tile[j*kcur:(j+1)*kcur])
+			}
+			packT(tile, kcur, kcur, rows, dst[s*stripStride(kcur):])
+		}
+		putBuf(tb)
+	}
+}
+
+// packRows is the bPacker for op(B) = W (n×k): each of the kcur rows of W is dequantized along the
+// panel, then cut into the strips.
+func (q *quant4) packRows(k int) bPacker {
+	return func(p0, j0, kcur, cols int, dst []float32) {
+		nstrips := (cols + nr - 1) / nr
+		var row [nc]float32
+		for p := 0; p < kcur; p++ {
+			r := row[:cols]
+			q.span((p0+p)*k+j0, r)
+			for s := 0; s < nstrips; s++ {
+				d := dst[s*stripStride(kcur)+p*nr:][:nr]
+				n := copy(d, r[s*nr:])
+				clear(d[n:])
+			}
 		}
 	}
 }
 
-// dequantRows expands rows j0..j1 of W (k columns) into dst, in parallel.
-func dequantRows(j0, j1, k int, packed []byte, absmax []float32, blocksize int, code *[16]float32, dst []float32) {
-	parallel(j1-j0, workers((j1-j0)*k*4), func(r int) {
-		e := (j0 + r) * k
-		row := dst[r*k : (r+1)*k]
-		for i := range row {
-			q := packed[(e+i)>>1]
-			if (e+i)&1 == 0 {
-				q >>= 4
-			}
-			row[i] = code[q&15] * absmax[(e+i)/blocksize]
+// gemv4 is y = x·Wᵀ for a few tokens (m ≤ smallM4): every output is the dot product of a row of x
+// with a row of W dequantized on the fly, so W is read once, whatever m. Parallel over rows of W.
+func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	// The AVX2 kernels take whole 16-element groups that never straddle a block, and x with each
+	// group's even elements first (the high nibbles of its 8 bytes), then the odd ones. Beyond one
+	// row, x goes four rows at a time (zero rows pad the last four).
+	fast := useAVX2 && k%16 == 0 && q.bs%16 == 0
+	var xp []float32
+	rows := m
+	if fast {
+		if m > 1 {
+			rows = (m + 3) / 4 * 4
 		}
-	})
-}
-
-// gemv4 is y = x·Wᵀ for one token: each output is a dot product of x with a row of W dequantized
-// on the fly, block by block, two codes a byte through a 256-entry pair table.
-func gemv4(n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
-	var pairs [256][2]float32
-	for b := range pairs {
-		pairs[b] = [2]float32{code[b>>4], code[b&15]}
+		buf := getBuf(rows * k)
+		defer putBuf(buf)
+		xp = *buf
+		clear(xp[m*k:])
+		for i := 0; i < m; i++ {
+			xi, pi := x[i*k:(i+1)*k], xp[i*k:(i+1)*k]
+			for g := 0; g < k; g += 16 {
+				for e := 0; e < 8; e++ {
+					pi[g+e], pi[g+8+e] = xi[g+2*e], xi[g+2*e+1]
+				}
+			}
+		}
 	}
-	const chunk = 16
-	parallel((n+chunk-1)/chunk, workers(2*n*k), func(t int) {
+	var pairs *[256][2]float32
+	if !fast {
+		pairs = new([256][2]float32)
+		for b := range pairs {
+			pairs[b] = [2]float32{q.code[b>>4], q.code[b&15]}
+		}
+	}
+	put := func(i, j int, v float32) {
+		if beta != 0 {
+			v += beta * y[i*n+j]
+		}
+		y[i*n+j] = v
+	}
+	const chunk = 32
+	parallel((n+chunk-1)/chunk, workers(2*m*n*k), func(t int) {
 		for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
-			e0, e1 := j*k, (j+1)*k
-			var acc float32
-			for e := e0; e < e1; {
-				blk := e / blocksize
-				end := min(e1, (blk+1)*blocksize)
-				var s0, s1 float32
-				i := e
-				if i&1 == 1 { // the row starts on a low nibble
-					s0 += x[i-e0] * code[packed[i>>1]&15]
-					i++
+			switch {
+			case fast && m == 1:
+				put(0, j, q.dotRowAVX2(j*k, k, xp))
+			case fast:
+				for i := 0; i < m; i += 4 {
+					var out [4]float32
+					q.dotRows4AVX2(j*k, k, xp[i*k:], &out)
+					for r := i; r < min(m, i+4); r++ {
+						put(r, j, out[r-i])
+					}
 				}
-				xs := x[i-e0 : end-e0]
-				bs := packed[i>>1 : (end+1)>>1]
-				c := 0
-				for ; c+1 < len(xs); c += 2 {
-					p := &pairs[bs[c>>1]]
-					s0 += xs[c] * p[0]
-					s1 += xs[c+1] * p[1]
+			default:
+				for i := 0; i < m; i++ {
+					put(i, j, q.dotRow(j*k, x[i*k:(i+1)*k], pairs))
 				}
-				if c < len(xs) { // ends on a high nibble
-					s0 += xs[c] * code[bs[c>>1]>>4]
-				}
-				acc += (s0 + s1) * absmax[blk]
-				e = end
 			}
-			if beta != 0 {
-				acc += beta * y[j]
-			}
-			y[j] = acc
 		}
 	})
+}
+
+// dotRows4AVX2 is dotRowAVX2 for the four rows of xp (stride k) at once.
+func (q *quant4) dotRows4AVX2(e0, k int, xp []float32, out *[4]float32) {
+	blk := e0 / q.bs
+	first := (q.bs - e0%q.bs) / 16
+	nblk := (e0+k-1)/q.bs - blk + 1
+	_ = q.absmax[blk+nblk-1]
+	_ = q.packed[(e0+k)/2-1]
+	_ = xp[4*k-1]
+	gemv4x4AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+}
+
+// dotRowAVX2 is x·W[e0:e0+k] for a row starting at flat index e0, with e0, k and the blocksize
+// multiples of 16 and xp permuted as gemv4 describes.
+func (q *quant4) dotRowAVX2(e0, k int, xp []float32) float32 {
+	blk := e0 / q.bs
+	first := (q.bs - e0%q.bs) / 16 // groups until the first block boundary
+	nblk := (e0+k-1)/q.bs - blk + 1
+	_ = q.absmax[blk+nblk-1]
+	_ = q.packed[(e0+k)/2-1]
+	return gemv4AVX2(k/16, first, q.bs/16, &xp[0], &q.packed[e0/2], &q.absmax[blk], q.code)
+}
+
+// dotRow is the portable x·W[e0:e0+len(x)], two codes a byte through a pair table.
+func (q *quant4) dotRow(e0 int, x []float32, pairs *[256][2]float32) float32 {
+	e1 := e0 + len(x)
+	var acc float32
+	for e := e0; e < e1; {
+		blk := e / q.bs
+		end := min(e1, (blk+1)*q.bs)
+		var s0, s1 float32
+		i := e
+		if i&1 == 1 { // starts on a low nibble
+			s0 += x[i-e0] * q.code[q.packed[i>>1]&15]
+			i++
+		}
+		xs := x[i-e0 : end-e0]
+		bs := q.packed[i>>1 : (end+1)>>1]
+		c := 0
+		for ; c+1 < len(xs); c += 2 {
+			p := &pairs[bs[c>>1]]
+			s0 += xs[c] * p[0]
+			s1 += xs[c+1] * p[1]
+		}
+		if c < len(xs) { // ends on a high nibble
+			s0 += xs[c] * q.code[bs[c>>1]>>4]
+		}
+		acc += (s0 + s1) * q.absmax[blk]
+		e = end
+	}
+	return acc
+}
+
+// gemv4T is y = x·W for one token (the backward pass of decode): y = Σ_j x[j]·W[j,:]. Each task
+// takes a range of rows of W, dequantizes them whole and in order into its own partial sums, which
+// are added up at the end.
+func gemv4T(q *quant4, n, k int, x []float32, beta float32, y []float32) {
+	w := workers(2 * n * k)
+	parts := min(w, n)
+	accb := getBuf(parts * k)
+	acc := *accb
+	clear(acc)
+	parallel(parts, w, func(t int) {
+		mine := acc[t*k : (t+1)*k]
+		rb := getBuf(k)
+		row := *rb
+		for j := t * n / parts; j < (t+1)*n/parts; j++ {
+			q.span(j*k, row)
+			axpy(x[j], row, mine)
+		}
+		putBuf(rb)
+	})
+	for c := range y {
+		v := acc[c]
+		for t := 1; t < parts; t++ {
+			v += acc[t*k+c]
+		}
+		if beta != 0 {
+			v += beta * y[c]
+		}
+		y[c] = v
+	}
+	putBuf(accb)
 }
