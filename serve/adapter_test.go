@@ -9,11 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/lathe-ml/lathe/engine/cpu"
-	"github.com/lathe-ml/lathe/internal/testdata"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/llama2c"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 )
 
@@ -39,17 +35,9 @@ func randomLoRA(t *testing.T, m *model.Model, seed uint64, dir string) *peft.Ada
 
 // A request with an adapter gives the text of the model with that adapter merged into its weights.
 func TestAdapterEqualsMergedModel(t *testing.T) {
-	src := testdata.Path(t, "stories260K")
+	g := stories(t)
+	out, tok, base, b := g.Model.Dir, g.Tok, g.Model, g.Model.Backend
 	dir := t.TempDir()
-	out := filepath.Join(dir, "model")
-	_, err := llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), out)
-	require.NoError(t, err)
-	tok, err := tokenizer.Load(out)
-	require.NoError(t, err)
-	b := cpu.New()
-	base, err := model.Load(out, b, model.LoadOptions{})
-	require.NoError(t, err)
-	defer base.Release()
 	s := DefaultSampling()
 	s.MaxTokens = 30
 	gen := &Generator{Model: base, Tok: tok}
@@ -78,17 +66,9 @@ func TestAdapterEqualsMergedModel(t *testing.T) {
 
 // Combining adapters gives the text of the model with all of them merged in, weighted.
 func TestCombinedAdaptersEqualWeightedMerge(t *testing.T) {
-	src := testdata.Path(t, "stories260K")
+	g := stories(t)
+	out, tok, base, b := g.Model.Dir, g.Tok, g.Model, g.Model.Backend
 	dir := t.TempDir()
-	out := filepath.Join(dir, "model")
-	_, err := llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), out)
-	require.NoError(t, err)
-	tok, err := tokenizer.Load(out)
-	require.NoError(t, err)
-	b := cpu.New()
-	base, err := model.Load(out, b, model.LoadOptions{})
-	require.NoError(t, err)
-	defer base.Release()
 	a1 := randomLoRA(t, base, 1, filepath.Join(dir, "a1"))
 	a2 := randomLoRA(t, base, 2, filepath.Join(dir, "a2"))
 	combined, err := peft.Combine([]float64{0.7, -0.4}, a1, a2)

@@ -90,11 +90,18 @@ func TestStableHoldsBackPartialCharactersAndStopPrefixes(t *testing.T) {
 	require.Equal(t, 9, cut)
 }
 
-func stories(t *testing.T) *Generator {
+// storiesDir converts the shared stories260K checkpoint into a Hugging Face folder.
+func storiesDir(t *testing.T) string {
 	dir := testdata.Path(t, "stories260K")
 	out := t.TempDir()
 	_, err := llama2c.Convert(filepath.Join(dir, "stories260K.bin"), filepath.Join(dir, "tok512.bin"), out)
 	require.NoError(t, err)
+	return out
+}
+
+// stories is a generator over stories260K on the CPU backend.
+func stories(t *testing.T) *Generator {
+	out := storiesDir(t)
 	m, err := model.Load(out, cpu.New(), model.LoadOptions{})
 	require.NoError(t, err)
 	t.Cleanup(m.Release)

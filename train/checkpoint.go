@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/lathe-ml/lathe/internal/atomicfile"
 	"github.com/lathe-ml/lathe/model/checkpoint"
@@ -149,7 +148,7 @@ func SaveCheckpoint(root string, state TrainerState, opt OptimizerState, writeAd
 		}
 		return "", wrap(err)
 	}
-	if err := syncDir(root); err != nil {
+	if err := atomicfile.SyncDir(root); err != nil {
 		return "", wrap(err)
 	}
 	if old != "" {
@@ -327,7 +326,7 @@ func syncTree(dir string) error {
 			return err
 		}
 		if d.IsDir() {
-			return syncDir(path)
+			return atomicfile.SyncDir(path)
 		}
 		if !d.Type().IsRegular() {
 			return nil
@@ -339,17 +338,4 @@ func syncTree(dir string) error {
 		defer f.Close()
 		return f.Sync()
 	})
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	// Some file systems cannot sync a folder and say EINVAL; nothing more can be done there.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
 }

@@ -61,7 +61,7 @@ func Write(path string, perm os.FileMode, fn func(w io.Writer) error) (err error
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// The rename is durable only once the directory entry is.
-	if err = syncDir(dir); err != nil {
+	if err = SyncDir(dir); err != nil {
 		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
@@ -87,7 +87,8 @@ func CopyFile(dst, src string) error {
 	})
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a folder, so that the names created or renamed in it survive a crash.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
