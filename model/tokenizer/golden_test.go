@@ -1,3 +1,13 @@
+//go:build golden
+
+// Golden tests against Hugging Face's own tokenizations. They need vocabulary files that are not
+// in the repository or the shared test data, so they are not part of the default test run:
+//
+//	LATHE_TESTDATA=DIR go test -tags golden ./model/tokenizer/
+//
+// with DIR/llama2c/tokenizer.bin (llama2.c's Llama 2 tokenizer) and DIR/llama3/encoder.json plus
+// DIR/llama3/vocab.bpe.
+
 package tokenizer
 
 import (
