@@ -247,9 +247,12 @@ func TestQuickRunCPU(t *testing.T) {
 		require.Positive(t, k.GFLOPS)
 		require.Positive(t, k.Roofline)
 	}
-	require.Len(t, be.E2E, 1)
-	require.Empty(t, be.E2E[0].Err)
-	require.Positive(t, be.E2E[0].TokensPerSec)
+	require.Len(t, be.E2E, 2, "batch 1 and batch 8")
+	for i, b := range []int{1, 8} {
+		require.Empty(t, be.E2E[i].Err)
+		require.Equal(t, b, be.E2E[i].Batch)
+		require.Positive(t, be.E2E[i].TokensPerSec)
+	}
 	require.Equal(t, []string{"lora", "qlora"}, []string{got[0].Method, got[1].Method})
 	require.Len(t, be.Train, 2)
 	require.Empty(t, be.Train[0].Err)

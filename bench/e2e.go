@@ -23,6 +23,8 @@ type E2ESizes struct {
 	Repeats int
 	// Weights lists the weight formats loaded: "f32", "nf4".
 	Weights []string
+	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
+	Batches []int
 }
 
 // E2E1B is a checkpoint with Llama-3.2-1B's layer shapes but only layers layers and the given
@@ -56,20 +58,28 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
 		return []E2EResult{{Name: "decode", Model: s.Label, Err: err.Error()}}
 	}
 	var out []E2EResult
+	batches := s.Batches
+	if len(batches) == 0 {
+		batches = []int{1, 8}
+	}
 	for _, w := range s.Weights {
-		r := e2eOne(be, dir, s, w)
-		if r.Err != "" {
-			fmt.Fprintf(log, "  e2e %-4s error: %s\n", w, r.Err)
-		} else {
-			fmt.Fprintf(log, "  e2e %-4s TTFT %s (%d tokens), decode %.2f tokens/s\n", w, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+		for _, b := range batches {
+			r := e2eOne(be, dir, s, w, b)
+			if r.Err != "" {
+				fmt.Fprintf(log, "  e2e %-4s batch %d error: %s\n", w, b, r.Err)
+			} else {
+				fmt.Fprintf(log, "  e2e %-4s batch %d TTFT %s (%d tokens), decode %.2f tokens/s\n", w, b, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+			}
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out
 }
 
-func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string) E2EResult {
-	r := E2EResult{Name: "generate_" + weights, Model: s.Label, Weights: weights, PromptTokens: s.PromptTokens, DecodeTokens: s.DecodeTokens}
+// e2eOne measures batch sequences of the same prompt decoded in lockstep.
+func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int) E2EResult {
+	r := E2EResult{Name: fmt.Sprintf("generate_%s_b%d", weights, batch), Model: s.Label, Weights: weights, Batch: batch,
+		PromptTokens: s.PromptTokens, DecodeTokens: s.DecodeTokens}
 	lo := model.LoadOptions{}
 	if weights == "nf4" {
 		lo.Quantize = "nf4"
@@ -81,14 +91,24 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string) E2EResult
 	}
 	defer m.Release()
 	r.WeightBytes = m.WeightBytes()
-	prompt := make([]int32, s.PromptTokens)
+	prompt := make([]int32, batch*s.PromptTokens)
 	for i := range prompt {
-		prompt[i] = int32(3 + i%(s.Preset.Vocab-3))
+		prompt[i] = int32(3 + (i%s.PromptTokens)%(s.Preset.Vocab-3))
+	}
+	vocab := s.Preset.Vocab
+	// lastTokens picks each sequence's next token from the logits of its last position.
+	lastTokens := func(logits []float32) []int32 {
+		per := len(logits) / batch
+		next := make([]int32, batch)
+		for b := range next {
+			next[b] = argmax(logits[(b+1)*per-vocab : (b+1)*per])
+		}
+		return next
 	}
 	ctxLen := s.PromptTokens + s.DecodeTokens
 	var ttft, tok []float64
 	for rep := 0; rep < max(s.Repeats, 1)+1; rep++ { // the first pass warms up
-		c, err := m.NewCache(ctxLen)
+		c, err := m.NewBatchCache(batch, ctxLen)
 		if err != nil {
 			r.Err = err.Error()
 			return r
@@ -103,19 +123,19 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string) E2EResult
 		if rep > 0 {
 			ttft = append(ttft, time.Since(t0).Seconds())
 		}
-		next := argmax(logits[len(logits)-s.Preset.Vocab:])
+		next := lastTokens(logits)
 		// Decode on the last repeat only: the per-token times are the samples.
 		if rep == max(s.Repeats, 1) {
 			for range s.DecodeTokens {
 				t0 := time.Now()
-				logits, err = m.Step(c, []int32{next}, nil)
+				logits, err = m.Step(c, next, nil)
 				if err != nil {
 					c.Release()
 					r.Err = err.Error()
 					return r
 				}
 				tok = append(tok, time.Since(t0).Seconds())
-				next = argmax(logits)
+				next = lastTokens(logits)
 			}
 		}
 		c.Release()
@@ -129,7 +149,7 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string) E2EResult
 			r.Err = err.Error()
 			return r
 		}
-		r.TokensPerSec = 1 / r.TokenTime.Median
+		r.TokensPerSec = float64(batch) / r.TokenTime.Median
 	}
 	return r
 }

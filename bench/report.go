@@ -92,8 +92,10 @@ type KernelResult struct {
 type E2EResult struct {
 	Name string `json:"name"`
 	// Model describes the synthetic checkpoint (its shapes and layer count).
-	Model        string  `json:"model"`
-	Weights      string  `json:"weights"`
+	Model   string `json:"model"`
+	Weights string `json:"weights"`
+	// Batch sequences are decoded in lockstep; TokensPerSec counts the tokens of all of them.
+	Batch        int     `json:"batch"`
 	PromptTokens int     `json:"prompt_tokens"`
 	DecodeTokens int     `json:"decode_tokens"`
 	TTFT         Stats   `json:"ttft"`

@@ -342,10 +342,21 @@ func (o RoPE) Infer(in []Meta) ([]Meta, error) {
 // Heads·HeadDim], k and v: [Batch·KVLen, KVHeads·HeadDim]; query head h reads kv head
 // h/(Heads/KVHeads); query i sits at position KVLen−QLen+i and sees keys j ≤ that. Outputs: out:
 // [Batch·QLen, Heads·HeadDim] and lse: [Batch, Heads, QLen], the log-sum-exp of the scaled scores
-// (kept for the backward pass).
+// (kept for the backward pass). With KVStride, sequence b's keys and values start at row
+// b·KVStride of k and v (a KV cache of KVStride rows a sequence, of which the first KVLen count);
+// 0 means KVLen.
 type Attention struct {
 	Batch, QLen, KVLen, Heads, KVHeads, HeadDim int
 	Scale                                       float32
+	KVStride                                    int
+}
+
+// KVRows is the number of k and v rows a sequence takes: KVStride, or KVLen without one.
+func (o Attention) KVRows() int {
+	if o.KVStride > 0 {
+		return o.KVStride
+	}
+	return o.KVLen
 }
 
 func (Attention) Name() string { return "attention" }
@@ -354,11 +365,12 @@ func (o Attention) Infer(in []Meta) ([]Meta, error) {
 	if err := wantN(in, 3); err != nil {
 		return nil, err
 	}
-	if o.Heads <= 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 || o.QLen > o.KVLen || o.QLen <= 0 {
+	if o.Heads <= 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 || o.QLen > o.KVLen || o.QLen <= 0 ||
+		(o.KVStride != 0 && o.KVStride < o.KVLen) {
 		return nil, fmt.Errorf("bad attention shape %+v", o)
 	}
 	qm := Meta{Shape{o.Batch * o.QLen, o.Heads * o.HeadDim}, F32}
-	kvm := Meta{Shape{o.Batch * o.KVLen, o.KVHeads * o.HeadDim}, F32}
+	kvm := Meta{Shape{o.Batch * o.KVRows(), o.KVHeads * o.HeadDim}, F32}
 	for i, m := range []Meta{qm, kvm, kvm} {
 		n := in[i].Shape.Numel()
 		// With one sequence, k and v may be a longer KV cache of which the first KVLen rows count.
@@ -381,6 +393,9 @@ func (AttentionBackward) Name() string { return "attention_backward" }
 func (o AttentionBackward) Infer(in []Meta) ([]Meta, error) {
 	if err := wantN(in, 6); err != nil {
 		return nil, err
+	}
+	if o.KVRows() != o.KVLen {
+		return nil, fmt.Errorf("the backward pass takes contiguous keys (no KV stride)")
 	}
 	outs, err := o.Attention.Infer(in[1:4])
 	if err != nil {
@@ -722,10 +737,14 @@ func DropoutKeep(seed int32, salt, i uint32, p float32) bool {
 	return float32(h>>8)*(1.0/16777216.0) >= p
 }
 
-// CacheWrite copies src: [T, dim] into rows Offset..Offset+T of cache: [rows, dim] in place (the KV
-// cache of generation). Its output is the cache itself: consumers of the output read the updated
-// cache, and the cache's buffer (a bound input) keeps the rows for the next step.
-type CacheWrite struct{ Offset int }
+// CacheWrite copies src: [Batch·T, dim] into the cache: [Batch·S, dim] in place, sequence b's rows
+// at b·S+Offset.. (the KV cache of generation, S rows a sequence; Batch 0 means 1). Its output is
+// the cache itself: consumers of the output read the updated cache, and the cache's buffer (a
+// bound input) keeps the rows for the next step.
+type CacheWrite struct{ Offset, Batch int }
+
+// Seqs is the number of sequences, at least 1.
+func (o CacheWrite) Seqs() int { return max(o.Batch, 1) }
 
 func (CacheWrite) Name() string { return "cache_write" }
 func (CacheWrite) isInPlace()   {}
@@ -738,8 +757,13 @@ func (o CacheWrite) Infer(in []Meta) ([]Meta, error) {
 	if c.DType != F32 || s.DType != F32 || len(c.Shape) != 2 || s.Shape.Last() != c.Shape[1] {
 		return nil, fmt.Errorf("cache %s does not take rows of %s", c, s)
 	}
-	if o.Offset < 0 || o.Offset+s.Shape.Rows() > c.Shape[0] {
-		return nil, fmt.Errorf("rows %d..%d are outside the cache's %d", o.Offset, o.Offset+s.Shape.Rows(), c.Shape[0])
+	b := o.Seqs()
+	if c.Shape[0]%b != 0 || s.Shape.Rows()%b != 0 {
+		return nil, fmt.Errorf("cache %s or rows %s do not split into %d sequences", c.Shape, s.Shape, b)
+	}
+	per, t := c.Shape[0]/b, s.Shape.Rows()/b
+	if o.Offset < 0 || o.Offset+t > per {
+		return nil, fmt.Errorf("rows %d..%d are outside the cache's %d", o.Offset, o.Offset+t, per)
 	}
 	return []Meta{c}, nil
 }

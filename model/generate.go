@@ -13,21 +13,25 @@ type Adapter interface {
 	Bind(p *engine.Program) error
 }
 
-// Cache is the key/value cache of one sequence on the model's backend.
+// Cache is the key/value cache of Batch sequences decoded in lockstep, on the model's backend.
 type Cache struct {
 	K, V   []*engine.Tensor
 	MaxLen int
-	// Len is the number of positions cached so far.
+	Batch  int
+	// Len is the number of positions cached so far (in every sequence).
 	Len int
 }
 
-// NewCache allocates a cache for sequences of up to maxLen tokens.
-func (m *Model) NewCache(maxLen int) (*Cache, error) {
-	if maxLen <= 0 {
-		return nil, fmt.Errorf("cache: length %d must be positive", maxLen)
+// NewCache allocates a cache for one sequence of up to maxLen tokens.
+func (m *Model) NewCache(maxLen int) (*Cache, error) { return m.NewBatchCache(1, maxLen) }
+
+// NewBatchCache allocates a cache for batch sequences of up to maxLen tokens each.
+func (m *Model) NewBatchCache(batch, maxLen int) (*Cache, error) {
+	if maxLen <= 0 || batch <= 0 {
+		return nil, fmt.Errorf("cache: batch %d and length %d must be positive", batch, maxLen)
 	}
-	c := &Cache{MaxLen: maxLen}
-	kv := engine.Shape{maxLen, m.Cfg.NumKVHeads * m.Cfg.HeadDim}
+	c := &Cache{MaxLen: maxLen, Batch: batch}
+	kv := engine.Shape{batch * maxLen, m.Cfg.NumKVHeads * m.Cfg.HeadDim}
 	for range m.Cfg.NumLayers {
 		k, err := engine.NewTensor(m.Backend, engine.F32, kv)
 		if err != nil {
@@ -53,21 +57,21 @@ func (c *Cache) Release() {
 	c.K, c.V = nil, nil
 }
 
-// Step feeds ids (the prompt, then one token at a time) at the cache's next positions, appends
-// their keys and values, and returns the logits of every fed token, [len(ids)·vocab]. adapter may
-// be nil.
+// Step feeds ids (the prompt, then one token at a time; with a batch cache, [Batch, n] row-major:
+// the same number of tokens for every sequence) at the cache's next positions, appends their keys
+// and values, and returns the logits of every fed token, [len(ids)·vocab]. adapter may be nil.
 func (m *Model) Step(c *Cache, ids []int32, adapter Adapter) ([]float32, error) {
-	n := len(ids)
-	if n == 0 {
-		return nil, fmt.Errorf("step: no tokens")
+	if len(ids) == 0 || len(ids)%c.Batch != 0 {
+		return nil, fmt.Errorf("step: %d tokens for %d sequences", len(ids), c.Batch)
 	}
+	n := len(ids) / c.Batch
 	if c.Len+n > c.MaxLen {
 		return nil, fmt.Errorf("step: %d cached + %d new tokens exceed the cache's %d", c.Len, n, c.MaxLen)
 	}
 	g := engine.NewGraph()
 	mg := m.Declare(g)
-	idn := g.Input("ids", engine.I32, engine.Shape{n})
-	posn := g.Input("pos", engine.I32, engine.Shape{n})
+	idn := g.Input("ids", engine.I32, engine.Shape{len(ids)})
+	posn := g.Input("pos", engine.I32, engine.Shape{len(ids)})
 	kv := &KVCache{Offset: c.Len}
 	shape := c.K[0].Shape()
 	for l := range m.Cfg.NumLayers {
@@ -78,7 +82,7 @@ func (m *Model) Step(c *Cache, ids []int32, adapter Adapter) ([]float32, error) 
 	if adapter != nil {
 		lin = adapter.LinearFunc(g, nil)
 	}
-	logits := mg.ForwardCached(idn, posn, n, lin, kv)
+	logits := mg.ForwardCached(idn, posn, c.Batch, n, lin, kv)
 	p, err := engine.Compile(g, m.Backend, []*engine.Node{logits}, engine.CompileOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
@@ -100,12 +104,12 @@ func (m *Model) Step(c *Cache, ids []int32, adapter Adapter) ([]float32, error) 
 			return nil, err
 		}
 	}
-	pos := make([]int32, n)
+	pos := make([]int32, len(ids))
 	for i := range pos {
-		pos[i] = int32(c.Len + i)
+		pos[i] = int32(c.Len + i%n)
 	}
 	for node, v := range map[*engine.Node][]int32{idn: ids, posn: pos} {
-		t, err := engine.FromInt32(m.Backend, engine.Shape{n}, v)
+		t, err := engine.FromInt32(m.Backend, engine.Shape{len(v)}, v)
 		if err != nil {
 			return nil, fmt.Errorf("step: %w", err)
 		}

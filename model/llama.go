@@ -139,18 +139,18 @@ func (m *Graph) Forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc) *
 }
 
 // KVCache names the per-layer key and value cache inputs of a generation step: K[l] and V[l] are
-// [maxLen, kvHeads·headDim]; the step's tokens are written at rows Offset.. and attend to rows
-// 0..Offset+seq.
+// [batch·maxLen, kvHeads·headDim], maxLen rows a sequence; the step's tokens are written at rows
+// Offset.. of their sequence and attend to its rows 0..Offset+seq.
 type KVCache struct {
 	K, V   []*engine.Node
 	Offset int
 }
 
-// ForwardCached records one generation step of a single sequence: seq new tokens at positions
-// Offset.. whose keys and values are written into the cache, attending to everything cached
-// before them. It returns the logits [seq, vocab].
-func (m *Graph) ForwardCached(ids, pos *engine.Node, seq int, lin LinearFunc, c *KVCache) *engine.Node {
-	return m.forward(ids, pos, 1, seq, lin, c)
+// ForwardCached records one generation step of batch sequences in lockstep: seq new tokens each
+// (ids and pos: [batch·seq]) at positions Offset.., whose keys and values are written into the
+// cache, attending to everything cached before them. It returns the logits [batch·seq, vocab].
+func (m *Graph) ForwardCached(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c *KVCache) *engine.Node {
+	return m.forward(ids, pos, batch, seq, lin, c)
 }
 
 func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache) *engine.Node {
@@ -167,6 +167,9 @@ func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c
 	h := g.Embedding(m.Embed, ids)
 	att := engine.Attention{Batch: batch, QLen: seq, KVLen: kvLen, Heads: c.NumHeads, KVHeads: c.NumKVHeads,
 		HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	if cache != nil {
+		att.KVStride = cache.K[0].Shape()[0] / batch
+	}
 	for i, l := range m.Layers {
 		g.BeginBlock()
 		x := g.RMSNorm(h, l.AttnNorm, eps)
@@ -174,8 +177,8 @@ func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c
 		k := g.RoPE(lin(g, l.K, x), pos, c.NumKVHeads, c.HeadDim, invFreq, attnScale)
 		v := lin(g, l.V, x)
 		if cache != nil {
-			k = g.Apply1(engine.CacheWrite{Offset: cache.Offset}, cache.K[i], k)
-			v = g.Apply1(engine.CacheWrite{Offset: cache.Offset}, cache.V[i], v)
+			k = g.Apply1(engine.CacheWrite{Offset: cache.Offset, Batch: batch}, cache.K[i], k)
+			v = g.Apply1(engine.CacheWrite{Offset: cache.Offset, Batch: batch}, cache.V[i], v)
 		}
 		h = g.Add(h, lin(g, l.O, g.Attention(q, k, v, att)))
 		x = g.RMSNorm(h, l.MLPNorm, eps)

@@ -14,6 +14,21 @@ import (
 // same function one dot product at a time; they serve decoding (few queries), and sizes whose
 // score matrix would be too large to hold.
 
+// attentionStrided runs attention over a KV cache of KVStride rows a sequence one sequence at a
+// time, each contiguous.
+func attentionStrided(a engine.Attention, out, lse, q, k, v []float32) {
+	if a.KVRows() == a.KVLen || a.Batch == 1 {
+		attentionForward(a, out, lse, q, k, v)
+		return
+	}
+	one := a
+	one.Batch, one.KVStride = 1, 0
+	nq, nkv, nl := a.QLen*a.Heads*a.HeadDim, a.KVRows()*a.KVHeads*a.HeadDim, a.Heads*a.QLen
+	for b := 0; b < a.Batch; b++ {
+		attentionForward(one, out[b*nq:(b+1)*nq], lse[b*nl:(b+1)*nl], q[b*nq:(b+1)*nq], k[b*nkv:(b+1)*nkv], v[b*nkv:(b+1)*nkv])
+	}
+}
+
 // useFastAttention says whether the GEMM path runs for a.
 func useFastAttention(a engine.Attention) bool {
 	return a.QLen >= 8 && a.QLen*a.KVLen <= 1<<22

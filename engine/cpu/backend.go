@@ -252,7 +252,7 @@ func run(l engine.Launch) error {
 			kernels.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
 		}
 	case engine.Attention:
-		attentionForward(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
+		attentionStrided(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
 	case engine.AttentionBackward:
 		a := op.Attention
 		o := outputs(out, op.NeedQ, op.NeedK, op.NeedV)
@@ -338,8 +338,12 @@ func run(l engine.Launch) error {
 	case engine.Cast:
 		cast(in[0], out[0])
 	case engine.CacheWrite:
-		d := in[0].Meta.Shape[1]
-		copy(f32(out[0])[op.Offset*d:], f32(in[1]))
+		d, b := in[0].Meta.Shape[1], op.Seqs()
+		per, t := in[0].Meta.Shape[0]/b, in[1].Meta.Shape.Rows()/b
+		cache, src := f32(out[0]), f32(in[1])
+		for s := 0; s < b; s++ {
+			copy(cache[(s*per+op.Offset)*d:], src[s*t*d:(s+1)*t*d])
+		}
 	case engine.Dropout:
 		x, y, seed := f32(in[0]), f32(out[0]), i32(in[1])[0]
 		scale := 1 / (1 - op.P)

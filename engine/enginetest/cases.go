@@ -245,5 +245,16 @@ func CacheCases() []Case {
 			a := engine.Attention{Batch: 1, QLen: 2, KVLen: 11, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3}
 			return b.g.Apply(a, b.f32(engine.Shape{2, 40}, 1), k, v)[:1]
 		}),
+		c("cache_write_attention_batched", 1e-4, func(b *builder) []*engine.Node {
+			// Three sequences with a 16-row cache each: 2 new tokens at rows 5 and 6 of each.
+			const seqs, maxLen, kvDim, t = 3, 16, 20, 2
+			kc, vc := b.f32(engine.Shape{seqs * maxLen, kvDim}, 1), b.f32(engine.Shape{seqs * maxLen, kvDim}, 1)
+			w := engine.CacheWrite{Offset: 5, Batch: seqs}
+			k := b.g.Apply1(w, kc, b.f32(engine.Shape{seqs * t, kvDim}, 1))
+			v := b.g.Apply1(w, vc, b.f32(engine.Shape{seqs * t, kvDim}, 1))
+			a := engine.Attention{Batch: seqs, QLen: t, KVLen: 5 + t, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3, KVStride: maxLen}
+			outs := b.g.Apply(a, b.f32(engine.Shape{seqs * t, 40}, 1), k, v)
+			return []*engine.Node{outs[0], outs[1], k}
+		}),
 	}
 }

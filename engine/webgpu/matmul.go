@@ -261,7 +261,7 @@ func (b *Backend) keyTile(hd, wg int) int {
 }
 
 func attnParams(op engine.Attention) *params {
-	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale)
+	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale).u(op.KVRows())
 }
 
 // attentionBackward: dq (and D = rowsum(dout·out)) per query, then dk and dv per key, summing over

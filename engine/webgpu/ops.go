@@ -218,7 +218,9 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, op.Offset*l.In[0].Meta.Shape[1]), in[1], out[0])
+		d, b := l.In[0].Meta.Shape[1], op.Seqs()
+		per, t := l.In[0].Meta.Shape[0]/b, l.In[1].Meta.Shape.Rows()/b
+		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, op.Offset, t*d, per*d, d), in[1], out[0])
 	case engine.Dropout:
 		g, err := r.items(n, wg)
 		if err != nil {
