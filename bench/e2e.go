@@ -98,25 +98,30 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int
 	vocab := s.Preset.Vocab
 	// lastTokens picks each sequence's next token from the logits of its last position.
 	lastTokens := func(logits []float32) []int32 {
-		per := len(logits) / batch
 		next := make([]int32, batch)
 		for b := range next {
-			next[b] = argmax(logits[(b+1)*per-vocab : (b+1)*per])
+			next[b] = argmax(logits[b*vocab : (b+1)*vocab])
 		}
 		return next
 	}
 	ctxLen := s.PromptTokens + s.DecodeTokens
+	// One cache for every repeat, as a server keeps one: its step programs are compiled in the
+	// warm-up pass and reused after.
+	c, err := m.NewCache(batch, ctxLen)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer c.Release()
+	seqs := make([]model.Seq, batch)
 	var ttft, tok []float64
 	for rep := 0; rep < max(s.Repeats, 1)+1; rep++ { // the first pass warms up
-		c, err := m.NewBatchCache(batch, ctxLen)
-		if err != nil {
-			r.Err = err.Error()
-			return r
+		for b := range seqs {
+			seqs[b] = model.Seq{Slot: b, IDs: prompt[b*s.PromptTokens : (b+1)*s.PromptTokens]}
 		}
 		t0 := time.Now()
-		logits, err := m.Step(c, prompt, nil)
+		logits, err := c.Step(seqs)
 		if err != nil {
-			c.Release()
 			r.Err = err.Error()
 			return r
 		}
@@ -124,21 +129,25 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int
 			ttft = append(ttft, time.Since(t0).Seconds())
 		}
 		next := lastTokens(logits)
-		// Decode on the last repeat only: the per-token times are the samples.
-		if rep == max(s.Repeats, 1) {
-			for range s.DecodeTokens {
+		// Decode on the warm-up pass (compiling) and the last repeat: its per-token times are
+		// the samples.
+		if rep == 0 || rep == max(s.Repeats, 1) {
+			for i := range s.DecodeTokens {
+				for b := range seqs {
+					seqs[b] = model.Seq{Slot: b, Pos: s.PromptTokens + i, IDs: next[b : b+1]}
+				}
 				t0 := time.Now()
-				logits, err = m.Step(c, next, nil)
+				logits, err = c.Step(seqs)
 				if err != nil {
-					c.Release()
 					r.Err = err.Error()
 					return r
 				}
-				tok = append(tok, time.Since(t0).Seconds())
+				if rep > 0 {
+					tok = append(tok, time.Since(t0).Seconds())
+				}
 				next = lastTokens(logits)
 			}
 		}
-		c.Release()
 	}
 	if r.TTFT, err = Summarize(ttft); err != nil {
 		r.Err = err.Error()

@@ -1,5 +1,7 @@
 package engine
 
+import "fmt"
+
 // Convenience builders: one method per op, each a thin wrapper over Apply.
 
 // MatMul records op(a)·op(b).
@@ -35,6 +37,30 @@ func (g *Graph) RoPE(x, pos *Node, heads, headDim int, invFreq []float32, attnSc
 
 // Attention records causal grouped-query attention and returns its output.
 func (g *Graph) Attention(q, k, v *Node, a Attention) *Node { return g.Apply(a, q, k, v)[0] }
+
+// CachedAttention records attention over a KV cache of a.KVStride-row slots, each query at its
+// cache row (rows: i32 [a.Batch·a.QLen]); see Attention.
+func (g *Graph) CachedAttention(q, k, v, rows *Node, a Attention) *Node {
+	if a.KVStride <= 0 {
+		return g.fail(fmt.Errorf("cached attention needs a KV stride"))
+	}
+	return g.Apply(a, q, k, v, rows)[0]
+}
+
+// CacheWrite records the in-place write of src's rows into cache at rows (i32 [rows of src]).
+func (g *Graph) CacheWrite(cache, src, rows *Node) *Node {
+	return g.Apply1(CacheWrite{}, cache, src, rows)
+}
+
+// RowLoRA records y plus a LoRA delta on the rows whose sel entry is slot.
+func (g *Graph) RowLoRA(y, x, sel, a, b *Node, scale float32, slot int32) *Node {
+	return g.Apply1(RowLoRA{Scale: scale, Slot: slot}, y, x, sel, a, b)
+}
+
+// RowScaleCols records IA3's scaling by l on the rows of x whose sel entry is slot.
+func (g *Graph) RowScaleCols(x, sel, l *Node, slot int32) *Node {
+	return g.Apply1(RowScaleCols{Slot: slot}, x, sel, l)
+}
 
 // SiLU records x·sigmoid(x).
 func (g *Graph) SiLU(x *Node) *Node { return g.Apply1(Unary{Fn: SiLU}, x) }

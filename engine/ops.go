@@ -342,40 +342,47 @@ func (o RoPE) Infer(in []Meta) ([]Meta, error) {
 // Heads·HeadDim], k and v: [Batch·KVLen, KVHeads·HeadDim]; query head h reads kv head
 // h/(Heads/KVHeads); query i sits at position KVLen−QLen+i and sees keys j ≤ that. Outputs: out:
 // [Batch·QLen, Heads·HeadDim] and lse: [Batch, Heads, QLen], the log-sum-exp of the scaled scores
-// (kept for the backward pass). With KVStride, sequence b's keys and values start at row
-// b·KVStride of k and v (a KV cache of KVStride rows a sequence, of which the first KVLen count);
-// 0 means KVLen.
+// (kept for the backward pass).
+//
+// With KVStride, k and v are a KV cache of slots of KVStride rows ([slots·KVStride, ...], any
+// number of slots) and a fourth operand rows (i32 [Batch·QLen]) places each query: query t sees
+// the rows of its slot from the slot's first through rows[t] (its own key's row), so sequences
+// of different lengths, in any slots, share one step. KVLen is then the most keys a query sees
+// (at most KVStride). This mode has no backward pass (serving).
 type Attention struct {
 	Batch, QLen, KVLen, Heads, KVHeads, HeadDim int
 	Scale                                       float32
 	KVStride                                    int
 }
 
-// KVRows is the number of k and v rows a sequence takes: KVStride, or KVLen without one.
-func (o Attention) KVRows() int {
-	if o.KVStride > 0 {
-		return o.KVStride
-	}
-	return o.KVLen
-}
-
 func (Attention) Name() string { return "attention" }
 
 func (o Attention) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 3); err != nil {
+	n := 3
+	if o.KVStride > 0 {
+		n = 4
+	}
+	if err := wantN(in, n); err != nil {
 		return nil, err
 	}
-	if o.Heads <= 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 || o.QLen > o.KVLen || o.QLen <= 0 ||
-		(o.KVStride != 0 && o.KVStride < o.KVLen) {
+	if o.Heads <= 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 || o.QLen <= 0 || o.Batch <= 0 ||
+		(o.KVStride == 0 && o.QLen > o.KVLen) || o.KVStride < 0 || (o.KVStride > 0 && (o.KVLen <= 0 || o.KVLen > o.KVStride)) {
 		return nil, fmt.Errorf("bad attention shape %+v", o)
 	}
 	qm := Meta{Shape{o.Batch * o.QLen, o.Heads * o.HeadDim}, F32}
-	kvm := Meta{Shape{o.Batch * o.KVRows(), o.KVHeads * o.HeadDim}, F32}
+	kvm := Meta{Shape{o.Batch * o.KVLen, o.KVHeads * o.HeadDim}, F32}
+	if o.KVStride > 0 {
+		rows := in[1].Shape.Rows()
+		if rows == 0 || rows%o.KVStride != 0 {
+			return nil, fmt.Errorf("the KV cache's %d rows are not slots of %d", rows, o.KVStride)
+		}
+		kvm.Shape[0] = rows
+		if in[3].DType != I32 || in[3].Shape.Numel() != o.Batch*o.QLen {
+			return nil, fmt.Errorf("rows must be i32 [%d], got %s", o.Batch*o.QLen, in[3])
+		}
+	}
 	for i, m := range []Meta{qm, kvm, kvm} {
-		n := in[i].Shape.Numel()
-		// With one sequence, k and v may be a longer KV cache of which the first KVLen rows count.
-		fits := n == m.Shape.Numel() || (i > 0 && o.Batch == 1 && n > m.Shape.Numel())
-		if in[i].DType != F32 || !fits || in[i].Shape.Last() != m.Shape.Last() {
+		if in[i].DType != F32 || in[i].Shape.Numel() != m.Shape.Numel() || in[i].Shape.Last() != m.Shape.Last() {
 			return nil, fmt.Errorf("operand %d must be %s, got %s", i, m, in[i])
 		}
 	}
@@ -394,8 +401,8 @@ func (o AttentionBackward) Infer(in []Meta) ([]Meta, error) {
 	if err := wantN(in, 6); err != nil {
 		return nil, err
 	}
-	if o.KVRows() != o.KVLen {
-		return nil, fmt.Errorf("the backward pass takes contiguous keys (no KV stride)")
+	if o.KVStride != 0 {
+		return nil, fmt.Errorf("attention over a KV cache (KVStride) has no backward pass")
 	}
 	outs, err := o.Attention.Infer(in[1:4])
 	if err != nil {
@@ -737,33 +744,78 @@ func DropoutKeep(seed int32, salt, i uint32, p float32) bool {
 	return float32(h>>8)*(1.0/16777216.0) >= p
 }
 
-// CacheWrite copies src: [Batch·T, dim] into the cache: [Batch·S, dim] in place, sequence b's rows
-// at b·S+Offset.. (the KV cache of generation, S rows a sequence; Batch 0 means 1). Its output is
-// the cache itself: consumers of the output read the updated cache, and the cache's buffer (a
-// bound input) keeps the rows for the next step.
-type CacheWrite struct{ Offset, Batch int }
-
-// Seqs is the number of sequences, at least 1.
-func (o CacheWrite) Seqs() int { return max(o.Batch, 1) }
+// CacheWrite writes the rows of src: [T, dim] into the cache: [R, dim] in place, row t at row
+// rows[t] (operands cache, src, rows: i32 [T]): the keys or values of a generation step, each
+// token at its sequence's slot and position. Its output is the cache itself: consumers of the
+// output read the updated cache, and the cache's buffer (a bound input) keeps the rows for the
+// next step. A row outside the cache is an error when the step runs.
+type CacheWrite struct{}
 
 func (CacheWrite) Name() string { return "cache_write" }
 func (CacheWrite) isInPlace()   {}
 
-func (o CacheWrite) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 2); err != nil {
+func (CacheWrite) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 3); err != nil {
 		return nil, err
 	}
-	c, s := in[0], in[1]
+	c, s, r := in[0], in[1], in[2]
 	if c.DType != F32 || s.DType != F32 || len(c.Shape) != 2 || s.Shape.Last() != c.Shape[1] {
 		return nil, fmt.Errorf("cache %s does not take rows of %s", c, s)
 	}
-	b := o.Seqs()
-	if c.Shape[0]%b != 0 || s.Shape.Rows()%b != 0 {
-		return nil, fmt.Errorf("cache %s or rows %s do not split into %d sequences", c.Shape, s.Shape, b)
-	}
-	per, t := c.Shape[0]/b, s.Shape.Rows()/b
-	if o.Offset < 0 || o.Offset+t > per {
-		return nil, fmt.Errorf("rows %d..%d are outside the cache's %d", o.Offset, o.Offset+t, per)
+	if r.DType != I32 || r.Shape.Numel() != s.Shape.Rows() {
+		return nil, fmt.Errorf("rows must be i32 [%d], got %s", s.Shape.Rows(), r)
 	}
 	return []Meta{c}, nil
+}
+
+// RowLoRA adds one adapter's LoRA delta to the rows of a batch that select it, so that one step
+// serves requests for different adapters: out[n] = y[n] + Scale·(x[n]·Aᵀ)·Bᵀ where sel[n] ==
+// Slot, y[n] elsewhere. Operands: y: [N, out] (the base projection), x: [N, in], sel: i32 [N], A:
+// [r, in], B: [out, r]. It has no backward pass (serving).
+type RowLoRA struct {
+	Scale float32
+	Slot  int32
+}
+
+func (RowLoRA) Name() string { return "row_lora" }
+
+func (RowLoRA) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 5); err != nil {
+		return nil, err
+	}
+	y, x, sel, a, b := in[0], in[1], in[2], in[3], in[4]
+	for _, m := range []Meta{y, x, a, b} {
+		if m.DType != F32 || len(m.Shape) != 2 {
+			return nil, fmt.Errorf("y, x, A and B must be f32 matrices, got %s", m)
+		}
+	}
+	n, din, dout, r := x.Shape[0], x.Shape[1], y.Shape[1], a.Shape[0]
+	if y.Shape[0] != n || a.Shape[1] != din || b.Shape[0] != dout || b.Shape[1] != r {
+		return nil, fmt.Errorf("y %s, x %s, A %s and B %s do not fit", y.Shape, x.Shape, a.Shape, b.Shape)
+	}
+	if sel.DType != I32 || sel.Shape.Numel() != n {
+		return nil, fmt.Errorf("sel must be i32 [%d], got %s", n, sel)
+	}
+	return []Meta{y}, nil
+}
+
+// RowScaleCols is IA3's scaling on the rows of a batch that select it: out[n] = x[n] ⊙ l where
+// sel[n] == Slot, x[n] elsewhere. Operands: x: [N, dim], sel: i32 [N], l: [dim]. It has no
+// backward pass (serving).
+type RowScaleCols struct{ Slot int32 }
+
+func (RowScaleCols) Name() string { return "row_scale_cols" }
+
+func (RowScaleCols) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 3); err != nil {
+		return nil, err
+	}
+	x, sel := in[0], in[1]
+	if x.DType != F32 || len(x.Shape) != 2 {
+		return nil, fmt.Errorf("x must be an f32 matrix, got %s", x)
+	}
+	if sel.DType != I32 || sel.Shape.Numel() != x.Shape[0] {
+		return nil, fmt.Errorf("sel must be i32 [%d], got %s", x.Shape[0], sel)
+	}
+	return []Meta{x}, wantVec(in[2], x.Shape[1], "l")
 }

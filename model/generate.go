@@ -1,130 +1,347 @@
 package model
 
 import (
+	"container/list"
 	"fmt"
+	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
 )
 
 // Adapter is what inference needs of an adapter (peft.Adapter satisfies it): the linear layers it
-// wraps and the binding of its parameters.
+// wraps, on every row or on some rows of a batch, and the binding of its parameters.
 type Adapter interface {
 	LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) LinearFunc
 	Bind(p *engine.Program) error
+	// RowLinear wraps next with the adapter on the rows of x whose entry in sel (i32 [rows]) is
+	// slot, declaring its parameters under prefix, so that a graph holds several adapters.
+	RowLinear(prefix string, sel *engine.Node, slot int32, next LinearFunc) LinearFunc
+	// BindPrefixed binds the parameters RowLinear declared under prefix.
+	BindPrefixed(p *engine.Program, prefix string) error
 }
 
-// Cache is the key/value cache of Batch sequences decoded in lockstep, on the model's backend.
+// Cache is the key/value cache of up to Slots sequences of up to MaxLen positions each, on the
+// model's backend, with the step programs compiled for it. A sequence lives in one slot; a step
+// feeds tokens to any set of slots, each at its own position and with its own adapter. A serving
+// loop keeps one cache for its lifetime; the cache is not safe for concurrent use.
 type Cache struct {
-	K, V   []*engine.Tensor
-	MaxLen int
-	Batch  int
-	// Len is the number of positions cached so far (in every sequence).
-	Len int
+	K, V          []*engine.Tensor
+	Slots, MaxLen int
+
+	m     *Model
+	progs map[string]*list.Element // of *stepProgram, most recently used first
+	lru   *list.List
 }
 
-// NewCache allocates a cache for one sequence of up to maxLen tokens.
-func (m *Model) NewCache(maxLen int) (*Cache, error) { return m.NewBatchCache(1, maxLen) }
+// maxPrograms bounds the step programs a cache keeps (each holds its activation buffers).
+const maxPrograms = 24
 
-// NewBatchCache allocates a cache for batch sequences of up to maxLen tokens each.
-func (m *Model) NewBatchCache(batch, maxLen int) (*Cache, error) {
-	if maxLen <= 0 || batch <= 0 {
-		return nil, fmt.Errorf("cache: batch %d and length %d must be positive", batch, maxLen)
+// NewCache allocates a cache of slots sequences of up to maxLen positions each.
+func (m *Model) NewCache(slots, maxLen int) (*Cache, error) {
+	if maxLen <= 0 || slots <= 0 {
+		return nil, fmt.Errorf("cache: %d slots of %d positions: both must be positive", slots, maxLen)
 	}
-	c := &Cache{MaxLen: maxLen, Batch: batch}
-	kv := engine.Shape{batch * maxLen, m.Cfg.NumKVHeads * m.Cfg.HeadDim}
+	if limit := m.Cfg.MaxPositionEmbeddings; limit > 0 && maxLen > limit {
+		maxLen = limit
+	}
+	c := &Cache{Slots: slots, MaxLen: maxLen, m: m, progs: map[string]*list.Element{}, lru: list.New()}
+	kv := engine.Shape{slots * maxLen, m.Cfg.NumKVHeads * m.Cfg.HeadDim}
 	for range m.Cfg.NumLayers {
-		k, err := engine.NewTensor(m.Backend, engine.F32, kv)
-		if err != nil {
-			c.Release()
-			return nil, fmt.Errorf("cache: %w", err)
+		for _, dst := range []*[]*engine.Tensor{&c.K, &c.V} {
+			t, err := engine.NewTensor(m.Backend, engine.F32, kv)
+			if err != nil {
+				c.Release()
+				return nil, fmt.Errorf("cache of %d×%d positions: %w", slots, maxLen, err)
+			}
+			*dst = append(*dst, t)
 		}
-		v, err := engine.NewTensor(m.Backend, engine.F32, kv)
-		if err != nil {
-			k.Release()
-			c.Release()
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-		c.K, c.V = append(c.K, k), append(c.V, v)
 	}
 	return c, nil
 }
 
-// Release frees the cache.
+// Release frees the cache and its programs.
 func (c *Cache) Release() {
 	for _, t := range append(c.K, c.V...) {
 		t.Release()
 	}
 	c.K, c.V = nil, nil
+	for e := c.lru.Front(); e != nil; e = e.Next() {
+		e.Value.(*stepProgram).p.Release()
+	}
+	c.lru.Init()
+	c.progs = map[string]*list.Element{}
 }
 
-// Step feeds ids (the prompt, then one token at a time; with a batch cache, [Batch, n] row-major:
-// the same number of tokens for every sequence) at the cache's next positions, appends their keys
-// and values, and returns the logits of every fed token, [len(ids)·vocab]. adapter may be nil.
-func (m *Model) Step(c *Cache, ids []int32, adapter Adapter) ([]float32, error) {
-	if len(ids) == 0 || len(ids)%c.Batch != 0 {
-		return nil, fmt.Errorf("step: %d tokens for %d sequences", len(ids), c.Batch)
+// Programs is the number of compiled step programs the cache holds.
+func (c *Cache) Programs() int { return c.lru.Len() }
+
+// Seq is one sequence's part of a step.
+type Seq struct {
+	// Slot is the sequence's slot in the cache.
+	Slot int
+	// Pos is the position of the first fed token: how many of the sequence's tokens are cached.
+	Pos int
+	// IDs are the tokens fed; every Seq of a step feeds the same number.
+	IDs []int32
+	// Adapter applies to this sequence only; nil is the base model.
+	Adapter Adapter
+}
+
+// Step feeds each sequence's tokens at its positions, writes their keys and values into its slot,
+// and returns the logits of each sequence's last fed token, [len(seqs)·vocab].
+func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false) }
+
+// StepAll is Step returning the logits of every fed token, [len(seqs)·n·vocab], sequence-major.
+func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true) }
+
+// stepProgram is a compiled step with its per-step inputs, kept for reuse: a step's graph depends
+// only on the number of sequences and tokens and on the adapters, not on slots or positions.
+type stepProgram struct {
+	key string
+	// adapters are kept so that none is collected, and its address reused in a key, while
+	// the program lives.
+	adapters            []Adapter
+	p                   *engine.Program
+	ids, pos, rows, sel *engine.Node
+	last, selLast       *engine.Node
+	logits              *engine.Node
+	inputs              map[*engine.Node]*engine.Tensor
+}
+
+func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
+	if c.K == nil {
+		return nil, fmt.Errorf("step: the cache was released")
 	}
-	n := len(ids) / c.Batch
-	if c.Len+n > c.MaxLen {
-		return nil, fmt.Errorf("step: %d cached + %d new tokens exceed the cache's %d", c.Len, n, c.MaxLen)
+	if len(seqs) == 0 {
+		return nil, fmt.Errorf("step: no sequences")
 	}
+	n := len(seqs[0].IDs)
+	used := map[int]bool{}
+	kvLen := 0
+	for i, s := range seqs {
+		switch {
+		case len(s.IDs) != n || n == 0:
+			return nil, fmt.Errorf("step: sequence %d feeds %d tokens, sequence 0 feeds %d (want the same, at least 1)", i, len(s.IDs), n)
+		case s.Slot < 0 || s.Slot >= c.Slots || used[s.Slot]:
+			return nil, fmt.Errorf("step: sequence %d: slot %d is outside the cache's %d or taken twice", i, s.Slot, c.Slots)
+		case s.Pos < 0 || s.Pos+n > c.MaxLen:
+			return nil, fmt.Errorf("step: sequence %d: %d cached + %d new tokens exceed the cache's %d positions", i, s.Pos, n, c.MaxLen)
+		}
+		used[s.Slot] = true
+		kvLen = max(kvLen, s.Pos+n)
+	}
+	// One sequence's prompt is padded to a bucket so that prompts of many lengths share few
+	// programs. The padding's keys land past the prompt in its own slot, where the next tokens
+	// overwrite them before anything reads them, and no real token attends to them.
+	width := n
+	if len(seqs) == 1 && n > 1 && !all {
+		width = min(bucket(n), c.MaxLen-seqs[0].Pos)
+	}
+	adapters, slotOf := distinctAdapters(seqs)
+	// Rows take the row path when they do not all use the same adapter.
+	rowwise := len(adapters) > 1
+	for _, k := range slotOf {
+		rowwise = rowwise || (k < 0 && len(adapters) > 0)
+	}
+	sp, err := c.program(len(seqs), width, all, adapters, rowwise, kvLen)
+	if err != nil {
+		return nil, fmt.Errorf("step: %w", err)
+	}
+	nt := len(seqs) * width
+	ids, pos, rows, sel := make([]int32, nt), make([]int32, nt), make([]int32, nt), make([]int32, nt)
+	last, selLast := make([]int32, len(seqs)), make([]int32, len(seqs))
+	for b, s := range seqs {
+		for i := range width {
+			t := b*width + i
+			p := s.Pos + i
+			if i < n {
+				ids[t] = s.IDs[i]
+			}
+			pos[t], rows[t], sel[t] = int32(p), int32(s.Slot*c.MaxLen+p), slotOf[b]
+		}
+		last[b], selLast[b] = int32(b*width+n-1), slotOf[b]
+	}
+	for node, v := range map[*engine.Node][]int32{sp.ids: ids, sp.pos: pos, sp.rows: rows, sp.sel: sel, sp.last: last, sp.selLast: selLast} {
+		if node == nil {
+			continue
+		}
+		if err := sp.inputs[node].SetInt32(v); err != nil {
+			return nil, fmt.Errorf("step: %w", err)
+		}
+	}
+	if err := sp.p.Run(); err != nil {
+		return nil, fmt.Errorf("step: %w", err)
+	}
+	out, err := sp.p.Float32(sp.logits)
+	if err != nil {
+		return nil, fmt.Errorf("step: %w", err)
+	}
+	return out, nil
+}
+
+// bucket rounds a prompt length up to a power of two (at least 16).
+func bucket(n int) int {
+	b := 16
+	for b < n {
+		b *= 2
+	}
+	return b
+}
+
+// distinctAdapters lists the step's adapters in order of first use and gives each sequence its
+// adapter's index there (-1: none).
+func distinctAdapters(seqs []Seq) ([]Adapter, []int32) {
+	var list []Adapter
+	slot := make([]int32, len(seqs))
+	for i, s := range seqs {
+		slot[i] = -1
+		if s.Adapter == nil {
+			continue
+		}
+		k := -1
+		for j, a := range list {
+			if a == s.Adapter {
+				k = j
+			}
+		}
+		if k < 0 {
+			k = len(list)
+			list = append(list, s.Adapter)
+		}
+		slot[i] = int32(k)
+	}
+	return list, slot
+}
+
+// program returns the compiled step for batch sequences of width tokens with these adapters
+// (rowwise: each on its own rows), compiling it on first use.
+func (c *Cache) program(batch, width int, all bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+	var key strings.Builder
+	fmt.Fprintf(&key, "%d×%d all=%v rows=%v", batch, width, all, rowwise)
+	for _, a := range adapters {
+		fmt.Fprintf(&key, " %p", a)
+	}
+	if rs := c.m.Cfg.RopeScaling; rs.Kind() == "dynamic" && kvLen > c.m.Cfg.MaxPositionEmbeddings {
+		fmt.Fprintf(&key, " rope=%d", kvLen) // dynamic RoPE depends on the length
+	} else {
+		kvLen = 0
+	}
+	if e, ok := c.progs[key.String()]; ok {
+		c.lru.MoveToFront(e)
+		return e.Value.(*stepProgram), nil
+	}
+	return c.compile(key.String(), batch, width, all, adapters, rowwise, kvLen)
+}
+
+func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+	m := c.m
 	g := engine.NewGraph()
 	mg := m.Declare(g)
-	idn := g.Input("ids", engine.I32, engine.Shape{len(ids)})
-	posn := g.Input("pos", engine.I32, engine.Shape{len(ids)})
-	kv := &KVCache{Offset: c.Len}
+	nt := batch * width
+	sp := &stepProgram{key: key, adapters: adapters, inputs: map[*engine.Node]*engine.Tensor{}}
+	sp.ids = g.Input("ids", engine.I32, engine.Shape{nt})
+	sp.pos = g.Input("pos", engine.I32, engine.Shape{nt})
+	sp.rows = g.Input("rows", engine.I32, engine.Shape{nt})
+	kv := &KVCache{Rows: sp.rows, Stride: c.MaxLen, KVLen: kvLen}
 	shape := c.K[0].Shape()
 	for l := range m.Cfg.NumLayers {
 		kv.K = append(kv.K, g.Input(fmt.Sprintf("cache.%d.k", l), engine.F32, shape))
 		kv.V = append(kv.V, g.Input(fmt.Sprintf("cache.%d.v", l), engine.F32, shape))
 	}
+	if !all {
+		sp.last = g.Input("last", engine.I32, engine.Shape{batch})
+	}
 	var lin LinearFunc
-	if adapter != nil {
-		lin = adapter.LinearFunc(g, nil)
+	switch {
+	case !rowwise && len(adapters) == 1:
+		// Every row uses the adapter: its fused layers.
+		lin = adapters[0].LinearFunc(g, nil)
+	case rowwise:
+		// Each row its own adapter: the base projection once, each adapter's change on its rows.
+		sp.sel = g.Input("sel", engine.I32, engine.Shape{nt})
+		rowsLin := chain(adapters, sp.sel)
+		lin = rowsLin
+		if sp.last != nil {
+			// The output layer sees the last tokens only: its rows select with their own vector.
+			sp.selLast = g.Input("sel.last", engine.I32, engine.Shape{batch})
+			lastLin := chain(adapters, sp.selLast)
+			lin = func(g *engine.Graph, l *Linear, x *engine.Node) *engine.Node {
+				if l == mg.LMHead {
+					return lastLin(g, l, x)
+				}
+				return rowsLin(g, l, x)
+			}
+		}
 	}
-	logits := mg.ForwardCached(idn, posn, c.Batch, n, lin, kv)
-	p, err := engine.Compile(g, m.Backend, []*engine.Node{logits}, engine.CompileOptions{})
+	sp.logits = mg.ForwardCached(sp.ids, sp.pos, batch, width, lin, kv, sp.last)
+	p, err := engine.Compile(g, m.Backend, []*engine.Node{sp.logits}, engine.CompileOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("step: %w", err)
+		return nil, err
 	}
-	defer p.Release()
+	sp.p = p
+	fail := func(err error) (*stepProgram, error) {
+		p.Release()
+		for _, t := range sp.inputs {
+			t.Release()
+		}
+		return nil, err
+	}
 	if err := m.Bind(p); err != nil {
-		return nil, fmt.Errorf("step: %w", err)
+		return fail(err)
 	}
-	if adapter != nil {
-		if err := adapter.Bind(p); err != nil {
-			return nil, fmt.Errorf("step: %w", err)
+	switch {
+	case sp.sel == nil && len(adapters) == 1:
+		if err := adapters[0].Bind(p); err != nil {
+			return fail(err)
+		}
+	case sp.sel != nil:
+		for k, a := range adapters {
+			if err := a.BindPrefixed(p, rowPrefix(k)); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	for l := range m.Cfg.NumLayers {
 		if err := p.Bind(kv.K[l], c.K[l]); err != nil {
-			return nil, err
+			return fail(err)
 		}
 		if err := p.Bind(kv.V[l], c.V[l]); err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
-	pos := make([]int32, len(ids))
-	for i := range pos {
-		pos[i] = int32(c.Len + i%n)
-	}
-	for node, v := range map[*engine.Node][]int32{idn: ids, posn: pos} {
-		t, err := engine.FromInt32(m.Backend, engine.Shape{len(v)}, v)
+	for _, node := range []*engine.Node{sp.ids, sp.pos, sp.rows, sp.sel, sp.last, sp.selLast} {
+		if node == nil {
+			continue
+		}
+		t, err := engine.NewTensor(m.Backend, engine.I32, node.Shape())
 		if err != nil {
-			return nil, fmt.Errorf("step: %w", err)
+			return fail(err)
 		}
-		defer t.Release()
+		sp.inputs[node] = t
 		if err := p.Bind(node, t); err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
-	if err := p.Run(); err != nil {
-		return nil, fmt.Errorf("step: %w", err)
+	c.progs[key] = c.lru.PushFront(sp)
+	for c.lru.Len() > maxPrograms {
+		e := c.lru.Back()
+		old := c.lru.Remove(e).(*stepProgram)
+		delete(c.progs, old.key)
+		old.p.Release()
+		for _, t := range old.inputs {
+			t.Release()
+		}
 	}
-	out, err := p.Float32(logits)
-	if err != nil {
-		return nil, fmt.Errorf("step: %w", err)
+	return sp, nil
+}
+
+func rowPrefix(k int) string { return fmt.Sprintf("adapter%d/", k) }
+
+// chain wraps the base projection with each adapter on its rows (sel: adapter index a row).
+func chain(adapters []Adapter, sel *engine.Node) LinearFunc {
+	lin := LinearFunc(PlainLinear)
+	for k, a := range adapters {
+		lin = a.RowLinear(rowPrefix(k), sel, int32(k), lin)
 	}
-	c.Len += n
-	return out, nil
+	return lin
 }

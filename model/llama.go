@@ -135,32 +135,38 @@ func (m *Graph) Linears() []*Linear {
 // the logits [batch·seq, vocab]. Each layer is a gradient-checkpointing block. lin records the
 // linear layers (PlainLinear, or an adapter's).
 func (m *Graph) Forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc) *engine.Node {
-	return m.forward(ids, pos, batch, seq, lin, nil)
+	return m.forward(ids, pos, batch, seq, lin, nil, nil)
 }
 
-// KVCache names the per-layer key and value cache inputs of a generation step: K[l] and V[l] are
-// [batch·maxLen, kvHeads·headDim], maxLen rows a sequence; the step's tokens are written at rows
-// Offset.. of their sequence and attend to its rows 0..Offset+seq.
+// KVCache names the inputs of a generation step that reach its KV cache: K[l] and V[l] are layer
+// l's keys and values, [slots·Stride, kvHeads·headDim], Stride rows a slot; Rows (i32 [tokens]) is
+// the row of each fed token, slot·Stride + position. Each token's key and value are written at its
+// row, and it attends to its slot's rows up to its own.
 type KVCache struct {
 	K, V   []*engine.Node
-	Offset int
+	Rows   *engine.Node
+	Stride int
+	// KVLen is the most positions any sequence holds after the step (it sets dynamic RoPE
+	// scaling).
+	KVLen int
 }
 
-// ForwardCached records one generation step of batch sequences in lockstep: seq new tokens each
-// (ids and pos: [batch·seq]) at positions Offset.., whose keys and values are written into the
-// cache, attending to everything cached before them. It returns the logits [batch·seq, vocab].
-func (m *Graph) ForwardCached(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c *KVCache) *engine.Node {
-	return m.forward(ids, pos, batch, seq, lin, c)
+// ForwardCached records one generation step: batch sequences of seq new tokens each (ids, pos and
+// c.Rows: [batch·seq]), each sequence in its own slot of the cache at its own positions. It
+// returns the logits of every token, [batch·seq, vocab], or with last (i32 [k], indices of fed
+// tokens) only those of the tokens it names, [k, vocab].
+func (m *Graph) ForwardCached(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c *KVCache, last *engine.Node) *engine.Node {
+	return m.forward(ids, pos, batch, seq, lin, c, last)
 }
 
-func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache) *engine.Node {
+func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache, last *engine.Node) *engine.Node {
 	g, c := m.G, m.Cfg
 	if lin == nil {
 		lin = PlainLinear
 	}
 	kvLen := seq
 	if cache != nil {
-		kvLen = cache.Offset + seq
+		kvLen = cache.Stride
 	}
 	invFreq, attnScale := c.Rope(kvLen)
 	eps := float32(c.RMSNormEps)
@@ -168,7 +174,8 @@ func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c
 	att := engine.Attention{Batch: batch, QLen: seq, KVLen: kvLen, Heads: c.NumHeads, KVHeads: c.NumKVHeads,
 		HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
 	if cache != nil {
-		att.KVStride = cache.K[0].Shape()[0] / batch
+		att.KVStride = cache.Stride
+		invFreq, attnScale = c.Rope(max(cache.KVLen, seq))
 	}
 	for i, l := range m.Layers {
 		g.BeginBlock()
@@ -176,15 +183,24 @@ func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c
 		q := g.RoPE(lin(g, l.Q, x), pos, c.NumHeads, c.HeadDim, invFreq, attnScale)
 		k := g.RoPE(lin(g, l.K, x), pos, c.NumKVHeads, c.HeadDim, invFreq, attnScale)
 		v := lin(g, l.V, x)
+		var a *engine.Node
 		if cache != nil {
-			k = g.Apply1(engine.CacheWrite{Offset: cache.Offset, Batch: batch}, cache.K[i], k)
-			v = g.Apply1(engine.CacheWrite{Offset: cache.Offset, Batch: batch}, cache.V[i], v)
+			k = g.CacheWrite(cache.K[i], k, cache.Rows)
+			v = g.CacheWrite(cache.V[i], v, cache.Rows)
+			a = g.CachedAttention(q, k, v, cache.Rows, att)
+		} else {
+			a = g.Attention(q, k, v, att)
 		}
-		h = g.Add(h, lin(g, l.O, g.Attention(q, k, v, att)))
+		h = g.Add(h, lin(g, l.O, a))
 		x = g.RMSNorm(h, l.MLPNorm, eps)
 		ff := g.SwiGLU(lin(g, l.Gate, x), lin(g, l.Up, x))
 		h = g.Add(h, lin(g, l.Down, ff))
 		g.EndBlock()
+	}
+	if last != nil {
+		// Only these tokens' logits are wanted: the final norm and the output layer (the
+		// largest matrix of a small model) skip the others. Embedding gathers rows.
+		h = g.Embedding(h, last)
 	}
 	h = g.RMSNorm(h, m.Norm, eps)
 	if m.LMHead == nil {

@@ -5,8 +5,10 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/model"
@@ -40,7 +42,7 @@ func TestAdapterEqualsMergedModel(t *testing.T) {
 	dir := t.TempDir()
 	s := DefaultSampling()
 	s.MaxTokens = 30
-	gen := &Generator{Model: base, Tok: tok}
+	gen := newGenerator(t, base, tok)
 	plain, err := gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
 	require.NoError(t, err)
 
@@ -57,6 +59,7 @@ func TestAdapterEqualsMergedModel(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, peft.Merge(merged, a))
 		mg := &Generator{Model: merged, Tok: tok}
+		defer mg.Close()
 		want, err := mg.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
 		require.NoError(t, err)
 		merged.Release()
@@ -77,12 +80,12 @@ func TestCombinedAdaptersEqualWeightedMerge(t *testing.T) {
 
 	s := DefaultSampling()
 	s.MaxTokens = 30
-	got, err := (&Generator{Model: base, Tok: tok}).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: combined}, nil)
+	got, err := newGenerator(t, base, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: combined}, nil)
 	require.NoError(t, err)
 
 	merged, err := model.Load(out, b, model.LoadOptions{})
 	require.NoError(t, err)
-	defer merged.Release()
+	t.Cleanup(merged.Release)
 	for i, a := range []*peft.Adapter{a1, a2} {
 		w := []float32{0.7, -0.4}[i]
 		for _, p := range a.Params() { // scale B by the weight, then merge
@@ -97,7 +100,61 @@ func TestCombinedAdaptersEqualWeightedMerge(t *testing.T) {
 		}
 		require.NoError(t, peft.Merge(merged, a))
 	}
-	want, err := (&Generator{Model: merged, Tok: tok}).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	want, err := newGenerator(t, merged, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
 	require.NoError(t, err)
 	require.Equal(t, want.Text, got.Text)
+}
+
+// Concurrent requests for different adapters (two LoRAs, an IA3, none) are decoded together, in
+// shared steps, and each gets the text it gets alone.
+func TestConcurrentAdaptersShareDecodeSteps(t *testing.T) {
+	g := stories(t)
+	base := g.Model
+	dir := t.TempDir()
+	ia3, err := peft.New(peft.IA3Config(), base.Cfg, base.Backend, 3)
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(3, 1))
+	for _, p := range ia3.Params() {
+		v, err := p.Tensor.Float32()
+		require.NoError(t, err)
+		for i := range v {
+			v[i] = float32(1 + r.NormFloat64()*0.3)
+		}
+		require.NoError(t, p.Tensor.SetFloat32(v))
+	}
+	adapters := []model.Adapter{
+		randomLoRA(t, base, 1, filepath.Join(dir, "a1")), nil,
+		randomLoRA(t, base, 2, filepath.Join(dir, "a2")), ia3,
+	}
+	prompts := []string{"Once upon a time", "The cat", "Lily and Ben went to the", "One day"}
+	s := DefaultSampling()
+	s.MaxTokens = 24
+	alone := make([]string, len(adapters))
+	gen := newGenerator(t, base, g.Tok)
+	for i, a := range adapters {
+		res, err := gen.Generate(context.Background(), Request{Prompt: prompts[i], Sampling: s, Adapter: a}, nil)
+		require.NoError(t, err)
+		alone[i] = res.Text
+	}
+	require.Equal(t, 1, gen.Stats().MaxBatch, "one at a time")
+	for i := 1; i < len(alone); i++ {
+		require.NotEqual(t, alone[0], alone[i])
+	}
+
+	together := make([]string, len(adapters))
+	var wg sync.WaitGroup
+	for i, a := range adapters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := gen.Generate(context.Background(), Request{Prompt: prompts[i], Sampling: s, Adapter: a}, nil)
+			assert.NoError(t, err)
+			together[i] = res.Text
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, alone, together)
+	st := gen.Stats()
+	require.Equal(t, 4, st.MaxBatch, "all four decoded in one step: %+v", st)
+	require.Equal(t, 8, st.Prefills)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -31,13 +32,272 @@ type Result struct {
 	TokensPerS       float64 `json:"tokens_per_s"`
 }
 
-// Generator decodes with one model and its tokenizer.
+// Generator decodes with one model and its tokenizer, for any number of concurrent requests:
+// continuous batching. A loop owns the device and a KV cache of Slots sequences; each turn it
+// prefills the prompt of one waiting request into a free slot, then decodes one token of every
+// running request in a single step, each request with its own adapter (see model.Cache.Step).
+// Requests beyond Slots wait for a slot. The loop runs only while there is work; Close frees the
+// cache.
 type Generator struct {
 	Model *model.Model
 	Tok   *tokenizer.Tokenizer
-	// Device, if set, is held around each decoding step, so that concurrent requests share the
-	// device token by token.
-	Device sync.Locker
+	// Slots is the most requests decoded together (default 4).
+	Slots int
+	// Context is the most tokens, prompt and completion, a request holds (default: the model's
+	// context, at most 2048). The cache takes Slots·Context positions.
+	Context int
+
+	mu      sync.Mutex
+	waiting []*job
+	running bool
+	stopped chan struct{} // closed when the running loop exits
+	wake    chan struct{}
+	cache   *model.Cache
+	closed  bool
+	stats   Stats
+}
+
+// Stats counts a generator's work since it was made.
+type Stats struct {
+	// Prefills is the number of prompts prefilled, DecodeSteps the number of decode steps and
+	// DecodeTokens the tokens they produced (more than the steps when requests share them).
+	Prefills, DecodeSteps, DecodeTokens int
+	// MaxBatch is the most requests decoded in one step.
+	MaxBatch int
+}
+
+// Stats returns the generator's counters.
+func (g *Generator) Stats() Stats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stats
+}
+
+// job is one request inside the loop: the loop appends tokens and ends it; the request's own
+// goroutine reads them.
+type job struct {
+	ctx     context.Context
+	prompt  []int32
+	adapter model.Adapter
+	sp      Sampling
+	sampler *Sampler
+	seen    []int32
+	slot    int
+	pos     int // tokens cached
+
+	mu     sync.Mutex
+	tokens []int32
+	finish string // "stop" or "length" once ended
+	err    error
+	ended  bool
+	ready  chan struct{} // signalled (cap 1) when tokens or the end arrive
+	cancel atomic.Bool   // set by the reader: a stop string ended it
+}
+
+func (j *job) push(tok int32, finish string, err error) {
+	j.mu.Lock()
+	if tok >= 0 {
+		j.tokens = append(j.tokens, tok)
+	}
+	if finish != "" || err != nil {
+		j.finish, j.err, j.ended = finish, err, true
+	}
+	j.mu.Unlock()
+	select {
+	case j.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the tokens not read yet and whether the job has ended.
+func (j *job) take() ([]int32, bool, string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t := j.tokens
+	j.tokens = nil
+	return t, j.ended, j.finish, j.err
+}
+
+func (g *Generator) defaults() {
+	if g.Slots <= 0 {
+		g.Slots = 4
+	}
+	if g.Context <= 0 {
+		g.Context = 2048
+	}
+	if limit := g.Model.Cfg.MaxPositionEmbeddings; limit > 0 && limit < g.Context {
+		g.Context = limit
+	}
+	if g.wake == nil {
+		g.wake = make(chan struct{}, 1)
+	}
+}
+
+// Limit is the most tokens, prompt and completion, a request holds.
+func (g *Generator) Limit() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.defaults()
+	return g.Context
+}
+
+// Close waits for the running requests to end, then frees the KV cache; later requests fail.
+func (g *Generator) Close() {
+	g.mu.Lock()
+	g.closed = true
+	running, stopped := g.running, g.stopped
+	g.mu.Unlock()
+	if running {
+		<-stopped
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cache != nil {
+		g.cache.Release()
+		g.cache = nil
+	}
+}
+
+func (g *Generator) submit(j *job) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return fmt.Errorf("the generator is closed")
+	}
+	g.defaults()
+	g.waiting = append(g.waiting, j)
+	if !g.running {
+		g.running = true
+		g.stopped = make(chan struct{})
+		go g.loop(g.stopped)
+	}
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// loop runs steps while requests run or wait, then exits.
+func (g *Generator) loop(stopped chan struct{}) {
+	defer close(stopped)
+	var active []*job
+	free := []int{}
+	g.mu.Lock()
+	if g.cache == nil {
+		c, err := g.Model.NewCache(g.Slots, g.Context)
+		if err != nil {
+			for _, j := range g.waiting {
+				j.push(-1, "", err)
+			}
+			g.waiting, g.running = nil, false
+			g.mu.Unlock()
+			return
+		}
+		g.cache = c
+	}
+	cache := g.cache
+	for s := g.Slots - 1; s >= 0; s-- {
+		free = append(free, s)
+	}
+	g.mu.Unlock()
+	end := func(j *job, finish string, err error) {
+		j.push(-1, finish, err)
+		free = append(free, j.slot)
+	}
+	for {
+		// Requests that ended on their side (a stop string, a closed connection) leave.
+		kept := active[:0]
+		for _, j := range active {
+			switch {
+			case j.cancel.Load():
+				end(j, "stop", nil)
+			case j.ctx.Err() != nil:
+				end(j, "", j.ctx.Err())
+			default:
+				kept = append(kept, j)
+			}
+		}
+		active = kept
+		g.mu.Lock()
+		if len(active) == 0 && len(g.waiting) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		var next *job
+		if len(free) > 0 && len(g.waiting) > 0 {
+			next, g.waiting = g.waiting[0], g.waiting[1:]
+		}
+		g.mu.Unlock()
+		// One prompt a turn, so that running requests keep decoding while others arrive.
+		if next != nil {
+			if err := next.ctx.Err(); err != nil {
+				next.push(-1, "", err)
+			} else {
+				next.slot, free = free[len(free)-1], free[:len(free)-1]
+				logits, err := cache.Step([]model.Seq{{Slot: next.slot, IDs: next.prompt, Adapter: next.adapter}})
+				next.pos = len(next.prompt)
+				g.count(func(s *Stats) { s.Prefills++ })
+				if err != nil {
+					end(next, "", err)
+				} else if g.emit(next, logits, end) {
+					active = append(active, next)
+				}
+			}
+		}
+		if len(active) == 0 {
+			continue
+		}
+		seqs := make([]model.Seq, len(active))
+		for i, j := range active {
+			seqs[i] = model.Seq{Slot: j.slot, Pos: j.pos, IDs: j.seen[len(j.seen)-1:], Adapter: j.adapter}
+		}
+		logits, err := cache.Step(seqs)
+		g.count(func(s *Stats) {
+			s.DecodeSteps++
+			s.DecodeTokens += len(seqs)
+			s.MaxBatch = max(s.MaxBatch, len(seqs))
+		})
+		vocab := g.Model.Cfg.VocabSize
+		kept = active[:0]
+		for i, j := range active {
+			j.pos++
+			if err != nil {
+				end(j, "", err)
+			} else if g.emit(j, logits[i*vocab:(i+1)*vocab], end) {
+				kept = append(kept, j)
+			}
+		}
+		active = kept
+	}
+}
+
+func (g *Generator) count(f func(*Stats)) {
+	g.mu.Lock()
+	f(&g.stats)
+	g.mu.Unlock()
+}
+
+// emit samples the job's next token from its logits and hands it over; it reports whether the
+// job goes on.
+func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)) bool {
+	tok := j.sampler.Next(logits, j.seen)
+	generated := len(j.seen) - len(j.prompt)
+	switch {
+	case int(tok) == g.Tok.EOS():
+		end(j, "stop", nil)
+		return false
+	case generated+1 >= j.sp.MaxTokens || j.pos >= g.Context:
+		// The last token: nothing more fits the request or the context.
+		j.seen = append(j.seen, tok)
+		j.push(tok, "", nil)
+		end(j, "length", nil)
+		return false
+	}
+	j.seen = append(j.seen, tok)
+	j.push(tok, "", nil)
+	return true
 }
 
 // PromptIDs tokenizes a request's prompt: the chat template for messages, the text otherwise (an
@@ -80,18 +340,9 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 	if err != nil {
 		return Result{}, fmt.Errorf("generate: %w", err)
 	}
-	maxLen := len(prompt) + r.Sampling.MaxTokens
-	if limit := g.Model.Cfg.MaxPositionEmbeddings; limit > 0 && len(prompt) >= limit {
-		return Result{}, fmt.Errorf("generate: the prompt has %d tokens, the model's context is %d", len(prompt), limit)
-	} else if limit > 0 && maxLen > limit {
-		maxLen = limit
+	if limit := g.Limit(); len(prompt) >= limit {
+		return Result{}, fmt.Errorf("generate: the prompt has %d tokens, the context holds %d", len(prompt), limit)
 	}
-	cache, err := g.Model.NewCache(maxLen)
-	if err != nil {
-		return Result{}, err
-	}
-	defer cache.Release()
-
 	promptIDs := make([]int, len(prompt))
 	for i, id := range prompt {
 		promptIDs[i] = int(id)
@@ -101,64 +352,63 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		return Result{}, fmt.Errorf("generate: %w", err)
 	}
 	start := time.Now()
+	j := &job{ctx: ctx, prompt: prompt, adapter: r.Adapter, sp: r.Sampling, sampler: NewSampler(r.Sampling),
+		seen: append([]int32(nil), prompt...), ready: make(chan struct{}, 1)}
+	if err := g.submit(j); err != nil {
+		return Result{}, fmt.Errorf("generate: %w", err)
+	}
+	// On an early return the loop drops the request at its next turn.
+	defer j.cancel.Store(true)
 	res := Result{PromptTokens: len(prompt), FinishReason: "length"}
-	sampler := NewSampler(r.Sampling)
-	seen := append([]int32(nil), prompt...)
 	var gen []int
 	sent := 0 // bytes of text already handed to onText
-	feed := prompt
-	vocab := g.Model.Cfg.VocabSize
 	var firstAt time.Time
-	for len(gen) < r.Sampling.MaxTokens && cache.Len+len(feed) <= maxLen {
-		if err := ctx.Err(); err != nil {
-			return res, err
+	for stopped := false; !stopped; {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-j.ready:
 		}
-		if g.Device != nil {
-			g.Device.Lock()
-		}
-		logits, err := g.Model.Step(cache, feed, r.Adapter)
-		if g.Device != nil {
-			g.Device.Unlock()
-		}
+		toks, ended, finish, err := j.take()
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
 		}
-		next := sampler.Next(logits[len(logits)-vocab:], seen)
-		if firstAt.IsZero() {
-			firstAt = time.Now()
-			res.TimeToFirstToken = firstAt.Sub(start).Seconds()
+		if ended {
+			res.FinishReason = finish
 		}
-		if int(next) == g.Tok.EOS() {
-			res.FinishReason = "stop"
-			break
-		}
-		gen = append(gen, int(next))
-		seen = append(seen, next)
-		feed = []int32{next}
-		text, err := g.continuation(promptIDs, head, gen)
-		if err != nil {
-			return res, fmt.Errorf("generate: %w", err)
-		}
-		if cut, ok := firstStop(text, r.Sampling.Stop); ok {
-			text = text[:cut]
-			res.FinishReason = "stop"
-		}
-		res.Text = text
-		// Hand over what can no longer change: whole characters, and nothing that could be the
-		// start of a stop string.
-		ready := len(text)
-		if res.FinishReason != "stop" {
-			ready = stable(text, r.Sampling.Stop)
-		}
-		if onText != nil && ready > sent {
-			if err := onText(text[sent:ready]); err != nil {
-				return res, err
+		for i, t := range toks {
+			if firstAt.IsZero() {
+				firstAt = time.Now()
+				res.TimeToFirstToken = firstAt.Sub(start).Seconds()
 			}
-			sent = ready
+			gen = append(gen, int(t))
+			text, err := g.continuation(promptIDs, head, gen)
+			if err != nil {
+				return res, fmt.Errorf("generate: %w", err)
+			}
+			if cut, ok := firstStop(text, r.Sampling.Stop); ok {
+				text = text[:cut]
+				res.FinishReason = "stop"
+				stopped = true
+			}
+			res.Text = text
+			// Hand over what can no longer change: whole characters, and nothing that could be
+			// the start of a stop string.
+			ready := len(text)
+			if !stopped && !(ended && i == len(toks)-1) {
+				ready = stable(text, r.Sampling.Stop)
+			}
+			if onText != nil && ready > sent {
+				if err := onText(text[sent:ready]); err != nil {
+					return res, err
+				}
+				sent = ready
+			}
+			if stopped {
+				break
+			}
 		}
-		if res.FinishReason == "stop" {
-			break
-		}
+		stopped = stopped || ended
 	}
 	if onText != nil && len(res.Text) > sent {
 		if err := onText(res.Text[sent:]); err != nil {

@@ -42,7 +42,6 @@ type Server struct {
 
 	once  sync.Once
 	slots chan struct{}
-	dev   sync.Mutex
 }
 
 func (s *Server) init() {
@@ -60,8 +59,8 @@ func (s *Server) init() {
 			s.Adapters = NewRegistry(nil)
 		}
 		s.slots = make(chan struct{}, s.MaxConcurrent)
-		if s.Gen.Device == nil {
-			s.Gen.Device = &s.dev
+		if s.Gen.Slots == 0 {
+			s.Gen.Slots = s.MaxConcurrent
 		}
 	})
 }
@@ -293,8 +292,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	if limit := s.Gen.Model.Cfg.MaxPositionEmbeddings; limit > 0 && len(ids) >= limit {
-		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("the prompt has %d tokens, the model's context is %d", len(ids), limit))
+	if limit := s.Gen.Limit(); len(ids) >= limit {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("the prompt has %d tokens, the context holds %d", len(ids), limit))
 		return
 	}
 	select {

@@ -32,14 +32,26 @@ func (a scaleAdapter) LinearFunc(g *engine.Graph, _ *engine.Node) model.LinearFu
 
 func (scaleAdapter) Bind(*engine.Program) error { return nil }
 
+func (a scaleAdapter) RowLinear(_ string, sel *engine.Node, slot int32, next model.LinearFunc) model.LinearFunc {
+	return func(g *engine.Graph, l *model.Linear, x *engine.Node) *engine.Node {
+		y := next(g, l, x)
+		if l.Name == "lm_head" || l.Name == "model.layers.4.mlp.down_proj" {
+			return g.RowScaleCols(y, sel, g.Apply1(engine.Fill{Shape: engine.Shape{l.Out}, Value: a.s}), slot)
+		}
+		return y
+	}
+}
+
+func (scaleAdapter) BindPrefixed(*engine.Program, string) error { return nil }
+
 func testServer(t *testing.T) (*Server, *httptest.Server) {
 	g := stories(t)
 	reg := NewRegistry(func(dir string) (model.Adapter, error) {
 		switch dir {
 		case "/adapters/neg":
-			return scaleAdapter{-1}, nil
+			return &scaleAdapter{-1}, nil
 		case "/adapters/half":
-			return scaleAdapter{0.5}, nil
+			return &scaleAdapter{0.5}, nil
 		}
 		return nil, fmt.Errorf("no adapter in %s", dir)
 	})
@@ -116,7 +128,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, []string{"stories", "stories:half", "stories:neg"}, ids)
 
 	expect := map[string]string{}
-	for name, a := range map[string]model.Adapter{"neg": scaleAdapter{-1}, "half": scaleAdapter{0.5}} {
+	for name, a := range map[string]model.Adapter{"neg": &scaleAdapter{-1}, "half": &scaleAdapter{0.5}} {
 		r, err := s.Gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: sp, Adapter: a}, nil)
 		require.NoError(t, err)
 		expect[name] = r.Text
@@ -162,7 +174,7 @@ func TestHTTPBadRequests(t *testing.T) {
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":3}`, 400, "n must be 1"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
-		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "context is 512"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "the context holds 512"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, "over 4096 bytes"},
 		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":"hi"}]}`, 400, "no chat template"},
 		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[]}`, 400, "messages must not be empty"},

@@ -107,7 +107,15 @@ func stories(t *testing.T) *Generator {
 	t.Cleanup(m.Release)
 	tok, err := tokenizer.Load(out)
 	require.NoError(t, err)
-	return &Generator{Model: m, Tok: tok}
+	return newGenerator(t, m, tok)
+}
+
+// newGenerator is a generator of 4 slots closed (its loop waited for) when the test ends, before
+// the model it uses is released.
+func newGenerator(t *testing.T, m *model.Model, tok *tokenizer.Tokenizer) *Generator {
+	g := &Generator{Model: m, Tok: tok, Slots: 4}
+	t.Cleanup(g.Close)
+	return g
 }
 
 func TestGreedyStories260KReproducesThePublishedText(t *testing.T) {

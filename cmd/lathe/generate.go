@@ -57,7 +57,8 @@ func newGenerateCmd() *cobra.Command {
 					return err
 				}
 			}
-			g := &serve.Generator{Model: m, Tok: tok}
+			g := &serve.Generator{Model: m, Tok: tok, Slots: 1}
+			defer g.Close()
 			res, err := g.Generate(ctx, req, onText)
 			if err != nil {
 				return err

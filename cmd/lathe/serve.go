@@ -22,13 +22,14 @@ import (
 func newServeCmd() *cobra.Command {
 	var (
 		dir, name, host, apiKey, device, quantize string
-		port, maxConcurrent                       int
+		port, maxConcurrent, contextLen           int
 		adapters                                  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
 		Short: "Serve a model and its adapters over an OpenAI-compatible HTTP API",
 		Long: "Serves /v1/models, /v1/completions and /v1/chat/completions (stream: true for server-sent events), " +
+			"batching concurrent requests into shared decode steps, each with its own adapter, " +
 			"and /v1/adapters to load (POST {\"name\",\"path\"}) and unload (DELETE /v1/adapters/NAME) adapters. " +
 			"A request's model field is NAME for the base model or NAME:ADAPTER.",
 		Args: cobra.NoArgs,
@@ -55,7 +56,9 @@ func newServeCmd() *cobra.Command {
 					return err
 				}
 			}
-			srv := &serve.Server{Name: name, Gen: &serve.Generator{Model: m, Tok: tok}, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent}
+			gen := &serve.Generator{Model: m, Tok: tok, Slots: maxConcurrent, Context: contextLen}
+			defer gen.Close()
+			srv := &serve.Server{Name: name, Gen: gen, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
@@ -83,7 +86,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on")
 	f.StringVar(&apiKey, "api-key", "", "require this key as Authorization: Bearer KEY")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests generating at once; more get 429")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests decoded together, in shared steps whatever their adapters; more get 429")
+	f.IntVar(&contextLen, "context", 0, "most tokens (prompt and completion) a request holds; the KV cache takes max-concurrent × context positions (default: the model's context, at most 2048)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	return cmd

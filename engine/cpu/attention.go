@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -14,19 +15,41 @@ import (
 // same function one dot product at a time; they serve decoding (few queries), and sizes whose
 // score matrix would be too large to hold.
 
-// attentionStrided runs attention over a KV cache of KVStride rows a sequence one sequence at a
-// time, each contiguous.
-func attentionStrided(a engine.Attention, out, lse, q, k, v []float32) {
-	if a.KVRows() == a.KVLen || a.Batch == 1 {
-		attentionForward(a, out, lse, q, k, v)
-		return
-	}
-	one := a
-	one.Batch, one.KVStride = 1, 0
-	nq, nkv, nl := a.QLen*a.Heads*a.HeadDim, a.KVRows()*a.KVHeads*a.HeadDim, a.Heads*a.QLen
+// attentionRows runs attention over a KV cache of KVStride-row slots (engine.Attention with
+// KVStride): each run of queries of one sequence whose rows follow each other in one slot is an
+// ordinary causal attention over the slot's first rows, computed as such.
+func attentionRows(a engine.Attention, out, lse, q, k, v []float32, rows []int32) error {
+	S, H, D := a.KVStride, a.Heads, a.HeadDim
+	slots := len(k) / (S * a.KVHeads * D)
+	qd, kd := H*D, a.KVHeads*D
+	var runLSE []float32
 	for b := 0; b < a.Batch; b++ {
-		attentionForward(one, out[b*nq:(b+1)*nq], lse[b*nl:(b+1)*nl], q[b*nq:(b+1)*nq], k[b*nkv:(b+1)*nkv], v[b*nkv:(b+1)*nkv])
+		for i0 := 0; i0 < a.QLen; {
+			t0 := b*a.QLen + i0
+			r0 := int(rows[t0])
+			if r0 < 0 || r0 >= slots*S {
+				return fmt.Errorf("query %d: row %d is outside the cache's %d", t0, r0, slots*S)
+			}
+			i1 := i0 + 1
+			for i1 < a.QLen && int(rows[b*a.QLen+i1]) == r0+(i1-i0) && (r0+i1-i0)%S != 0 {
+				i1++
+			}
+			n := i1 - i0
+			start := r0 - r0%S
+			last := r0 + n - 1
+			one := engine.Attention{Batch: 1, QLen: n, KVLen: last - start + 1, Heads: H, KVHeads: a.KVHeads, HeadDim: D, Scale: a.Scale}
+			if cap(runLSE) < H*n {
+				runLSE = make([]float32, H*n)
+			}
+			l := runLSE[:H*n]
+			attentionForward(one, out[t0*qd:(t0+n)*qd], l, q[t0*qd:(t0+n)*qd], k[start*kd:(last+1)*kd], v[start*kd:(last+1)*kd])
+			for h := 0; h < H; h++ {
+				copy(lse[(b*H+h)*a.QLen+i0:], l[h*n:(h+1)*n])
+			}
+			i0 = i1
+		}
 	}
+	return nil
 }
 
 // useFastAttention says whether the GEMM path runs for a.

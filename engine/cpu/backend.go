@@ -168,7 +168,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.RowLoRA, engine.RowScaleCols:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -252,7 +252,10 @@ func run(l engine.Launch) error {
 			kernels.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
 		}
 	case engine.Attention:
-		attentionStrided(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
+		if op.KVStride > 0 {
+			return attentionRows(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]), i32(in[3]))
+		}
+		attentionForward(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
 	case engine.AttentionBackward:
 		a := op.Attention
 		o := outputs(out, op.NeedQ, op.NeedK, op.NeedV)
@@ -338,11 +341,24 @@ func run(l engine.Launch) error {
 	case engine.Cast:
 		cast(in[0], out[0])
 	case engine.CacheWrite:
-		d, b := in[0].Meta.Shape[1], op.Seqs()
-		per, t := in[0].Meta.Shape[0]/b, in[1].Meta.Shape.Rows()/b
+		d, n := in[0].Meta.Shape[1], in[0].Meta.Shape[0]
 		cache, src := f32(out[0]), f32(in[1])
-		for s := 0; s < b; s++ {
-			copy(cache[(s*per+op.Offset)*d:], src[s*t*d:(s+1)*t*d])
+		for t, r := range i32(in[2]) {
+			if r < 0 || int(r) >= n {
+				return fmt.Errorf("row %d of %d is outside the cache's %d", r, t, n)
+			}
+			copy(cache[int(r)*d:(int(r)+1)*d], src[t*d:(t+1)*d])
+		}
+	case engine.RowLoRA:
+		rowLoRA(op, f32(out[0]), f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), in[1].Meta.Shape, in[3].Meta.Shape[0])
+	case engine.RowScaleCols:
+		x, l, sel, y := f32(in[0]), f32(in[2]), i32(in[1]), f32(out[0])
+		d := in[0].Meta.Shape[1]
+		copy(y, x)
+		for n, s := range sel {
+			if s == op.Slot {
+				kernels.ScaleCols(y[n*d:(n+1)*d], x[n*d:(n+1)*d], l, 1, d)
+			}
 		}
 	case engine.Dropout:
 		x, y, seed := f32(in[0]), f32(out[0]), i32(in[1])[0]
@@ -472,4 +488,36 @@ func metas(args []engine.Arg) []engine.Meta {
 		m[i] = a.Meta
 	}
 	return m
+}
+
+// rowLoRA: out = y, plus s·(x·Aᵀ)·Bᵀ on the rows that select op.Slot (gathered, so that the two
+// small products run as matrices).
+func rowLoRA(op engine.RowLoRA, out, y, x []float32, sel []int32, a, b []float32, xs engine.Shape, r int) {
+	copy(out, y)
+	din := xs[1]
+	dout := len(y) / xs[0]
+	var idx []int
+	for n, s := range sel {
+		if s == op.Slot {
+			idx = append(idx, n)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	m := len(idx)
+	xg := make([]float32, m*din)
+	for i, n := range idx {
+		copy(xg[i*din:(i+1)*din], x[n*din:(n+1)*din])
+	}
+	xa := make([]float32, m*r)
+	gemm.Sgemm(false, true, m, r, din, 1, xg, din, a, din, 0, xa, r)
+	d := make([]float32, m*dout)
+	gemm.Sgemm(false, true, m, dout, r, op.Scale, xa, r, b, r, 0, d, dout)
+	for i, n := range idx {
+		row := out[n*dout : (n+1)*dout]
+		for j, v := range d[i*dout : (i+1)*dout] {
+			row[j] += v
+		}
+	}
 }

@@ -234,27 +234,51 @@ func Cases() []Case {
 	return cs
 }
 
-// CacheCases check the in-place KV-cache write and attention reading a longer cache.
+// CacheCases check the in-place KV-cache write and attention over a cache of slots: sequences of
+// different lengths in any slots, decoding (one query each) and prefilling (many).
 func CacheCases() []Case {
+	const kvDim, heads, headDim = 20, 4, 10
+	// ragged writes each sequence's new rows (slot·stride + position) into a cache of slots, then
+	// attends from them.
+	ragged := func(slots, stride, qlen int, rows []int32) func(b *builder) []*engine.Node {
+		return func(b *builder) []*engine.Node {
+			n := len(rows)
+			kc, vc := b.f32(engine.Shape{slots * stride, kvDim}, 1), b.f32(engine.Shape{slots * stride, kvDim}, 1)
+			r := b.i32(rows)
+			k := b.g.Apply1(engine.CacheWrite{}, kc, b.f32(engine.Shape{n, kvDim}, 1), r)
+			v := b.g.Apply1(engine.CacheWrite{}, vc, b.f32(engine.Shape{n, kvDim}, 1), r)
+			a := engine.Attention{Batch: n / qlen, QLen: qlen, KVLen: stride, Heads: heads, KVHeads: 2, HeadDim: headDim, Scale: 0.3, KVStride: stride}
+			outs := b.g.Apply(a, b.f32(engine.Shape{n, heads * headDim}, 1), k, v, r)
+			return []*engine.Node{outs[0], outs[1], k, v}
+		}
+	}
 	return []Case{
-		c("cache_write_attention", 1e-4, func(b *builder) []*engine.Node {
-			const maxLen, kvDim = 16, 20
-			kc, vc := b.f32(engine.Shape{maxLen, kvDim}, 1), b.f32(engine.Shape{maxLen, kvDim}, 1)
-			k := b.g.Apply1(engine.CacheWrite{Offset: 9}, kc, b.f32(engine.Shape{2, kvDim}, 1))
-			v := b.g.Apply1(engine.CacheWrite{Offset: 9}, vc, b.f32(engine.Shape{2, kvDim}, 1))
-			a := engine.Attention{Batch: 1, QLen: 2, KVLen: 11, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3}
-			return b.g.Apply(a, b.f32(engine.Shape{2, 40}, 1), k, v)[:1]
+		// Three sequences, two new tokens each: slot 2 at positions 5-6, slot 0 at 0-1 (its
+		// first tokens), slot 3 at 14-15 (the slot's last rows).
+		c("cache_attention/ragged", 1e-4, ragged(4, 16, 2, []int32{37, 38, 0, 1, 62, 63})),
+		// Decoding: one token for each of five sequences of different lengths.
+		c("cache_attention/decode", 1e-4, ragged(6, 16, 1, []int32{16 + 9, 0, 80 + 15, 48 + 3, 32 + 12})),
+		// Prefill of one sequence in slot 1 of 3 after three cached tokens: 12 queries.
+		c("cache_attention/prefill", 1e-4, ragged(3, 20, 12, []int32{23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34})),
+	}
+}
+
+// RowCases check the ops that apply an adapter to some rows of a batch only.
+func RowCases() []Case {
+	return []Case{
+		c("row_lora", 1e-4, func(b *builder) []*engine.Node {
+			const n, din, dout, r = 7, 37, 29, 5
+			x := b.f32(engine.Shape{n, din}, 1)
+			sel := b.i32([]int32{1, -1, 2, 1, 0, 2, 1})
+			y := b.f32(engine.Shape{n, dout}, 1)
+			y = b.g.Apply1(engine.RowLoRA{Scale: 0.7, Slot: 1}, y, x, sel, b.f32(engine.Shape{r, din}, 0.3), b.f32(engine.Shape{dout, r}, 0.3))
+			y = b.g.Apply1(engine.RowLoRA{Scale: 2, Slot: 2}, y, x, sel, b.f32(engine.Shape{3, din}, 0.3), b.f32(engine.Shape{dout, 3}, 0.3))
+			return []*engine.Node{y}
 		}),
-		c("cache_write_attention_batched", 1e-4, func(b *builder) []*engine.Node {
-			// Three sequences with a 16-row cache each: 2 new tokens at rows 5 and 6 of each.
-			const seqs, maxLen, kvDim, t = 3, 16, 20, 2
-			kc, vc := b.f32(engine.Shape{seqs * maxLen, kvDim}, 1), b.f32(engine.Shape{seqs * maxLen, kvDim}, 1)
-			w := engine.CacheWrite{Offset: 5, Batch: seqs}
-			k := b.g.Apply1(w, kc, b.f32(engine.Shape{seqs * t, kvDim}, 1))
-			v := b.g.Apply1(w, vc, b.f32(engine.Shape{seqs * t, kvDim}, 1))
-			a := engine.Attention{Batch: seqs, QLen: t, KVLen: 5 + t, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3, KVStride: maxLen}
-			outs := b.g.Apply(a, b.f32(engine.Shape{seqs * t, 40}, 1), k, v)
-			return []*engine.Node{outs[0], outs[1], k}
+		c("row_scale_cols", 1e-5, func(b *builder) []*engine.Node {
+			const n, d = 7, 37
+			sel := b.i32([]int32{0, 3, 3, -1, 3, 0, 1})
+			return []*engine.Node{b.g.Apply1(engine.RowScaleCols{Slot: 3}, b.f32(engine.Shape{n, d}, 1), sel, b.pos(engine.Shape{d}, 0.5, 1.5))}
 		}),
 	}
 }

@@ -35,7 +35,7 @@ type Case struct {
 
 // Run runs every case of Cases on b and on ref and compares the outputs.
 func Run(t *testing.T, b, ref engine.Backend) {
-	for _, c := range append(Cases(), CacheCases()...) {
+	for _, c := range append(append(Cases(), CacheCases()...), RowCases()...) {
 		t.Run(c.Name, func(t *testing.T) { Check(t, c, b, ref) })
 	}
 }

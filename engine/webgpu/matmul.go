@@ -156,6 +156,33 @@ func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
 	return r.matmul(g)
 }
 
+// rowLoRA: t = x·Aᵀ on the rows that select the adapter, 0 on the others (row_lora_a.wgsl), then
+// out = y + s·t·Bᵀ on those rows and a copy of y elsewhere (row_lora_b.wgsl). Which rows select
+// it is known only on the device, so both kernels read sel; RC rows a workgroup share each read of
+// A or B, which dominates at decode batch sizes.
+func (r *recorder) rowLoRA(op engine.RowLoRA, l engine.Launch, in, out []bind) error {
+	const rc = 8
+	n, din := l.In[1].Meta.Shape[0], l.In[1].Meta.Shape[1]
+	dout, rank := l.In[0].Meta.Shape[1], l.In[3].Meta.Shape[0]
+	t, err := r.temp(int64(4 * n * rank))
+	if err != nil {
+		return err
+	}
+	chunks := ceilDiv(n, rc)
+	consts := []shaders.Const{c("WG", wg), c("RC", rc)}
+	g, err := groupsFor(rank*chunks, r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	r.dispatch("row_lora_a", consts, g, new(params).u(n, din, rank).i(op.Slot), in[1], in[2], in[3], t)
+	t.rw = false
+	if g, err = groupsFor(ceilDiv(dout, wg)*chunks, r.b.maxGroups()); err != nil {
+		return err
+	}
+	r.dispatch("row_lora_b", consts, g, new(params).u(n, dout, rank).i(op.Slot).f(op.Scale), in[0], in[2], t, in[4], out[0])
+	return nil
+}
+
 // loraBackward: t = dy·B; dx = dy·W + s·t·A (one GEMM with the LoRA term in its epilogue);
 // dA = s·tᵀ·x; dB = s·dyᵀ·xa. Every reduction is a tiled f32 GEMM: deterministic, no atomics.
 func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out []bind) error {
@@ -218,18 +245,25 @@ func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out
 	return nil
 }
 
-// attention: the tiled online-softmax kernel; WG queries a workgroup, KT keys a tile, as many as
-// the device's workgroup memory holds (K and V tiles) up to 64.
-func (r *recorder) attention(op engine.Attention, in, out []bind) error {
+// attention: over a KV cache of slots (KVStride), attention_rows.wgsl for any number of queries;
+// otherwise the tiled online-softmax kernel, WG queries a workgroup, KT keys a tile, as many as the
+// device's workgroup memory holds (K and V tiles) up to 64, or for few queries the decode kernel.
+// kvRows is the number of rows of k and v.
+func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) error {
 	const queries = 64
-	if op.QLen <= decodeQueries {
-		// Few queries (decode): a workgroup per query keeps every invocation busy on the keys.
+	if op.KVStride > 0 || op.QLen <= decodeQueries {
+		// A workgroup per query (and head) keeps every invocation busy on the keys.
 		const threads = 64
 		grid, err := groupsFor(op.Batch*op.Heads*op.QLen, r.b.maxGroups())
 		if err != nil {
 			return err
 		}
 		consts := []shaders.Const{c("WG", threads), c("HD", op.HeadDim), c("DPT", ceilDiv(op.HeadDim, threads))}
+		if op.KVStride > 0 {
+			p := new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
+			r.dispatch("attention_rows", consts, grid, p, in[0], in[1], in[2], in[3], out[0], out[1])
+			return nil
+		}
 		r.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
 		return nil
 	}
@@ -260,8 +294,9 @@ func (b *Backend) keyTile(hd, wg int) int {
 	return kt
 }
 
+// attnParams packs the uniform block of the kernels over contiguous k and v (KVLen rows a sequence).
 func attnParams(op engine.Attention) *params {
-	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale).u(op.KVRows())
+	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale)
 }
 
 // attentionBackward: dq (and D = rowsum(dout·out)) per query, then dk and dv per key, summing over

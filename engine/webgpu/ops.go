@@ -51,7 +51,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
-		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite:
+		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.RowLoRA,
+		engine.RowScaleCols:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -218,9 +219,16 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		d, b := l.In[0].Meta.Shape[1], op.Seqs()
-		per, t := l.In[0].Meta.Shape[0]/b, l.In[1].Meta.Shape.Rows()/b
-		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, op.Offset, t*d, per*d, d), in[1], out[0])
+		cache := l.In[0].Meta.Shape
+		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, cache[1], cache[0]), in[1], in[2], out[0])
+	case engine.RowScaleCols:
+		g, err := r.items(n, wg)
+		if err != nil {
+			return err
+		}
+		r.dispatch("row_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(op.Slot), in[0], in[1], in[2], out[0])
+	case engine.RowLoRA:
+		return r.rowLoRA(op, l, in, out)
 	case engine.Dropout:
 		g, err := r.items(n, wg)
 		if err != nil {
@@ -421,7 +429,7 @@ func (r *recorder) launch(l engine.Launch) error {
 	case engine.LoRABackward:
 		return r.loraBackward(op, l, in, out)
 	case engine.Attention:
-		return r.attention(op, in, out)
+		return r.attention(op, l.In[1].Meta.Shape.Rows(), in, out)
 	case engine.AttentionBackward:
 		return r.attentionBackward(op, in, out)
 	case engine.Reshape:

@@ -281,7 +281,8 @@ func TestAdamWInPlace(t *testing.T) {
 
 // TestMultiTile checks shapes that span several tiles of the tiled kernels (the conformance
 // shapes fit in one): matmul over 3×2 tiles and 7 k-slices, attention over two query blocks and
-// three key tiles, a 4-bit GEMV over rows that straddle packed words.
+// three key tiles, attention over a KV cache and RowLoRA over several chunks, a 4-bit GEMV over
+// rows that straddle packed words.
 func TestMultiTile(t *testing.T) {
 	b := openTest(t)
 	ref := cpu.New()
@@ -354,6 +355,37 @@ func TestMultiTile(t *testing.T) {
 			k, v := in(g, &ls, r, engine.Shape{300, 72}, 1), in(g, &ls, r, engine.Shape{300, 72}, 1)
 			return ls, g.Apply(a, q, k, v)[:2]
 		}},
+		{Name: "cache_attention_chunks", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
+			// Three sequences of 24 queries (a batch of prefills) in slots 0, 1, 2 of 160 rows:
+			// up to 152 keys (three key chunks), head dim 72 > 64 invocations.
+			var ls []enginetest.Leaf
+			const stride, hd, qlen = 160, 72, 24
+			var rows []int32
+			for s, first := range []int{128, 50, 0} {
+				for i := range qlen {
+					rows = append(rows, int32(s*stride+first+i))
+				}
+			}
+			idn := g.Input("rows", engine.I32, engine.Shape{len(rows)})
+			ls = append(ls, enginetest.Leaf{Node: idn, I32: rows})
+			n := len(rows)
+			kc, vc := in(g, &ls, r, engine.Shape{3 * stride, hd}, 1), in(g, &ls, r, engine.Shape{3 * stride, hd}, 1)
+			k := g.Apply1(engine.CacheWrite{}, kc, in(g, &ls, r, engine.Shape{n, hd}, 1), idn)
+			v := g.Apply1(engine.CacheWrite{}, vc, in(g, &ls, r, engine.Shape{n, hd}, 1), idn)
+			a := engine.Attention{Batch: 3, QLen: qlen, KVLen: stride, Heads: 4, KVHeads: 1, HeadDim: hd, Scale: 0.12, KVStride: stride}
+			return ls, g.Apply(a, in(g, &ls, r, engine.Shape{n, 4 * hd}, 1), k, v, idn)[:2]
+		}},
+		{Name: "row_lora_chunks", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
+			// Three chunks of rows (the middle one selects no row), in and out over two blocks.
+			var ls []enginetest.Leaf
+			const n, din, dout, rank = 20, 600, 300, 17
+			sel := []int32{1, 0, 1, 1, 2, 0, 0, 1, 0, 0, 2, 0, 0, 0, 2, 0, 1, 1, 0, 1}
+			sn := g.Input("sel", engine.I32, engine.Shape{n})
+			ls = append(ls, enginetest.Leaf{Node: sn, I32: sel})
+			y, x := in(g, &ls, r, engine.Shape{n, dout}, 1), in(g, &ls, r, engine.Shape{n, din}, 1)
+			a, bl := in(g, &ls, r, engine.Shape{rank, din}, 0.1), in(g, &ls, r, engine.Shape{dout, rank}, 0.3)
+			return ls, []*engine.Node{g.Apply1(engine.RowLoRA{Scale: 0.5, Slot: 1}, y, x, sn, a, bl)}
+		}},
 		{Name: "qgemv_words", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
 			var ls []enginetest.Leaf
 			n, k := 9, 1003
@@ -371,6 +403,45 @@ func TestMultiTile(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) { enginetest.Check(t, c, b, ref) })
+	}
+}
+
+// TestCacheWriteOutside: a cache row outside the cache (an error on the CPU) writes nothing, even
+// where the cache's buffer is larger than the cache.
+func TestCacheWriteOutside(t *testing.T) {
+	b := openTest(t)
+	cm := engine.Meta{Shape: engine.Shape{4, 3}, DType: engine.F32}
+	sm := engine.Meta{Shape: engine.Shape{3, 3}, DType: engine.F32}
+	rm := engine.Meta{Shape: engine.Shape{3}, DType: engine.I32}
+	cache, err := engine.FromFloat32(b, cm.Shape, make([]float32, 12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Release()
+	src, err := engine.FromFloat32(b, sm.Shape, []float32{1, 1, 1, 2, 2, 2, 3, 3, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Release()
+	rows, err := engine.FromInt32(b, rm.Shape, []int32{-1, 4, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Release()
+	ca := engine.Arg{Buf: cache.Buffer(), Meta: cm}
+	l := engine.Launch{Op: engine.CacheWrite{}, In: []engine.Arg{ca, {Buf: src.Buffer(), Meta: sm}, {Buf: rows.Buffer(), Meta: rm}}, Out: []engine.Arg{ca}}
+	if err := b.Run([]engine.Launch{l}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cache.Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{0, 0, 0, 3, 3, 3, 0, 0, 0, 0, 0, 0}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("cache %v, want %v", got, want)
+		}
 	}
 }
 

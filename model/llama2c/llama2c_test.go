@@ -108,12 +108,12 @@ func TestConvertedStories260KIsATrainedModel(t *testing.T) {
 		seq = append(seq, int32(best))
 	}
 	// The same greedy decoding with the KV cache: one token per step.
-	cache, err := m.NewCache(64)
+	cache, err := m.NewCache(1, 64)
 	require.NoError(t, err)
 	defer cache.Release()
 	cached := []int32{1}
 	for len(cached) < len(seq) {
-		logits, err := m.Step(cache, cached[len(cached)-1:], nil)
+		logits, err := cache.Step([]model.Seq{{Pos: len(cached) - 1, IDs: cached[len(cached)-1:]}})
 		require.NoError(t, err)
 		full := forward(t, m, cached)
 		last := full[(len(cached)-1)*vocab:]

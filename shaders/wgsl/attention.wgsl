@@ -3,7 +3,7 @@
 // (each tile loaded once for all WG queries) and each query keeps an online softmax (running max m
 // and sum l) and its HD accumulators in registers, so the score matrix is never stored. Writes out
 // and the log-sum-exp of the scaled scores. HD (the head dim), KT and KTHD = KT·HD are constants.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, KVS: u32 }
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
@@ -45,7 +45,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j0 = 0u; j0 < jend; j0 = j0 + KT) {
         for (var e = lid; e < KTHD; e = e + WG) {
             let j = j0 + e / HD;
-            let koff = (bb * P.KVS + j) * P.KVH * HD + g * HD + e % HD;
+            let koff = (bb * P.KVL + j) * P.KVH * HD + g * HD + e % HD;
             if (j < P.KVL) {
                 Ks[e] = k[koff];
                 Vs[e] = v[koff];

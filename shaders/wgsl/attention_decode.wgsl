@@ -3,7 +3,7 @@
 // chunk's max and sum (fixed-order trees) for the online softmax, and each invocation then
 // accumulates DPT of the HD output dims over the chunk's values (coalesced reads of v). Writes out
 // and lse like attention.wgsl.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, KVS: u32 }
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let bb = t / (P.QL * P.H);
     let g = h / (P.H / P.KVH);
     let qoff = (bb * P.QL + i) * P.H * HD + h * HD;
-    let kbase = bb * P.KVS * P.KVH * HD + g * HD; // KVS rows a sequence: a KV cache
+    let kbase = bb * P.KVL * P.KVH * HD + g * HD;
     let kstride = P.KVH * HD;
     let nkeys = P.KVL - P.QL + i + 1u;
     for (var d = lid; d < HD; d = d + WG) {

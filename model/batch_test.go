@@ -1,0 +1,156 @@
+package model_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdevice"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/peft"
+)
+
+// randomize gives every parameter of a an arbitrary value, so that it changes the output (a fresh
+// LoRA adapter is the identity).
+func randomize(t *testing.T, a *peft.Adapter, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 3))
+	for _, k := range a.Keys() {
+		x, ok := a.Tensor(k)
+		require.True(t, ok)
+		v := make([]float32, x.Shape().Numel())
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.2)
+			if a.Config.PeftType == peft.TypeIA3 {
+				v[i] += 1
+			}
+		}
+		require.NoError(t, x.SetFloat32(v))
+	}
+}
+
+// Sequences of different lengths, in any slots, each with its own adapter (LoRA, IA3 or none),
+// decoded together in one step, get the logits each gets decoded alone with its adapter's fused
+// layers and no padding, on every backend, dense and NF4.
+func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 12})
+	require.NoError(t, err)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	prompts := []int{4, 9, 6}
+	const decode = 3
+	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+		for _, o := range []model.LoadOptions{{}, {Quantize: "nf4"}} {
+			t.Run(fmt.Sprintf("%s/%s", b.Device().Backend, o.Quantize), func(t *testing.T) {
+				m, err := model.Load(dir, b, o)
+				require.NoError(t, err)
+				defer m.Release()
+				lcfg := peft.LoRAConfig()
+				lcfg.TargetModules = peft.Names("q_proj", "v_proj", "down_proj", "lm_head")
+				lora, err := peft.New(lcfg, cfg, b, 1)
+				require.NoError(t, err)
+				randomize(t, lora, 1)
+				ia3, err := peft.New(peft.IA3Config(), cfg, b, 2)
+				require.NoError(t, err)
+				randomize(t, ia3, 2)
+				adapters := []model.Adapter{lora, nil, ia3}
+
+				ids := make([][]int32, len(prompts))
+				for s, n := range prompts {
+					ids[s] = testIDs(cfg.VocabSize, 100)[s*11 : s*11+n+decode]
+				}
+				// Alone: each sequence in a cache of its own, every token's logits.
+				alone := make([][]float32, len(prompts)) // logits of the decode steps' tokens
+				for s, n := range prompts {
+					c, err := m.NewCache(1, 32)
+					require.NoError(t, err)
+					l, err := c.StepAll([]model.Seq{{Slot: 0, Pos: 0, IDs: ids[s][:n], Adapter: adapters[s]}})
+					require.NoError(t, err)
+					alone[s] = append(alone[s], l[(n-1)*cfg.VocabSize:]...)
+					for i := n; i < n+decode-1; i++ {
+						l, err := c.StepAll([]model.Seq{{Slot: 0, Pos: i, IDs: ids[s][i : i+1], Adapter: adapters[s]}})
+						require.NoError(t, err)
+						alone[s] = append(alone[s], l...)
+					}
+					c.Release()
+				}
+				// Together: prompts prefilled one by one (padded to a bucket) into slots 3, 0, 2 of
+				// a 4-slot cache, then decoded in one batch.
+				slots := []int{3, 0, 2}
+				c, err := m.NewCache(4, 32)
+				require.NoError(t, err)
+				defer c.Release()
+				together := make([][]float32, len(prompts))
+				for s, n := range prompts {
+					l, err := c.Step([]model.Seq{{Slot: slots[s], IDs: ids[s][:n], Adapter: adapters[s]}})
+					require.NoError(t, err)
+					together[s] = append(together[s], l...)
+				}
+				for d := 0; d < decode-1; d++ {
+					var seqs []model.Seq
+					for s, n := range prompts {
+						seqs = append(seqs, model.Seq{Slot: slots[s], Pos: n + d, IDs: ids[s][n+d : n+d+1], Adapter: adapters[s]})
+					}
+					l, err := c.Step(seqs)
+					require.NoError(t, err)
+					for s := range prompts {
+						together[s] = append(together[s], l[s*cfg.VocabSize:(s+1)*cfg.VocabSize]...)
+					}
+				}
+				for s := range prompts {
+					want := make([]float64, len(alone[s]))
+					for i, v := range alone[s] {
+						want[i] = float64(v)
+					}
+					requireLogitsClose(t, want, together[s], 1e-4)
+				}
+				// The adapters matter: the LoRA sequence's logits differ from the base model's.
+				base, err := m.NewCache(1, 32)
+				require.NoError(t, err)
+				defer base.Release()
+				l, err := base.Step([]model.Seq{{IDs: ids[0][:prompts[0]]}})
+				require.NoError(t, err)
+				require.NotEqual(t, l, together[0][:cfg.VocabSize])
+			})
+		}
+	}
+}
+
+// A step's program is compiled once and reused: slots and positions are inputs.
+func TestStepReusesPrograms(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 13})
+	require.NoError(t, err)
+	m, err := model.Load(dir, cpu.New(), model.LoadOptions{})
+	require.NoError(t, err)
+	defer m.Release()
+	c, err := m.NewCache(2, 64)
+	require.NoError(t, err)
+	defer c.Release()
+	_, err = c.Step([]model.Seq{{Slot: 0, IDs: []int32{1, 2, 3}}})
+	require.NoError(t, err)
+	_, err = c.Step([]model.Seq{{Slot: 1, IDs: []int32{1, 2, 3, 4, 5}}}) // same bucket
+	require.NoError(t, err)
+	for pos := 3; pos < 10; pos++ {
+		_, err = c.Step([]model.Seq{{Slot: 0, Pos: pos, IDs: []int32{7}}, {Slot: 1, Pos: pos + 2, IDs: []int32{8}}})
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2, c.Programs(), "one prefill and one decode program")
+
+	// Bad steps are errors.
+	for _, seqs := range [][]model.Seq{
+		nil,
+		{{Slot: 2, IDs: []int32{1}}},
+		{{Slot: 0, IDs: []int32{1}}, {Slot: 0, Pos: 1, IDs: []int32{1}}},
+		{{Slot: 0, Pos: 63, IDs: []int32{1, 2}}},
+		{{Slot: 0, IDs: []int32{1}}, {Slot: 1, IDs: []int32{1, 2}}},
+	} {
+		_, err := c.Step(seqs)
+		require.Error(t, err, "%+v", seqs)
+	}
+}

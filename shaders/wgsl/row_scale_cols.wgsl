@@ -1,0 +1,21 @@
+// IA3's scaling on the rows of a batch that select the adapter: y[n, d] = x[n, d]·l[d] where
+// sel[n] == slot, x[n, d] elsewhere.
+struct Params { n: u32, dim: u32, slot: i32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> sel: array<i32>;
+@group(0) @binding(2) var<storage, read> l: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> P: Params;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = lin(wid, nwg, lid);
+    if (i >= P.n) {
+        return;
+    }
+    if (sel[i / P.dim] == P.slot) {
+        y[i] = x[i] * l[i % P.dim];
+    } else {
+        y[i] = x[i];
+    }
+}
