@@ -9,6 +9,7 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/peft"
 )
 
 // E2ESizes describe the synthetic checkpoint and the generation measured end to end.
@@ -25,6 +26,9 @@ type E2ESizes struct {
 	Weights []string
 	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
 	Batches []int
+	// Adapters, if positive, adds for each batch over 1 a run in which the sequences use that
+	// many different LoRA adapters (rank 16 on every linear layer) in the same steps.
+	Adapters int
 }
 
 // E2E1B is a checkpoint with Llama-3.2-1B's layer shapes but only layers layers and the given
@@ -35,7 +39,7 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
 			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
 		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
-		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4"},
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4"}, Adapters: 8,
 	}
 }
 
@@ -43,7 +47,7 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 func E2ETiny() E2ESizes {
 	p := synth.Presets["tiny"]
 	return E2ESizes{Preset: p, Label: fmt.Sprintf("synth tiny (hidden %d, %d layers, vocab %d)", p.Hidden, p.Layers, p.Vocab),
-		Layers: p.Layers, PromptTokens: 16, DecodeTokens: 8, Repeats: 2, Weights: []string{"f32", "nf4"}}
+		Layers: p.Layers, PromptTokens: 16, DecodeTokens: 8, Repeats: 2, Weights: []string{"f32", "nf4"}, Adapters: 4}
 }
 
 // runE2E writes the synthetic checkpoint and measures prompt processing (time to first token) and
@@ -64,22 +68,32 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
 	}
 	for _, w := range s.Weights {
 		for _, b := range batches {
-			r := e2eOne(be, dir, s, w, b)
-			if r.Err != "" {
-				fmt.Fprintf(log, "  e2e %-4s batch %d error: %s\n", w, b, r.Err)
-			} else {
-				fmt.Fprintf(log, "  e2e %-4s batch %d TTFT %s (%d tokens), decode %.2f tokens/s\n", w, b, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+			adapters := []int{0}
+			if b > 1 && s.Adapters > 0 {
+				adapters = append(adapters, min(s.Adapters, b))
 			}
-			out = append(out, r)
+			for _, a := range adapters {
+				r := e2eOne(be, dir, s, w, b, a)
+				if r.Err != "" {
+					fmt.Fprintf(log, "  e2e %-4s batch %d adapters %d error: %s\n", w, b, a, r.Err)
+				} else {
+					fmt.Fprintf(log, "  e2e %-4s batch %d adapters %d TTFT %s (%d tokens), decode %.2f tokens/s\n", w, b, a, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+				}
+				out = append(out, r)
+			}
 		}
 	}
 	return out
 }
 
-// e2eOne measures batch sequences of the same prompt decoded in lockstep.
-func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int) E2EResult {
+// e2eOne measures batch sequences of the same prompt decoded in lockstep, sequence b with LoRA
+// adapter b mod adapters (none when adapters is 0).
+func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, adapters int) E2EResult {
 	r := E2EResult{Name: fmt.Sprintf("generate_%s_b%d", weights, batch), Model: s.Label, Weights: weights, Batch: batch,
-		PromptTokens: s.PromptTokens, DecodeTokens: s.DecodeTokens}
+		Adapters: adapters, PromptTokens: s.PromptTokens, DecodeTokens: s.DecodeTokens}
+	if adapters > 0 {
+		r.Name += fmt.Sprintf("_lora%d", adapters)
+	}
 	lo := model.LoadOptions{}
 	if weights == "nf4" {
 		lo.Quantize = "nf4"
@@ -91,6 +105,25 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int
 	}
 	defer m.Release()
 	r.WeightBytes = m.WeightBytes()
+	var loras []model.Adapter
+	for i := range adapters {
+		cfg := peft.LoRAConfig()
+		cfg.R, cfg.LoraAlpha, cfg.TargetModules = 16, 32, peft.Modules{Pattern: peft.AllLinear}
+		cfg.InitLoraWeights = false // B non-zero, as after training
+		a, err := peft.New(cfg, m.Cfg, be, uint64(i+1))
+		if err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		defer a.Release()
+		loras = append(loras, a)
+	}
+	adapterOf := func(b int) model.Adapter {
+		if adapters == 0 {
+			return nil
+		}
+		return loras[b%adapters]
+	}
 	prompt := make([]int32, batch*s.PromptTokens)
 	for i := range prompt {
 		prompt[i] = int32(3 + (i%s.PromptTokens)%(s.Preset.Vocab-3))
@@ -117,7 +150,7 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int
 	var ttft, tok []float64
 	for rep := 0; rep < max(s.Repeats, 1)+1; rep++ { // the first pass warms up
 		for b := range seqs {
-			seqs[b] = model.Seq{Slot: b, IDs: prompt[b*s.PromptTokens : (b+1)*s.PromptTokens]}
+			seqs[b] = model.Seq{Slot: b, IDs: prompt[b*s.PromptTokens : (b+1)*s.PromptTokens], Adapter: adapterOf(b)}
 		}
 		t0 := time.Now()
 		logits, err := c.Step(seqs)
@@ -134,7 +167,7 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch int
 		if rep == 0 || rep == max(s.Repeats, 1) {
 			for i := range s.DecodeTokens {
 				for b := range seqs {
-					seqs[b] = model.Seq{Slot: b, Pos: s.PromptTokens + i, IDs: next[b : b+1]}
+					seqs[b] = model.Seq{Slot: b, Pos: s.PromptTokens + i, IDs: next[b : b+1], Adapter: adapterOf(b)}
 				}
 				t0 := time.Now()
 				logits, err = c.Step(seqs)

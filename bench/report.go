@@ -88,14 +88,16 @@ type KernelResult struct {
 	Err      string  `json:"error,omitempty"`
 }
 
-// E2EResult is an end-to-end generation measurement through model.Model.Step.
+// E2EResult is an end-to-end generation measurement through model.Cache.Step.
 type E2EResult struct {
 	Name string `json:"name"`
 	// Model describes the synthetic checkpoint (its shapes and layer count).
 	Model   string `json:"model"`
 	Weights string `json:"weights"`
 	// Batch sequences are decoded in lockstep; TokensPerSec counts the tokens of all of them.
-	Batch        int     `json:"batch"`
+	Batch int `json:"batch"`
+	// Adapters is the number of different LoRA adapters the sequences use in the same steps.
+	Adapters     int     `json:"adapters,omitempty"`
 	PromptTokens int     `json:"prompt_tokens"`
 	DecodeTokens int     `json:"decode_tokens"`
 	TTFT         Stats   `json:"ttft"`

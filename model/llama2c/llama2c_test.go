@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/internal/testdata"
 	"github.com/lathe-ml/lathe/model"
@@ -30,31 +29,9 @@ func convert(t *testing.T) string {
 	return out
 }
 
-// forward returns the logits of ids (one sequence) on the CPU backend.
+// forward returns the logits of ids (one sequence).
 func forward(t *testing.T, m *model.Model, ids []int32) []float32 {
-	b := m.Backend
-	g := engine.NewGraph()
-	mg := m.Declare(g)
-	n := len(ids)
-	idn := g.Input("ids", engine.I32, engine.Shape{n})
-	posn := g.Input("pos", engine.I32, engine.Shape{n})
-	out := mg.Forward(idn, posn, 1, n, nil)
-	p, err := engine.Compile(g, b, []*engine.Node{out}, engine.CompileOptions{})
-	require.NoError(t, err)
-	defer p.Release()
-	require.NoError(t, m.Bind(p))
-	pos := make([]int32, n)
-	for i := range pos {
-		pos[i] = int32(i)
-	}
-	it, err := engine.FromInt32(b, engine.Shape{n}, ids)
-	require.NoError(t, err)
-	pt, err := engine.FromInt32(b, engine.Shape{n}, pos)
-	require.NoError(t, err)
-	require.NoError(t, p.Bind(idn, it))
-	require.NoError(t, p.Bind(posn, pt))
-	require.NoError(t, p.Run())
-	y, err := p.Float32(out)
+	y, err := m.Logits(ids, 1, nil)
 	require.NoError(t, err)
 	return y
 }
