@@ -79,18 +79,21 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 					}
 					c.Release()
 				}
-				// Together: prompts prefilled one by one (padded to a bucket) into slots 3, 0, 2 of
-				// a 4-slot cache, then decoded in one batch.
+				// Together: prompts 0 and 1 prefilled in one step (padded to a common bucket), 2
+				// alone, into slots 3, 0, 2 of a 4-slot cache, then decoded in one batch.
 				slots := []int{3, 0, 2}
 				c, err := m.NewCache(4, 32)
 				require.NoError(t, err)
 				defer c.Release()
 				together := make([][]float32, len(prompts))
-				for s, n := range prompts {
-					l, err := c.Step([]model.Seq{{Slot: slots[s], IDs: ids[s][:n], Adapter: adapters[s]}})
-					require.NoError(t, err)
-					together[s] = append(together[s], l...)
-				}
+				l, err := c.Step([]model.Seq{{Slot: slots[0], IDs: ids[0][:prompts[0]], Adapter: adapters[0]},
+					{Slot: slots[1], IDs: ids[1][:prompts[1]], Adapter: adapters[1]}})
+				require.NoError(t, err)
+				together[0] = append(together[0], l[:cfg.VocabSize]...)
+				together[1] = append(together[1], l[cfg.VocabSize:]...)
+				l, err = c.Step([]model.Seq{{Slot: slots[2], IDs: ids[2][:prompts[2]], Adapter: adapters[2]}})
+				require.NoError(t, err)
+				together[2] = append(together[2], l...)
 				for d := 0; d < decode-1; d++ {
 					var seqs []model.Seq
 					for s, n := range prompts {
@@ -113,7 +116,7 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 				base, err := m.NewCache(1, 32)
 				require.NoError(t, err)
 				defer base.Release()
-				l, err := base.Step([]model.Seq{{IDs: ids[0][:prompts[0]]}})
+				l, err = base.Step([]model.Seq{{IDs: ids[0][:prompts[0]]}})
 				require.NoError(t, err)
 				require.NotEqual(t, l, together[0][:cfg.VocabSize])
 			})
@@ -148,9 +151,11 @@ func TestStepReusesPrograms(t *testing.T) {
 		{{Slot: 2, IDs: []int32{1}}},
 		{{Slot: 0, IDs: []int32{1}}, {Slot: 0, Pos: 1, IDs: []int32{1}}},
 		{{Slot: 0, Pos: 63, IDs: []int32{1, 2}}},
-		{{Slot: 0, IDs: []int32{1}}, {Slot: 1, IDs: []int32{1, 2}}},
+		{{Slot: 0, IDs: nil}},
 	} {
 		_, err := c.Step(seqs)
 		require.Error(t, err, "%+v", seqs)
 	}
+	_, err = c.StepAll([]model.Seq{{Slot: 0, IDs: []int32{1}}, {Slot: 1, IDs: []int32{1, 2}}})
+	require.Error(t, err, "StepAll feeds every sequence the same number of tokens")
 }

@@ -81,7 +81,8 @@ type Seq struct {
 	Slot int
 	// Pos is the position of the first fed token: how many of the sequence's tokens are cached.
 	Pos int
-	// IDs are the tokens fed; every Seq of a step feeds the same number.
+	// IDs are the tokens fed (at least one). Sequences of a step may feed different numbers
+	// (prompts of different lengths); all but the longest are then padded.
 	IDs []int32
 	// Adapter applies to this sequence only; nil is the base model.
 	Adapter Adapter
@@ -91,7 +92,8 @@ type Seq struct {
 // and returns the logits of each sequence's last fed token, [len(seqs)·vocab].
 func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false) }
 
-// StepAll is Step returning the logits of every fed token, [len(seqs)·n·vocab], sequence-major.
+// StepAll is Step returning the logits of every fed token, [len(seqs)·n·vocab], sequence-major;
+// every sequence must feed the same number of tokens, n.
 func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true) }
 
 // stepProgram is a compiled step with its per-step inputs, kept for reuse: a step's graph depends
@@ -115,27 +117,37 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 	if len(seqs) == 0 {
 		return nil, fmt.Errorf("step: no sequences")
 	}
-	n := len(seqs[0].IDs)
+	n := 0
+	for _, s := range seqs {
+		n = max(n, len(s.IDs))
+	}
 	used := map[int]bool{}
 	kvLen := 0
 	for i, s := range seqs {
 		switch {
-		case len(s.IDs) != n || n == 0:
-			return nil, fmt.Errorf("step: sequence %d feeds %d tokens, sequence 0 feeds %d (want the same, at least 1)", i, len(s.IDs), n)
+		case len(s.IDs) == 0 || (all && len(s.IDs) != n):
+			return nil, fmt.Errorf("step: sequence %d feeds %d tokens, another %d (StepAll: want the same, at least 1)", i, len(s.IDs), n)
 		case s.Slot < 0 || s.Slot >= c.Slots || used[s.Slot]:
 			return nil, fmt.Errorf("step: sequence %d: slot %d is outside the cache's %d or taken twice", i, s.Slot, c.Slots)
-		case s.Pos < 0 || s.Pos+n > c.MaxLen:
-			return nil, fmt.Errorf("step: sequence %d: %d cached + %d new tokens exceed the cache's %d positions", i, s.Pos, n, c.MaxLen)
+		case s.Pos < 0 || s.Pos+len(s.IDs) > c.MaxLen:
+			return nil, fmt.Errorf("step: sequence %d: %d cached + %d new tokens exceed the cache's %d positions", i, s.Pos, len(s.IDs), c.MaxLen)
 		}
 		used[s.Slot] = true
-		kvLen = max(kvLen, s.Pos+n)
+		kvLen = max(kvLen, s.Pos+len(s.IDs))
 	}
-	// One sequence's prompt is padded to a bucket so that prompts of many lengths share few
-	// programs. The padding's keys land past the prompt in its own slot, where the next tokens
-	// overwrite them before anything reads them, and no real token attends to them.
+	// Every sequence's tokens are padded to one width: a power of two for prompts, so that
+	// prompts of many lengths share few programs. A sequence's padding lands past its tokens in
+	// its own slot, where its next tokens overwrite it before anything reads it, and no real
+	// token attends to it.
 	width := n
-	if len(seqs) == 1 && n > 1 && !all {
-		width = min(bucket(n), c.MaxLen-seqs[0].Pos)
+	if !all && n > 1 {
+		width = bucket(n)
+		for _, s := range seqs {
+			width = min(width, c.MaxLen-s.Pos)
+		}
+		if width < n {
+			return nil, fmt.Errorf("step: the sequences' %d tokens do not fit the cache together", n)
+		}
 	}
 	adapters, slotOf := distinctAdapters(seqs)
 	// Rows take the row path when they do not all use the same adapter.
@@ -154,12 +166,12 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 		for i := range width {
 			t := b*width + i
 			p := s.Pos + i
-			if i < n {
+			if i < len(s.IDs) {
 				ids[t] = s.IDs[i]
 			}
 			pos[t], rows[t], sel[t] = int32(p), int32(s.Slot*c.MaxLen+p), slotOf[b]
 		}
-		last[b], selLast[b] = int32(b*width+n-1), slotOf[b]
+		last[b], selLast[b] = int32(b*width+len(s.IDs)-1), slotOf[b]
 	}
 	for node, v := range map[*engine.Node][]int32{sp.ids: ids, sp.pos: pos, sp.rows: rows, sp.sel: sel, sp.last: last, sp.selLast: selLast} {
 		if node == nil {
@@ -179,7 +191,10 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 	return out, nil
 }
 
-// bucket rounds a prompt length up to a power of two (at least 16).
+// Bucket is the width a step pads a prompt of n tokens to (when the cache has room): the next
+// power of two, at least 16. Prompts of one bucket can share a step at no extra padding.
+func Bucket(n int) int { return bucket(n) }
+
 func bucket(n int) int {
 	b := 16
 	for b < n {

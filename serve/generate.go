@@ -59,9 +59,10 @@ type Generator struct {
 
 // Stats counts a generator's work since it was made.
 type Stats struct {
-	// Prefills is the number of prompts prefilled, DecodeSteps the number of decode steps and
-	// DecodeTokens the tokens they produced (more than the steps when requests share them).
-	Prefills, DecodeSteps, DecodeTokens int
+	// Prefills is the number of prompts prefilled, in PrefillSteps steps; DecodeSteps is the
+	// number of decode steps and DecodeTokens the tokens they produced (more than the steps when
+	// requests share them).
+	Prefills, PrefillSteps, DecodeSteps, DecodeTokens int
 	// MaxBatch is the most requests decoded in one step.
 	MaxBatch int
 }
@@ -178,6 +179,9 @@ func (g *Generator) submit(j *job) error {
 	return nil
 }
 
+// prefillTokens bounds the padded tokens of a prefill step of several prompts.
+const prefillTokens = 2048
+
 // loop runs steps while requests run or wait, then exits.
 func (g *Generator) loop(stopped chan struct{}) {
 	defer close(stopped)
@@ -225,24 +229,47 @@ func (g *Generator) loop(stopped chan struct{}) {
 			g.mu.Unlock()
 			return
 		}
-		var next *job
+		// Waiting prompts of the first one's length bucket are prefilled together, up to the free
+		// slots and a token budget; one prefill step a turn, so that running requests keep
+		// decoding while others arrive.
+		var batch []*job
 		if len(free) > 0 && len(g.waiting) > 0 {
-			next, g.waiting = g.waiting[0], g.waiting[1:]
+			width := model.Bucket(len(g.waiting[0].prompt))
+			var rest []*job
+			for _, j := range g.waiting {
+				if len(batch) < len(free) && model.Bucket(len(j.prompt)) == width && (len(batch)+1)*width <= max(width, prefillTokens) {
+					batch = append(batch, j)
+				} else {
+					rest = append(rest, j)
+				}
+			}
+			g.waiting = rest
 		}
 		g.mu.Unlock()
-		// One prompt a turn, so that running requests keep decoding while others arrive.
-		if next != nil {
-			if err := next.ctx.Err(); err != nil {
-				next.push(-1, "", err)
-			} else {
-				next.slot, free = free[len(free)-1], free[:len(free)-1]
-				logits, err := cache.Step([]model.Seq{{Slot: next.slot, IDs: next.prompt, Adapter: next.adapter}})
-				next.pos = len(next.prompt)
-				g.count(func(s *Stats) { s.Prefills++ })
+		var prefill []model.Seq
+		kept = batch[:0]
+		for _, j := range batch {
+			if err := j.ctx.Err(); err != nil || j.cancel.Load() {
+				j.push(-1, "stop", err) // its reader has gone
+				continue
+			}
+			j.slot, free = free[len(free)-1], free[:len(free)-1]
+			j.pos = len(j.prompt)
+			prefill = append(prefill, model.Seq{Slot: j.slot, IDs: j.prompt, Adapter: j.adapter})
+			kept = append(kept, j)
+		}
+		if batch = kept; len(batch) > 0 {
+			logits, err := cache.Step(prefill)
+			g.count(func(s *Stats) {
+				s.Prefills += len(batch)
+				s.PrefillSteps++
+			})
+			vocab := g.Model.Cfg.VocabSize
+			for i, j := range batch {
 				if err != nil {
-					end(next, "", err)
-				} else if g.emit(next, logits, end) {
-					active = append(active, next)
+					end(j, "", err)
+				} else if g.emit(j, logits[i*vocab:(i+1)*vocab], end) {
+					active = append(active, j)
 				}
 			}
 		}
