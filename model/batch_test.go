@@ -144,6 +144,14 @@ func TestStepReusesPrograms(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, 2, c.Programs(), "one prefill and one decode program")
+	a, err := peft.New(peft.LoRAConfig(), m.Cfg, m.Backend, 1)
+	require.NoError(t, err)
+	defer a.Release()
+	_, err = c.Step([]model.Seq{{Slot: 0, Pos: 10, IDs: []int32{7}, Adapter: a}, {Slot: 1, Pos: 12, IDs: []int32{8}}})
+	require.NoError(t, err)
+	require.Equal(t, 3, c.Programs())
+	c.Forget(a)
+	require.Equal(t, 2, c.Programs(), "Forget drops the programs bound to the adapter")
 
 	// Bad steps are errors.
 	for _, seqs := range [][]model.Seq{

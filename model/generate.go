@@ -65,11 +65,33 @@ func (c *Cache) Release() {
 		t.Release()
 	}
 	c.K, c.V = nil, nil
-	for e := c.lru.Front(); e != nil; e = e.Next() {
-		e.Value.(*stepProgram).p.Release()
+	for c.lru.Len() > 0 {
+		c.drop(c.lru.Front())
 	}
-	c.lru.Init()
-	c.progs = map[string]*list.Element{}
+}
+
+// Forget drops the step programs bound to adapter a, so that a can be freed.
+func (c *Cache) Forget(a Adapter) {
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		sp := e.Value.(*stepProgram)
+		for _, x := range sp.adapters {
+			if x == a {
+				c.drop(e)
+				break
+			}
+		}
+		e = next
+	}
+}
+
+func (c *Cache) drop(e *list.Element) {
+	sp := c.lru.Remove(e).(*stepProgram)
+	delete(c.progs, sp.key)
+	sp.p.Release()
+	for _, t := range sp.inputs {
+		t.Release()
+	}
 }
 
 // Programs is the number of compiled step programs the cache holds.
@@ -339,13 +361,7 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	}
 	c.progs[key] = c.lru.PushFront(sp)
 	for c.lru.Len() > maxPrograms {
-		e := c.lru.Back()
-		old := c.lru.Remove(e).(*stepProgram)
-		delete(c.progs, old.key)
-		old.p.Release()
-		for _, t := range old.inputs {
-			t.Release()
-		}
+		c.drop(c.lru.Back())
 	}
 	return sp, nil
 }

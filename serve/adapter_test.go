@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -157,4 +158,61 @@ func TestConcurrentAdaptersShareDecodeSteps(t *testing.T) {
 	st := gen.Stats()
 	require.Equal(t, 4, st.MaxBatch, "all four decoded in one step: %+v", st)
 	require.Equal(t, 8, st.Prefills)
+}
+
+// A hot swap frees the replaced adapter once the request using it ends, which still finishes with
+// it; requests naming it afterwards fail, and the cache drops the programs bound to it.
+func TestHotSwapFreesTheReplacedAdapterAfterItsRequests(t *testing.T) {
+	g := stories(t)
+	base := g.Model
+	dir := t.TempDir()
+	dirs := []string{filepath.Join(dir, "a1"), filepath.Join(dir, "a2")}
+	randomLoRA(t, base, 1, dirs[0]).Release()
+	randomLoRA(t, base, 2, dirs[1]).Release()
+	gen := newGenerator(t, base, g.Tok)
+	reg := NewRegistry(func(d string) (model.Adapter, error) { return peft.Load(d, base.Cfg, base.Backend) })
+	reg.OnRetire(gen.Retire)
+	s := DefaultSampling()
+	s.MaxTokens = 20
+	req := Request{Prompt: "Once upon a time", Sampling: s}
+
+	want := make([]string, 2)
+	for i, d := range dirs {
+		a, err := peft.Load(d, base.Cfg, base.Backend)
+		require.NoError(t, err)
+		req.Adapter = a
+		res, err := gen.Generate(context.Background(), req, nil)
+		require.NoError(t, err)
+		want[i] = res.Text
+		gen.Retire(a, true)
+	}
+	require.NotEqual(t, want[0], want[1])
+
+	require.NoError(t, reg.Load("x", dirs[0]))
+	first, _ := reg.Get("x")
+	req.Adapter = first
+	swapped := false
+	res, err := gen.Generate(context.Background(), req, func(string) error {
+		if !swapped { // mid-request: x now names the second adapter
+			swapped = true
+			require.NoError(t, reg.Load("x", dirs[1]))
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.True(t, swapped)
+	require.Equal(t, want[0], res.Text, "the running request keeps its adapter")
+	require.Eventually(t, func() bool { return gen.Stats().Retired == 3 }, 5*time.Second, 10*time.Millisecond, "the replaced adapter is retired")
+	require.Zero(t, first.(*peft.Adapter).NumParams(), "and freed")
+	_, err = gen.Generate(context.Background(), req, nil)
+	require.ErrorContains(t, err, "unloaded")
+
+	second, _ := reg.Get("x")
+	req.Adapter = second
+	res, err = gen.Generate(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.Equal(t, want[1], res.Text)
+	require.True(t, reg.Unload("x"))
+	require.Eventually(t, func() bool { return gen.Stats().Retired == 4 }, 5*time.Second, 10*time.Millisecond)
+	require.Zero(t, second.(*peft.Adapter).NumParams())
 }

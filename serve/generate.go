@@ -55,6 +55,61 @@ type Generator struct {
 	cache   *model.Cache
 	closed  bool
 	stats   Stats
+	// retiring adapters are freed once no request uses them; gone ones were.
+	retiring []retiree
+	gone     map[model.Adapter]bool
+}
+
+type retiree struct {
+	a       model.Adapter
+	release bool
+}
+
+// Retire frees adapter a, which no new request will name (unloaded, or replaced by a hot swap):
+// once no running or waiting request uses it, the KV cache drops the step programs bound to it
+// and, with release, its parameters are freed (its Release method). Requests naming it after
+// Retire fail.
+func (g *Generator) Retire(a model.Adapter, release bool) {
+	if a == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.retiring = append(g.retiring, retiree{a, release})
+	if !g.running {
+		g.sweep(nil)
+	}
+}
+
+// sweep frees the retiring adapters that no job uses; g.mu is held and no step is running.
+func (g *Generator) sweep(active []*job) {
+	uses := func(a model.Adapter, jobs []*job) bool {
+		for _, j := range jobs {
+			if j.adapter == a {
+				return true
+			}
+		}
+		return false
+	}
+	kept := g.retiring[:0]
+	for _, r := range g.retiring {
+		if uses(r.a, active) || uses(r.a, g.waiting) {
+			kept = append(kept, r)
+			continue
+		}
+		if g.cache != nil {
+			g.cache.Forget(r.a)
+		}
+		if rel, ok := r.a.(interface{ Release() }); ok && r.release {
+			rel.Release()
+		}
+		if g.gone == nil {
+			g.gone = map[model.Adapter]bool{}
+		}
+		g.gone[r.a] = true
+		g.stats.Retired++
+	}
+	g.retiring = kept
 }
 
 // Stats counts a generator's work since it was made.
@@ -65,6 +120,8 @@ type Stats struct {
 	Prefills, PrefillSteps, DecodeSteps, DecodeTokens int
 	// MaxBatch is the most requests decoded in one step.
 	MaxBatch int
+	// Retired is the number of retired adapters freed (see Retire).
+	Retired int
 }
 
 // Stats returns the generator's counters.
@@ -165,6 +222,15 @@ func (g *Generator) submit(j *job) error {
 	if g.closed {
 		return fmt.Errorf("the generator is closed")
 	}
+	if j.adapter != nil {
+		retiring := g.gone[j.adapter]
+		for _, r := range g.retiring {
+			retiring = retiring || r.a == j.adapter
+		}
+		if retiring {
+			return fmt.Errorf("the adapter was unloaded")
+		}
+	}
 	g.defaults()
 	g.waiting = append(g.waiting, j)
 	if !g.running {
@@ -224,6 +290,9 @@ func (g *Generator) loop(stopped chan struct{}) {
 		}
 		active = kept
 		g.mu.Lock()
+		if len(g.retiring) > 0 {
+			g.sweep(active)
+		}
 		if len(active) == 0 && len(g.waiting) == 0 {
 			g.running = false
 			g.mu.Unlock()

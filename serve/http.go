@@ -62,6 +62,7 @@ func (s *Server) init() {
 		if s.Gen.Slots == 0 {
 			s.Gen.Slots = s.MaxConcurrent
 		}
+		s.Adapters.OnRetire(s.Gen.Retire)
 	})
 }
 

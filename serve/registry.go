@@ -17,11 +17,40 @@ type Registry struct {
 	mu       sync.RWMutex
 	adapters map[string]registered
 	load     AdapterLoader
+	retire   func(a model.Adapter, release bool)
 }
 
 type registered struct {
 	adapter model.Adapter
 	dir     string
+	owned   bool // loaded by the registry (Load), so freed when it leaves
+}
+
+// OnRetire sets what happens to an adapter that leaves the registry (unloaded or replaced):
+// Generator.Retire frees it once no request uses it. release says the registry loaded it (Load)
+// and owns it; an adapter given to Add stays its caller's.
+func (r *Registry) OnRetire(f func(a model.Adapter, release bool)) {
+	r.mu.Lock()
+	r.retire = f
+	r.mu.Unlock()
+}
+
+// put registers x under name (nil: removes it) and retires what it replaces; it reports whether
+// there was one.
+func (r *Registry) put(name string, x *registered) bool {
+	r.mu.Lock()
+	old, ok := r.adapters[name]
+	if x != nil {
+		r.adapters[name] = *x
+	} else {
+		delete(r.adapters, name)
+	}
+	retire := r.retire
+	r.mu.Unlock()
+	if ok && retire != nil {
+		retire(old.adapter, old.owned)
+	}
+	return ok
 }
 
 // NewRegistry returns an empty registry that loads adapters with load (nil: loading refused).
@@ -44,9 +73,7 @@ func (r *Registry) Load(name, dir string) error {
 	if err != nil {
 		return fmt.Errorf("load adapter %s: %w", name, err)
 	}
-	r.mu.Lock()
-	r.adapters[name] = registered{adapter: a, dir: dir}
-	r.mu.Unlock()
+	r.put(name, &registered{adapter: a, dir: dir, owned: true})
 	return nil
 }
 
@@ -55,19 +82,13 @@ func (r *Registry) Add(name string, a model.Adapter) error {
 	if !adapterName.MatchString(name) {
 		return fmt.Errorf("adapter name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
 	}
-	r.mu.Lock()
-	r.adapters[name] = registered{adapter: a}
-	r.mu.Unlock()
+	r.put(name, &registered{adapter: a})
 	return nil
 }
 
 // Unload removes the adapter; it reports whether there was one.
 func (r *Registry) Unload(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.adapters[name]
-	delete(r.adapters, name)
-	return ok
+	return r.put(name, nil)
 }
 
 // Get returns the adapter of that name.
