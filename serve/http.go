@@ -27,6 +27,7 @@ import (
 //	GET    /v1/adapters            the loaded adapters
 //	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter
 //	DELETE /v1/adapters/{name}     unload it
+//	GET    /metrics                counters in Prometheus' text format
 type Server struct {
 	Name     string // the base model's name in requests and /v1/models
 	Gen      *Generator
@@ -76,6 +77,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/adapters", s.listAdapters)
 	mux.HandleFunc("POST /v1/adapters", s.loadAdapter)
 	mux.HandleFunc("DELETE /v1/adapters/{name}", s.unloadAdapter)
+	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -422,4 +424,25 @@ func (s *Server) unloadAdapter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"unloaded": name})
+}
+
+// metrics writes the generator's counters and the server's gauges in Prometheus' text format.
+func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+	st := s.Gen.Stats()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	for _, m := range []struct {
+		name, kind, help string
+		v                int
+	}{
+		{"lathe_requests_running", "gauge", "Requests generating now.", len(s.slots)},
+		{"lathe_adapters_loaded", "gauge", "Adapters being served.", len(s.Adapters.Names())},
+		{"lathe_prefills_total", "counter", "Prompts prefilled.", st.Prefills},
+		{"lathe_prefill_steps_total", "counter", "Prefill steps (several prompts may share one).", st.PrefillSteps},
+		{"lathe_decode_steps_total", "counter", "Decode steps.", st.DecodeSteps},
+		{"lathe_decode_tokens_total", "counter", "Tokens produced by decode steps.", st.DecodeTokens},
+		{"lathe_decode_batch_max", "gauge", "Most requests decoded in one step.", st.MaxBatch},
+		{"lathe_adapters_retired_total", "counter", "Unloaded or replaced adapters freed.", st.Retired},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -157,6 +158,22 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories:neg","prompt":"x"}`)
 	require.Equal(t, 404, code)
 	require.Contains(t, out["error"].(map[string]any)["message"], `adapter "neg" is not loaded`)
+
+	// The counters, in Prometheus' text format.
+	req, err = http.NewRequest("GET", ts.URL+"/metrics", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer k3y")
+	resp, err = ts.Client().Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	st := s.Gen.Stats()
+	require.Contains(t, string(body), "# TYPE lathe_decode_tokens_total counter\n")
+	require.Contains(t, string(body), fmt.Sprintf("\nlathe_decode_tokens_total %d\n", st.DecodeTokens))
+	require.Contains(t, string(body), "\nlathe_adapters_loaded 1\n")
+	require.Positive(t, st.DecodeTokens)
 }
 
 func TestHTTPBadRequests(t *testing.T) {
