@@ -33,8 +33,12 @@ type Cache struct {
 	lru   *list.List
 }
 
-// maxPrograms bounds the step programs a cache keeps (each holds its activation buffers).
-const maxPrograms = 24
+// A cache keeps at most maxPrograms step programs, holding at most programBytes of activation
+// buffers between them (the most recent is always kept): long prompts' programs are large.
+const (
+	maxPrograms  = 24
+	programBytes = 1 << 30
+)
 
 // NewCache allocates a cache of slots sequences of up to maxLen positions each.
 func (m *Model) NewCache(slots, maxLen int) (*Cache, error) {
@@ -92,6 +96,14 @@ func (c *Cache) drop(e *list.Element) {
 	for _, t := range sp.inputs {
 		t.Release()
 	}
+}
+
+func (c *Cache) programBytes() int64 {
+	var n int64
+	for e := c.lru.Front(); e != nil; e = e.Next() {
+		n += e.Value.(*stepProgram).p.PlannedBytes()
+	}
+	return n
 }
 
 // Programs is the number of compiled step programs the cache holds.
@@ -360,7 +372,7 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 		}
 	}
 	c.progs[key] = c.lru.PushFront(sp)
-	for c.lru.Len() > maxPrograms {
+	for c.lru.Len() > 1 && (c.lru.Len() > maxPrograms || c.programBytes() > programBytes) {
 		c.drop(c.lru.Back())
 	}
 	return sp, nil
