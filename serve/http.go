@@ -36,8 +36,11 @@ type Server struct {
 	APIKey string
 	// MaxBodyBytes limits a request body (default 1 MiB).
 	MaxBodyBytes int64
-	// MaxConcurrent limits the requests generating at once (default 4); more get 429.
+	// MaxConcurrent limits the requests generating at once (default 4): the generator decodes
+	// them together.
 	MaxConcurrent int
+	// MaxWaiting requests beyond MaxConcurrent wait for a slot (default 0); more get 429.
+	MaxWaiting int
 	// Log receives one line per failed request (default: the standard logger).
 	Log *log.Logger
 
@@ -59,7 +62,7 @@ func (s *Server) init() {
 		if s.Adapters == nil {
 			s.Adapters = NewRegistry(nil)
 		}
-		s.slots = make(chan struct{}, s.MaxConcurrent)
+		s.slots = make(chan struct{}, s.MaxConcurrent+max(s.MaxWaiting, 0))
 		if s.Gen.Slots == 0 {
 			s.Gen.Slots = s.MaxConcurrent
 		}
@@ -303,7 +306,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	default:
-		apiError(w, http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("%d requests are already running; retry later", s.MaxConcurrent))
+		apiError(w, http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("%d requests are already running or waiting; retry later", cap(s.slots)))
 		return
 	}
 	id, created := newID("cmpl-"), time.Now().Unix()
@@ -434,7 +437,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 		name, kind, help string
 		v                int
 	}{
-		{"lathe_requests_running", "gauge", "Requests generating now.", len(s.slots)},
+		{"lathe_requests", "gauge", "Requests generating or waiting for a slot.", len(s.slots)},
 		{"lathe_adapters_loaded", "gauge", "Adapters being served.", len(s.Adapters.Names())},
 		{"lathe_prefills_total", "counter", "Prompts prefilled.", st.Prefills},
 		{"lathe_prefill_steps_total", "counter", "Prefill steps (several prompts may share one).", st.PrefillSteps},

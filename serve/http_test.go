@@ -56,7 +56,7 @@ func testServer(t *testing.T) (*Server, *httptest.Server) {
 		}
 		return nil, fmt.Errorf("no adapter in %s", dir)
 	})
-	s := &Server{Name: "stories", Gen: g, Adapters: reg, APIKey: "k3y", MaxBodyBytes: 4096, MaxConcurrent: 2}
+	s := &Server{Name: "stories", Gen: g, Adapters: reg, APIKey: "k3y", MaxBodyBytes: 4096, MaxConcurrent: 2, MaxWaiting: 1}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
 	return s, ts
@@ -138,11 +138,17 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	var wg sync.WaitGroup
 	got := map[string]string{}
 	var mu sync.Mutex
-	for _, name := range []string{"neg", "half"} {
+	// Three requests for two slots: one waits for a slot (MaxWaiting), none is refused.
+	expect[""] = want.Text
+	for _, name := range []string{"neg", "half", ""} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, out := call(t, ts, "POST", "/v1/completions", `{"model":"stories:`+name+`","prompt":"Once upon a time","max_tokens":20,"temperature":0}`)
+			m := "stories"
+			if name != "" {
+				m += ":" + name
+			}
+			code, out := call(t, ts, "POST", "/v1/completions", `{"model":"`+m+`","prompt":"Once upon a time","max_tokens":20,"temperature":0}`)
 			if code == 200 {
 				mu.Lock()
 				got[name] = out["choices"].([]any)[0].(map[string]any)["text"].(string)
@@ -218,13 +224,13 @@ func TestHTTPBadRequests(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 401, resp.StatusCode)
 	// Full: every slot taken → 429.
-	for i := 0; i < s.MaxConcurrent; i++ {
+	for i := 0; i < cap(s.slots); i++ {
 		s.slots <- struct{}{}
 	}
 	code, out := call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":2}`)
 	require.Equal(t, 429, code)
 	require.Equal(t, "rate_limit_error", out["error"].(map[string]any)["type"])
-	for i := 0; i < s.MaxConcurrent; i++ {
+	for i := 0; i < cap(s.slots); i++ {
 		<-s.slots
 	}
 	code, _ = call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":2}`)

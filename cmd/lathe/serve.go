@@ -21,9 +21,9 @@ import (
 
 func newServeCmd() *cobra.Command {
 	var (
-		dir, name, host, apiKey, device, quantize string
-		port, maxConcurrent, contextLen           int
-		adapters                                  []string
+		dir, name, host, apiKey, device, quantize   string
+		port, maxConcurrent, maxWaiting, contextLen int
+		adapters                                    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
@@ -58,7 +58,7 @@ func newServeCmd() *cobra.Command {
 			}
 			gen := &serve.Generator{Model: m, Tok: tok, Slots: maxConcurrent, Context: contextLen}
 			defer gen.Close()
-			srv := &serve.Server{Name: name, Gen: gen, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent}
+			srv := &serve.Server{Name: name, Gen: gen, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent, MaxWaiting: maxWaiting}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
@@ -86,7 +86,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on")
 	f.StringVar(&apiKey, "api-key", "", "require this key as Authorization: Bearer KEY")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests decoded together, in shared steps whatever their adapters; more get 429")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests decoded together, in shared steps whatever their adapters")
+	f.IntVar(&maxWaiting, "max-waiting", 16, "requests that wait for a slot once max-concurrent run; more get 429")
 	f.IntVar(&contextLen, "context", 0, "most tokens (prompt and completion) a request holds; the KV cache takes max-concurrent × context positions (default: the model's context, at most 2048)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
