@@ -46,6 +46,10 @@ type Generator struct {
 	// Context is the most tokens, prompt and completion, a request holds (default: the model's
 	// context, at most 2048). The cache takes Slots·Context positions.
 	Context int
+	// PrefillChunk is the most prompt tokens a step prefills for one request (default 512): a
+	// longer prompt takes one chunk a turn, so that it neither stalls the running requests nor
+	// needs the activations of its whole length at once.
+	PrefillChunk int
 
 	mu      sync.Mutex
 	waiting []*job
@@ -183,6 +187,9 @@ func (g *Generator) defaults() {
 	if g.Context <= 0 {
 		g.Context = 2048
 	}
+	if g.PrefillChunk <= 0 {
+		g.PrefillChunk = 512
+	}
 	if limit := g.Model.Cfg.MaxPositionEmbeddings; limit > 0 && limit < g.Context {
 		g.Context = limit
 	}
@@ -251,8 +258,6 @@ const prefillTokens = 2048
 // loop runs steps while requests run or wait, then exits.
 func (g *Generator) loop(stopped chan struct{}) {
 	defer close(stopped)
-	var active []*job
-	free := []int{}
 	g.mu.Lock()
 	if g.cache == nil {
 		c, err := g.Model.NewCache(g.Slots, g.Context)
@@ -266,107 +271,175 @@ func (g *Generator) loop(stopped chan struct{}) {
 		}
 		g.cache = c
 	}
-	cache := g.cache
+	t := &turns{g: g, cache: g.cache}
 	for s := g.Slots - 1; s >= 0; s-- {
-		free = append(free, s)
+		t.free = append(t.free, s)
 	}
 	g.mu.Unlock()
-	end := func(j *job, finish string, err error) {
-		j.push(-1, finish, err)
-		free = append(free, j.slot)
-	}
 	for {
 		// Requests that ended on their side (a stop string, a closed connection) leave.
-		kept := active[:0]
-		for _, j := range active {
+		t.keep(func(j *job) bool {
 			switch {
 			case j.cancel.Load():
-				end(j, "stop", nil)
+				t.end(j, "stop", nil)
 			case j.ctx.Err() != nil:
-				end(j, "", j.ctx.Err())
+				t.end(j, "", j.ctx.Err())
 			default:
-				kept = append(kept, j)
+				return true
 			}
-		}
-		active = kept
+			return false
+		})
 		g.mu.Lock()
 		if len(g.retiring) > 0 {
-			g.sweep(active)
+			g.sweep(t.active)
 		}
-		if len(active) == 0 && len(g.waiting) == 0 {
+		if len(t.active) == 0 && len(g.waiting) == 0 {
 			g.running = false
 			g.mu.Unlock()
 			return
 		}
-		// Waiting prompts of the first one's length bucket are prefilled together, up to the free
-		// slots and a token budget; one prefill step a turn, so that running requests keep
-		// decoding while others arrive.
-		var batch []*job
-		if len(free) > 0 && len(g.waiting) > 0 {
-			width := model.Bucket(len(g.waiting[0].prompt))
-			var rest []*job
-			for _, j := range g.waiting {
-				if len(batch) < len(free) && model.Bucket(len(j.prompt)) == width && (len(batch)+1)*width <= max(width, prefillTokens) {
-					batch = append(batch, j)
-				} else {
-					rest = append(rest, j)
-				}
-			}
-			g.waiting = rest
-		}
+		admitted := t.admit()
 		g.mu.Unlock()
-		var prefill []model.Seq
-		kept = batch[:0]
-		for _, j := range batch {
-			if err := j.ctx.Err(); err != nil || j.cancel.Load() {
-				j.push(-1, "stop", err) // its reader has gone
-				continue
-			}
-			j.slot, free = free[len(free)-1], free[:len(free)-1]
-			j.pos = len(j.prompt)
-			prefill = append(prefill, model.Seq{Slot: j.slot, IDs: j.prompt, Adapter: j.adapter})
+		t.prefill(admitted)
+		t.decode()
+	}
+}
+
+// turns is the loop's state: the requests holding a slot (prefilling or decoding) and the free
+// slots.
+type turns struct {
+	g      *Generator
+	cache  *model.Cache
+	active []*job
+	free   []int
+}
+
+// end ends a job and frees its slot.
+func (t *turns) end(j *job, finish string, err error) {
+	j.push(-1, finish, err)
+	t.free = append(t.free, j.slot)
+}
+
+// keep keeps the active jobs for which f is true (f ends the others).
+func (t *turns) keep(f func(*job) bool) {
+	kept := t.active[:0]
+	for _, j := range t.active {
+		if f(j) {
 			kept = append(kept, j)
 		}
-		if batch = kept; len(batch) > 0 {
-			logits, err := cache.Step(prefill)
-			g.count(func(s *Stats) {
-				s.Prefills += len(batch)
-				s.PrefillSteps++
-			})
-			vocab := g.Model.Cfg.VocabSize
-			for i, j := range batch {
-				if err != nil {
-					end(j, "", err)
-				} else if g.emit(j, logits[i*vocab:(i+1)*vocab], end) {
-					active = append(active, j)
-				}
-			}
+	}
+	t.active = kept
+}
+
+// admit takes waiting requests into free slots: the first waiting prompt, with the others of its
+// length bucket up to a token budget, or a prompt longer than a chunk alone. g.mu is held.
+func (t *turns) admit() []*job {
+	g := t.g
+	if len(t.free) == 0 || len(g.waiting) == 0 {
+		return nil
+	}
+	first := len(g.waiting[0].prompt)
+	width := model.Bucket(first)
+	var batch, rest []*job
+	for _, j := range g.waiting {
+		fits := len(batch) == 0 || (first <= g.PrefillChunk && model.Bucket(len(j.prompt)) == width && (len(batch)+1)*width <= prefillTokens)
+		if len(batch) < len(t.free) && fits {
+			batch = append(batch, j)
+		} else {
+			rest = append(rest, j)
 		}
-		if len(active) == 0 {
+	}
+	g.waiting = rest
+	var admitted []*job
+	for _, j := range batch {
+		if err := j.ctx.Err(); err != nil || j.cancel.Load() {
+			j.push(-1, "stop", err) // its reader has gone
 			continue
 		}
-		seqs := make([]model.Seq, len(active))
-		for i, j := range active {
-			seqs[i] = model.Seq{Slot: j.slot, Pos: j.pos, IDs: j.seen[len(j.seen)-1:], Adapter: j.adapter}
+		j.slot, t.free = t.free[len(t.free)-1], t.free[:len(t.free)-1]
+		t.active = append(t.active, j)
+		admitted = append(admitted, j)
+	}
+	return admitted
+}
+
+// prefill runs one prefill step: the admitted short prompts together, or else the next chunk of
+// a long prompt. A job whose prompt is in samples its first token.
+func (t *turns) prefill(admitted []*job) {
+	var jobs []*job
+	var seqs []model.Seq
+	for _, j := range admitted {
+		if len(j.prompt) <= t.g.PrefillChunk {
+			jobs = append(jobs, j)
+			seqs = append(seqs, model.Seq{Slot: j.slot, IDs: j.prompt, Adapter: j.adapter})
 		}
-		logits, err := cache.Step(seqs)
-		g.count(func(s *Stats) {
-			s.DecodeSteps++
-			s.DecodeTokens += len(seqs)
-			s.MaxBatch = max(s.MaxBatch, len(seqs))
-		})
-		vocab := g.Model.Cfg.VocabSize
-		kept = active[:0]
-		for i, j := range active {
-			j.pos++
-			if err != nil {
-				end(j, "", err)
-			} else if g.emit(j, logits[i*vocab:(i+1)*vocab], end) {
-				kept = append(kept, j)
+	}
+	if len(jobs) == 0 {
+		for _, j := range t.active {
+			if n := min(len(j.prompt)-j.pos, t.g.PrefillChunk); n > 0 {
+				jobs = []*job{j}
+				seqs = []model.Seq{{Slot: j.slot, Pos: j.pos, IDs: j.prompt[j.pos : j.pos+n], Adapter: j.adapter}}
+				break
 			}
 		}
-		active = kept
 	}
+	if len(jobs) == 0 {
+		return
+	}
+	logits, err := t.cache.Step(seqs)
+	done := 0
+	vocab := t.g.Model.Cfg.VocabSize
+	ended := map[*job]bool{}
+	for i, j := range jobs {
+		j.pos += len(seqs[i].IDs)
+		switch {
+		case err != nil:
+			t.end(j, "", err)
+			ended[j] = true
+		case j.pos == len(j.prompt):
+			done++
+			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+		}
+	}
+	t.g.count(func(s *Stats) {
+		s.Prefills += done
+		s.PrefillSteps++
+	})
+	t.keep(func(j *job) bool { return !ended[j] })
+}
+
+// decode runs one decode step over every request whose prompt is in, each feeding its last
+// sampled token.
+func (t *turns) decode() {
+	var jobs []*job
+	var seqs []model.Seq
+	for _, j := range t.active {
+		if j.pos >= len(j.prompt) {
+			jobs = append(jobs, j)
+			seqs = append(seqs, model.Seq{Slot: j.slot, Pos: j.pos, IDs: j.seen[len(j.seen)-1:], Adapter: j.adapter})
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	logits, err := t.cache.Step(seqs)
+	t.g.count(func(s *Stats) {
+		s.DecodeSteps++
+		s.DecodeTokens += len(seqs)
+		s.MaxBatch = max(s.MaxBatch, len(seqs))
+	})
+	vocab := t.g.Model.Cfg.VocabSize
+	ended := map[*job]bool{}
+	for i, j := range jobs {
+		j.pos++
+		if err != nil {
+			t.end(j, "", err)
+			ended[j] = true
+		} else {
+			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+		}
+	}
+	t.keep(func(j *job) bool { return !ended[j] })
 }
 
 func (g *Generator) count(f func(*Stats)) {

@@ -5,8 +5,10 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine/cpu"
@@ -138,4 +140,42 @@ func TestGreedyStories260KReproducesThePublishedText(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "Once upon a time, there was a little girl named Lily. She loved to play outside in the", res.Text)
 	require.Equal(t, "stop", res.FinishReason)
+}
+
+// A prompt longer than a prefill chunk is prefilled a chunk a turn while another request keeps
+// decoding, and both get the text they get alone.
+func TestChunkedPrefillEqualsWholePrompt(t *testing.T) {
+	g := stories(t)
+	s := DefaultSampling()
+	s.MaxTokens = 16
+	long := Request{Prompt: "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friend Ben.", Sampling: s}
+	short := Request{Prompt: "One day", Sampling: s}
+	var want []string
+	for _, r := range []Request{long, short} {
+		res, err := g.Generate(context.Background(), r, nil)
+		require.NoError(t, err)
+		want = append(want, res.Text)
+	}
+	ids, err := g.PromptIDs(long)
+	require.NoError(t, err)
+	require.Greater(t, len(ids), 20)
+
+	chunked := newGenerator(t, g.Model, g.Tok)
+	chunked.PrefillChunk = 7
+	got := make([]string, 2)
+	var wg sync.WaitGroup
+	for i, r := range []Request{long, short} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := chunked.Generate(context.Background(), r, nil)
+			assert.NoError(t, err)
+			got[i] = res.Text
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, want, got)
+	st := chunked.Stats()
+	require.Equal(t, 2, st.Prefills)
+	require.GreaterOrEqual(t, st.PrefillSteps, (len(ids)+6)/7, "the long prompt took a step a chunk: %+v", st)
 }
