@@ -451,6 +451,11 @@ func (g *Generator) count(f func(*Stats)) {
 // emit samples the job's next token from its logits and hands it over; it reports whether the
 // job goes on.
 func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)) bool {
+	// Checkpoints often pad the output layer past the tokenizer's vocabulary (to a multiple of
+	// 64 or 128): those rows have no text and are never sampled.
+	if n := g.Tok.VocabSize(); n > 0 && n < len(logits) {
+		logits = logits[:n]
+	}
 	tok := j.sampler.Next(logits, j.seen)
 	generated := len(j.seen) - len(j.prompt)
 	switch {

@@ -15,6 +15,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/testdata"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/llama2c"
+	"github.com/lathe-ml/lathe/model/synth"
 	"github.com/lathe-ml/lathe/model/tokenizer"
 )
 
@@ -178,4 +179,25 @@ func TestChunkedPrefillEqualsWholePrompt(t *testing.T) {
 	st := chunked.Stats()
 	require.Equal(t, 2, st.Prefills)
 	require.GreaterOrEqual(t, st.PrefillSteps, (len(ids)+6)/7, "the long prompt took a step a chunk: %+v", st)
+}
+
+// An output layer padded past the tokenizer's vocabulary never yields an id without text.
+func TestPaddedVocabularyIsNeverSampled(t *testing.T) {
+	dir := t.TempDir()
+	p := synth.Presets["tiny"]
+	p.Vocab = 4096 // the tokenizer has a few hundred tokens
+	_, err := synth.Write(dir, synth.Options{Preset: p, Seed: 3})
+	require.NoError(t, err)
+	m, err := model.Load(dir, cpu.New(), model.LoadOptions{})
+	require.NoError(t, err)
+	t.Cleanup(m.Release)
+	tok, err := tokenizer.Load(dir)
+	require.NoError(t, err)
+	require.Less(t, tok.VocabSize(), p.Vocab)
+	g := newGenerator(t, m, tok)
+	s := DefaultSampling()
+	s.Temperature, s.MaxTokens, s.Seed = 5, 64, 9 // flat: any id could come up
+	res, err := g.Generate(context.Background(), Request{Prompt: "Once", Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Positive(t, res.Tokens)
 }
