@@ -1,5 +1,6 @@
-// Package serve generates text from a base model with any number of adapters: KV-cache decoding,
-// sampling, streaming, and an OpenAI-compatible HTTP server.
+// Package serve generates text from a base model with any number of adapters: continuous batching
+// over a KV cache of slots (requests for different adapters share each step), sampling, streaming,
+// hot-swapped adapters, and an OpenAI-compatible HTTP server.
 package serve
 
 import (
