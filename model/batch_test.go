@@ -144,14 +144,26 @@ func TestStepReusesPrograms(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, 2, c.Programs(), "one prefill and one decode program")
-	a, err := peft.New(peft.LoRAConfig(), m.Cfg, m.Backend, 1)
+	// Adapters of one recipe (one signature) share programs, whichever of them a step uses.
+	var ads []*peft.Adapter
+	for seed := range uint64(3) {
+		a, err := peft.New(peft.LoRAConfig(), m.Cfg, m.Backend, seed)
+		require.NoError(t, err)
+		defer a.Release()
+		ads = append(ads, a)
+	}
+	require.Equal(t, ads[0].Signature(), ads[1].Signature())
+	for _, pair := range [][2]int{{0, 1}, {1, 2}, {2, 0}} {
+		_, err = c.Step([]model.Seq{{Slot: 0, Pos: 10, IDs: []int32{7}, Adapter: ads[pair[0]]}, {Slot: 1, Pos: 12, IDs: []int32{8}, Adapter: ads[pair[1]]}})
+		require.NoError(t, err)
+	}
+	require.Equal(t, 3, c.Programs(), "one more program for two adapters a step")
+	other := peft.LoRAConfig()
+	other.R = 4
+	a4, err := peft.New(other, m.Cfg, m.Backend, 1)
 	require.NoError(t, err)
-	defer a.Release()
-	_, err = c.Step([]model.Seq{{Slot: 0, Pos: 10, IDs: []int32{7}, Adapter: a}, {Slot: 1, Pos: 12, IDs: []int32{8}}})
-	require.NoError(t, err)
-	require.Equal(t, 3, c.Programs())
-	c.Forget(a)
-	require.Equal(t, 2, c.Programs(), "Forget drops the programs bound to the adapter")
+	defer a4.Release()
+	require.NotEqual(t, ads[0].Signature(), a4.Signature())
 
 	// Bad steps are errors.
 	for _, seqs := range [][]model.Seq{

@@ -18,6 +18,10 @@ type Adapter interface {
 	RowLinear(prefix string, sel *engine.Node, slot int32, next LinearFunc) LinearFunc
 	// BindPrefixed binds the parameters RowLinear declared under prefix.
 	BindPrefixed(p *engine.Program, prefix string) error
+	// Signature describes the adapter's structure (its kind, the layers it wraps, their shapes
+	// and scales): adapters of one signature share step programs, their parameters bound at
+	// each step.
+	Signature() string
 }
 
 // Cache is the key/value cache of up to Slots sequences of up to MaxLen positions each, on the
@@ -74,21 +78,6 @@ func (c *Cache) Release() {
 	}
 }
 
-// Forget drops the step programs bound to adapter a, so that a can be freed.
-func (c *Cache) Forget(a Adapter) {
-	for e := c.lru.Front(); e != nil; {
-		next := e.Next()
-		sp := e.Value.(*stepProgram)
-		for _, x := range sp.adapters {
-			if x == a {
-				c.drop(e)
-				break
-			}
-		}
-		e = next
-	}
-}
-
 func (c *Cache) drop(e *list.Element) {
 	sp := c.lru.Remove(e).(*stepProgram)
 	delete(c.progs, sp.key)
@@ -131,12 +120,11 @@ func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false)
 func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true) }
 
 // stepProgram is a compiled step with its per-step inputs, kept for reuse: a step's graph depends
-// only on the number of sequences and tokens and on the adapters, not on slots or positions.
+// only on the number of sequences and tokens and on the adapters' signatures, not on slots,
+// positions or which adapters of those signatures (bound at each step).
 type stepProgram struct {
-	key string
-	// adapters are kept so that none is collected, and its address reused in a key, while
-	// the program lives.
-	adapters            []Adapter
+	key                 string
+	rowwise             bool
 	p                   *engine.Program
 	ids, pos, rows, sel *engine.Node
 	last, selLast       *engine.Node
@@ -191,6 +179,10 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 	}
 	sp, err := c.program(len(seqs), width, all, adapters, rowwise, kvLen)
 	if err != nil {
+		return nil, fmt.Errorf("step: %w", err)
+	}
+	// This step's adapters: the program may have run with others of the same signatures.
+	if err := sp.bindAdapters(adapters); err != nil {
 		return nil, fmt.Errorf("step: %w", err)
 	}
 	nt := len(seqs) * width
@@ -268,7 +260,7 @@ func (c *Cache) program(batch, width int, all bool, adapters []Adapter, rowwise 
 	var key strings.Builder
 	fmt.Fprintf(&key, "%d×%d all=%v rows=%v", batch, width, all, rowwise)
 	for _, a := range adapters {
-		fmt.Fprintf(&key, " %p", a)
+		fmt.Fprintf(&key, " [%s]", a.Signature())
 	}
 	if rs := c.m.Cfg.RopeScaling; rs.Kind() == "dynamic" && kvLen > c.m.Cfg.MaxPositionEmbeddings {
 		fmt.Fprintf(&key, " rope=%d", kvLen) // dynamic RoPE depends on the length
@@ -287,7 +279,7 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	nt := batch * width
-	sp := &stepProgram{key: key, adapters: adapters, inputs: map[*engine.Node]*engine.Tensor{}}
+	sp := &stepProgram{key: key, rowwise: rowwise, inputs: map[*engine.Node]*engine.Tensor{}}
 	sp.ids = g.Input("ids", engine.I32, engine.Shape{nt})
 	sp.pos = g.Input("pos", engine.I32, engine.Shape{nt})
 	sp.rows = g.Input("rows", engine.I32, engine.Shape{nt})
@@ -338,18 +330,6 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	if err := m.Bind(p); err != nil {
 		return fail(err)
 	}
-	switch {
-	case sp.sel == nil && len(adapters) == 1:
-		if err := adapters[0].Bind(p); err != nil {
-			return fail(err)
-		}
-	case sp.sel != nil:
-		for k, a := range adapters {
-			if err := a.BindPrefixed(p, rowPrefix(k)); err != nil {
-				return fail(err)
-			}
-		}
-	}
 	for l := range m.Cfg.NumLayers {
 		if err := p.Bind(kv.K[l], c.K[l]); err != nil {
 			return fail(err)
@@ -376,6 +356,21 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 		c.drop(c.lru.Back())
 	}
 	return sp, nil
+}
+
+func (sp *stepProgram) bindAdapters(adapters []Adapter) error {
+	if !sp.rowwise {
+		if len(adapters) == 1 {
+			return adapters[0].Bind(sp.p)
+		}
+		return nil
+	}
+	for k, a := range adapters {
+		if err := a.BindPrefixed(sp.p, rowPrefix(k)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func rowPrefix(k int) string { return fmt.Sprintf("adapter%d/", k) }

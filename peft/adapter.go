@@ -1,6 +1,7 @@
 package peft
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -77,6 +78,8 @@ type Adapter struct {
 
 	mu    sync.Mutex
 	nodes map[string]*engine.Node // the parameters' nodes in the graph built last
+
+	signature string
 }
 
 var _ model.Adapter = (*Adapter)(nil)
@@ -213,12 +216,20 @@ func newAdapter(cfg Config, m *model.Config, b engine.Backend) (*Adapter, error)
 	}
 	a := &Adapter{Config: cfg, model: m, backend: b, modules: mods, byName: map[string]*Module{},
 		tensors: map[string]*engine.Tensor{}, nodes: map[string]*engine.Node{}}
+	sig := sha256.New()
+	fmt.Fprintf(sig, "%s", cfg.PeftType)
 	for _, md := range mods {
 		a.byName[md.Name] = md
 		a.keys = append(a.keys, md.keys(cfg.PeftType)...)
+		fmt.Fprintf(sig, "|%s %d %d %d %g %v", md.Name, md.In, md.Out, md.R, md.Scale, md.Feedforward)
 	}
+	a.signature = fmt.Sprintf("%s/%x", cfg.PeftType, sig.Sum(nil)[:12])
 	return a, nil
 }
+
+// Signature describes the adapter's structure: its type and, for every wrapped layer, the shapes
+// and scale. Adapters trained with one recipe share it, and so share compiled step programs.
+func (a *Adapter) Signature() string { return a.signature }
 
 // New creates an adapter for model config m with parameters on b, initialised as PEFT initialises
 // them by default, deterministically from seed: LoRA's A kaiming-uniform (a=√5, i.e.

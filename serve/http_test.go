@@ -45,6 +45,8 @@ func (a scaleAdapter) RowLinear(_ string, sel *engine.Node, slot int32, next mod
 
 func (scaleAdapter) BindPrefixed(*engine.Program, string) error { return nil }
 
+func (a scaleAdapter) Signature() string { return fmt.Sprint("scale ", a.s) }
+
 func testServer(t *testing.T) (*Server, *httptest.Server) {
 	g := stories(t)
 	reg := NewRegistry(func(dir string) (model.Adapter, error) {
