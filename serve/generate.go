@@ -55,7 +55,6 @@ type Generator struct {
 	waiting []*job
 	running bool
 	stopped chan struct{} // closed when the running loop exits
-	wake    chan struct{}
 	cache   *model.Cache
 	closed  bool
 	stats   Stats
@@ -189,9 +188,6 @@ func (g *Generator) defaults() {
 	if limit := g.Model.Cfg.MaxPositionEmbeddings; limit > 0 && limit < g.Context {
 		g.Context = limit
 	}
-	if g.wake == nil {
-		g.wake = make(chan struct{}, 1)
-	}
 }
 
 // Limit is the most tokens, prompt and completion, a request holds.
@@ -240,10 +236,6 @@ func (g *Generator) submit(j *job) error {
 		g.running = true
 		g.stopped = make(chan struct{})
 		go g.loop(g.stopped)
-	}
-	select {
-	case g.wake <- struct{}{}:
-	default:
 	}
 	return nil
 }
