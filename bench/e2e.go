@@ -178,6 +178,7 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 				if rep > 0 {
 					tok = append(tok, time.Since(t0).Seconds())
 				}
+				r.Launches = c.Launches()
 				next = lastTokens(logits)
 			}
 		}

@@ -103,8 +103,10 @@ type E2EResult struct {
 	TTFT         Stats   `json:"ttft"`
 	TokenTime    Stats   `json:"token_time"`
 	TokensPerSec float64 `json:"tokens_per_sec"`
-	WeightBytes  int64   `json:"weight_bytes"`
-	Err          string  `json:"error,omitempty"`
+	// Launches is the number of kernel launches of a decode step.
+	Launches    int    `json:"launches"`
+	WeightBytes int64  `json:"weight_bytes"`
+	Err         string `json:"error,omitempty"`
 }
 
 // WriteJSON writes r as indented JSON to path.

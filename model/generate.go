@@ -35,6 +35,7 @@ type Cache struct {
 	m     *Model
 	progs map[string]*list.Element // of *stepProgram, most recently used first
 	lru   *list.List
+	last  *stepProgram
 }
 
 // A cache keeps at most maxPrograms step programs, holding at most programBytes of activation
@@ -80,6 +81,9 @@ func (c *Cache) Release() {
 
 func (c *Cache) drop(e *list.Element) {
 	sp := c.lru.Remove(e).(*stepProgram)
+	if c.last == sp {
+		c.last = nil
+	}
 	delete(c.progs, sp.key)
 	sp.p.Release()
 	for _, t := range sp.inputs {
@@ -93,6 +97,14 @@ func (c *Cache) programBytes() int64 {
 		n += e.Value.(*stepProgram).p.PlannedBytes()
 	}
 	return n
+}
+
+// Launches is the number of kernel launches of the last step (0 before any).
+func (c *Cache) Launches() int {
+	if c.last == nil {
+		return 0
+	}
+	return c.last.p.Launches()
 }
 
 // Programs is the number of compiled step programs the cache holds.
@@ -210,6 +222,7 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 	if err := sp.p.Run(); err != nil {
 		return nil, fmt.Errorf("step: %w", err)
 	}
+	c.last = sp
 	out, err := sp.p.Float32(sp.logits)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
