@@ -118,3 +118,13 @@ func (g *Graph) Dropout(x, seed *Node, p float32, salt uint32) *Node {
 	}
 	return g.Apply1(Dropout{P: p, Salt: salt}, x, seed)
 }
+
+// GatherLoRA records y plus, on each row, the LoRA delta of the pool slot sel picks (see the op).
+func (g *Graph) GatherLoRA(y, x, sel, a, b *Node, rank int) *Node {
+	return g.Apply1(GatherLoRA{R: rank}, y, x, sel, a, b)
+}
+
+// GatherScaleCols records IA3's scaling of each row of x by the pool vector sel picks.
+func (g *Graph) GatherScaleCols(x, sel, l *Node) *Node {
+	return g.Apply1(GatherScaleCols{}, x, sel, l)
+}

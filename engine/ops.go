@@ -819,3 +819,66 @@ func (RowScaleCols) Infer(in []Meta) ([]Meta, error) {
 	}
 	return []Meta{x}, wantVec(in[2], x.Shape[1], "l")
 }
+
+// GatherLoRA adds to each row of a batch the LoRA delta of the adapter that row picks from a pool,
+// so that one launch serves any mix of adapters: out[n] = y[n] + B_s·(A_s·x[n]) with s = sel[n],
+// y[n] where sel[n] < 0. The pool stacks P adapters of rank up to R (zero rows and columns pad
+// lower ranks; each B_s carries its adapter's scale): A: [P·R, in], A_s its rows s·R..; B:
+// [P·out, R], B_s its rows s·out... Operands: y: [N, out], x: [N, in], sel: i32 [N], A, B. It has
+// no backward pass (serving).
+type GatherLoRA struct{ R int }
+
+func (GatherLoRA) Name() string { return "gather_lora" }
+
+// Dims returns rows, in, out and the pool's slots for the operands.
+func (o GatherLoRA) Dims(in []Meta) (n, din, dout, slots int) {
+	n, din, dout = in[1].Shape[0], in[1].Shape[1], in[0].Shape[1]
+	return n, din, dout, in[3].Shape[0] / max(o.R, 1)
+}
+
+func (o GatherLoRA) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 5); err != nil {
+		return nil, err
+	}
+	y, x, sel, a, b := in[0], in[1], in[2], in[3], in[4]
+	for _, m := range []Meta{y, x, a, b} {
+		if m.DType != F32 || len(m.Shape) != 2 {
+			return nil, fmt.Errorf("y, x, A and B must be f32 matrices, got %s", m)
+		}
+	}
+	if o.R <= 0 || a.Shape[0]%o.R != 0 {
+		return nil, fmt.Errorf("A %s is not slots of rank %d", a.Shape, o.R)
+	}
+	n, din, dout, slots := o.Dims(in)
+	if y.Shape[0] != n || a.Shape[1] != din || b.Shape[0] != slots*dout || b.Shape[1] != o.R {
+		return nil, fmt.Errorf("y %s, x %s, A %s and B %s do not fit", y.Shape, x.Shape, a.Shape, b.Shape)
+	}
+	if sel.DType != I32 || sel.Shape.Numel() != n {
+		return nil, fmt.Errorf("sel must be i32 [%d], got %s", n, sel)
+	}
+	return []Meta{y}, nil
+}
+
+// GatherScaleCols is IA3's scaling with a vector each row picks from a pool: out[n] = x[n] ⊙ L[s]
+// with s = sel[n], x[n] where sel[n] < 0. Operands: x: [N, dim], sel: i32 [N], L: [P, dim]. It has
+// no backward pass (serving).
+type GatherScaleCols struct{}
+
+func (GatherScaleCols) Name() string { return "gather_scale_cols" }
+
+func (GatherScaleCols) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 3); err != nil {
+		return nil, err
+	}
+	x, sel, l := in[0], in[1], in[2]
+	if x.DType != F32 || len(x.Shape) != 2 {
+		return nil, fmt.Errorf("x must be an f32 matrix, got %s", x)
+	}
+	if sel.DType != I32 || sel.Shape.Numel() != x.Shape[0] {
+		return nil, fmt.Errorf("sel must be i32 [%d], got %s", x.Shape[0], sel)
+	}
+	if l.DType != F32 || len(l.Shape) != 2 || l.Shape[1] != x.Shape[1] {
+		return nil, fmt.Errorf("L must be f32 [slots, %d], got %s", x.Shape[1], l)
+	}
+	return []Meta{x}, nil
+}

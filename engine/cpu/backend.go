@@ -168,7 +168,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.RowLoRA, engine.RowScaleCols:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.RowLoRA, engine.RowScaleCols, engine.GatherLoRA, engine.GatherScaleCols:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -351,6 +351,20 @@ func run(l engine.Launch) error {
 		}
 	case engine.RowLoRA:
 		rowLoRA(op, f32(out[0]), f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), in[1].Meta.Shape, in[3].Meta.Shape[0])
+	case engine.GatherLoRA:
+		return gatherLoRA(op, in, out)
+	case engine.GatherScaleCols:
+		x, sel, l, y := f32(in[0]), i32(in[1]), f32(in[2]), f32(out[0])
+		d, slots := in[0].Meta.Shape[1], in[2].Meta.Shape[0]
+		copy(y, x)
+		for n, s := range sel {
+			if s >= int32(slots) {
+				return fmt.Errorf("row %d picks slot %d of %d", n, s, slots)
+			}
+			if s >= 0 {
+				kernels.ScaleCols(y[n*d:(n+1)*d], x[n*d:(n+1)*d], l[int(s)*d:(int(s)+1)*d], 1, d)
+			}
+		}
 	case engine.RowScaleCols:
 		x, l, sel, y := f32(in[0]), f32(in[2]), i32(in[1]), f32(out[0])
 		d := in[0].Meta.Shape[1]
@@ -520,4 +534,43 @@ func rowLoRA(op engine.RowLoRA, out, y, x []float32, sel []int32, a, b []float32
 			row[j] += v
 		}
 	}
+}
+
+// gatherLoRA: out = y plus, for each slot, B_s·(A_s·x) on the rows that pick it (gathered, so
+// that the two small products run as matrices).
+func gatherLoRA(op engine.GatherLoRA, in, out []engine.Arg) error {
+	n, din, dout, slots := op.Dims(metas(in))
+	y, x, sel, a, b, o := f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), f32(out[0])
+	copy(o, y)
+	rows := make([][]int, slots)
+	for i, s := range sel[:n] {
+		switch {
+		case s >= int32(slots):
+			return fmt.Errorf("row %d picks slot %d of %d", i, s, slots)
+		case s >= 0:
+			rows[s] = append(rows[s], i)
+		}
+	}
+	r := op.R
+	for s, idx := range rows {
+		if len(idx) == 0 {
+			continue
+		}
+		m := len(idx)
+		xg := make([]float32, m*din)
+		for i, row := range idx {
+			copy(xg[i*din:(i+1)*din], x[row*din:(row+1)*din])
+		}
+		xa := make([]float32, m*r)
+		gemm.Sgemm(false, true, m, r, din, 1, xg, din, a[s*r*din:(s+1)*r*din], din, 0, xa, r)
+		d := make([]float32, m*dout)
+		gemm.Sgemm(false, true, m, dout, r, 1, xa, r, b[s*dout*r:(s+1)*dout*r], r, 0, d, dout)
+		for i, row := range idx {
+			dst := o[row*dout : (row+1)*dout]
+			for j, v := range d[i*dout : (i+1)*dout] {
+				dst[j] += v
+			}
+		}
+	}
+	return nil
 }

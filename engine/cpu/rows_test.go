@@ -133,3 +133,62 @@ func TestRowAdapterOpsAgainstFloat64(t *testing.T) {
 	}
 	requireClose(t, want, outs[0], 1e-6, "row_scale_cols")
 }
+
+// GatherLoRA and GatherScaleCols: each row with its pool slot's adapter, against float64; a slot
+// outside the pool is an error.
+func TestGatherAdapterOpsAgainstFloat64(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const n, din, dout, rank, slots = 9, 37, 29, 6, 3
+	x, y := randn(r, n*din, 1), randn(r, n*dout, 1)
+	a, b := randn(r, slots*rank*din, 0.3), randn(r, slots*dout*rank, 0.3)
+	sel := []int32{2, -1, 0, 1, 2, 1, 1, 0, -1}
+	args := []*engine.Tensor{tensor(t, engine.Shape{n, dout}, y), tensor(t, engine.Shape{n, din}, x), i32Tensor(t, sel),
+		tensor(t, engine.Shape{slots * rank, din}, a), tensor(t, engine.Shape{slots * dout, rank}, b)}
+	outs := runOp(t, engine.GatherLoRA{R: rank}, args)
+	want := to64(y)
+	for i, s := range sel {
+		if s < 0 {
+			continue
+		}
+		xa := make([]float64, rank)
+		for j := range xa {
+			for c := 0; c < din; c++ {
+				xa[j] += float64(x[i*din+c]) * float64(a[(int(s)*rank+j)*din+c])
+			}
+		}
+		for o := 0; o < dout; o++ {
+			for j := range xa {
+				want[i*dout+o] += xa[j] * float64(b[(int(s)*dout+o)*rank+j])
+			}
+		}
+	}
+	requireClose(t, want, outs[0], 1e-5, "gather_lora")
+
+	l := randn(r, slots*din, 1)
+	outs = runOp(t, engine.GatherScaleCols{}, []*engine.Tensor{tensor(t, engine.Shape{n, din}, x), i32Tensor(t, sel), tensor(t, engine.Shape{slots, din}, l)})
+	want = to64(x)
+	for i, s := range sel {
+		if s >= 0 {
+			for c := 0; c < din; c++ {
+				want[i*din+c] *= float64(l[int(s)*din+c])
+			}
+		}
+	}
+	requireClose(t, want, outs[0], 1e-6, "gather_scale_cols")
+
+	bad := append([]int32(nil), sel...)
+	bad[4] = slots
+	args[2] = i32Tensor(t, bad)
+	g := engine.NewGraph()
+	var nodes []*engine.Node
+	for i, x := range args {
+		nodes = append(nodes, g.Input(string(rune('a'+i)), x.DType(), x.Shape()))
+	}
+	out := g.Apply1(engine.GatherLoRA{R: rank}, nodes...)
+	p, err := engine.Compile(g, cpuBackend, []*engine.Node{out}, engine.CompileOptions{})
+	require.NoError(t, err)
+	for i, x := range args {
+		require.NoError(t, p.Bind(nodes[i], x))
+	}
+	require.ErrorContains(t, p.Run(), "picks slot 3 of 3")
+}

@@ -156,6 +156,30 @@ func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
 	return r.matmul(g)
 }
 
+// gatherLoRA: t = A_s·x on each row, s its pool slot (gather_lora_a.wgsl), then out = y + B_s·t
+// (gather_lora_b.wgsl): two dispatches whatever the mix of adapters.
+func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []bind) error {
+	const rc = 8
+	n, din, dout, slots := op.Dims(metas(l.In))
+	t, err := r.temp(int64(4 * n * op.R))
+	if err != nil {
+		return err
+	}
+	chunks := ceilDiv(n, rc)
+	consts := []shaders.Const{c("WG", wg), c("RC", rc)}
+	g, err := groupsFor(op.R*chunks, r.b.maxGroups())
+	if err != nil {
+		return err
+	}
+	r.dispatch("gather_lora_a", consts, g, new(params).u(n, din, op.R).i(int32(slots)), in[1], in[2], in[3], t)
+	t.rw = false
+	if g, err = groupsFor(ceilDiv(dout, wg)*chunks, r.b.maxGroups()); err != nil {
+		return err
+	}
+	r.dispatch("gather_lora_b", consts, g, new(params).u(n, dout, op.R).i(int32(slots)), in[0], in[2], t, in[4], out[0])
+	return nil
+}
+
 // rowLoRA: t = x·Aᵀ on the rows that select the adapter, 0 on the others (row_lora_a.wgsl), then
 // out = y + s·t·Bᵀ on those rows and a copy of y elsewhere (row_lora_b.wgsl). Which rows select
 // it is known only on the device, so both kernels read sel; RC rows a workgroup share each read of
@@ -341,4 +365,12 @@ func (r *recorder) attentionBackward(op engine.AttentionBackward, in, out []bind
 	consts = []shaders.Const{c("WG", block), c("HD", a.HeadDim), c("QT", qt), c("QTHD", qt*a.HeadDim)}
 	r.dispatch("attn_bwd_dkv", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[5], dvec, o[1], o[2])
 	return nil
+}
+
+func metas(args []engine.Arg) []engine.Meta {
+	m := make([]engine.Meta, len(args))
+	for i, a := range args {
+		m[i] = a.Meta
+	}
+	return m
 }

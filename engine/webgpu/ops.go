@@ -52,7 +52,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.RowLoRA,
-		engine.RowScaleCols:
+		engine.RowScaleCols, engine.GatherLoRA, engine.GatherScaleCols:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -229,6 +229,14 @@ func (r *recorder) launch(l engine.Launch) error {
 		r.dispatch("row_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(op.Slot), in[0], in[1], in[2], out[0])
 	case engine.RowLoRA:
 		return r.rowLoRA(op, l, in, out)
+	case engine.GatherScaleCols:
+		g, err := r.items(n, wg)
+		if err != nil {
+			return err
+		}
+		r.dispatch("gather_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(int32(l.In[2].Meta.Shape[0])), in[0], in[1], in[2], out[0])
+	case engine.GatherLoRA:
+		return r.gatherLoRA(op, l, in, out)
 	case engine.Dropout:
 		g, err := r.items(n, wg)
 		if err != nil {
