@@ -52,16 +52,6 @@ func (g *Graph) CacheWrite(cache, src, rows *Node) *Node {
 	return g.Apply1(CacheWrite{}, cache, src, rows)
 }
 
-// RowLoRA records y plus a LoRA delta on the rows whose sel entry is slot.
-func (g *Graph) RowLoRA(y, x, sel, a, b *Node, scale float32, slot int32) *Node {
-	return g.Apply1(RowLoRA{Scale: scale, Slot: slot}, y, x, sel, a, b)
-}
-
-// RowScaleCols records IA3's scaling by l on the rows of x whose sel entry is slot.
-func (g *Graph) RowScaleCols(x, sel, l *Node, slot int32) *Node {
-	return g.Apply1(RowScaleCols{Slot: slot}, x, sel, l)
-}
-
 // SiLU records x·sigmoid(x).
 func (g *Graph) SiLU(x *Node) *Node { return g.Apply1(Unary{Fn: SiLU}, x) }
 

@@ -768,58 +768,6 @@ func (CacheWrite) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{c}, nil
 }
 
-// RowLoRA adds one adapter's LoRA delta to the rows of a batch that select it, so that one step
-// serves requests for different adapters: out[n] = y[n] + Scale·(x[n]·Aᵀ)·Bᵀ where sel[n] ==
-// Slot, y[n] elsewhere. Operands: y: [N, out] (the base projection), x: [N, in], sel: i32 [N], A:
-// [r, in], B: [out, r]. It has no backward pass (serving).
-type RowLoRA struct {
-	Scale float32
-	Slot  int32
-}
-
-func (RowLoRA) Name() string { return "row_lora" }
-
-func (RowLoRA) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 5); err != nil {
-		return nil, err
-	}
-	y, x, sel, a, b := in[0], in[1], in[2], in[3], in[4]
-	for _, m := range []Meta{y, x, a, b} {
-		if m.DType != F32 || len(m.Shape) != 2 {
-			return nil, fmt.Errorf("y, x, A and B must be f32 matrices, got %s", m)
-		}
-	}
-	n, din, dout, r := x.Shape[0], x.Shape[1], y.Shape[1], a.Shape[0]
-	if y.Shape[0] != n || a.Shape[1] != din || b.Shape[0] != dout || b.Shape[1] != r {
-		return nil, fmt.Errorf("y %s, x %s, A %s and B %s do not fit", y.Shape, x.Shape, a.Shape, b.Shape)
-	}
-	if sel.DType != I32 || sel.Shape.Numel() != n {
-		return nil, fmt.Errorf("sel must be i32 [%d], got %s", n, sel)
-	}
-	return []Meta{y}, nil
-}
-
-// RowScaleCols is IA3's scaling on the rows of a batch that select it: out[n] = x[n] ⊙ l where
-// sel[n] == Slot, x[n] elsewhere. Operands: x: [N, dim], sel: i32 [N], l: [dim]. It has no
-// backward pass (serving).
-type RowScaleCols struct{ Slot int32 }
-
-func (RowScaleCols) Name() string { return "row_scale_cols" }
-
-func (RowScaleCols) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 3); err != nil {
-		return nil, err
-	}
-	x, sel := in[0], in[1]
-	if x.DType != F32 || len(x.Shape) != 2 {
-		return nil, fmt.Errorf("x must be an f32 matrix, got %s", x)
-	}
-	if sel.DType != I32 || sel.Shape.Numel() != x.Shape[0] {
-		return nil, fmt.Errorf("sel must be i32 [%d], got %s", x.Shape[0], sel)
-	}
-	return []Meta{x}, wantVec(in[2], x.Shape[1], "l")
-}
-
 // GatherLoRA adds to each row of a batch the LoRA delta of the adapter that row picks from a pool,
 // so that one launch serves any mix of adapters: out[n] = y[n] + B_s·(A_s·x[n]) with s = sel[n],
 // y[n] where sel[n] < 0. The pool stacks P adapters of rank up to R (zero rows and columns pad

@@ -120,6 +120,18 @@ func (t *Tensor) SetFloat32(data []float32) error {
 	return t.SetBytes(float32Bytes(data))
 }
 
+// SetFloat32At writes data into an f32 tensor from element offset on (row-major), leaving the
+// rest as it is.
+func (t *Tensor) SetFloat32At(offset int, data []float32) error {
+	if t.meta.DType != F32 {
+		return fmt.Errorf("write tensor %s: not f32", t.meta)
+	}
+	if offset < 0 || offset+len(data) > t.meta.Shape.Numel() {
+		return fmt.Errorf("write tensor %s: elements %d..%d are outside it", t.meta, offset, offset+len(data))
+	}
+	return t.backend.Write(t.buf, int64(4*offset), float32Bytes(data))
+}
+
 // Float32 reads an f32 tensor back.
 func (t *Tensor) Float32() ([]float32, error) {
 	if t.meta.DType != F32 {

@@ -179,3 +179,55 @@ func TestStepReusesPrograms(t *testing.T) {
 	_, err = c.StepAll([]model.Seq{{Slot: 0, IDs: []int32{1}}, {Slot: 1, IDs: []int32{1, 2}}})
 	require.Error(t, err, "StepAll feeds every sequence the same number of tokens")
 }
+
+// The pool of a cache with two slots serves a stream of adapter pairs: adapters of other ranks
+// and layers grow it, new ones evict the least recently used, and every row gets its own
+// adapter's logits (against the whole-sequence forward with the adapter's fused layers).
+func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 14})
+	require.NoError(t, err)
+	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+		t.Run(b.Device().Backend, func(t *testing.T) {
+			m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
+			require.NoError(t, err)
+			defer m.Release()
+			lora := func(r int, targets ...string) *peft.Adapter {
+				cfg := peft.LoRAConfig()
+				cfg.R, cfg.LoraAlpha = r, 2*float64(r)
+				cfg.TargetModules = peft.Names(targets...)
+				a, err := peft.New(cfg, m.Cfg, b, uint64(r))
+				require.NoError(t, err)
+				randomize(t, a, uint64(r))
+				t.Cleanup(a.Release)
+				return a
+			}
+			l8, l4 := lora(8, "q_proj", "v_proj"), lora(4, "q_proj", "v_proj")
+			l16 := lora(16, "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+			ia3, err := peft.New(peft.IA3Config(), m.Cfg, b, 5)
+			require.NoError(t, err)
+			randomize(t, ia3, 5)
+			defer ia3.Release()
+
+			c, err := m.NewCache(2, 32)
+			require.NoError(t, err)
+			defer c.Release()
+			vocab := m.Cfg.VocabSize
+			for step, pair := range [][2]model.Adapter{{l8, nil}, {l8, l4}, {l4, l16}, {ia3, l8}, {l16, ia3}, {nil, l4}} {
+				ids := [][]int32{testIDs(vocab, 40)[step : step+5], testIDs(vocab, 40)[step+7 : step+11]}
+				got, err := c.Step([]model.Seq{{Slot: 0, IDs: ids[0], Adapter: pair[0]}, {Slot: 1, IDs: ids[1], Adapter: pair[1]}})
+				require.NoError(t, err)
+				for i := range 2 {
+					full, err := m.Logits(ids[i], 1, pair[i])
+					require.NoError(t, err)
+					want := full[len(full)-vocab:]
+					w64 := make([]float64, vocab)
+					for j, v := range want {
+						w64[j] = float64(v)
+					}
+					requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
+				}
+			}
+		})
+	}
+}

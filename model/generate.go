@@ -9,19 +9,18 @@ import (
 )
 
 // Adapter is what inference needs of an adapter (peft.Adapter satisfies it): the linear layers it
-// wraps, on every row or on some rows of a batch, and the binding of its parameters.
+// wraps, the binding of its parameters, and its changes layer by layer for a pool of adapters.
 type Adapter interface {
 	LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) LinearFunc
 	Bind(p *engine.Program) error
-	// RowLinear wraps next with the adapter on the rows of x whose entry in sel (i32 [rows]) is
-	// slot, declaring its parameters under prefix, so that a graph holds several adapters.
-	RowLinear(prefix string, sel *engine.Node, slot int32, next LinearFunc) LinearFunc
-	// BindPrefixed binds the parameters RowLinear declared under prefix.
-	BindPrefixed(p *engine.Program, prefix string) error
 	// Signature describes the adapter's structure (its kind, the layers it wraps, their shapes
 	// and scales): adapters of one signature share step programs, their parameters bound at
 	// each step.
 	Signature() string
+	// Layers lists the adapter's change to each layer it wraps. A step that mixes adapters
+	// reads copies of them, taken when the adapter enters the cache's pool: an adapter whose
+	// weights change afterwards (training) is served in mixed steps as it was.
+	Layers() []AdapterLayer
 }
 
 // Cache is the key/value cache of up to Slots sequences of up to MaxLen positions each, on the
@@ -36,6 +35,7 @@ type Cache struct {
 	progs map[string]*list.Element // of *stepProgram, most recently used first
 	lru   *list.List
 	last  *stepProgram
+	pool  *pool
 }
 
 // A cache keeps at most maxPrograms step programs, holding at most programBytes of activation
@@ -76,6 +76,21 @@ func (c *Cache) Release() {
 	c.K, c.V = nil, nil
 	for c.lru.Len() > 0 {
 		c.drop(c.lru.Front())
+	}
+	if c.pool != nil {
+		c.pool.release()
+		c.pool = nil
+	}
+}
+
+// dropOldPooled drops the row-wise programs compiled for an older pool layout.
+func (c *Cache) dropOldPooled() {
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		if sp := e.Value.(*stepProgram); sp.rowwise && sp.gen != c.pool.gen {
+			c.drop(e)
+		}
+		e = next
 	}
 }
 
@@ -137,6 +152,7 @@ func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, tru
 type stepProgram struct {
 	key                 string
 	rowwise             bool
+	gen                 int // the pool layout a row-wise program reads
 	p                   *engine.Program
 	ids, pos, rows, sel *engine.Node
 	last, selLast       *engine.Node
@@ -184,10 +200,30 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 		}
 	}
 	adapters, slotOf := distinctAdapters(seqs)
-	// Rows take the row path when they do not all use the same adapter.
+	// Rows take the pool when they do not all use the same adapter: each picks its own.
 	rowwise := len(adapters) > 1
 	for _, k := range slotOf {
 		rowwise = rowwise || (k < 0 && len(adapters) > 0)
+	}
+	if rowwise {
+		if c.pool == nil {
+			c.pool = newPool(c.m, c.Slots)
+		}
+		slots, err := c.pool.place(adapters)
+		if err != nil {
+			// Start the next mixed step from an empty pool rather than a half-built one.
+			c.pool.release()
+			c.pool.gen++
+			c.dropOldPooled()
+			c.pool = nil
+			return nil, fmt.Errorf("step: %w", err)
+		}
+		for b, k := range slotOf {
+			if k >= 0 {
+				slotOf[b] = slots[k]
+			}
+		}
+		c.dropOldPooled()
 	}
 	sp, err := c.program(len(seqs), width, all, adapters, rowwise, kvLen)
 	if err != nil {
@@ -271,9 +307,11 @@ func distinctAdapters(seqs []Seq) ([]Adapter, []int32) {
 // (rowwise: each on its own rows), compiling it on first use.
 func (c *Cache) program(batch, width int, all bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
 	var key strings.Builder
-	fmt.Fprintf(&key, "%d×%d all=%v rows=%v", batch, width, all, rowwise)
-	for _, a := range adapters {
-		fmt.Fprintf(&key, " [%s]", a.Signature())
+	fmt.Fprintf(&key, "%d×%d all=%v", batch, width, all)
+	if rowwise {
+		fmt.Fprintf(&key, " pool=%d", c.pool.gen)
+	} else if len(adapters) == 1 {
+		fmt.Fprintf(&key, " [%s]", adapters[0].Signature())
 	}
 	if rs := c.m.Cfg.RopeScaling; rs.Kind() == "dynamic" && kvLen > c.m.Cfg.MaxPositionEmbeddings {
 		fmt.Fprintf(&key, " rope=%d", kvLen) // dynamic RoPE depends on the length
@@ -293,6 +331,9 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	mg := m.Declare(g)
 	nt := batch * width
 	sp := &stepProgram{key: key, rowwise: rowwise, inputs: map[*engine.Node]*engine.Tensor{}}
+	if rowwise {
+		sp.gen = c.pool.gen
+	}
 	sp.ids = g.Input("ids", engine.I32, engine.Shape{nt})
 	sp.pos = g.Input("pos", engine.I32, engine.Shape{nt})
 	sp.rows = g.Input("rows", engine.I32, engine.Shape{nt})
@@ -311,14 +352,14 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 		// Every row uses the adapter: its fused layers.
 		lin = adapters[0].LinearFunc(g, nil)
 	case rowwise:
-		// Each row its own adapter: the base projection once, each adapter's change on its rows.
+		// Each row its own adapter: the base projection once, each row's change from the pool.
 		sp.sel = g.Input("sel", engine.I32, engine.Shape{nt})
-		rowsLin := chain(adapters, sp.sel)
+		rowsLin := c.pool.linear(sp.sel)
 		lin = rowsLin
 		if sp.last != nil {
 			// The output layer sees the last tokens only: its rows select with their own vector.
 			sp.selLast = g.Input("sel.last", engine.I32, engine.Shape{batch})
-			lastLin := chain(adapters, sp.selLast)
+			lastLin := c.pool.linear(sp.selLast)
 			lin = func(g *engine.Graph, l *Linear, x *engine.Node) *engine.Node {
 				if l == mg.LMHead {
 					return lastLin(g, l, x)
@@ -342,6 +383,11 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	}
 	if err := m.Bind(p); err != nil {
 		return fail(err)
+	}
+	if rowwise {
+		if err := c.pool.bind(p); err != nil {
+			return fail(err)
+		}
 	}
 	for l := range m.Cfg.NumLayers {
 		if err := p.Bind(kv.K[l], c.K[l]); err != nil {
@@ -371,28 +417,11 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 	return sp, nil
 }
 
+// bindAdapters binds the step's adapter when every row uses it (the fused layers); a row-wise
+// program reads the pool, bound when it was compiled.
 func (sp *stepProgram) bindAdapters(adapters []Adapter) error {
-	if !sp.rowwise {
-		if len(adapters) == 1 {
-			return adapters[0].Bind(sp.p)
-		}
-		return nil
-	}
-	for k, a := range adapters {
-		if err := a.BindPrefixed(sp.p, rowPrefix(k)); err != nil {
-			return err
-		}
+	if !sp.rowwise && len(adapters) == 1 {
+		return adapters[0].Bind(sp.p)
 	}
 	return nil
-}
-
-func rowPrefix(k int) string { return fmt.Sprintf("adapter%d/", k) }
-
-// chain wraps the base projection with each adapter on its rows (sel: adapter index a row).
-func chain(adapters []Adapter, sel *engine.Node) LinearFunc {
-	lin := LinearFunc(PlainLinear)
-	for k, a := range adapters {
-		lin = a.RowLinear(rowPrefix(k), sel, int32(k), lin)
-	}
-	return lin
 }

@@ -384,49 +384,29 @@ func (a *Adapter) LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) model.Li
 	}
 }
 
-// RowLinear wraps next with the adapter on the rows of x whose entry in sel (i32 [rows]) is slot,
-// its parameters declared (frozen) under prefix: a step that serves requests for different
-// adapters chains one RowLinear per adapter over the base projection. LoRA adds its delta to
-// those rows of next's output; IA3 scales those rows of the output or, for feedforward layers, of
-// the input.
-func (a *Adapter) RowLinear(prefix string, sel *engine.Node, slot int32, next model.LinearFunc) model.LinearFunc {
-	declare := func(g *engine.Graph, md *Module, key string) *engine.Node {
-		if n := g.Lookup(prefix + key); n != nil {
-			return n
-		}
-		return g.Param(prefix+key, engine.F32, md.graphShape(key), false)
-	}
-	return func(g *engine.Graph, l *model.Linear, x *engine.Node) *engine.Node {
-		md := a.byName[l.Name]
-		if md == nil {
-			return next(g, l, x)
-		}
+// Layers lists the adapter's change to each layer it wraps, in model order (for a pool of
+// adapters that mixes them in one step).
+func (a *Adapter) Layers() []model.AdapterLayer {
+	out := make([]model.AdapterLayer, 0, len(a.modules))
+	for _, md := range a.modules {
+		l := model.AdapterLayer{Module: md.Name}
 		if a.Config.PeftType == TypeIA3 {
-			vec := declare(g, md, md.keys(TypeIA3)[0])
-			if md.Feedforward {
-				return next(g, l, g.RowScaleCols(x, sel, vec, slot))
-			}
-			return g.RowScaleCols(next(g, l, x), sel, vec, slot)
+			l.Vec, l.Feedforward = a.tensors[md.keys(TypeIA3)[0]], md.Feedforward
+		} else {
+			keys := md.keys(TypeLoRA)
+			l.A, l.B, l.R, l.Scale = a.tensors[keys[0]], a.tensors[keys[1]], md.R, md.Scale
 		}
-		keys := md.keys(TypeLoRA)
-		A, B := declare(g, md, keys[0]), declare(g, md, keys[1])
-		return g.RowLoRA(next(g, l, x), x, sel, A, B, md.Scale, slot)
+		out = append(out, l)
 	}
+	return out
 }
 
 // Bind binds every leaf of p that is one of the adapter's parameters. A leaf named like an adapter
 // parameter (PEFT's key prefix) that this adapter lacks is an error: the graph was built for
 // another adapter.
-func (a *Adapter) Bind(p *engine.Program) error { return a.BindPrefixed(p, "") }
-
-// BindPrefixed binds the parameters declared under prefix (RowLinear); leaves without the prefix
-// are left alone.
-func (a *Adapter) BindPrefixed(p *engine.Program, prefix string) error {
+func (a *Adapter) Bind(p *engine.Program) error {
 	for _, n := range p.Leaves() {
-		name, ok := strings.CutPrefix(n.Name(), prefix)
-		if !ok {
-			continue
-		}
+		name := n.Name()
 		t, ok := a.tensors[name]
 		if !ok {
 			if strings.HasPrefix(name, keyPrefix) {

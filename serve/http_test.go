@@ -18,43 +18,62 @@ import (
 	"github.com/lathe-ml/lathe/model"
 )
 
-// scaleAdapter multiplies the logits by a constant: a stand-in adapter whose effect is easy to see.
-type scaleAdapter struct{ s float32 }
+// scaleAdapter multiplies the output of two layers by a constant: a stand-in adapter whose effect
+// is easy to see, IA3-like in a pool.
+type scaleAdapter struct {
+	s    float32
+	vecs map[string]*engine.Tensor
+}
 
-func (a scaleAdapter) LinearFunc(g *engine.Graph, _ *engine.Node) model.LinearFunc {
+func newScaleAdapter(t *testing.T, m *model.Model, s float32) *scaleAdapter {
+	a := &scaleAdapter{s: s, vecs: map[string]*engine.Tensor{}}
+	mods := map[string]int{"model.layers.4.mlp.down_proj": m.Cfg.HiddenSize}
+	if !m.Cfg.TieWordEmbeddings {
+		mods["lm_head"] = m.Cfg.VocabSize
+	}
+	for name, n := range mods {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = s
+		}
+		x, err := engine.FromFloat32(m.Backend, engine.Shape{n}, v)
+		require.NoError(t, err)
+		t.Cleanup(x.Release)
+		a.vecs[name] = x
+	}
+	return a
+}
+
+func (a *scaleAdapter) Layers() []model.AdapterLayer {
+	var ls []model.AdapterLayer
+	for name, v := range a.vecs {
+		ls = append(ls, model.AdapterLayer{Module: name, Vec: v})
+	}
+	return ls
+}
+
+func (a *scaleAdapter) LinearFunc(g *engine.Graph, _ *engine.Node) model.LinearFunc {
 	return func(g *engine.Graph, l *model.Linear, x *engine.Node) *engine.Node {
 		y := l.Forward(g, x)
-		if l.Name == "lm_head" || l.Name == "model.layers.4.mlp.down_proj" {
+		if a.vecs[l.Name] != nil {
 			return g.Scale(y, a.s)
 		}
 		return y
 	}
 }
 
-func (scaleAdapter) Bind(*engine.Program) error { return nil }
+func (*scaleAdapter) Bind(*engine.Program) error { return nil }
 
-func (a scaleAdapter) RowLinear(_ string, sel *engine.Node, slot int32, next model.LinearFunc) model.LinearFunc {
-	return func(g *engine.Graph, l *model.Linear, x *engine.Node) *engine.Node {
-		y := next(g, l, x)
-		if l.Name == "lm_head" || l.Name == "model.layers.4.mlp.down_proj" {
-			return g.RowScaleCols(y, sel, g.Apply1(engine.Fill{Shape: engine.Shape{l.Out}, Value: a.s}), slot)
-		}
-		return y
-	}
-}
-
-func (scaleAdapter) BindPrefixed(*engine.Program, string) error { return nil }
-
-func (a scaleAdapter) Signature() string { return fmt.Sprint("scale ", a.s) }
+func (a *scaleAdapter) Signature() string { return fmt.Sprint("scale ", a.s) }
 
 func testServer(t *testing.T) (*Server, *httptest.Server) {
 	g := stories(t)
 	reg := NewRegistry(func(dir string) (model.Adapter, error) {
 		switch dir {
 		case "/adapters/neg":
-			return &scaleAdapter{-1}, nil
+			return newScaleAdapter(t, g.Model, -1), nil
 		case "/adapters/half":
-			return &scaleAdapter{0.5}, nil
+			return newScaleAdapter(t, g.Model, 0.5), nil
 		}
 		return nil, fmt.Errorf("no adapter in %s", dir)
 	})
@@ -131,7 +150,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, []string{"stories", "stories:half", "stories:neg"}, ids)
 
 	expect := map[string]string{}
-	for name, a := range map[string]model.Adapter{"neg": &scaleAdapter{-1}, "half": &scaleAdapter{0.5}} {
+	for name, a := range map[string]model.Adapter{"neg": newScaleAdapter(t, s.Gen.Model, -1), "half": newScaleAdapter(t, s.Gen.Model, 0.5)} {
 		r, err := s.Gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: sp, Adapter: a}, nil)
 		require.NoError(t, err)
 		expect[name] = r.Text

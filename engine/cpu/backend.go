@@ -168,7 +168,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.RowLoRA, engine.RowScaleCols, engine.GatherLoRA, engine.GatherScaleCols:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -349,8 +349,6 @@ func run(l engine.Launch) error {
 			}
 			copy(cache[int(r)*d:(int(r)+1)*d], src[t*d:(t+1)*d])
 		}
-	case engine.RowLoRA:
-		rowLoRA(op, f32(out[0]), f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), in[1].Meta.Shape, in[3].Meta.Shape[0])
 	case engine.GatherLoRA:
 		return gatherLoRA(op, in, out)
 	case engine.GatherScaleCols:
@@ -363,15 +361,6 @@ func run(l engine.Launch) error {
 			}
 			if s >= 0 {
 				kernels.ScaleCols(y[n*d:(n+1)*d], x[n*d:(n+1)*d], l[int(s)*d:(int(s)+1)*d], 1, d)
-			}
-		}
-	case engine.RowScaleCols:
-		x, l, sel, y := f32(in[0]), f32(in[2]), i32(in[1]), f32(out[0])
-		d := in[0].Meta.Shape[1]
-		copy(y, x)
-		for n, s := range sel {
-			if s == op.Slot {
-				kernels.ScaleCols(y[n*d:(n+1)*d], x[n*d:(n+1)*d], l, 1, d)
 			}
 		}
 	case engine.Dropout:
@@ -502,38 +491,6 @@ func metas(args []engine.Arg) []engine.Meta {
 		m[i] = a.Meta
 	}
 	return m
-}
-
-// rowLoRA: out = y, plus s·(x·Aᵀ)·Bᵀ on the rows that select op.Slot (gathered, so that the two
-// small products run as matrices).
-func rowLoRA(op engine.RowLoRA, out, y, x []float32, sel []int32, a, b []float32, xs engine.Shape, r int) {
-	copy(out, y)
-	din := xs[1]
-	dout := len(y) / xs[0]
-	var idx []int
-	for n, s := range sel {
-		if s == op.Slot {
-			idx = append(idx, n)
-		}
-	}
-	if len(idx) == 0 {
-		return
-	}
-	m := len(idx)
-	xg := make([]float32, m*din)
-	for i, n := range idx {
-		copy(xg[i*din:(i+1)*din], x[n*din:(n+1)*din])
-	}
-	xa := make([]float32, m*r)
-	gemm.Sgemm(false, true, m, r, din, 1, xg, din, a, din, 0, xa, r)
-	d := make([]float32, m*dout)
-	gemm.Sgemm(false, true, m, dout, r, op.Scale, xa, r, b, r, 0, d, dout)
-	for i, n := range idx {
-		row := out[n*dout : (n+1)*dout]
-		for j, v := range d[i*dout : (i+1)*dout] {
-			row[j] += v
-		}
-	}
 }
 
 // gatherLoRA: out = y plus, for each slot, B_s·(A_s·x) on the rows that pick it (gathered, so

@@ -101,39 +101,6 @@ func TestCacheWriteRows(t *testing.T) {
 	require.Equal(t, want, outs[0])
 }
 
-// RowLoRA and RowScaleCols apply to the selected rows only, against float64.
-func TestRowAdapterOpsAgainstFloat64(t *testing.T) {
-	r := rand.New(rand.NewPCG(9, 10))
-	const n, din, dout, rank = 9, 37, 29, 5
-	x, y := randn(r, n*din, 1), randn(r, n*dout, 1)
-	a, b := randn(r, rank*din, 0.3), randn(r, dout*rank, 0.3)
-	sel := []int32{2, -1, 2, 0, 2, 1, 1, 2, -1}
-	outs := runOp(t, engine.RowLoRA{Scale: 0.8, Slot: 2}, []*engine.Tensor{tensor(t, engine.Shape{n, dout}, y),
-		tensor(t, engine.Shape{n, din}, x), i32Tensor(t, sel), tensor(t, engine.Shape{rank, din}, a), tensor(t, engine.Shape{dout, rank}, b)})
-	delta := loraRef64(to64(x), make([]float64, dout*din), to64(a), to64(b), n, din, dout, rank, 0.8)
-	want := to64(y)
-	for i, s := range sel {
-		if s == 2 {
-			for o := 0; o < dout; o++ {
-				want[i*dout+o] += delta[i*dout+o]
-			}
-		}
-	}
-	requireClose(t, want, outs[0], 1e-5, "row_lora")
-
-	l := randn(r, din, 1)
-	outs = runOp(t, engine.RowScaleCols{Slot: 1}, []*engine.Tensor{tensor(t, engine.Shape{n, din}, x), i32Tensor(t, sel), tensor(t, engine.Shape{din}, l)})
-	want = to64(x)
-	for i, s := range sel {
-		if s == 1 {
-			for c := 0; c < din; c++ {
-				want[i*din+c] *= float64(l[c])
-			}
-		}
-	}
-	requireClose(t, want, outs[0], 1e-6, "row_scale_cols")
-}
-
 // GatherLoRA and GatherScaleCols: each row with its pool slot's adapter, against float64; a slot
 // outside the pool is an error.
 func TestGatherAdapterOpsAgainstFloat64(t *testing.T) {

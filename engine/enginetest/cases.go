@@ -263,18 +263,9 @@ func CacheCases() []Case {
 	}
 }
 
-// RowCases check the ops that apply an adapter to some rows of a batch only.
+// RowCases check the ops that give each row of a batch its own adapter from a pool.
 func RowCases() []Case {
 	return []Case{
-		c("row_lora", 1e-4, func(b *builder) []*engine.Node {
-			const n, din, dout, r = 7, 37, 29, 5
-			x := b.f32(engine.Shape{n, din}, 1)
-			sel := b.i32([]int32{1, -1, 2, 1, 0, 2, 1})
-			y := b.f32(engine.Shape{n, dout}, 1)
-			y = b.g.Apply1(engine.RowLoRA{Scale: 0.7, Slot: 1}, y, x, sel, b.f32(engine.Shape{r, din}, 0.3), b.f32(engine.Shape{dout, r}, 0.3))
-			y = b.g.Apply1(engine.RowLoRA{Scale: 2, Slot: 2}, y, x, sel, b.f32(engine.Shape{3, din}, 0.3), b.f32(engine.Shape{dout, 3}, 0.3))
-			return []*engine.Node{y}
-		}),
 		c("gather_lora", 1e-4, func(b *builder) []*engine.Node {
 			// A pool of three adapters of rank 5 (padded), rows picking any or none.
 			const n, din, dout, r, slots = 11, 37, 29, 5, 3
@@ -287,11 +278,6 @@ func RowCases() []Case {
 			const n, d, slots = 7, 37, 4
 			sel := b.i32([]int32{0, 3, 3, -1, 2, 0, 1})
 			return []*engine.Node{b.g.GatherScaleCols(b.f32(engine.Shape{n, d}, 1), sel, b.pos(engine.Shape{slots, d}, 0.5, 1.5))}
-		}),
-		c("row_scale_cols", 1e-5, func(b *builder) []*engine.Node {
-			const n, d = 7, 37
-			sel := b.i32([]int32{0, 3, 3, -1, 3, 0, 1})
-			return []*engine.Node{b.g.Apply1(engine.RowScaleCols{Slot: 3}, b.f32(engine.Shape{n, d}, 1), sel, b.pos(engine.Shape{d}, 0.5, 1.5))}
 		}),
 	}
 }

@@ -180,33 +180,6 @@ func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []b
 	return nil
 }
 
-// rowLoRA: t = x·Aᵀ on the rows that select the adapter, 0 on the others (row_lora_a.wgsl), then
-// out = y + s·t·Bᵀ on those rows and a copy of y elsewhere (row_lora_b.wgsl). Which rows select
-// it is known only on the device, so both kernels read sel; RC rows a workgroup share each read of
-// A or B, which dominates at decode batch sizes.
-func (r *recorder) rowLoRA(op engine.RowLoRA, l engine.Launch, in, out []bind) error {
-	const rc = 8
-	n, din := l.In[1].Meta.Shape[0], l.In[1].Meta.Shape[1]
-	dout, rank := l.In[0].Meta.Shape[1], l.In[3].Meta.Shape[0]
-	t, err := r.temp(int64(4 * n * rank))
-	if err != nil {
-		return err
-	}
-	chunks := ceilDiv(n, rc)
-	consts := []shaders.Const{c("WG", wg), c("RC", rc)}
-	g, err := groupsFor(rank*chunks, r.b.maxGroups())
-	if err != nil {
-		return err
-	}
-	r.dispatch("row_lora_a", consts, g, new(params).u(n, din, rank).i(op.Slot), in[1], in[2], in[3], t)
-	t.rw = false
-	if g, err = groupsFor(ceilDiv(dout, wg)*chunks, r.b.maxGroups()); err != nil {
-		return err
-	}
-	r.dispatch("row_lora_b", consts, g, new(params).u(n, dout, rank).i(op.Slot).f(op.Scale), in[0], in[2], t, in[4], out[0])
-	return nil
-}
-
 // loraBackward: t = dy·B; dx = dy·W + s·t·A (one GEMM with the LoRA term in its epilogue);
 // dA = s·tᵀ·x; dB = s·dyᵀ·xa. Every reduction is a tiled f32 GEMM: deterministic, no atomics.
 func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out []bind) error {

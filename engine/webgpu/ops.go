@@ -51,8 +51,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
-		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.RowLoRA,
-		engine.RowScaleCols, engine.GatherLoRA, engine.GatherScaleCols:
+		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
+		engine.GatherScaleCols:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -221,14 +221,6 @@ func (r *recorder) launch(l engine.Launch) error {
 		}
 		cache := l.In[0].Meta.Shape
 		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, cache[1], cache[0]), in[1], in[2], out[0])
-	case engine.RowScaleCols:
-		g, err := r.items(n, wg)
-		if err != nil {
-			return err
-		}
-		r.dispatch("row_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(op.Slot), in[0], in[1], in[2], out[0])
-	case engine.RowLoRA:
-		return r.rowLoRA(op, l, in, out)
 	case engine.GatherScaleCols:
 		g, err := r.items(n, wg)
 		if err != nil {

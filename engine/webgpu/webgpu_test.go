@@ -281,7 +281,7 @@ func TestAdamWInPlace(t *testing.T) {
 
 // TestMultiTile checks shapes that span several tiles of the tiled kernels (the conformance
 // shapes fit in one): matmul over 3×2 tiles and 7 k-slices, attention over two query blocks and
-// three key tiles, attention over a KV cache and RowLoRA over several chunks, a 4-bit GEMV over
+// three key tiles, attention over a KV cache and GatherLoRA over several chunks, a 4-bit GEMV over
 // rows that straddle packed words.
 func TestMultiTile(t *testing.T) {
 	b := openTest(t)
@@ -375,16 +375,16 @@ func TestMultiTile(t *testing.T) {
 			a := engine.Attention{Batch: 3, QLen: qlen, KVLen: stride, Heads: 4, KVHeads: 1, HeadDim: hd, Scale: 0.12, KVStride: stride}
 			return ls, g.Apply(a, in(g, &ls, r, engine.Shape{n, 4 * hd}, 1), k, v, idn)[:2]
 		}},
-		{Name: "row_lora_chunks", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
-			// Three chunks of rows (the middle one selects no row), in and out over two blocks.
+		{Name: "gather_lora_chunks", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
+			// Three chunks of rows (the middle one picks no slot), in and out over two blocks.
 			var ls []enginetest.Leaf
-			const n, din, dout, rank = 20, 600, 300, 17
-			sel := []int32{1, 0, 1, 1, 2, 0, 0, 1, 0, 0, 2, 0, 0, 0, 2, 0, 1, 1, 0, 1}
+			const n, din, dout, rank, slots = 20, 600, 300, 17, 3
+			sel := []int32{1, 0, 1, 1, 2, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 0, 1}
 			sn := g.Input("sel", engine.I32, engine.Shape{n})
 			ls = append(ls, enginetest.Leaf{Node: sn, I32: sel})
 			y, x := in(g, &ls, r, engine.Shape{n, dout}, 1), in(g, &ls, r, engine.Shape{n, din}, 1)
-			a, bl := in(g, &ls, r, engine.Shape{rank, din}, 0.1), in(g, &ls, r, engine.Shape{dout, rank}, 0.3)
-			return ls, []*engine.Node{g.Apply1(engine.RowLoRA{Scale: 0.5, Slot: 1}, y, x, sn, a, bl)}
+			a, bl := in(g, &ls, r, engine.Shape{slots * rank, din}, 0.1), in(g, &ls, r, engine.Shape{slots * dout, rank}, 0.3)
+			return ls, []*engine.Node{g.GatherLoRA(y, x, sn, a, bl, rank)}
 		}},
 		{Name: "qgemv_words", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
 			var ls []enginetest.Leaf
