@@ -25,8 +25,11 @@ type Adapter interface {
 
 // Cache is the key/value cache of up to Slots sequences of up to MaxLen positions each, on the
 // model's backend, with the step programs compiled for it. A sequence lives in one slot; a step
-// feeds tokens to any set of slots, each at its own position and with its own adapter. A serving
-// loop keeps one cache for its lifetime; the cache is not safe for concurrent use.
+// feeds tokens to any set of slots, each at its own position and with its own adapter. When every
+// sequence of a step uses one adapter (or none), the step runs its fused layers; when they differ,
+// the step reads each row's adapter from the cache's pool, which holds copies of up to Slots
+// adapters stacked layer by layer (two launches a layer whatever the mix, as S-LoRA and Punica
+// do). A serving loop keeps one cache for its lifetime; the cache is not safe for concurrent use.
 type Cache struct {
 	K, V          []*engine.Tensor
 	Slots, MaxLen int
