@@ -92,12 +92,18 @@ func (t *Tensor) SetBytes(data []byte) error {
 	if int64(len(data)) != t.meta.Bytes() {
 		return fmt.Errorf("write tensor %s: %d bytes for %d", t.meta, len(data), t.meta.Bytes())
 	}
+	if t.buf == nil {
+		return fmt.Errorf("write tensor %s: it was released", t.meta)
+	}
 	return t.backend.Write(t.buf, 0, data)
 }
 
 // Bytes reads the tensor's raw little-endian contents back.
 func (t *Tensor) Bytes() ([]byte, error) {
 	out := make([]byte, t.meta.Bytes())
+	if t.buf == nil {
+		return nil, fmt.Errorf("read tensor %s: it was released", t.meta)
+	}
 	if err := t.backend.Read(t.buf, 0, out); err != nil {
 		return nil, fmt.Errorf("read tensor %s: %w", t.meta, err)
 	}
@@ -128,6 +134,9 @@ func (t *Tensor) SetFloat32At(offset int, data []float32) error {
 	}
 	if offset < 0 || offset+len(data) > t.meta.Shape.Numel() {
 		return fmt.Errorf("write tensor %s: elements %d..%d are outside it", t.meta, offset, offset+len(data))
+	}
+	if t.buf == nil {
+		return fmt.Errorf("write tensor %s: it was released", t.meta)
 	}
 	return t.backend.Write(t.buf, int64(4*offset), float32Bytes(data))
 }

@@ -228,6 +228,22 @@ func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
 					requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
 				}
 			}
+			// An adapter evicted and freed, then a larger rank that rebuilds the pool.
+			c.Evict(l8)
+			l8.Release()
+			l32 := lora(32, "q_proj", "o_proj")
+			ids := testIDs(vocab, 9)
+			got, err := c.Step([]model.Seq{{Slot: 1, IDs: ids, Adapter: l32}, {Slot: 0, IDs: ids, Adapter: l4}})
+			require.NoError(t, err)
+			for i, a := range []model.Adapter{l32, l4} {
+				full, err := m.Logits(ids, 1, a)
+				require.NoError(t, err)
+				w64 := make([]float64, vocab)
+				for j, v := range full[len(full)-vocab:] {
+					w64[j] = float64(v)
+				}
+				requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
+			}
 		})
 	}
 }

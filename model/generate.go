@@ -117,6 +117,14 @@ func (c *Cache) programBytes() int64 {
 	return n
 }
 
+// Evict drops adapter a's copy from the cache's pool (before a is freed, or after its weights
+// change); a later step that mixes it in copies it again.
+func (c *Cache) Evict(a Adapter) {
+	if c.pool != nil {
+		c.pool.evict(a)
+	}
+}
+
 // Launches is the number of kernel launches of the last step (0 before any).
 func (c *Cache) Launches() int {
 	if c.last == nil {

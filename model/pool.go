@@ -115,6 +115,15 @@ func (p *pool) place(adapters []Adapter) ([]int32, error) {
 	return out, nil
 }
 
+// evict frees adapter a's slot, if it holds one.
+func (p *pool) evict(a Adapter) {
+	for s, h := range p.held {
+		if h == a {
+			p.held[s], p.used[s] = nil, 0
+		}
+	}
+}
+
 // victim is the slot a new adapter takes: a free one, else the least recently used one that the
 // current step does not use (there is one: a step has at most as many adapters as slots).
 func (p *pool) victim() int {
@@ -199,7 +208,11 @@ func (p *pool) cover(adapters []Adapter) error {
 	}
 	for s := range p.held {
 		if err := p.load(s, p.held[s]); err != nil {
-			return err
+			// An adapter freed without Evict can no longer be copied: its slot is emptied.
+			p.held[s] = nil
+			if err := p.load(s, nil); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

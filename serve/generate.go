@@ -69,8 +69,8 @@ type retiree struct {
 }
 
 // Retire frees adapter a, which no new request will name (unloaded, or replaced by a hot swap):
-// once no running or waiting request uses it and with release, its parameters are freed (its
-// Release method). Requests naming it after Retire fail.
+// once no running or waiting request uses it, its copy leaves the cache's pool and, with release,
+// its parameters are freed (its Release method). Requests naming it after Retire fail.
 func (g *Generator) Retire(a model.Adapter, release bool) {
 	if a == nil {
 		return
@@ -98,6 +98,9 @@ func (g *Generator) sweep(active []*job) {
 		if uses(r.a, active) || uses(r.a, g.waiting) {
 			kept = append(kept, r)
 			continue
+		}
+		if g.cache != nil {
+			g.cache.Evict(r.a)
 		}
 		if rel, ok := r.a.(interface{ Release() }); ok && r.release {
 			rel.Release()
