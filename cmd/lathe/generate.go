@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -47,7 +46,7 @@ func newGenerateCmd() *cobra.Command {
 			if chat {
 				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s, Adapter: adapter}
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			w := cmd.OutOrStdout()
 			var onText func(string) error

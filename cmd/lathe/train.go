@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -70,7 +69,7 @@ func newTrainCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens\n", cfg.Method, tr.Adapter.NumParams(),
 				b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq)
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			progress := cmd.ErrOrStderr()
 			if quiet {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// lockedBuffer is an io.Writer a test can read while a command writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The path a user takes: a model and data, a QLoRA adapter trained, generation with it, and a
+// server answering requests for the base model and two adapters at once, stopped cleanly.
+func TestTrainGenerateServeCommands(t *testing.T) {
+	dir := t.TempDir()
+	model, data, adapter := filepath.Join(dir, "model"), filepath.Join(dir, "facts.jsonl"), filepath.Join(dir, "adapter")
+	_, _, err := run(t, "init-model", "--out", model)
+	require.NoError(t, err)
+	_, _, err = run(t, "init-data", "--out", data, "--kind", "facts")
+	require.NoError(t, err)
+	_, res, err := run(t, "train", "--model", model, "--data", data, "--method", "qlora", "--out", adapter, "--steps", "4", "--seq", "48", "--device", "cpu")
+	require.NoError(t, err)
+	require.Contains(t, res, "steps")
+	_, res, err = run(t, "generate", "--model", model, "--adapter", adapter, "--quantize", "nf4", "--prompt", "What does the cow say?", "--max-tokens", "6", "--temperature", "0", "--json", "--device", "cpu")
+	require.NoError(t, err)
+	require.Equal(t, float64(13), res["prompt_tokens"], "%v", res)
+	require.Positive(t, res["tokens"])
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRootCmd()
+	out := &lockedBuffer{}
+	root.SetOut(out)
+	root.SetErr(out)
+	root.SetArgs([]string{"serve", "--model", model, "--adapter", "a=" + adapter, "--adapter", "b=" + adapter,
+		"--port", "0", "--device", "cpu", "--max-concurrent", "2", "--context", "128"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	addr := regexp.MustCompile(`on http://(\S+) `)
+	require.Eventually(t, func() bool { return addr.MatchString(out.String()) }, 10*time.Second, 10*time.Millisecond, out.String())
+	url := "http://" + addr.FindStringSubmatch(out.String())[1]
+
+	var wg sync.WaitGroup
+	for _, m := range []string{"model", "model:a", "model:b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0}`, m)
+			resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+			if !assertNoError(t, err) {
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			var r map[string]any
+			if assertNoError(t, json.Unmarshal(b, &r)) && resp.StatusCode != 200 {
+				t.Errorf("%s: %d %s", m, resp.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(`{"model":"model","prompt":"`+strings.Repeat("a ", 200)+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 400, resp.StatusCode, "a prompt over --context")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var last map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last), out.String())
+	require.Equal(t, "model", last["served"])
+}
+
+func assertNoError(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
