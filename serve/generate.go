@@ -58,6 +58,9 @@ type Generator struct {
 	cache   *model.Cache
 	closed  bool
 	stats   Stats
+	// stop holds the ids that end a generation (see model.StopIDs), once read.
+	stop    map[int32]bool
+	stopErr error
 	// retiring adapters are freed once no request uses them; gone ones were.
 	retiring []retiree
 	gone     map[model.Adapter]bool
@@ -188,6 +191,19 @@ func (g *Generator) defaults() {
 	if g.PrefillChunk <= 0 {
 		g.PrefillChunk = 512
 	}
+	if g.stop == nil && g.stopErr == nil {
+		g.stop = map[int32]bool{}
+		if eos := g.Tok.EOS(); eos >= 0 {
+			g.stop[int32(eos)] = true
+		}
+		ids, err := model.StopIDs(g.Model.Dir, g.Model.Cfg)
+		if err != nil {
+			g.stopErr = fmt.Errorf("stop tokens: %w", err)
+		}
+		for _, id := range ids {
+			g.stop[int32(id)] = true
+		}
+	}
 	if limit := g.Model.Cfg.MaxPositionEmbeddings; limit > 0 && limit < g.Context {
 		g.Context = limit
 	}
@@ -234,6 +250,9 @@ func (g *Generator) submit(j *job) error {
 		}
 	}
 	g.defaults()
+	if g.stopErr != nil {
+		return g.stopErr
+	}
 	g.waiting = append(g.waiting, j)
 	if !g.running {
 		g.running = true
@@ -450,7 +469,7 @@ func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)
 	tok := j.sampler.Next(logits, j.seen)
 	generated := len(j.seen) - len(j.prompt)
 	switch {
-	case int(tok) == g.Tok.EOS():
+	case g.stop[tok]:
 		end(j, "stop", nil)
 		return false
 	case generated+1 >= j.sp.MaxTokens || j.pos >= g.Context:

@@ -2,7 +2,9 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -200,4 +202,34 @@ func TestPaddedVocabularyIsNeverSampled(t *testing.T) {
 	res, err := g.Generate(context.Background(), Request{Prompt: "Once", Sampling: s}, nil)
 	require.NoError(t, err)
 	require.Positive(t, res.Tokens)
+}
+
+// generation_config.json's eos_token_id list ends generation as transformers' generate ends it
+// (chat models end a turn with a token other than the tokenizer's end of text).
+func TestGenerationConfigStopIDs(t *testing.T) {
+	dir := storiesDir(t)
+	m, err := model.Load(dir, cpu.New(), model.LoadOptions{})
+	require.NoError(t, err)
+	t.Cleanup(m.Release)
+	tok, err := tokenizer.Load(dir)
+	require.NoError(t, err)
+	s := DefaultSampling()
+	s.MaxTokens = 12
+	full, err := newGenerator(t, m, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+	ids, err := tok.Encode(full.Text, false)
+	require.NoError(t, err)
+	require.Greater(t, len(ids), 6)
+
+	// The same model with the 5th generated token declared an end of turn.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(fmt.Sprintf(`{"eos_token_id": [2, %d]}`, ids[4])), 0o644))
+	res, err := newGenerator(t, m, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Equal(t, "stop", res.FinishReason)
+	require.Less(t, res.Tokens, full.Tokens)
+	require.True(t, strings.HasPrefix(full.Text, res.Text), "%q / %q", res.Text, full.Text)
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(`{"eos_token_id": "x"}`), 0o644))
+	_, err = newGenerator(t, m, tok).Generate(context.Background(), Request{Prompt: "Once", Sampling: s}, nil)
+	require.ErrorContains(t, err, "eos_token_id")
 }
