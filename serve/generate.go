@@ -466,7 +466,7 @@ func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)
 	if n := g.Tok.VocabSize(); n > 0 && n < len(logits) {
 		logits = logits[:n]
 	}
-	tok := j.sampler.Next(logits, j.seen)
+	tok := j.sampler.Next(logits, j.seen, len(j.seen)-len(j.prompt))
 	generated := len(j.seen) - len(j.prompt)
 	switch {
 	case g.stop[tok]:

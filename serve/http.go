@@ -22,7 +22,7 @@ import (
 // a request names the base model ("NAME") or an adapter on it ("NAME:ADAPTER").
 //
 //	GET    /v1/models              the base model and every adapter
-//	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", ...}
+//	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options", ...}
 //	POST   /v1/chat/completions    {"model", "messages": [{"role", "content"}], ... "stream": true for server-sent events}
 //	GET    /v1/adapters            the loaded adapters
 //	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter
@@ -154,9 +154,14 @@ type commonRequest struct {
 	TopK              *int            `json:"top_k"`
 	Seed              *uint64         `json:"seed"`
 	RepetitionPenalty *float64        `json:"repetition_penalty"`
+	PresencePenalty   *float64        `json:"presence_penalty"`
+	FrequencyPenalty  *float64        `json:"frequency_penalty"`
 	Stop              json.RawMessage `json:"stop"`
 	Stream            bool            `json:"stream"`
-	N                 *int            `json:"n"`
+	StreamOptions     *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	N *int `json:"n"`
 }
 
 func (c *commonRequest) sampling() (Sampling, error) {
@@ -182,6 +187,12 @@ func (c *commonRequest) sampling() (Sampling, error) {
 	}
 	if c.RepetitionPenalty != nil {
 		sp.RepetitionPenalty = *c.RepetitionPenalty
+	}
+	if c.PresencePenalty != nil {
+		sp.PresencePenalty = *c.PresencePenalty
+	}
+	if c.FrequencyPenalty != nil {
+		sp.FrequencyPenalty = *c.FrequencyPenalty
 	}
 	if len(c.Stop) > 0 && string(c.Stop) != "null" {
 		var one string
@@ -379,6 +390,12 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		return
 	}
 	_ = send("", res.FinishReason, first)
+	if c.StreamOptions != nil && c.StreamOptions.IncludeUsage {
+		// OpenAI's last chunk: no choices, the usage of the whole request.
+		b, _ := json.Marshal(map[string]any{"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{},
+			"usage": map[string]int{"prompt_tokens": res.PromptTokens, "completion_tokens": res.Tokens, "total_tokens": res.PromptTokens + res.Tokens}})
+		fmt.Fprintf(w, "data: %s\n\n", b)
+	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	flusher.Flush()
 }

@@ -110,8 +110,8 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, "length", choice["finish_reason"])
 	require.Equal(t, float64(20), out["usage"].(map[string]any)["completion_tokens"])
 
-	// Streaming: the events add up to the same text, then [DONE].
-	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true}`))
+	// Streaming: the events add up to the same text, then the usage, then [DONE].
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`))
 	req.Header.Set("Authorization", "Bearer k3y")
 	resp, err := ts.Client().Do(req)
 	require.NoError(t, err)
@@ -119,6 +119,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	var text strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	done := false
+	var usage map[string]any
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -130,10 +131,17 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 		}
 		var ev map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		if u, ok := ev["usage"]; ok {
+			usage = u.(map[string]any)
+			require.Empty(t, ev["choices"])
+			continue
+		}
+		require.Nil(t, usage, "the usage comes last")
 		text.WriteString(ev["choices"].([]any)[0].(map[string]any)["text"].(string))
 	}
 	resp.Body.Close()
 	require.True(t, done)
+	require.Equal(t, float64(20), usage["completion_tokens"])
 	require.Equal(t, want.Text, text.String())
 
 	// Adapters: load two, list them, and run requests for both at once.

@@ -21,6 +21,10 @@ type Sampling struct {
 	// RepetitionPenalty divides positive logits and multiplies negative ones of tokens already in
 	// the sequence, as transformers' RepetitionPenaltyLogitsProcessor (1: none).
 	RepetitionPenalty float64 `json:"repetition_penalty"`
+	// PresencePenalty and FrequencyPenalty are OpenAI's: logit −= presence·[count > 0] +
+	// frequency·count, count being the token's occurrences in the generated text (0: none).
+	PresencePenalty  float64 `json:"presence_penalty"`
+	FrequencyPenalty float64 `json:"frequency_penalty"`
 	// Seed makes sampling reproducible.
 	Seed uint64 `json:"seed"`
 	// MaxTokens bounds the generated tokens.
@@ -43,6 +47,10 @@ func (s Sampling) Validate() error {
 		return fmt.Errorf("top_p %v is not in (0, 1]", s.TopP)
 	case !(s.RepetitionPenalty > 0) || s.RepetitionPenalty > 100:
 		return fmt.Errorf("repetition_penalty %v is not in (0, 100]", s.RepetitionPenalty)
+	case !(s.PresencePenalty >= -2 && s.PresencePenalty <= 2):
+		return fmt.Errorf("presence_penalty %v is not in [-2, 2]", s.PresencePenalty)
+	case !(s.FrequencyPenalty >= -2 && s.FrequencyPenalty <= 2):
+		return fmt.Errorf("frequency_penalty %v is not in [-2, 2]", s.FrequencyPenalty)
 	case s.MaxTokens <= 0:
 		return fmt.Errorf("max_tokens %d must be positive", s.MaxTokens)
 	case len(s.Stop) > 16:
@@ -70,9 +78,22 @@ func NewSampler(s Sampling) *Sampler {
 	return &Sampler{s: s, rng: rand.New(rand.NewPCG(s.Seed, 0x5a3b1e))}
 }
 
-// Next returns the next token given the logits of the last position and the tokens so far
-// (prompt and generated, for the repetition penalty). logits is modified.
-func (p *Sampler) Next(logits []float32, seen []int32) int32 {
+// Next returns the next token given the logits of the last position and the tokens so far, seen:
+// the prompt then the generated tokens, of which the last `generated` (for the presence and
+// frequency penalties, which count only those; the repetition penalty counts all). logits is
+// modified.
+func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
+	if p.s.PresencePenalty != 0 || p.s.FrequencyPenalty != 0 {
+		count := map[int32]int{}
+		for _, t := range seen[len(seen)-min(generated, len(seen)):] {
+			count[t]++
+		}
+		for t, n := range count {
+			if t >= 0 && int(t) < len(logits) {
+				logits[t] -= float32(p.s.PresencePenalty + p.s.FrequencyPenalty*float64(n))
+			}
+		}
+	}
 	if p.s.RepetitionPenalty != 1 && p.s.RepetitionPenalty != 0 {
 		done := map[int32]bool{}
 		pen := float32(p.s.RepetitionPenalty)

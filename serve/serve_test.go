@@ -34,6 +34,8 @@ func TestSamplingValidate(t *testing.T) {
 		{func(s *Sampling) { s.TopK = -2 }, "top_k"},
 		{func(s *Sampling) { s.MaxTokens = 0 }, "max_tokens"},
 		{func(s *Sampling) { s.RepetitionPenalty = 0 }, "repetition_penalty"},
+		{func(s *Sampling) { s.PresencePenalty = 2.5 }, "presence_penalty"},
+		{func(s *Sampling) { s.FrequencyPenalty = -3 }, "frequency_penalty"},
 		{func(s *Sampling) { s.Stop = []string{""} }, "stop"},
 	} {
 		s := DefaultSampling()
@@ -46,17 +48,22 @@ func TestSamplerDistribution(t *testing.T) {
 	logits := []float32{2, 1, 0, -1, 3}
 	// Greedy is the argmax; the repetition penalty can move it.
 	s := NewSampler(DefaultSampling())
-	require.Equal(t, int32(4), s.Next(append([]float32(nil), logits...), nil))
+	require.Equal(t, int32(4), s.Next(append([]float32(nil), logits...), nil, 0))
 	pen := DefaultSampling()
 	pen.RepetitionPenalty = 2
-	require.Equal(t, int32(0), NewSampler(pen).Next(append([]float32(nil), logits...), []int32{4}), "3/2 < 2")
+	require.Equal(t, int32(0), NewSampler(pen).Next(append([]float32(nil), logits...), []int32{4}, 0), "3/2 < 2")
+	// Presence and frequency penalties count generated tokens only: 3 − 0.5 − 2·0.4 = 1.7 < 2.
+	pf := DefaultSampling()
+	pf.PresencePenalty, pf.FrequencyPenalty = 0.5, 0.4
+	require.Equal(t, int32(4), NewSampler(pf).Next(append([]float32(nil), logits...), []int32{4, 4, 1}, 1), "4 is in the prompt only")
+	require.Equal(t, int32(0), NewSampler(pf).Next(append([]float32(nil), logits...), []int32{1, 4, 4}, 2))
 
 	// Temperature 1 sampling follows the softmax; top-k 2 keeps only the two best.
 	counts := func(sp Sampling, n int) []float64 {
 		c := make([]float64, len(logits))
 		smp := NewSampler(sp)
 		for i := 0; i < n; i++ {
-			c[smp.Next(append([]float32(nil), logits...), nil)]++
+			c[smp.Next(append([]float32(nil), logits...), nil, 0)]++
 		}
 		for i := range c {
 			c[i] /= float64(n)
