@@ -30,6 +30,8 @@ type Result struct {
 	FinishReason     string  `json:"finish_reason"` // "stop" (EOS or a stop string) or "length"
 	TimeToFirstToken float64 `json:"time_to_first_token_s"`
 	TokensPerS       float64 `json:"tokens_per_s"`
+	// Logprobs has one entry a generated token when the request asked for them.
+	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
 }
 
 // Generator decodes with one model and its tokenizer, for any number of concurrent requests:
@@ -150,17 +152,21 @@ type job struct {
 
 	mu     sync.Mutex
 	tokens []int32
-	finish string // "stop" or "length" once ended
+	lps    []TokenLogprob // with tokens, when the request asked for log-probabilities
+	finish string         // "stop" or "length" once ended
 	err    error
 	ended  bool
 	ready  chan struct{} // signalled (cap 1) when tokens or the end arrive
 	cancel atomic.Bool   // set by the reader: a stop string ended it
 }
 
-func (j *job) push(tok int32, finish string, err error) {
+func (j *job) push(tok int32, lp *TokenLogprob, finish string, err error) {
 	j.mu.Lock()
 	if tok >= 0 {
 		j.tokens = append(j.tokens, tok)
+	}
+	if lp != nil {
+		j.lps = append(j.lps, *lp)
 	}
 	if finish != "" || err != nil {
 		j.finish, j.err, j.ended = finish, err, true
@@ -172,13 +178,13 @@ func (j *job) push(tok int32, finish string, err error) {
 	}
 }
 
-// take returns the tokens not read yet and whether the job has ended.
-func (j *job) take() ([]int32, bool, string, error) {
+// take returns the tokens (and log-probabilities) not read yet and whether the job has ended.
+func (j *job) take() ([]int32, []TokenLogprob, bool, string, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	t := j.tokens
-	j.tokens = nil
-	return t, j.ended, j.finish, j.err
+	t, lp := j.tokens, j.lps
+	j.tokens, j.lps = nil, nil
+	return t, lp, j.ended, j.finish, j.err
 }
 
 func (g *Generator) defaults() {
@@ -273,7 +279,7 @@ func (g *Generator) loop(stopped chan struct{}) {
 		c, err := g.Model.NewCache(g.Slots, g.Context)
 		if err != nil {
 			for _, j := range g.waiting {
-				j.push(-1, "", err)
+				j.push(-1, nil, "", err)
 			}
 			g.waiting, g.running = nil, false
 			g.mu.Unlock()
@@ -326,7 +332,7 @@ type turns struct {
 
 // end ends a job and frees its slot.
 func (t *turns) end(j *job, finish string, err error) {
-	j.push(-1, finish, err)
+	j.push(-1, nil, finish, err)
 	t.free = append(t.free, j.slot)
 }
 
@@ -363,7 +369,7 @@ func (t *turns) admit() []*job {
 	var admitted []*job
 	for _, j := range batch {
 		if err := j.ctx.Err(); err != nil || j.cancel.Load() {
-			j.push(-1, "stop", err) // its reader has gone
+			j.push(-1, nil, "stop", err) // its reader has gone
 			continue
 		}
 		j.slot, t.free = t.free[len(t.free)-1], t.free[:len(t.free)-1]
@@ -466,8 +472,20 @@ func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)
 	if n := g.Tok.VocabSize(); n > 0 && n < len(logits) {
 		logits = logits[:n]
 	}
+	var raw []float32
+	if j.sp.Logprobs {
+		raw = append([]float32(nil), logits...) // the sampler modifies logits
+	}
 	tok := j.sampler.Next(logits, j.seen, len(j.seen)-len(j.prompt))
 	generated := len(j.seen) - len(j.prompt)
+	var lp *TokenLogprob
+	if raw != nil {
+		l, ids, lps := logprobs(raw, tok, j.sp.TopLogprobs)
+		lp = &TokenLogprob{ID: tok, Logprob: l}
+		for i, id := range ids {
+			lp.Top = append(lp.Top, TokenLogprob{ID: id, Logprob: lps[i]})
+		}
+	}
 	switch {
 	case g.stop[tok]:
 		end(j, "stop", nil)
@@ -475,12 +493,12 @@ func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)
 	case generated+1 >= j.sp.MaxTokens || j.pos >= g.Context:
 		// The last token: nothing more fits the request or the context.
 		j.seen = append(j.seen, tok)
-		j.push(tok, "", nil)
+		j.push(tok, lp, "", nil)
 		end(j, "length", nil)
 		return false
 	}
 	j.seen = append(j.seen, tok)
-	j.push(tok, "", nil)
+	j.push(tok, lp, "", nil)
 	return true
 }
 
@@ -553,7 +571,7 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 			return res, ctx.Err()
 		case <-j.ready:
 		}
-		toks, ended, finish, err := j.take()
+		toks, lps, ended, finish, err := j.take()
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
 		}
@@ -566,6 +584,22 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 				res.TimeToFirstToken = firstAt.Sub(start).Seconds()
 			}
 			gen = append(gen, int(t))
+			if lps != nil {
+				prev := prompt[len(prompt)-1]
+				if len(gen) > 1 {
+					prev = int32(gen[len(gen)-2])
+				}
+				lp := lps[i]
+				if lp.Token, err = g.piece(prev, lp.ID); err != nil {
+					return res, fmt.Errorf("generate: %w", err)
+				}
+				for k := range lp.Top {
+					if lp.Top[k].Token, err = g.piece(prev, lp.Top[k].ID); err != nil {
+						return res, fmt.Errorf("generate: %w", err)
+					}
+				}
+				res.Logprobs = append(res.Logprobs, lp)
+			}
 			text, err := g.continuation(promptIDs, head, gen)
 			if err != nil {
 				return res, fmt.Errorf("generate: %w", err)
@@ -604,6 +638,23 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		res.TokensPerS = float64(len(gen)-1) / el
 	}
 	return res, nil
+}
+
+// piece is the text token id adds after token prev (special tokens included): decoded after its
+// predecessor, so that a leading space that decoders drop at the start of a text stays.
+func (g *Generator) piece(prev, id int32) (string, error) {
+	both, err := g.Tok.Decode([]int{int(prev), int(id)}, false)
+	if err != nil {
+		return "", err
+	}
+	head, err := g.Tok.Decode([]int{int(prev)}, false)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(both, head) {
+		return both[len(head):], nil
+	}
+	return g.Tok.Decode([]int{int(id)}, false)
 }
 
 // continuation decodes the generated tokens as they read after the prompt: decoders such as

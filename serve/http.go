@@ -22,7 +22,7 @@ import (
 // a request names the base model ("NAME") or an adapter on it ("NAME:ADAPTER").
 //
 //	GET    /v1/models              the base model and every adapter
-//	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options", ...}
+//	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "repetition_penalty", "logprobs", "stream", "stream_options", ...}
 //	POST   /v1/chat/completions    {"model", "messages": [{"role", "content"}], ... "stream": true for server-sent events}
 //	GET    /v1/adapters            the loaded adapters
 //	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter
@@ -162,9 +162,13 @@ type commonRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	N *int `json:"n"`
+	// Logprobs is an int (0-5 alternatives) for completions, a bool for chat, which gives the
+	// number of alternatives in TopLogprobs.
+	Logprobs    json.RawMessage `json:"logprobs"`
+	TopLogprobs *int            `json:"top_logprobs"`
 }
 
-func (c *commonRequest) sampling() (Sampling, error) {
+func (c *commonRequest) sampling(chat bool) (Sampling, error) {
 	sp := DefaultSampling()
 	sp.Temperature = 1 // OpenAI's default
 	if c.MaxTokens != nil {
@@ -204,6 +208,26 @@ func (c *commonRequest) sampling() (Sampling, error) {
 	}
 	if c.N != nil && *c.N != 1 {
 		return sp, fmt.Errorf("n must be 1")
+	}
+	if len(c.Logprobs) > 0 && string(c.Logprobs) != "null" {
+		if chat {
+			if err := json.Unmarshal(c.Logprobs, &sp.Logprobs); err != nil {
+				return sp, fmt.Errorf("logprobs must be a boolean")
+			}
+			if c.TopLogprobs != nil {
+				sp.TopLogprobs = *c.TopLogprobs
+			}
+		} else {
+			if err := json.Unmarshal(c.Logprobs, &sp.TopLogprobs); err != nil || sp.TopLogprobs < 0 || sp.TopLogprobs > 5 {
+				return sp, fmt.Errorf("logprobs must be an integer in [0, 5]")
+			}
+			sp.Logprobs = true
+		}
+	} else if c.TopLogprobs != nil {
+		return sp, fmt.Errorf("top_logprobs needs logprobs: true")
+	}
+	if sp.Logprobs && c.Stream {
+		return sp, fmt.Errorf("logprobs are not supported with stream yet")
 	}
 	return sp, sp.Validate()
 }
@@ -292,7 +316,7 @@ func newID(prefix string) string {
 
 // run validates and runs a generation, answering as one object or as server-sent events.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, req Request, chat bool) {
-	sp, err := c.sampling()
+	sp, err := c.sampling(chat)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
@@ -336,6 +360,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 			choice["message"] = map[string]string{"role": "assistant", "content": res.Text}
 		} else {
 			choice["text"] = res.Text
+		}
+		if sp.Logprobs {
+			choice["logprobs"] = logprobsBody(res.Logprobs, chat)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{choice},
@@ -465,4 +492,37 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 	}
+}
+
+// logprobsBody formats log-probabilities as OpenAI does: chat's content list, or completions'
+// parallel lists.
+func logprobsBody(lps []TokenLogprob, chat bool) any {
+	if chat {
+		entry := func(lp TokenLogprob) map[string]any {
+			return map[string]any{"token": lp.Token, "logprob": lp.Logprob, "bytes": []byte(lp.Token)}
+		}
+		content := make([]map[string]any, len(lps))
+		for i, lp := range lps {
+			e := entry(lp)
+			top := make([]map[string]any, len(lp.Top))
+			for k, t := range lp.Top {
+				top[k] = entry(t)
+			}
+			e["top_logprobs"] = top
+			content[i] = e
+		}
+		return map[string]any{"content": content}
+	}
+	tokens, lp, top, offset := []string{}, []float64{}, []map[string]float64{}, []int{}
+	at := 0
+	for _, l := range lps {
+		tokens, lp, offset = append(tokens, l.Token), append(lp, l.Logprob), append(offset, at)
+		at += len(l.Token)
+		alt := map[string]float64{}
+		for _, t := range l.Top {
+			alt[t.Token] = t.Logprob
+		}
+		top = append(top, alt)
+	}
+	return map[string]any{"tokens": tokens, "token_logprobs": lp, "top_logprobs": top, "text_offset": offset}
 }

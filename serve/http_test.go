@@ -109,6 +109,12 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, want.Text, choice["text"])
 	require.Equal(t, "length", choice["finish_reason"])
 	require.Equal(t, float64(20), out["usage"].(map[string]any)["completion_tokens"])
+	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":5,"temperature":0,"logprobs":2}`)
+	require.Equal(t, 200, code, "%v", out)
+	lp := out["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	require.Len(t, lp["tokens"], 5)
+	require.Len(t, lp["token_logprobs"], 5)
+	require.Len(t, lp["top_logprobs"].([]any)[0], 2)
 
 	// Streaming: the events add up to the same text, then the usage, then [DONE].
 	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`))
@@ -225,6 +231,9 @@ func TestHTTPBadRequests(t *testing.T) {
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":3}`, 400, "n must be 1"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":9}`, 400, "logprobs must be an integer"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":2,"stream":true}`, 400, "not supported with stream"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_logprobs":2}`, 400, "top_logprobs needs logprobs"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "the context holds 512"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, "over 4096 bytes"},

@@ -31,6 +31,10 @@ type Sampling struct {
 	MaxTokens int `json:"max_tokens"`
 	// Stop ends generation at the first of these strings (not included in the text).
 	Stop []string `json:"stop"`
+	// Logprobs returns each generated token's log-probability under the model (before
+	// temperature, penalties and truncation), with the TopLogprobs most likely alternatives.
+	Logprobs    bool `json:"logprobs"`
+	TopLogprobs int  `json:"top_logprobs"`
 }
 
 // DefaultSampling is greedy decoding of up to 128 tokens.
@@ -53,6 +57,8 @@ func (s Sampling) Validate() error {
 		return fmt.Errorf("frequency_penalty %v is not in [-2, 2]", s.FrequencyPenalty)
 	case s.MaxTokens <= 0:
 		return fmt.Errorf("max_tokens %d must be positive", s.MaxTokens)
+	case s.TopLogprobs < 0 || s.TopLogprobs > 20:
+		return fmt.Errorf("top_logprobs %d is not in [0, 20]", s.TopLogprobs)
 	case len(s.Stop) > 16:
 		return fmt.Errorf("at most 16 stop strings, got %d", len(s.Stop))
 	}
@@ -160,4 +166,43 @@ func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
 		}
 	}
 	return int32(p.idx[n-1])
+}
+
+// TokenLogprob is a generated token with its log-probability and the most likely alternatives.
+type TokenLogprob struct {
+	ID      int32          `json:"id"`
+	Token   string         `json:"token"`
+	Logprob float64        `json:"logprob"`
+	Top     []TokenLogprob `json:"top_logprobs,omitempty"`
+}
+
+// logprobs returns the log-probability of tok under logits and the top k ids with theirs, best
+// first (ties by id), in float64.
+func logprobs(logits []float32, tok int32, k int) (float64, []int32, []float64) {
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	z := 0.0
+	for _, v := range logits {
+		z += math.Exp(float64(v) - mx)
+	}
+	lse := mx + math.Log(z)
+	var ids []int32
+	var lps []float64
+	if k > 0 {
+		idx := make([]int32, len(logits))
+		for i := range idx {
+			idx[i] = int32(i)
+		}
+		sort.Slice(idx, func(a, b int) bool {
+			la, lb := logits[idx[a]], logits[idx[b]]
+			return la > lb || (la == lb && idx[a] < idx[b])
+		})
+		ids = idx[:min(k, len(idx))]
+		for _, i := range ids {
+			lps = append(lps, float64(logits[i])-lse)
+		}
+	}
+	return float64(logits[tok]) - lse, ids, lps
 }

@@ -240,3 +240,40 @@ func TestGenerationConfigStopIDs(t *testing.T) {
 	_, err = newGenerator(t, m, tok).Generate(context.Background(), Request{Prompt: "Once", Sampling: s}, nil)
 	require.ErrorContains(t, err, "eos_token_id")
 }
+
+// Log-probabilities: each generated token's under the model (checked against the whole-sequence
+// forward), and greedy decoding picks the most likely alternative.
+func TestLogprobs(t *testing.T) {
+	g := stories(t)
+	s := DefaultSampling()
+	s.MaxTokens, s.Logprobs, s.TopLogprobs = 8, true, 3
+	res, err := g.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Len(t, res.Logprobs, res.Tokens)
+	prompt, err := g.PromptIDs(Request{Prompt: "Once upon a time"})
+	require.NoError(t, err)
+	seq := append([]int32(nil), prompt...)
+	vocab := g.Model.Cfg.VocabSize
+	var text strings.Builder
+	for _, lp := range res.Logprobs {
+		require.Len(t, lp.Top, 3)
+		require.Equal(t, lp.ID, lp.Top[0].ID, "greedy takes the most likely token")
+		require.InDelta(t, lp.Top[0].Logprob, lp.Logprob, 1e-9)
+		require.GreaterOrEqual(t, lp.Top[0].Logprob, lp.Top[1].Logprob)
+		// Against the full forward: log-softmax of the last position.
+		full, err := g.Model.Logits(seq, 1, nil)
+		require.NoError(t, err)
+		last := full[len(full)-vocab:]
+		mx, z := math.Inf(-1), 0.0
+		for _, v := range last {
+			mx = math.Max(mx, float64(v))
+		}
+		for _, v := range last {
+			z += math.Exp(float64(v) - mx)
+		}
+		require.InDelta(t, float64(last[lp.ID])-mx-math.Log(z), lp.Logprob, 1e-4)
+		seq = append(seq, lp.ID)
+		text.WriteString(lp.Token)
+	}
+	require.Equal(t, res.Text, text.String(), "the tokens spell the text")
+}
