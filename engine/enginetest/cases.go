@@ -240,6 +240,13 @@ func CacheCases() []Case {
 	const kvDim, heads, headDim = 20, 4, 10
 	// ragged writes each sequence's new rows (slot·stride + position) into a cache of slots, then
 	// attends from them.
+	seq := func(first, n int) []int32 {
+		rows := make([]int32, n)
+		for i := range rows {
+			rows[i] = int32(first + i)
+		}
+		return rows
+	}
 	ragged := func(slots, stride, qlen int, rows []int32) func(b *builder) []*engine.Node {
 		return func(b *builder) []*engine.Node {
 			n := len(rows)
@@ -260,6 +267,10 @@ func CacheCases() []Case {
 		c("cache_attention/decode", 1e-4, ragged(6, 16, 1, []int32{16 + 9, 0, 80 + 15, 48 + 3, 32 + 12})),
 		// Prefill of one sequence in slot 1 of 3 after three cached tokens: 12 queries.
 		c("cache_attention/prefill", 1e-4, ragged(3, 20, 12, []int32{23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34})),
+		// A long prefill: 70 queries at positions 17-86 of slot 1 of 3 (two query blocks on a GPU).
+		c("cache_attention/prefill_long", 1e-4, ragged(3, 100, 70, seq(117, 70))),
+		// Two prefills of 20 queries in one step: slot 2 at positions 30-49, slot 0 at 0-19.
+		c("cache_attention/prefill_batch", 1e-4, ragged(3, 100, 20, append(seq(230, 20), seq(0, 20)...))),
 	}
 }
 

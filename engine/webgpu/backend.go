@@ -47,6 +47,8 @@ type Backend struct {
 	stageLen uint64
 	uniform  *wgpu.Buffer
 	uniLen   uint64
+
+	perQueryRows bool // cached attention always runs attention_rows.wgsl (benchmarks compare)
 }
 
 // buffer is one device allocation; class is its real size (a size class of the pool).

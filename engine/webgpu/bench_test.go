@@ -108,6 +108,13 @@ func prepare(tb testing.TB, be engine.Backend, c benchCase) (run func() error, d
 				raw[i] = byte(r.IntN(256))
 			}
 			t, err = engine.FromBytes(be, engine.U8, n.Shape(), raw)
+		} else if n.DType() == engine.I32 {
+			// i32 inputs are cache rows: 0, 1, 2, ... (a prefill of slot 0).
+			v := make([]int32, n.Shape().Numel())
+			for i := range v {
+				v[i] = int32(i)
+			}
+			t, err = engine.FromInt32(be, n.Shape(), v)
 		} else {
 			v := make([]float32, n.Shape().Numel())
 			for i := range v {
@@ -181,6 +188,50 @@ func BenchmarkKernels(b *testing.B) {
 				b.ReportMetric(c.bytes/sec/1e9, "GB/s")
 			})
 		}
+	}
+}
+
+// BenchmarkCachedPrefill times attention over a KV cache for a prefill of one sequence, with the
+// tiled rows kernel (K and V tiles shared by a workgroup's queries) and with the per-query kernel
+// (each query reads its keys itself).
+func BenchmarkCachedPrefill(b *testing.B) {
+	gb := openTest(b)
+	const queries, heads, kvHeads, hd, stride = 256, 8, 2, 64, 512
+	a := engine.Attention{Batch: 1, QLen: queries, KVLen: stride, Heads: heads, KVHeads: kvHeads, HeadDim: hd, Scale: 0.125, KVStride: stride}
+	f := func(x int) float64 { return float64(x) }
+	c := benchCase{"cached_prefill",
+		4 * f(heads*hd*queries*(queries+1)/2), // two dot products of hd a (query, key seen)
+		4 * f(2*queries*heads*hd+2*queries*kvHeads*hd+heads*queries+queries),
+		func(g *engine.Graph) []*engine.Node {
+			q := g.Input("q", engine.F32, engine.Shape{queries, heads * hd})
+			k, v := g.Input("k", engine.F32, engine.Shape{stride, kvHeads * hd}), g.Input("v", engine.F32, engine.Shape{stride, kvHeads * hd})
+			return g.Apply(a, q, k, v, g.Input("rows", engine.I32, engine.Shape{queries}))
+		}}
+	b.Logf("adapter %q (%s)", gb.info.Name, gb.info.Type)
+	for _, perQuery := range []bool{false, true} {
+		kernel := "tiled"
+		if perQuery {
+			kernel = "per_query"
+		}
+		b.Run(fmt.Sprintf("%s/%s/webgpu=%s/queries=%d", c.name, kernel, sanitize(gb.info.Name), queries), func(b *testing.B) {
+			gb.perQueryRows = perQuery
+			defer func() { gb.perQueryRows = false }()
+			run, done := prepare(b, gb, c)
+			defer done()
+			if err := run(); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(c.bytes))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sec := b.Elapsed().Seconds() / float64(b.N)
+			b.ReportMetric(c.flops/sec/1e9, "GFLOP/s")
+			b.ReportMetric(c.bytes/sec/1e9, "GB/s")
+		})
 	}
 }
 

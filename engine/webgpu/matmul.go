@@ -242,14 +242,16 @@ func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out
 	return nil
 }
 
-// attention: over a KV cache of slots (KVStride), attention_rows.wgsl for any number of queries;
-// otherwise the tiled online-softmax kernel, WG queries a workgroup, KT keys a tile, as many as the
-// device's workgroup memory holds (K and V tiles) up to 64, or for few queries the decode kernel.
-// kvRows is the number of rows of k and v.
+// attention: the tiled online-softmax kernel, WG queries a workgroup, KT keys a tile, as many as the
+// device's workgroup memory holds (K and V tiles) up to 64; over a KV cache of slots (KVStride) its
+// rows variant. For few queries (decoding) a workgroup per query and head instead, so that every
+// invocation is busy on the keys. kvRows is the number of rows of k and v.
 func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) error {
 	const queries = 64
-	if op.KVStride > 0 || op.QLen <= decodeQueries {
-		// A workgroup per query (and head) keeps every invocation busy on the keys.
+	rowsP := func() *params {
+		return new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
+	}
+	if op.QLen <= decodeQueries || (op.KVStride > 0 && r.b.perQueryRows) {
 		const threads = 64
 		grid, err := groupsFor(op.Batch*op.Heads*op.QLen, r.b.maxGroups())
 		if err != nil {
@@ -257,8 +259,7 @@ func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) er
 		}
 		consts := []shaders.Const{c("WG", threads), c("HD", op.HeadDim), c("DPT", ceilDiv(op.HeadDim, threads))}
 		if op.KVStride > 0 {
-			p := new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
-			r.dispatch("attention_rows", consts, grid, p, in[0], in[1], in[2], in[3], out[0], out[1])
+			r.dispatch("attention_rows", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
 			return nil
 		}
 		r.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
@@ -270,11 +271,15 @@ func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) er
 	}
 	kt := r.b.keyTile(op.HeadDim, queries)
 	consts := []shaders.Const{c("WG", queries), c("HD", op.HeadDim), c("KT", kt), c("KTHD", kt*op.HeadDim)}
+	if op.KVStride > 0 {
+		r.dispatch("attention_rows_tiled", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
+		return nil
+	}
 	r.dispatch("attention", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
 	return nil
 }
 
-// decodeQueries is the most queries for which attention runs the decode kernel.
+// decodeQueries is the most queries for which attention runs the per-query kernels (decode, rows).
 const decodeQueries = 8
 
 // keyTile is how many keys (with their values) of head dim hd fit the workgroup memory left after

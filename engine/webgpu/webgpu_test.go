@@ -375,6 +375,31 @@ func TestMultiTile(t *testing.T) {
 			a := engine.Attention{Batch: 3, QLen: qlen, KVLen: stride, Heads: 4, KVHeads: 1, HeadDim: hd, Scale: 0.12, KVStride: stride}
 			return ls, g.Apply(a, in(g, &ls, r, engine.Shape{n, 4 * hd}, 1), k, v, idn)[:2]
 		}},
+		{Name: "cache_attention_scattered", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
+			// One sequence of 80 queries (the tiled kernel, two query blocks) whose rows are not a
+			// prefill's: 30 consecutive in slot 1, 20 backwards in slot 0, 30 every other row of
+			// slot 2. Each query must still see only its own slot up to its own row.
+			var ls []enginetest.Leaf
+			const stride, hd = 64, 16
+			var rows []int32
+			for i := range 30 {
+				rows = append(rows, int32(stride+10+i))
+			}
+			for i := range 20 {
+				rows = append(rows, int32(40-i))
+			}
+			for i := range 30 {
+				rows = append(rows, int32(2*stride+2*i))
+			}
+			idn := g.Input("rows", engine.I32, engine.Shape{len(rows)})
+			ls = append(ls, enginetest.Leaf{Node: idn, I32: rows})
+			n := len(rows)
+			kc, vc := in(g, &ls, r, engine.Shape{3 * stride, 2 * hd}, 1), in(g, &ls, r, engine.Shape{3 * stride, 2 * hd}, 1)
+			k := g.Apply1(engine.CacheWrite{}, kc, in(g, &ls, r, engine.Shape{n, 2 * hd}, 1), idn)
+			v := g.Apply1(engine.CacheWrite{}, vc, in(g, &ls, r, engine.Shape{n, 2 * hd}, 1), idn)
+			a := engine.Attention{Batch: 1, QLen: n, KVLen: stride, Heads: 4, KVHeads: 2, HeadDim: hd, Scale: 0.2, KVStride: stride}
+			return ls, g.Apply(a, in(g, &ls, r, engine.Shape{n, 4 * hd}, 1), k, v, idn)[:2]
+		}},
 		{Name: "gather_lora_chunks", Tol: 1e-4, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
 			// Three chunks of rows (the middle one picks no slot), in and out over two blocks.
 			var ls []enginetest.Leaf
