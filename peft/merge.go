@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/checkpoint"
 )
 
 // Merge folds the adapter into m's dense weights in place, as PEFT's merge_and_unload does: LoRA
@@ -35,61 +36,125 @@ func Merge(m *model.Model, a *Adapter) error {
 		if err != nil {
 			return fmt.Errorf("merge %s: %w", md.Name, err)
 		}
-		keys := md.keys(a.Config.PeftType)
-		if a.Config.PeftType == TypeIA3 {
-			l, err := a.tensors[keys[0]].Float32()
-			if err != nil {
-				return fmt.Errorf("merge %s: %w", md.Name, err)
-			}
-			for o := 0; o < md.Out; o++ {
-				for i := 0; i < md.In; i++ {
-					if md.Feedforward {
-						w[o*md.In+i] *= l[i]
-					} else {
-						w[o*md.In+i] *= l[o]
-					}
-				}
-			}
-			if bt, ok := m.Tensors[md.Name+".bias"]; ok && !md.Feedforward {
-				b, err := bt.Float32()
-				if err != nil {
-					return fmt.Errorf("merge %s: %w", md.Name, err)
-				}
-				for o := range b {
-					b[o] *= l[o]
-				}
-				if err := bt.SetFloat32(b); err != nil {
-					return fmt.Errorf("merge %s: %w", md.Name, err)
-				}
-			}
-		} else {
-			A, err := a.tensors[keys[0]].Float32()
-			if err != nil {
-				return fmt.Errorf("merge %s: %w", md.Name, err)
-			}
-			B, err := a.tensors[keys[1]].Float32()
-			if err != nil {
-				return fmt.Errorf("merge %s: %w", md.Name, err)
-			}
-			// W[o, i] += s·Σ_k B[o, k]·A[k, i], accumulated in float64.
-			s := float64(md.Scale)
-			row := make([]float64, md.In)
-			for o := 0; o < md.Out; o++ {
-				clear(row)
-				for k := 0; k < md.R; k++ {
-					bk := float64(B[o*md.R+k])
-					for i, x := range A[k*md.In : (k+1)*md.In] {
-						row[i] += bk * float64(x)
-					}
-				}
-				for i := range row {
-					w[o*md.In+i] = float32(float64(w[o*md.In+i]) + s*row[i])
-				}
-			}
+		if err := a.mergeWeight(md, w); err != nil {
+			return err
 		}
 		if err := wt.SetFloat32(w); err != nil {
 			return fmt.Errorf("merge %s: %w", md.Name, err)
 		}
+		if bt, ok := m.Tensors[md.Name+".bias"]; ok && a.Config.PeftType == TypeIA3 && !md.Feedforward {
+			b, err := bt.Float32()
+			if err != nil {
+				return fmt.Errorf("merge %s: %w", md.Name, err)
+			}
+			if err := a.mergeBias(md, b); err != nil {
+				return err
+			}
+			if err := bt.SetFloat32(b); err != nil {
+				return fmt.Errorf("merge %s: %w", md.Name, err)
+			}
+		}
 	}
 	return nil
+}
+
+// mergeWeight folds module md into its weight w ([out, in], in place): LoRA adds s·B·A
+// (accumulated in float64), IA3 scales rows by l or, feedforward, columns.
+func (a *Adapter) mergeWeight(md *Module, w []float32) error {
+	keys := md.keys(a.Config.PeftType)
+	if a.Config.PeftType == TypeIA3 {
+		l, err := a.tensors[keys[0]].Float32()
+		if err != nil {
+			return fmt.Errorf("merge %s: %w", md.Name, err)
+		}
+		for o := 0; o < md.Out; o++ {
+			for i := 0; i < md.In; i++ {
+				if md.Feedforward {
+					w[o*md.In+i] *= l[i]
+				} else {
+					w[o*md.In+i] *= l[o]
+				}
+			}
+		}
+		return nil
+	}
+	A, err := a.tensors[keys[0]].Float32()
+	if err != nil {
+		return fmt.Errorf("merge %s: %w", md.Name, err)
+	}
+	B, err := a.tensors[keys[1]].Float32()
+	if err != nil {
+		return fmt.Errorf("merge %s: %w", md.Name, err)
+	}
+	s := float64(md.Scale)
+	row := make([]float64, md.In)
+	for o := 0; o < md.Out; o++ {
+		clear(row)
+		for k := 0; k < md.R; k++ {
+			bk := float64(B[o*md.R+k])
+			for i, x := range A[k*md.In : (k+1)*md.In] {
+				row[i] += bk * float64(x)
+			}
+		}
+		for i := range row {
+			w[o*md.In+i] = float32(float64(w[o*md.In+i]) + s*row[i])
+		}
+	}
+	return nil
+}
+
+// mergeBias scales an IA3 output module's bias by l (PEFT scales the layer's output, bias
+// included).
+func (a *Adapter) mergeBias(md *Module, b []float32) error {
+	l, err := a.tensors[md.keys(TypeIA3)[0]].Float32()
+	if err != nil {
+		return fmt.Errorf("merge %s: %w", md.Name, err)
+	}
+	for o := range b {
+		b[o] *= l[o]
+	}
+	return nil
+}
+
+// MergeFolder writes to outDir the model folder baseDir with the adapter merged into its weights
+// (as Merge, in the checkpoint's dtypes), for a deployment that needs no adapter: a Hugging Face
+// folder any runtime loads. A 4-bit (bitsandbytes) base is refused: dequantize it first.
+func MergeFolder(baseDir, outDir string, a *Adapter) (checkpoint.RewriteReport, error) {
+	ck, err := checkpoint.Open(baseDir)
+	if err != nil {
+		return checkpoint.RewriteReport{}, fmt.Errorf("merge: %w", err)
+	}
+	edits := map[string]*Module{}
+	for _, md := range a.modules {
+		name := md.Name + ".weight"
+		t, ok := ck.Tensor(name)
+		switch {
+		case !ok:
+			ck.Close()
+			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s has no tensor %s", baseDir, name)
+		case !checkpoint.IsFloat(t.DType):
+			ck.Close()
+			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s is %s in %s (4-bit?): dequantize the model first", name, t.DType, baseDir)
+		case len(t.Shape) != 2 || t.Shape[0] != md.Out || t.Shape[1] != md.In:
+			ck.Close()
+			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s is %v, the adapter wants [%d %d]", name, t.Shape, md.Out, md.In)
+		}
+		edits[name] = md
+		if _, ok := ck.Tensor(md.Name + ".bias"); ok && a.Config.PeftType == TypeIA3 && !md.Feedforward {
+			edits[md.Name+".bias"] = md
+		}
+	}
+	ck.Close()
+	return checkpoint.RewriteFolder(baseDir, outDir, func(name string) bool { return edits[name] != nil },
+		func(name string, t checkpoint.Tensor) ([]float32, error) {
+			v, err := checkpoint.ToFloat32(t)
+			if err != nil {
+				return nil, err
+			}
+			md := edits[name]
+			if name == md.Name+".bias" {
+				return v, a.mergeBias(md, v)
+			}
+			return v, a.mergeWeight(md, v)
+		})
 }

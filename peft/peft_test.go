@@ -16,6 +16,7 @@ import (
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/checkpoint"
 	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 func tinyDir(t *testing.T) string {
@@ -448,6 +449,48 @@ func TestMergeEqualsAdapter(t *testing.T) {
 	require.NoError(t, err)
 	defer a.Release()
 	require.ErrorContains(t, Merge(q, a), "4-bit")
+}
+
+// MergeFolder writes a checkpoint whose plain model computes what the base with the adapter
+// computes, in the base's dtype; a 4-bit base is refused.
+func TestMergeFolderEqualsAdapter(t *testing.T) {
+	for _, dtype := range []string{"F32", "BF16"} {
+		dir := t.TempDir()
+		_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 1, DType: dtype})
+		require.NoError(t, err)
+		m := loadModel(t, dir, "")
+		for _, c := range []Config{loraConfig("q_proj", "v_proj", "up_proj", "down_proj"), IA3Config()} {
+			a, err := New(c, m.Cfg, m.Backend, 5)
+			require.NoError(t, err)
+			randomize(t, a, 6)
+			out := filepath.Join(t.TempDir(), "merged")
+			rep, err := MergeFolder(dir, out, a)
+			require.NoError(t, err)
+			require.Positive(t, rep.Changed)
+			merged := loadModel(t, out, "")
+			tol := 1e-4
+			if dtype == "BF16" {
+				tol = 3e-2 // the merged weights are rounded to bf16 again
+			}
+			requireClose(t, logits(t, m, a, nil), logits(t, merged, nil, nil), tol, dtype+" "+c.PeftType)
+			ck, err := checkpoint.Open(out)
+			require.NoError(t, err)
+			w, _ := ck.Tensor("model.layers.0.self_attn.q_proj.weight")
+			require.Equal(t, dtype, w.DType)
+			ck.Close()
+			a.Release()
+		}
+	}
+	dir := tinyDir(t)
+	q := filepath.Join(t.TempDir(), "nf4")
+	_, err := checkpoint.QuantizeFolder(dir, q, checkpoint.QuantizeOptions{Type: quant.NF4, Blocksize: 64})
+	require.NoError(t, err)
+	m := loadModel(t, dir, "")
+	a, err := New(loraConfig("q_proj"), m.Cfg, m.Backend, 5)
+	require.NoError(t, err)
+	defer a.Release()
+	_, err = MergeFolder(q, filepath.Join(t.TempDir(), "out"), a)
+	require.ErrorContains(t, err, "dequantize the model first")
 }
 
 func TestDropout(t *testing.T) {

@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 		newEvalCmd(),
 		newGenerateCmd(),
 		newServeCmd(),
+		newMergeCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
 		newBenchCmd(),

@@ -16,17 +16,18 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/serve"
 )
 
 func newServeCmd() *cobra.Command {
 	var (
-		dir, name, host, apiKey, device, quantize   string
-		port, maxConcurrent, maxWaiting, contextLen int
-		adapters                                    []string
+		dir, name, host, apiKey, device, quantize, merge string
+		port, maxConcurrent, maxWaiting, contextLen      int
+		adapters                                         []string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
+		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--merge DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
 		Short: "Serve a model and its adapters over an OpenAI-compatible HTTP API",
 		Long: "Serves /v1/models, /v1/completions and /v1/chat/completions (stream: true for server-sent events), " +
 			"batching concurrent requests into shared decode steps, each with its own adapter, " +
@@ -43,6 +44,19 @@ func newServeCmd() *cobra.Command {
 			}
 			defer done()
 			b := m.Backend
+			if merge != "" {
+				// A single-adapter deployment: the adapter folded into the weights costs nothing
+				// a token.
+				a, err := peft.Load(merge, m.Cfg, b)
+				if err != nil {
+					return err
+				}
+				err = peft.Merge(m, a)
+				a.Release()
+				if err != nil {
+					return fmt.Errorf("serve: --merge: %w", err)
+				}
+			}
 			if name == "" {
 				name = filepath.Base(filepath.Clean(dir))
 			}
@@ -83,6 +97,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&dir, "model", "", "model folder")
 	f.StringVar(&name, "name", "", "the model's name in requests (default: the folder's name)")
 	f.StringArrayVar(&adapters, "adapter", nil, "NAME=DIR: serve an adapter (repeatable)")
+	f.StringVar(&merge, "merge", "", "adapter folder to merge into the base weights at load (a single-adapter deployment; not with --quantize)")
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on")
 	f.StringVar(&apiKey, "api-key", "", "require this key as Authorization: Bearer KEY")

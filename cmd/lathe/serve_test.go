@@ -52,20 +52,22 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	require.Equal(t, float64(13), res["prompt_tokens"], "%v", res)
 	require.Positive(t, res["tokens"])
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	root := newRootCmd()
-	out := &lockedBuffer{}
-	root.SetOut(out)
-	root.SetErr(out)
-	root.SetArgs([]string{"serve", "--model", model, "--adapter", "a=" + adapter, "--adapter", "b=" + adapter,
-		"--port", "0", "--device", "cpu", "--max-concurrent", "2", "--context", "128"})
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	addr := regexp.MustCompile(`on http://(\S+) `)
-	require.Eventually(t, func() bool { return addr.MatchString(out.String()) }, 10*time.Second, 10*time.Millisecond, out.String())
-	url := "http://" + addr.FindStringSubmatch(out.String())[1]
+	// The adapter merged into a new model folder generates what the base with the adapter does.
+	merged := filepath.Join(dir, "merged")
+	_, res, err = run(t, "merge", "--model", model, "--adapter", adapter, "--out", merged)
+	require.NoError(t, err)
+	require.Positive(t, res["changed_tensors"])
+	gen := func(args ...string) string {
+		_, res, err := run(t, append([]string{"generate", "--prompt", "What does the cow say?", "--max-tokens", "8", "--temperature", "0", "--json", "--device", "cpu"}, args...)...)
+		require.NoError(t, err)
+		return res["text"].(string)
+	}
+	require.Equal(t, gen("--model", model, "--adapter", adapter), gen("--model", merged))
+	_, _, err = run(t, "merge", "--model", model, "--adapter", filepath.Join(dir, "nowhere"), "--out", filepath.Join(dir, "m2"))
+	require.Error(t, err)
 
+	url, stop := startServe(t, "--model", model, "--adapter", "a="+adapter, "--adapter", "b="+adapter,
+		"--port", "0", "--device", "cpu", "--max-concurrent", "2", "--context", "128")
 	var wg sync.WaitGroup
 	for _, m := range []string{"model", "model:a", "model:b"} {
 		wg.Add(1)
@@ -90,17 +92,55 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 400, resp.StatusCode, "a prompt over --context")
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var last map[string]any
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last), out.String())
+	last := stop()
 	require.Equal(t, "model", last["served"])
+
+	// A single-adapter deployment: the adapter merged at load answers as the adapter does.
+	complete := func(url, m string) string {
+		body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0}`, m)
+		resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var r map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+		require.Equal(t, 200, resp.StatusCode, "%v", r)
+		return r["choices"].([]any)[0].(map[string]any)["text"].(string)
+	}
+	url, stop = startServe(t, "--model", model, "--adapter", "a="+adapter, "--port", "0", "--device", "cpu")
+	withAdapter := complete(url, "model:a")
+	stop()
+	url, stop = startServe(t, "--model", model, "--merge", adapter, "--port", "0", "--device", "cpu")
+	require.Equal(t, withAdapter, complete(url, "model"))
+	stop()
+}
+
+// startServe runs lathe serve in-process and returns its address and a function that stops it
+// and returns its last line.
+func startServe(t *testing.T, args ...string) (string, func() map[string]any) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRootCmd()
+	out := &lockedBuffer{}
+	root.SetOut(out)
+	root.SetErr(out)
+	root.SetArgs(append([]string{"serve"}, args...))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	addr := regexp.MustCompile(`on http://(\S+) `)
+	require.Eventually(t, func() bool { return addr.MatchString(out.String()) }, 10*time.Second, 10*time.Millisecond, out.String())
+	return "http://" + addr.FindStringSubmatch(out.String())[1], func() map[string]any {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(15 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		var last map[string]any
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last), out.String())
+		return last
+	}
 }
 
 func assertNoError(t *testing.T, err error) bool {

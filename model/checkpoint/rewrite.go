@@ -1,0 +1,80 @@
+package checkpoint
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// RewriteReport says what RewriteFolder wrote.
+type RewriteReport struct {
+	Out         string   `json:"out"`
+	Changed     int      `json:"changed_tensors"`
+	Kept        int      `json:"kept_tensors"`
+	BytesOut    int64    `json:"bytes_out"`
+	CopiedFiles []string `json:"copied_files"`
+}
+
+// RewriteFolder writes to outDir the model in inDir with the floating tensors that changes names
+// replaced by what edit returns for them: their new values as float32, same shape, stored in the
+// tensor's own dtype. config.json and the other files are copied. Tensors are read and produced
+// one at a time as the single model.safetensors is written, atomically.
+func RewriteFolder(inDir, outDir string, changes func(name string) bool, edit func(name string, t Tensor) ([]float32, error)) (RewriteReport, error) {
+	var rep RewriteReport
+	if err := checkOutDir(inDir, outDir); err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	ck, err := Open(inDir)
+	if err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	defer ck.Close()
+	out := map[string]lazyTensor{}
+	for _, name := range ck.Names() {
+		t, _ := ck.Tensor(name)
+		if !IsFloat(t.DType) {
+			out[name] = lazyTensor{Tensor: t}
+			rep.Kept++
+			continue
+		}
+		if !changes(name) {
+			out[name] = lazyTensor{Tensor: t}
+			rep.Kept++
+			continue
+		}
+		rep.Changed++
+		out[name] = lazyTensor{
+			Tensor: Tensor{DType: t.DType, Shape: t.Shape},
+			produce: func() ([]byte, error) {
+				v, err := edit(name, t)
+				if err != nil {
+					return nil, fmt.Errorf("rewrite %s: %w", name, err)
+				}
+				if int64(len(v)) != t.Numel() {
+					return nil, fmt.Errorf("rewrite %s: %d values for %v", name, len(v), t.Shape)
+				}
+				nt, err := FromFloat32As(v, t.Shape, t.DType)
+				if err != nil {
+					return nil, fmt.Errorf("rewrite %s: %w", name, err)
+				}
+				return nt.Data, nil
+			},
+		}
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	weights := filepath.Join(outDir, WeightsFile)
+	if err := writeSafetensors(weights, out, map[string]string{"format": "pt"}); err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	if err := WriteConfig(filepath.Join(outDir, ConfigFile), cloneConfig(ck.Config)); err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	copied, err := ck.copyExtras(outDir)
+	if err != nil {
+		return rep, fmt.Errorf("rewrite: %w", err)
+	}
+	rep.Out, rep.BytesOut, rep.CopiedFiles = outDir, fileSize(weights), nonNil(copied)
+	return rep, nil
+}
