@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newGenerateCmd(),
 		newServeCmd(),
 		newMergeCmd(),
+		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
 		newBenchCmd(),

@@ -66,6 +66,15 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	_, _, err = run(t, "merge", "--model", model, "--adapter", filepath.Join(dir, "nowhere"), "--out", filepath.Join(dir, "m2"))
 	require.Error(t, err)
 
+	// Two adapters combined with weights 0.5 and 0.5 of the same adapter are that adapter.
+	combined := filepath.Join(dir, "combined")
+	_, res, err = run(t, "combine", "--model", model, "--adapter", adapter+"=0.5", "--adapter", adapter+"=0.5", "--out", combined)
+	require.NoError(t, err)
+	require.Equal(t, float64(2), res["adapters"])
+	require.Equal(t, gen("--model", model, "--adapter", adapter), gen("--model", model, "--adapter", combined))
+	_, _, err = run(t, "combine", "--model", model, "--adapter", adapter, "--out", combined)
+	require.ErrorContains(t, err, "DIR=WEIGHT")
+
 	url, stop := startServe(t, "--model", model, "--adapter", "a="+adapter, "--adapter", "b="+adapter,
 		"--port", "0", "--device", "cpu", "--max-concurrent", "2", "--context", "128")
 	var wg sync.WaitGroup
