@@ -299,7 +299,7 @@ func TestMatMul4AgainstDequantizedFloat64(t *testing.T) {
 		r := rand.New(rand.NewPCG(7, 8))
 		for name, code := range codebooks {
 			for _, bs := range []int{64, 128} {
-				for _, m := range []int{1, 3, 5, smallM4 + 1, 64} {
+				for _, m := range []int{1, 3, 5, 8, 11, smallM4, smallM4 + 1, 64} {
 					// n·k is not a multiple of the blocksize (blocks span rows), k is or is not a
 					// multiple of 16 (the AVX2 GEMV's groups), rows start mid-block or not.
 					for _, dims := range [][2]int{{37, 53}, {129, 31}, {5, 301}, {33, 80}, {19, 128}, {300, 272}} {
@@ -399,7 +399,7 @@ func TestMatMul4FastMatchesPlain(t *testing.T) {
 		return y
 	}
 	ref := run(smallM4+1, false)
-	for _, m := range []int{1, 2, 4, 5, smallM4, smallM4 + 1} {
+	for _, m := range []int{1, 2, 4, 5, 8, 9, 12, smallM4, smallM4 + 1} {
 		for _, avx := range []bool{true, false} {
 			got := run(m, avx)
 			for i := range got {

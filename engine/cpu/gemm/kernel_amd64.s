@@ -625,3 +625,92 @@ g44next:
 	VMOVUPS      X0, (AX)
 	VZEROUPPER
 	RET
+
+// func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+// gemv4x4AVX2 for eight rows of x: each group is dequantized once and feeds sixteen FMAs, so the
+// dequantization (shuffle-bound) costs half as much a row. One accumulator a row takes both the
+// even and the odd half of a group, which leaves room for eight rows in sixteen registers.
+TEXT ·gemv4x8AVX2(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         first+8(FP), R9
+	MOVQ         gpb+16(FP), R11
+	MOVQ         xp+24(FP), SI
+	MOVQ         ldx+32(FP), R8
+	MOVQ         w+40(FP), DI
+	MOVQ         scales+48(FP), BX
+	MOVQ         table+56(FP), AX
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R12
+	LEAQ         (SI)(R8*4), R13 // rows 4 to 7
+	VMOVUPS      (AX), Y14
+	VMOVUPS      32(AX), Y15
+	VBROADCASTSS (BX), Y13
+	VXORPS       Y0, Y0, Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+
+g48loop:
+	VPMOVZXBD   (DI), Y8
+	VPSLLD      $28, Y8, Y9
+	VPERMPS     Y14, Y8, Y10
+	VPERMPS     Y15, Y8, Y11
+	VBLENDVPS   Y9, Y11, Y10, Y10 // low nibbles: the odd elements
+	VPSLLD      $24, Y8, Y9
+	VPSRLD      $4, Y8, Y8
+	VPERMPS     Y14, Y8, Y11
+	VPERMPS     Y15, Y8, Y12
+	VBLENDVPS   Y9, Y12, Y11, Y11 // high nibbles: the even elements
+	VMULPS      Y13, Y10, Y10
+	VMULPS      Y13, Y11, Y11
+	VFMADD231PS (SI), Y11, Y0
+	VFMADD231PS (SI)(R8*1), Y11, Y1
+	VFMADD231PS (SI)(R8*2), Y11, Y2
+	VFMADD231PS (SI)(R12*1), Y11, Y3
+	VFMADD231PS (R13), Y11, Y4
+	VFMADD231PS (R13)(R8*1), Y11, Y5
+	VFMADD231PS (R13)(R8*2), Y11, Y6
+	VFMADD231PS (R13)(R12*1), Y11, Y7
+	VFMADD231PS 32(SI), Y10, Y0
+	VFMADD231PS 32(SI)(R8*1), Y10, Y1
+	VFMADD231PS 32(SI)(R8*2), Y10, Y2
+	VFMADD231PS 32(SI)(R12*1), Y10, Y3
+	VFMADD231PS 32(R13), Y10, Y4
+	VFMADD231PS 32(R13)(R8*1), Y10, Y5
+	VFMADD231PS 32(R13)(R8*2), Y10, Y6
+	VFMADD231PS 32(R13)(R12*1), Y10, Y7
+	ADDQ        $8, DI
+	ADDQ        $64, SI
+	ADDQ        $64, R13
+	DECQ        R9
+	JNZ         g48next
+	CMPQ        CX, $1
+	JEQ         g48next // the last group: no next block to load the scale of
+	ADDQ        $4, BX
+	VBROADCASTSS (BX), Y13
+	MOVQ        R11, R9
+
+g48next:
+	DECQ CX
+	JNZ  g48loop
+
+	// out[0:4] from Y0-Y3, out[4:8] from Y4-Y7: pairwise horizontal sums, then the two lanes.
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS       X5, X4, X4
+	MOVQ         out+64(FP), AX
+	VMOVUPS      X0, (AX)
+	VMOVUPS      X4, 16(AX)
+	VZEROUPPER
+	RET

@@ -36,3 +36,7 @@ func packA6AVX2(k8 int, src *float32, lda int, dst *float32) {
 func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32) {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32) {
+	panic("gemm: no assembly kernels in this build")
+}

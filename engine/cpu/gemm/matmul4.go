@@ -133,14 +133,18 @@ func (q *quant4) packRows(k int) bPacker {
 func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 	// The AVX2 kernels take whole 16-element groups that never straddle a block, and x with each
 	// group's even elements first (the high nibbles of its 8 bytes), then the odd ones. Beyond one
-	// row, x goes four rows at a time (zero rows pad the last four).
+	// row, x goes four rows at a time up to four, else eight (zero rows pad the last pass).
 	fast := useAVX2 && k%16 == 0 && q.bs%16 == 0
 	var xp []float32
-	rows := m
+	rows, step := m, 1
 	if fast {
-		if m > 1 {
-			rows = (m + 3) / 4 * 4
+		switch {
+		case m > 4:
+			step = 8
+		case m > 1:
+			step = 4
 		}
+		rows = (m + step - 1) / step * step
 		buf := getBuf(rows * k)
 		defer putBuf(buf)
 		xp = *buf
@@ -173,11 +177,17 @@ func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 			switch {
 			case fast && m == 1:
 				put(0, j, q.dotRowAVX2(j*k, k, xp))
+			case fast && step == 4:
+				var out [4]float32
+				q.dotRows4AVX2(j*k, k, xp, &out)
+				for r := 0; r < m; r++ {
+					put(r, j, out[r])
+				}
 			case fast:
-				for i := 0; i < m; i += 4 {
-					var out [4]float32
-					q.dotRows4AVX2(j*k, k, xp[i*k:], &out)
-					for r := i; r < min(m, i+4); r++ {
+				for i := 0; i < m; i += 8 {
+					var out [8]float32
+					q.dotRows8AVX2(j*k, k, xp[i*k:], &out)
+					for r := i; r < min(m, i+8); r++ {
 						put(r, j, out[r-i])
 					}
 				}
@@ -199,6 +209,17 @@ func (q *quant4) dotRows4AVX2(e0, k int, xp []float32, out *[4]float32) {
 	_ = q.packed[(e0+k)/2-1]
 	_ = xp[4*k-1]
 	gemv4x4AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+}
+
+// dotRows8AVX2 is dotRowAVX2 for the eight rows of xp (stride k) at once.
+func (q *quant4) dotRows8AVX2(e0, k int, xp []float32, out *[8]float32) {
+	blk := e0 / q.bs
+	first := (q.bs - e0%q.bs) / 16
+	nblk := (e0+k-1)/q.bs - blk + 1
+	_ = q.absmax[blk+nblk-1]
+	_ = q.packed[(e0+k)/2-1]
+	_ = xp[8*k-1]
+	gemv4x8AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
 }
 
 // dotRowAVX2 is x·W[e0:e0+k] for a row starting at flat index e0, with e0, k and the blocksize
