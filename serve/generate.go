@@ -532,9 +532,30 @@ func (g *Generator) PromptIDs(r Request) ([]int32, error) {
 	return out, nil
 }
 
+// Chunk is a piece of a generation as it is produced: text, and with Sampling.Logprobs the
+// log-probabilities of the tokens generated since the previous chunk.
+type Chunk struct {
+	Text     string
+	Logprobs []TokenLogprob
+}
+
 // Generate runs a request to completion. onText, if not nil, receives the text as it is produced
 // (whole UTF-8 characters, stop strings held back); an error from it stops generation.
 func (g *Generator) Generate(ctx context.Context, r Request, onText func(string) error) (Result, error) {
+	if onText == nil {
+		return g.Stream(ctx, r, nil)
+	}
+	return g.Stream(ctx, r, func(c Chunk) error {
+		if c.Text == "" {
+			return nil
+		}
+		return onText(c.Text)
+	})
+}
+
+// Stream is Generate handing over chunks: the text as Generate does, with the log-probabilities
+// of the tokens behind it when the request asks for them.
+func (g *Generator) Stream(ctx context.Context, r Request, onChunk func(Chunk) error) (Result, error) {
 	if err := r.Sampling.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -563,7 +584,8 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 	defer j.cancel.Store(true)
 	res := Result{PromptTokens: len(prompt), FinishReason: "length"}
 	var gen []int
-	sent := 0 // bytes of text already handed to onText
+	sent := 0                  // bytes of text already handed over
+	var pending []TokenLogprob // log-probabilities of the tokens behind text not handed over yet
 	var firstAt time.Time
 	for stopped := false; !stopped; {
 		select {
@@ -599,6 +621,7 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 					}
 				}
 				res.Logprobs = append(res.Logprobs, lp)
+				pending = append(pending, lp)
 			}
 			text, err := g.continuation(promptIDs, head, gen)
 			if err != nil {
@@ -616,11 +639,11 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 			if !stopped && !(ended && i == len(toks)-1) {
 				ready = stable(text, r.Sampling.Stop)
 			}
-			if onText != nil && ready > sent {
-				if err := onText(text[sent:ready]); err != nil {
+			if onChunk != nil && ready > sent {
+				if err := onChunk(Chunk{Text: text[sent:ready], Logprobs: pending}); err != nil {
 					return res, err
 				}
-				sent = ready
+				sent, pending = ready, nil
 			}
 			if stopped {
 				break
@@ -628,8 +651,8 @@ func (g *Generator) Generate(ctx context.Context, r Request, onText func(string)
 		}
 		stopped = stopped || ended
 	}
-	if onText != nil && len(res.Text) > sent {
-		if err := onText(res.Text[sent:]); err != nil {
+	if onChunk != nil && (len(res.Text) > sent || len(pending) > 0) {
+		if err := onChunk(Chunk{Text: res.Text[sent:], Logprobs: pending}); err != nil {
 			return res, err
 		}
 	}

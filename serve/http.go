@@ -226,9 +226,7 @@ func (c *commonRequest) sampling(chat bool) (Sampling, error) {
 	} else if c.TopLogprobs != nil {
 		return sp, fmt.Errorf("top_logprobs needs logprobs: true")
 	}
-	if sp.Logprobs && c.Stream {
-		return sp, fmt.Errorf("logprobs are not supported with stream yet")
-	}
+
 	return sp, sp.Validate()
 }
 
@@ -381,8 +379,20 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 	if chat {
 		object = "chat.completion.chunk"
 	}
-	send := func(text string, finish any, first bool) error {
+	offset := 0 // of the chunk's text in the whole completion (completions' text_offset)
+	send := func(text string, lps []TokenLogprob, finish any, first bool) error {
 		choice := map[string]any{"index": 0, "finish_reason": finish}
+		if req.Sampling.Logprobs && finish == nil {
+			body := logprobsBody(lps, chat)
+			if m, ok := body.(map[string]any); ok && !chat {
+				offsets := m["text_offset"].([]int)
+				for i := range offsets {
+					offsets[i] += offset
+				}
+			}
+			choice["logprobs"] = body
+		}
+		offset += len(text)
 		if chat {
 			delta := map[string]string{}
 			if first {
@@ -403,8 +413,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		return nil
 	}
 	first := true
-	res, err := s.Gen.Generate(r.Context(), req, func(piece string) error {
-		err := send(piece, nil, first)
+	res, err := s.Gen.Stream(r.Context(), req, func(ch Chunk) error {
+		err := send(ch.Text, ch.Logprobs, nil, first)
 		first = false
 		return err
 	})
@@ -416,7 +426,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		}
 		return
 	}
-	_ = send("", res.FinishReason, first)
+	_ = send("", nil, res.FinishReason, first)
 	if c.StreamOptions != nil && c.StreamOptions.IncludeUsage {
 		// OpenAI's last chunk: no choices, the usage of the whole request.
 		b, _ := json.Marshal(map[string]any{"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{},

@@ -150,6 +150,33 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, float64(20), usage["completion_tokens"])
 	require.Equal(t, want.Text, text.String())
 
+	// Streaming with logprobs: each chunk carries its tokens', which spell the text.
+	req, _ = http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"logprobs":1}`))
+	req.Header.Set("Authorization", "Bearer k3y")
+	resp, err = ts.Client().Do(req)
+	require.NoError(t, err)
+	var spelled strings.Builder
+	tokens := 0
+	sc = bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || line == "[DONE]" {
+			continue
+		}
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		choice := ev["choices"].([]any)[0].(map[string]any)
+		if lp, ok := choice["logprobs"].(map[string]any); ok {
+			for _, tok := range lp["tokens"].([]any) {
+				spelled.WriteString(tok.(string))
+				tokens++
+			}
+		}
+	}
+	resp.Body.Close()
+	require.Equal(t, 20, tokens)
+	require.Equal(t, want.Text, spelled.String())
+
 	// Adapters: load two, list them, and run requests for both at once.
 	code, out = call(t, ts, "POST", "/v1/adapters", `{"name":"neg","path":"/adapters/neg"}`)
 	require.Equal(t, 200, code, "%v", out)
@@ -232,7 +259,6 @@ func TestHTTPBadRequests(t *testing.T) {
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":3}`, 400, "n must be 1"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":9}`, 400, "logprobs must be an integer"},
-		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":2,"stream":true}`, 400, "not supported with stream"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_logprobs":2}`, 400, "top_logprobs needs logprobs"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "the context holds 512"},
