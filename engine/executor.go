@@ -259,6 +259,9 @@ func (p *Program) Bind(n *Node, t *Tensor) error {
 	if t.backend != p.backend {
 		return fmt.Errorf("bind %s: tensor lives on another backend", n)
 	}
+	if t.buf == nil {
+		return fmt.Errorf("bind %s: the tensor was released", n)
+	}
 	if t.meta.DType != n.meta.DType || !t.meta.Shape.Equal(n.meta.Shape) {
 		return fmt.Errorf("bind %s: tensor is %s", n, t.meta)
 	}

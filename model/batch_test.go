@@ -209,11 +209,12 @@ func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
 			randomize(t, ia3, 5)
 			defer ia3.Release()
 
+			vocab := m.Cfg.VocabSize
+			// A pool of IA3 adapters only (no LoRA rank at all), then the stream below.
 			c, err := m.NewCache(2, 32)
 			require.NoError(t, err)
 			defer c.Release()
-			vocab := m.Cfg.VocabSize
-			for step, pair := range [][2]model.Adapter{{l8, nil}, {l8, l4}, {l4, l16}, {ia3, l8}, {l16, ia3}, {nil, l4}} {
+			for step, pair := range [][2]model.Adapter{{ia3, nil}, {l8, nil}, {l8, l4}, {l4, l16}, {ia3, l8}, {l16, ia3}, {nil, l4}} {
 				ids := [][]int32{testIDs(vocab, 40)[step : step+5], testIDs(vocab, 40)[step+7 : step+11]}
 				got, err := c.Step([]model.Seq{{Slot: 0, IDs: ids[0], Adapter: pair[0]}, {Slot: 1, IDs: ids[1], Adapter: pair[1]}})
 				require.NoError(t, err)

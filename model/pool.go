@@ -35,6 +35,8 @@ type pool struct {
 	held   []Adapter // by slot; nil: free
 	used   []uint64  // by slot: the step that last used it
 	clock  uint64
+	// loaders are the load programs by adapter signature.
+	loaders map[string]*loadProgram
 }
 
 type poolLayer struct {
@@ -51,10 +53,14 @@ func newPool(m *Model, slots int) *pool {
 	return &pool{m: m, slots: slots, layers: map[string]*poolLayer{}, held: make([]Adapter, slots), used: make([]uint64, slots)}
 }
 
-// release frees the pool's tensors.
+// release frees the pool's tensors and load programs.
 func (p *pool) release() {
 	for _, l := range p.layers {
 		l.free()
+	}
+	for k, lp := range p.loaders {
+		lp.release()
+		delete(p.loaders, k)
 	}
 }
 
@@ -218,14 +224,91 @@ func (p *pool) cover(adapters []Adapter) error {
 	return nil
 }
 
-// load copies adapter a (nil: none) into slot s of every layer.
+// load copies adapter a (nil: none) into slot s of every layer. An adapter is copied on the
+// device, by a program compiled once per adapter signature and layout: nothing is read back.
 func (p *pool) load(s int, a Adapter) error {
-	mine := map[string][]AdapterLayer{}
-	if a != nil {
-		for _, al := range a.Layers() {
-			mine[al.Module] = append(mine[al.Module], al)
+	if a == nil {
+		return p.clear(s)
+	}
+	lp, err := p.loader(a)
+	if err != nil {
+		return fmt.Errorf("adapter pool: %w", err)
+	}
+	return lp.run(p, s, a)
+}
+
+// clear writes "no adapter" into slot s (LoRA zeros, IA3 ones) from the host.
+func (p *pool) clear(s int) error {
+	for name, l := range p.layers {
+		fill := func(t *engine.Tensor, n int, v float32) error {
+			if t == nil {
+				return nil
+			}
+			buf := make([]float32, n)
+			for i := range buf {
+				buf[i] = v
+			}
+			return t.SetFloat32At(s*n, buf)
+		}
+		for _, err := range []error{
+			fill(l.a, p.rank*l.in, 0), fill(l.b, l.out*p.rank, 0), fill(l.vIn, l.in, 1), fill(l.vOut, l.out, 1),
+		} {
+			if err != nil {
+				return fmt.Errorf("adapter pool: %s: %w", name, err)
+			}
 		}
 	}
+	return nil
+}
+
+// loadProgram copies adapters of one signature into a slot: for every layer of the layout,
+// CacheWrite puts the adapter's rows (or zeros, or ones) at the slot's rows of the pool tensors.
+// LoRA's A is padded to the pool's rank by E·A (E: the identity on top of zero rows), B by B·Eᵀ
+// and scaled.
+type loadProgram struct {
+	p            *engine.Program
+	gen          int
+	rowsA, rowsV *engine.Node
+	rowsB        map[int]*engine.Node // by out dimension
+	adapterIn    map[*engine.Node]func(AdapterLayer) *engine.Tensor
+	layerOf      map[*engine.Node]string
+	inputs       map[*engine.Node]*engine.Tensor // pads and rows, owned
+	poolIn       map[*engine.Node]*engine.Tensor
+	release      func()
+}
+
+// loader returns the load program for a's signature in the current layout.
+func (p *pool) loader(a Adapter) (*loadProgram, error) {
+	key := a.Signature()
+	if lp := p.loaders[key]; lp != nil && lp.gen == p.gen {
+		return lp, nil
+	} else if lp != nil {
+		lp.release()
+		delete(p.loaders, key)
+	}
+	mine := map[string][]AdapterLayer{}
+	for _, al := range a.Layers() {
+		mine[al.Module] = append(mine[al.Module], al)
+	}
+	g := engine.NewGraph()
+	lp := &loadProgram{gen: p.gen, rowsB: map[int]*engine.Node{}, adapterIn: map[*engine.Node]func(AdapterLayer) *engine.Tensor{},
+		layerOf: map[*engine.Node]string{}, inputs: map[*engine.Node]*engine.Tensor{}, poolIn: map[*engine.Node]*engine.Tensor{}}
+	if p.rank > 0 {
+		lp.rowsA = g.Input("rows.a", engine.I32, engine.Shape{p.rank})
+	}
+	lp.rowsV = g.Input("rows.v", engine.I32, engine.Shape{1})
+	pads := map[string]*engine.Node{}
+	// pad returns the [rows, cols] matrix with ones on its diagonal (an input, uploaded once).
+	pad := func(rows, cols int) *engine.Node {
+		name := fmt.Sprintf("pad.%dx%d", rows, cols)
+		if n := pads[name]; n != nil {
+			return n
+		}
+		n := g.Input(name, engine.F32, engine.Shape{rows, cols})
+		pads[name] = n
+		return n
+	}
+	var outs []*engine.Node
 	names := make([]string, 0, len(p.layers))
 	for name := range p.layers {
 		names = append(names, name)
@@ -233,80 +316,168 @@ func (p *pool) load(s int, a Adapter) error {
 	sort.Strings(names)
 	for _, name := range names {
 		l := p.layers[name]
-		if err := l.load(s, p.rank, mine[name]); err != nil {
-			return fmt.Errorf("adapter pool: %s: %w", name, err)
+		var lora, in, out *AdapterLayer
+		for i := range mine[name] {
+			switch al := &mine[name][i]; {
+			case al.A != nil:
+				lora = al
+			case al.Feedforward:
+				in = al
+			default:
+				out = al
+			}
+		}
+		poolInput := func(what string, t *engine.Tensor) *engine.Node {
+			n := g.Input("pool."+name+"."+what, engine.F32, t.Shape())
+			lp.poolIn[n] = t
+			return n
+		}
+		adapterInput := func(what string, shape engine.Shape, get func(AdapterLayer) *engine.Tensor) *engine.Node {
+			n := g.Input("adapter."+name+"."+what, engine.F32, shape)
+			lp.adapterIn[n], lp.layerOf[n] = get, name
+			return n
+		}
+		if l.lora {
+			rowsB := lp.rowsB[l.out]
+			if rowsB == nil {
+				rowsB = g.Input(fmt.Sprintf("rows.b.%d", l.out), engine.I32, engine.Shape{l.out})
+				lp.rowsB[l.out] = rowsB
+			}
+			var srcA, srcB *engine.Node
+			if lora != nil {
+				r := lora.R
+				A := adapterInput("A", engine.Shape{r, l.in}, func(al AdapterLayer) *engine.Tensor { return al.A })
+				B := adapterInput("B", engine.Shape{l.out, r}, func(al AdapterLayer) *engine.Tensor { return al.B })
+				srcA = g.MatMul(pad(p.rank, r), A, false, false)
+				srcB = g.Scale(g.MatMul(B, pad(p.rank, r), false, true), lora.Scale)
+			} else {
+				srcA = g.Apply1(engine.Fill{Shape: engine.Shape{p.rank, l.in}})
+				srcB = g.Apply1(engine.Fill{Shape: engine.Shape{l.out, p.rank}})
+			}
+			outs = append(outs, g.CacheWrite(poolInput("lora_a", l.a), srcA, lp.rowsA), g.CacheWrite(poolInput("lora_b", l.b), srcB, rowsB))
+		}
+		for _, v := range []struct {
+			t    *engine.Tensor
+			al   *AdapterLayer
+			dim  int
+			what string
+		}{{l.vIn, in, l.in, "ia3_in"}, {l.vOut, out, l.out, "ia3_out"}} {
+			if v.t == nil {
+				continue
+			}
+			var src *engine.Node
+			if v.al != nil {
+				src = g.Reshape(adapterInput(v.what, engine.Shape{v.dim}, func(al AdapterLayer) *engine.Tensor { return al.Vec }), 1, v.dim)
+			} else {
+				src = g.Apply1(engine.Fill{Shape: engine.Shape{1, v.dim}, Value: 1})
+			}
+			outs = append(outs, g.CacheWrite(poolInput(v.what, v.t), src, lp.rowsV))
 		}
 	}
-	return nil
-}
-
-func (l *poolLayer) load(s, rank int, als []AdapterLayer) error {
-	var lora, in, out *AdapterLayer
-	for i := range als {
-		switch al := &als[i]; {
-		case al.A != nil:
-			lora = al
-		case al.Feedforward:
-			in = al
-		default:
-			out = al
+	prog, err := engine.Compile(g, p.m.Backend, outs, engine.CompileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	lp.p = prog
+	lp.release = func() {
+		prog.Release()
+		for _, t := range lp.inputs {
+			t.Release()
 		}
 	}
-	if l.lora {
-		a := make([]float32, rank*l.in)
-		b := make([]float32, l.out*rank)
-		if lora != nil {
-			av, err := lora.A.Float32()
-			if err != nil {
-				return err
-			}
-			bv, err := lora.B.Float32()
-			if err != nil {
-				return err
-			}
-			if len(av) != lora.R*l.in || len(bv) != l.out*lora.R {
-				return fmt.Errorf("LoRA factors %s and %s do not fit [%d %d]", lora.A.Shape(), lora.B.Shape(), l.out, l.in)
-			}
-			copy(a, av) // rows past R stay zero
-			for o := 0; o < l.out; o++ {
-				for j := 0; j < lora.R; j++ {
-					b[o*rank+j] = lora.Scale * bv[o*lora.R+j]
-				}
-			}
+	for name, n := range pads {
+		shape := n.Shape()
+		v := make([]float32, shape.Numel())
+		for i := 0; i < min(shape[0], shape[1]); i++ {
+			v[i*shape[1]+i] = 1
 		}
-		if err := l.a.SetFloat32At(s*rank*l.in, a); err != nil {
-			return err
+		t, err := engine.FromFloat32(p.m.Backend, shape, v)
+		if err != nil {
+			lp.release()
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if err := l.b.SetFloat32At(s*l.out*rank, b); err != nil {
-			return err
-		}
+		lp.inputs[n] = t
 	}
-	for _, v := range []struct {
-		t   *engine.Tensor
-		al  *AdapterLayer
-		dim int
-	}{{l.vIn, in, l.in}, {l.vOut, out, l.out}} {
-		if v.t == nil {
+	for _, n := range append([]*engine.Node{lp.rowsA, lp.rowsV}, values(lp.rowsB)...) {
+		if n == nil {
 			continue
 		}
-		vec := make([]float32, v.dim)
-		if v.al != nil {
-			x, err := v.al.Vec.Float32()
-			if err != nil {
-				return err
-			}
-			if len(x) != v.dim {
-				return fmt.Errorf("IA3 vector %s does not fit %d", v.al.Vec.Shape(), v.dim)
-			}
-			copy(vec, x)
-		} else {
-			for i := range vec {
-				vec[i] = 1
+		t, err := engine.NewTensor(p.m.Backend, engine.I32, n.Shape())
+		if err != nil {
+			lp.release()
+			return nil, err
+		}
+		lp.inputs[n] = t
+	}
+	for n, t := range lp.inputs {
+		if err := prog.Bind(n, t); err != nil {
+			lp.release()
+			return nil, err
+		}
+	}
+	for n, t := range lp.poolIn {
+		if err := prog.Bind(n, t); err != nil {
+			lp.release()
+			return nil, err
+		}
+	}
+	if p.loaders == nil {
+		p.loaders = map[string]*loadProgram{}
+	}
+	p.loaders[key] = lp
+	return lp, nil
+}
+
+func values(m map[int]*engine.Node) []*engine.Node {
+	out := make([]*engine.Node, 0, len(m))
+	for _, n := range m {
+		out = append(out, n)
+	}
+	return out
+}
+
+// run copies a into slot s.
+func (lp *loadProgram) run(p *pool, s int, a Adapter) error {
+	byModule := map[string][]AdapterLayer{}
+	for _, al := range a.Layers() {
+		byModule[al.Module] = append(byModule[al.Module], al)
+	}
+	for n, get := range lp.adapterIn {
+		var t *engine.Tensor
+		for _, al := range byModule[lp.layerOf[n]] {
+			if x := get(al); x != nil {
+				t = x
 			}
 		}
-		if err := v.t.SetFloat32At(s*v.dim, vec); err != nil {
+		if t == nil {
+			return fmt.Errorf("adapter pool: the adapter has no %s", n.Name())
+		}
+		if err := lp.p.Bind(n, t); err != nil {
+			return fmt.Errorf("adapter pool: %w", err)
+		}
+	}
+	seq := func(n, from int) []int32 {
+		v := make([]int32, n)
+		for i := range v {
+			v[i] = int32(from + i)
+		}
+		return v
+	}
+	if lp.rowsA != nil {
+		if err := lp.inputs[lp.rowsA].SetInt32(seq(p.rank, s*p.rank)); err != nil {
 			return err
 		}
+	}
+	if err := lp.inputs[lp.rowsV].SetInt32([]int32{int32(s)}); err != nil {
+		return err
+	}
+	for out, n := range lp.rowsB {
+		if err := lp.inputs[n].SetInt32(seq(out, s*out)); err != nil {
+			return err
+		}
+	}
+	if err := lp.p.Run(); err != nil {
+		return fmt.Errorf("adapter pool: load: %w", err)
 	}
 	return nil
 }
