@@ -86,7 +86,10 @@ func newServeCmd() *cobra.Command {
 				defer cancel()
 				_ = hs.Shutdown(sctx)
 			}()
-			fmt.Fprintf(cmd.ErrOrStderr(), "serving %s on http://%s (device %s:%s, adapters: %s)\n", name, ln.Addr(), b.Device().Backend, b.Device().Name, strings.Join(reg.Names(), ", "))
+			ctxLen := gen.Limit()
+			kvBytes := int64(m.Cfg.NumLayers) * 2 * int64(m.Cfg.NumKVHeads*m.Cfg.HeadDim) * 4 * int64(gen.Slots*ctxLen)
+			fmt.Fprintf(cmd.ErrOrStderr(), "serving %s on http://%s (device %s:%s, adapters: %s; %d requests at once, %d tokens each: a %s KV cache)\n",
+				name, ln.Addr(), b.Device().Backend, b.Device().Name, strings.Join(reg.Names(), ", "), gen.Slots, ctxLen, byteSize(kvBytes))
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve: %w", err)
 			}
