@@ -277,3 +277,31 @@ func TestLogprobs(t *testing.T) {
 	}
 	require.Equal(t, res.Text, text.String(), "the tokens spell the text")
 }
+
+// A prompt that fills the context but one position gets the one or two tokens that fit, then
+// "length"; one that fills it is refused.
+func TestPromptAtTheContextLimit(t *testing.T) {
+	g := stories(t)
+	limit := g.Limit()
+	s := DefaultSampling()
+	s.MaxTokens = 5
+	var prompt strings.Builder
+	for {
+		ids, err := g.PromptIDs(Request{Prompt: prompt.String() + " a"})
+		require.NoError(t, err)
+		if len(ids) >= limit {
+			break
+		}
+		prompt.WriteString(" a")
+	}
+	ids, err := g.PromptIDs(Request{Prompt: prompt.String()})
+	require.NoError(t, err)
+	require.Equal(t, limit-1, len(ids))
+	res, err := g.Generate(context.Background(), Request{Prompt: prompt.String(), Sampling: s}, nil)
+	require.NoError(t, err)
+	require.Equal(t, "length", res.FinishReason)
+	require.LessOrEqual(t, res.Tokens, 2)
+	require.Positive(t, res.Tokens)
+	_, err = g.Generate(context.Background(), Request{Prompt: prompt.String() + " a", Sampling: s}, nil)
+	require.ErrorContains(t, err, "context holds")
+}
