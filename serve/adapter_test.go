@@ -84,6 +84,19 @@ func TestCombinedAdaptersEqualWeightedMerge(t *testing.T) {
 	got, err := newGenerator(t, base, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: combined}, nil)
 	require.NoError(t, err)
 
+	// The same composition made by a registry from the folders, as POST /v1/adapters does.
+	reg := NewRegistry(func(d string) (model.Adapter, error) { return peft.Load(d, base.Cfg, b) })
+	reg.Combine = func(w []float64, parts []model.Adapter) (model.Adapter, error) {
+		return peft.Combine(w, parts[0].(*peft.Adapter), parts[1].(*peft.Adapter))
+	}
+	require.NoError(t, reg.LoadCombined("c", []string{filepath.Join(dir, "a1"), filepath.Join(dir, "a2")}, []float64{0.7, -0.4}))
+	fromReg, ok := reg.Get("c")
+	require.True(t, ok)
+	viaReg, err := newGenerator(t, base, tok).Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s, Adapter: fromReg}, nil)
+	require.NoError(t, err)
+	require.Equal(t, got.Text, viaReg.Text)
+	require.ErrorContains(t, reg.LoadCombined("d", []string{filepath.Join(dir, "a1")}, []float64{1, 2}), "1 paths for 2 weights")
+
 	merged, err := model.Load(out, b, model.LoadOptions{})
 	require.NoError(t, err)
 	t.Cleanup(merged.Release)

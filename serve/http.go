@@ -25,7 +25,8 @@ import (
 //	POST   /v1/completions         {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "repetition_penalty", "logprobs", "stream", "stream_options", ...}
 //	POST   /v1/chat/completions    {"model", "messages": [{"role", "content"}], ... "stream": true for server-sent events}
 //	GET    /v1/adapters            the loaded adapters
-//	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter
+//	POST   /v1/adapters            {"name", "path"}: load (or hot-swap) an adapter; {"name", "combine":
+//	                               [{"path", "weight"}, ...]}: serve a weighted composition of LoRA adapters
 //	DELETE /v1/adapters/{name}     unload it
 //	GET    /metrics                counters in Prometheus' text format
 type Server struct {
@@ -457,17 +458,32 @@ func (s *Server) listAdapters(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) loadAdapter(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name string `json:"name"`
-		Path string `json:"path"`
+		Name    string `json:"name"`
+		Path    string `json:"path"`
+		Combine []struct {
+			Path   string  `json:"path"`
+			Weight float64 `json:"weight"`
+		} `json:"combine"`
 	}
 	if !decode(w, r, &req) {
 		return
 	}
-	if req.Name == "" || req.Path == "" {
-		apiError(w, http.StatusBadRequest, "invalid_request_error", "name and path are required")
+	if req.Name == "" || (req.Path == "") == (len(req.Combine) == 0) {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", `name and either path or combine ([{"path", "weight"}, ...]) are required`)
 		return
 	}
-	if err := s.Adapters.Load(req.Name, req.Path); err != nil {
+	var err error
+	if req.Path != "" {
+		err = s.Adapters.Load(req.Name, req.Path)
+	} else {
+		var dirs []string
+		var weights []float64
+		for _, c := range req.Combine {
+			dirs, weights = append(dirs, c.Path), append(weights, c.Weight)
+		}
+		err = s.Adapters.LoadCombined(req.Name, dirs, weights)
+	}
+	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}

@@ -267,6 +267,8 @@ func TestHTTPBadRequests(t *testing.T) {
 		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[]}`, 400, "messages must not be empty"},
 		{"POST", "/v1/adapters", `{"name":"x y","path":"/adapters/neg"}`, 400, "adapter name"},
 		{"POST", "/v1/adapters", `{"name":"z","path":"/nowhere"}`, 400, "no adapter in /nowhere"},
+		{"POST", "/v1/adapters", `{"name":"c","combine":[{"path":"/adapters/neg","weight":1}]}`, 400, "cannot combine"},
+		{"POST", "/v1/adapters", `{"name":"c","path":"/adapters/neg","combine":[{"path":"/adapters/neg","weight":1}]}`, 400, "either path or combine"},
 		{"DELETE", "/v1/adapters/none", ``, 404, "not loaded"},
 		{"GET", "/v2/other", ``, 404, "no route"},
 	} {

@@ -12,12 +12,17 @@ import (
 // AdapterLoader loads an adapter folder for the served model (peft.Load, bound to the model).
 type AdapterLoader func(dir string) (model.Adapter, error)
 
+// AdapterCombiner makes one adapter of several, weighted (peft.Combine).
+type AdapterCombiner func(weights []float64, adapters []model.Adapter) (model.Adapter, error)
+
 // Registry holds the adapters being served, by name; it is safe for concurrent use.
 type Registry struct {
 	mu       sync.RWMutex
 	adapters map[string]registered
 	load     AdapterLoader
 	retire   func(a model.Adapter, release bool)
+	// Combine, if set, lets LoadCombined serve weighted compositions of adapter folders.
+	Combine AdapterCombiner
 }
 
 type registered struct {
@@ -74,6 +79,42 @@ func (r *Registry) Load(name, dir string) error {
 		return fmt.Errorf("load adapter %s: %w", name, err)
 	}
 	r.put(name, &registered{adapter: a, dir: dir, owned: true})
+	return nil
+}
+
+// LoadCombined loads the adapters in dirs and serves their weighted composition under name (one
+// adapter whose delta is Σ weights[i]·delta_i), replacing any adapter of that name; the parts are
+// released.
+func (r *Registry) LoadCombined(name string, dirs []string, weights []float64) error {
+	if !adapterName.MatchString(name) {
+		return fmt.Errorf("adapter name %q: use 1-64 letters, digits, '.', '_' or '-'", name)
+	}
+	switch {
+	case r.load == nil || r.Combine == nil:
+		return fmt.Errorf("this server cannot combine adapters")
+	case len(dirs) == 0 || len(dirs) != len(weights):
+		return fmt.Errorf("combine adapter %s: %d paths for %d weights", name, len(dirs), len(weights))
+	}
+	var parts []model.Adapter
+	defer func() {
+		for _, a := range parts {
+			if rel, ok := a.(interface{ Release() }); ok {
+				rel.Release()
+			}
+		}
+	}()
+	for _, dir := range dirs {
+		a, err := r.load(dir)
+		if err != nil {
+			return fmt.Errorf("combine adapter %s: %w", name, err)
+		}
+		parts = append(parts, a)
+	}
+	c, err := r.Combine(weights, parts)
+	if err != nil {
+		return fmt.Errorf("combine adapter %s: %w", name, err)
+	}
+	r.put(name, &registered{adapter: c, dir: fmt.Sprint(dirs), owned: true})
 	return nil
 }
 

@@ -61,6 +61,7 @@ func newServeCmd() *cobra.Command {
 				name = filepath.Base(filepath.Clean(dir))
 			}
 			reg := serve.NewRegistry(adapterLoader(m))
+			reg.Combine = combineAdapters
 			for _, a := range adapters {
 				an, ad, ok := strings.Cut(a, "=")
 				if !ok {
