@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 )
 
@@ -230,4 +235,50 @@ func TestHotSwapFreesTheReplacedAdapterAfterItsRequests(t *testing.T) {
 	require.True(t, reg.Unload("x"))
 	require.Eventually(t, func() bool { return gen.Stats().Retired == 4 }, 5*time.Second, 10*time.Millisecond)
 	require.Zero(t, second.(*peft.Adapter).NumParams())
+}
+
+// The serving loop on WebGPU: two requests with different LoRA adapters and one without, at once
+// (mixed steps through the adapter pool), give the texts they give on the CPU.
+func TestWebGPUServingEqualsCPU(t *testing.T) {
+	gpu := testdevice.WebGPU(t)
+	out := storiesDir(t)
+	tok, err := tokenizer.Load(out)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	s := DefaultSampling()
+	s.MaxTokens = 10
+	prompts := []string{"Once upon a time", "The cat", "One day"}
+	var texts [2][]string
+	for bi, b := range []engine.Backend{cpu.New(), gpu} {
+		m, err := model.Load(out, b, model.LoadOptions{})
+		require.NoError(t, err)
+		t.Cleanup(m.Release)
+		var adapters []model.Adapter
+		for i := range 2 {
+			d := filepath.Join(dir, fmt.Sprint(i))
+			if bi == 0 { // made and saved on the CPU, loaded by both
+				randomLoRA(t, m, uint64(i+1), d).Release()
+			}
+			a, err := peft.Load(d, m.Cfg, b)
+			require.NoError(t, err)
+			t.Cleanup(a.Release)
+			adapters = append(adapters, a)
+		}
+		adapters = append(adapters, nil)
+		g := newGenerator(t, m, tok)
+		got := make([]string, len(prompts))
+		var wg sync.WaitGroup
+		for i := range prompts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := g.Generate(context.Background(), Request{Prompt: prompts[i], Sampling: s, Adapter: adapters[i]}, nil)
+				assert.NoError(t, err)
+				got[i] = res.Text
+			}()
+		}
+		wg.Wait()
+		texts[bi] = got
+	}
+	require.Equal(t, texts[0], texts[1])
 }
