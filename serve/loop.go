@@ -1,0 +1,374 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lathe-ml/lathe/model"
+)
+
+// The serving loop: requests enter as jobs, a goroutine runs the steps while there are any.
+
+type retiree struct {
+	a       model.Adapter
+	release bool
+}
+
+// Retire frees adapter a, which no new request will name (unloaded, or replaced by a hot swap):
+// once no running or waiting request uses it, its copy leaves the cache's pool and, with release,
+// its parameters are freed (its Release method). Requests naming it after Retire fail.
+func (g *Generator) Retire(a model.Adapter, release bool) {
+	if a == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.retiring = append(g.retiring, retiree{a, release})
+	if !g.running {
+		g.sweep(nil)
+	}
+}
+
+// sweep frees the retiring adapters that no job uses; g.mu is held and no step is running.
+func (g *Generator) sweep(active []*job) {
+	uses := func(a model.Adapter, jobs []*job) bool {
+		for _, j := range jobs {
+			if j.adapter == a {
+				return true
+			}
+		}
+		return false
+	}
+	kept := g.retiring[:0]
+	for _, r := range g.retiring {
+		if uses(r.a, active) || uses(r.a, g.waiting) {
+			kept = append(kept, r)
+			continue
+		}
+		if g.cache != nil {
+			g.cache.Evict(r.a)
+		}
+		if rel, ok := r.a.(interface{ Release() }); ok && r.release {
+			rel.Release()
+		}
+		if g.gone == nil {
+			g.gone = map[model.Adapter]bool{}
+		}
+		g.gone[r.a] = true
+		g.stats.Retired++
+	}
+	g.retiring = kept
+}
+
+// job is one request inside the loop: the loop appends tokens and ends it; the request's own
+// goroutine reads them.
+type job struct {
+	ctx     context.Context
+	prompt  []int32
+	adapter model.Adapter
+	sp      Sampling
+	sampler *Sampler
+	seen    []int32
+	slot    int
+	pos     int // tokens cached
+
+	mu     sync.Mutex
+	tokens []int32
+	lps    []TokenLogprob // with tokens, when the request asked for log-probabilities
+	finish string         // "stop" or "length" once ended
+	err    error
+	ended  bool
+	ready  chan struct{} // signalled (cap 1) when tokens or the end arrive
+	cancel atomic.Bool   // set by the reader: a stop string ended it
+}
+
+func (j *job) push(tok int32, lp *TokenLogprob, finish string, err error) {
+	j.mu.Lock()
+	if tok >= 0 {
+		j.tokens = append(j.tokens, tok)
+	}
+	if lp != nil {
+		j.lps = append(j.lps, *lp)
+	}
+	if finish != "" || err != nil {
+		j.finish, j.err, j.ended = finish, err, true
+	}
+	j.mu.Unlock()
+	select {
+	case j.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the tokens (and log-probabilities) not read yet and whether the job has ended.
+func (j *job) take() ([]int32, []TokenLogprob, bool, string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t, lp := j.tokens, j.lps
+	j.tokens, j.lps = nil, nil
+	return t, lp, j.ended, j.finish, j.err
+}
+
+func (g *Generator) submit(j *job) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return fmt.Errorf("the generator is closed")
+	}
+	if j.adapter != nil {
+		retiring := g.gone[j.adapter]
+		for _, r := range g.retiring {
+			retiring = retiring || r.a == j.adapter
+		}
+		if retiring {
+			return fmt.Errorf("the adapter was unloaded")
+		}
+	}
+	g.defaults()
+	if g.stopErr != nil {
+		return g.stopErr
+	}
+	g.waiting = append(g.waiting, j)
+	if !g.running {
+		g.running = true
+		g.stopped = make(chan struct{})
+		go g.loop(g.stopped)
+	}
+	return nil
+}
+
+// prefillTokens bounds the padded tokens of a prefill step of several prompts.
+const prefillTokens = 2048
+
+// loop runs steps while requests run or wait, then exits.
+func (g *Generator) loop(stopped chan struct{}) {
+	defer close(stopped)
+	g.mu.Lock()
+	if g.cache == nil {
+		c, err := g.Model.NewCache(g.Slots, g.Context)
+		if err != nil {
+			for _, j := range g.waiting {
+				j.push(-1, nil, "", err)
+			}
+			g.waiting, g.running = nil, false
+			g.mu.Unlock()
+			return
+		}
+		g.cache = c
+	}
+	t := &turns{g: g, cache: g.cache}
+	for s := g.Slots - 1; s >= 0; s-- {
+		t.free = append(t.free, s)
+	}
+	g.mu.Unlock()
+	for {
+		// Requests that ended on their side (a stop string, a closed connection) leave.
+		t.keep(func(j *job) bool {
+			switch {
+			case j.cancel.Load():
+				t.end(j, "stop", nil)
+			case j.ctx.Err() != nil:
+				t.end(j, "", j.ctx.Err())
+			default:
+				return true
+			}
+			return false
+		})
+		g.mu.Lock()
+		if len(g.retiring) > 0 {
+			g.sweep(t.active)
+		}
+		if len(t.active) == 0 && len(g.waiting) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		admitted := t.admit()
+		g.mu.Unlock()
+		t.prefill(admitted)
+		t.decode()
+	}
+}
+
+// turns is the loop's state: the requests holding a slot (prefilling or decoding) and the free
+// slots.
+type turns struct {
+	g      *Generator
+	cache  *model.Cache
+	active []*job
+	free   []int
+}
+
+// end ends a job and frees its slot.
+func (t *turns) end(j *job, finish string, err error) {
+	j.push(-1, nil, finish, err)
+	t.free = append(t.free, j.slot)
+}
+
+// keep keeps the active jobs for which f is true (f ends the others).
+func (t *turns) keep(f func(*job) bool) {
+	kept := t.active[:0]
+	for _, j := range t.active {
+		if f(j) {
+			kept = append(kept, j)
+		}
+	}
+	t.active = kept
+}
+
+// admit takes waiting requests into free slots: the first waiting prompt, with the others of its
+// length bucket up to a token budget, or a prompt longer than a chunk alone. g.mu is held.
+func (t *turns) admit() []*job {
+	g := t.g
+	if len(t.free) == 0 || len(g.waiting) == 0 {
+		return nil
+	}
+	first := len(g.waiting[0].prompt)
+	width := model.Bucket(first)
+	var batch, rest []*job
+	for _, j := range g.waiting {
+		fits := len(batch) == 0 || (first <= g.PrefillChunk && model.Bucket(len(j.prompt)) == width && (len(batch)+1)*width <= prefillTokens)
+		if len(batch) < len(t.free) && fits {
+			batch = append(batch, j)
+		} else {
+			rest = append(rest, j)
+		}
+	}
+	g.waiting = rest
+	var admitted []*job
+	for _, j := range batch {
+		if err := j.ctx.Err(); err != nil || j.cancel.Load() {
+			j.push(-1, nil, "stop", err) // its reader has gone
+			continue
+		}
+		j.slot, t.free = t.free[len(t.free)-1], t.free[:len(t.free)-1]
+		t.active = append(t.active, j)
+		admitted = append(admitted, j)
+	}
+	return admitted
+}
+
+// prefill runs one prefill step: the admitted short prompts together, or else the next chunk of
+// a long prompt. A job whose prompt is in samples its first token.
+func (t *turns) prefill(admitted []*job) {
+	var jobs []*job
+	var seqs []model.Seq
+	for _, j := range admitted {
+		if len(j.prompt) <= t.g.PrefillChunk {
+			jobs = append(jobs, j)
+			seqs = append(seqs, model.Seq{Slot: j.slot, IDs: j.prompt, Adapter: j.adapter})
+		}
+	}
+	if len(jobs) == 0 {
+		for _, j := range t.active {
+			if n := min(len(j.prompt)-j.pos, t.g.PrefillChunk); n > 0 {
+				jobs = []*job{j}
+				seqs = []model.Seq{{Slot: j.slot, Pos: j.pos, IDs: j.prompt[j.pos : j.pos+n], Adapter: j.adapter}}
+				break
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	logits, err := t.cache.Step(seqs)
+	done := 0
+	vocab := t.g.Model.Cfg.VocabSize
+	ended := map[*job]bool{}
+	for i, j := range jobs {
+		j.pos += len(seqs[i].IDs)
+		switch {
+		case err != nil:
+			t.end(j, "", err)
+			ended[j] = true
+		case j.pos == len(j.prompt):
+			done++
+			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+		}
+	}
+	t.g.count(func(s *Stats) {
+		s.Prefills += done
+		s.PrefillSteps++
+	})
+	t.keep(func(j *job) bool { return !ended[j] })
+}
+
+// decode runs one decode step over every request whose prompt is in, each feeding its last
+// sampled token.
+func (t *turns) decode() {
+	var jobs []*job
+	var seqs []model.Seq
+	for _, j := range t.active {
+		if j.pos >= len(j.prompt) {
+			jobs = append(jobs, j)
+			seqs = append(seqs, model.Seq{Slot: j.slot, Pos: j.pos, IDs: j.seen[len(j.seen)-1:], Adapter: j.adapter})
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	logits, err := t.cache.Step(seqs)
+	t.g.count(func(s *Stats) {
+		s.DecodeSteps++
+		s.DecodeTokens += len(seqs)
+		s.MaxBatch = max(s.MaxBatch, len(seqs))
+	})
+	vocab := t.g.Model.Cfg.VocabSize
+	ended := map[*job]bool{}
+	for i, j := range jobs {
+		j.pos++
+		if err != nil {
+			t.end(j, "", err)
+			ended[j] = true
+		} else {
+			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+		}
+	}
+	t.keep(func(j *job) bool { return !ended[j] })
+}
+
+func (g *Generator) count(f func(*Stats)) {
+	g.mu.Lock()
+	f(&g.stats)
+	g.mu.Unlock()
+}
+
+// emit samples the job's next token from its logits and hands it over; it reports whether the
+// job goes on.
+func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)) bool {
+	// Checkpoints often pad the output layer past the tokenizer's vocabulary (to a multiple of
+	// 64 or 128): those rows have no text and are never sampled.
+	if n := g.Tok.VocabSize(); n > 0 && n < len(logits) {
+		logits = logits[:n]
+	}
+	var raw []float32
+	if j.sp.Logprobs {
+		raw = append([]float32(nil), logits...) // the sampler modifies logits
+	}
+	tok := j.sampler.Next(logits, j.seen, len(j.seen)-len(j.prompt))
+	generated := len(j.seen) - len(j.prompt)
+	var lp *TokenLogprob
+	if raw != nil {
+		l, ids, lps := logprobs(raw, tok, j.sp.TopLogprobs)
+		lp = &TokenLogprob{ID: tok, Logprob: l}
+		for i, id := range ids {
+			lp.Top = append(lp.Top, TokenLogprob{ID: id, Logprob: lps[i]})
+		}
+	}
+	switch {
+	case g.stop[tok]:
+		end(j, "stop", nil)
+		return false
+	case generated+1 >= j.sp.MaxTokens || j.pos >= g.Context:
+		// The last token: nothing more fits the request or the context.
+		j.seen = append(j.seen, tok)
+		j.push(tok, lp, "", nil)
+		end(j, "length", nil)
+		return false
+	}
+	j.seen = append(j.seen, tok)
+	j.push(tok, lp, "", nil)
+	return true
+}
