@@ -222,7 +222,6 @@ func (g *Generator) Stream(ctx context.Context, r Request, onChunk func(Chunk) e
 	var gen []int
 	sent := 0                  // bytes of text already handed over
 	var pending []TokenLogprob // log-probabilities of the tokens behind text not handed over yet
-	var firstAt time.Time
 	for stopped := false; !stopped; {
 		select {
 		case <-ctx.Done():
@@ -237,10 +236,6 @@ func (g *Generator) Stream(ctx context.Context, r Request, onChunk func(Chunk) e
 			res.FinishReason = finish
 		}
 		for i, t := range toks {
-			if firstAt.IsZero() {
-				firstAt = time.Now()
-				res.TimeToFirstToken = firstAt.Sub(start).Seconds()
-			}
 			gen = append(gen, int(t))
 			if lps != nil {
 				prev := prompt[len(prompt)-1]
@@ -293,8 +288,12 @@ func (g *Generator) Stream(ctx context.Context, r Request, onChunk func(Chunk) e
 		}
 	}
 	res.Tokens = len(gen)
-	if el := time.Since(firstAt).Seconds(); !firstAt.IsZero() && el > 0 && len(gen) > 1 {
-		res.TokensPerS = float64(len(gen)-1) / el
+	// Timed where tokens are produced: the reader may take several at once.
+	if n, first, last := j.timing(); n > 0 {
+		res.TimeToFirstToken = first.Sub(start).Seconds()
+		if el := last.Sub(first).Seconds(); el > 0 && n > 1 {
+			res.TokensPerS = float64(n-1) / el
+		}
 	}
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lathe-ml/lathe/model"
 )
@@ -77,17 +78,26 @@ type job struct {
 	mu     sync.Mutex
 	tokens []int32
 	lps    []TokenLogprob // with tokens, when the request asked for log-probabilities
-	finish string         // "stop" or "length" once ended
-	err    error
-	ended  bool
-	ready  chan struct{} // signalled (cap 1) when tokens or the end arrive
-	cancel atomic.Bool   // set by the reader: a stop string ended it
+	// first and last are when the first and the last of the produced tokens were produced.
+	first, last time.Time
+	produced    int
+	finish      string // "stop" or "length" once ended
+	err         error
+	ended       bool
+	ready       chan struct{} // signalled (cap 1) when tokens or the end arrive
+	cancel      atomic.Bool   // set by the reader: a stop string ended it
 }
 
 func (j *job) push(tok int32, lp *TokenLogprob, finish string, err error) {
 	j.mu.Lock()
 	if tok >= 0 {
 		j.tokens = append(j.tokens, tok)
+		// When tokens are produced, not when the reader gets them (it may take several at once).
+		j.last = time.Now()
+		j.produced++
+		if j.first.IsZero() {
+			j.first = j.last
+		}
 	}
 	if lp != nil {
 		j.lps = append(j.lps, *lp)
@@ -100,6 +110,13 @@ func (j *job) push(tok int32, lp *TokenLogprob, finish string, err error) {
 	case j.ready <- struct{}{}:
 	default:
 	}
+}
+
+// timing returns how many tokens were produced, and when the first and the last were.
+func (j *job) timing() (int, time.Time, time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.produced, j.first, j.last
 }
 
 // take returns the tokens (and log-probabilities) not read yet and whether the job has ended.

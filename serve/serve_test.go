@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -304,4 +305,18 @@ func TestPromptAtTheContextLimit(t *testing.T) {
 	require.Positive(t, res.Tokens)
 	_, err = g.Generate(context.Background(), Request{Prompt: prompt.String() + " a", Sampling: s}, nil)
 	require.ErrorContains(t, err, "context holds")
+}
+
+// Speed is timed where tokens are produced, not where a slow reader takes them.
+func TestTokensPerSecondIsProductionSpeed(t *testing.T) {
+	g := stories(t)
+	s := DefaultSampling()
+	s.MaxTokens = 12
+	res, err := g.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, func(string) error {
+		time.Sleep(20 * time.Millisecond) // a reader at most 50 pieces a second
+		return nil
+	})
+	require.NoError(t, err)
+	require.Greater(t, res.TokensPerS, 100.0, "stories260K decodes far faster than its reader reads: %+v", res)
+	require.Less(t, res.TimeToFirstToken, 0.5)
 }
