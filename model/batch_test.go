@@ -248,3 +248,35 @@ func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
 		})
 	}
 }
+
+// One step that continues one sequence's prompt (from position 5) and starts another's (from 0),
+// of different lengths: each gets the logits of its whole prompt computed alone.
+func TestStepContinuesAndStartsPromptsTogether(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 15})
+	require.NoError(t, err)
+	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+		m, err := model.Load(dir, b, model.LoadOptions{})
+		require.NoError(t, err)
+		vocab := m.Cfg.VocabSize
+		a := testIDs(vocab, 30)[:8]
+		bb := testIDs(vocab, 30)[10:16]
+		c, err := m.NewCache(2, 32)
+		require.NoError(t, err)
+		_, err = c.Step([]model.Seq{{Slot: 1, IDs: a[:5]}})
+		require.NoError(t, err)
+		got, err := c.Step([]model.Seq{{Slot: 1, Pos: 5, IDs: a[5:]}, {Slot: 0, IDs: bb}})
+		require.NoError(t, err)
+		for i, ids := range [][]int32{a, bb} {
+			full, err := m.Logits(ids, 1, nil)
+			require.NoError(t, err)
+			w64 := make([]float64, vocab)
+			for j, v := range full[len(full)-vocab:] {
+				w64[j] = float64(v)
+			}
+			requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
+		}
+		c.Release()
+		m.Release()
+	}
+}

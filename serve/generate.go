@@ -50,12 +50,16 @@ type Generator struct {
 	// longer prompt takes one chunk a turn, so that it neither stalls the running requests nor
 	// needs the activations of its whole length at once.
 	PrefillChunk int
+	// NoPrefixReuse turns off reusing the keys and values a finished request left in its slot
+	// for a request whose prompt starts with the same tokens (the next turn of a chat).
+	NoPrefixReuse bool
 
 	mu      sync.Mutex
 	waiting []*job
 	running bool
 	stopped chan struct{} // closed when the running loop exits
 	cache   *model.Cache
+	slots   []slotState // what each slot of the cache holds; the loop's alone
 	closed  bool
 	stats   Stats
 	// stop holds the ids that end a generation (see model.StopIDs), once read.
@@ -76,6 +80,9 @@ type Stats struct {
 	MaxBatch int
 	// Retired is the number of retired adapters freed (see Retire).
 	Retired int
+	// ReusedTokens counts prompt tokens whose keys and values were already in the slot a request
+	// took (not prefilled again).
+	ReusedTokens int
 }
 
 // Stats returns the generator's counters.
@@ -135,6 +142,7 @@ func (g *Generator) Close() {
 	if g.cache != nil {
 		g.cache.Release()
 		g.cache = nil
+		g.slots = nil
 	}
 }
 

@@ -175,7 +175,13 @@ func (g *Generator) loop(stopped chan struct{}) {
 		}
 		g.cache = c
 	}
+	if len(g.slots) != g.Slots {
+		g.slots = make([]slotState, g.Slots)
+	}
 	t := &turns{g: g, cache: g.cache}
+	for _, st := range g.slots {
+		t.clock = max(t.clock, st.used)
+	}
 	for s := g.Slots - 1; s >= 0; s-- {
 		t.free = append(t.free, s)
 	}
@@ -216,6 +222,7 @@ type turns struct {
 	cache  *model.Cache
 	active []*job
 	free   []int
+	clock  uint64
 }
 
 // end ends a job and frees its slot.
@@ -260,11 +267,54 @@ func (t *turns) admit() []*job {
 			j.push(-1, nil, "stop", err) // its reader has gone
 			continue
 		}
-		j.slot, t.free = t.free[len(t.free)-1], t.free[:len(t.free)-1]
+		t.take(j)
 		t.active = append(t.active, j)
 		admitted = append(admitted, j)
 	}
 	return admitted
+}
+
+// slotState is what a slot of the KV cache holds: the keys and values of tokens (the first
+// positions, computed with adapter), and when it was last used. A finished request leaves its
+// tokens there, so that a request that repeats them (the next turn of a chat) skips them.
+type slotState struct {
+	tokens  []int32
+	adapter model.Adapter
+	used    uint64
+}
+
+// take gives job j the free slot whose cached tokens share the longest prefix with its prompt
+// (with the same adapter), else the least recently used one, and starts j after that prefix.
+// g.mu is held.
+func (t *turns) take(j *job) {
+	g := t.g
+	best, bestLen := 0, -1
+	for i, s := range t.free {
+		st := &g.slots[s]
+		n := 0
+		if !g.NoPrefixReuse && st.adapter == j.adapter {
+			for n < len(st.tokens) && n < len(j.prompt)-1 && st.tokens[n] == j.prompt[n] {
+				n++
+			}
+		}
+		if n > bestLen || (n == bestLen && st.used < g.slots[t.free[best]].used) {
+			best, bestLen = i, n
+		}
+	}
+	j.slot = t.free[best]
+	t.free = append(t.free[:best], t.free[best+1:]...)
+	j.pos = bestLen // at least the prompt's last token is fed: its logits give the first token
+	t.clock++
+	g.slots[j.slot] = slotState{tokens: j.prompt[:j.pos], adapter: j.adapter, used: t.clock}
+	g.stats.ReusedTokens += j.pos // g.mu is held (admit)
+}
+
+// cached records that j's slot holds the keys and values of its first j.pos tokens.
+func (t *turns) cached(j *job) {
+	st := &t.g.slots[j.slot]
+	st.tokens = j.seen[:j.pos]
+	t.clock++
+	st.used = t.clock
 }
 
 // prefill runs one prefill step: the admitted short prompts together, or else the next chunk of
@@ -273,9 +323,9 @@ func (t *turns) prefill(admitted []*job) {
 	var jobs []*job
 	var seqs []model.Seq
 	for _, j := range admitted {
-		if len(j.prompt) <= t.g.PrefillChunk {
+		if len(j.prompt)-j.pos <= t.g.PrefillChunk {
 			jobs = append(jobs, j)
-			seqs = append(seqs, model.Seq{Slot: j.slot, IDs: j.prompt, Adapter: j.adapter})
+			seqs = append(seqs, model.Seq{Slot: j.slot, Pos: j.pos, IDs: j.prompt[j.pos:], Adapter: j.adapter})
 		}
 	}
 	if len(jobs) == 0 {
@@ -298,8 +348,13 @@ func (t *turns) prefill(admitted []*job) {
 		j.pos += len(seqs[i].IDs)
 		switch {
 		case err != nil:
+			t.g.slots[j.slot] = slotState{} // what the failed step wrote is unknown
 			t.end(j, "", err)
 			ended[j] = true
+			continue
+		}
+		t.cached(j)
+		switch {
 		case j.pos == len(j.prompt):
 			done++
 			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
@@ -337,11 +392,13 @@ func (t *turns) decode() {
 	for i, j := range jobs {
 		j.pos++
 		if err != nil {
+			t.g.slots[j.slot] = slotState{}
 			t.end(j, "", err)
 			ended[j] = true
-		} else {
-			ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+			continue
 		}
+		t.cached(j)
+		ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
 	}
 	t.keep(func(j *job) bool { return !ended[j] })
 }

@@ -320,3 +320,33 @@ func TestTokensPerSecondIsProductionSpeed(t *testing.T) {
 	require.Greater(t, res.TokensPerS, 100.0, "stories260K decodes far faster than its reader reads: %+v", res)
 	require.Less(t, res.TimeToFirstToken, 0.5)
 }
+
+// The next turn of a conversation reuses the keys and values its previous turn left in its slot,
+// and generates what it generates from scratch.
+func TestPrefixReuse(t *testing.T) {
+	g := stories(t)
+	s := DefaultSampling()
+	s.MaxTokens = 16
+	first, err := g.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, nil)
+	require.NoError(t, err)
+	next := Request{Prompt: "Once upon a time" + first.Text + " Then", Sampling: s}
+	reused, err := g.Generate(context.Background(), next, nil)
+	require.NoError(t, err)
+	st := g.Stats()
+	require.Greater(t, st.ReusedTokens, 10, "%+v", st)
+
+	fresh := newGenerator(t, g.Model, g.Tok)
+	fresh.NoPrefixReuse = true
+	want, err := fresh.Generate(context.Background(), next, nil)
+	require.NoError(t, err)
+	require.Equal(t, want.Text, reused.Text)
+	require.Zero(t, fresh.Stats().ReusedTokens)
+
+	// The same prompt again: everything but its last token is reused.
+	again, err := g.Generate(context.Background(), next, nil)
+	require.NoError(t, err)
+	require.Equal(t, want.Text, again.Text)
+	ids, err := g.PromptIDs(next)
+	require.NoError(t, err)
+	require.Equal(t, st.ReusedTokens+len(ids)-1, g.Stats().ReusedTokens)
+}
