@@ -515,6 +515,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 		{"lathe_decode_tokens_total", "counter", "Tokens produced by decode steps.", st.DecodeTokens},
 		{"lathe_decode_batch_max", "gauge", "Most requests decoded in one step.", st.MaxBatch},
 		{"lathe_adapters_retired_total", "counter", "Unloaded or replaced adapters freed.", st.Retired},
+		{"lathe_prompt_tokens_reused_total", "counter", "Prompt tokens whose keys and values a request found in its slot.", st.ReusedTokens},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 	}
