@@ -51,7 +51,8 @@ type Generator struct {
 	// needs the activations of its whole length at once.
 	PrefillChunk int
 	// NoPrefixReuse turns off reusing the keys and values a finished request left in its slot
-	// for a request whose prompt starts with the same tokens (the next turn of a chat).
+	// for a request whose prompt starts with the same tokens (the next turn of a chat). Turn it
+	// off if the model's or an adapter's weights change in place while serving (training).
 	NoPrefixReuse bool
 
 	mu      sync.Mutex
