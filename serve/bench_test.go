@@ -22,20 +22,7 @@ import (
 //
 //	go test -run '^$' -bench EightAdapters -benchtime 2x ./serve/
 func BenchmarkEightAdapters(b *testing.B) {
-	dir := b.TempDir()
-	p := synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: 8192, Hidden: 2048, Intermediate: 8192, Layers: 2, Heads: 32, KVHeads: 8, MaxPos: 4096, Tied: true}
-	if _, err := synth.Write(dir, synth.Options{Preset: p, Seed: 1}); err != nil {
-		b.Fatal(err)
-	}
-	m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Release()
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, tok := benchModel(b)
 	var reqs []Request
 	for i := range 8 {
 		cfg := peft.LoRAConfig()
@@ -97,20 +84,7 @@ func BenchmarkEightAdapters(b *testing.B) {
 //
 //	go test -run '^$' -bench ChatTurn -benchtime 5x ./serve/
 func BenchmarkChatTurn(b *testing.B) {
-	dir := b.TempDir()
-	p := synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: 8192, Hidden: 2048, Intermediate: 8192, Layers: 2, Heads: 32, KVHeads: 8, MaxPos: 4096, Tied: true}
-	if _, err := synth.Write(dir, synth.Options{Preset: p, Seed: 1}); err != nil {
-		b.Fatal(err)
-	}
-	m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Release()
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, tok := benchModel(b)
 	history := strings.Repeat("the small fox found a key under the old oak tree and ran home. ", 10)
 	s := DefaultSampling()
 	s.MaxTokens = 4
@@ -135,4 +109,24 @@ func BenchmarkChatTurn(b *testing.B) {
 			b.ReportMetric(ttft/float64(b.N)*1e3, "ttft-ms")
 		})
 	}
+}
+
+// benchModel is two layers of Llama-3.2-1B's shapes (vocab 8192) with an NF4 base on the CPU,
+// and its tokenizer, released when the benchmark ends.
+func benchModel(b *testing.B) (*model.Model, *tokenizer.Tokenizer) {
+	dir := b.TempDir()
+	p := synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: 8192, Hidden: 2048, Intermediate: 8192, Layers: 2, Heads: 32, KVHeads: 8, MaxPos: 4096, Tied: true}
+	if _, err := synth.Write(dir, synth.Options{Preset: p, Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(m.Release)
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, tok
 }
