@@ -207,8 +207,11 @@ func (c *commonRequest) sampling(chat bool) (Sampling, error) {
 			return sp, fmt.Errorf("stop must be a string or an array of strings")
 		}
 	}
-	if c.N != nil && *c.N != 1 {
-		return sp, fmt.Errorf("n must be 1")
+	if c.N != nil && (*c.N < 1 || *c.N > 8) {
+		return sp, fmt.Errorf("n must be in [1, 8]")
+	}
+	if c.N != nil && *c.N > 1 && c.Stream {
+		return sp, fmt.Errorf("n > 1 is not supported with stream")
 	}
 	if len(c.Logprobs) > 0 && string(c.Logprobs) != "null" {
 		if chat {
@@ -336,12 +339,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("the prompt has %d tokens, the context holds %d", len(ids), limit))
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		apiError(w, http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("%d requests are already running or waiting; retry later", cap(s.slots)))
-		return
+	// n choices are n generations (seeds seed, seed+1, ...), decoded together, each taking a slot.
+	n := 1
+	if c.N != nil {
+		n = *c.N
+	}
+	for i := range n {
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		default:
+			for range i {
+				<-s.slots
+			}
+			apiError(w, http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf("%d requests are already running or waiting; retry later", cap(s.slots)))
+			return
+		}
 	}
 	id, created := newID("cmpl-"), time.Now().Unix()
 	object := "text_completion"
@@ -349,23 +362,42 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c commonRequest, re
 		id, object = newID("chatcmpl-"), "chat.completion"
 	}
 	if !c.Stream {
-		res, err := s.Gen.Generate(r.Context(), req, nil)
-		if err != nil {
-			s.fail(w, r, err)
-			return
+		results := make([]Result, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ri := req
+				ri.Sampling.Seed += uint64(i)
+				results[i], errs[i] = s.Gen.Generate(r.Context(), ri, nil)
+			}()
 		}
-		choice := map[string]any{"index": 0, "finish_reason": res.FinishReason, "logprobs": nil}
-		if chat {
-			choice["message"] = map[string]string{"role": "assistant", "content": res.Text}
-		} else {
-			choice["text"] = res.Text
+		wg.Wait()
+		choices := make([]any, n)
+		completion := 0
+		for i, res := range results {
+			if errs[i] != nil {
+				s.fail(w, r, errs[i])
+				return
+			}
+			choice := map[string]any{"index": i, "finish_reason": res.FinishReason, "logprobs": nil}
+			if chat {
+				choice["message"] = map[string]string{"role": "assistant", "content": res.Text}
+			} else {
+				choice["text"] = res.Text
+			}
+			if sp.Logprobs {
+				choice["logprobs"] = logprobsBody(res.Logprobs, chat)
+			}
+			choices[i] = choice
+			completion += res.Tokens
 		}
-		if sp.Logprobs {
-			choice["logprobs"] = logprobsBody(res.Logprobs, chat)
-		}
+		prompt := results[0].PromptTokens
 		writeJSON(w, http.StatusOK, map[string]any{
-			"id": id, "object": object, "created": created, "model": c.Model, "choices": []any{choice},
-			"usage": map[string]int{"prompt_tokens": res.PromptTokens, "completion_tokens": res.Tokens, "total_tokens": res.PromptTokens + res.Tokens},
+			"id": id, "object": object, "created": created, "model": c.Model, "choices": choices,
+			"usage": map[string]int{"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
 		})
 		return
 	}

@@ -112,6 +112,14 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":5,"temperature":0,"logprobs":2}`)
 	require.Equal(t, 200, code, "%v", out)
 	lp := out["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	// n = 2 sampled choices (seeds 7 and 8) are the two single requests with those seeds.
+	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":12,"temperature":1,"seed":7,"n":2}`)
+	require.Equal(t, 200, code, "%v", out)
+	require.Len(t, out["choices"], 2)
+	for i, seed := range []int{7, 8} {
+		_, one := call(t, ts, "POST", "/v1/completions", fmt.Sprintf(`{"model":"stories","prompt":"Once upon a time","max_tokens":12,"temperature":1,"seed":%d}`, seed))
+		require.Equal(t, one["choices"].([]any)[0].(map[string]any)["text"], out["choices"].([]any)[i].(map[string]any)["text"])
+	}
 	require.Len(t, lp["tokens"], 5)
 	require.Len(t, lp["token_logprobs"], 5)
 	require.Len(t, lp["top_logprobs"].([]any)[0], 2)
@@ -257,7 +265,8 @@ func TestHTTPBadRequests(t *testing.T) {
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_p":2}`, 400, "top_p"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
-		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":3}`, 400, "n must be 1"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":9}`, 400, "n must be in [1, 8]"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":2,"stream":true}`, 400, "n > 1 is not supported with stream"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":9}`, 400, "logprobs must be an integer"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_logprobs":2}`, 400, "top_logprobs needs logprobs"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
