@@ -124,48 +124,152 @@ func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
 		}
 		return int32(best)
 	}
-	// Candidates by descending logit (ties by id, for determinism), cut by top-k.
-	p.idx = p.idx[:0]
-	for i := range logits {
-		p.idx = append(p.idx, i)
+	// Every token's weight at the temperature, relative to the largest logit.
+	mx := float64(logits[0])
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
 	}
-	sort.Slice(p.idx, func(a, b int) bool {
-		la, lb := logits[p.idx[a]], logits[p.idx[b]]
-		return la > lb || (la == lb && p.idx[a] < p.idx[b])
-	})
-	if p.s.TopK > 0 && p.s.TopK < len(p.idx) {
-		p.idx = p.idx[:p.s.TopK]
+	if cap(p.probs) < len(logits) {
+		p.probs = make([]float64, len(logits))
 	}
-	// Softmax at the temperature, in float64.
-	p.probs = p.probs[:0]
-	mx := float64(logits[p.idx[0]])
+	w := p.probs[:len(logits)]
 	z := 0.0
-	for _, i := range p.idx {
-		e := math.Exp((float64(logits[i]) - mx) / p.s.Temperature)
-		p.probs = append(p.probs, e)
-		z += e
+	for i, v := range logits {
+		w[i] = math.Exp((float64(v) - mx) / p.s.Temperature)
+		z += w[i]
 	}
-	// Top-p: the smallest prefix whose mass reaches P.
-	n, mass := len(p.probs), 0.0
-	for j, e := range p.probs {
-		mass += e / z
-		if mass >= p.s.TopP {
-			n = j + 1
-			break
+	if p.s.TopK == 0 && p.s.TopP >= 1 {
+		// Every token is a candidate: no ordering needed.
+		r := p.rng.Float64() * z
+		for i, e := range w {
+			r -= e
+			if r < 0 {
+				return int32(i)
+			}
 		}
+		return int32(len(w) - 1)
 	}
+	cand := p.nucleus(logits, w, z)
 	total := 0.0
-	for _, e := range p.probs[:n] {
-		total += e
+	for _, i := range cand {
+		total += w[i]
 	}
 	r := p.rng.Float64() * total
-	for j, e := range p.probs[:n] {
-		r -= e
+	for _, i := range cand {
+		r -= w[i]
 		if r < 0 {
-			return int32(p.idx[j])
+			return int32(i)
 		}
 	}
-	return int32(p.idx[n-1])
+	return int32(cand[len(cand)-1])
+}
+
+// nucleus returns the tokens sampling may pick under top-k and top-p, by descending logit (ties
+// by id, for determinism): w are the tokens' weights at the temperature and z their sum. They are
+// found only as far as needed: the top k through a heap of k, or, for top-p alone, popped from a
+// heap of every token until their mass reaches p.
+func (p *Sampler) nucleus(logits []float32, w []float64, z float64) []int {
+	p.idx = p.idx[:0]
+	if p.s.TopK > 0 {
+		p.idx = append(p.idx, topK(logits, p.s.TopK)...)
+		z = 0
+		for _, i := range p.idx {
+			z += w[i]
+		}
+	} else {
+		better := func(a, b int) bool { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b) }
+		h := &tokenHeap{better: better, ids: make([]int, len(logits))}
+		for i := range h.ids {
+			h.ids[i] = i
+		}
+		h.init()
+		mass := 0.0
+		for h.Len() > 0 && mass < p.s.TopP {
+			i := h.pop()
+			p.idx = append(p.idx, i)
+			mass += w[i] / z
+		}
+	}
+	// Top-p: the smallest prefix whose mass (among the candidates) reaches P.
+	mass := 0.0
+	for j, i := range p.idx {
+		mass += w[i] / z
+		if mass >= p.s.TopP {
+			return p.idx[:j+1]
+		}
+	}
+	return p.idx
+}
+
+// topK returns the ids of the k largest logits, largest first (ties by id, for determinism),
+// through a heap of k: O(V log k), not a sort of the vocabulary.
+func topK(logits []float32, k int) []int {
+	better := func(a, b int) bool { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b) }
+	h := &tokenHeap{better: func(a, b int) bool { return better(b, a) }} // the worst kept on top
+	for i := range logits {
+		if h.Len() < k {
+			h.push(i)
+		} else if better(i, h.ids[0]) {
+			h.ids[0] = i
+			h.down(0)
+		}
+	}
+	sort.Slice(h.ids, func(a, b int) bool { return better(h.ids[a], h.ids[b]) })
+	return h.ids
+}
+
+// tokenHeap is a binary heap of token ids, the best (by better) on top.
+type tokenHeap struct {
+	ids    []int
+	better func(a, b int) bool
+}
+
+func (h *tokenHeap) Len() int { return len(h.ids) }
+
+func (h *tokenHeap) init() {
+	for i := len(h.ids)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *tokenHeap) push(id int) {
+	h.ids = append(h.ids, id)
+	for i := len(h.ids) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.better(h.ids[i], h.ids[parent]) {
+			break
+		}
+		h.ids[i], h.ids[parent] = h.ids[parent], h.ids[i]
+		i = parent
+	}
+}
+
+func (h *tokenHeap) pop() int {
+	top := h.ids[0]
+	last := len(h.ids) - 1
+	h.ids[0] = h.ids[last]
+	h.ids = h.ids[:last]
+	if last > 0 {
+		h.down(0)
+	}
+	return top
+}
+
+func (h *tokenHeap) down(i int) {
+	for {
+		best, l, r := i, 2*i+1, 2*i+2
+		if l < len(h.ids) && h.better(h.ids[l], h.ids[best]) {
+			best = l
+		}
+		if r < len(h.ids) && h.better(h.ids[r], h.ids[best]) {
+			best = r
+		}
+		if best == i {
+			return
+		}
+		h.ids[i], h.ids[best] = h.ids[best], h.ids[i]
+		i = best
+	}
 }
 
 // TokenLogprob is a generated token with its log-probability and the most likely alternatives.
@@ -191,16 +295,8 @@ func logprobs(logits []float32, tok int32, k int) (float64, []int32, []float64) 
 	var ids []int32
 	var lps []float64
 	if k > 0 {
-		idx := make([]int32, len(logits))
-		for i := range idx {
-			idx[i] = int32(i)
-		}
-		sort.Slice(idx, func(a, b int) bool {
-			la, lb := logits[idx[a]], logits[idx[b]]
-			return la > lb || (la == lb && idx[a] < idx[b])
-		})
-		ids = idx[:min(k, len(idx))]
-		for _, i := range ids {
+		for _, i := range topK(logits, k) {
+			ids = append(ids, int32(i))
 			lps = append(lps, float64(logits[i])-lse)
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -349,4 +351,55 @@ func TestPrefixReuse(t *testing.T) {
 	ids, err := g.PromptIDs(next)
 	require.NoError(t, err)
 	require.Equal(t, st.ReusedTokens+len(ids)-1, g.Stats().ReusedTokens)
+}
+
+// The nucleus found through heaps is the one a full sort gives, for top-k, top-p and both, on
+// random logits with ties.
+func TestNucleusEqualsFullSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 5))
+	logits := make([]float32, 3001)
+	for i := range logits {
+		logits[i] = float32(math.Round(r.NormFloat64()*30) / 10) // ties
+	}
+	for _, c := range []struct {
+		temp, p float64
+		k       int
+	}{{1, 0.9, 0}, {0.7, 0.5, 0}, {1.3, 1, 50}, {0.8, 0.8, 200}, {1, 0.99, 3001}} {
+		sp := DefaultSampling()
+		sp.Temperature, sp.TopP, sp.TopK = c.temp, c.p, c.k
+		mx := math.Inf(-1)
+		for _, v := range logits {
+			mx = math.Max(mx, float64(v))
+		}
+		w, z := make([]float64, len(logits)), 0.0
+		for i, v := range logits {
+			w[i] = math.Exp((float64(v) - mx) / c.temp)
+			z += w[i]
+		}
+		got := append([]int(nil), NewSampler(sp).nucleus(logits, w, z)...)
+		// Reference: sort everything, cut to k, renormalize, cut at mass p.
+		idx := make([]int, len(logits))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool {
+			return logits[idx[a]] > logits[idx[b]] || (logits[idx[a]] == logits[idx[b]] && idx[a] < idx[b])
+		})
+		if c.k > 0 && c.k < len(idx) {
+			idx = idx[:c.k]
+		}
+		zk := 0.0
+		for _, i := range idx {
+			zk += w[i]
+		}
+		want, mass := idx, 0.0
+		for j, i := range idx {
+			mass += w[i] / zk
+			if mass >= c.p {
+				want = idx[:j+1]
+				break
+			}
+		}
+		require.Equal(t, want, got, "%+v", c)
+	}
 }
