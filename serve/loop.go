@@ -389,6 +389,21 @@ func (t *turns) decode() {
 	})
 	vocab := t.g.Model.Cfg.VocabSize
 	ended := map[*job]bool{}
+	// Every job samples from its own logits at once: with a large vocabulary, sampling one after
+	// another would cost as much as a step.
+	toks := make([]int32, len(jobs))
+	lps := make([]*TokenLogprob, len(jobs))
+	if err == nil {
+		var wg sync.WaitGroup
+		for i, j := range jobs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				toks[i], lps[i] = t.g.sample(j, logits[i*vocab:(i+1)*vocab])
+			}()
+		}
+		wg.Wait()
+	}
 	for i, j := range jobs {
 		j.pos++
 		if err != nil {
@@ -398,7 +413,7 @@ func (t *turns) decode() {
 			continue
 		}
 		t.cached(j)
-		ended[j] = !t.g.emit(j, logits[i*vocab:(i+1)*vocab], t.end)
+		ended[j] = !t.g.hand(j, toks[i], lps[i], t.end)
 	}
 	t.keep(func(j *job) bool { return !ended[j] })
 }
@@ -412,6 +427,13 @@ func (g *Generator) count(f func(*Stats)) {
 // emit samples the job's next token from its logits and hands it over; it reports whether the
 // job goes on.
 func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)) bool {
+	tok, lp := g.sample(j, logits)
+	return g.hand(j, tok, lp, end)
+}
+
+// sample picks the job's next token from its logits (and its log-probabilities if asked). It
+// touches only the job's own state, so several jobs sample at once.
+func (g *Generator) sample(j *job, logits []float32) (int32, *TokenLogprob) {
 	// Checkpoints often pad the output layer past the tokenizer's vocabulary (to a multiple of
 	// 64 or 128): those rows have no text and are never sampled.
 	if n := g.Tok.VocabSize(); n > 0 && n < len(logits) {
@@ -422,15 +444,21 @@ func (g *Generator) emit(j *job, logits []float32, end func(*job, string, error)
 		raw = append([]float32(nil), logits...) // the sampler modifies logits
 	}
 	tok := j.sampler.Next(logits, j.seen, len(j.seen)-len(j.prompt))
-	generated := len(j.seen) - len(j.prompt)
-	var lp *TokenLogprob
-	if raw != nil {
-		l, ids, lps := logprobs(raw, tok, j.sp.TopLogprobs)
-		lp = &TokenLogprob{ID: tok, Logprob: l}
-		for i, id := range ids {
-			lp.Top = append(lp.Top, TokenLogprob{ID: id, Logprob: lps[i]})
-		}
+	if raw == nil {
+		return tok, nil
 	}
+	l, ids, lps := logprobs(raw, tok, j.sp.TopLogprobs)
+	lp := &TokenLogprob{ID: tok, Logprob: l}
+	for i, id := range ids {
+		lp.Top = append(lp.Top, TokenLogprob{ID: id, Logprob: lps[i]})
+	}
+	return tok, lp
+}
+
+// hand gives the job its sampled token, or ends it (an end-of-turn token, the length); it
+// reports whether the job goes on.
+func (g *Generator) hand(j *job, tok int32, lp *TokenLogprob, end func(*job, string, error)) bool {
+	generated := len(j.seen) - len(j.prompt)
 	switch {
 	case g.stop[tok]:
 		end(j, "stop", nil)
