@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/lathe-ml/lathe/bench"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -17,7 +18,7 @@ import (
 //	go test -run '^$' -bench DecodeStep -benchtime 20x ./model/
 func BenchmarkDecodeStep(b *testing.B) {
 	dir := b.TempDir()
-	p := synth.Preset{Name: "1b-shaped", Vocab: 8192, Hidden: 2048, Intermediate: 8192, Layers: 2, Heads: 32, KVHeads: 8, MaxPos: 4096, Tied: true}
+	p := bench.E2E1B(16, 8192, 2).Preset // two layers of Llama-3.2-1B, as lathe bench
 	if _, err := synth.Write(dir, synth.Options{Preset: p, Seed: 1}); err != nil {
 		b.Fatal(err)
 	}

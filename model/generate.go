@@ -202,7 +202,7 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 	// token attends to it.
 	width := n
 	if !all && n > 1 {
-		width = bucket(n)
+		width = Bucket(n)
 		for _, s := range seqs {
 			width = min(width, c.MaxLen-s.Pos)
 		}
@@ -279,9 +279,7 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 
 // Bucket is the width a step pads a prompt of n tokens to (when the cache has room): the next
 // power of two, at least 16. Prompts of one bucket can share a step at no extra padding.
-func Bucket(n int) int { return bucket(n) }
-
-func bucket(n int) int {
+func Bucket(n int) int {
 	b := 16
 	for b < n {
 		b *= 2

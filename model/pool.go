@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -94,7 +95,15 @@ func (p *pool) place(adapters []Adapter) ([]int32, error) {
 		return nil, fmt.Errorf("adapter pool: %d adapters in a step, %d slots", len(adapters), p.slots)
 	}
 	p.clock++
-	if err := p.cover(adapters); err != nil {
+	// Held adapters are covered already: only newcomers can grow the layout (and listing an
+	// adapter's layers allocates, which a decode step need not do).
+	var newcomers []Adapter
+	for _, a := range adapters {
+		if !slices.Contains(p.held, a) {
+			newcomers = append(newcomers, a)
+		}
+	}
+	if err := p.cover(newcomers); err != nil {
 		return nil, err
 	}
 	out := make([]int32, len(adapters))

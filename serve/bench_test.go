@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lathe-ml/lathe/bench"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -115,7 +116,7 @@ func BenchmarkChatTurn(b *testing.B) {
 // and its tokenizer, released when the benchmark ends.
 func benchModel(b *testing.B) (*model.Model, *tokenizer.Tokenizer) {
 	dir := b.TempDir()
-	p := synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: 8192, Hidden: 2048, Intermediate: 8192, Layers: 2, Heads: 32, KVHeads: 8, MaxPos: 4096, Tied: true}
+	p := bench.E2E1B(16, 8192, 2).Preset // two layers of Llama-3.2-1B, as lathe bench
 	if _, err := synth.Write(dir, synth.Options{Preset: p, Seed: 1}); err != nil {
 		b.Fatal(err)
 	}

@@ -88,6 +88,26 @@ func benchCases(rows, din, dout, rank int) []benchCase {
 }
 
 // prepare compiles c on be and binds random inputs; the returned run executes one step and waits.
+// measure times case c on be after a warm-up run (pipelines, buffers) and reports its GFLOP/s
+// and GB/s.
+func measure(b *testing.B, be engine.Backend, c benchCase) {
+	run, done := prepare(b, be, c)
+	defer done()
+	if err := run(); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(c.bytes))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sec := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(c.flops/sec/1e9, "GFLOP/s")
+	b.ReportMetric(c.bytes/sec/1e9, "GB/s")
+}
+
 func prepare(tb testing.TB, be engine.Backend, c benchCase) (run func() error, done func()) {
 	g := engine.NewGraph()
 	outs := c.build(g)
@@ -171,21 +191,7 @@ func BenchmarkKernels(b *testing.B) {
 	for _, c := range benchCases(rows, din, dout, rank) {
 		for _, be := range backends {
 			b.Run(fmt.Sprintf("%s/%s/rows=%d", c.name, be.name, rows), func(b *testing.B) {
-				run, done := prepare(b, be.be, c)
-				defer done()
-				if err := run(); err != nil { // warm up: pipelines, buffers
-					b.Fatal(err)
-				}
-				b.SetBytes(int64(c.bytes))
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if err := run(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				b.ReportMetric(c.flops/sec/1e9, "GFLOP/s")
-				b.ReportMetric(c.bytes/sec/1e9, "GB/s")
+				measure(b, be.be, c)
 			})
 		}
 	}
@@ -216,21 +222,7 @@ func BenchmarkCachedPrefill(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/%s/webgpu=%s/queries=%d", c.name, kernel, sanitize(gb.info.Name), queries), func(b *testing.B) {
 			gb.perQueryRows = perQuery
 			defer func() { gb.perQueryRows = false }()
-			run, done := prepare(b, gb, c)
-			defer done()
-			if err := run(); err != nil {
-				b.Fatal(err)
-			}
-			b.SetBytes(int64(c.bytes))
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := run(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			sec := b.Elapsed().Seconds() / float64(b.N)
-			b.ReportMetric(c.flops/sec/1e9, "GFLOP/s")
-			b.ReportMetric(c.bytes/sec/1e9, "GB/s")
+			measure(b, gb, c)
 		})
 	}
 }
