@@ -19,8 +19,9 @@ import (
 )
 
 // refLlama is a float64 implementation of transformers' LlamaForCausalLM / Qwen2ForCausalLM
-// forward, written from the published equations: it is the oracle the engine graph must match.
-func refLlama(cfg *model.Config, w map[string][]float64, ids []int32, batch, seq int) []float64 {
+// forward, written from the published equations: it is the oracle the engine graph must match. The
+// rotary frequencies come from refRope, on the folder's raw config.json.
+func refLlama(cfg *model.Config, raw map[string]any, w map[string][]float64, ids []int32, batch, seq int) []float64 {
 	d, hd := cfg.HiddenSize, cfg.HeadDim
 	nh, nkv := cfg.NumHeads, cfg.NumKVHeads
 	rows := batch * seq
@@ -55,7 +56,7 @@ func refLlama(cfg *model.Config, w map[string][]float64, ids []int32, batch, seq
 		}
 		return y
 	}
-	invFreq, attnScale := cfg.Rope(seq)
+	invFreq, attnScale := refRope(raw, seq)
 	rope := func(x []float64, heads int) {
 		half := hd / 2
 		for r := 0; r < rows; r++ {
@@ -72,8 +73,8 @@ func refLlama(cfg *model.Config, w map[string][]float64, ids []int32, batch, seq
 					}
 				}
 				for i := 0; i < hd; i++ {
-					ang := pos * float64(invFreq[i%half])
-					v[i] = v[i]*math.Cos(ang)*float64(attnScale) + rot[i]*math.Sin(ang)*float64(attnScale)
+					ang := pos * invFreq[i%half]
+					v[i] = v[i]*math.Cos(ang)*attnScale + rot[i]*math.Sin(ang)*attnScale
 				}
 			}
 		}
@@ -223,6 +224,24 @@ func randTensor(shape []int, seed int) checkpoint.Tensor {
 	return checkpoint.FromFloat32(v, shape)
 }
 
+// tinyModel writes the tiny synthetic model with seed into a temporary folder.
+func tinyModel(t *testing.T, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: seed})
+	require.NoError(t, err)
+	return dir
+}
+
+// compareWithReference checks the CPU backend's logits of the model in dir against refLlama.
+func compareWithReference(t *testing.T, dir string, batch, seq int) {
+	t.Helper()
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	ids := testIDs(cfg.VocabSize, batch*seq)
+	requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, cpu.New(), dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+}
+
 func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 	b := cpu.New()
 	const batch, seq = 2, 7
@@ -233,7 +252,17 @@ func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 		cfg, err := model.LoadConfig(dir)
 		require.NoError(t, err)
 		ids := testIDs(cfg.VocabSize, batch*seq)
-		requireLogitsClose(t, refLlama(cfg, weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+	})
+	t.Run("llama-attention-bias", func(t *testing.T) {
+		dir := t.TempDir()
+		_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 9, Bias: true})
+		require.NoError(t, err)
+		cfg, err := model.LoadConfig(dir)
+		require.NoError(t, err)
+		require.True(t, cfg.AttentionBias)
+		ids := testIDs(cfg.VocabSize, batch*seq)
+		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 	})
 	t.Run("qwen2-tied-llama3-rope-bf16", func(t *testing.T) {
 		dir := t.TempDir()
@@ -260,7 +289,7 @@ func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, cfg.IsQwen2())
 		ids := testIDs(cfg.VocabSize, batch*seq)
-		requireLogitsClose(t, refLlama(cfg, weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 	})
 }
 
@@ -295,7 +324,7 @@ func TestQuantizedLoadsMatchDequantizedReference(t *testing.T) {
 		}
 	}
 	require.NoError(t, ck.Close())
-	want := refLlama(cfg, w, ids, batch, seq)
+	want := refLlama(cfg, rawConfig(t, src), w, ids, batch, seq)
 
 	atLoad := logits(t, b, src, model.LoadOptions{Quantize: "nf4", DoubleQuant: true}, ids, batch, seq)
 	requireLogitsClose(t, want, atLoad, 1e-4)

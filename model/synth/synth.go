@@ -37,6 +37,8 @@ type Options struct {
 	DType string
 	// Vocab overrides the preset's vocabulary size when positive (to match a tokenizer).
 	Vocab int
+	// Bias gives every attention projection a bias (config attention_bias), drawn at random.
+	Bias bool
 }
 
 // Result describes what Write produced.
@@ -83,10 +85,13 @@ var specialTokens = []string{"<s>", "</s>", "<|im_start|>", "<|im_end|>"}
 // chatML is the chat template of the synthetic tokenizer (Qwen2's and SmolLM's format).
 const chatML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
-// Write creates dir (if needed) and writes config.json and model.safetensors with weights drawn as
-// transformers initialises them (linear and embedding weights from N(0, 0.02²), norm weights 1),
-// and a byte-level BPE tokenizer (tokenizer.json, tokenizer_config.json with a ChatML template)
-// learned from the synthetic corpus.
+// Write creates dir (if needed) and writes config.json and model.safetensors with linear and
+// embedding weights drawn from N(0, 0.02²) as transformers initialises them, and a byte-level BPE
+// tokenizer (tokenizer.json, tokenizer_config.json with a ChatML template) learned from the
+// synthetic corpus. Norm weights are drawn uniformly from [0.75, 1.25] and biases from
+// N(0, 0.02²), not set to 1 and 0 as transformers does: a test model whose norms are all ones
+// cannot tell one norm from another, nor a bias added twice from one left out. They stay close
+// enough to 1 that the model still trains as a freshly initialised one does.
 func Write(dir string, o Options) (Result, error) {
 	p := o.Preset
 	if p.Hidden == 0 {
@@ -106,9 +111,13 @@ func Write(dir string, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("init model: %w", err)
 	}
 	r := rand.New(rand.NewPCG(o.Seed, 0x5eed))
+	// Norms and biases come from their own stream, so that the linear weights of a seed do not
+	// depend on which of them a model has.
+	rs := rand.New(rand.NewPCG(o.Seed, 0x6e6f726d))
 	tensors := map[string]checkpoint.Tensor{}
 	var params int64
 	var firstErr error
+	// add draws a tensor from N(0, std²), or with std 0 (a norm weight) from U[0.75, 1.25].
 	add := func(name string, shape []int, std float64) {
 		n := 1
 		for _, d := range shape {
@@ -117,12 +126,24 @@ func Write(dir string, o Options) (Result, error) {
 		v := make([]float32, n)
 		for i := range v {
 			if std == 0 {
-				v[i] = 1
+				v[i] = float32(0.75 + 0.5*rs.Float64())
 			} else {
 				v[i] = float32(r.NormFloat64() * std)
 			}
 		}
 		t, err := checkpoint.FromFloat32As(v, shape, o.DType)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		tensors[name] = t
+		params += int64(n)
+	}
+	addBias := func(name string, n int) {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rs.NormFloat64() * 0.02)
+		}
+		t, err := checkpoint.FromFloat32As(v, []int{n}, o.DType)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -138,6 +159,12 @@ func Write(dir string, o Options) (Result, error) {
 		add(pre+"self_attn.k_proj.weight", []int{p.KVHeads * hd, p.Hidden}, 0.02)
 		add(pre+"self_attn.v_proj.weight", []int{p.KVHeads * hd, p.Hidden}, 0.02)
 		add(pre+"self_attn.o_proj.weight", []int{p.Hidden, p.Heads * hd}, 0.02)
+		if o.Bias {
+			addBias(pre+"self_attn.q_proj.bias", p.Heads*hd)
+			addBias(pre+"self_attn.k_proj.bias", p.KVHeads*hd)
+			addBias(pre+"self_attn.v_proj.bias", p.KVHeads*hd)
+			addBias(pre+"self_attn.o_proj.bias", p.Hidden)
+		}
 		add(pre+"post_attention_layernorm.weight", []int{p.Hidden}, 0)
 		add(pre+"mlp.gate_proj.weight", []int{p.Intermediate, p.Hidden}, 0.02)
 		add(pre+"mlp.up_proj.weight", []int{p.Intermediate, p.Hidden}, 0.02)
@@ -152,7 +179,9 @@ func Write(dir string, o Options) (Result, error) {
 	if firstErr != nil {
 		return Result{}, fmt.Errorf("init model: %w", firstErr)
 	}
-	if err := checkpoint.WriteConfig(filepath.Join(dir, checkpoint.ConfigFile), Config(p, vocab, o.DType)); err != nil {
+	cfg := Config(p, vocab, o.DType)
+	cfg["attention_bias"] = o.Bias
+	if err := checkpoint.WriteConfig(filepath.Join(dir, checkpoint.ConfigFile), cfg); err != nil {
 		return Result{}, fmt.Errorf("init model: %w", err)
 	}
 	if err := checkpoint.WriteSafetensors(filepath.Join(dir, checkpoint.WeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {

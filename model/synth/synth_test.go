@@ -2,6 +2,7 @@ package synth_test
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,9 +53,26 @@ func TestWriteIsALoadableDeterministicLlama(t *testing.T) {
 	}
 	std := sum2 / float64(len(v))
 	require.InDelta(t, 0.02*0.02, std, 0.0001, "weights are drawn from N(0, 0.02²)")
-	norm, _, err := ck.Float32("model.norm.weight")
+	// Norm weights are neither 1 nor alike, so that using one norm in another's place changes the
+	// output (model's reference tests catch an input_layernorm / post_attention_layernorm swap).
+	cka, err := checkpoint.Open(a)
 	require.NoError(t, err)
-	require.Equal(t, float32(1), norm[5])
+	defer cka.Close()
+	seen := map[float32]bool{}
+	for _, name := range []string{"model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight", "model.layers.1.input_layernorm.weight"} {
+		norm, _, err := cka.Float32(name)
+		require.NoError(t, err)
+		require.Len(t, norm, p.Hidden)
+		var mean float64
+		for _, x := range norm {
+			require.GreaterOrEqual(t, x, float32(0.74), name)
+			require.LessOrEqual(t, x, float32(1.26), name)
+			seen[x] = true
+			mean += float64(x) / float64(len(norm))
+		}
+		require.InDelta(t, 1, mean, 0.1, "%s: uniform on [0.75, 1.25]", name)
+	}
+	require.Greater(t, len(seen), 3*p.Hidden, "every norm weight is drawn, none repeats another's")
 	var count int64
 	for _, n := range ck.Names() {
 		tt, _ := ck.Tensor(n)
@@ -98,4 +116,28 @@ func TestTokenizerAndDatasets(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(lines[0]), &v))
 	}
 	require.ErrorContains(t, synth.WriteDataset(filepath.Join(dir, "x"), "poems", 1, 2), `unknown kind "poems"`)
+}
+
+func TestBiasesAreDrawn(t *testing.T) {
+	dir := t.TempDir()
+	p := synth.Presets["tiny"]
+	_, err := synth.Write(dir, synth.Options{Preset: p, Seed: 2, Bias: true})
+	require.NoError(t, err)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	require.True(t, cfg.AttentionBias)
+	ck, err := checkpoint.Open(dir)
+	require.NoError(t, err)
+	defer ck.Close()
+	for _, proj := range []string{"q", "k", "v", "o"} {
+		b, shape, err := ck.Float32("model.layers.1.self_attn." + proj + "_proj.bias")
+		require.NoError(t, err, proj)
+		require.Len(t, shape, 1)
+		var sum2 float64
+		for _, x := range b {
+			require.NotZero(t, x)
+			sum2 += float64(x) * float64(x)
+		}
+		require.InDelta(t, 0.02, math.Sqrt(sum2/float64(len(b))), 0.008, "%s_proj.bias from N(0, 0.02²)", proj)
+	}
 }
