@@ -15,6 +15,14 @@ import (
 	"github.com/lathe-ml/lathe/peft"
 )
 
+// eachBackend runs f in a subtest per backend, the CPU and the best WebGPU adapter, opening each
+// inside its subtest: a machine without a GPU skips (or under LATHE_REQUIRE_GPU=1 fails) the
+// WebGPU half only, never the CPU one.
+func eachBackend(t *testing.T, f func(t *testing.T, b engine.Backend)) {
+	t.Run("cpu", func(t *testing.T) { f(t, cpu.New()) })
+	t.Run("webgpu", func(t *testing.T) { f(t, testdevice.WebGPU(t)) })
+}
+
 // randomize gives every parameter of a an arbitrary value, so that it changes the output (a fresh
 // LoRA adapter is the identity).
 func randomize(t *testing.T, a *peft.Adapter, seed uint64) {
@@ -44,9 +52,9 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 	require.NoError(t, err)
 	prompts := []int{4, 9, 6}
 	const decode = 3
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+	eachBackend(t, func(t *testing.T, b engine.Backend) {
 		for _, o := range []model.LoadOptions{{}, {Quantize: "nf4"}} {
-			t.Run(fmt.Sprintf("%s/%s", b.Device().Backend, o.Quantize), func(t *testing.T) {
+			t.Run(fmt.Sprintf("quant=%s", o.Quantize), func(t *testing.T) {
 				m, err := model.Load(dir, b, o)
 				require.NoError(t, err)
 				defer m.Release()
@@ -121,7 +129,7 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 				require.NotEqual(t, l, together[0][:cfg.VocabSize])
 			})
 		}
-	}
+	})
 }
 
 // A step's program is compiled once and reused: slots and positions are inputs.
@@ -187,66 +195,64 @@ func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
 	dir := t.TempDir()
 	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 14})
 	require.NoError(t, err)
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
-		t.Run(b.Device().Backend, func(t *testing.T) {
-			m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
+	eachBackend(t, func(t *testing.T, b engine.Backend) {
+		m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
+		require.NoError(t, err)
+		defer m.Release()
+		lora := func(r int, targets ...string) *peft.Adapter {
+			cfg := peft.LoRAConfig()
+			cfg.R, cfg.LoraAlpha = r, 2*float64(r)
+			cfg.TargetModules = peft.Names(targets...)
+			a, err := peft.New(cfg, m.Cfg, b, uint64(r))
 			require.NoError(t, err)
-			defer m.Release()
-			lora := func(r int, targets ...string) *peft.Adapter {
-				cfg := peft.LoRAConfig()
-				cfg.R, cfg.LoraAlpha = r, 2*float64(r)
-				cfg.TargetModules = peft.Names(targets...)
-				a, err := peft.New(cfg, m.Cfg, b, uint64(r))
-				require.NoError(t, err)
-				randomize(t, a, uint64(r))
-				t.Cleanup(a.Release)
-				return a
-			}
-			l8, l4 := lora(8, "q_proj", "v_proj"), lora(4, "q_proj", "v_proj")
-			l16 := lora(16, "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-			ia3, err := peft.New(peft.IA3Config(), m.Cfg, b, 5)
-			require.NoError(t, err)
-			randomize(t, ia3, 5)
-			defer ia3.Release()
+			randomize(t, a, uint64(r))
+			t.Cleanup(a.Release)
+			return a
+		}
+		l8, l4 := lora(8, "q_proj", "v_proj"), lora(4, "q_proj", "v_proj")
+		l16 := lora(16, "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+		ia3, err := peft.New(peft.IA3Config(), m.Cfg, b, 5)
+		require.NoError(t, err)
+		randomize(t, ia3, 5)
+		defer ia3.Release()
 
-			vocab := m.Cfg.VocabSize
-			// A pool of IA3 adapters only (no LoRA rank at all), then the stream below.
-			c, err := m.NewCache(2, 32)
+		vocab := m.Cfg.VocabSize
+		// A pool of IA3 adapters only (no LoRA rank at all), then the stream below.
+		c, err := m.NewCache(2, 32)
+		require.NoError(t, err)
+		defer c.Release()
+		for step, pair := range [][2]model.Adapter{{ia3, nil}, {l8, nil}, {l8, l4}, {l4, l16}, {ia3, l8}, {l16, ia3}, {nil, l4}} {
+			ids := [][]int32{testIDs(vocab, 40)[step : step+5], testIDs(vocab, 40)[step+7 : step+11]}
+			got, err := c.Step([]model.Seq{{Slot: 0, IDs: ids[0], Adapter: pair[0]}, {Slot: 1, IDs: ids[1], Adapter: pair[1]}})
 			require.NoError(t, err)
-			defer c.Release()
-			for step, pair := range [][2]model.Adapter{{ia3, nil}, {l8, nil}, {l8, l4}, {l4, l16}, {ia3, l8}, {l16, ia3}, {nil, l4}} {
-				ids := [][]int32{testIDs(vocab, 40)[step : step+5], testIDs(vocab, 40)[step+7 : step+11]}
-				got, err := c.Step([]model.Seq{{Slot: 0, IDs: ids[0], Adapter: pair[0]}, {Slot: 1, IDs: ids[1], Adapter: pair[1]}})
+			for i := range 2 {
+				full, err := m.Logits(ids[i], 1, pair[i])
 				require.NoError(t, err)
-				for i := range 2 {
-					full, err := m.Logits(ids[i], 1, pair[i])
-					require.NoError(t, err)
-					want := full[len(full)-vocab:]
-					w64 := make([]float64, vocab)
-					for j, v := range want {
-						w64[j] = float64(v)
-					}
-					requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
-				}
-			}
-			// An adapter evicted and freed, then a larger rank that rebuilds the pool.
-			c.Evict(l8)
-			l8.Release()
-			l32 := lora(32, "q_proj", "o_proj")
-			ids := testIDs(vocab, 9)
-			got, err := c.Step([]model.Seq{{Slot: 1, IDs: ids, Adapter: l32}, {Slot: 0, IDs: ids, Adapter: l4}})
-			require.NoError(t, err)
-			for i, a := range []model.Adapter{l32, l4} {
-				full, err := m.Logits(ids, 1, a)
-				require.NoError(t, err)
+				want := full[len(full)-vocab:]
 				w64 := make([]float64, vocab)
-				for j, v := range full[len(full)-vocab:] {
+				for j, v := range want {
 					w64[j] = float64(v)
 				}
 				requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
 			}
-		})
-	}
+		}
+		// An adapter evicted and freed, then a larger rank that rebuilds the pool.
+		c.Evict(l8)
+		l8.Release()
+		l32 := lora(32, "q_proj", "o_proj")
+		ids := testIDs(vocab, 9)
+		got, err := c.Step([]model.Seq{{Slot: 1, IDs: ids, Adapter: l32}, {Slot: 0, IDs: ids, Adapter: l4}})
+		require.NoError(t, err)
+		for i, a := range []model.Adapter{l32, l4} {
+			full, err := m.Logits(ids, 1, a)
+			require.NoError(t, err)
+			w64 := make([]float64, vocab)
+			for j, v := range full[len(full)-vocab:] {
+				w64[j] = float64(v)
+			}
+			requireLogitsClose(t, w64, got[i*vocab:(i+1)*vocab], 1e-4)
+		}
+	})
 }
 
 // One step that continues one sequence's prompt (from position 5) and starts another's (from 0),
@@ -255,7 +261,7 @@ func TestStepContinuesAndStartsPromptsTogether(t *testing.T) {
 	dir := t.TempDir()
 	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 15})
 	require.NoError(t, err)
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+	eachBackend(t, func(t *testing.T, b engine.Backend) {
 		m, err := model.Load(dir, b, model.LoadOptions{})
 		require.NoError(t, err)
 		vocab := m.Cfg.VocabSize
@@ -278,5 +284,5 @@ func TestStepContinuesAndStartsPromptsTogether(t *testing.T) {
 		}
 		c.Release()
 		m.Release()
-	}
+	})
 }

@@ -96,15 +96,21 @@ func TestConcurrentEncode(t *testing.T) {
 	require.NoError(t, err)
 	want, err := tk.Encode(strings.Join(trainCorpus, " "), true)
 	require.NoError(t, err)
-	done := make(chan []int)
+	type result struct {
+		ids []int
+		err error
+	}
+	done := make(chan result)
 	for range 4 {
 		go func() {
-			ids, _ := tk.Encode(strings.Join(trainCorpus, " "), true)
-			done <- ids
+			ids, err := tk.Encode(strings.Join(trainCorpus, " "), true)
+			done <- result{ids, err}
 		}()
 	}
 	for range 4 {
-		require.Equal(t, want, <-done)
+		r := <-done
+		require.NoError(t, r.err)
+		require.Equal(t, want, r.ids)
 	}
 }
 

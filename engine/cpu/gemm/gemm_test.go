@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -19,14 +20,29 @@ func randn(r *rand.Rand, n int) []float32 {
 	return v
 }
 
+// requireAVX2 skips a test of the assembly kernels on a CPU without AVX2/FMA (or a build without
+// them), or fails it under LATHE_REQUIRE_AVX2=1 (CI, whose machines have AVX2): the kernels are
+// never silently untested there.
+func requireAVX2(t *testing.T) {
+	t.Helper()
+	if useAVX2 {
+		return
+	}
+	if os.Getenv("LATHE_REQUIRE_AVX2") == "1" {
+		t.Fatal("LATHE_REQUIRE_AVX2=1 but the AVX2/FMA kernels are not in use (no AVX2/FMA on this CPU, or a purego build)")
+	}
+	t.Skip("no AVX2/FMA on this CPU: only the Go path exists")
+}
+
 // withAVX2 runs f with the assembly kernels on, then off (the portable Go path, as on other
-// architectures or with -tags purego); on a CPU without AVX2/FMA only the Go path runs.
+// architectures or with -tags purego); on a CPU without AVX2/FMA the avx2=true half skips (fails
+// under LATHE_REQUIRE_AVX2=1).
 func withAVX2(t *testing.T, f func(t *testing.T)) {
 	for _, fast := range []bool{true, false} {
-		if fast && !useAVX2 {
-			continue
-		}
 		t.Run(fmt.Sprintf("avx2=%v", fast), func(t *testing.T) {
+			if fast {
+				requireAVX2(t)
+			}
 			defer func(v bool) { useAVX2 = v }(useAVX2)
 			useAVX2 = fast
 			f(t)
@@ -187,9 +203,7 @@ func TestSgemmDegenerate(t *testing.T) {
 // the 32-element threshold of the AVX2 dot/axpy, full vs edge micro-tiles, one kc block vs two, one
 // column panel vs two, and the work size below which no goroutines start.
 func TestFastMatchesPlain(t *testing.T) {
-	if !useAVX2 {
-		t.Skip("no AVX2/FMA on this CPU: only the Go path exists")
-	}
+	requireAVX2(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	var cases []*sgemmCase
 	for _, tr := range transposes {
@@ -234,9 +248,7 @@ func TestFastMatchesPlain(t *testing.T) {
 // The AVX2 micro-kernel and the Go one agree to float32 rounding (FMA rounds once where Go rounds
 // twice) on every edge-tile shape, and so do dot and axpy across their 32-element switch.
 func TestKernelsAgree(t *testing.T) {
-	if !useAVX2 {
-		t.Skip("no AVX2/FMA on this CPU: only the Go kernel runs")
-	}
+	requireAVX2(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, k := range []int{1, 2, 7, 256} {
 		a, b := randn(r, k*mr), randn(r, k*nr)
@@ -384,9 +396,7 @@ func TestDequantSpan(t *testing.T) {
 // MatMul4's paths agree where they switch: one row vs four at a time in the GEMV, smallM4 rows
 // (GEMV) vs smallM4+1 (dequantized GEMM), AVX2 vs Go.
 func TestMatMul4FastMatchesPlain(t *testing.T) {
-	if !useAVX2 {
-		t.Skip("no AVX2/FMA on this CPU: only the Go path exists")
-	}
+	requireAVX2(t)
 	r := rand.New(rand.NewPCG(11, 12))
 	const n, k, bs = 70, 96, 64 // k a multiple of 16, so the AVX2 GEMV runs; rows start mid-block
 	packed, absmax := randQuant4(r, n, k, bs)
