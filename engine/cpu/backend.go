@@ -123,7 +123,12 @@ func (b *buffer) bytes() []byte {
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
 // Caps reports the CPU's capabilities: everything is f32 arithmetic in Go.
-func (b *Backend) Caps() engine.Caps { return engine.Caps{MaxBufferBytes: math.MaxInt64} }
+func (b *Backend) Caps() engine.Caps {
+	return engine.Caps{MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
+		MatMul: [3]int{gemm.MR, gemm.NR, gemm.KC}, Group: 64, Reduce: kernels.ReduceChunk, RowChunk: 1,
+		AttentionQ: fastAttentionQueries, AttentionKV: 16, DecodeQueries: fastAttentionQueries - 1,
+	}}
+}
 
 // Alloc returns a zeroed host buffer of at least n bytes.
 func (b *Backend) Alloc(n int64) (engine.Buffer, error) {
@@ -174,12 +179,33 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
 }
 
-// Run executes the launches in order.
+// Run executes the launches in order. A launch that breaks a kernel's assumptions (a short
+// buffer, operands that do not fit the op) is an error, not a crash: kernels panic on such input,
+// and Run recovers the panic.
 func (b *Backend) Run(launches []engine.Launch) error {
 	for _, l := range launches {
-		if err := run(l); err != nil {
-			return fmt.Errorf("%s: %w", l.Op.Name(), err)
+		if err := runChecked(l); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func runChecked(l engine.Launch) (err error) {
+	name := "launch"
+	if l.Op != nil {
+		name = l.Op.Name()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: %v", name, p)
+		}
+	}()
+	if l.Op == nil {
+		return fmt.Errorf("launch without an op")
+	}
+	if err := run(l); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
@@ -289,7 +315,7 @@ func run(l engine.Launch) error {
 		t := in[0].Meta.Shape
 		return kernels.Embedding(f32(out[0]), f32(in[0]), i32(in[1]), t[0], t[1])
 	case engine.EmbeddingBackward:
-		kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
+		return kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
 	case engine.CrossEntropy:
 		x := in[0].Meta.Shape
 		loss, _, err := kernels.CrossEntropy(f32(in[0]), i32(in[1]), x.Rows(), x.Last(), op.Ignore)
@@ -306,7 +332,7 @@ func run(l engine.Launch) error {
 				count++
 			}
 		}
-		kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
+		return kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
 	case engine.Binary:
 		if op.Fn == engine.Add {
 			kernels.Add(f32(out[0]), f32(in[0]), f32(in[1]))

@@ -159,7 +159,7 @@ func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
 // gatherLoRA: t = A_s·x on each row, s its pool slot (gather_lora_a.wgsl), then out = y + B_s·t
 // (gather_lora_b.wgsl): two dispatches whatever the mix of adapters.
 func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []bind) error {
-	const rc = 8
+	const rc = gatherRows
 	n, din, dout, slots := op.Dims(metas(l.In))
 	t, err := r.temp(int64(4 * n * op.R))
 	if err != nil {
@@ -171,7 +171,7 @@ func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []b
 	if err != nil {
 		return err
 	}
-	r.dispatch("gather_lora_a", consts, g, new(params).u(n, din, op.R).i(int32(slots)), in[1], in[2], in[3], t)
+	r.dispatch("gather_lora_a", consts, g, new(params).u(n, din, op.R).i(int32(slots)), in[1], in[2], in[3], t, r.fault())
 	t.rw = false
 	if g, err = groupsFor(ceilDiv(dout, wg)*chunks, r.b.maxGroups()); err != nil {
 		return err
@@ -247,7 +247,7 @@ func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out
 // rows variant. For few queries (decoding) a workgroup per query and head instead, so that every
 // invocation is busy on the keys. kvRows is the number of rows of k and v.
 func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) error {
-	const queries = 64
+	const queries = attentionQueries
 	rowsP := func() *params {
 		return new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
 	}
