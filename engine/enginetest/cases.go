@@ -196,9 +196,14 @@ func PartialGradCases() []Case {
 	for _, nd := range [][3]bool{{true, false, false}, {false, true, false}, {false, false, true}, {false, true, true}, {true, false, true}} {
 		for _, quant := range []bool{false, true} {
 			name := fmt.Sprintf("partial/lora_backward/x%v_a%v_b%v/nf4=%v", nd[0], nd[1], nd[2], quant)
+			drop := float32(0)
+			if quant == nd[0] { // half the combinations with dropout
+				drop = 0.25
+				name += "/dropout"
+			}
 			cs = append(cs, c(name, 1e-4, func(b *builder) []*engine.Node {
 				dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
-				op := engine.LoRABackward{Scale: 0.7, NeedX: nd[0], NeedA: nd[1], NeedB: nd[2]}
+				op := engine.LoRABackward{Scale: 0.7, Dropout: drop, Salt: 3, NeedX: nd[0], NeedA: nd[1], NeedB: nd[2]}
 				in := []*engine.Node{dy, x}
 				if quant {
 					p, am, q := b.quant4(23, 41, 64, nf4)
@@ -207,8 +212,11 @@ func PartialGradCases() []Case {
 				} else {
 					in = append(in, b.f32(engine.Shape{23, 41}, 0.5))
 				}
-				in = append(in, b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.f32(engine.Shape{11, 3}, 1))
-				return b.g.Apply(op, in...)
+				in = append(in, b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5))
+				if drop > 0 {
+					in = append(in, b.i32([]int32{31}))
+				}
+				return b.g.Apply(op, append(in, b.f32(engine.Shape{11, 3}, 1))...)
 			}))
 		}
 	}
@@ -279,6 +287,26 @@ func OpCases() []Case {
 			p, am, q := b.quant4(23, 41, 64, nf4)
 			a, bb, xa := b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.f32(engine.Shape{11, 3}, 1)
 			return b.g.Apply(engine.LoRABackward{Scale: 0.7, Quant: &q, NeedX: true, NeedA: true, NeedB: true}, dy, x, p, am, a, bb, xa)[:3]
+		}),
+		c("lora/dropout", tol, func(b *builder) []*engine.Node {
+			return b.g.Apply(engine.LoRA{Scale: 1.5, Dropout: 0.2, Salt: 9}, b.f32(engine.Shape{11, 41}, 1), b.f32(engine.Shape{23, 41}, 0.5),
+				b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.i32([]int32{4242}))[:2]
+		}),
+		c("lora/nf4_dropout", tol, func(b *builder) []*engine.Node {
+			x := b.f32(engine.Shape{11, 41}, 1)
+			p, a, q := b.quant4(23, 41, 64, nf4)
+			return b.g.Apply(engine.LoRA{Scale: 0.7, Quant: &q, Dropout: 0.3, Salt: 1}, x, p, a, b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.i32([]int32{-7}))[:2]
+		}),
+		c("lora_backward/dropout", tol, func(b *builder) []*engine.Node {
+			dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+			w, a, bb, xa := b.f32(engine.Shape{23, 41}, 0.5), b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.f32(engine.Shape{11, 5}, 1)
+			return b.g.Apply(engine.LoRABackward{Scale: 1.5, Dropout: 0.2, Salt: 9, NeedX: true, NeedA: true, NeedB: true}, dy, x, w, a, bb, b.i32([]int32{4242}), xa)[:3]
+		}),
+		c("lora_backward/nf4_dropout", tol, func(b *builder) []*engine.Node {
+			dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+			p, am, q := b.quant4(23, 41, 64, nf4)
+			a, bb, xa := b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.f32(engine.Shape{11, 3}, 1)
+			return b.g.Apply(engine.LoRABackward{Scale: 0.7, Quant: &q, Dropout: 0.3, Salt: 1, NeedX: true, NeedA: true, NeedB: true}, dy, x, p, am, a, bb, b.i32([]int32{-7}), xa)[:3]
 		}),
 		c("scale_cols", tol, func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.ScaleCols(b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.5, 1.5))}

@@ -240,11 +240,7 @@ func (r *recorder) launch(l engine.Launch) error {
 	case engine.GatherLoRA:
 		return r.gatherLoRA(op, l, in, out)
 	case engine.Dropout:
-		g, err := r.items(n, wg)
-		if err != nil {
-			return err
-		}
-		r.dispatch("dropout", []shaders.Const{wgc}, g, new(params).u(n).f(op.P, 1/(1-op.P)).u(int(op.Salt)), in[0], in[1], out[0])
+		return r.dropout(in[0], in[1], out[0], n, op.P, op.Salt)
 	case engine.Expand:
 		return r.map1(2, in[0], out[0], n, 0)
 	case engine.Fill:
