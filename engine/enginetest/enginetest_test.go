@@ -137,3 +137,30 @@ func TestErrorParityCatchesSkippedLaunches(t *testing.T) {
 		require.Error(t, enginetest.VerifyError(c, &planted{Backend: cpu.New(), swallow: true}), c.Name)
 	}
 }
+
+// TestCoreOnlyBackendPassesTheSuite: a backend with only the core ops passes check mode and the
+// finite-difference gradients: the compiler's decompositions of the fast paths (fused LoRA with
+// dropout, dense and 4-bit, its backward, SwiGLU, IA3's backward) compute what the fused kernels
+// compute.
+func TestCoreOnlyBackendPassesTheSuite(t *testing.T) {
+	b := enginetest.CoreOnly(cpu.New())
+	decomposed := 0
+	for _, c := range enginetest.Cases(b.Caps().Tiles) {
+		require.NoError(t, enginetest.Verify(c, b, cpu.New()), c.Name)
+		decomposed++
+	}
+	for _, c := range enginetest.GradCases() {
+		require.NoError(t, enginetest.VerifyGrad(c, b), c.Name)
+	}
+	require.NotZero(t, decomposed)
+	// The fast path is really refused: a fused LoRA compiles into several core launches.
+	g := engine.NewGraph()
+	x := g.Input("x", engine.F32, engine.Shape{3, 4})
+	y := g.LoRA(x, g.Input("w", engine.F32, engine.Shape{5, 4}), g.Input("a", engine.F32, engine.Shape{2, 4}), g.Input("b", engine.F32, engine.Shape{5, 2}), 1)
+	p, err := engine.Compile(g, b, []*engine.Node{y}, engine.CompileOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 5, p.Launches(), "x·Wᵀ, x·Aᵀ, (x·Aᵀ)·Bᵀ, scale, add")
+	p, err = engine.Compile(g, cpu.New(), []*engine.Node{y}, engine.CompileOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, p.Launches())
+}
