@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/quant"
+)
 
 // This file defines the ops of the graph. Each op is a struct of kernel parameters with Infer; ops
 // that carry gradient implement grad (autodiff.go) in terms of other ops. Shapes are row-major and
@@ -81,11 +85,13 @@ func (o MatMul) Infer(in []Meta) ([]Meta, error) {
 // element = Code[q]·absmax[block]. The packed bytes (u8 [ceil(N·K/2)]) and the decoded per-block
 // absmax (f32 [ceil(N·K/Blocksize)]) are two operands of the ops that use it.
 type QuantSpec struct {
-	Type      string // "nf4" or "fp4"
-	Code      [16]float32
+	Type      quant.Type
 	Blocksize int
 	N, K      int
 }
+
+// Code is the type's codebook, defined once in package quant.
+func (q *QuantSpec) Code() [16]float32 { return q.Type.Code() }
 
 func (q *QuantSpec) check(packed, absmax Meta) error {
 	if q.Blocksize < 32 || q.Blocksize&(q.Blocksize-1) != 0 {

@@ -243,7 +243,8 @@ func run(l engine.Launch) error {
 		gemm.Sgemm(op.TransA, op.TransB, m, n, k, 1, f32(in[0]), lda, f32(in[1]), ldb, 0, f32(out[0]), n)
 	case engine.QMatMul:
 		q := op.Quant
-		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, f32(out[0]))
+		code := q.Code()
+		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, f32(out[0]))
 	case engine.LoRA:
 		loraForward(op, in, out)
 	case engine.LoRABackward:
@@ -498,7 +499,8 @@ func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	a, b := f32(in[1+nw]), f32(in[2+nw])
 	if op.Quant != nil {
 		q := op.Quant
-		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, y)
+		code := q.Code()
+		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, y)
 	} else {
 		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
 	}
@@ -524,7 +526,8 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 		if dx := o[0]; dx != nil {
 			if op.Quant != nil {
 				q := op.Quant
-				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &q.Code, 0, dx)
+				code := q.Code()
+				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &code, 0, dx)
 			} else {
 				gemm.Sgemm(false, false, rows, din, dout, 1, dy, dout, f32(fwd[1]), din, 0, dx, din)
 			}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // builder collects the leaves of a case.
@@ -51,7 +52,7 @@ func (b *builder) ints(n, lo, hi int) []int32 {
 }
 
 // quant4 adds a random 4-bit weight [n, k] (packed bytes and positive absmax).
-func (b *builder) quant4(n, k, blocksize int, code [16]float32) (packed, absmax *engine.Node, q engine.QuantSpec) {
+func (b *builder) quant4(n, k, blocksize int, typ quant.Type) (packed, absmax *engine.Node, q engine.QuantSpec) {
 	numel := n * k
 	raw := make([]byte, (numel+1)/2)
 	for i := range raw {
@@ -60,16 +61,13 @@ func (b *builder) quant4(n, k, blocksize int, code [16]float32) (packed, absmax 
 	packed = b.g.Input(leafName(len(b.leaves)), engine.U8, engine.Shape{len(raw)})
 	b.leaves = append(b.leaves, Leaf{Node: packed, U8: raw})
 	absmax = b.pos(engine.Shape{(numel + blocksize - 1) / blocksize}, 0.05, 1)
-	return packed, absmax, engine.QuantSpec{Type: "nf4", Code: code, Blocksize: blocksize, N: n, K: k}
+	return packed, absmax, engine.QuantSpec{Type: typ, Blocksize: blocksize, N: n, K: k}
 }
 
 func leafName(i int) string { return "in" + string(rune('a'+i%26)) + string(rune('0'+i/26)) }
 
-// nf4 is bitsandbytes' NF4 code (a copy, so that this package needs only engine).
-var nf4 = [16]float32{-1, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0, 0.07958029955625534,
-	0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434,
-	0.5626170039176941, 0.7229568362236023, 1}
+// nf4 is the type QLoRA uses.
+const nf4 = quant.NF4
 
 func c(name string, tol float64, f func(b *builder) []*engine.Node) Case {
 	return Case{Name: name, Tol: tol, Build: func(g *engine.Graph, r *rand.Rand) ([]Leaf, []*engine.Node) {

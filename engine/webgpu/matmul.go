@@ -36,7 +36,8 @@ func (g *mm) params() *params {
 	kq, bs := 0, 0
 	var code []float32
 	if g.quant != nil {
-		kq, bs, code = g.quant.K, g.quant.Blocksize, g.quant.Code[:]
+		c := g.quant.Code()
+		kq, bs, code = g.quant.K, g.quant.Blocksize, c[:]
 	}
 	p.u(kq, bs, g.rank).f(g.lscale).u(g.ldxa, g.ldbl)
 	return p.vec4s(code, 16)
