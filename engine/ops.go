@@ -94,6 +94,9 @@ type QuantSpec struct {
 func (q *QuantSpec) Code() [16]float32 { return q.Type.Code() }
 
 func (q *QuantSpec) check(packed, absmax Meta) error {
+	if q.Type != quant.NF4 && q.Type != quant.FP4 {
+		return fmt.Errorf("unknown 4-bit type %d", q.Type)
+	}
 	if q.Blocksize < 32 || q.Blocksize&(q.Blocksize-1) != 0 {
 		return fmt.Errorf("blocksize %d is not a power of two ≥ 32", q.Blocksize)
 	}

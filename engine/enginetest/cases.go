@@ -262,6 +262,10 @@ func OpCases() []Case {
 			p, a, q := b.quant4(45, 67, 32, nf4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q)}
 		}),
+		c("qmatmul/fp4", tol, func(b *builder) []*engine.Node {
+			p, a, q := b.quant4(45, 67, 64, quant.FP4)
+			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q), b.g.QMatMul(b.f32(engine.Shape{1, 67}, 1), p, a, q)}
+		}),
 		c("qmatmul/transposed", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 64, nf4)
 			return []*engine.Node{b.g.Apply1(engine.QMatMul{Quant: q, TransW: true}, b.f32(engine.Shape{9, 45}, 1), p, a)}
