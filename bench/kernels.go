@@ -63,7 +63,7 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 func nf4Bytes(n int) float64 { return float64(n)/2 + 4*float64(ceilDiv(n, nf4Blocksize)) }
 
 func nf4Spec(n, k int) engine.QuantSpec {
-	return engine.QuantSpec{Type: "nf4", Code: quant.NF4.Code(), Blocksize: nf4Blocksize, N: n, K: k}
+	return engine.QuantSpec{Type: quant.NF4, Blocksize: nf4Blocksize, N: n, K: k}
 }
 
 func nf4Leaves(in leafFunc, n, k int) (packed, absmax *engine.Node) {

@@ -133,7 +133,7 @@ func (o QMatMul) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 }
 
 func (o LoRA) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
-	nw := len(n.src) - 3
+	nw, _ := o.Operands()
 	for j := 1; j <= nw; j++ {
 		if need[j] {
 			g.fail(fmt.Errorf("the base weight of a LoRA layer is frozen and takes no gradient"))
@@ -145,7 +145,7 @@ func (o LoRA) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 		return make([]*Node, len(n.src))
 	}
 	needX, needA, needB := need[0], need[1+nw], need[2+nw]
-	bop := LoRABackward{Scale: o.Scale, Quant: o.Quant, NeedX: needX, NeedA: needA, NeedB: needB}
+	bop := LoRABackward{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt, NeedX: needX, NeedA: needA, NeedB: needB}
 	in := append(append([]*Node{dy}, n.src...), n.outs[1])
 	got := split(g.Apply(bop, in...), needX, needA, needB)
 	res := make([]*Node, len(n.src))

@@ -51,6 +51,28 @@ type Caps struct {
 	CoopMatrix     bool `json:"coop_matrix"`
 	Timestamps     bool `json:"timestamps"`
 	MaxBufferBytes int64
+	// Tiles are the block sizes the backend's kernels cut work into.
+	Tiles Tiles `json:"tiles"`
+}
+
+// Tiles are the block sizes a backend's kernels divide their work into, and the sizes at which
+// they switch variants. The conformance suite (engine/enginetest) derives its shapes from them:
+// below, at and above a multiple, and odd, so that every edge of every tile is exercised.
+type Tiles struct {
+	// MatMul is the M, N and K block of the matrix product.
+	MatMul [3]int `json:"matmul"`
+	// Group is the number of elements a 1D kernel's workgroup (or task) covers.
+	Group int `json:"group"`
+	// Reduce is the largest full reduction (Sum, SumSquares) done in one pass; larger ones sum
+	// partials in a second pass.
+	Reduce int `json:"reduce"`
+	// RowChunk is the rows a gathering kernel (GatherLoRA, EmbeddingBackward) handles together.
+	RowChunk int `json:"row_chunk"`
+	// AttentionQ and AttentionKV are attention's query block and key tile.
+	AttentionQ  int `json:"attention_q"`
+	AttentionKV int `json:"attention_kv"`
+	// DecodeQueries is the most queries a sequence for which attention runs its decoding variant.
+	DecodeQueries int `json:"decode_queries"`
 }
 
 // Backend runs kernels on one device. Every backend computes the functions engine/cpu computes, and

@@ -27,6 +27,8 @@ type Program struct {
 	bufSize []int64
 	outputs []*Node
 	peak    int64
+	// sub maps the graph's nodes to the nodes that replaced them where an op was decomposed.
+	sub map[*Node]*Node
 }
 
 type step struct {
@@ -55,9 +57,20 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 			return nil, fmt.Errorf("compile: output %v is not a node of this graph", o)
 		}
 	}
-	p := &Program{backend: b, slotOf: map[*Node]*slot{}, bound: map[*Node]*Tensor{}, outputs: outputs}
+	nodes, sub, err := lower(g, b)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	outs := make([]*Node, len(outputs))
+	for i, o := range outputs {
+		outs[i] = o
+		if r, ok := sub[o]; ok {
+			outs[i] = r
+		}
+	}
+	p := &Program{backend: b, slotOf: map[*Node]*slot{}, bound: map[*Node]*Tensor{}, outputs: outs, sub: sub}
 	seen := map[*Node]bool{}
-	for _, st := range schedule(g, outputs, opts.Recompute) {
+	for _, st := range schedule(nodes, g, outs, opts.Recompute) {
 		n, in := st.node, st.in
 		for _, s := range in {
 			if (s.kind == kindInput || s.kind == kindParam) && !seen[s] {
@@ -78,9 +91,10 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 	return p, nil
 }
 
-// schedule lists the steps needed to compute outputs in execution order. With recompute, backward
-// steps read clones of the checkpointed activations, scheduled just before their first use.
-func schedule(g *Graph, outputs []*Node, recompute bool) []step {
+// schedule lists the steps needed to compute outputs in execution order (nodes are the graph's,
+// lowered for the backend). With recompute, backward steps read clones of the checkpointed
+// activations, scheduled just before their first use.
+func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
 	needed := map[*Node]bool{}
 	var mark func(n *Node)
 	mark = func(n *Node) {
@@ -129,7 +143,7 @@ func schedule(g *Graph, outputs []*Node, recompute bool) []step {
 		order = append(order, step{node: c, in: c.src, outs: outsOf(c)})
 		return c
 	}
-	for _, n := range g.nodes {
+	for _, n := range nodes {
 		if !needed[n] || n.kind != kindOp {
 			continue
 		}
@@ -344,6 +358,9 @@ func (p *Program) arg(n *Node) Arg {
 // Arg returns the buffer holding an output value after Run (valid until the next Run), so that
 // other launches (an optimizer step) can read it without a copy.
 func (p *Program) Arg(n *Node) (Arg, error) {
+	if r, ok := p.sub[n]; ok {
+		n = r
+	}
 	s := p.slotOf[n]
 	if s == nil || (!s.output && s.leaf == nil) {
 		return Arg{}, fmt.Errorf("%s is not an output of the program", n)

@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/quant"
+)
 
 // This file defines the ops of the graph. Each op is a struct of kernel parameters with Infer; ops
 // that carry gradient implement grad (autodiff.go) in terms of other ops. Shapes are row-major and
@@ -81,13 +85,18 @@ func (o MatMul) Infer(in []Meta) ([]Meta, error) {
 // element = Code[q]·absmax[block]. The packed bytes (u8 [ceil(N·K/2)]) and the decoded per-block
 // absmax (f32 [ceil(N·K/Blocksize)]) are two operands of the ops that use it.
 type QuantSpec struct {
-	Type      string // "nf4" or "fp4"
-	Code      [16]float32
+	Type      quant.Type
 	Blocksize int
 	N, K      int
 }
 
+// Code is the type's codebook, defined once in package quant.
+func (q *QuantSpec) Code() [16]float32 { return q.Type.Code() }
+
 func (q *QuantSpec) check(packed, absmax Meta) error {
+	if q.Type != quant.NF4 && q.Type != quant.FP4 {
+		return fmt.Errorf("unknown 4-bit type %d", q.Type)
+	}
 	if q.Blocksize < 32 || q.Blocksize&(q.Blocksize-1) != 0 {
 		return fmt.Errorf("blocksize %d is not a power of two ≥ 32", q.Blocksize)
 	}
@@ -134,30 +143,52 @@ func (o QMatMul) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{{in[0].Shape.With(nout), F32}}, nil
 }
 
-// LoRA is the fused LoRA forward y = x·Wᵀ + Scale·(x·Aᵀ)·Bᵀ. Operands: x: [..., in], then W: [out, in]
-// (f32) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r]. Outputs: y: [..., out]
-// and xa = x·Aᵀ: [..., r], kept for the backward pass.
+// LoRA is the fused LoRA forward y = x·Wᵀ + Scale·(d(x)·Aᵀ)·Bᵀ, d(x) = x or, with Dropout > 0,
+// dropout of x (the mask of DropoutKeep under the seed and Salt, the survivors scaled by
+// 1/(1−Dropout)), as PEFT applies lora_dropout to the adapter's input only. Operands: x: [..., in],
+// then W: [out, in] (f32) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r], then
+// with Dropout the seed: i32 [1]. Outputs: y: [..., out] and xa = d(x)·Aᵀ: [..., r], kept for the
+// backward pass.
 type LoRA struct {
-	Scale float32
-	Quant *QuantSpec
+	Scale   float32
+	Quant   *QuantSpec
+	Dropout float32
+	Salt    uint32
 }
 
 func (LoRA) Name() string { return "lora" }
 
+// Operands returns the number of base-weight operands (1 dense, 2 quantized) and of seed operands
+// (1 with dropout, else 0).
+func (o LoRA) Operands() (weights, seeds int) {
+	weights = 1
+	if o.Quant != nil {
+		weights = 2
+	}
+	if o.Dropout > 0 {
+		seeds = 1
+	}
+	return
+}
+
 // Dims returns rows, in, out and rank for the operands.
 func (o LoRA) Dims(in []Meta) (rows, din, dout, r int) {
-	a := in[len(in)-2].Shape
-	b := in[len(in)-1].Shape
+	nw, _ := o.Operands()
+	a := in[1+nw].Shape
+	b := in[2+nw].Shape
 	return in[0].Shape.Rows(), in[0].Shape.Last(), b[0], a[0]
 }
 
 func (o LoRA) Infer(in []Meta) ([]Meta, error) {
-	nw := 1
-	if o.Quant != nil {
-		nw = 2
-	}
-	if err := wantN(in, 3+nw); err != nil {
+	nw, ns := o.Operands()
+	if err := wantN(in, 3+nw+ns); err != nil {
 		return nil, err
+	}
+	if o.Dropout < 0 || o.Dropout >= 1 {
+		return nil, fmt.Errorf("dropout probability %v is not in [0, 1)", o.Dropout)
+	}
+	if ns > 0 && (in[3+nw].DType != I32 || in[3+nw].Shape.Numel() != 1) {
+		return nil, fmt.Errorf("seed must be i32 [1], got %s", in[3+nw])
 	}
 	x, a, b := in[0], in[1+nw], in[2+nw]
 	for _, m := range []Meta{x, a, b} {
@@ -186,37 +217,46 @@ func (o LoRA) Infer(in []Meta) ([]Meta, error) {
 }
 
 // LoRABackward computes, from dy: [..., out] and the forward operands (x, W or packed+absmax, A, B,
-// xa), dx = dy·W + Scale·(dy·B)·A, dA = Scale·(dy·B)ᵀ·x and dB = Scale·dyᵀ·xa. Outputs are the ones
-// asked for, in the order dx, dA, dB. W never receives a gradient.
+// the seed with Dropout, then xa), with t = dy·B: dx = dy·W + Scale·d(t·A), dA = Scale·tᵀ·d(x) and
+// dB = Scale·dyᵀ·xa, d the forward's dropout (the same mask). Outputs are the ones asked for, in
+// the order dx, dA, dB. W never receives a gradient.
 type LoRABackward struct {
 	Scale               float32
 	Quant               *QuantSpec
+	Dropout             float32
+	Salt                uint32
 	NeedX, NeedA, NeedB bool
 }
 
 func (LoRABackward) Name() string { return "lora_backward" }
+
+// Forward returns the forward op whose gradient this is.
+func (o LoRABackward) Forward() LoRA {
+	return LoRA{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt}
+}
 
 func (o LoRABackward) Infer(in []Meta) ([]Meta, error) {
 	if len(in) < 2 {
 		return nil, fmt.Errorf("want dy and the forward operands")
 	}
 	fwd := in[1 : len(in)-1]
-	outs, err := LoRA{Scale: o.Scale, Quant: o.Quant}.Infer(fwd)
+	outs, err := o.Forward().Infer(fwd)
 	if err != nil {
 		return nil, err
 	}
 	if !in[0].Shape.Equal(outs[0].Shape) || !in[len(in)-1].Shape.Equal(outs[1].Shape) {
 		return nil, fmt.Errorf("dy %s or xa %s does not fit", in[0].Shape, in[len(in)-1].Shape)
 	}
+	nw, _ := o.Forward().Operands()
 	var res []Meta
 	if o.NeedX {
 		res = append(res, fwd[0])
 	}
 	if o.NeedA {
-		res = append(res, fwd[len(fwd)-2])
+		res = append(res, fwd[1+nw])
 	}
 	if o.NeedB {
-		res = append(res, fwd[len(fwd)-1])
+		res = append(res, fwd[2+nw])
 	}
 	if len(res) == 0 {
 		return nil, fmt.Errorf("no gradient asked for")

@@ -183,7 +183,7 @@ func (m *Model) upload4(where string, l *Linear, t4 *quant.Tensor4) error {
 	if err := m.upload(name+".absmax", engine.Shape{len(absmax)}, absmax); err != nil {
 		return err
 	}
-	m.Quant[l.Name] = &engine.QuantSpec{Type: t4.Type.String(), Code: t4.Code, Blocksize: t4.Blocksize, N: l.Out, K: l.In}
+	m.Quant[l.Name] = &engine.QuantSpec{Type: t4.Type, Blocksize: t4.Blocksize, N: l.Out, K: l.In}
 	return nil
 }
 

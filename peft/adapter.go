@@ -367,20 +367,21 @@ func (a *Adapter) LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) model.Li
 		}
 		keys := md.keys(TypeLoRA)
 		A, B := a.param(g, md, keys[0]), a.param(g, md, keys[1])
-		if p > 0 && dropoutSeed != nil {
-			// y = W·x + s·B·A·dropout(x): the fused op takes one x, so the paths are recorded apart.
-			// Each layer draws its own mask, as PEFT's per-layer nn.Dropout does.
-			xd := g.Dropout(x, dropoutSeed, p, salt(l.Name))
-			d := g.MatMul(g.MatMul(xd, A, false, true), B, false, true)
-			return g.Add(l.Forward(g, x), g.Scale(d, md.Scale))
-		}
-		var y *engine.Node
+		// y = W·x + s·B·A·dropout(x) in one fused op; each layer draws its own mask (its salt),
+		// as PEFT's per-layer nn.Dropout does.
+		op := engine.LoRA{Scale: md.Scale}
+		in := []*engine.Node{x, l.W}
 		if l.Quant != nil {
-			y = g.QLoRA(x, l.Packed, l.Absmax, A, B, *l.Quant, md.Scale)
-		} else {
-			y = g.LoRA(x, l.W, A, B, md.Scale)
+			q := *l.Quant
+			op.Quant = &q
+			in = []*engine.Node{x, l.Packed, l.Absmax}
 		}
-		return l.AddBias(g, y)
+		in = append(in, A, B)
+		if p > 0 && dropoutSeed != nil {
+			op.Dropout, op.Salt = p, salt(l.Name)
+			in = append(in, dropoutSeed)
+		}
+		return l.AddBias(g, g.Apply(op, in...)[0])
 	}
 }
 

@@ -157,7 +157,7 @@ func denseWeight(t *testing.T, m *model.Model, name string) []float32 {
 		if e%2 == 1 {
 			nib = b & 15
 		}
-		w[e] = q.Code[nib] * absmax[e/q.Blocksize]
+		w[e] = q.Code()[nib] * absmax[e/q.Blocksize]
 	}
 	return w
 }

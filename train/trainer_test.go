@@ -10,7 +10,9 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/enginetest"
 	"github.com/lathe-ml/lathe/internal/testdevice"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
 	"github.com/lathe-ml/lathe/peft"
 )
@@ -155,4 +157,49 @@ func TestConfigErrors(t *testing.T) {
 	bad.Data = filepath.Join(t.TempDir(), "missing.jsonl")
 	_, err = New(bad, cpu.New())
 	require.ErrorContains(t, err, "missing.jsonl")
+}
+
+// A backend with only the core ops (the fused LoRA, its backward, SwiGLU and IA3's backward
+// rewritten into core ops by the compiler) trains every method, LoRA with dropout, to the CPU's
+// losses and weights.
+func TestCoreOnlyBackendTrainsLikeTheCPU(t *testing.T) {
+	for _, method := range []string{"lora", "qlora", "ia3"} {
+		t.Run(method, func(t *testing.T) {
+			cfg := fixture(t, method)
+			cfg.Steps, cfg.Batch, cfg.Seq = 8, 2, 32
+			if method != "ia3" {
+				cfg.Dropout = 0.1
+			}
+			mcfg, err := model.LoadConfig(cfg.Model)
+			require.NoError(t, err)
+			var res [2]Result
+			var weights [2]map[string][]float32
+			for i, b := range []engine.Backend{cpu.New(), enginetest.CoreOnly(cpu.New())} {
+				cfg.Out = filepath.Join(t.TempDir(), "out")
+				res[i] = train(t, cfg, b)
+				a, err := peft.Load(cfg.Out, mcfg, cpu.New())
+				require.NoError(t, err)
+				weights[i] = map[string][]float32{}
+				for _, k := range a.Keys() {
+					x, _ := a.Tensor(k)
+					weights[i][k], err = x.Float32()
+					require.NoError(t, err)
+				}
+				a.Release()
+			}
+			require.InEpsilon(t, res[0].LossStart, res[1].LossStart, 1e-5)
+			require.InEpsilon(t, res[0].LossEnd, res[1].LossEnd, 1e-3)
+			require.InEpsilon(t, *res[0].EvalLoss, *res[1].EvalLoss, 1e-3)
+			for k, w := range weights[0] {
+				require.Len(t, weights[1][k], len(w), k)
+				var diff, norm float64
+				for j := range w {
+					d := float64(w[j] - weights[1][k][j])
+					diff += d * d
+					norm += float64(w[j]) * float64(w[j])
+				}
+				require.Less(t, diff, 1e-6*norm, "%s: the core-only weights differ from the CPU's", k)
+			}
+		})
+	}
 }

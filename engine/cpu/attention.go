@@ -53,8 +53,11 @@ func attentionRows(a engine.Attention, out, lse, q, k, v []float32, rows []int32
 }
 
 // useFastAttention says whether the GEMM path runs for a.
+// fastAttentionQueries is the fewest queries a sequence for which attention goes through the GEMM.
+const fastAttentionQueries = 8
+
 func useFastAttention(a engine.Attention) bool {
-	return a.QLen >= 8 && a.QLen*a.KVLen <= 1<<22
+	return a.QLen >= fastAttentionQueries && a.QLen*a.KVLen <= 1<<22
 }
 
 func attentionForward(a engine.Attention, out, lse, q, k, v []float32) {

@@ -123,7 +123,12 @@ func (b *buffer) bytes() []byte {
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
 // Caps reports the CPU's capabilities: everything is f32 arithmetic in Go.
-func (b *Backend) Caps() engine.Caps { return engine.Caps{MaxBufferBytes: math.MaxInt64} }
+func (b *Backend) Caps() engine.Caps {
+	return engine.Caps{MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
+		MatMul: [3]int{gemm.MR, gemm.NR, gemm.KC}, Group: 64, Reduce: kernels.ReduceChunk, RowChunk: 1,
+		AttentionQ: fastAttentionQueries, AttentionKV: 16, DecodeQueries: fastAttentionQueries - 1,
+	}}
+}
 
 // Alloc returns a zeroed host buffer of at least n bytes.
 func (b *Backend) Alloc(n int64) (engine.Buffer, error) {
@@ -174,12 +179,33 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
 }
 
-// Run executes the launches in order.
+// Run executes the launches in order. A launch that breaks a kernel's assumptions (a short
+// buffer, operands that do not fit the op) is an error, not a crash: kernels panic on such input,
+// and Run recovers the panic.
 func (b *Backend) Run(launches []engine.Launch) error {
 	for _, l := range launches {
-		if err := run(l); err != nil {
-			return fmt.Errorf("%s: %w", l.Op.Name(), err)
+		if err := runChecked(l); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func runChecked(l engine.Launch) (err error) {
+	name := "launch"
+	if l.Op != nil {
+		name = l.Op.Name()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: %v", name, p)
+		}
+	}()
+	if l.Op == nil {
+		return fmt.Errorf("launch without an op")
+	}
+	if err := run(l); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
@@ -217,7 +243,8 @@ func run(l engine.Launch) error {
 		gemm.Sgemm(op.TransA, op.TransB, m, n, k, 1, f32(in[0]), lda, f32(in[1]), ldb, 0, f32(out[0]), n)
 	case engine.QMatMul:
 		q := op.Quant
-		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, f32(out[0]))
+		code := q.Code()
+		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, f32(out[0]))
 	case engine.LoRA:
 		loraForward(op, in, out)
 	case engine.LoRABackward:
@@ -289,7 +316,7 @@ func run(l engine.Launch) error {
 		t := in[0].Meta.Shape
 		return kernels.Embedding(f32(out[0]), f32(in[0]), i32(in[1]), t[0], t[1])
 	case engine.EmbeddingBackward:
-		kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
+		return kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
 	case engine.CrossEntropy:
 		x := in[0].Meta.Shape
 		loss, _, err := kernels.CrossEntropy(f32(in[0]), i32(in[1]), x.Rows(), x.Last(), op.Ignore)
@@ -306,7 +333,7 @@ func run(l engine.Launch) error {
 				count++
 			}
 		}
-		kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
+		return kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
 	case engine.Binary:
 		if op.Fn == engine.Add {
 			kernels.Add(f32(out[0]), f32(in[0]), f32(in[1]))
@@ -364,15 +391,7 @@ func run(l engine.Launch) error {
 			}
 		}
 	case engine.Dropout:
-		x, y, seed := f32(in[0]), f32(out[0]), i32(in[1])[0]
-		scale := 1 / (1 - op.P)
-		for i := range y {
-			if engine.DropoutKeep(seed, op.Salt, uint32(i), op.P) {
-				y[i] = x[i] * scale
-			} else {
-				y[i] = 0
-			}
-		}
+		dropoutInto(f32(out[0]), f32(in[0]), i32(in[1])[0], op.Salt, op.P)
 	case engine.AdamW:
 		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
 		p, m, v := f32(out[0]), f32(out[1]), f32(out[2])
@@ -441,27 +460,64 @@ func cast(in, out engine.Arg) {
 	}
 }
 
-// loraForward: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, writing xa = x·Aᵀ for the backward pass.
+// dropout returns x with dropout applied (the mask of engine.DropoutKeep), or x itself when p
+// is 0.
+func dropout(x []float32, seed int32, salt uint32, p float32) []float32 {
+	if p == 0 {
+		return x
+	}
+	y := make([]float32, len(x))
+	dropoutInto(y, x, seed, salt, p)
+	return y
+}
+
+func dropoutInto(y, x []float32, seed int32, salt uint32, p float32) {
+	scale := 1 / (1 - p)
+	for i := range y {
+		if engine.DropoutKeep(seed, salt, uint32(i), p) {
+			y[i] = x[i] * scale
+		} else {
+			y[i] = 0
+		}
+	}
+}
+
+// loraSeed returns the dropout seed operand of a LoRA op's forward operands (0 without dropout).
+func loraSeed(op engine.LoRA, fwd []engine.Arg) int32 {
+	nw, ns := op.Operands()
+	if ns == 0 {
+		return 0
+	}
+	return i32(fwd[3+nw])[0]
+}
+
+// loraForward: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ, writing xa = d(x)·Aᵀ for the backward pass.
 func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	rows, din, dout, r := op.Dims(metas(in))
+	nw, _ := op.Operands()
 	x, y, xa := f32(in[0]), f32(out[0]), f32(out[1])
-	a, b := f32(in[len(in)-2]), f32(in[len(in)-1])
+	a, b := f32(in[1+nw]), f32(in[2+nw])
 	if op.Quant != nil {
 		q := op.Quant
-		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &q.Code, 0, y)
+		code := q.Code()
+		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, y)
 	} else {
 		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
 	}
-	gemm.Sgemm(false, true, rows, r, din, 1, x, din, a, din, 0, xa, r)
+	xd := dropout(x, loraSeed(op, in), op.Salt, op.Dropout)
+	gemm.Sgemm(false, true, rows, r, din, 1, xd, din, a, din, 0, xa, r)
 	gemm.Sgemm(false, true, rows, dout, r, op.Scale, xa, r, b, r, 1, y, dout)
 }
 
-// loraBackward: with t = dy·B, dx = dy·W + s·t·A, dA = s·tᵀ·x, dB = s·dyᵀ·xa.
+// loraBackward: with t = dy·B, dx = dy·W + s·d(t·A), dA = s·tᵀ·d(x), dB = s·dyᵀ·xa.
 func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 	fwd := in[1 : len(in)-1]
-	rows, din, dout, r := engine.LoRA{Quant: op.Quant}.Dims(metas(fwd))
+	fop := op.Forward()
+	rows, din, dout, r := fop.Dims(metas(fwd))
+	nw, _ := fop.Operands()
+	seed := loraSeed(fop, fwd)
 	dy, x, xa := f32(in[0]), f32(fwd[0]), f32(in[len(in)-1])
-	a, b := f32(fwd[len(fwd)-2]), f32(fwd[len(fwd)-1])
+	a, b := f32(fwd[1+nw]), f32(fwd[2+nw])
 	o := outputs(out, op.NeedX, op.NeedA, op.NeedB)
 	s := op.Scale
 	if o[0] != nil || o[1] != nil {
@@ -470,14 +526,23 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 		if dx := o[0]; dx != nil {
 			if op.Quant != nil {
 				q := op.Quant
-				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &q.Code, 0, dx)
+				code := q.Code()
+				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &code, 0, dx)
 			} else {
 				gemm.Sgemm(false, false, rows, din, dout, 1, dy, dout, f32(fwd[1]), din, 0, dx, din)
 			}
-			gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 1, dx, din)
+			if op.Dropout == 0 {
+				gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 1, dx, din)
+			} else {
+				u := make([]float32, rows*din)
+				gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 0, u, din)
+				dropoutInto(u, u, seed, op.Salt, op.Dropout)
+				kernels.Add(dx, dx, u)
+			}
 		}
 		if dA := o[1]; dA != nil {
-			gemm.Sgemm(true, false, r, din, rows, s, t, r, x, din, 0, dA, din)
+			xd := dropout(x, seed, op.Salt, op.Dropout)
+			gemm.Sgemm(true, false, r, din, rows, s, t, r, xd, din, 0, dA, din)
 		}
 	}
 	if dB := o[2]; dB != nil {

@@ -67,7 +67,7 @@ func buildTinyNet(t *testing.T, seed uint64, layers int) *tinyNet {
 		x := g.RMSNorm(h, param(p("attn_norm"), engine.Shape{tnDim}, 1, true), 1e-5)
 		q := g.LoRA(x, param(p("q"), engine.Shape{tnHeads * tnHD, tnDim}, 0.3, false),
 			param(p("q.A"), engine.Shape{tnRank, tnDim}, 0.3, true), param(p("q.B"), engine.Shape{tnHeads * tnHD, tnRank}, 0.3, true), 2)
-		qk := randQuant4(r, tnKV*tnHD, tnDim, 64, quant.NF4Code)
+		qk := randQuant4(r, tnKV*tnHD, tnDim, 64, quant.NF4)
 		for i := range qk.absmax {
 			qk.absmax[i] *= 0.3
 		}

@@ -35,9 +35,9 @@ type quant4 struct {
 	w      []float64
 }
 
-func randQuant4(r *rand.Rand, n, k, blocksize int, code [16]float32) quant4 {
+func randQuant4(r *rand.Rand, n, k, blocksize int, typ quant.Type) quant4 {
 	numel := n * k
-	q := quant4{spec: engine.QuantSpec{Type: "nf4", Code: code, Blocksize: blocksize, N: n, K: k}}
+	q := quant4{spec: engine.QuantSpec{Type: typ, Blocksize: blocksize, N: n, K: k}}
 	q.packed = make([]byte, (numel+1)/2)
 	for i := range q.packed {
 		q.packed[i] = byte(r.IntN(256))
@@ -52,7 +52,7 @@ func randQuant4(r *rand.Rand, n, k, blocksize int, code [16]float32) quant4 {
 		if i%2 == 1 {
 			c = q.packed[i/2] & 15
 		}
-		q.w[i] = float64(code[c]) * float64(q.absmax[i/blocksize])
+		q.w[i] = float64(typ.Code()[c]) * float64(q.absmax[i/blocksize])
 	}
 	return q
 }
@@ -173,7 +173,7 @@ func TestLoRAForwardBackwardDenseAndNF4(t *testing.T) {
 			var wIns []*engine.Tensor
 			op := engine.LoRA{Scale: s}
 			if tc.quant {
-				q := randQuant4(r, tc.dout, tc.din, tc.blocksize, quant.NF4Code)
+				q := randQuant4(r, tc.dout, tc.din, tc.blocksize, quant.NF4)
 				w64 = q.w
 				op.Quant = &q.spec
 				packed, err := engine.FromBytes(cpuBackend, engine.U8, engine.Shape{len(q.packed)}, q.packed)
@@ -242,7 +242,7 @@ func TestMatMulAndQMatMulAgainstFloat64(t *testing.T) {
 		requireClose(t, want, got, 1e-5, "matmul")
 	}
 	// 4-bit: y = x·Wᵀ and, transposed, y = x·W.
-	q := randQuant4(r, 23, 37, 64, quant.FP4Code)
+	q := randQuant4(r, 23, 37, 64, quant.FP4)
 	packed, err := engine.FromBytes(cpuBackend, engine.U8, engine.Shape{len(q.packed)}, q.packed)
 	require.NoError(t, err)
 	absmax := tensor(t, engine.Shape{len(q.absmax)}, q.absmax)

@@ -1,10 +1,12 @@
 package enginetest
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // builder collects the leaves of a case.
@@ -50,7 +52,7 @@ func (b *builder) ints(n, lo, hi int) []int32 {
 }
 
 // quant4 adds a random 4-bit weight [n, k] (packed bytes and positive absmax).
-func (b *builder) quant4(n, k, blocksize int, code [16]float32) (packed, absmax *engine.Node, q engine.QuantSpec) {
+func (b *builder) quant4(n, k, blocksize int, typ quant.Type) (packed, absmax *engine.Node, q engine.QuantSpec) {
 	numel := n * k
 	raw := make([]byte, (numel+1)/2)
 	for i := range raw {
@@ -59,16 +61,13 @@ func (b *builder) quant4(n, k, blocksize int, code [16]float32) (packed, absmax 
 	packed = b.g.Input(leafName(len(b.leaves)), engine.U8, engine.Shape{len(raw)})
 	b.leaves = append(b.leaves, Leaf{Node: packed, U8: raw})
 	absmax = b.pos(engine.Shape{(numel + blocksize - 1) / blocksize}, 0.05, 1)
-	return packed, absmax, engine.QuantSpec{Type: "nf4", Code: code, Blocksize: blocksize, N: n, K: k}
+	return packed, absmax, engine.QuantSpec{Type: typ, Blocksize: blocksize, N: n, K: k}
 }
 
 func leafName(i int) string { return "in" + string(rune('a'+i%26)) + string(rune('0'+i/26)) }
 
-// nf4 is bitsandbytes' NF4 code (a copy, so that this package needs only engine).
-var nf4 = [16]float32{-1, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0, 0.07958029955625534,
-	0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434,
-	0.5626170039176941, 0.7229568362236023, 1}
+// nf4 is the type QLoRA uses.
+const nf4 = quant.NF4
 
 func c(name string, tol float64, f func(b *builder) []*engine.Node) Case {
 	return Case{Name: name, Tol: tol, Build: func(g *engine.Graph, r *rand.Rand) ([]Leaf, []*engine.Node) {
@@ -86,25 +85,170 @@ func invFreq(headDim int) []float32 {
 	return f
 }
 
-// Cases returns every conformance case. Shapes are odd on purpose: tiles of 8, 16, 32 or 64 never
-// divide them.
-func Cases() []Case {
+// around returns sizes below, at and above t (and above 2t), for a tile or group of t.
+func around(t int) []int {
+	if t <= 1 {
+		return []int{1, 3, 17}
+	}
+	return []int{t - 1, t, t + 1, 2*t + 3}
+}
+
+// Cases returns every check-mode case for a backend with the given tiles: the ops on odd shapes,
+// then on shapes at the edges of the backend's tiles, the partial gradients, the KV cache, the
+// adapter pool and shapes over many tiles.
+func Cases(tiles engine.Tiles) []Case {
+	cs := OpCases()
+	cs = append(cs, TileCases(tiles)...)
+	cs = append(cs, PartialGradCases()...)
+	cs = append(cs, CacheCases()...)
+	cs = append(cs, RowCases()...)
+	return append(cs, MultiTileCases()...)
+}
+
+func trName(tr [2]bool) string {
+	return map[[2]bool]string{{false, false}: "nn", {false, true}: "nt", {true, false}: "tn", {true, true}: "tt"}[tr]
+}
+
+var transposes = [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}}
+
+func matmulCase(name string, tr [2]bool, m, n, k int) Case {
+	return c(name, 1e-4, func(b *builder) []*engine.Node {
+		sa, sb := engine.Shape{m, k}, engine.Shape{k, n}
+		if tr[0] {
+			sa = engine.Shape{k, m}
+		}
+		if tr[1] {
+			sb = engine.Shape{n, k}
+		}
+		return []*engine.Node{b.g.MatMul(b.f32(sa, 1), b.f32(sb, 1), tr[0], tr[1])}
+	})
+}
+
+// TileCases are shapes derived from a backend's tiles: matrix products below, at and above the
+// M, N and K blocks (and few-row products), elementwise and row kernels around the group size,
+// reductions around the single-pass limit, attention around the decode switch, the query block
+// and the key tile, and row gathers around the row chunk.
+func TileCases(t engine.Tiles) []Case {
+	var cs []Case
+	tm, tn, tk := max(t.MatMul[0], 2), max(t.MatMul[1], 2), max(t.MatMul[2], 2)
+	shapes := [][3]int{{tm - 1, tn + 1, tk + 1}, {tm, tn, tk}, {tm + 1, tn - 1, 2*tk - 1}, {2*tm + 3, 2*tn + 1, 3*tk + 2}, {1, tn + 3, 2*tk + 1}, {3, 2*tn + 3, tk + 5}}
+	for _, tr := range transposes {
+		for _, s := range shapes {
+			cs = append(cs, matmulCase(fmt.Sprintf("tiles/matmul/%s/%dx%dx%d", trName(tr), s[0], s[1], s[2]), tr, s[0], s[1], s[2]))
+		}
+	}
+	for _, n := range around(max(t.Group, 1)) {
+		cs = append(cs, c(fmt.Sprintf("tiles/elementwise/%d", n), 1e-5, func(b *builder) []*engine.Node {
+			x, y := b.f32(engine.Shape{n}, 1.5), b.f32(engine.Shape{n}, 1)
+			g := b.g
+			return []*engine.Node{g.SiLU(x), g.Mul(x, y), g.Scale(g.Add(x, y), 0.3), g.SwiGLU(x, y),
+				g.Apply1(engine.UnaryBackward{Fn: engine.SiLU}, y, x), g.Dropout(x, b.i32([]int32{int32(n)}), 0.25, 5)}
+		}))
+		cs = append(cs, c(fmt.Sprintf("tiles/rows/%d", n), 1e-4, func(b *builder) []*engine.Node {
+			x := b.f32(engine.Shape{5, n}, 2)
+			t := b.ints(5, 0, n)
+			t[2] = -100
+			g := b.g
+			return []*engine.Node{g.RMSNorm(x, b.pos(engine.Shape{n}, 0.5, 1.5), 1e-5), g.Softmax(x),
+				g.CrossEntropy(x, b.i32(t), -100), g.Apply1(engine.SumRows{}, x),
+				g.Apply1(engine.CrossEntropyBackward{Ignore: -100}, b.pos(engine.Shape{1}, 0.5, 2), x, b.i32(t))}
+		}))
+	}
+	if t.Reduce > 0 {
+		for _, n := range append(around(t.Reduce), 3*t.Reduce+7, 100003) {
+			cs = append(cs, c(fmt.Sprintf("tiles/reduce/%d", n), 1e-5, func(b *builder) []*engine.Node {
+				x := b.f32(engine.Shape{n}, 1)
+				return []*engine.Node{b.g.Sum(x), b.g.Apply1(engine.SumSquares{}, x)}
+			}))
+		}
+	}
+	dq := max(t.DecodeQueries, 1)
+	aq, akv := max(t.AttentionQ, 1), max(t.AttentionKV, 1)
+	for _, ql := range []int{1, dq, dq + 1, aq + 5} {
+		kvl := max(ql, 2*akv+3)
+		a := engine.Attention{Batch: 2, QLen: ql, KVLen: kvl, Heads: 4, KVHeads: 2, HeadDim: 12, Scale: 0.3}
+		cs = append(cs, c(fmt.Sprintf("tiles/attention/q%d_kv%d", ql, kvl), 1e-4, func(b *builder) []*engine.Node {
+			return b.g.Apply(a, b.f32(engine.Shape{2 * ql, 48}, 1), b.f32(engine.Shape{2 * kvl, 24}, 1), b.f32(engine.Shape{2 * kvl, 24}, 1))[:2]
+		}))
+	}
+	for _, n := range around(max(t.RowChunk, 1)) {
+		cs = append(cs, c(fmt.Sprintf("tiles/gather/%d", n), 1e-4, func(b *builder) []*engine.Node {
+			const din, dout, r, slots = 37, 29, 5, 3
+			sel := b.ints(n, -1, slots)
+			sel[0] = 1
+			x, y := b.f32(engine.Shape{n, din}, 1), b.f32(engine.Shape{n, dout}, 1)
+			s := b.i32(sel)
+			ids := b.i32(b.ints(n, 0, 7))
+			return []*engine.Node{b.g.GatherLoRA(y, x, s, b.f32(engine.Shape{slots * r, din}, 0.3), b.f32(engine.Shape{slots * dout, r}, 0.3), r),
+				b.g.GatherScaleCols(x, s, b.pos(engine.Shape{slots, din}, 0.5, 1.5)),
+				b.g.Apply1(engine.EmbeddingBackward{Vocab: 9}, x, ids)}
+		}))
+	}
+	return cs
+}
+
+// PartialGradCases run every backward op that computes only some of its gradients: only dx, only
+// the weight's, and the other combinations the autodiff asks for.
+func PartialGradCases() []Case {
+	var cs []Case
+	for _, nd := range [][3]bool{{true, false, false}, {false, true, false}, {false, false, true}, {false, true, true}, {true, false, true}} {
+		for _, quant := range []bool{false, true} {
+			name := fmt.Sprintf("partial/lora_backward/x%v_a%v_b%v/nf4=%v", nd[0], nd[1], nd[2], quant)
+			drop := float32(0)
+			if quant == nd[0] { // half the combinations with dropout
+				drop = 0.25
+				name += "/dropout"
+			}
+			cs = append(cs, c(name, 1e-4, func(b *builder) []*engine.Node {
+				dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+				op := engine.LoRABackward{Scale: 0.7, Dropout: drop, Salt: 3, NeedX: nd[0], NeedA: nd[1], NeedB: nd[2]}
+				in := []*engine.Node{dy, x}
+				if quant {
+					p, am, q := b.quant4(23, 41, 64, nf4)
+					op.Quant = &q
+					in = append(in, p, am)
+				} else {
+					in = append(in, b.f32(engine.Shape{23, 41}, 0.5))
+				}
+				in = append(in, b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5))
+				if drop > 0 {
+					in = append(in, b.i32([]int32{31}))
+				}
+				return b.g.Apply(op, append(in, b.f32(engine.Shape{11, 3}, 1))...)
+			}))
+		}
+	}
+	for _, nd := range [][2]bool{{true, false}, {false, true}} {
+		suffix := fmt.Sprintf("%v_%v", nd[0], nd[1])
+		cs = append(cs,
+			c("partial/rmsnorm_backward/"+suffix, 1e-4, func(b *builder) []*engine.Node {
+				return b.g.Apply(engine.RMSNormBackward{Eps: 1e-5, NeedX: nd[0], NeedW: nd[1]}, b.f32(engine.Shape{7, 93}, 1), b.f32(engine.Shape{7, 93}, 1), b.pos(engine.Shape{93}, 0.5, 1.5))
+			}),
+			c("partial/scale_cols_backward/"+suffix, 1e-4, func(b *builder) []*engine.Node {
+				return b.g.Apply(engine.ScaleColsBackward{NeedX: nd[0], NeedL: nd[1]}, b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.5, 1.5))
+			}),
+			c("partial/swiglu_backward/"+suffix, 1e-4, func(b *builder) []*engine.Node {
+				return b.g.Apply(engine.SwiGLUBackward{NeedGate: nd[0], NeedUp: nd[1]}, b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{13, 37}, 2), b.f32(engine.Shape{13, 37}, 1))
+			}),
+		)
+	}
+	for _, nd := range [][3]bool{{true, false, false}, {false, true, true}, {false, false, true}} {
+		cs = append(cs, c(fmt.Sprintf("partial/attention_backward/q%v_k%v_v%v", nd[0], nd[1], nd[2]), 5e-4, func(b *builder) []*engine.Node {
+			a := engine.Attention{Batch: 2, QLen: 5, KVLen: 7, Heads: 6, KVHeads: 2, HeadDim: 10, Scale: float32(1 / math.Sqrt(10))}
+			q, k, v := b.f32(engine.Shape{10, 60}, 1), b.f32(engine.Shape{14, 20}, 1), b.f32(engine.Shape{14, 20}, 1)
+			fwd := b.g.Apply(a, q, k, v)
+			return b.g.Apply(engine.AttentionBackward{Attention: a, NeedQ: nd[0], NeedK: nd[1], NeedV: nd[2]}, b.f32(engine.Shape{10, 60}, 1), q, k, v, fwd[0], fwd[1])
+		}))
+	}
+	return cs
+}
+
+// OpCases check every op once on small odd shapes that no tile of 8, 16, 32 or 64 divides.
+func OpCases() []Case {
 	const tol = 1e-4
 	var cs []Case
-	for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
-		tr := tr
-		name := map[[2]bool]string{{false, false}: "nn", {false, true}: "nt", {true, false}: "tn", {true, true}: "tt"}[tr]
-		cs = append(cs, c("matmul/"+name, tol, func(b *builder) []*engine.Node {
-			m, n, k := 37, 29, 53
-			sa, sb := engine.Shape{m, k}, engine.Shape{k, n}
-			if tr[0] {
-				sa = engine.Shape{k, m}
-			}
-			if tr[1] {
-				sb = engine.Shape{n, k}
-			}
-			return []*engine.Node{b.g.MatMul(b.f32(sa, 1), b.f32(sb, 1), tr[0], tr[1])}
-		}))
+	for _, tr := range transposes {
+		cs = append(cs, matmulCase("matmul/"+trName(tr), tr, 37, 29, 53))
 	}
 	cs = append(cs,
 		c("matmul/gemv", tol, func(b *builder) []*engine.Node {
@@ -117,6 +261,10 @@ func Cases() []Case {
 		c("qmatmul/gemm", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 32, nf4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q)}
+		}),
+		c("qmatmul/fp4", tol, func(b *builder) []*engine.Node {
+			p, a, q := b.quant4(45, 67, 64, quant.FP4)
+			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q), b.g.QMatMul(b.f32(engine.Shape{1, 67}, 1), p, a, q)}
 		}),
 		c("qmatmul/transposed", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 64, nf4)
@@ -141,6 +289,26 @@ func Cases() []Case {
 			p, am, q := b.quant4(23, 41, 64, nf4)
 			a, bb, xa := b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.f32(engine.Shape{11, 3}, 1)
 			return b.g.Apply(engine.LoRABackward{Scale: 0.7, Quant: &q, NeedX: true, NeedA: true, NeedB: true}, dy, x, p, am, a, bb, xa)[:3]
+		}),
+		c("lora/dropout", tol, func(b *builder) []*engine.Node {
+			return b.g.Apply(engine.LoRA{Scale: 1.5, Dropout: 0.2, Salt: 9}, b.f32(engine.Shape{11, 41}, 1), b.f32(engine.Shape{23, 41}, 0.5),
+				b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.i32([]int32{4242}))[:2]
+		}),
+		c("lora/nf4_dropout", tol, func(b *builder) []*engine.Node {
+			x := b.f32(engine.Shape{11, 41}, 1)
+			p, a, q := b.quant4(23, 41, 64, nf4)
+			return b.g.Apply(engine.LoRA{Scale: 0.7, Quant: &q, Dropout: 0.3, Salt: 1}, x, p, a, b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.i32([]int32{-7}))[:2]
+		}),
+		c("lora_backward/dropout", tol, func(b *builder) []*engine.Node {
+			dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+			w, a, bb, xa := b.f32(engine.Shape{23, 41}, 0.5), b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.f32(engine.Shape{11, 5}, 1)
+			return b.g.Apply(engine.LoRABackward{Scale: 1.5, Dropout: 0.2, Salt: 9, NeedX: true, NeedA: true, NeedB: true}, dy, x, w, a, bb, b.i32([]int32{4242}), xa)[:3]
+		}),
+		c("lora_backward/nf4_dropout", tol, func(b *builder) []*engine.Node {
+			dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+			p, am, q := b.quant4(23, 41, 64, nf4)
+			a, bb, xa := b.f32(engine.Shape{3, 41}, 0.5), b.f32(engine.Shape{23, 3}, 0.5), b.f32(engine.Shape{11, 3}, 1)
+			return b.g.Apply(engine.LoRABackward{Scale: 0.7, Quant: &q, Dropout: 0.3, Salt: 1, NeedX: true, NeedA: true, NeedB: true}, dy, x, p, am, a, bb, b.i32([]int32{-7}), xa)[:3]
 		}),
 		c("scale_cols", tol, func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.ScaleCols(b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.5, 1.5))}

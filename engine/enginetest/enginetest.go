@@ -1,17 +1,35 @@
-// Package enginetest is the conformance suite every backend runs: each op, forward and backward,
-// on random inputs with odd shapes that are not multiples of any tile, against a reference backend
-// (engine/cpu), with the outputs poisoned (NaN) before each run so that an unwritten element fails.
+// Package enginetest is the conformance suite, the whole contract of a backend: a backend is
+// correct when it passes every case here.
+//
+//   - Check mode: each op, forward and backward (partial gradients too: only dx, only dW), on random
+//     inputs against a reference backend (engine/cpu), with shapes derived from the backend's own
+//     tile sizes (Caps().Tiles: below, at and above a tile multiple, odd, both sides of its
+//     single-pass/two-pass and decode/prefill switches) and outputs poisoned (NaN) before each run
+//     so that an unwritten element fails.
+//   - Gradients: finite differences through the backend itself for every differentiable op.
+//   - Error parity: the same bad launch (a row outside a KV cache, a token id outside the
+//     vocabulary, ...) is an error on every backend, from Run or, on a backend that runs
+//     asynchronously, from the next Read.
+//
+// Outputs are judged per element and as a whole, relative to each output's own scale: every
+// |got − want| ≤ Tol·max|want|, and the normalised mean squared error Σ(got − want)²/Σwant² ≤ Tol²
+// (ggml's NMSE), so that a kernel that zeroes, shifts or skips part of its output fails.
+//
+// With LATHE_TIMING=1 the suite also prints the time of every check case on the backend.
 //
 //	func TestConformance(t *testing.T) { enginetest.Run(t, myBackend, cpu.New()) }
 package enginetest
 
 import (
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
+	"time"
 
-	"github.com/stretchr/testify/require"
 	"github.com/x448/float16"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -25,42 +43,152 @@ type Leaf struct {
 	U8   []byte
 }
 
-// Case is one conformance check: a graph of one op (or a few), its inputs, and the tolerance: the
-// largest |got − want| allowed, relative to max(1, max |want|) of each output.
+// Case is one conformance check: a graph of one op (or a few), its inputs, and the tolerance Tol
+// relative to each output's scale (see the package doc). Tol 0 asks for exact equality.
 type Case struct {
 	Name  string
 	Tol   float64
 	Build func(g *engine.Graph, r *rand.Rand) ([]Leaf, []*engine.Node)
 }
 
-// Run runs every case of Cases on b and on ref and compares the outputs.
+// Run runs the whole suite on b, with ref (engine/cpu) as the reference of check mode.
 func Run(t *testing.T, b, ref engine.Backend) {
-	for _, c := range append(append(Cases(), CacheCases()...), RowCases()...) {
-		t.Run(c.Name, func(t *testing.T) { Check(t, c, b, ref) })
+	tiles := b.Caps().Tiles
+	t.Run("check", func(t *testing.T) {
+		for _, c := range Cases(tiles) {
+			t.Run(c.Name, func(t *testing.T) { Check(t, c, b, ref) })
+		}
+	})
+	t.Run("grad", func(t *testing.T) {
+		for _, c := range GradCases() {
+			t.Run(c.Name, func(t *testing.T) {
+				if err := VerifyGrad(c, b); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		for _, c := range ErrorCases() {
+			t.Run(c.Name, func(t *testing.T) {
+				if err := VerifyError(c, b); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	})
+	t.Run("launch", func(t *testing.T) {
+		if err := VerifyInPlace(b, ref); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// Seed is a case's random seed: a hash of its name, so that every case draws its own inputs.
+func Seed(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+// Check runs one case on b and ref and fails t if their outputs differ.
+func Check(t testing.TB, c Case, b, ref engine.Backend) {
+	t.Helper()
+	if err := Verify(c, b, ref); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("LATHE_TIMING") == "1" {
+		d, launches, err := Time(c, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("timing %-40s %-8s %9.3f ms a run (%d launches)", c.Name, b.Device().Backend, float64(d.Microseconds())/1e3, launches)
 	}
 }
 
-// Check runs one case on b and ref and compares their outputs.
-func Check(t *testing.T, c Case, b, ref engine.Backend) {
-	t.Helper()
+// Verify runs one case on b and ref and returns what differs, nil when the outputs agree.
+func Verify(c Case, b, ref engine.Backend) error {
 	g := engine.NewGraph()
-	leaves, outs := c.Build(g, rand.New(rand.NewPCG(uint64(len(c.Name)), 0x1a7e)))
-	require.NoError(t, g.Err())
-	got := runOn(t, b, g, leaves, outs)
-	want := runOn(t, ref, g, leaves, outs)
-	for i := range outs {
-		compare(t, fmt.Sprintf("output %d (%s)", i, outs[i].Meta()), want[i], got[i], c.Tol)
+	leaves, outs := c.Build(g, rand.New(rand.NewPCG(Seed(c.Name), 0x1a7e)))
+	if err := g.Err(); err != nil {
+		return fmt.Errorf("%s: build: %w", c.Name, err)
 	}
+	want, err := runOn(ref, g, leaves, outs)
+	if err != nil {
+		return fmt.Errorf("%s on the reference: %w", c.Name, err)
+	}
+	got, err := runOn(b, g, leaves, outs)
+	if err != nil {
+		return fmt.Errorf("%s on %s: %w", c.Name, b.Device().Backend, err)
+	}
+	var errs []error
+	for i := range outs {
+		if err := Compare(want[i], got[i], c.Tol); err != nil {
+			errs = append(errs, fmt.Errorf("%s: output %d (%s): %w", c.Name, i, outs[i].Meta(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-func runOn(t *testing.T, b engine.Backend, g *engine.Graph, leaves []Leaf, outs []*engine.Node) [][]float32 {
-	t.Helper()
+// Time runs a case's program on b until about 50 ms have passed (at least 3 runs, each waited
+// for) and returns the mean time of one run and its number of launches.
+func Time(c Case, b engine.Backend) (time.Duration, int, error) {
+	g := engine.NewGraph()
+	leaves, outs := c.Build(g, rand.New(rand.NewPCG(Seed(c.Name), 0x1a7e)))
+	p, free, err := prepare(b, g, leaves, outs)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer free()
+	wait := func() error { // a read of one element waits for the run
+		a, err := p.Arg(outs[0])
+		if err != nil {
+			return err
+		}
+		return b.Read(a.Buf, 0, make([]byte, 4))
+	}
+	if err := p.Run(); err != nil { // warm-up: pipelines, buffers
+		return 0, 0, err
+	}
+	if err := wait(); err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	n := 0
+	for n < 3 || time.Since(start) < 50*time.Millisecond {
+		if err := p.Run(); err != nil {
+			return 0, 0, err
+		}
+		if err := wait(); err != nil {
+			return 0, 0, err
+		}
+		n++
+	}
+	return time.Since(start) / time.Duration(n), p.Launches(), nil
+}
+
+// prepare compiles outs on b and binds the leaves' data; free releases it all.
+func prepare(b engine.Backend, g *engine.Graph, leaves []Leaf, outs []*engine.Node) (*engine.Program, func(), error) {
+	p, _, free, err := prepareBound(b, g, leaves, outs)
+	return p, free, err
+}
+
+// prepareBound is prepare that also returns the tensors bound to the leaves.
+func prepareBound(b engine.Backend, g *engine.Graph, leaves []Leaf, outs []*engine.Node) (*engine.Program, map[*engine.Node]*engine.Tensor, func(), error) {
 	p, err := engine.Compile(g, b, outs, engine.CompileOptions{})
-	require.NoError(t, err, "compile on %s", b.Device().Backend)
-	defer p.Release()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var ts []*engine.Tensor
+	bound := map[*engine.Node]*engine.Tensor{}
+	free := func() {
+		for _, x := range ts {
+			x.Release()
+		}
+		p.Release()
+	}
 	for _, l := range leaves {
 		var x *engine.Tensor
-		var err error
 		switch {
 		case l.F32 != nil:
 			x, err = engine.FromFloat32(b, l.Node.Shape(), l.F32)
@@ -69,26 +197,59 @@ func runOn(t *testing.T, b engine.Backend, g *engine.Graph, leaves []Leaf, outs 
 		default:
 			x, err = engine.FromBytes(b, l.Node.DType(), l.Node.Shape(), l.U8)
 		}
-		require.NoError(t, err)
-		defer x.Release()
-		require.NoError(t, p.Bind(l.Node, x))
+		if err != nil {
+			free()
+			return nil, nil, nil, err
+		}
+		ts = append(ts, x)
+		bound[l.Node] = x
+		if err := p.Bind(l.Node, x); err != nil {
+			free()
+			return nil, nil, nil, err
+		}
 	}
-	require.NoError(t, p.Poison())
-	require.NoError(t, p.Run(), "run on %s", b.Device().Backend)
+	return p, bound, free, nil
+}
+
+// runOn runs the graph's outs on b, the planned buffers poisoned first, and reads them back as
+// f32 (f16 and bf16 outputs converted on the host).
+func runOn(b engine.Backend, g *engine.Graph, leaves []Leaf, outs []*engine.Node) ([][]float32, error) {
+	p, free, err := prepare(b, g, leaves, outs)
+	if err != nil {
+		return nil, err
+	}
+	defer free()
+	if err := p.Poison(); err != nil {
+		return nil, err
+	}
+	if err := p.Run(); err != nil {
+		return nil, err
+	}
+	return readAll(b, p, outs)
+}
+
+func readAll(b engine.Backend, p *engine.Program, outs []*engine.Node) ([][]float32, error) {
 	res := make([][]float32, len(outs))
 	for i, o := range outs {
-		if o.DType() != engine.F32 { // compare other float types through a cast on the host
+		if o.DType() != engine.F32 {
 			a, err := p.Arg(o)
-			require.NoError(t, err)
+			if err != nil {
+				return nil, err
+			}
 			raw := make([]byte, a.Meta.Bytes())
-			require.NoError(t, b.Read(a.Buf, 0, raw))
+			if err := b.Read(a.Buf, 0, raw); err != nil {
+				return nil, err
+			}
 			res[i] = halfToFloat32(o.DType(), raw)
 			continue
 		}
-		res[i], err = p.Float32(o)
-		require.NoError(t, err)
+		v, err := p.Float32(o)
+		if err != nil {
+			return nil, err
+		}
+		res[i] = v
 	}
-	return res
+	return res, nil
 }
 
 func halfToFloat32(dt engine.DType, raw []byte) []float32 {
@@ -104,23 +265,49 @@ func halfToFloat32(dt engine.DType, raw []byte) []float32 {
 	return out
 }
 
-func compare(t *testing.T, what string, want, got []float32, tol float64) {
-	t.Helper()
-	require.Len(t, got, len(want), what)
-	scale := 1.0
-	for _, w := range want {
-		scale = math.Max(scale, math.Abs(float64(w)))
+// Compare judges got against want relative to want's own scale: NaN where want has none (an
+// unwritten, poisoned element) fails; every |got − want| must be ≤ tol·max|want| and the
+// normalised mean squared error Σ(got − want)²/Σwant² ≤ tol². An all-zero want is refused: a case
+// whose output is zero tests nothing.
+func Compare(want, got []float32, tol float64) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d elements, want %d", len(got), len(want))
 	}
-	worst, at := 0.0, -1
+	var scale, sw, sd, worst float64
+	at := -1
 	for i := range want {
-		if math.IsNaN(float64(got[i])) != math.IsNaN(float64(want[i])) {
-			require.Failf(t, "unwritten or NaN element", "%s[%d]: got %v, want %v", what, i, got[i], want[i])
+		w, g := float64(want[i]), float64(got[i])
+		if math.IsNaN(w) || math.IsNaN(g) {
+			if math.IsNaN(w) != math.IsNaN(g) {
+				return fmt.Errorf("element %d: got %v, want %v (unwritten or NaN)", i, got[i], want[i])
+			}
+			continue
 		}
-		if d := math.Abs(float64(got[i]) - float64(want[i])); d > worst {
+		if math.IsInf(w, 0) || math.IsInf(g, 0) {
+			if w != g {
+				return fmt.Errorf("element %d: got %v, want %v", i, got[i], want[i])
+			}
+			continue
+		}
+		scale = math.Max(scale, math.Abs(w))
+		sw += w * w
+		d := math.Abs(g - w)
+		sd += d * d
+		if d > worst || at < 0 {
 			worst, at = d, i
 		}
 	}
-	if worst > tol*scale {
-		require.Failf(t, "outside tolerance", "%s[%d]: got %v, want %v (|diff| %.3g > %.3g)", what, at, got[at], want[at], worst, tol*scale)
+	if at < 0 {
+		return nil // nothing finite to compare
 	}
+	if sw == 0 {
+		return fmt.Errorf("the reference output is all zeros: the case tests nothing")
+	}
+	if worst > tol*scale {
+		return fmt.Errorf("element %d: got %v, want %v (|diff| %.3g > %.3g = tol·max|want|)", at, got[at], want[at], worst, tol*scale)
+	}
+	if nmse := sd / sw; nmse > tol*tol {
+		return fmt.Errorf("NMSE %.3g > %.3g", nmse, tol*tol)
+	}
+	return nil
 }

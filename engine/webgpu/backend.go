@@ -22,6 +22,9 @@ var (
 	ErrTooLarge   = errors.New("webgpu: buffer too large for the device")
 	ErrTimeout    = errors.New("webgpu: device did not finish in time")
 	ErrFreed      = errors.New("webgpu: buffer used after Free")
+	// ErrIndex is reported by the first read after a run in which a kernel met an index out of
+	// range (a KV-cache row, a token id, a target, a pool slot): the CPU backend's Run errors.
+	ErrIndex = errors.New("webgpu: a launch since the last read met an index out of range")
 )
 
 // Backend runs lathe's kernels on one WebGPU device. Its methods may be called from several
@@ -47,6 +50,9 @@ type Backend struct {
 	stageLen uint64
 	uniform  *wgpu.Buffer
 	uniLen   uint64
+	// fault is the device-side flag kernels raise on an index out of range; every read fetches
+	// it along with its data (no extra wait) and reports ErrIndex.
+	fault *wgpu.Buffer
 
 	perQueryRows bool // cached attention always runs attention_rows.wgsl (benchmarks compare)
 }
@@ -109,7 +115,13 @@ func Open(index int) (*Backend, error) {
 	b.queue = dev.GetQueue()
 	b.limits = dev.GetLimits().Limits
 	// The largest buffer a kernel can use is the largest it can bind.
-	b.caps = engine.Caps{Timestamps: len(feats) > 0, MaxBufferBytes: int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize))}
+	b.caps = engine.Caps{Timestamps: len(feats) > 0, MaxBufferBytes: int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize)),
+		Tiles: engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
+			AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}}
+	if b.fault, err = dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("webgpu: fault flag: %w", err)
+	}
 	b.poolCap = int64(b.limits.MaxBufferSize)
 	if b.poolCap > 1<<30 {
 		b.poolCap = 1 << 30
@@ -347,12 +359,13 @@ func (b *Backend) Read(src engine.Buffer, off int64, dst []byte) error {
 func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 	lo, hi := off&^3, (off+int64(len(dst))+3)&^3
 	n := uint64(hi - lo)
-	if b.staging == nil || b.stageLen < n {
+	total := n + 4 // the data, then the fault flag
+	if b.staging == nil || b.stageLen < total {
 		if b.staging != nil {
 			b.staging.Release()
 			b.staging = nil
 		}
-		sz := uint64(sizeClass(int64(n)))
+		sz := uint64(sizeClass(int64(total)))
 		st, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe staging", Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst, Size: sz})
 		if err != nil {
 			return fmt.Errorf("webgpu: read: staging buffer of %d bytes: %w", sz, err)
@@ -367,6 +380,9 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 	if err := enc.CopyBufferToBuffer(buf.buf, uint64(lo), b.staging, 0, n); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
+	if err := enc.CopyBufferToBuffer(b.fault, 0, b.staging, n, 4); err != nil {
+		return fmt.Errorf("webgpu: read: %w", err)
+	}
 	cmd, err := enc.Finish(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
@@ -375,7 +391,7 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 	cmd.Release()
 	var status atomic.Int32
 	status.Store(-1)
-	if err := b.staging.MapAsync(wgpu.MapModeRead, 0, n, func(s wgpu.BufferMapAsyncStatus) { status.Store(int32(s)) }); err != nil {
+	if err := b.staging.MapAsync(wgpu.MapModeRead, 0, total, func(s wgpu.BufferMapAsyncStatus) { status.Store(int32(s)) }); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	if err := b.wait(func() bool { return status.Load() >= 0 }); err != nil {
@@ -391,10 +407,17 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 		}
 		return fmt.Errorf("webgpu: read: map failed: %s", s)
 	}
-	m := b.staging.GetMappedRange(0, uint(n))
-	copy(dst, m[off-lo:])
+	m := b.staging.GetMappedRange(0, uint(total))
+	copy(dst, m[off-lo:n])
+	fault := m[n] | m[n+1] | m[n+2] | m[n+3]
 	if err := b.staging.Unmap(); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
+	}
+	if fault != 0 {
+		if err := b.queue.WriteBuffer(b.fault, 0, make([]byte, 4)); err != nil {
+			return fmt.Errorf("webgpu: read: %w", err)
+		}
+		return ErrIndex
 	}
 	if b.stageLen > maxKeptStaging { // keep small staging buffers only
 		b.staging.Release()
@@ -483,6 +506,9 @@ func (b *Backend) Close() error {
 	}
 	if b.uniform != nil {
 		b.uniform.Release()
+	}
+	if b.fault != nil {
+		b.fault.Release()
 	}
 	b.queue.Release()
 	b.dev.Release()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // benchCase is one kernel benchmark: a graph built for a shape, its work in flops and bytes moved
@@ -30,7 +31,7 @@ func benchShapes(b *Backend) (rows, din, dout, rank int) {
 
 func benchCases(rows, din, dout, rank int) []benchCase {
 	const bs = 64
-	q := engine.QuantSpec{Type: "nf4", Code: nf4, Blocksize: bs, N: dout, K: din}
+	q := engine.QuantSpec{Type: quant.NF4, Blocksize: bs, N: dout, K: din}
 	qin := func(g *engine.Graph) (*engine.Node, *engine.Node) {
 		return g.Input("packed", engine.U8, engine.Shape{dout * din / 2}), g.Input("absmax", engine.F32, engine.Shape{ceilDiv(dout*din, bs)})
 	}
@@ -226,9 +227,3 @@ func BenchmarkCachedPrefill(b *testing.B) {
 		})
 	}
 }
-
-// nf4 is bitsandbytes' NF4 code (a copy: this package imports only engine and shaders).
-var nf4 = [16]float32{-1, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0, 0.07958029955625534,
-	0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434,
-	0.5626170039176941, 0.7229568362236023, 1}

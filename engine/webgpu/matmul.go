@@ -36,7 +36,8 @@ func (g *mm) params() *params {
 	kq, bs := 0, 0
 	var code []float32
 	if g.quant != nil {
-		kq, bs, code = g.quant.K, g.quant.Blocksize, g.quant.Code[:]
+		c := g.quant.Code()
+		kq, bs, code = g.quant.K, g.quant.Blocksize, c[:]
 	}
 	p.u(kq, bs, g.rank).f(g.lscale).u(g.ldxa, g.ldbl)
 	return p.vec4s(code, 16)
@@ -132,17 +133,19 @@ func (r *recorder) qmatmul(q *engine.QuantSpec, transW bool, rows int, x, packed
 	return r.matmul(g)
 }
 
-// lora: xa = x·Aᵀ first (small), then one GEMM pass over W whose epilogue adds s·xa·Bᵀ, so x·Wᵀ
-// and the LoRA term are never written as separate outputs.
+// lora: xa = d(x)·Aᵀ first (small; d the dropout, into a scratch copy of x), then one GEMM pass
+// over W whose epilogue adds s·xa·Bᵀ, so x·Wᵀ and the LoRA term are never written as separate
+// outputs.
 func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
-	metas := make([]engine.Meta, len(l.In))
-	for i, a := range l.In {
-		metas[i] = a.Meta
-	}
-	rows, din, dout, rank := op.Dims(metas)
-	a, bl := in[len(in)-2], in[len(in)-1]
+	rows, din, dout, rank := op.Dims(metas(l.In))
+	nw, _ := op.Operands()
+	a, bl := in[1+nw], in[2+nw]
 	x, y, xa := in[0], out[0], out[1]
-	if err := r.matmul(mm{transB: true, m: rows, n: rank, k: din, a: x, lda: din, b: a, ldb: din, c: xa, ldc: rank, alpha: 1}); err != nil {
+	xd, err := r.loraDropout(op, in, x, rows*din)
+	if err != nil {
+		return err
+	}
+	if err := r.matmul(mm{transB: true, m: rows, n: rank, k: din, a: xd, lda: din, b: a, ldb: din, c: xa, ldc: rank, alpha: 1}); err != nil {
 		return err
 	}
 	xr := xa
@@ -156,10 +159,38 @@ func (r *recorder) lora(op engine.LoRA, l engine.Launch, in, out []bind) error {
 	return r.matmul(g)
 }
 
+// loraDropout returns x with the LoRA op's dropout applied, in a scratch buffer, or x itself
+// without dropout. fwd are the forward operands' bindings.
+func (r *recorder) loraDropout(op engine.LoRA, fwd []bind, x bind, n int) (bind, error) {
+	nw, ns := op.Operands()
+	if ns == 0 {
+		return x, nil
+	}
+	t, err := r.temp(int64(4 * n))
+	if err != nil {
+		return bind{}, err
+	}
+	if err := r.dropout(x, fwd[3+nw], t, n, op.Dropout, op.Salt); err != nil {
+		return bind{}, err
+	}
+	t.rw = false
+	return t, nil
+}
+
+// dropout records y = dropout(x) under the seed binding (dropout.wgsl).
+func (r *recorder) dropout(x, seed, y bind, n int, p float32, salt uint32) error {
+	g, err := r.items(n, wg)
+	if err != nil {
+		return err
+	}
+	r.dispatch("dropout", []shaders.Const{c("WG", wg)}, g, new(params).u(n).f(p, 1/(1-p)).u(int(salt)), x, seed, y)
+	return nil
+}
+
 // gatherLoRA: t = A_s·x on each row, s its pool slot (gather_lora_a.wgsl), then out = y + B_s·t
 // (gather_lora_b.wgsl): two dispatches whatever the mix of adapters.
 func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []bind) error {
-	const rc = 8
+	const rc = gatherRows
 	n, din, dout, slots := op.Dims(metas(l.In))
 	t, err := r.temp(int64(4 * n * op.R))
 	if err != nil {
@@ -171,7 +202,7 @@ func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []b
 	if err != nil {
 		return err
 	}
-	r.dispatch("gather_lora_a", consts, g, new(params).u(n, din, op.R).i(int32(slots)), in[1], in[2], in[3], t)
+	r.dispatch("gather_lora_a", consts, g, new(params).u(n, din, op.R).i(int32(slots)), in[1], in[2], in[3], t, r.fault())
 	t.rw = false
 	if g, err = groupsFor(ceilDiv(dout, wg)*chunks, r.b.maxGroups()); err != nil {
 		return err
@@ -180,17 +211,16 @@ func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []b
 	return nil
 }
 
-// loraBackward: t = dy·B; dx = dy·W + s·t·A (one GEMM with the LoRA term in its epilogue);
-// dA = s·tᵀ·x; dB = s·dyᵀ·xa. Every reduction is a tiled f32 GEMM: deterministic, no atomics.
+// loraBackward: t = dy·B; dx = dy·W + s·t·A (one GEMM with the LoRA term in its epilogue; with
+// dropout, dy·W plus the dropped-out s·t·A); dA = s·tᵀ·d(x); dB = s·dyᵀ·xa. Every reduction is a
+// tiled f32 GEMM: deterministic, no atomics.
 func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out []bind) error {
-	fwd := l.In[1 : len(l.In)-1]
-	metas := make([]engine.Meta, len(fwd))
-	for i, a := range fwd {
-		metas[i] = a.Meta
-	}
-	rows, din, dout, rank := engine.LoRA{Quant: op.Quant}.Dims(metas)
-	dy, x, xa := in[0], in[1], in[len(in)-1]
-	a, bl := in[len(in)-3], in[len(in)-2]
+	fop := op.Forward()
+	rows, din, dout, rank := fop.Dims(metas(l.In[1 : len(l.In)-1]))
+	nw, _ := fop.Operands()
+	fwd := in[1 : len(in)-1]
+	dy, x, xa := in[0], fwd[0], in[len(in)-1]
+	a, bl := fwd[1+nw], fwd[2+nw]
 	s := op.Scale
 	k := 0
 	next := func() bind { o := out[k]; k++; return o }
@@ -217,21 +247,16 @@ func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out
 		}
 		t.rw = false
 		if op.NeedX {
-			epi := mm{epi: true, epiT: true, xa: t, bl: a, rank: rank, lscale: s, ldxa: rank, ldbl: din}
-			if op.Quant != nil {
-				if err := r.qmatmul(op.Quant, true, rows, dy, in[2], in[3], dx, &epi); err != nil {
-					return err
-				}
-			} else {
-				g := mm{m: rows, n: din, k: dout, a: dy, lda: dout, b: in[2], ldb: din, c: dx, ldc: din, alpha: 1}
-				g.epi, g.epiT, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, true, t, a, rank, s, rank, din
-				if err := r.matmul(g); err != nil {
-					return err
-				}
+			if err := r.loraDx(op, fwd, dy, t, a, dx, rows, din, dout, rank); err != nil {
+				return err
 			}
 		}
 		if op.NeedA {
-			if err := r.matmul(mm{transA: true, m: rank, n: din, k: rows, a: t, lda: rank, b: x, ldb: din, c: dA, ldc: din, alpha: s}); err != nil {
+			xd, err := r.loraDropout(fop, fwd, x, rows*din)
+			if err != nil {
+				return err
+			}
+			if err := r.matmul(mm{transA: true, m: rank, n: din, k: rows, a: t, lda: rank, b: xd, ldb: din, c: dA, ldc: din, alpha: s}); err != nil {
 				return err
 			}
 		}
@@ -242,12 +267,64 @@ func (r *recorder) loraBackward(op engine.LoRABackward, l engine.Launch, in, out
 	return nil
 }
 
+// loraDx records dx = dy·W + s·d(t·A): without dropout one GEMM over W with the LoRA term in its
+// epilogue; with it, the two terms apart and summed.
+func (r *recorder) loraDx(op engine.LoRABackward, fwd []bind, dy, t, a, dx bind, rows, din, dout, rank int) error {
+	s := op.Scale
+	base := dx
+	if op.Dropout > 0 {
+		tmp, err := r.temp(int64(4 * rows * din))
+		if err != nil {
+			return err
+		}
+		base = tmp
+	}
+	var epi *mm
+	if op.Dropout == 0 {
+		epi = &mm{epi: true, epiT: true, xa: t, bl: a, rank: rank, lscale: s, ldxa: rank, ldbl: din}
+	}
+	if op.Quant != nil {
+		if err := r.qmatmul(op.Quant, true, rows, dy, fwd[1], fwd[2], base, epi); err != nil {
+			return err
+		}
+	} else {
+		g := mm{m: rows, n: din, k: dout, a: dy, lda: dout, b: fwd[1], ldb: din, c: base, ldc: din, alpha: 1}
+		if epi != nil {
+			g.epi, g.epiT, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, true, t, a, rank, s, rank, din
+		}
+		if err := r.matmul(g); err != nil {
+			return err
+		}
+	}
+	if op.Dropout == 0 {
+		return nil
+	}
+	u, err := r.temp(int64(4 * rows * din))
+	if err != nil {
+		return err
+	}
+	if err := r.matmul(mm{m: rows, n: din, k: rank, a: t, lda: rank, b: a, ldb: din, c: u, ldc: din, alpha: s}); err != nil {
+		return err
+	}
+	u.rw = false
+	ud, err := r.temp(int64(4 * rows * din))
+	if err != nil {
+		return err
+	}
+	nw, _ := op.Forward().Operands()
+	if err := r.dropout(u, fwd[3+nw], ud, rows*din, op.Dropout, op.Salt); err != nil {
+		return err
+	}
+	ud.rw, base.rw = false, false
+	return r.map2(0, base, ud, dx, rows*din, 1)
+}
+
 // attention: the tiled online-softmax kernel, WG queries a workgroup, KT keys a tile, as many as the
 // device's workgroup memory holds (K and V tiles) up to 64; over a KV cache of slots (KVStride) its
 // rows variant. For few queries (decoding) a workgroup per query and head instead, so that every
 // invocation is busy on the keys. kvRows is the number of rows of k and v.
 func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) error {
-	const queries = 64
+	const queries = attentionQueries
 	rowsP := func() *params {
 		return new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
 	}

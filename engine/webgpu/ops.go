@@ -18,6 +18,13 @@ const (
 	tileK    = 16
 	threadsM = 4
 	threadsN = 4
+	// reducePerGroup is the most elements a full reduction sums in one workgroup; beyond it a
+	// second pass pays off.
+	reducePerGroup = 16 * wg
+	// gatherRows is the rows of a batch GatherLoRA handles together.
+	gatherRows = 8
+	// attentionQueries is the query block of the tiled attention kernels.
+	attentionQueries = 64
 )
 
 func c(name string, v any) shaders.Const {
@@ -147,6 +154,9 @@ func (r *recorder) arg(a engine.Arg, rw bool) (bind, error) {
 	return bind{buf: buf.buf, size: uint64(n), rw: rw}, nil
 }
 
+// fault is the binding of the device's fault flag (see Backend.fault).
+func (r *recorder) fault() bind { return bind{buf: r.b.fault, size: 4, rw: true} }
+
 // dummy is a small read-only binding for kernel inputs a variant does not read.
 func (r *recorder) dummy() (bind, error) {
 	t, err := r.temp(16)
@@ -220,21 +230,17 @@ func (r *recorder) launch(l engine.Launch) error {
 			return err
 		}
 		cache := l.In[0].Meta.Shape
-		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, cache[1], cache[0]), in[1], in[2], out[0])
+		r.dispatch("cache_write", []shaders.Const{wgc}, g, new(params).u(m, cache[1], cache[0]), in[1], in[2], out[0], r.fault())
 	case engine.GatherScaleCols:
 		g, err := r.items(n, wg)
 		if err != nil {
 			return err
 		}
-		r.dispatch("gather_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(int32(l.In[2].Meta.Shape[0])), in[0], in[1], in[2], out[0])
+		r.dispatch("gather_scale_cols", []shaders.Const{wgc}, g, new(params).u(n, l.In[0].Meta.Shape[1]).i(int32(l.In[2].Meta.Shape[0])), in[0], in[1], in[2], out[0], r.fault())
 	case engine.GatherLoRA:
 		return r.gatherLoRA(op, l, in, out)
 	case engine.Dropout:
-		g, err := r.items(n, wg)
-		if err != nil {
-			return err
-		}
-		r.dispatch("dropout", []shaders.Const{wgc}, g, new(params).u(n).f(op.P, 1/(1-op.P)).u(int(op.Salt)), in[0], in[1], out[0])
+		return r.dropout(in[0], in[1], out[0], n, op.P, op.Salt)
 	case engine.Expand:
 		return r.map1(2, in[0], out[0], n, 0)
 	case engine.Fill:
@@ -364,7 +370,7 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("xent_rows", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last()).i(op.Ignore), in[0], in[1], loss)
+		r.dispatch("xent_rows", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last()).i(op.Ignore), in[0], in[1], loss, r.fault())
 		loss.rw = false
 		r.dispatch("xent_mean", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(params).u(x.Rows(), x.Last()).i(op.Ignore), loss, in[1], out[0])
 	case engine.CrossEntropyBackward:
@@ -373,7 +379,7 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("xent_bwd", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last()).i(op.Ignore), in[0], in[1], in[2], out[0])
+		r.dispatch("xent_bwd", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last()).i(op.Ignore), in[0], in[1], in[2], out[0], r.fault())
 	case engine.Embedding:
 		t := l.In[0].Meta.Shape
 		ids := l.In[1].Meta.Shape.Numel()
@@ -381,7 +387,7 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0]), in[0], in[1], out[0])
+		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0]), in[0], in[1], out[0], r.fault())
 	case engine.EmbeddingBackward:
 		dim := l.In[0].Meta.Shape.Last()
 		ids := l.In[1].Meta.Shape.Numel()
@@ -389,7 +395,7 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("embedding_bwd", []shaders.Const{wgc}, g, new(params).u(ids, dim, op.Vocab), in[0], in[1], out[0])
+		r.dispatch("embedding_bwd", []shaders.Const{wgc}, g, new(params).u(ids, dim, op.Vocab), in[0], in[1], out[0], r.fault())
 	case engine.RoPE:
 		x := l.In[0].Meta.Shape
 		half := op.HeadDim / 2
@@ -533,7 +539,7 @@ func (r *recorder) adamw(op engine.AdamW, l engine.Launch, in, out []bind) error
 // reduce sums f(x) (fn 0 x, 1 x²) into y[0]: one workgroup when x is small, else partial sums of
 // fixed chunks (at most 1024 of them) and a second pass over the partials.
 func (r *recorder) reduce(fn int, x, y bind, n int) error {
-	const perGroup = 16 * wg // elements a workgroup sums before a second pass pays off
+	const perGroup = reducePerGroup
 	if n <= perGroup {
 		r.dispatch("reduce", []shaders.Const{c("WG", wg), c("OP", fn)}, [3]uint32{1, 1, 1}, new(params).u(n, n), x, y)
 		return nil

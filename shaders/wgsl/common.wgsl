@@ -48,3 +48,8 @@ fn block_max(v: f32, lid: u32) -> f32 {
 }
 
 const NEG_MAX: f32 = -3.4028234e38;
+
+// FAULT_INDEX is the bit a kernel sets in its fault flag (a read_write binding named fault) when an
+// index it reads (a cache row, a token id, a target, a pool slot) is out of range: the backend
+// reports the launch as an error at the next read, as the CPU backend reports it from Run.
+const FAULT_INDEX: u32 = 1u;

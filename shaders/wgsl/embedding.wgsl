@@ -1,9 +1,10 @@
-// y[i, d] = table[ids[i], d] (0 for an id out of range).
+// y[i, d] = table[ids[i], d]; an id out of range gives 0 and raises the fault flag.
 struct Params { n: u32, dim: u32, vocab: u32 }
 @group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> P: Params;
+@group(0) @binding(3) var<storage, read_write> fault: array<atomic<u32>>;
+@group(0) @binding(4) var<uniform> P: Params;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -16,6 +17,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let id = ids[r];
     if (id < 0 || u32(id) >= P.vocab) {
         y[i] = 0.0;
+        atomicOr(&fault[0], FAULT_INDEX);
     } else {
         y[i] = table[u32(id) * P.dim + d];
     }

@@ -6,7 +6,8 @@ struct Params { n: u32, dim: u32, vocab: u32 }
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> dt: array<f32>;
-@group(0) @binding(3) var<uniform> P: Params;
+@group(0) @binding(3) var<storage, read_write> fault: array<atomic<u32>>;
+@group(0) @binding(4) var<uniform> P: Params;
 
 var<workgroup> hit: array<u32, WG>;
 var<workgroup> list: array<u32, WG>;
@@ -23,7 +24,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var s = 0.0;
         for (var c0 = 0u; c0 < P.n; c0 = c0 + WG) {
             let i = c0 + lid;
-            hit[lid] = select(0u, 1u, i < P.n && ids[min(i, P.n - 1u)] == i32(v));
+            let id = ids[min(i, P.n - 1u)];
+            hit[lid] = select(0u, 1u, i < P.n && id == i32(v));
+            if (v == 0u && i < P.n && (id < 0 || u32(id) >= P.vocab)) {
+                atomicOr(&fault[0], FAULT_INDEX);
+            }
             workgroupBarrier();
             if (lid == 0u) {
                 var c = 0u;

@@ -6,7 +6,8 @@ struct Params { N: u32, din: u32, R: u32, slots: i32 }
 @group(0) @binding(1) var<storage, read> sel: array<i32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> t: array<f32>;
-@group(0) @binding(4) var<uniform> P: Params;
+@group(0) @binding(4) var<storage, read_write> fault: array<atomic<u32>>;
+@group(0) @binding(5) var<uniform> P: Params;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -25,6 +26,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (n0 + rr < P.N) {
             let slot = sel[n0 + rr];
             on[rr] = slot >= 0 && slot < P.slots;
+            if (slot >= P.slots && j == 0u && lid == 0u) {
+                atomicOr(&fault[0], FAULT_INDEX);
+            }
             if (on[rr]) {
                 arow[rr] = u32(slot) * P.R + j;
             }

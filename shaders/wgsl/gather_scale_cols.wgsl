@@ -5,7 +5,8 @@ struct Params { n: u32, dim: u32, slots: i32 }
 @group(0) @binding(1) var<storage, read> sel: array<i32>;
 @group(0) @binding(2) var<storage, read> l: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> P: Params;
+@group(0) @binding(4) var<storage, read_write> fault: array<atomic<u32>>;
+@group(0) @binding(5) var<uniform> P: Params;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -17,6 +18,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (slot >= 0 && slot < P.slots) {
         y[i] = x[i] * l[u32(slot) * P.dim + i % P.dim];
     } else {
+        if (slot >= P.slots) {
+            atomicOr(&fault[0], FAULT_INDEX);
+        }
         y[i] = x[i];
     }
 }

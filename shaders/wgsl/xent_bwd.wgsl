@@ -5,7 +5,8 @@ struct Params { rows: u32, dim: u32, ignore: i32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(4) var<uniform> P: Params;
+@group(0) @binding(4) var<storage, read_write> fault: array<atomic<u32>>;
+@group(0) @binding(5) var<uniform> P: Params;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -33,6 +34,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = 1.0 / block_sum(s, lid);
     let t = targets[row];
     let ignored = t == P.ignore;
+    if (lid == 0u && !ignored && (t < 0 || u32(t) >= P.dim)) {
+        atomicOr(&fault[0], FAULT_INDEX);
+    }
     let g = dloss[0] / max(count, 1.0);
     for (var j = lid; j < P.dim; j = j + WG) {
         var v = exp(x[base + j] - m) * inv;

@@ -23,6 +23,10 @@ import (
 	"sync/atomic"
 )
 
+// MR, NR and KC are the micro-tile rows and columns and the packed depth (for tests that probe
+// their edges).
+const MR, NR, KC = mr, nr, kc
+
 const (
 	mr = 6  // micro-tile rows: 6×16 floats = 12 YMM accumulators, leaving 4 for operands
 	nr = 16 // micro-tile columns: two 8-float YMM registers

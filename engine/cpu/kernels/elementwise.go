@@ -1,9 +1,9 @@
 package kernels
 
-// reduceChunk is the fixed number of elements summed into one float64 partial by Sum, SumSquares
+// ReduceChunk is the fixed number of elements summed into one float64 partial by Sum, SumSquares
 // and HasNonFinite; partials are combined in chunk order, so results do not depend on how many
 // goroutines ran.
-const reduceChunk = 1 << 14
+const ReduceChunk = 1 << 14
 
 // ScaleCols is IA3's scaling: y = x ⊙ l, the learned vector l broadcast over the rows.
 //
@@ -142,10 +142,10 @@ func SumRows(db, dy []float32, rows, dim int) {
 
 // chunked sums f over fixed chunks of x in parallel and combines the partials in chunk order.
 func chunked(x []float32, f func(x []float32) float64) float64 {
-	parts := make([]float64, (len(x)+reduceChunk-1)/reduceChunk)
+	parts := make([]float64, (len(x)+ReduceChunk-1)/ReduceChunk)
 	parallelFor(len(parts), 2, func(lo, hi int) {
 		for c := lo; c < hi; c++ {
-			parts[c] = f(x[c*reduceChunk : min((c+1)*reduceChunk, len(x))])
+			parts[c] = f(x[c*ReduceChunk : min((c+1)*ReduceChunk, len(x))])
 		}
 	})
 	var s float64

@@ -106,7 +106,7 @@ func TestAddBiasAndSumRows(t *testing.T) {
 
 func TestReductions(t *testing.T) {
 	// Longer than several reduce chunks, with a ragged last chunk.
-	n := 3*reduceChunk + 77
+	n := 3*ReduceChunk + 77
 	x := randn(newRand(64), n)
 	var s, ss float64
 	for _, v := range x {
@@ -119,7 +119,7 @@ func TestReductions(t *testing.T) {
 
 	require.False(t, HasNonFinite(x))
 	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
-		for _, at := range []int{0, reduceChunk + 3, n - 1} {
+		for _, at := range []int{0, ReduceChunk + 3, n - 1} {
 			y := append([]float32(nil), x...)
 			y[at] = bad
 			require.True(t, HasNonFinite(y), "%g at %d", bad, at)

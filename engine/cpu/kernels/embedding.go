@@ -32,16 +32,16 @@ func Embedding(y, table []float32, ids []int32, vocab, dim int) error {
 //
 // Tokens are grouped by id (a stable counting sort), and each table row sums its tokens' gradients
 // in float64 in token order, so a frequent token's gradient is exact and the result does not
-// depend on the number of goroutines. The ids must already be valid (Embedding checked them); an
-// id out of range, or a short slice, panics.
-func EmbeddingBackward(dtable, dy []float32, ids []int32, vocab, dim int) {
+// depend on the number of goroutines. An id out of range is an error (nothing is written); a short
+// slice panics.
+func EmbeddingBackward(dtable, dy []float32, ids []int32, vocab, dim int) error {
 	need("EmbeddingBackward", "dtable", len(dtable), vocab*dim)
 	need("EmbeddingBackward", "dy", len(dy), len(ids)*dim)
 	// start[id]..start[id+1] indexes the positions of id in order.
 	start := make([]int, vocab+1)
 	for t, id := range ids {
 		if id < 0 || int(id) >= vocab {
-			panic(fmt.Sprintf("kernels.EmbeddingBackward: token id %d at position %d is out of range [0, %d)", id, t, vocab))
+			return fmt.Errorf("embedding backward: token id %d at position %d is out of range [0, %d)", id, t, vocab)
 		}
 		start[id+1]++
 	}
@@ -74,4 +74,5 @@ func EmbeddingBackward(dtable, dy []float32, ids []int32, vocab, dim int) {
 			}
 		}
 	})
+	return nil
 }

@@ -68,15 +68,14 @@ func logSumExp(x []float32) float64 {
 //
 //	dlogits: [rows, vocab] (output; may be logits), logits: [rows, vocab], targets: [rows]
 //
-// Targets must already be valid (CrossEntropy checked them); one out of range, or a short slice,
-// panics.
-func CrossEntropyBackward(dlogits, logits []float32, targets []int32, rows, vocab int, ignoreIndex int32, dloss float32, count int) {
+// A target out of range is an error (nothing is written); a short slice panics.
+func CrossEntropyBackward(dlogits, logits []float32, targets []int32, rows, vocab int, ignoreIndex int32, dloss float32, count int) error {
 	need("CrossEntropyBackward", "dlogits", len(dlogits), rows*vocab)
 	need("CrossEntropyBackward", "logits", len(logits), rows*vocab)
 	need("CrossEntropyBackward", "targets", len(targets), rows)
 	for r, t := range targets[:rows] {
 		if t != ignoreIndex && (t < 0 || int(t) >= vocab) {
-			panic(fmt.Sprintf("kernels.CrossEntropyBackward: target %d at row %d is out of range [0, %d)", t, r, vocab))
+			return fmt.Errorf("cross-entropy backward: target %d at row %d is out of range [0, %d)", t, r, vocab)
 		}
 	}
 	var g float64 // dloss/count
@@ -101,4 +100,5 @@ func CrossEntropyBackward(dlogits, logits []float32, targets []int32, rows, voca
 			}
 		}
 	})
+	return nil
 }

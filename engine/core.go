@@ -1,0 +1,226 @@
+package engine
+
+import "fmt"
+
+// The core op set: what every backend must implement. Everything else is a fast path: a fused or
+// adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
+// (see Decomposable). A new backend implements these 30 kernels (Reshape is a view and needs
+// none) and passes engine/enginetest.
+//
+//	MatMul, QMatMul                                  dense and 4-bit matrix products
+//	RMSNorm, RMSNormBackward, RoPE                   normalisation and positions
+//	Attention, AttentionBackward, CacheWrite         attention and the KV cache
+//	Unary, UnaryBackward, Softmax, SoftmaxBackward   activations
+//	Embedding, EmbeddingBackward                     token embeddings
+//	CrossEntropy, CrossEntropyBackward               the loss
+//	Binary, Scale, AddBias, ScaleCols                elementwise and broadcast
+//	SumRows, Sum, SumSquares, Expand, Fill           reductions and constants
+//	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
+//	GatherLoRA, GatherScaleCols                      the adapter pool (not yet decomposed)
+//	Reshape                                          a view (no kernel)
+//
+// The fast paths: LoRA and LoRABackward (fused LoRA, dense or 4-bit, with dropout),
+// ScaleColsBackward (IA3), SwiGLU and SwiGLUBackward.
+var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope", "attention",
+	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
+	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
+	"scale", "add_bias", "scale_cols", "sum_rows", "sum", "sum_squares", "expand", "fill",
+	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw", "reshape", "gather_lora", "gather_scale_cols"}
+
+// IsCore reports whether op belongs to the core op set every backend implements.
+func IsCore(op Op) bool {
+	if _, ok := op.(Decomposable); ok {
+		return false
+	}
+	name := op.Name()
+	for _, c := range coreOps {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Decomposable is implemented by the fast-path ops: Decompose records, in g, core ops (or other
+// decomposable ops) that compute the same outputs from the same operands, and returns one node
+// per output. Compile calls it when a backend's Supports refuses the op.
+type Decomposable interface {
+	Op
+	Decompose(g *Graph, in []*Node) ([]*Node, error)
+}
+
+// Decompose: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ and xa from MatMul or QMatMul, Dropout, Scale and Add.
+func (o LoRA) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	nw, ns := o.Operands()
+	x, a, b := in[0], in[1+nw], in[2+nw]
+	var y *Node
+	if o.Quant != nil {
+		y = g.Apply1(QMatMul{Quant: *o.Quant}, x, in[1], in[2])
+	} else {
+		y = g.MatMul(x, in[1], false, true)
+	}
+	xd := x
+	if ns > 0 {
+		xd = g.Dropout(x, in[3+nw], o.Dropout, o.Salt)
+	}
+	xa := g.MatMul(xd, a, false, true)
+	y = g.Add(y, g.Scale(g.MatMul(xa, b, false, true), o.Scale))
+	return []*Node{y, xa}, g.err
+}
+
+// Decompose: t = dy·B, dx = dy·W + d(s·t·A), dA = s·tᵀ·d(x), dB = s·dyᵀ·xa.
+func (o LoRABackward) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	fop := o.Forward()
+	nw, ns := fop.Operands()
+	fwd := in[1 : len(in)-1]
+	dy, x, xa := in[0], fwd[0], in[len(in)-1]
+	a, b := fwd[1+nw], fwd[2+nw]
+	rows := x.meta.Shape.Rows()
+	drop := func(v *Node) *Node {
+		if ns == 0 {
+			return v
+		}
+		return g.Dropout(v, fwd[3+nw], o.Dropout, o.Salt)
+	}
+	var res []*Node
+	var t *Node
+	if o.NeedX || o.NeedA {
+		t = g.MatMul(dy, b, false, false)
+	}
+	if o.NeedX {
+		var base *Node
+		if o.Quant != nil {
+			base = g.Apply1(QMatMul{Quant: *o.Quant, TransW: true}, dy, fwd[1], fwd[2])
+		} else {
+			base = g.MatMul(dy, fwd[1], false, false)
+		}
+		res = append(res, g.Add(base, drop(g.Scale(g.MatMul(t, a, false, false), o.Scale))))
+	}
+	if o.NeedA {
+		t2 := g.Reshape(t, rows, t.meta.Shape.Last())
+		xd := g.Reshape(drop(x), rows, x.meta.Shape.Last())
+		res = append(res, g.Scale(g.MatMul(t2, xd, true, false), o.Scale))
+	}
+	if o.NeedB {
+		dy2 := g.Reshape(dy, rows, dy.meta.Shape.Last())
+		xa2 := g.Reshape(xa, rows, xa.meta.Shape.Last())
+		res = append(res, g.Scale(g.MatMul(dy2, xa2, true, false), o.Scale))
+	}
+	return res, g.err
+}
+
+// Decompose: dx = dy ⊙ l, dl = Σ_rows dy ⊙ x.
+func (o ScaleColsBackward) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	var res []*Node
+	if o.NeedX {
+		res = append(res, g.ScaleCols(in[0], in[2]))
+	}
+	if o.NeedL {
+		res = append(res, g.Apply1(SumRows{}, g.Mul(in[0], in[1])))
+	}
+	return res, g.err
+}
+
+// Decompose: silu(gate) ⊙ up.
+func (SwiGLU) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	return []*Node{g.Mul(g.SiLU(in[0]), in[1])}, g.err
+}
+
+// Decompose: dgate = silu'(gate)·(dy ⊙ up), dup = dy ⊙ silu(gate).
+func (o SwiGLUBackward) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	var res []*Node
+	if o.NeedGate {
+		res = append(res, g.Apply1(UnaryBackward{Fn: SiLU}, g.Mul(in[0], in[2]), in[1]))
+	}
+	if o.NeedUp {
+		res = append(res, g.Mul(in[0], g.SiLU(in[1])))
+	}
+	return res, g.err
+}
+
+// lower returns the graph's nodes in recording order with every op that b refuses replaced by its
+// decomposition (recursively), and the replacement of every node that changed. Nodes downstream
+// of a replacement are cloned with their operands remapped; the graph itself is left as it was.
+func lower(g *Graph, b Backend) ([]*Node, map[*Node]*Node, error) {
+	sub := map[*Node]*Node{}
+	var order []*Node
+	remap := func(n *Node) *Node {
+		if r, ok := sub[n]; ok {
+			return r
+		}
+		return n
+	}
+	var visit func(n *Node, depth int) error
+	visit = func(n *Node, depth int) error {
+		if n.kind != kindOp {
+			if n.kind != kindOutput { // outputs come with their op
+				order = append(order, n)
+			}
+			return nil
+		}
+		src := make([]*Node, len(n.src))
+		changed := false
+		metas := make([]Meta, len(n.src))
+		for i, s := range n.src {
+			src[i] = remap(s)
+			changed = changed || src[i] != s
+			metas[i] = src[i].meta
+		}
+		err := b.Supports(n.op, metas)
+		if err == nil {
+			if !changed {
+				order = append(order, n)
+				order = append(order, n.outs...)
+				return nil
+			}
+			c := *n
+			c.src = src
+			c.outs = nil
+			for _, o := range n.outs {
+				oc := *o
+				oc.src = []*Node{&c}
+				c.outs = append(c.outs, &oc)
+				sub[o] = &oc
+			}
+			sub[n] = &c
+			order = append(order, &c)
+			order = append(order, c.outs...)
+			return nil
+		}
+		d, ok := n.op.(Decomposable)
+		if !ok || depth > 8 {
+			return fmt.Errorf("%s on %s: %w", n, b.Device().Backend, err)
+		}
+		// Record the decomposition at the end of the graph, in the node's block, then take the new
+		// nodes out again: the graph stays as the caller built it.
+		before, block, backward, gerr := len(g.nodes), g.block, g.backward, g.err
+		g.block, g.backward = n.block, n.backward
+		outs, derr := d.Decompose(g, src)
+		added := append([]*Node(nil), g.nodes[before:]...)
+		g.nodes = g.nodes[:before]
+		g.block, g.backward, g.err = block, backward, gerr
+		if derr == nil && len(outs) != len(outsOf(n)) {
+			derr = fmt.Errorf("decomposition gives %d outputs for %d", len(outs), len(outsOf(n)))
+		}
+		if derr != nil {
+			return fmt.Errorf("%s: decompose for %s: %w", n, b.Device().Backend, derr)
+		}
+		for _, a := range added {
+			a.block, a.backward = n.block, n.backward
+			if err := visit(a, depth+1); err != nil {
+				return err
+			}
+		}
+		for i, o := range outsOf(n) {
+			sub[o] = remap(outs[i])
+		}
+		return nil
+	}
+	nodes := append([]*Node(nil), g.nodes...)
+	for _, n := range nodes {
+		if err := visit(n, 0); err != nil {
+			return nil, nil, err
+		}
+	}
+	return order, sub, nil
+}
