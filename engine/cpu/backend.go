@@ -177,8 +177,75 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 // Run executes the launches in order.
 func (b *Backend) Run(launches []engine.Launch) error {
 	for _, l := range launches {
-		if err := run(l); err != nil {
+		if err := check(l); err != nil {
 			return fmt.Errorf("%s: %w", l.Op.Name(), err)
+		}
+	}
+	return runAll(launches)
+}
+
+// Prepare checks every launch once (operands against the op's shape rules, buffers large enough)
+// and returns an Executable that runs the kernels with no further checks or allocation of its own.
+func (b *Backend) Prepare(launches []engine.Launch) (engine.Executable, error) {
+	for _, l := range launches {
+		if err := check(l); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.Op.Name(), err)
+		}
+	}
+	return prepared(append([]engine.Launch(nil), launches...)), nil
+}
+
+type prepared []engine.Launch
+
+func (p prepared) Run() error { return runAll(p) }
+func (p prepared) Release()   {}
+
+// runAll runs launches in order; a kernel that panics (an operand out of range that its checks
+// missed) becomes an error.
+func runAll(launches []engine.Launch) (err error) {
+	i := 0
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: kernel failed: %v", launches[i].Op.Name(), r)
+		}
+	}()
+	for ; i < len(launches); i++ {
+		if err := run(launches[i]); err != nil {
+			return fmt.Errorf("%s: %w", launches[i].Op.Name(), err)
+		}
+	}
+	return nil
+}
+
+// check validates a launch: the op accepts its operands, it has the outputs the op infers, and
+// every operand fits its buffer.
+func check(l engine.Launch) error {
+	if l.Op == nil {
+		return fmt.Errorf("launch without an op")
+	}
+	metas := make([]engine.Meta, len(l.In))
+	for i, a := range l.In {
+		metas[i] = a.Meta
+	}
+	want, err := l.Op.Infer(metas)
+	if err != nil {
+		return err
+	}
+	if len(want) != len(l.Out) {
+		return fmt.Errorf("want %d outputs, got %d", len(want), len(l.Out))
+	}
+	for i, m := range want {
+		if got := l.Out[i].Meta; got.DType != m.DType || got.Shape.Numel() != m.Shape.Numel() {
+			return fmt.Errorf("output %d is %s, want %s", i, got, m)
+		}
+	}
+	for _, a := range append(append([]engine.Arg(nil), l.In...), l.Out...) {
+		buf, ok := a.Buf.(*buffer)
+		if !ok || buf == nil {
+			return fmt.Errorf("operand %s: buffer %T is not a cpu buffer", a.Meta, a.Buf)
+		}
+		if a.Meta.Bytes() > buf.Bytes() {
+			return fmt.Errorf("operand %s does not fit its %d-byte buffer", a.Meta, buf.Bytes())
 		}
 	}
 	return nil
