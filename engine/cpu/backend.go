@@ -168,7 +168,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
+		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -439,6 +440,38 @@ func run(l engine.Launch) error {
 			} else {
 				y[i] = 0
 			}
+		}
+	case engine.SumSquaresN:
+		// As the per-tensor reductions it replaces: each sum rounded to f32, added in order in f32.
+		var acc float32
+		for i, x := range in {
+			ss := float32(kernels.SumSquares(f32(x)))
+			if i == 0 {
+				acc = ss
+			} else {
+				acc = float32(acc + ss)
+			}
+		}
+		f32(out[0])[0] = acc
+	case engine.ClipStatus:
+		st := engine.ClipStatusRef(op.MaxNorm, f32(in[0])[0], f32(in[1])[0], f32(in[2]))
+		copy(f32(out[0]), st[:])
+	case engine.AdamWStep:
+		st, ctl := f32(in[4]), f32(in[5])
+		if st[engine.StatusSkip] != 0 {
+			return nil // outputs are the operands' buffers: nothing changes
+		}
+		step := int(ctl[engine.CtlStep])
+		if step < 1 {
+			return fmt.Errorf("step %v does not count from 1", ctl[engine.CtlStep])
+		}
+		kernels.AdamWScaled(f32(out[0]), f32(in[1]), st[engine.StatusCoef], f32(out[1]), f32(out[2]), step,
+			ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	case engine.Accumulate:
+		if op.Overwrite {
+			copy(f32(out[0]), f32(in[1]))
+		} else {
+			kernels.AddScaled(f32(out[0]), f32(in[1]), 1)
 		}
 	case engine.AdamW:
 		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
