@@ -89,7 +89,7 @@ func ClipStatusRef(maxNorm float32, loss, sumsq float32, ctl []float32) [StatusL
 // learning rate and the step number; a skipped step leaves p, m and v as they were.
 type AdamWStep struct{ Beta1, Beta2, Eps, WeightDecay float32 }
 
-func (AdamWStep) Name() string  { return "adamw_step" }
+func (AdamWStep) Name() string   { return "adamw_step" }
 func (AdamWStep) aliases() []int { return []int{0, 2, 3} }
 
 func (AdamWStep) Infer(in []Meta) ([]Meta, error) {
@@ -113,7 +113,7 @@ func (AdamWStep) Infer(in []Meta) ([]Meta, error) {
 // acc's buffer.
 type Accumulate struct{ Overwrite bool }
 
-func (Accumulate) Name() string    { return "accumulate" }
+func (Accumulate) Name() string   { return "accumulate" }
 func (Accumulate) aliases() []int { return []int{0} }
 
 func (Accumulate) Infer(in []Meta) ([]Meta, error) { return sameF32(in, 2) }
