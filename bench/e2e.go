@@ -98,6 +98,8 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 	if weights == "nf4" {
 		lo.Quantize = "nf4"
 	}
+	cb := engine.NewCounting(be)
+	be = cb
 	m, err := model.Load(dir, be, lo)
 	if err != nil {
 		r.Err = err.Error()
@@ -165,6 +167,7 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 		// Decode on the warm-up pass (compiling) and the last repeat: its per-token times are
 		// the samples.
 		if rep == 0 || rep == max(s.Repeats, 1) {
+			start := cb.Counts()
 			for i := range s.DecodeTokens {
 				for b := range seqs {
 					seqs[b] = model.Seq{Slot: b, Pos: s.PromptTokens + i, IDs: next[b : b+1], Adapter: adapterOf(b)}
@@ -180,6 +183,9 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 				}
 				r.Launches = c.Launches()
 				next = lastTokens(logits)
+			}
+			if d := cb.Counts().Sub(start); s.DecodeTokens > 0 {
+				r.Submissions, r.Reads = float64(d.Submissions)/float64(s.DecodeTokens), float64(d.Reads)/float64(s.DecodeTokens)
 			}
 		}
 	}

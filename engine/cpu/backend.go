@@ -169,7 +169,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
 		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
-		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate:
+		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate, engine.TopK:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -467,6 +467,9 @@ func run(l engine.Launch) error {
 		}
 		kernels.AdamWScaled(f32(out[0]), f32(in[1]), st[engine.StatusCoef], f32(out[1]), f32(out[2]), step,
 			ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	case engine.TopK:
+		x := in[0].Meta.Shape
+		topK(f32(out[0]), f32(in[0]), x.Rows(), x.Last(), op.K)
 	case engine.Accumulate:
 		if op.Overwrite {
 			copy(f32(out[0]), f32(in[1]))
@@ -630,4 +633,64 @@ func gatherLoRA(op engine.GatherLoRA, in, out []engine.Arg) error {
 		}
 	}
 	return nil
+}
+
+// topK writes each row's k best (value, index) pairs, best first, ties by the lower index, NaNs
+// skipped: a selection through a min-heap of k (O(V log k) a row, no sort of the row).
+func topK(out, x []float32, rows, v, k int) {
+	for r := range rows {
+		row := x[r*v : (r+1)*v]
+		// better: a before b in the output order.
+		better := func(a, b int32) bool { return row[a] > row[b] || (row[a] == row[b] && a < b) }
+		heap := make([]int32, 0, k) // the worst kept on top
+		down := func(i int) {
+			for {
+				w, l, rr := i, 2*i+1, 2*i+2
+				if l < len(heap) && better(heap[w], heap[l]) {
+					w = l
+				}
+				if rr < len(heap) && better(heap[w], heap[rr]) {
+					w = rr
+				}
+				if w == i {
+					return
+				}
+				heap[i], heap[w] = heap[w], heap[i]
+				i = w
+			}
+		}
+		for i := range int32(v) {
+			if row[i] != row[i] { // NaN
+				continue
+			}
+			if len(heap) < k {
+				heap = append(heap, i)
+				for j := len(heap) - 1; j > 0; {
+					p := (j - 1) / 2
+					if !better(heap[p], heap[j]) {
+						break
+					}
+					heap[p], heap[j] = heap[j], heap[p]
+					j = p
+				}
+			} else if better(i, heap[0]) {
+				heap[0] = i
+				down(0)
+			}
+		}
+		o := out[r*2*k : (r+1)*2*k]
+		for j := k - 1; j >= 0; j-- {
+			if j >= len(heap) {
+				o[2*j], o[2*j+1] = float32(math.Inf(-1)), -1
+				continue
+			}
+			// Pop the worst into the last free place.
+			top := heap[0]
+			last := len(heap) - 1
+			heap[0] = heap[last]
+			heap = heap[:last]
+			down(0)
+			o[2*j], o[2*j+1] = row[top], float32(top)
+		}
+	}
 }

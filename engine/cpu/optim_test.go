@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -127,5 +128,41 @@ func TestAccumulateReference(t *testing.T) {
 	res := runGraph(t, g, map[*engine.Node][]float32{acc: randn(r, s.Numel(), 5), x: xv, y: yv}, out)
 	for i := range xv {
 		require.Equal(t, xv[i]+yv[i], res[0][i])
+	}
+}
+
+// TopK against a sort of each row (value descending, index ascending), with ties, NaNs skipped
+// and a row with fewer numbers than k.
+func TestTopKReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 11))
+	const rows, v, k = 4, 97, 9
+	x := randn(r, rows*v, 1)
+	for i := range x {
+		x[i] = float32(math.Round(float64(x[i])*3) / 3) // ties
+	}
+	x[5], x[v+3] = float32(math.NaN()), float32(math.Inf(1))
+	for i := 3 * v; i < 4*v; i++ {
+		x[i] = float32(math.NaN())
+	}
+	x[3*v+10], x[3*v+50] = 2, 7
+	g := engine.NewGraph()
+	xn := g.Input("x", engine.F32, engine.Shape{rows, v})
+	out := runGraph(t, g, map[*engine.Node][]float32{xn: x}, g.TopK(xn, k))[0]
+	for row := range rows {
+		var idx []int
+		for i := range v {
+			if !math.IsNaN(float64(x[row*v+i])) {
+				idx = append(idx, i)
+			}
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return x[row*v+idx[a]] > x[row*v+idx[b]] })
+		for j := range k {
+			got := out[(row*k+j)*2 : (row*k+j)*2+2]
+			if j >= len(idx) {
+				require.Equal(t, []float32{float32(math.Inf(-1)), -1}, got, "row %d slot %d", row, j)
+				continue
+			}
+			require.Equal(t, []float32{x[row*v+idx[j]], float32(idx[j])}, got, "row %d slot %d", row, j)
+		}
 	}
 }

@@ -252,6 +252,15 @@ func Cases() []Case {
 			acc := g.Apply1(engine.Accumulate{}, g.Apply1(engine.Accumulate{Overwrite: true}, b.f32(engine.Shape{5003}, 1), g2), b.f32(engine.Shape{5003}, 1))
 			return append([]*engine.Node{ss, st, acc}, upd...)
 		}),
+		// Sampling candidates: the top k of rows longer than a workgroup, with ties (values
+		// rounded to a coarse grid) decided by the lower index, and k = 1 (greedy).
+		c("top_k", 0, func(b *builder) []*engine.Node {
+			x := b.f32(engine.Shape{5, 613}, 2)
+			for i, v := range b.leaves[len(b.leaves)-1].F32 {
+				b.leaves[len(b.leaves)-1].F32[i] = float32(math.Round(float64(v)*4) / 4)
+			}
+			return []*engine.Node{b.g.TopK(x, 40), b.g.TopK(x, 1), b.g.TopK(b.f32(engine.Shape{3, 7}, 1), 7)}
+		}),
 		// A non-finite gradient skips the update: p, m and v come back as they were.
 		c("optimizer_skip", 0, func(b *builder) []*engine.Node {
 			s := engine.Shape{7, 5}

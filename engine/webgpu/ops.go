@@ -52,7 +52,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
-		engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate:
+		engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate,
+		engine.TopK:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -415,6 +416,13 @@ func (r *recorder) launch(l engine.Launch) error {
 		return r.adamw(op, l, in, out)
 	case engine.SumSquaresN:
 		return r.sumSquaresN(l, in, out[0])
+	case engine.TopK:
+		x := l.In[0].Meta.Shape
+		g, err := r.items(x.Rows(), 1)
+		if err != nil {
+			return err
+		}
+		r.dispatch("top_k", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last(), op.K), in[0], out[0])
 	case engine.ClipStatus:
 		r.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(params).f(op.MaxNorm), in[0], in[1], in[2], out[0])
 	case engine.AdamWStep:
