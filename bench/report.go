@@ -109,8 +109,8 @@ type E2EResult struct {
 	// step (engine.Counting), averaged over the timed steps.
 	Submissions float64 `json:"submissions_per_step"`
 	Reads       float64 `json:"reads_per_step"`
-	WeightBytes int64  `json:"weight_bytes"`
-	Err         string `json:"error,omitempty"`
+	WeightBytes int64   `json:"weight_bytes"`
+	Err         string  `json:"error,omitempty"`
 }
 
 // WriteJSON writes r as indented JSON to path.
