@@ -78,14 +78,14 @@ func (r *Report) Markdown() string {
 		}
 		if len(be.E2E) > 0 {
 			w("End to end through `model.Cache.Step` with the KV cache, step programs compiled once (LoRA adapters: rank 16 on every linear layer, each sequence of the batch with its own):\n\n")
-			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step | submissions / host reads a step |\n")
+			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step | submissions / host reads (bytes) a step |\n")
 			w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, e := range be.E2E {
 				if e.Err != "" {
 					w("| %s | %s | %s | %d | %d | %d | error: %s | | | | |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, oneLine(e.Err))
 					continue
 				}
-				w("| %s | %s | %s | %d | %d | %d | %s | %.2f | %s (%s) | %d | %g / %g |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime), e.Launches, e.Submissions, e.Reads)
+				w("| %s | %s | %s | %d | %d | %d | %s | %.2f | %s (%s) | %d | %g / %g (%.0f B) |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime), e.Launches, e.Submissions, e.Reads, e.ReadBytes)
 			}
 			w("\n")
 		}

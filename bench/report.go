@@ -109,6 +109,7 @@ type E2EResult struct {
 	// step (engine.Counting), averaged over the timed steps.
 	Submissions float64 `json:"submissions_per_step"`
 	Reads       float64 `json:"reads_per_step"`
+	ReadBytes   float64 `json:"read_bytes_per_step"`
 	WeightBytes int64   `json:"weight_bytes"`
 	Err         string  `json:"error,omitempty"`
 }

@@ -8,17 +8,19 @@ import "sync/atomic"
 // and every program, tensor and read goes through it.
 type Counting struct {
 	Backend
-	submissions, launches, reads, writes atomic.Int64
+	submissions, launches, reads, writes, readBytes atomic.Int64
 }
 
 // Counts are a snapshot of a Counting backend's counters.
 type Counts struct {
 	Submissions, Launches, Reads, Writes int64
+	// ReadBytes is the number of bytes the reads brought back.
+	ReadBytes int64
 }
 
 // Sub is c − o, what happened between two snapshots.
 func (c Counts) Sub(o Counts) Counts {
-	return Counts{c.Submissions - o.Submissions, c.Launches - o.Launches, c.Reads - o.Reads, c.Writes - o.Writes}
+	return Counts{c.Submissions - o.Submissions, c.Launches - o.Launches, c.Reads - o.Reads, c.Writes - o.Writes, c.ReadBytes - o.ReadBytes}
 }
 
 // NewCounting wraps b.
@@ -26,7 +28,7 @@ func NewCounting(b Backend) *Counting { return &Counting{Backend: b} }
 
 // Counts returns the counters so far.
 func (c *Counting) Counts() Counts {
-	return Counts{c.submissions.Load(), c.launches.Load(), c.reads.Load(), c.writes.Load()}
+	return Counts{c.submissions.Load(), c.launches.Load(), c.reads.Load(), c.writes.Load(), c.readBytes.Load()}
 }
 
 // Run counts one submission of len(launches) launches.
@@ -39,6 +41,7 @@ func (c *Counting) Run(launches []Launch) error {
 // Read counts one host read.
 func (c *Counting) Read(src Buffer, off int64, dst []byte) error {
 	c.reads.Add(1)
+	c.readBytes.Add(int64(len(dst)))
 	return c.Backend.Read(src, off, dst)
 }
 
