@@ -77,7 +77,7 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
 				if r.Err != "" {
 					fmt.Fprintf(log, "  e2e %-4s batch %d adapters %d error: %s\n", w, b, a, r.Err)
 				} else {
-					fmt.Fprintf(log, "  e2e %-4s batch %d adapters %d TTFT %s (%d tokens), decode %.2f tokens/s\n", w, b, a, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec)
+					fmt.Fprintf(log, "  e2e %-4s batch %d adapters %d TTFT %s (%d tokens), decode %.2f tokens/s, %g submissions, %g reads (%.0f B) a step\n", w, b, a, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec, r.Submissions, r.Reads, r.ReadBytes)
 				}
 				out = append(out, r)
 			}
@@ -98,6 +98,8 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 	if weights == "nf4" {
 		lo.Quantize = "nf4"
 	}
+	cb := engine.NewCounting(be)
+	be = cb
 	m, err := model.Load(dir, be, lo)
 	if err != nil {
 		r.Err = err.Error()
@@ -165,12 +167,15 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 		// Decode on the warm-up pass (compiling) and the last repeat: its per-token times are
 		// the samples.
 		if rep == 0 || rep == max(s.Repeats, 1) {
+			start := cb.Counts()
 			for i := range s.DecodeTokens {
 				for b := range seqs {
 					seqs[b] = model.Seq{Slot: b, Pos: s.PromptTokens + i, IDs: next[b : b+1], Adapter: adapterOf(b)}
 				}
+				// Greedy on the device, as the server decodes greedy requests: the top
+				// candidate of each sequence comes back, not its logits.
 				t0 := time.Now()
-				logits, err = c.Step(seqs)
+				cand, err := c.StepTopK(seqs, 1)
 				if err != nil {
 					r.Err = err.Error()
 					return r
@@ -179,7 +184,13 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 					tok = append(tok, time.Since(t0).Seconds())
 				}
 				r.Launches = c.Launches()
-				next = lastTokens(logits)
+				for b := range next {
+					next[b] = int32(cand[2*b+1])
+				}
+			}
+			if d := cb.Counts().Sub(start); s.DecodeTokens > 0 {
+				r.Submissions, r.Reads = float64(d.Submissions)/float64(s.DecodeTokens), float64(d.Reads)/float64(s.DecodeTokens)
+				r.ReadBytes = float64(d.ReadBytes) / float64(s.DecodeTokens)
 			}
 		}
 	}

@@ -78,26 +78,26 @@ func (r *Report) Markdown() string {
 		}
 		if len(be.E2E) > 0 {
 			w("End to end through `model.Cache.Step` with the KV cache, step programs compiled once (LoRA adapters: rank 16 on every linear layer, each sequence of the batch with its own):\n\n")
-			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step |\n")
-			w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step | submissions / host reads (bytes) a step |\n")
+			w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, e := range be.E2E {
 				if e.Err != "" {
-					w("| %s | %s | %s | %d | %d | %d | error: %s | | | |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, oneLine(e.Err))
+					w("| %s | %s | %s | %d | %d | %d | error: %s | | | | |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, oneLine(e.Err))
 					continue
 				}
-				w("| %s | %s | %s | %d | %d | %d | %s | %.2f | %s (%s) | %d |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime), e.Launches)
+				w("| %s | %s | %s | %d | %d | %d | %s | %.2f | %s (%s) | %d | %g / %g (%.0f B) |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime), e.Launches, e.Submissions, e.Reads, e.ReadBytes)
 			}
 			w("\n")
 		}
 		if len(be.Train) > 0 {
-			w("| training | checkpoint | batch×seq | rank | step (median) | tokens/s | peak device memory | loss |\n")
-			w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			w("| training | checkpoint | batch×seq | rank | step (median) | tokens/s | peak device memory | loss | submissions / host reads / launches a step |\n")
+			w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, t := range be.Train {
 				if t.Err != "" {
-					w("| %s | %s | %d×%d | %d | error: %s | | | |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, oneLine(t.Err))
+					w("| %s | %s | %d×%d | %d | error: %s | | | | |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, oneLine(t.Err))
 					continue
 				}
-				w("| %s | %s | %d×%d | %d | %s | %.1f | %.1f MiB | %.4f |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, fmtDur(t.StepTime.Median), t.TokensPerSec, float64(t.PeakBytes)/(1<<20), t.Loss)
+				w("| %s | %s | %d×%d | %d | %s | %.1f | %.1f MiB | %.4f | %g / %g / %g |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, fmtDur(t.StepTime.Median), t.TokensPerSec, float64(t.PeakBytes)/(1<<20), t.Loss, t.Submissions, t.Reads, t.Launches)
 			}
 			w("\n")
 		} else {

@@ -104,9 +104,14 @@ type E2EResult struct {
 	TokenTime    Stats   `json:"token_time"`
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	// Launches is the number of kernel launches of a decode step.
-	Launches    int    `json:"launches"`
-	WeightBytes int64  `json:"weight_bytes"`
-	Err         string `json:"error,omitempty"`
+	Launches int `json:"launches"`
+	// Submissions and Reads are the submissions to the device and the host reads of a decode
+	// step (engine.Counting), averaged over the timed steps.
+	Submissions float64 `json:"submissions_per_step"`
+	Reads       float64 `json:"reads_per_step"`
+	ReadBytes   float64 `json:"read_bytes_per_step"`
+	WeightBytes int64   `json:"weight_bytes"`
+	Err         string  `json:"error,omitempty"`
 }
 
 // WriteJSON writes r as indented JSON to path.

@@ -36,6 +36,9 @@ type TrainMeasurement struct {
 	PeakBytes int64
 	// Loss is the last step's loss (to show that training ran); 0 or NaN if unknown.
 	Loss float64
+	// Submissions, Reads and Launches are per timed step: submissions to the device, host reads
+	// and kernel launches (engine.Counting); 0 when not counted.
+	Submissions, Reads, Launches float64
 }
 
 // TrainFunc runs training steps on be as req asks. bench calls it once for "lora" and once for
@@ -58,7 +61,11 @@ type TrainResult struct {
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	PeakBytes    int64   `json:"peak_bytes"`
 	Loss         float64 `json:"loss"`
-	Err          string  `json:"error,omitempty"`
+	// Submissions, Reads and Launches are per step (see TrainMeasurement).
+	Submissions float64 `json:"submissions_per_step"`
+	Reads       float64 `json:"reads_per_step"`
+	Launches    float64 `json:"launches_per_step"`
+	Err         string  `json:"error,omitempty"`
 }
 
 // trainSeq is the sequence length of training steps for a run's sizes.
@@ -91,10 +98,11 @@ func runTrain(ctx context.Context, be engine.Backend, s Sizes, o Options) []Trai
 		} else {
 			tr.TokensPerSec = float64(m.TokensPerStep) / tr.StepTime.Median
 			tr.PeakBytes = m.PeakBytes
+			tr.Submissions, tr.Reads, tr.Launches = m.Submissions, m.Reads, m.Launches
 			if !math.IsNaN(m.Loss) && !math.IsInf(m.Loss, 0) { // JSON has no NaN
 				tr.Loss = m.Loss
 			}
-			fmt.Fprintf(o.Log, "  train %-5s %s a step, %.1f tokens/s, peak %.1f MiB\n", method, fmtDur(tr.StepTime.Median), tr.TokensPerSec, float64(tr.PeakBytes)/(1<<20))
+			fmt.Fprintf(o.Log, "  train %-5s %s a step, %.1f tokens/s, peak %.1f MiB, %g submissions, %g reads, %g launches a step\n", method, fmtDur(tr.StepTime.Median), tr.TokensPerSec, float64(tr.PeakBytes)/(1<<20), tr.Submissions, tr.Reads, tr.Launches)
 		}
 		out = append(out, tr)
 	}

@@ -12,8 +12,12 @@ import (
 )
 
 // TrainStep is the TrainFunc of lathe's trainer: a LoRA of req.Rank (alpha 2·rank) on every
-// linear layer, one step = forward, backward and the AdamW update, on random token ids.
+// linear layer, one step = forward, backward and the AdamW update in one program (the trainer's
+// step with one micro-batch), on random token ids. It counts each step's submissions, host reads
+// and launches through engine.Counting.
 func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainMeasurement, error) {
+	cb := engine.NewCounting(be)
+	be = cb
 	lo := model.LoadOptions{}
 	if req.Method == "qlora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true}
@@ -31,16 +35,16 @@ func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainM
 		return TrainMeasurement{}, err
 	}
 	defer a.Release()
-	step, err := train.NewStepGraph(m, a, req.Batch, req.Seq, true, false)
-	if err != nil {
-		return TrainMeasurement{}, err
-	}
-	defer step.Close()
-	opt, err := train.NewAdamW(be, step.Params, train.DefaultAdamW())
+	opt, err := train.NewAdamW(be, train.AdapterParams(a), train.DefaultAdamW())
 	if err != nil {
 		return TrainMeasurement{}, err
 	}
 	defer opt.Close()
+	step, err := train.NewTrainStep(m, a, req.Batch, req.Seq, false, opt)
+	if err != nil {
+		return TrainMeasurement{}, err
+	}
+	defer step.Close()
 	n := req.Batch * req.Seq
 	r := rand.New(rand.NewPCG(1, 2))
 	b := train.Batch{Rows: req.Batch, Seq: req.Seq, IDs: make([]int32, n), Targets: make([]int32, n), Pos: make([]int32, n), Tokens: n}
@@ -51,26 +55,27 @@ func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainM
 	copy(b.Targets, b.IDs[1:])
 	b.Targets[n-1] = train.IgnoreIndex
 	res := TrainMeasurement{TokensPerStep: n, PeakBytes: step.Program.PeakBytes()}
+	var start engine.Counts
 	for i := 0; i < req.Warmup+req.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
+		if i == req.Warmup {
+			start = cb.Counts()
+		}
 		t0 := time.Now()
-		loss, err := step.Run(b, int32(i))
+		loss, _, err := step.Update(b, int32(i), 1e-4)
 		if err != nil {
-			return res, err
-		}
-		grads, err := step.GradArgs()
-		if err != nil {
-			return res, err
-		}
-		if _, err := opt.Step(grads, 1e-4, 1); err != nil {
 			return res, err
 		}
 		if i >= req.Warmup {
 			res.StepSeconds = append(res.StepSeconds, time.Since(t0).Seconds())
 		}
 		res.Loss = loss
+	}
+	if k := float64(req.Steps); k > 0 {
+		d := cb.Counts().Sub(start)
+		res.Submissions, res.Reads, res.Launches = float64(d.Submissions)/k, float64(d.Reads)/k, float64(d.Launches)/k
 	}
 	return res, nil
 }

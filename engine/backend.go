@@ -99,6 +99,40 @@ type Backend interface {
 	Close() error
 }
 
+// Executable is a launch list a backend has prepared once: kernels chosen, launches validated,
+// pipelines, bindings and parameters resolved. Run submits it again as one submission, with no
+// per-launch work on the host; the buffers it was prepared over must stay allocated until Release.
+type Executable interface {
+	// Run submits the prepared launches in order as one submission.
+	Run() error
+	// Release frees what Prepare created (bindings, scratch buffers); not the operands' buffers.
+	Release()
+}
+
+// Preparer is implemented by backends that can prepare a launch list once and resubmit it (a
+// recorded command list, ggml's graph plan). Prepare validates every launch; the Executable's Run
+// does not validate again. Backends without it run through Prepare's default (Run each time).
+type Preparer interface {
+	Prepare(launches []Launch) (Executable, error)
+}
+
+// Prepare prepares launches on b: b's own Prepare when it has one, else an Executable that hands
+// the same launch list to b.Run on every Run.
+func Prepare(b Backend, launches []Launch) (Executable, error) {
+	if p, ok := b.(Preparer); ok {
+		return p.Prepare(launches)
+	}
+	return runEach{b, launches}, nil
+}
+
+type runEach struct {
+	b        Backend
+	launches []Launch
+}
+
+func (r runEach) Run() error { return r.b.Run(r.launches) }
+func (r runEach) Release()   {}
+
 // Provider discovers the devices of one kind of backend and opens them.
 type Provider interface {
 	// Name is the backend's name in device specs: "cpu", "webgpu", "vulkan".

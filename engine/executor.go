@@ -29,6 +29,11 @@ type Program struct {
 	peak    int64
 	// sub maps the graph's nodes to the nodes that replaced them where an op was decomposed.
 	sub map[*Node]*Node
+	// exec is the launch list prepared on the backend (nil until the first Run, or after a bind
+	// that changed a leaf's buffer); execLeaf holds the leaves' buffers it was prepared over.
+	exec     Executable
+	execLeaf []Buffer
+	runs     int
 }
 
 type step struct {
@@ -179,6 +184,12 @@ func (p *Program) plan() {
 			p.slotOf[st.node] = p.slotOf[st.in[0]]
 			continue
 		}
+		if a, ok := st.node.op.(aliasOp); ok {
+			for k, o := range st.outs {
+				p.slotOf[o] = p.slotOf[st.in[a.aliases()[k]]]
+			}
+			continue
+		}
 		for _, o := range st.outs {
 			s := &slot{buf: -1, bytes: o.meta.Bytes(), lastUse: i}
 			p.slotOf[o] = s
@@ -206,7 +217,8 @@ func (p *Program) plan() {
 	for i, st := range p.steps {
 		_, view := st.node.op.(viewOp)
 		_, inPlace := st.node.op.(inPlaceOp)
-		if !view && !inPlace {
+		_, alias := st.node.op.(aliasOp)
+		if !view && !inPlace && !alias {
 			for _, o := range st.outs {
 				s := p.slotOf[o]
 				best := -1
@@ -279,19 +291,59 @@ func (p *Program) Bind(n *Node, t *Tensor) error {
 	if t.meta.DType != n.meta.DType || !t.meta.Shape.Equal(n.meta.Shape) {
 		return fmt.Errorf("bind %s: tensor is %s", n, t.meta)
 	}
+	// Rebinding the same buffer (a new batch written into the same tensor) keeps the prepared
+	// launches; another buffer makes the next Run prepare them again.
 	p.bound[n] = t
 	return nil
 }
 
-// Run executes the program once, as one submission to the backend.
+// Run executes the program once, as one submission to the backend. The first Run plans its
+// launches and has the backend prepare them (engine.Prepare); later runs resubmit that
+// preparation, and prepare again only when a bound leaf now lives in another buffer.
 func (p *Program) Run() error {
+	if p.exec != nil && p.execLeaf != nil {
+		same := true
+		for i, n := range p.leaves {
+			t := p.bound[n]
+			if t == nil || t.buf != p.execLeaf[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			p.runs++
+			if err := p.exec.Run(); err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+			return nil
+		}
+	}
 	for _, n := range p.leaves {
-		if p.bound[n] == nil {
-			return fmt.Errorf("run: %s is not bound", n)
+		if t := p.bound[n]; t == nil || t.buf == nil {
+			return fmt.Errorf("run: %s is not bound (or its tensor was released)", n)
 		}
 	}
 	if err := p.alloc(); err != nil {
 		return fmt.Errorf("run: %w", err)
+	}
+	if err := p.prepare(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	p.runs++
+	if err := p.exec.Run(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
+
+// Runs is the number of times the program was submitted.
+func (p *Program) Runs() int { return p.runs }
+
+// prepare builds the launch list over the current buffers and has the backend prepare it.
+func (p *Program) prepare() error {
+	if p.exec != nil {
+		p.exec.Release()
+		p.exec, p.execLeaf = nil, nil
 	}
 	launches := make([]Launch, 0, len(p.steps))
 	for _, st := range p.steps {
@@ -307,8 +359,14 @@ func (p *Program) Run() error {
 		}
 		launches = append(launches, l)
 	}
-	if err := p.backend.Run(launches); err != nil {
-		return fmt.Errorf("run: %w", err)
+	exec, err := Prepare(p.backend, launches)
+	if err != nil {
+		return err
+	}
+	p.exec = exec
+	p.execLeaf = make([]Buffer, len(p.leaves))
+	for i, n := range p.leaves {
+		p.execLeaf[i] = p.bound[n].buf
 	}
 	return nil
 }
@@ -384,8 +442,13 @@ func (p *Program) Float32(n *Node) ([]float32, error) {
 	return t.Float32()
 }
 
-// Release frees the program's planned buffers; bound tensors stay with their owners.
+// Release frees the program's planned buffers and its prepared launches; bound tensors stay with
+// their owners.
 func (p *Program) Release() {
+	if p.exec != nil {
+		p.exec.Release()
+		p.exec, p.execLeaf = nil, nil
+	}
 	for _, b := range p.bufs {
 		if b != nil {
 			p.backend.Free(b)

@@ -28,6 +28,10 @@ type viewOp interface{ isView() }
 // launch runs, and its output argument is the first input's buffer.
 type inPlaceOp interface{ isInPlace() }
 
+// aliasOp is implemented by multi-output ops that write output k over the storage of input
+// aliases()[k] (the optimizer's update of parameters and moments).
+type aliasOp interface{ aliases() []int }
+
 type nodeKind uint8
 
 const (

@@ -12,6 +12,17 @@ type Tensor struct {
 	meta    Meta
 	buf     Buffer
 	backend Backend
+	// borrowed: the buffer belongs to someone else (View); Release only forgets it.
+	borrowed bool
+}
+
+// View returns a tensor over a buffer owned elsewhere (a program's output, another tensor's
+// storage) with the given meta, so that it can be bound to a program; its Release frees nothing.
+func View(b Backend, buf Buffer, m Meta) (*Tensor, error) {
+	if buf == nil || buf.Bytes() < m.Bytes() {
+		return nil, fmt.Errorf("view %s: the buffer is missing or too small", m)
+	}
+	return &Tensor{meta: Meta{Shape: m.Shape.Clone(), DType: m.DType}, buf: buf, backend: b, borrowed: true}, nil
 }
 
 // NewTensor allocates an uninitialised tensor on b.
@@ -159,10 +170,10 @@ func (t *Tensor) Float32() ([]float32, error) {
 
 // Release frees the tensor's buffer; the tensor must not be used afterwards.
 func (t *Tensor) Release() {
-	if t.buf != nil {
+	if t.buf != nil && !t.borrowed {
 		t.backend.Free(t.buf)
-		t.buf = nil
 	}
+	t.buf = nil
 }
 
 func float32Bytes(v []float32) []byte {

@@ -151,11 +151,22 @@ type Seq struct {
 
 // Step feeds each sequence's tokens at its positions, writes their keys and values into its slot,
 // and returns the logits of each sequence's last fed token, [len(seqs)·vocab].
-func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false) }
+func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false, 0) }
+
+// StepTopK is Step returning, instead of the logits, each sequence's k largest logits with their
+// token ids: [len(seqs)·k·2] as (logit, id) pairs, best first, ties by the lower id (engine.TopK),
+// computed on the device. Reading back k candidates instead of the vocabulary is all that greedy
+// decoding (k = 1) and top-k sampling need.
+func (c *Cache) StepTopK(seqs []Seq, k int) ([]float32, error) {
+	if k < 1 || k > c.m.Cfg.VocabSize {
+		return nil, fmt.Errorf("step: top %d of a vocabulary of %d", k, c.m.Cfg.VocabSize)
+	}
+	return c.step(seqs, false, k)
+}
 
 // StepAll is Step returning the logits of every fed token, [len(seqs)·n·vocab], sequence-major;
 // every sequence must feed the same number of tokens, n.
-func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true) }
+func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true, 0) }
 
 // stepProgram is a compiled step with its per-step inputs, kept for reuse: a step's graph depends
 // only on the number of sequences and tokens and on the adapters' signatures, not on slots,
@@ -171,7 +182,7 @@ type stepProgram struct {
 	inputs              map[*engine.Node]*engine.Tensor
 }
 
-func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
+func (c *Cache) step(seqs []Seq, all bool, topK int) ([]float32, error) {
 	if c.K == nil {
 		return nil, fmt.Errorf("step: the cache was released")
 	}
@@ -236,7 +247,7 @@ func (c *Cache) step(seqs []Seq, all bool) ([]float32, error) {
 		}
 		c.dropOldPooled()
 	}
-	sp, err := c.program(len(seqs), width, all, adapters, rowwise, kvLen)
+	sp, err := c.program(len(seqs), width, all, topK, adapters, rowwise, kvLen)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
 	}
@@ -314,9 +325,9 @@ func distinctAdapters(seqs []Seq) ([]Adapter, []int32) {
 
 // program returns the compiled step for batch sequences of width tokens with these adapters
 // (rowwise: each on its own rows), compiling it on first use.
-func (c *Cache) program(batch, width int, all bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+func (c *Cache) program(batch, width int, all bool, topK int, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
 	var key strings.Builder
-	fmt.Fprintf(&key, "%d×%d all=%v", batch, width, all)
+	fmt.Fprintf(&key, "%d×%d all=%v top=%d", batch, width, all, topK)
 	if rowwise {
 		fmt.Fprintf(&key, " pool=%d", c.pool.gen)
 	} else if len(adapters) == 1 {
@@ -331,10 +342,10 @@ func (c *Cache) program(batch, width int, all bool, adapters []Adapter, rowwise 
 		c.lru.MoveToFront(e)
 		return e.Value.(*stepProgram), nil
 	}
-	return c.compile(key.String(), batch, width, all, adapters, rowwise, kvLen)
+	return c.compile(key.String(), batch, width, all, topK, adapters, rowwise, kvLen)
 }
 
-func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+func (c *Cache) compile(key string, batch, width int, all bool, topK int, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
 	m := c.m
 	g := engine.NewGraph()
 	mg := m.Declare(g)
@@ -378,6 +389,9 @@ func (c *Cache) compile(key string, batch, width int, all bool, adapters []Adapt
 		}
 	}
 	sp.logits = mg.ForwardCached(sp.ids, sp.pos, batch, width, lin, kv, sp.last)
+	if topK > 0 {
+		sp.logits = g.TopK(sp.logits, topK) // the candidates are the step's only output
+	}
 	p, err := engine.Compile(g, m.Backend, []*engine.Node{sp.logits}, engine.CompileOptions{})
 	if err != nil {
 		return nil, err

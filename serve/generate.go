@@ -54,6 +54,9 @@ type Generator struct {
 	// for a request whose prompt starts with the same tokens (the next turn of a chat). Turn it
 	// off if the model's or an adapter's weights change in place while serving (training).
 	NoPrefixReuse bool
+	// HostSampling turns off sampling on the device: every decode step then reads the whole
+	// logits row back (see Sampler.Candidates for the requests that sample on the device).
+	HostSampling bool
 
 	mu      sync.Mutex
 	waiting []*job

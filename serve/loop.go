@@ -381,7 +381,16 @@ func (t *turns) decode() {
 	if len(jobs) == 0 {
 		return
 	}
-	logits, err := t.cache.Step(seqs)
+	// Requests that sample from their top logits get them from the device: k a row, not the
+	// vocabulary.
+	k := t.g.deviceK(jobs)
+	var logits []float32
+	var err error
+	if k > 0 {
+		logits, err = t.cache.StepTopK(seqs, k)
+	} else {
+		logits, err = t.cache.Step(seqs)
+	}
 	t.g.count(func(s *Stats) {
 		s.DecodeSteps++
 		s.DecodeTokens += len(seqs)
@@ -393,7 +402,11 @@ func (t *turns) decode() {
 	// another would cost as much as a step.
 	toks := make([]int32, len(jobs))
 	lps := make([]*TokenLogprob, len(jobs))
-	if err == nil {
+	if err == nil && k > 0 {
+		for i, j := range jobs {
+			toks[i] = j.sampler.NextCandidate(logits[i*2*k : (i+1)*2*k])
+		}
+	} else if err == nil {
 		var wg sync.WaitGroup
 		for i, j := range jobs {
 			wg.Add(1)

@@ -302,3 +302,93 @@ func logprobs(logits []float32, tok int32, k int) (float64, []int32, []float64) 
 	}
 	return float64(logits[tok]) - lse, ids, lps
 }
+
+// maxDeviceK is the most candidates a decode step reads back a sequence when sampling on the
+// device; the step programs come in two widths, 1 (every request greedy) and this.
+const maxDeviceK = 64
+
+// Candidates says whether the sampler picks its tokens from the top k logits alone, and the k it
+// needs (1 for greedy): true for greedy decoding and for top-k sampling (with any temperature and
+// top-p among the k) without repetition, presence or frequency penalties, which change logits
+// outside the k. Its NextCandidate then gives the token Next would.
+func (p *Sampler) Candidates() (int, bool) {
+	s := p.s
+	if (s.RepetitionPenalty != 1 && s.RepetitionPenalty != 0) || s.PresencePenalty != 0 || s.FrequencyPenalty != 0 || s.Logprobs {
+		return 0, false
+	}
+	if s.Temperature == 0 {
+		return 1, true
+	}
+	if s.TopK > 0 {
+		return s.TopK, true
+	}
+	return 0, false
+}
+
+// NextCandidate returns the next token from a step's candidates: the top logits as (logit, id)
+// pairs, best first, ties by id (model.Cache.StepTopK), at least Candidates() of them. It draws
+// from the random stream exactly as Next does on the whole row, and so returns the same token.
+func (p *Sampler) NextCandidate(cand []float32) int32 {
+	if p.s.Temperature == 0 {
+		return int32(cand[1])
+	}
+	k := min(p.s.TopK, len(cand)/2)
+	// The weights of the candidates at the temperature, relative to the largest logit (the
+	// first candidate), as Next computes them for every token.
+	mx := float64(cand[0])
+	if cap(p.probs) < k {
+		p.probs = make([]float64, k)
+	}
+	w := p.probs[:k]
+	z := 0.0
+	for j := range k {
+		w[j] = math.Exp((float64(cand[2*j]) - mx) / p.s.Temperature)
+		z += w[j]
+	}
+	// Top-p: the smallest prefix whose mass (among the candidates) reaches P.
+	n, mass := k, 0.0
+	for j := range k {
+		mass += w[j] / z
+		if mass >= p.s.TopP {
+			n = j + 1
+			break
+		}
+	}
+	total := 0.0
+	for j := range n {
+		total += w[j]
+	}
+	r := p.rng.Float64() * total
+	for j := range n {
+		r -= w[j]
+		if r < 0 {
+			return int32(cand[2*j+1])
+		}
+	}
+	return int32(cand[2*(n-1)+1])
+}
+
+// deviceK is how many candidates a decode step of jobs reads back a sequence when every job
+// samples from its top logits (Sampler.Candidates): 1 when all are greedy, else maxDeviceK; 0
+// when some job needs the whole row (penalties, log-probabilities, top-p or temperature without
+// top-k, top-k above maxDeviceK) or the output layer is padded past the tokenizer's vocabulary.
+func (g *Generator) deviceK(jobs []*job) int {
+	if g.HostSampling {
+		return 0
+	}
+	vocab := g.Model.Cfg.VocabSize
+	if n := g.Tok.VocabSize(); n > 0 && n < vocab {
+		return 0
+	}
+	k := 1
+	for _, j := range jobs {
+		need, ok := j.sampler.Candidates()
+		if !ok || need > maxDeviceK || need > vocab {
+			return 0
+		}
+		if need > 1 {
+			k = maxDeviceK
+		}
+	}
+	return min(k, vocab)
+}

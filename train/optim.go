@@ -1,7 +1,6 @@
 package train
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -56,19 +55,41 @@ type StepInfo struct {
 	Skipped bool
 }
 
-// AdamW is torch.optim.AdamW over a list of parameters on one backend. The update runs as the
-// engine's AdamW kernel, in place on the parameters and the first and second moments; gradient
-// norms come from SumSquares kernels, so only one float is read back per step.
+// AdamW is torch.optim.AdamW over a list of parameters on one backend. Its update is recorded into
+// a graph (Record): one multi-tensor sum of squares of the gradients, the clip decision with a
+// skip flag for a non-finite loss or norm (engine.ClipStatus), and AdamW in place on the
+// parameters and moments reading both on the device. A training step records it into its own
+// graph (NewTrainStep), so that forward, backward and update are one submission whose only read
+// is the four-float status; Step runs it alone over gradients computed elsewhere.
 type AdamW struct {
 	b      engine.Backend
 	cfg    AdamWConfig
 	params []Param
 	m, v   []*engine.Tensor
-	step   int
-	// tmp holds one parameter's scaled gradient at a time (kernels may not write over an operand).
-	tmp engine.Buffer
-	// ss holds partial sums of squares.
-	ss [3]engine.Buffer
+	// ctl is the control vector the host writes before each update: lr, scale, step number.
+	ctl  *engine.Tensor
+	step int
+	// alone is the update compiled by itself, for Step.
+	alone *optimProgram
+}
+
+// optimProgram is the update compiled by itself: gradients are inputs, bound at each Step.
+type optimProgram struct {
+	p     *engine.Program
+	og    *OptimGraph
+	grads []*engine.Node
+	loss  *engine.Tensor
+}
+
+// OptimGraph is the optimizer's part of a graph, from Record.
+type OptimGraph struct {
+	// Status is ClipStatus's output, [loss, Σg², coefficient, skip]: the value the host reads.
+	Status *engine.Node
+	// Updates are the in-place outputs (parameters and moments): a program must list them as
+	// outputs for the update to run.
+	Updates []*engine.Node
+	m, v    []*engine.Node
+	ctl     *engine.Node
 }
 
 // NewAdamW allocates zeroed moments for params on b.
@@ -81,7 +102,6 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 	}
 	o := &AdamW{b: b, cfg: cfg, params: params}
 	seen := map[string]bool{}
-	var maxBytes int64
 	for _, p := range params {
 		if p.Tensor == nil || p.Tensor.DType() != engine.F32 {
 			o.Close()
@@ -92,7 +112,6 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 			return nil, fmt.Errorf("adamw: parameter name %q is empty or repeated", p.Name)
 		}
 		seen[p.Name] = true
-		maxBytes = max(maxBytes, p.Tensor.Meta().Bytes())
 		for _, dst := range []*[]*engine.Tensor{&o.m, &o.v} {
 			t, err := zeros(b, p.Tensor.Shape())
 			if err != nil {
@@ -103,15 +122,9 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		}
 	}
 	var err error
-	if o.tmp, err = b.Alloc(maxBytes); err != nil {
+	if o.ctl, err = zeros(b, engine.Shape{engine.CtlLen}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("adamw: %w", err)
-	}
-	for i := range o.ss {
-		if o.ss[i], err = b.Alloc(4); err != nil {
-			o.Close()
-			return nil, fmt.Errorf("adamw: %w", err)
-		}
 	}
 	return o, nil
 }
@@ -126,21 +139,95 @@ func (o *AdamW) Params() []Param { return o.params }
 // StepCount is the number of updates applied so far.
 func (o *AdamW) StepCount() int { return o.step }
 
-// Close frees the moments and scratch buffers; the parameters stay with their owner.
+// Close frees the moments and the control vector; the parameters stay with their owner.
 func (o *AdamW) Close() {
+	if o.alone != nil {
+		o.alone.p.Release()
+		o.alone.loss.Release()
+		o.alone = nil
+	}
 	for _, t := range append(o.m, o.v...) {
 		t.Release()
 	}
 	o.m, o.v = nil, nil
-	for _, b := range append([]engine.Buffer{o.tmp}, o.ss[:]...) {
-		if b != nil {
-			o.b.Free(b)
-		}
+	if o.ctl != nil {
+		o.ctl.Release()
+		o.ctl = nil
 	}
-	o.tmp, o.ss = nil, [3]engine.Buffer{}
 }
 
-var scalarMeta = engine.Meta{Shape: engine.Shape{1}, DType: engine.F32}
+// Record adds the update to g: params[i] is the graph's node of Params()[i] (written in place),
+// grads[i] its gradient and loss the step's loss ([1]; a non-finite loss skips the update). Bind
+// the compiled program with Bind.
+func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engine.Node) (*OptimGraph, error) {
+	if len(params) != len(o.params) || len(grads) != len(o.params) {
+		return nil, fmt.Errorf("adamw: %d parameters and %d gradients for %d parameters", len(params), len(grads), len(o.params))
+	}
+	og := &OptimGraph{ctl: g.Input("optim.ctl", engine.F32, engine.Shape{engine.CtlLen})}
+	og.Status = g.ClipStatus(loss, g.SumSquaresN(grads...), og.ctl, o.cfg.MaxGradNorm)
+	for i, p := range o.params {
+		m := g.Input("optim.m."+p.Name, engine.F32, p.Tensor.Shape())
+		v := g.Input("optim.v."+p.Name, engine.F32, p.Tensor.Shape())
+		og.m, og.v = append(og.m, m), append(og.v, v)
+		wd := o.cfg.WeightDecay
+		if p.NoDecay {
+			wd = 0
+		}
+		gi := grads[i]
+		if !gi.Shape().Equal(p.Tensor.Shape()) {
+			gi = g.Reshape(gi, p.Tensor.Shape()...)
+		}
+		op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+		og.Updates = append(og.Updates, g.Apply(op, params[i], gi, m, v, og.Status, og.ctl)...)
+	}
+	if err := g.Err(); err != nil {
+		return nil, fmt.Errorf("adamw: %w", err)
+	}
+	return og, nil
+}
+
+// Bind binds the moments and the control vector of og's graph in p.
+func (o *AdamW) Bind(p *engine.Program, og *OptimGraph) error {
+	if err := p.Bind(og.ctl, o.ctl); err != nil {
+		return fmt.Errorf("adamw: %w", err)
+	}
+	for i := range o.params {
+		if err := p.Bind(og.m[i], o.m[i]); err != nil {
+			return fmt.Errorf("adamw: %w", err)
+		}
+		if err := p.Bind(og.v[i], o.v[i]); err != nil {
+			return fmt.Errorf("adamw: %w", err)
+		}
+	}
+	return nil
+}
+
+// begin writes the control vector of the next update: learning rate lr, gradient scale and the
+// update's number.
+func (o *AdamW) begin(lr, scale float32) error {
+	if !(lr >= 0) || math.IsInf(float64(lr), 0) || !(scale > 0) || math.IsInf(float64(scale), 0) {
+		return fmt.Errorf("adamw: learning rate %v and gradient scale %v must be finite, scale positive", lr, scale)
+	}
+	ctl := make([]float32, engine.CtlLen)
+	ctl[engine.CtlLR], ctl[engine.CtlScale], ctl[engine.CtlStep] = lr, scale, float32(o.step+1)
+	if err := o.ctl.SetFloat32(ctl); err != nil {
+		return fmt.Errorf("adamw: %w", err)
+	}
+	return nil
+}
+
+// finish reads an update's status: the step count moves on unless the device skipped it.
+func (o *AdamW) finish(status []float32, scale float32) StepInfo {
+	info := StepInfo{Step: o.step, GradNorm: math.Sqrt(float64(status[engine.StatusSumSq])) * float64(scale)}
+	if status[engine.StatusSkip] != 0 {
+		info.Skipped = true
+		return info
+	}
+	info.Clipped = o.cfg.MaxGradNorm > 0 && info.GradNorm > float64(o.cfg.MaxGradNorm)
+	o.step++
+	info.Step = o.step
+	return info
+}
 
 func (o *AdamW) checkGrads(grads []engine.Arg) error {
 	if len(grads) != len(o.params) {
@@ -155,30 +242,48 @@ func (o *AdamW) checkGrads(grads []engine.Arg) error {
 	return nil
 }
 
-// gradNorm returns the global L2 norm of grads (one per parameter, in order): one SumSquares
-// launch per gradient, summed on the device, and one float read back.
-func gradNorm(b engine.Backend, grads []engine.Arg, scratch [3]engine.Buffer) (float64, error) {
-	if len(grads) == 0 {
-		return 0, nil
+// compileAlone compiles the update by itself, the gradients as inputs.
+func (o *AdamW) compileAlone() (*optimProgram, error) {
+	g := engine.NewGraph()
+	op := &optimProgram{}
+	var params []*engine.Node
+	for i, p := range o.params {
+		params = append(params, g.Input(fmt.Sprintf("param.%d", i), engine.F32, p.Tensor.Shape()))
+		op.grads = append(op.grads, g.Input(fmt.Sprintf("grad.%d", i), engine.F32, p.Tensor.Shape()))
 	}
-	acc, other, part := scratch[0], scratch[1], scratch[2]
-	ls := []engine.Launch{{Op: engine.SumSquares{}, In: grads[:1], Out: []engine.Arg{{Buf: acc, Meta: scalarMeta}}}}
-	for _, g := range grads[1:] {
-		ls = append(ls,
-			engine.Launch{Op: engine.SumSquares{}, In: []engine.Arg{g}, Out: []engine.Arg{{Buf: part, Meta: scalarMeta}}},
-			engine.Launch{Op: engine.Binary{Fn: engine.Add},
-				In:  []engine.Arg{{Buf: acc, Meta: scalarMeta}, {Buf: part, Meta: scalarMeta}},
-				Out: []engine.Arg{{Buf: other, Meta: scalarMeta}}})
-		acc, other = other, acc
+	loss := g.Input("loss", engine.F32, engine.Shape{1})
+	og, err := o.Record(g, params, op.grads, loss)
+	if err != nil {
+		return nil, err
 	}
-	if err := b.Run(ls); err != nil {
-		return 0, fmt.Errorf("gradient norm: %w", err)
+	op.og = og
+	if op.p, err = engine.Compile(g, o.b, append([]*engine.Node{og.Status}, og.Updates...), engine.CompileOptions{}); err != nil {
+		return nil, err
 	}
-	var buf [4]byte
-	if err := b.Read(acc, 0, buf[:]); err != nil {
-		return 0, fmt.Errorf("gradient norm: %w", err)
+	fail := func(err error) (*optimProgram, error) {
+		op.p.Release()
+		if op.loss != nil {
+			op.loss.Release()
+		}
+		return nil, err
 	}
-	return math.Sqrt(float64(math.Float32frombits(binary.LittleEndian.Uint32(buf[:])))), nil
+	if err := o.Bind(op.p, og); err != nil {
+		return fail(err)
+	}
+	for i, p := range o.params {
+		if err := op.p.Bind(params[i], p.Tensor); err != nil {
+			return fail(err)
+		}
+	}
+	// The gradients were summed from finite micro-batches (or come from a caller): the loss
+	// operand only has to be finite.
+	if op.loss, err = zeros(o.b, engine.Shape{1}); err != nil {
+		return fail(err)
+	}
+	if err := op.p.Bind(loss, op.loss); err != nil {
+		return fail(err)
+	}
+	return op, nil
 }
 
 // Step applies one AdamW update with learning rate lr. grads[i] is the gradient of Params()[i]
@@ -187,53 +292,38 @@ func gradNorm(b engine.Backend, grads []engine.Arg, scratch [3]engine.Buffer) (f
 // above MaxGradNorm they are scaled down to it, as torch.nn.utils.clip_grad_norm_ does
 // (coefficient max_norm/(norm+1e-6)). A non-finite norm skips the step: parameters, moments and
 // the step count stay as they were, and StepInfo.Skipped says so. The gradients are not modified.
+// It is one submission and one read of four floats.
 func (o *AdamW) Step(grads []engine.Arg, lr, scale float32) (StepInfo, error) {
 	if err := o.checkGrads(grads); err != nil {
 		return StepInfo{}, fmt.Errorf("adamw: %w", err)
 	}
-	if !(lr >= 0) || math.IsInf(float64(lr), 0) || !(scale > 0) || math.IsInf(float64(scale), 0) {
-		return StepInfo{}, fmt.Errorf("adamw: learning rate %v and gradient scale %v must be finite, scale positive", lr, scale)
+	if o.alone == nil {
+		op, err := o.compileAlone()
+		if err != nil {
+			return StepInfo{}, err
+		}
+		o.alone = op
 	}
-	norm, err := gradNorm(o.b, grads, o.ss)
+	for i, g := range grads {
+		t, err := engine.View(o.b, g.Buf, o.params[i].Tensor.Meta())
+		if err != nil {
+			return StepInfo{}, fmt.Errorf("adamw: %s: %w", o.params[i].Name, err)
+		}
+		if err := o.alone.p.Bind(o.alone.grads[i], t); err != nil {
+			return StepInfo{}, fmt.Errorf("adamw: %w", err)
+		}
+	}
+	if err := o.begin(lr, scale); err != nil {
+		return StepInfo{}, err
+	}
+	if err := o.alone.p.Run(); err != nil {
+		return StepInfo{}, fmt.Errorf("adamw: step %d: %w", o.step+1, err)
+	}
+	st, err := o.alone.p.Float32(o.alone.og.Status)
 	if err != nil {
 		return StepInfo{}, fmt.Errorf("adamw: %w", err)
 	}
-	info := StepInfo{Step: o.step, GradNorm: norm * float64(scale)}
-	if math.IsNaN(info.GradNorm) || math.IsInf(info.GradNorm, 0) {
-		info.Skipped = true
-		return info, nil
-	}
-	coef := float64(scale)
-	if o.cfg.MaxGradNorm > 0 && info.GradNorm > float64(o.cfg.MaxGradNorm) {
-		coef *= float64(o.cfg.MaxGradNorm) / (info.GradNorm + 1e-6)
-		info.Clipped = true
-	}
-	step := o.step + 1
-	var ls []engine.Launch
-	for i, p := range o.params {
-		pa := engine.Arg{Buf: p.Tensor.Buffer(), Meta: p.Tensor.Meta()}
-		g := engine.Arg{Buf: grads[i].Buf, Meta: pa.Meta}
-		if coef != 1 {
-			scaled := engine.Arg{Buf: o.tmp, Meta: pa.Meta}
-			ls = append(ls, engine.Launch{Op: engine.Scale{S: float32(coef)}, In: []engine.Arg{g}, Out: []engine.Arg{scaled}})
-			g = scaled
-		}
-		wd := o.cfg.WeightDecay
-		if p.NoDecay {
-			wd = 0
-		}
-		ma := engine.Arg{Buf: o.m[i].Buffer(), Meta: pa.Meta}
-		va := engine.Arg{Buf: o.v[i].Buffer(), Meta: pa.Meta}
-		ls = append(ls, engine.Launch{
-			Op: engine.AdamW{Step: step, LR: lr, Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd},
-			In: []engine.Arg{pa, g, ma, va}, Out: []engine.Arg{pa, ma, va}})
-	}
-	if err := o.b.Run(ls); err != nil {
-		return StepInfo{}, fmt.Errorf("adamw: step %d: %w", step, err)
-	}
-	o.step = step
-	info.Step = step
-	return info, nil
+	return o.finish(st, scale), nil
 }
 
 // ParamState is one parameter's optimizer state: AdamW's first (M, torch's exp_avg) and second
@@ -305,21 +395,25 @@ func (o *AdamW) SetState(s OptimizerState) error {
 }
 
 // GradAccumulator sums the gradients of k micro-batches into buffers of its own, so that one
-// optimizer step sees the sum (pass Scale() = 1/k to AdamW.Step for the mean). Sums run on the
-// device as Add kernels; an Add cannot write over its operand, so each sum goes through one
-// shared scratch buffer and is copied back.
+// optimizer step sees the sum (pass Scale() = 1/k to AdamW.Step for the mean). The sums run as
+// compiled programs of in-place Accumulate ops: one that copies the first micro-batch's
+// gradients, one that adds the others'.
 type GradAccumulator struct {
 	b      engine.Backend
 	params []Param
 	acc    []*engine.Tensor
-	tmp    engine.Buffer
+	progs  [2]*accumProgram // [0] copies, [1] adds
 	n      int
+}
+
+type accumProgram struct {
+	p     *engine.Program
+	grads []*engine.Node
 }
 
 // NewGradAccumulator allocates one accumulation buffer per parameter.
 func NewGradAccumulator(b engine.Backend, params []Param) (*GradAccumulator, error) {
 	a := &GradAccumulator{b: b, params: params}
-	var maxBytes int64
 	for _, p := range params {
 		if p.Tensor == nil || p.Tensor.DType() != engine.F32 {
 			a.Close()
@@ -331,14 +425,39 @@ func NewGradAccumulator(b engine.Backend, params []Param) (*GradAccumulator, err
 			return nil, fmt.Errorf("gradient accumulator: %s: %w", p.Name, err)
 		}
 		a.acc = append(a.acc, t)
-		maxBytes = max(maxBytes, p.Tensor.Meta().Bytes())
-	}
-	var err error
-	if a.tmp, err = b.Alloc(max(maxBytes, 4)); err != nil {
-		a.Close()
-		return nil, fmt.Errorf("gradient accumulator: %w", err)
 	}
 	return a, nil
+}
+
+func (a *GradAccumulator) program(overwrite bool) (*accumProgram, error) {
+	k := 1
+	if overwrite {
+		k = 0
+	}
+	if a.progs[k] != nil {
+		return a.progs[k], nil
+	}
+	g := engine.NewGraph()
+	ap := &accumProgram{}
+	var accs, outs []*engine.Node
+	for i, p := range a.params {
+		acc := g.Input(fmt.Sprintf("acc.%d", i), engine.F32, p.Tensor.Shape())
+		grad := g.Input(fmt.Sprintf("grad.%d", i), engine.F32, p.Tensor.Shape())
+		accs, ap.grads = append(accs, acc), append(ap.grads, grad)
+		outs = append(outs, g.Apply1(engine.Accumulate{Overwrite: overwrite}, acc, grad))
+	}
+	var err error
+	if ap.p, err = engine.Compile(g, a.b, outs, engine.CompileOptions{}); err != nil {
+		return nil, err
+	}
+	for i, acc := range accs {
+		if err := ap.p.Bind(acc, a.acc[i]); err != nil {
+			ap.p.Release()
+			return nil, err
+		}
+	}
+	a.progs[k] = ap
+	return ap, nil
 }
 
 // Add adds one micro-batch's gradients (one per parameter, in order) to the sums.
@@ -346,24 +465,26 @@ func (a *GradAccumulator) Add(grads []engine.Arg) error {
 	if len(grads) != len(a.params) {
 		return fmt.Errorf("gradient accumulator: %d gradients for %d parameters", len(grads), len(a.params))
 	}
-	var ls []engine.Launch
 	for i, g := range grads {
 		m := a.acc[i].Meta()
 		if g.Buf == nil || g.Meta.DType != engine.F32 || g.Meta.Shape.Numel() != m.Shape.Numel() {
 			return fmt.Errorf("gradient accumulator: gradient of %s is %s, want %s", a.params[i].Name, g.Meta, m)
 		}
-		g.Meta = m
-		acc := engine.Arg{Buf: a.acc[i].Buffer(), Meta: m}
-		if a.n == 0 {
-			ls = append(ls, engine.Launch{Op: engine.Scale{S: 1}, In: []engine.Arg{g}, Out: []engine.Arg{acc}})
-			continue
-		}
-		tmp := engine.Arg{Buf: a.tmp, Meta: m}
-		ls = append(ls,
-			engine.Launch{Op: engine.Binary{Fn: engine.Add}, In: []engine.Arg{acc, g}, Out: []engine.Arg{tmp}},
-			engine.Launch{Op: engine.Scale{S: 1}, In: []engine.Arg{tmp}, Out: []engine.Arg{acc}})
 	}
-	if err := a.b.Run(ls); err != nil {
+	ap, err := a.program(a.n == 0)
+	if err != nil {
+		return fmt.Errorf("gradient accumulator: %w", err)
+	}
+	for i, g := range grads {
+		t, err := engine.View(a.b, g.Buf, a.acc[i].Meta())
+		if err != nil {
+			return fmt.Errorf("gradient accumulator: %w", err)
+		}
+		if err := ap.p.Bind(ap.grads[i], t); err != nil {
+			return fmt.Errorf("gradient accumulator: %w", err)
+		}
+	}
+	if err := ap.p.Run(); err != nil {
 		return fmt.Errorf("gradient accumulator: %w", err)
 	}
 	a.n++
@@ -393,16 +514,18 @@ func (a *GradAccumulator) Grads() []engine.Arg {
 // Reset starts a new sum (the next Add overwrites the buffers).
 func (a *GradAccumulator) Reset() { a.n = 0 }
 
-// Close frees the accumulation buffers.
+// Close frees the accumulation buffers and programs.
 func (a *GradAccumulator) Close() {
+	for i, ap := range a.progs {
+		if ap != nil {
+			ap.p.Release()
+			a.progs[i] = nil
+		}
+	}
 	for _, t := range a.acc {
 		t.Release()
 	}
 	a.acc = nil
-	if a.tmp != nil {
-		a.b.Free(a.tmp)
-		a.tmp = nil
-	}
 }
 
 // ScheduleKind names the decay after warmup.

@@ -22,12 +22,40 @@ type StepGraph struct {
 	backend                     engine.Backend
 	ids, pos, targets, seed     *engine.Node
 	idsT, posT, targetsT, seedT *engine.Tensor
+	// opt and og are the optimizer recorded into the step (NewTrainStep).
+	opt *AdamW
+	og  *OptimGraph
 }
 
 // NewStepGraph records and compiles the step for batches of rows×seq tokens. recompute turns on
 // gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
 // evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
+	return newStepGraph(m, a, rows, seq, train, recompute, nil)
+}
+
+// AdapterParams lists an adapter's trainable parameters as the optimizer takes them, in the order
+// the step graph differentiates them.
+func AdapterParams(a *peft.Adapter) []Param {
+	var ps []Param
+	for _, p := range a.Params() {
+		ps = append(ps, Param{Name: p.Key, Tensor: p.Tensor})
+	}
+	return ps
+}
+
+// NewTrainStep compiles the whole training step for batches of rows×seq tokens: forward, backward,
+// and opt's update (gradient norm, clipping, the non-finite check, AdamW) in one program, so that
+// a step (Update) is one submission and one read. opt must hold the adapter's parameters
+// (AdapterParams).
+func NewTrainStep(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool, opt *AdamW) (*StepGraph, error) {
+	if opt == nil {
+		return nil, fmt.Errorf("train: no optimizer")
+	}
+	return newStepGraph(m, a, rows, seq, true, recompute, opt)
+}
+
+func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool, opt *AdamW) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq
@@ -54,6 +82,7 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
 		}
+		nodes := map[*engine.Tensor]*engine.Node{}
 		for _, p := range a.Params() {
 			d, ok := grads[p.Node]
 			if !ok {
@@ -61,7 +90,26 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 			}
 			s.Params = append(s.Params, Param{Name: p.Key, Tensor: p.Tensor})
 			s.Grads = append(s.Grads, d)
-			outs = append(outs, d)
+			nodes[p.Tensor] = p.Node
+		}
+		if opt == nil {
+			outs = append(outs, s.Grads...)
+		} else {
+			// The update reads the gradients on the device: they are not outputs.
+			var pn, gn []*engine.Node
+			for _, p := range opt.Params() {
+				n := nodes[p.Tensor]
+				if n == nil {
+					return nil, fmt.Errorf("train: optimizer parameter %s is not the adapter's", p.Name)
+				}
+				pn, gn = append(pn, n), append(gn, grads[n])
+			}
+			og, err := opt.Record(g, pn, gn, s.Loss)
+			if err != nil {
+				return nil, fmt.Errorf("train: %w", err)
+			}
+			s.opt, s.og = opt, og
+			outs = append([]*engine.Node{og.Status}, og.Updates...)
 		}
 	}
 	prog, err := engine.Compile(g, m.Backend, outs, engine.CompileOptions{Recompute: recompute})
@@ -74,6 +122,12 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	}
 	if a != nil {
 		if err := a.Bind(prog); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+	}
+	if s.opt != nil {
+		if err := s.opt.Bind(prog, s.og); err != nil {
+			prog.Release()
 			return nil, fmt.Errorf("train: %w", err)
 		}
 	}
@@ -100,21 +154,13 @@ func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 }
 
 // Run uploads a batch, runs the step and returns the batch's mean loss. The gradients stay on the
-// device (GradArgs).
+// device (GradArgs). A step from NewTrainStep runs with Update instead.
 func (s *StepGraph) Run(b Batch, seed int32) (float64, error) {
-	if err := s.idsT.SetInt32(b.IDs); err != nil {
-		return 0, err
+	if s.opt != nil {
+		return 0, fmt.Errorf("train: the step updates the weights: run it with Update")
 	}
-	if err := s.posT.SetInt32(b.Pos); err != nil {
+	if err := s.upload(b, seed); err != nil {
 		return 0, err
-	}
-	if err := s.targetsT.SetInt32(b.Targets); err != nil {
-		return 0, err
-	}
-	if s.seedT != nil {
-		if err := s.seedT.SetInt32([]int32{seed}); err != nil {
-			return 0, err
-		}
 	}
 	if err := s.Program.Run(); err != nil {
 		return 0, err
@@ -124,6 +170,48 @@ func (s *StepGraph) Run(b Batch, seed int32) (float64, error) {
 		return 0, err
 	}
 	return float64(l[0]), nil
+}
+
+// Update runs a step of NewTrainStep on a batch with learning rate lr: forward, backward and the
+// optimizer's update in one submission, then one read of the status. It returns the batch's mean
+// loss and what the update did (skipped, on the device, when the loss or the gradient norm is not
+// finite).
+func (s *StepGraph) Update(b Batch, seed int32, lr float32) (float64, StepInfo, error) {
+	if s.opt == nil {
+		return 0, StepInfo{}, fmt.Errorf("train: the step has no optimizer (NewTrainStep)")
+	}
+	if err := s.upload(b, seed); err != nil {
+		return 0, StepInfo{}, err
+	}
+	if err := s.opt.begin(lr, 1); err != nil {
+		return 0, StepInfo{}, err
+	}
+	if err := s.Program.Run(); err != nil {
+		return 0, StepInfo{}, err
+	}
+	st, err := s.Program.Float32(s.og.Status)
+	if err != nil {
+		return 0, StepInfo{}, err
+	}
+	return float64(st[engine.StatusLoss]), s.opt.finish(st, 1), nil
+}
+
+func (s *StepGraph) upload(b Batch, seed int32) error {
+	if err := s.idsT.SetInt32(b.IDs); err != nil {
+		return err
+	}
+	if err := s.posT.SetInt32(b.Pos); err != nil {
+		return err
+	}
+	if err := s.targetsT.SetInt32(b.Targets); err != nil {
+		return err
+	}
+	if s.seedT != nil {
+		if err := s.seedT.SetInt32([]int32{seed}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // GradArgs returns the gradient buffers of the last Run, in Params order.

@@ -175,21 +175,25 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	} else if t.Adapter, err = peft.New(cfg.adapterConfig(), t.Model.Cfg, b, cfg.Seed); err != nil {
 		return nil, err
 	}
-	if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
+	ocfg := DefaultAdamW()
+	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
+	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
+		return nil, err
+	}
+	if cfg.GradAccum > 1 {
+		// Micro-batches' gradients are summed, then one update runs by itself.
+		if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
+			return nil, err
+		}
+		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
+			return nil, err
+		}
+	} else if t.step, err = NewTrainStep(t.Model, t.Adapter, cfg.Batch, cfg.Seq, cfg.Recompute, t.opt); err != nil {
+		// One submission a step: the update is part of the step's program.
 		return nil, err
 	}
 	if len(evalSet) > 0 {
 		if t.eval, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, false, false); err != nil {
-			return nil, err
-		}
-	}
-	ocfg := DefaultAdamW()
-	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
-	if t.opt, err = NewAdamW(b, t.step.Params, ocfg); err != nil {
-		return nil, err
-	}
-	if cfg.GradAccum > 1 {
-		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
 			return nil, err
 		}
 	}
@@ -256,13 +260,14 @@ func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
 
 // Step takes one optimizer step over GradAccum micro-batches. A micro-batch whose loss is not
 // finite is left out; if all are, or the gradient norm is not finite, the step is skipped and the
-// weights are not touched.
+// weights are not touched. With one micro-batch the step is one submission (forward, backward and
+// update) and one read; the skip is decided on the device.
 func (t *Trainer) Step() (StepMetrics, error) {
-	var meter LossMeter
-	var grads []engine.Arg
-	if t.acc != nil {
-		t.acc.Reset()
+	if t.acc == nil {
+		return t.fusedStep()
 	}
+	var meter LossMeter
+	t.acc.Reset()
 	tokens := 0
 	for range t.Cfg.GradAccum {
 		b := t.batcher.Next()
@@ -283,30 +288,54 @@ func (t *Trainer) Step() (StepMetrics, error) {
 		if err != nil {
 			return StepMetrics{}, err
 		}
-		if t.acc == nil {
-			grads = g
-		} else if err := t.acc.Add(g); err != nil {
+		if err := t.acc.Add(g); err != nil {
 			return StepMetrics{}, err
 		}
 	}
-	m := StepMetrics{Step: t.state.Step + 1, Tokens: tokens, LR: t.sched.LR(t.opt.StepCount(), t.Cfg.LR)}
-	t.state.Step++
-	t.state.Data = t.batcher.Position()
-	t.state.Tokens += int64(tokens)
+	m := t.beginStep(tokens)
 	if meter.Tokens() == 0 {
 		m.Loss, m.Skipped = math.NaN(), true
 		return m, nil
 	}
 	m.Loss = meter.Mean()
-	scale := float32(1)
-	if t.acc != nil {
-		grads = t.acc.Grads()
-		scale = 1 / float32(t.acc.Count())
-	}
-	info, err := t.opt.Step(grads, float32(m.LR), scale)
+	info, err := t.opt.Step(t.acc.Grads(), float32(m.LR), 1/float32(t.acc.Count()))
 	if err != nil {
 		return m, err
 	}
+	m.GradNorm, m.Skipped = info.GradNorm, info.Skipped
+	return m, nil
+}
+
+// beginStep counts a step of tokens and returns its metrics so far (the learning rate).
+func (t *Trainer) beginStep(tokens int) StepMetrics {
+	m := StepMetrics{Step: t.state.Step + 1, Tokens: tokens, LR: t.sched.LR(t.opt.StepCount(), t.Cfg.LR)}
+	t.state.Step++
+	t.state.Data = t.batcher.Position()
+	t.state.Tokens += int64(tokens)
+	return m
+}
+
+// fusedStep runs one micro-batch through the step program that updates the weights itself.
+func (t *Trainer) fusedStep() (StepMetrics, error) {
+	b := t.batcher.Next()
+	seed := int32(t.state.RNG.Uint64())
+	lr := t.sched.LR(t.opt.StepCount(), t.Cfg.LR)
+	var loss float64
+	var info StepInfo
+	if b.Tokens > 0 {
+		var err error
+		if loss, info, err = t.step.Update(b, seed, float32(lr)); err != nil {
+			return StepMetrics{}, err
+		}
+	}
+	m := t.beginStep(b.Tokens)
+	if b.Tokens == 0 || math.IsNaN(loss) || math.IsInf(loss, 0) {
+		m.Loss, m.Skipped = math.NaN(), true
+		return m, nil
+	}
+	var meter LossMeter
+	meter.Add(loss, b.Tokens)
+	m.Loss = meter.Mean()
 	m.GradNorm, m.Skipped = info.GradNorm, info.Skipped
 	return m, nil
 }

@@ -203,3 +203,30 @@ func TestCoreOnlyBackendTrainsLikeTheCPU(t *testing.T) {
 		})
 	}
 }
+
+// A training step (one micro-batch) is one submission and one read: forward, backward, gradient
+// norm, clipping, the non-finite check and AdamW run in the step's program, and the host reads
+// back only the status (loss and skip flag).
+func TestTrainingStepIsOneSubmission(t *testing.T) {
+	for _, method := range []string{"lora", "qlora"} {
+		t.Run(method, func(t *testing.T) {
+			cfg := fixture(t, method)
+			cfg.EvalFraction = 0
+			b := engine.NewCounting(cpu.New())
+			tr, err := New(cfg, b)
+			require.NoError(t, err)
+			defer tr.Close()
+			for step := range 3 {
+				before := b.Counts()
+				m, err := tr.Step()
+				require.NoError(t, err)
+				require.False(t, m.Skipped)
+				d := b.Counts().Sub(before)
+				require.Equal(t, int64(1), d.Submissions, "step %d: submissions", step)
+				require.Equal(t, int64(1), d.Reads, "step %d: host reads", step)
+				require.Equal(t, int64(tr.StepProgram().Launches()), d.Launches)
+			}
+			require.Equal(t, 3, tr.opt.StepCount())
+		})
+	}
+}

@@ -173,7 +173,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols:
+		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
+		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate, engine.TopK:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -184,28 +185,76 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 // and Run recovers the panic.
 func (b *Backend) Run(launches []engine.Launch) error {
 	for _, l := range launches {
-		if err := runChecked(l); err != nil {
-			return err
+		if err := check(l); err != nil {
+			return fmt.Errorf("%s: %w", l.Op.Name(), err)
+		}
+	}
+	return runAll(launches)
+}
+
+// Prepare checks every launch once (operands against the op's shape rules, buffers large enough)
+// and returns an Executable that runs the kernels with no further checks or allocation of its own.
+func (b *Backend) Prepare(launches []engine.Launch) (engine.Executable, error) {
+	for _, l := range launches {
+		if err := check(l); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.Op.Name(), err)
+		}
+	}
+	return prepared(append([]engine.Launch(nil), launches...)), nil
+}
+
+type prepared []engine.Launch
+
+func (p prepared) Run() error { return runAll(p) }
+func (p prepared) Release()   {}
+
+// runAll runs launches in order; a kernel that panics (an operand out of range that its checks
+// missed) becomes an error.
+func runAll(launches []engine.Launch) (err error) {
+	i := 0
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: kernel failed: %v", launches[i].Op.Name(), r)
+		}
+	}()
+	for ; i < len(launches); i++ {
+		if err := run(launches[i]); err != nil {
+			return fmt.Errorf("%s: %w", launches[i].Op.Name(), err)
 		}
 	}
 	return nil
 }
 
-func runChecked(l engine.Launch) (err error) {
-	name := "launch"
-	if l.Op != nil {
-		name = l.Op.Name()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%s: %v", name, p)
-		}
-	}()
+// check validates a launch: the op accepts its operands, it has the outputs the op infers, and
+// every operand fits its buffer.
+func check(l engine.Launch) error {
 	if l.Op == nil {
 		return fmt.Errorf("launch without an op")
 	}
-	if err := run(l); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+	metas := make([]engine.Meta, len(l.In))
+	for i, a := range l.In {
+		metas[i] = a.Meta
+	}
+	want, err := l.Op.Infer(metas)
+	if err != nil {
+		return err
+	}
+	if len(want) != len(l.Out) {
+		return fmt.Errorf("want %d outputs, got %d", len(want), len(l.Out))
+	}
+	for i, m := range want {
+		if got := l.Out[i].Meta; got.DType != m.DType || got.Shape.Numel() != m.Shape.Numel() {
+			return fmt.Errorf("output %d is %s, want %s", i, got, m)
+		}
+	}
+	for _, a := range append(append([]engine.Arg(nil), l.In...), l.Out...) {
+		buf, ok := a.Buf.(*buffer)
+		if !ok || buf == nil {
+			return fmt.Errorf("operand %s: buffer %T is not a cpu buffer", a.Meta, a.Buf)
+		}
+		if a.Meta.Bytes() > buf.Bytes() {
+			return fmt.Errorf("operand %s does not fit its %d-byte buffer", a.Meta, buf.Bytes())
+		}
 	}
 	return nil
 }
@@ -392,6 +441,41 @@ func run(l engine.Launch) error {
 		}
 	case engine.Dropout:
 		dropoutInto(f32(out[0]), f32(in[0]), i32(in[1])[0], op.Salt, op.P)
+	case engine.SumSquaresN:
+		// As the per-tensor reductions it replaces: each sum rounded to f32, added in order in f32.
+		var acc float32
+		for i, x := range in {
+			ss := float32(kernels.SumSquares(f32(x)))
+			if i == 0 {
+				acc = ss
+			} else {
+				acc = float32(acc + ss)
+			}
+		}
+		f32(out[0])[0] = acc
+	case engine.ClipStatus:
+		st := engine.ClipStatusRef(op.MaxNorm, f32(in[0])[0], f32(in[1])[0], f32(in[2]))
+		copy(f32(out[0]), st[:])
+	case engine.AdamWStep:
+		st, ctl := f32(in[4]), f32(in[5])
+		if st[engine.StatusSkip] != 0 {
+			return nil // outputs are the operands' buffers: nothing changes
+		}
+		step := int(ctl[engine.CtlStep])
+		if step < 1 {
+			return fmt.Errorf("step %v does not count from 1", ctl[engine.CtlStep])
+		}
+		kernels.AdamWScaled(f32(out[0]), f32(in[1]), st[engine.StatusCoef], f32(out[1]), f32(out[2]), step,
+			ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	case engine.TopK:
+		x := in[0].Meta.Shape
+		topK(f32(out[0]), f32(in[0]), x.Rows(), x.Last(), op.K)
+	case engine.Accumulate:
+		if op.Overwrite {
+			copy(f32(out[0]), f32(in[1]))
+		} else {
+			kernels.AddScaled(f32(out[0]), f32(in[1]), 1)
+		}
 	case engine.AdamW:
 		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
 		p, m, v := f32(out[0]), f32(out[1]), f32(out[2])
@@ -595,4 +679,64 @@ func gatherLoRA(op engine.GatherLoRA, in, out []engine.Arg) error {
 		}
 	}
 	return nil
+}
+
+// topK writes each row's k best (value, index) pairs, best first, ties by the lower index, NaNs
+// skipped: a selection through a min-heap of k (O(V log k) a row, no sort of the row).
+func topK(out, x []float32, rows, v, k int) {
+	for r := range rows {
+		row := x[r*v : (r+1)*v]
+		// better: a before b in the output order.
+		better := func(a, b int32) bool { return row[a] > row[b] || (row[a] == row[b] && a < b) }
+		heap := make([]int32, 0, k) // the worst kept on top
+		down := func(i int) {
+			for {
+				w, l, rr := i, 2*i+1, 2*i+2
+				if l < len(heap) && better(heap[w], heap[l]) {
+					w = l
+				}
+				if rr < len(heap) && better(heap[w], heap[rr]) {
+					w = rr
+				}
+				if w == i {
+					return
+				}
+				heap[i], heap[w] = heap[w], heap[i]
+				i = w
+			}
+		}
+		for i := range int32(v) {
+			if row[i] != row[i] { // NaN
+				continue
+			}
+			if len(heap) < k {
+				heap = append(heap, i)
+				for j := len(heap) - 1; j > 0; {
+					p := (j - 1) / 2
+					if !better(heap[p], heap[j]) {
+						break
+					}
+					heap[p], heap[j] = heap[j], heap[p]
+					j = p
+				}
+			} else if better(i, heap[0]) {
+				heap[0] = i
+				down(0)
+			}
+		}
+		o := out[r*2*k : (r+1)*2*k]
+		for j := k - 1; j >= 0; j-- {
+			if j >= len(heap) {
+				o[2*j], o[2*j+1] = float32(math.Inf(-1)), -1
+				continue
+			}
+			// Pop the worst into the last free place.
+			top := heap[0]
+			last := len(heap) - 1
+			heap[0] = heap[last]
+			heap = heap[:last]
+			down(0)
+			o[2*j], o[2*j+1] = row[top], float32(top)
+		}
+	}
 }

@@ -37,6 +37,13 @@ func (b *builder) pos(shape engine.Shape, lo, hi float64) *engine.Node {
 	return n
 }
 
+// vals adds an f32 vector of the given values (control vectors).
+func (b *builder) vals(v ...float32) *engine.Node {
+	n := b.g.Input(leafName(len(b.leaves)), engine.F32, engine.Shape{len(v)})
+	b.leaves = append(b.leaves, Leaf{Node: n, F32: v})
+	return n
+}
+
 func (b *builder) i32(v []int32) *engine.Node {
 	n := b.g.Input(leafName(len(b.leaves)), engine.I32, engine.Shape{len(v)})
 	b.leaves = append(b.leaves, Leaf{Node: n, I32: v})
@@ -397,6 +404,40 @@ func OpCases() []Case {
 			s := engine.Shape{13, 37}
 			op := engine.AdamW{Step: 3, LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
 			return b.g.Apply(op, b.f32(s, 1), b.f32(s, 1), b.f32(s, 0.1), b.pos(s, 0.001, 0.01))[:3]
+		}),
+		// A training step's update on the device: the multi-tensor sum of squares (one operand
+		// past the single-pass size), the clip decision (clipped: the norm is far above 1) and
+		// AdamW reading them, then a gradient accumulated twice.
+		c("optimizer_step", 1e-5, func(b *builder) []*engine.Node {
+			s := engine.Shape{13, 37}
+			g := b.g
+			g1, g2, g3 := b.f32(s, 1), b.f32(engine.Shape{5003}, 0.1), b.f32(engine.Shape{3}, 2)
+			ss := g.SumSquaresN(g1, g2, g3)
+			ctl := b.vals(3e-2, 0.5, 3) // lr, scale, step
+			st := g.ClipStatus(b.vals(2.75), ss, ctl, 1)
+			upd := g.Apply(engine.AdamWStep{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01},
+				b.f32(s, 1), g1, b.f32(s, 0.1), b.pos(s, 0.001, 0.01), st, ctl)
+			acc := g.Apply1(engine.Accumulate{}, g.Apply1(engine.Accumulate{Overwrite: true}, b.f32(engine.Shape{5003}, 1), g2), b.f32(engine.Shape{5003}, 1))
+			return append([]*engine.Node{ss, st, acc}, upd...)
+		}),
+		// Sampling candidates: the top k of rows longer than a workgroup, with ties (values
+		// rounded to a coarse grid) decided by the lower index, and k = 1 (greedy).
+		c("top_k", 0, func(b *builder) []*engine.Node {
+			x := b.f32(engine.Shape{5, 613}, 2)
+			for i, v := range b.leaves[len(b.leaves)-1].F32 {
+				b.leaves[len(b.leaves)-1].F32[i] = float32(math.Round(float64(v)*4) / 4)
+			}
+			return []*engine.Node{b.g.TopK(x, 40), b.g.TopK(x, 1), b.g.TopK(b.f32(engine.Shape{3, 7}, 1), 7)}
+		}),
+		// A non-finite gradient skips the update: p, m and v come back as they were.
+		c("optimizer_skip", 0, func(b *builder) []*engine.Node {
+			s := engine.Shape{7, 5}
+			g := b.g
+			grad := b.vals(1, float32(math.NaN()), 2)
+			ctl := b.vals(1e-2, 1, 1)
+			st := g.ClipStatus(b.vals(1.5), g.SumSquaresN(b.f32(s, 1), grad), ctl, 1)
+			return append([]*engine.Node{st}, g.Apply(engine.AdamWStep{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8},
+				b.f32(s, 1), b.f32(s, 1), b.f32(s, 0.1), b.pos(s, 0.001, 0.01), st, ctl)...)
 		}),
 	)
 	return cs

@@ -59,7 +59,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
-		engine.GatherScaleCols:
+		engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate,
+		engine.TopK:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -203,7 +204,9 @@ func (r *recorder) launch(l engine.Launch) error {
 	}
 	_, adamw := l.Op.(engine.AdamW)
 	_, cacheWrite := l.Op.(engine.CacheWrite)
-	if !adamw && !cacheWrite {
+	_, adamwStep := l.Op.(engine.AdamWStep)
+	_, accumulate := l.Op.(engine.Accumulate)
+	if !adamw && !cacheWrite && !adamwStep && !accumulate {
 		for _, o := range out {
 			for _, x := range in {
 				if o.buf == x.buf {
@@ -417,6 +420,26 @@ func (r *recorder) launch(l engine.Launch) error {
 		return r.cast(l.In[0].Meta.DType, op.To, in[0], out[0], n)
 	case engine.AdamW:
 		return r.adamw(op, l, in, out)
+	case engine.SumSquaresN:
+		return r.sumSquaresN(l, in, out[0])
+	case engine.TopK:
+		x := l.In[0].Meta.Shape
+		g, err := r.items(x.Rows(), 1)
+		if err != nil {
+			return err
+		}
+		r.dispatch("top_k", []shaders.Const{wgc}, g, new(params).u(x.Rows(), x.Last(), op.K), in[0], out[0])
+	case engine.ClipStatus:
+		r.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(params).f(op.MaxNorm), in[0], in[1], in[2], out[0])
+	case engine.AdamWStep:
+		return r.adamwStep(op, l, in, out)
+	case engine.Accumulate:
+		// In place: out[0] is in[0]'s buffer, bound once as read_write.
+		g, err := r.items(n, wg)
+		if err != nil {
+			return err
+		}
+		r.dispatch("accumulate", []shaders.Const{wgc, c("OVERWRITE", op.Overwrite)}, g, new(params).u(n), out[0], in[1])
 	case engine.MatMul:
 		a, bm := l.In[0].Meta.Shape, l.In[1].Meta.Shape
 		m, nn, k := op.Dims(a, bm)

@@ -15,6 +15,12 @@ import "math"
 // float32 before the final update reads them, as torch stores them. Panics if step < 1 or m, v or
 // g is shorter than p.
 func AdamW(p, g, m, v []float32, step int, lr, beta1, beta2, eps, weightDecay float32) {
+	AdamWScaled(p, g, 1, m, v, step, lr, beta1, beta2, eps, weightDecay)
+}
+
+// AdamWScaled is AdamW with the gradient gs·g, the product rounded to float32 first (as a Scale
+// kernel before AdamW computes it): the update after clipping.
+func AdamWScaled(p, g []float32, gs float32, m, v []float32, step int, lr, beta1, beta2, eps, weightDecay float32) {
 	if step < 1 {
 		panic("kernels.AdamW: step counts from 1")
 	}
@@ -30,7 +36,7 @@ func AdamW(p, g, m, v []float32, step int, lr, beta1, beta2, eps, weightDecay fl
 	e := float64(eps)
 	parallelFor(n, elemGrain/4, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			gi := float64(g[i])
+			gi := float64(float32(gs * g[i]))
 			mi := b1*float64(m[i]) + (1-b1)*gi
 			vi := b2*float64(v[i]) + (1-b2)*gi*gi
 			m[i], v[i] = float32(mi), float32(vi)

@@ -1,0 +1,127 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+)
+
+// The optimizer's ops: with them a training step's graph ends in its own update (gradient norm,
+// clipping, the non-finite check and AdamW), so that a step is one submission and one read.
+
+// OptimControl is the layout of the control vector the host writes before each step (f32 [3]).
+const (
+	CtlLR    = iota // the learning rate of this update
+	CtlScale        // the factor the gradients are multiplied by first (1/k after k micro-batches)
+	CtlStep         // the update's number, counting from 1 (AdamW's bias corrections)
+	CtlLen
+)
+
+// StepStatus is the layout of ClipStatus's output (f32 [4]), the one value the host reads back.
+const (
+	StatusLoss  = iota // the step's loss, as given
+	StatusSumSq        // Σ g² over every gradient, before the scale
+	StatusCoef         // what AdamWStep multiplies the gradients by: the scale, times the clip factor
+	StatusSkip         // 1 when the loss or the norm is not finite: AdamWStep changes nothing
+	StatusLen
+)
+
+// SumSquaresN reduces any number of f32 tensors to y: [1] = Σ_i Σ x_i², one multi-tensor
+// reduction (the global gradient norm's square). Each tensor's sum is rounded to f32 and the sums
+// are added in order in f32, so that the CPU repeats the per-tensor reduction it replaces bit for
+// bit. A non-finite element makes the result non-finite.
+type SumSquaresN struct{}
+
+func (SumSquaresN) Name() string { return "sum_squares_n" }
+
+func (SumSquaresN) Infer(in []Meta) ([]Meta, error) {
+	if len(in) == 0 {
+		return nil, fmt.Errorf("want at least one operand")
+	}
+	for i, m := range in {
+		if err := want(m, F32, fmt.Sprintf("operand %d", i)); err != nil {
+			return nil, err
+		}
+	}
+	return []Meta{{Shape{1}, F32}}, nil
+}
+
+// ClipStatus decides a step's update on the device: operands loss: [1], sumsq: [1] (SumSquaresN of
+// the gradients) and ctl: [CtlLen]; output status: [StatusLen]. With norm = √sumsq · scale, the
+// step is skipped when the loss or the norm is not finite; the gradients' coefficient is the
+// scale, times MaxNorm/(norm + 1e-6) when MaxNorm > 0 and norm > MaxNorm (torch's
+// clip_grad_norm_).
+type ClipStatus struct{ MaxNorm float32 }
+
+func (ClipStatus) Name() string { return "clip_status" }
+
+func (ClipStatus) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 3); err != nil {
+		return nil, err
+	}
+	for i, n := range []int{1, 1, CtlLen} {
+		if err := wantVec(in[i], n, []string{"loss", "sumsq", "ctl"}[i]); err != nil {
+			return nil, err
+		}
+	}
+	return []Meta{{Shape{StatusLen}, F32}}, nil
+}
+
+// ClipStatusRef is ClipStatus in float64: the status for a loss, a sum of squares and a control
+// vector (CPU kernels and tests share it).
+func ClipStatusRef(maxNorm float32, loss, sumsq float32, ctl []float32) [StatusLen]float32 {
+	scale := float64(ctl[CtlScale])
+	norm := math.Sqrt(float64(sumsq)) * scale
+	skip := math.IsNaN(norm) || math.IsInf(norm, 0) || math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0)
+	coef := scale
+	if maxNorm > 0 && norm > float64(maxNorm) {
+		coef *= float64(maxNorm) / (norm + 1e-6)
+	}
+	st := [StatusLen]float32{StatusLoss: loss, StatusSumSq: sumsq, StatusCoef: float32(coef)}
+	if skip {
+		st[StatusSkip] = 1
+	}
+	return st
+}
+
+// AdamWStep is AdamW's update in place, its inputs on the device: operands p, g, m, v (f32 of one
+// shape), status: [StatusLen] (ClipStatus) and ctl: [CtlLen]; outputs p, m, v are written over the
+// operands' buffers. Unless status skips the step, g·coef is the gradient and ctl gives the
+// learning rate and the step number; a skipped step leaves p, m and v as they were.
+type AdamWStep struct{ Beta1, Beta2, Eps, WeightDecay float32 }
+
+func (AdamWStep) Name() string   { return "adamw_step" }
+func (AdamWStep) aliases() []int { return []int{0, 2, 3} }
+
+func (AdamWStep) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 6); err != nil {
+		return nil, err
+	}
+	if _, err := sameF32(in[:4], 4); err != nil {
+		return nil, err
+	}
+	if err := wantVec(in[4], StatusLen, "status"); err != nil {
+		return nil, err
+	}
+	if err := wantVec(in[5], CtlLen, "ctl"); err != nil {
+		return nil, err
+	}
+	return []Meta{in[0], in[0], in[0]}, nil
+}
+
+// Accumulate adds x to acc in place (acc ← acc + x), or copies it (acc ← x) with Overwrite: the
+// sum of micro-batches' gradients. Operands acc and x, f32 of one shape; the output is written over
+// acc's buffer.
+type Accumulate struct{ Overwrite bool }
+
+func (Accumulate) Name() string   { return "accumulate" }
+func (Accumulate) aliases() []int { return []int{0} }
+
+func (Accumulate) Infer(in []Meta) ([]Meta, error) { return sameF32(in, 2) }
+
+// ClipStatus records the status of a step (see the op).
+func (g *Graph) ClipStatus(loss, sumsq, ctl *Node, maxNorm float32) *Node {
+	return g.Apply1(ClipStatus{MaxNorm: maxNorm}, loss, sumsq, ctl)
+}
+
+// SumSquaresN records Σ x² over every tensor of xs.
+func (g *Graph) SumSquaresN(xs ...*Node) *Node { return g.Apply1(SumSquaresN{}, xs...) }
