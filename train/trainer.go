@@ -13,7 +13,6 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 )
 
@@ -117,7 +116,7 @@ type Trainer struct {
 	resumedAt int
 }
 
-// New loads the model, the tokenizer, the data and the adapter (from the latest checkpoint in
+// New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
 // cfg.Out when cfg.Resume) and compiles the training step on b.
 func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
@@ -138,11 +137,7 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(cfg.Model)
-	if err != nil {
-		return nil, err
-	}
-	examples, err := LoadJSONL(cfg.Data, tok)
+	examples, err := LoadDataset(cfg.Data, cfg.Model, t.Model.Cfg.VocabSize)
 	if err != nil {
 		return nil, err
 	}

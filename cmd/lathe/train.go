@@ -13,7 +13,6 @@ import (
 
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/train"
 )
@@ -137,11 +136,7 @@ func newEvalCmd() *cobra.Command {
 				return err
 			}
 			defer m.Release()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
-			examples, err := train.LoadJSONL(data, tok)
+			examples, err := train.LoadDataset(data, dir, m.Cfg.VocabSize)
 			if err != nil {
 				return err
 			}
