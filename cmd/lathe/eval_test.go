@@ -105,3 +105,38 @@ func TestEvalPreTokenizedWithoutTokenizer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2.0, res["steps"], "%v", res)
 }
+
+// Packed documents are isolated: eval of a file is the token-weighted mean of each document
+// evaluated alone, at any --seq; where every document fits a row, that is the float64 reference's
+// loss of each document alone, the same at every --seq.
+func TestEvalIsolatesPackedDocuments(t *testing.T) {
+	dir, docs := storiesNoTokenizer(t, storyDocs)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	w, err := reflm.Weights(dir)
+	require.NoError(t, err)
+	var sum float64
+	var n int
+	for _, d := range docs {
+		s, k := refDocLoss(t, cfg, w, d)
+		sum, n = sum+s, n+k
+	}
+	file := writeIDs(t, filepath.Join(t.TempDir(), "three.jsonl"), docs)
+	for _, seq := range []int{len(docs[1]), 64, 200, 512} {
+		loss, tokens := evalLoss(t, dir, file, seq)
+		require.Equal(t, n, tokens)
+		require.InDelta(t, sum/float64(n), loss, 1e-5, "--seq %d", seq)
+	}
+	// Rows shorter than the documents: each is cut into rows as it would be alone.
+	for _, seq := range []int{7, 16} {
+		var alone float64
+		var tokens int
+		for i, d := range docs {
+			l, k := evalLoss(t, dir, writeIDs(t, filepath.Join(t.TempDir(), fmt.Sprintf("doc%d.jsonl", i)), [][]int32{d}), seq)
+			alone, tokens = alone+l*float64(k), tokens+k
+		}
+		loss, k := evalLoss(t, dir, file, seq)
+		require.Equal(t, tokens, k)
+		require.InDelta(t, alone/float64(tokens), loss, 1e-6, "--seq %d", seq)
+	}
+}
