@@ -6,7 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -215,6 +217,36 @@ func TestLoadErrorsNameTheFileAndTensor(t *testing.T) {
 		_, err := model.Load(fresh(t), b, model.LoadOptions{Quantize: "int3"})
 		require.ErrorContains(t, err, "int3")
 	})
+	// Counts from config.json are checked against bounds and the tensors present before
+	// anything is built: a million layers is refused at once, in little memory.
+	for _, c := range []struct {
+		name string
+		edit func(map[string]any)
+		want string
+	}{
+		{"a million layers", func(c map[string]any) { c["num_hidden_layers"] = 1000000 }, "num_hidden_layers 1000000 is outside [1, 1024]"},
+		{"more layers than present", func(c map[string]any) { c["num_hidden_layers"] = 900 }, "config.json's num_hidden_layers is 900, the checkpoint has 2 layers"},
+		{"fewer layers than present", func(c map[string]any) { c["num_hidden_layers"] = 1 }, "the checkpoint has 2 layers"},
+		{"huge vocabulary", func(c map[string]any) { c["vocab_size"] = 1 << 40 }, "vocab_size 1099511627776 is outside [1, 4194304]"},
+		{"vocabulary not the embedding's", func(c map[string]any) { c["vocab_size"] = 1000 }, "vocab_size 1000 and hidden_size 64 need [1000 64]"},
+		{"negative heads", func(c map[string]any) { c["num_key_value_heads"] = -2 }, "num_key_value_heads -2 is outside [1, 1024]"},
+		{"huge context", func(c map[string]any) { c["max_position_embeddings"] = 1 << 30 }, "max_position_embeddings 1073741824 is outside [0, 16777216]"},
+		{"huge head dim", func(c map[string]any) { c["head_dim"] = 1 << 20 }, "head_dim 1048576 is outside [1, 1024]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := fresh(t)
+			editFolder(t, dir, c.edit, nil)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			_, err := model.Load(dir, b, model.LoadOptions{})
+			took := time.Since(start)
+			runtime.ReadMemStats(&after)
+			require.ErrorContains(t, err, c.want)
+			require.Less(t, took, time.Second)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<20), "allocated before refusing")
+		})
+	}
 }
 
 func TestRopeScalingVariants(t *testing.T) {

@@ -60,6 +60,10 @@ func DefaultConfig() Config {
 		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64}
 }
 
+// MaxBatchTokens bounds batch×seq, whatever the model's context: far above what fits a device,
+// so a typo is refused before anything is allocated.
+const MaxBatchTokens = 1 << 20
+
 // Validate reports the first setting out of range.
 func (c *Config) Validate() error {
 	switch {
@@ -69,6 +73,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: method %q is not lora, qlora or ia3", c.Method)
 	case c.Steps <= 0 || c.Batch <= 0 || c.Seq <= 1 || c.GradAccum <= 0:
 		return fmt.Errorf("train: steps, batch, grad_accum must be positive and seq at least 2")
+	case int64(c.Batch)*int64(c.Seq) > MaxBatchTokens:
+		return fmt.Errorf("train: batch %d × seq %d is above %d tokens a micro-batch", c.Batch, c.Seq, MaxBatchTokens)
 	case !(c.LR > 0):
 		return fmt.Errorf("train: lr %v must be positive", c.LR)
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
@@ -129,11 +135,18 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 			t.Close()
 		}
 	}()
+	// The sequence length is checked against the model's context before anything is loaded.
+	mc, err := model.LoadConfig(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSeq(cfg.Seq, mc); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	lo := model.LoadOptions{}
 	if cfg.Method == "qlora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
 	}
-	var err error
 	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
 		return nil, err
 	}
@@ -204,6 +217,18 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	}
 	ok = true
 	return t, nil
+}
+
+// CheckSeq refuses a sequence length above the model's context (max_position_embeddings): the
+// model was never trained on positions past it.
+func CheckSeq(seq int, mc *model.Config) error {
+	if seq <= 0 {
+		return fmt.Errorf("seq %d must be positive", seq)
+	}
+	if limit := mc.MaxPositionEmbeddings; limit > 0 && seq > limit {
+		return fmt.Errorf("seq %d is above the model's context of %d tokens (max_position_embeddings)", seq, limit)
+	}
+	return nil
 }
 
 func (c *Config) adapterConfig() peft.Config {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -139,4 +140,21 @@ func TestEvalIsolatesPackedDocuments(t *testing.T) {
 		require.Equal(t, tokens, k)
 		require.InDelta(t, alone/float64(tokens), loss, 1e-6, "--seq %d", seq)
 	}
+}
+
+// A --seq above the model's context is refused, a huge one before anything is allocated.
+func TestSeqAboveContextRefused(t *testing.T) {
+	dir, docs := storiesNoTokenizer(t, storyDocs[:1])
+	data := writeIDs(t, filepath.Join(t.TempDir(), "d.jsonl"), docs)
+	for _, seq := range []string{"513", "100000", "100000000"} {
+		start := time.Now()
+		_, _, err := run(t, "train", "--model", dir, "--data", data, "--out", filepath.Join(t.TempDir(), "a"), "--seq", seq, "--steps", "1", "--device", "cpu", "--quiet")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "seq "+seq)
+		require.Less(t, time.Since(start), time.Second)
+		_, _, err = run(t, "eval", "--model", dir, "--data", data, "--seq", seq, "--device", "cpu")
+		require.ErrorContains(t, err, "seq "+seq+" is above the model's context of 512 tokens")
+	}
+	_, _, err := run(t, "train", "--model", dir, "--data", data, "--out", filepath.Join(t.TempDir(), "a"), "--seq", "512", "--batch", "4096", "--steps", "1", "--device", "cpu", "--quiet")
+	require.ErrorContains(t, err, "batch 4096 × seq 512 is above 1048576 tokens")
 }

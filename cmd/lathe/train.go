@@ -126,6 +126,19 @@ func newEvalCmd() *cobra.Command {
 			if dir == "" || data == "" {
 				return fmt.Errorf("eval: --model and --data are required")
 			}
+			mc, err := model.LoadConfig(dir)
+			if err != nil {
+				return err
+			}
+			if seq == 0 {
+				seq = 512
+				if limit := mc.MaxPositionEmbeddings; limit > 0 && seq > limit {
+					seq = limit
+				}
+			}
+			if err := train.CheckSeq(seq, mc); err != nil {
+				return fmt.Errorf("eval: %w", err)
+			}
 			b, err := backends.Open(device)
 			if err != nil {
 				return err
@@ -147,9 +160,6 @@ func newEvalCmd() *cobra.Command {
 				}
 				defer a.Release()
 			}
-			if limit := m.Cfg.MaxPositionEmbeddings; limit > 0 && seq > limit {
-				seq = limit
-			}
 			g, err := train.NewStepGraph(m, a, 1, seq, false, false)
 			if err != nil {
 				return err
@@ -167,7 +177,7 @@ func newEvalCmd() *cobra.Command {
 	f.StringVar(&dir, "model", "", "Hugging Face model folder")
 	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder")
 	f.StringVar(&data, "data", "", "JSONL data")
-	f.IntVar(&seq, "seq", 512, "tokens per evaluated row")
+	f.IntVar(&seq, "seq", 0, "tokens per evaluated row (default: the model's context, at most 512)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4 (as QLoRA trained them)")
 	return cmd
