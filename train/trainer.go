@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -48,6 +47,9 @@ type Config struct {
 	SaveEvery    int     `json:"save_every"`
 	KeepCkpts    int     `json:"keep_checkpoints"`
 	Resume       bool    `json:"resume"`
+	// Overwrite lets a fresh run start in an Out that holds an earlier run's checkpoints, which
+	// it deletes; without it (or Resume) such an Out is refused, so runs never mix.
+	Overwrite bool `json:"overwrite"`
 	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
 	Recompute bool `json:"gradient_checkpointing"`
 	Blocksize int  `json:"quant_blocksize"`
@@ -99,9 +101,11 @@ type Result struct {
 	WeightBytes  int64    `json:"weight_bytes"`
 	Params       int64    `json:"trainable_params"`
 	SkippedSteps int      `json:"skipped_steps"`
-	ResumedFrom  int      `json:"resumed_from,omitempty"`
-	Metrics      string   `json:"metrics"`
-	LossCurve    string   `json:"loss_curve"`
+	// Warnings say what a resumed run changed or fell back from (also in the metrics log).
+	Warnings    []string `json:"warnings,omitempty"`
+	ResumedFrom int      `json:"resumed_from,omitempty"`
+	Metrics     string   `json:"metrics"`
+	LossCurve   string   `json:"loss_curve"`
 }
 
 // Trainer runs one fine-tuning job on one backend.
@@ -120,6 +124,8 @@ type Trainer struct {
 	sched     Schedule
 	state     TrainerState
 	resumedAt int
+	// resume describes what resuming found: changed settings and skipped checkpoints.
+	resume *ResumeEvent
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
@@ -143,6 +149,21 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err := CheckSeq(cfg.Seq, mc); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
+	cks, err := ListCheckpoints(cfg.Out)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if len(cks) > 0 && !cfg.Resume {
+		if !cfg.Overwrite {
+			return nil, fmt.Errorf("train: %s holds checkpoints of an earlier run (%s): pass --resume to continue it or --overwrite to start afresh",
+				cfg.Out, filepath.Base(cks[len(cks)-1]))
+		}
+		for _, d := range cks {
+			if err := os.RemoveAll(d); err != nil {
+				return nil, fmt.Errorf("train: --overwrite: %w", err)
+			}
+		}
+	}
 	lo := model.LoadOptions{}
 	if cfg.Method == "qlora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
@@ -158,27 +179,22 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	trainable := 0
+	for _, ex := range trainSet {
+		trainable += ex.Tokens()
+	}
+	if trainable == 0 {
+		return nil, fmt.Errorf("train: %s has no token to train on: every label of the training split is -100", cfg.Data)
+	}
 	t.evalSet = evalSet
 	if t.batcher, err = NewBatcher(trainSet, cfg.Batch, cfg.Seq, cfg.Seed); err != nil {
 		return nil, err
 	}
 	t.state = TrainerState{RNG: NewRNG(cfg.Seed)}
 	var ck *Checkpoint
-	if cfg.Resume {
-		dir, err := LatestCheckpoint(cfg.Out)
-		switch {
-		case errors.Is(err, ErrNoCheckpoint):
-		case err != nil:
+	if cfg.Resume && len(cks) > 0 {
+		if ck, t.Adapter, t.resume, err = resumeFrom(cfg, cks, t.Model.Cfg, b); err != nil {
 			return nil, err
-		default:
-			if ck, err = LoadCheckpoint(dir); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if ck != nil {
-		if t.Adapter, err = peft.Load(ck.Dir, t.Model.Cfg, b); err != nil {
-			return nil, fmt.Errorf("resume: %w", err)
 		}
 	} else if t.Adapter, err = peft.New(cfg.adapterConfig(), t.Model.Cfg, b, cfg.Seed); err != nil {
 		return nil, err
@@ -362,6 +378,15 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	t.state.Config = cfgJSON
+	if t.resume != nil {
+		res.Warnings = t.resume.Warnings()
+		for _, w := range res.Warnings {
+			fmt.Fprintln(orDiscard(progress), "warning: "+w)
+		}
+		if err := mlog.LogResume(*t.resume); err != nil {
+			return res, err
+		}
+	}
 	start := time.Now()
 	elapsed0 := t.state.Elapsed
 	var runTokens int64

@@ -109,6 +109,7 @@ func newTrainCmd() *cobra.Command {
 	f.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "write a checkpoint every N steps (0: none)")
 	f.IntVar(&cfg.KeepCkpts, "keep-checkpoints", cfg.KeepCkpts, "checkpoints to keep")
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
+	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
