@@ -174,7 +174,11 @@ func (o Attention) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 		return nil
 	}
 	bop := AttentionBackward{Attention: o, NeedQ: need[0], NeedK: need[1], NeedV: need[2]}
-	return split(g.Apply(bop, dy, n.src[0], n.src[1], n.src[2], n.outs[0], n.outs[1]), need...)
+	in := []*Node{dy, n.src[0], n.src[1], n.src[2], n.outs[0], n.outs[1]}
+	if o.Docs {
+		in = append(in, n.src[3]) // starts: no gradient
+	}
+	return split(g.Apply(bop, in...), need...)
 }
 
 func (o Unary) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {

@@ -47,6 +47,14 @@ func (g *Graph) CachedAttention(q, k, v, rows *Node, a Attention) *Node {
 	return g.Apply(a, q, k, v, rows)[0]
 }
 
+// DocAttention records attention over packed documents: each query sees the keys of its own
+// document only, from starts (i32 [a.Batch·a.QLen], the first key's index in the sequence) to
+// itself; see Attention's Docs.
+func (g *Graph) DocAttention(q, k, v, starts *Node, a Attention) *Node {
+	a.Docs = true
+	return g.Apply(a, q, k, v, starts)[0]
+}
+
 // CacheWrite records the in-place write of src's rows into cache at rows (i32 [rows of src]).
 func (g *Graph) CacheWrite(cache, src, rows *Node) *Node {
 	return g.Apply1(CacheWrite{}, cache, src, rows)

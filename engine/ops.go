@@ -389,21 +389,33 @@ func (o RoPE) Infer(in []Meta) ([]Meta, error) {
 // the rows of its slot from the slot's first through rows[t] (its own key's row), so sequences
 // of different lengths, in any slots, share one step. KVLen is then the most keys a query sees
 // (at most KVStride). This mode has no backward pass (serving).
+//
+// With Docs (packed documents, not with KVStride), a fourth operand starts (i32 [Batch·QLen])
+// gives each query the index, within its sequence, of the first key of its document: query i
+// sees keys starts[i] ≤ j ≤ KVLen−QLen+i, so documents packed in one row never see each other
+// (padding-free packing, as flash-attention's varlen does), with no mask materialised.
 type Attention struct {
 	Batch, QLen, KVLen, Heads, KVHeads, HeadDim int
 	Scale                                       float32
 	KVStride                                    int
+	Docs                                        bool
 }
 
 func (Attention) Name() string { return "attention" }
 
 func (o Attention) Infer(in []Meta) ([]Meta, error) {
 	n := 3
-	if o.KVStride > 0 {
+	if o.KVStride > 0 || o.Docs {
 		n = 4
 	}
 	if err := wantN(in, n); err != nil {
 		return nil, err
+	}
+	if o.Docs && o.KVStride > 0 {
+		return nil, fmt.Errorf("attention: Docs and KVStride do not combine")
+	}
+	if o.Docs && (in[3].DType != I32 || in[3].Shape.Numel() != o.Batch*o.QLen) {
+		return nil, fmt.Errorf("starts must be i32 [%d], got %s", o.Batch*o.QLen, in[3])
 	}
 	if o.Heads <= 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 || o.QLen <= 0 || o.Batch <= 0 ||
 		(o.KVStride == 0 && o.QLen > o.KVLen) || o.KVStride < 0 || (o.KVStride > 0 && (o.KVLen <= 0 || o.KVLen > o.KVStride)) {
@@ -429,7 +441,8 @@ func (o Attention) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{in[0], {Shape{o.Batch, o.Heads, o.QLen}, F32}}, nil
 }
 
-// AttentionBackward: from dout, q, k, v, out, lse computes dq, dk, dv (those asked for).
+// AttentionBackward: from dout, q, k, v, out, lse (and with Docs, starts) computes dq, dk, dv
+// (those asked for).
 type AttentionBackward struct {
 	Attention
 	NeedQ, NeedK, NeedV bool
@@ -438,13 +451,21 @@ type AttentionBackward struct {
 func (AttentionBackward) Name() string { return "attention_backward" }
 
 func (o AttentionBackward) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 6); err != nil {
+	n := 6
+	if o.Docs {
+		n = 7
+	}
+	if err := wantN(in, n); err != nil {
 		return nil, err
 	}
 	if o.KVStride != 0 {
 		return nil, fmt.Errorf("attention over a KV cache (KVStride) has no backward pass")
 	}
-	outs, err := o.Attention.Infer(in[1:4])
+	fwd := in[1:4]
+	if o.Docs {
+		fwd = []Meta{in[1], in[2], in[3], in[6]}
+	}
+	outs, err := o.Attention.Infer(fwd)
 	if err != nil {
 		return nil, err
 	}

@@ -121,8 +121,38 @@ func (c *Config) IsQwen2() bool {
 	return len(c.Architectures) > 0 && c.Architectures[0] == "Qwen2ForCausalLM"
 }
 
-// Validate checks that the dimensions are consistent.
+// Bounds on config.json's counts: far above any released Llama-family model, far below what
+// would exhaust memory while the graph is built. A count beyond its bound is refused before
+// anything is allocated.
+const (
+	MaxVocab        = 1 << 22 // 4M tokens (Llama 3: 128256)
+	MaxHidden       = 1 << 16 // hidden_size (Llama 3.1 405B: 16384)
+	MaxIntermediate = 1 << 18 // intermediate_size (405B: 53248)
+	MaxLayers       = 1024    // num_hidden_layers (405B: 126)
+	MaxHeads        = 1024    // num_attention_heads and num_key_value_heads (405B: 128)
+	MaxHeadDim      = 1024    // head_dim (usually 64 or 128)
+	MaxContext      = 1 << 24 // max_position_embeddings (16M; the longest released: 10M)
+)
+
+// Validate checks that the dimensions are consistent and within the bounds above.
 func (c *Config) Validate() error {
+	for _, b := range []struct {
+		name       string
+		v, lo, max int
+	}{
+		{"vocab_size", c.VocabSize, 1, MaxVocab},
+		{"hidden_size", c.HiddenSize, 1, MaxHidden},
+		{"intermediate_size", c.IntermediateSize, 1, MaxIntermediate},
+		{"num_hidden_layers", c.NumLayers, 1, MaxLayers},
+		{"num_attention_heads", c.NumHeads, 1, MaxHeads},
+		{"num_key_value_heads", c.NumKVHeads, 1, MaxHeads},
+		{"head_dim", c.HeadDim, 1, MaxHeadDim},
+		{"max_position_embeddings", c.MaxPositionEmbeddings, 0, MaxContext},
+	} {
+		if b.v < b.lo || b.v > b.max {
+			return fmt.Errorf("config: %s %d is outside [%d, %d]", b.name, b.v, b.lo, b.max)
+		}
+	}
 	switch {
 	case c.VocabSize <= 0 || c.HiddenSize <= 0 || c.IntermediateSize <= 0 || c.NumLayers <= 0 || c.NumHeads <= 0:
 		return fmt.Errorf("config: vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads must be positive")

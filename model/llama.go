@@ -135,7 +135,15 @@ func (m *Graph) Linears() []*Linear {
 // the logits [batch·seq, vocab]. Each layer is a gradient-checkpointing block. lin records the
 // linear layers (PlainLinear, or an adapter's).
 func (m *Graph) Forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc) *engine.Node {
-	return m.forward(ids, pos, batch, seq, lin, nil, nil)
+	return m.forward(ids, pos, nil, batch, seq, lin, nil, nil)
+}
+
+// ForwardPacked is Forward over rows of packed documents: starts (i32 [batch·seq]) is each
+// token's index, in its row, of its document's first token, and attention stays inside each
+// document (pos should restart at each document for RoPE). A row holding one document is
+// Forward's.
+func (m *Graph) ForwardPacked(ids, pos, starts *engine.Node, batch, seq int, lin LinearFunc) *engine.Node {
+	return m.forward(ids, pos, starts, batch, seq, lin, nil, nil)
 }
 
 // KVCache names the inputs of a generation step that reach its KV cache: K[l] and V[l] are layer
@@ -156,10 +164,10 @@ type KVCache struct {
 // returns the logits of every token, [batch·seq, vocab], or with last (i32 [k], indices of fed
 // tokens) only those of the tokens it names, [k, vocab].
 func (m *Graph) ForwardCached(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c *KVCache, last *engine.Node) *engine.Node {
-	return m.forward(ids, pos, batch, seq, lin, c, last)
+	return m.forward(ids, pos, nil, batch, seq, lin, c, last)
 }
 
-func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache, last *engine.Node) *engine.Node {
+func (m *Graph) forward(ids, pos, starts *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache, last *engine.Node) *engine.Node {
 	g, c := m.G, m.Cfg
 	if lin == nil {
 		lin = PlainLinear
@@ -188,6 +196,8 @@ func (m *Graph) forward(ids, pos *engine.Node, batch, seq int, lin LinearFunc, c
 			k = g.CacheWrite(cache.K[i], k, cache.Rows)
 			v = g.CacheWrite(cache.V[i], v, cache.Rows)
 			a = g.CachedAttention(q, k, v, cache.Rows, att)
+		} else if starts != nil {
+			a = g.DocAttention(q, k, v, starts, att)
 		} else {
 			a = g.Attention(q, k, v, att)
 		}

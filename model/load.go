@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -44,6 +45,13 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
 	defer ck.Close()
+	where := filepath.Join(dir, checkpoint.WeightsFile)
+	if ck.Sharded {
+		where = filepath.Join(dir, checkpoint.IndexFile)
+	}
+	if err := checkCounts(cfg, ck, where); err != nil {
+		return nil, err
+	}
 	m := &Model{Cfg: cfg, Dir: dir, Backend: b, Tensors: map[string]*engine.Tensor{}, Quant: map[string]*engine.QuantSpec{}}
 	ok := false
 	defer func() {
@@ -60,10 +68,6 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		if o.Blocksize == 0 {
 			o.Blocksize = quant.DefaultBlocksize
 		}
-	}
-	where := filepath.Join(dir, checkpoint.WeightsFile)
-	if ck.Sharded {
-		where = filepath.Join(dir, checkpoint.IndexFile)
 	}
 	// The graph says which tensors the model needs and their shapes.
 	decl := NewGraph(cfg, engine.NewGraph(), nil)
@@ -129,6 +133,37 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	}
 	ok = true
 	return m, nil
+}
+
+// checkCounts compares config.json's counts with the tensors the checkpoint holds before the graph
+// is built, so that a count no checkpoint backs (a million layers) is refused at once: the layers
+// present, and the embedding's vocabulary and width.
+func checkCounts(cfg *Config, ck *checkpoint.Checkpoint, where string) error {
+	layers := 0
+	for _, n := range ck.Names() {
+		rest, ok := strings.CutPrefix(n, "model.layers.")
+		if !ok {
+			continue
+		}
+		i, err := strconv.Atoi(rest[:max(0, strings.IndexByte(rest, '.'))])
+		if err != nil || i < 0 {
+			continue
+		}
+		layers = max(layers, i+1)
+	}
+	if layers != cfg.NumLayers {
+		return fmt.Errorf("load %s: config.json's num_hidden_layers is %d, the checkpoint has %d layers", where, cfg.NumLayers, layers)
+	}
+	const embed = "model.embed_tokens.weight"
+	t, found := ck.Tensor(embed)
+	if !found {
+		return fmt.Errorf("load %s: missing tensor %s", where, embed)
+	}
+	if len(t.Shape) != 2 || t.Shape[0] != cfg.VocabSize || t.Shape[1] != cfg.HiddenSize {
+		return fmt.Errorf("load %s: tensor %s has shape %v, config.json's vocab_size %d and hidden_size %d need [%d %d]",
+			where, embed, t.Shape, cfg.VocabSize, cfg.HiddenSize, cfg.VocabSize, cfg.HiddenSize)
+	}
+	return nil
 }
 
 func isBnb4bit(cfg map[string]any) bool {

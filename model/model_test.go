@@ -6,157 +6,25 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/reflm"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/checkpoint"
 	"github.com/lathe-ml/lathe/model/synth"
 	"github.com/lathe-ml/lathe/quant"
 )
 
-// refLlama is a float64 implementation of transformers' LlamaForCausalLM / Qwen2ForCausalLM
-// forward, written from the published equations: it is the oracle the engine graph must match. The
-// rotary frequencies come from refRope, on the folder's raw config.json.
-func refLlama(cfg *model.Config, raw map[string]any, w map[string][]float64, ids []int32, batch, seq int) []float64 {
-	d, hd := cfg.HiddenSize, cfg.HeadDim
-	nh, nkv := cfg.NumHeads, cfg.NumKVHeads
-	rows := batch * seq
-	linear := func(x []float64, name string, out, in int) []float64 {
-		y := make([]float64, rows*out)
-		wt, b := w[name+".weight"], w[name+".bias"]
-		for r := 0; r < rows; r++ {
-			for o := 0; o < out; o++ {
-				s := 0.0
-				for i := 0; i < in; i++ {
-					s += x[r*in+i] * wt[o*in+i]
-				}
-				if b != nil {
-					s += b[o]
-				}
-				y[r*out+o] = s
-			}
-		}
-		return y
-	}
-	rms := func(x []float64, name string) []float64 {
-		y := make([]float64, len(x))
-		for r := 0; r < rows; r++ {
-			ms := 0.0
-			for i := 0; i < d; i++ {
-				ms += x[r*d+i] * x[r*d+i]
-			}
-			inv := 1 / math.Sqrt(ms/float64(d)+cfg.RMSNormEps)
-			for i := 0; i < d; i++ {
-				y[r*d+i] = x[r*d+i] * inv * w[name][i]
-			}
-		}
-		return y
-	}
-	invFreq, attnScale := refRope(raw, seq)
-	rope := func(x []float64, heads int) {
-		half := hd / 2
-		for r := 0; r < rows; r++ {
-			pos := float64(r % seq)
-			for h := 0; h < heads; h++ {
-				v := x[(r*heads+h)*hd : (r*heads+h+1)*hd]
-				rot := make([]float64, hd)
-				for i := 0; i < hd; i++ {
-					// rotate_half: [-x2, x1]
-					if i < half {
-						rot[i] = -v[i+half]
-					} else {
-						rot[i] = v[i-half]
-					}
-				}
-				for i := 0; i < hd; i++ {
-					ang := pos * invFreq[i%half]
-					v[i] = v[i]*math.Cos(ang)*attnScale + rot[i]*math.Sin(ang)*attnScale
-				}
-			}
-		}
-	}
-	h := make([]float64, rows*d)
-	for r, id := range ids {
-		copy(h[r*d:(r+1)*d], w["model.embed_tokens.weight"][int(id)*d:(int(id)+1)*d])
-	}
-	for l := 0; l < cfg.NumLayers; l++ {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		x := rms(h, p+"input_layernorm.weight")
-		q := linear(x, p+"self_attn.q_proj", nh*hd, d)
-		k := linear(x, p+"self_attn.k_proj", nkv*hd, d)
-		v := linear(x, p+"self_attn.v_proj", nkv*hd, d)
-		rope(q, nh)
-		rope(k, nkv)
-		att := make([]float64, rows*nh*hd)
-		for b := 0; b < batch; b++ {
-			for hh := 0; hh < nh; hh++ {
-				kh := hh / (nh / nkv) // repeat_kv
-				for i := 0; i < seq; i++ {
-					scores := make([]float64, i+1)
-					mx := math.Inf(-1)
-					for j := 0; j <= i; j++ {
-						s := 0.0
-						for c := 0; c < hd; c++ {
-							s += q[((b*seq+i)*nh+hh)*hd+c] * k[((b*seq+j)*nkv+kh)*hd+c]
-						}
-						scores[j] = s / math.Sqrt(float64(hd))
-						mx = math.Max(mx, scores[j])
-					}
-					z := 0.0
-					for j := range scores {
-						scores[j] = math.Exp(scores[j] - mx)
-						z += scores[j]
-					}
-					for j := range scores {
-						for c := 0; c < hd; c++ {
-							att[((b*seq+i)*nh+hh)*hd+c] += scores[j] / z * v[((b*seq+j)*nkv+kh)*hd+c]
-						}
-					}
-				}
-			}
-		}
-		o := linear(att, p+"self_attn.o_proj", d, nh*hd)
-		for i := range h {
-			h[i] += o[i]
-		}
-		x = rms(h, p+"post_attention_layernorm.weight")
-		gate := linear(x, p+"mlp.gate_proj", cfg.IntermediateSize, d)
-		up := linear(x, p+"mlp.up_proj", cfg.IntermediateSize, d)
-		for i := range gate {
-			gate[i] = gate[i] / (1 + math.Exp(-gate[i])) * up[i]
-		}
-		down := linear(gate, p+"mlp.down_proj", d, cfg.IntermediateSize)
-		for i := range h {
-			h[i] += down[i]
-		}
-	}
-	h = rms(h, "model.norm.weight")
-	head := "lm_head"
-	if cfg.TieWordEmbeddings {
-		w["tied.weight"] = w["model.embed_tokens.weight"]
-		head = "tied"
-	}
-	return linear(h, head, cfg.VocabSize, d)
-}
-
 // weights64 reads every float tensor of a folder as float64 (what the reference consumes).
 func weights64(t *testing.T, dir string) map[string][]float64 {
-	ck, err := checkpoint.Open(dir)
+	w, err := reflm.Weights(dir)
 	require.NoError(t, err)
-	defer ck.Close()
-	w := map[string][]float64{}
-	for _, n := range ck.Names() {
-		v, _, err := ck.Float32(n)
-		require.NoError(t, err)
-		w[n] = make([]float64, len(v))
-		for i, x := range v {
-			w[n][i] = float64(x)
-		}
-	}
 	return w
 }
 
@@ -233,13 +101,13 @@ func tinyModel(t *testing.T, seed uint64) string {
 	return dir
 }
 
-// compareWithReference checks the CPU backend's logits of the model in dir against refLlama.
+// compareWithReference checks the CPU backend's logits of the model in dir against reflm.Logits.
 func compareWithReference(t *testing.T, dir string, batch, seq int) {
 	t.Helper()
 	cfg, err := model.LoadConfig(dir)
 	require.NoError(t, err)
 	ids := testIDs(cfg.VocabSize, batch*seq)
-	requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, cpu.New(), dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+	requireLogitsClose(t, reflm.Logits(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, cpu.New(), dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 }
 
 func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
@@ -252,7 +120,7 @@ func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 		cfg, err := model.LoadConfig(dir)
 		require.NoError(t, err)
 		ids := testIDs(cfg.VocabSize, batch*seq)
-		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+		requireLogitsClose(t, reflm.Logits(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 	})
 	t.Run("llama-attention-bias", func(t *testing.T) {
 		dir := t.TempDir()
@@ -262,7 +130,7 @@ func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, cfg.AttentionBias)
 		ids := testIDs(cfg.VocabSize, batch*seq)
-		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+		requireLogitsClose(t, reflm.Logits(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 	})
 	t.Run("qwen2-tied-llama3-rope-bf16", func(t *testing.T) {
 		dir := t.TempDir()
@@ -289,7 +157,7 @@ func TestLogitsMatchTheHuggingFaceEquations(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, cfg.IsQwen2())
 		ids := testIDs(cfg.VocabSize, batch*seq)
-		requireLogitsClose(t, refLlama(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
+		requireLogitsClose(t, reflm.Logits(cfg, rawConfig(t, dir), weights64(t, dir), ids, batch, seq), logits(t, b, dir, model.LoadOptions{}, ids, batch, seq), 1e-4)
 	})
 }
 
@@ -324,7 +192,7 @@ func TestQuantizedLoadsMatchDequantizedReference(t *testing.T) {
 		}
 	}
 	require.NoError(t, ck.Close())
-	want := refLlama(cfg, rawConfig(t, src), w, ids, batch, seq)
+	want := reflm.Logits(cfg, rawConfig(t, src), w, ids, batch, seq)
 
 	atLoad := logits(t, b, src, model.LoadOptions{Quantize: "nf4", DoubleQuant: true}, ids, batch, seq)
 	requireLogitsClose(t, want, atLoad, 1e-4)
@@ -377,6 +245,36 @@ func TestLoadErrorsNameTheFileAndTensor(t *testing.T) {
 		_, err := model.Load(fresh(t), b, model.LoadOptions{Quantize: "int3"})
 		require.ErrorContains(t, err, "int3")
 	})
+	// Counts from config.json are checked against bounds and the tensors present before
+	// anything is built: a million layers is refused at once, in little memory.
+	for _, c := range []struct {
+		name string
+		edit func(map[string]any)
+		want string
+	}{
+		{"a million layers", func(c map[string]any) { c["num_hidden_layers"] = 1000000 }, "num_hidden_layers 1000000 is outside [1, 1024]"},
+		{"more layers than present", func(c map[string]any) { c["num_hidden_layers"] = 900 }, "config.json's num_hidden_layers is 900, the checkpoint has 2 layers"},
+		{"fewer layers than present", func(c map[string]any) { c["num_hidden_layers"] = 1 }, "the checkpoint has 2 layers"},
+		{"huge vocabulary", func(c map[string]any) { c["vocab_size"] = 1 << 40 }, "vocab_size 1099511627776 is outside [1, 4194304]"},
+		{"vocabulary not the embedding's", func(c map[string]any) { c["vocab_size"] = 1000 }, "vocab_size 1000 and hidden_size 64 need [1000 64]"},
+		{"negative heads", func(c map[string]any) { c["num_key_value_heads"] = -2 }, "num_key_value_heads -2 is outside [1, 1024]"},
+		{"huge context", func(c map[string]any) { c["max_position_embeddings"] = 1 << 30 }, "max_position_embeddings 1073741824 is outside [0, 16777216]"},
+		{"huge head dim", func(c map[string]any) { c["head_dim"] = 1 << 20 }, "head_dim 1048576 is outside [1, 1024]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := fresh(t)
+			editFolder(t, dir, c.edit, nil)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			_, err := model.Load(dir, b, model.LoadOptions{})
+			took := time.Since(start)
+			runtime.ReadMemStats(&after)
+			require.ErrorContains(t, err, c.want)
+			require.Less(t, took, time.Second)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<20), "allocated before refusing")
+		})
+	}
 }
 
 func TestRopeScalingVariants(t *testing.T) {

@@ -311,8 +311,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("adapter config: peft_type %q is not supported (LORA or IA3)", c.PeftType)
 	}
 	switch {
-	case c.R <= 0:
-		return fmt.Errorf("adapter config: r must be positive, got %d", c.R)
+	case c.R <= 0 || c.R > MaxRank:
+		return fmt.Errorf("adapter config: r %d is outside [1, %d]", c.R, MaxRank)
 	case math.IsNaN(c.LoraAlpha) || math.IsInf(c.LoraAlpha, 0):
 		return fmt.Errorf("adapter config: lora_alpha %v is not finite", c.LoraAlpha)
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
@@ -394,3 +394,7 @@ func sortedUnique(s []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// MaxRank bounds a LoRA adapter's r: far above any useful rank, far below what would exhaust
+// memory when an adapter of that rank is built.
+const MaxRank = 1 << 14

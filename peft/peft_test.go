@@ -680,7 +680,8 @@ func TestBadInputs(t *testing.T) {
 		edit func(c *Config)
 		msg  string
 	}{
-		{"r zero", func(c *Config) { c.R = 0 }, "r must be positive"},
+		{"r zero", func(c *Config) { c.R = 0 }, "r 0 is outside [1, 16384]"},
+		{"r huge", func(c *Config) { c.R = 1 << 30 }, "r 1073741824 is outside [1, 16384]"},
 		{"unknown target", func(c *Config) { c.TargetModules = Names("q_proj", "qkv_proj") }, `"qkv_proj" matches no module of the model (its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)`},
 		{"regex matching nothing", func(c *Config) { c.TargetModules = Modules{Pattern: "nothing"} }, "matches no module"},
 		{"dora", func(c *Config) { c.UseDoRA = true }, "use_dora true (DoRA) is not supported"},

@@ -62,10 +62,18 @@ type lineMessage struct {
 // Encoder turns one dataset record into an Example with a tokenizer. It holds what it learns about
 // the tokenizer once (which specials Encode adds), so build one per tokenizer and reuse it.
 type Encoder struct {
-	tok    *tokenizer.Tokenizer
-	prefix []int // the ids Encode(text, true) adds before the text (BOS)
-	suffix []int // and after it
+	tok    *tokenizer.Tokenizer // nil: pre-tokenized lines only
+	vocab  int                  // ids must be below it
+	prefix []int                // the ids Encode(text, true) adds before the text (BOS)
+	suffix []int                // and after it
 }
+
+// errNoTokenizer is the error of a line that needs a tokenizer on an Encoder without one.
+var errNoTokenizer = errors.New("this line needs the model's tokenizer.json, and the folder has none (only pre-tokenized \"input_ids\" lines can do without)")
+
+// NewIDEncoder returns an Encoder without a tokenizer, for pre-tokenized data ("input_ids" lines)
+// of a model with vocab tokens: every other shape is an error.
+func NewIDEncoder(vocab int) *Encoder { return &Encoder{vocab: vocab} }
 
 // NewEncoder probes which special tokens tok's post-processor adds around a text.
 func NewEncoder(tok *tokenizer.Tokenizer) (*Encoder, error) {
@@ -81,7 +89,7 @@ func NewEncoder(tok *tokenizer.Tokenizer) (*Encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoder: %w", err)
 	}
-	e := &Encoder{tok: tok}
+	e := &Encoder{tok: tok, vocab: tok.VocabSize()}
 	for i := 0; i+len(bare) <= len(full); i++ {
 		if slices.Equal(full[i:i+len(bare)], bare) {
 			e.prefix = slices.Clone(full[:i])
@@ -144,6 +152,9 @@ func (e *Encoder) EncodeLine(raw []byte) (Example, error) {
 	shape, err := l.shape()
 	if err != nil {
 		return Example{}, err
+	}
+	if e.tok == nil && shape != ShapeInputIDs {
+		return Example{}, fmt.Errorf("%q: %w", shape, errNoTokenizer)
 	}
 	switch shape {
 	case ShapeText:
@@ -278,9 +289,11 @@ func (e *Encoder) Messages(msgs []tokenizer.Message) (Example, error) {
 	return e.finishMasked(ids, mask, msgs[len(msgs)-1].Role == "assistant")
 }
 
-// InputIDs takes pre-tokenized ids (with optional labels of the same length, IgnoreIndex allowed)
-// and adds the tokenizer's specials (BOS) and EOS where they are missing; loss on every token
-// unless labels say otherwise. Ids outside the vocabulary are an error.
+// InputIDs takes pre-tokenized ids as given, with optional labels of the same length
+// (IgnoreIndex allowed): no BOS or EOS is added, as transformers' Trainer, TRL and axolotl treat a
+// tokenized dataset. Without labels every token but the first carries loss; with them, label i
+// is the target of position i−1 (Hugging Face's shift), so labels[0] carries none. Ids or labels
+// outside the vocabulary are an error. It needs no tokenizer.
 func (e *Encoder) InputIDs(ids64, labels64 []int64) (Example, error) {
 	if len(ids64) == 0 {
 		return Example{}, errors.New(`"input_ids" is empty`)
@@ -288,49 +301,30 @@ func (e *Encoder) InputIDs(ids64, labels64 []int64) (Example, error) {
 	if labels64 != nil && len(labels64) != len(ids64) {
 		return Example{}, fmt.Errorf(`"labels" has %d values for %d input_ids`, len(labels64), len(ids64))
 	}
-	vocab := int64(e.tok.VocabSize())
+	vocab := int64(e.vocab)
 	check := func(what string, i int, v int64) error {
 		if v < 0 || v >= vocab {
 			return fmt.Errorf("%s[%d] = %d is outside the vocabulary [0, %d)", what, i, v, vocab)
 		}
 		return nil
 	}
-	ids := make([]int, 0, len(ids64)+len(e.prefix)+len(e.suffix)+1)
-	mask := make([]bool, 0, cap(ids))
-	lab := make([]int32, 0, cap(ids))
-	hasPrefix := len(ids64) >= len(e.prefix)
-	for i, p := range e.prefix {
-		hasPrefix = hasPrefix && ids64[i] == int64(p)
-	}
-	if !hasPrefix {
-		for _, p := range e.prefix {
-			ids, mask, lab = append(ids, p), append(mask, true), append(lab, int32(p))
-		}
-	}
+	ex := Example{IDs: make([]int32, len(ids64)), Labels: make([]int32, len(ids64))}
 	for i, v := range ids64 {
 		if err := check("input_ids", i, v); err != nil {
 			return Example{}, err
 		}
 		l := v
 		if labels64 != nil {
-			l = labels64[i]
-			if l != IgnoreIndex {
+			if l = labels64[i]; l != IgnoreIndex {
 				if err := check("labels", i, l); err != nil {
 					return Example{}, err
 				}
 			}
 		}
-		ids, mask, lab = append(ids, int(v)), append(mask, l != IgnoreIndex), append(lab, int32(l))
-	}
-	ex, err := e.finishMasked(ids, mask, true)
-	if err != nil {
-		return Example{}, err
-	}
-	// Labels given explicitly are kept as given (a label may differ from its id).
-	for i := 1; i < len(lab); i++ {
-		if mask[i] {
-			ex.Labels[i] = lab[i]
+		if i == 0 {
+			l = IgnoreIndex
 		}
+		ex.IDs[i], ex.Labels[i] = int32(v), int32(l)
 	}
 	return ex, nil
 }
@@ -382,6 +376,60 @@ func ReadJSONL(r io.Reader, name string, tok *tokenizer.Tokenizer) ([]Example, e
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
+	return enc.ReadJSONL(r, name)
+}
+
+// LoadDataset reads the JSONL dataset at path for the model in folder dir, whose vocabulary has
+// vocab tokens. Data that is all pre-tokenized ("input_ids" lines) is read without a tokenizer,
+// so the folder need not have tokenizer.json; any other line loads the folder's tokenizer.
+func LoadDataset(path, dir string, vocab int) ([]Example, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read dataset: %w", err)
+	}
+	defer f.Close()
+	pre, err := allPreTokenized(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	enc := NewIDEncoder(vocab)
+	if !pre {
+		tok, err := tokenizer.Load(dir)
+		if err != nil {
+			return nil, err
+		}
+		if enc, err = NewEncoder(tok); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if vocab > 0 {
+			enc.vocab = vocab // the model's vocabulary bounds ids, whatever the tokenizer knows
+		}
+	}
+	return enc.ReadJSONL(f, path)
+}
+
+// allPreTokenized says whether every record of r is an "input_ids" line. A line that does not
+// parse makes it false: the encoding pass reports it with its line number.
+func allPreTokenized(r io.Reader) (bool, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), 1<<30)
+	for sc.Scan() {
+		raw := bytes.TrimSpace(bytes.TrimPrefix(sc.Bytes(), []byte("\xef\xbb\xbf")))
+		if len(raw) == 0 {
+			continue
+		}
+		if shape, err := DetectShape(raw); err != nil || shape != ShapeInputIDs {
+			return false, nil
+		}
+	}
+	return true, sc.Err()
+}
+
+// ReadJSONL reads and encodes JSONL records from r; name is the file name used in errors.
+func (enc *Encoder) ReadJSONL(r io.Reader, name string) ([]Example, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var out []Example
 	for n := 1; ; n++ {

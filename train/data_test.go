@@ -164,16 +164,25 @@ func TestInputIDs(t *testing.T) {
 	tk := testTokenizer(t, false)
 	e, err := NewEncoder(tk)
 	require.NoError(t, err)
+	// Taken as given: no BOS, no EOS; loss on every token after the first.
 	ex, err := e.EncodeLine([]byte(`{"input_ids": [5, 6, 7]}`))
 	require.NoError(t, err)
-	require.Equal(t, []int32{0, 5, 6, 7, 1}, ex.IDs)
-	require.Equal(t, []int32{IgnoreIndex, 5, 6, 7, 1}, ex.Labels)
+	require.Equal(t, []int32{5, 6, 7}, ex.IDs)
+	require.Equal(t, []int32{IgnoreIndex, 6, 7}, ex.Labels)
 
-	// BOS and EOS present already are not doubled; explicit labels are kept.
-	ex, err = e.EncodeLine([]byte(`{"input_ids": [0, 5, 6, 1], "labels": [-100, -100, 6, 1]}`))
+	// Explicit labels are kept as given (a label may differ from its id); labels[0] has no loss.
+	ex, err = e.EncodeLine([]byte(`{"input_ids": [0, 5, 6, 9], "labels": [0, -100, 8, 1]}`))
 	require.NoError(t, err)
-	require.Equal(t, []int32{0, 5, 6, 1}, ex.IDs)
-	require.Equal(t, []int32{IgnoreIndex, IgnoreIndex, 6, 1}, ex.Labels)
+	require.Equal(t, []int32{0, 5, 6, 9}, ex.IDs)
+	require.Equal(t, []int32{IgnoreIndex, IgnoreIndex, 8, 1}, ex.Labels)
+
+	// Without a tokenizer: the same examples, and every other shape is refused.
+	ide := NewIDEncoder(320)
+	ex2, err := ide.EncodeLine([]byte(`{"input_ids": [0, 5, 6, 9], "labels": [0, -100, 8, 1]}`))
+	require.NoError(t, err)
+	require.Equal(t, ex, ex2)
+	_, err = ide.EncodeLine([]byte(`{"text": "hi"}`))
+	require.ErrorContains(t, err, "tokenizer.json")
 
 	_, err = e.EncodeLine([]byte(`{"input_ids": [5, 320]}`))
 	require.ErrorContains(t, err, "input_ids[1] = 320 is outside the vocabulary [0, 320)")
@@ -183,6 +192,19 @@ func TestInputIDs(t *testing.T) {
 	require.ErrorContains(t, err, "labels")
 	_, err = e.EncodeLine([]byte(`{"input_ids": []}`))
 	require.ErrorContains(t, err, "empty")
+}
+
+func TestLoadDatasetWithoutTokenizer(t *testing.T) {
+	dir := t.TempDir() // a model folder with no tokenizer.json
+	p := writeFile(t, "ids.jsonl", "\xef\xbb\xbf{\"input_ids\": [3, 4, 5]}\n\n{\"input_ids\": [7, 8], \"labels\": [-100, 8]}\n")
+	exs, err := LoadDataset(p, dir, 10)
+	require.NoError(t, err)
+	require.Equal(t, []Example{{IDs: []int32{3, 4, 5}, Labels: []int32{IgnoreIndex, 4, 5}}, {IDs: []int32{7, 8}, Labels: []int32{IgnoreIndex, 8}}}, exs)
+	_, err = LoadDataset(writeFile(t, "big.jsonl", `{"input_ids": [3, 10]}`), dir, 10)
+	require.ErrorContains(t, err, "big.jsonl:1: input_ids[1] = 10 is outside the vocabulary [0, 10)")
+	// Text needs the tokenizer, and its absence is reported.
+	_, err = LoadDataset(writeFile(t, "mixed.jsonl", "{\"input_ids\": [3]}\n{\"text\": \"a\"}\n"), dir, 10)
+	require.ErrorContains(t, err, "tokenizer.json")
 }
 
 func TestJSONLErrors(t *testing.T) {

@@ -89,10 +89,11 @@ type evalLine struct {
 	Perplexity jsonFloat `json:"eval_perplexity"`
 }
 
-// lineKind tells eval lines (with eval_loss) from step lines.
+// lineKind tells eval lines (with eval_loss) and event lines (with event) from step lines.
 type lineKind struct {
 	Step     int             `json:"step"`
 	EvalLoss json.RawMessage `json:"eval_loss"`
+	Event    string          `json:"event"`
 }
 
 // MetricsLog appends one JSON object per line to a file: a training step's metrics or an
@@ -168,6 +169,9 @@ func (l *MetricsLog) LogEval(m EvalMetrics) error {
 	return l.write(evalLine{Step: m.Step, EvalLoss: jsonFloat(m.Loss), Perplexity: jsonFloat(m.Perplexity)})
 }
 
+// LogResume appends what resuming found: the checkpoint, skipped ones, changed settings.
+func (l *MetricsLog) LogResume(e ResumeEvent) error { return l.write(e) }
+
 // Close syncs and closes the log.
 func (l *MetricsLog) Close() error {
 	if l == nil || l.f == nil {
@@ -205,6 +209,9 @@ func ReadMetrics(path string) ([]StepMetrics, []EvalMetrics, error) {
 		if err := json.Unmarshal(ln, &k); err != nil {
 			pending = fmt.Errorf("read metrics %s:%d: %w", path, n, err)
 			continue
+		}
+		if k.Event != "" {
+			continue // an event (a resume), not a measurement
 		}
 		if k.EvalLoss != nil {
 			var e evalLine

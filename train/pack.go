@@ -73,6 +73,9 @@ type Batch struct {
 	// Pos are RoPE position ids: 0 at the start of each packed example and of each row (a row that
 	// continues an example cannot see its beginning, so it starts the positions afresh).
 	Pos []int32
+	// Starts[t] is the index, in t's row, of the first token of t's example (or of the row, where
+	// the example began in an earlier row): attention sees only that example, from there on.
+	Starts []int32
 	// Tokens counts the targets that carry loss (the denominator of a mean loss).
 	Tokens int
 	// Start is the data position of the batch's first token.
@@ -86,10 +89,9 @@ type Batch struct {
 // The target of each token is the next token's label, so rows lose no token: the last target of a
 // row is the first token of the next row.
 //
-// Attention stays causal over the whole packed row: a token can attend to earlier examples of its
-// row, as Hugging Face's default packing (ConstantLengthDataset, TRL packing without
-// position-aware attention) allows; position ids restart per example so RoPE sees each example
-// from 0, and targets never cross an example boundary.
+// Packed examples are isolated, as padding-free packing (TRL's padding_free, flash-attention's
+// varlen) does: position ids restart per example so RoPE sees each example from 0, Starts keeps
+// attention causal within each example, and targets never cross an example boundary.
 type Batcher struct {
 	examples   []Example
 	rows, seq  int
@@ -177,12 +179,26 @@ func (b *Batcher) Next() Batch {
 			bt.Tokens++
 		}
 	}
+	bt.Starts = docStarts(bt.Pos, b.seq)
 	return bt
 }
 
+// docStarts derives each token's document start in its row from the position ids, which restart
+// at 0 at every document and every row.
+func docStarts(pos []int32, seq int) []int32 {
+	st := make([]int32, len(pos))
+	for i, p := range pos {
+		st[i] = int32(i%seq) - p
+	}
+	return st
+}
+
 // EvalBatches packs examples in their given order, once, into batches of rows×seq tokens for
-// evaluation; the tail of the last batch is padding (id 0, target IgnoreIndex). The packing rules
-// are the Batcher's.
+// evaluation, isolated like the Batcher's. An example that does not fit in what is left of a row
+// starts the next row, so every example is cut into rows exactly as it would be if evaluated
+// alone (an example longer than a row takes rows of its own, its tail sharing the last): the
+// loss over a file is the token-weighted mean of its examples' losses alone, at any seq. Padding
+// (id 0, target IgnoreIndex, a document of its own) fills the rest.
 func EvalBatches(examples []Example, rows, seq int) ([]Batch, error) {
 	if rows <= 0 || seq <= 0 {
 		return nil, fmt.Errorf("eval batches: batch %d × seq %d must be positive", rows, seq)
@@ -194,6 +210,9 @@ func EvalBatches(examples []Example, rows, seq int) ([]Batch, error) {
 	for ei, ex := range examples {
 		if len(ex.IDs) != len(ex.Labels) {
 			return nil, fmt.Errorf("eval batches: example %d has %d ids and %d labels", ei, len(ex.IDs), len(ex.Labels))
+		}
+		if cur != nil && i%seq != 0 && len(ex.IDs) > seq-i%seq {
+			i += seq - i%seq // pad to the next row
 		}
 		for off := range ex.IDs {
 			if cur == nil || i == n {
@@ -219,6 +238,9 @@ func EvalBatches(examples []Example, rows, seq int) ([]Batch, error) {
 	}
 	if len(out) == 0 {
 		return nil, errors.New("eval batches: no tokens")
+	}
+	for k := range out {
+		out[k].Starts = docStarts(out[k].Pos, seq)
 	}
 	return out, nil
 }

@@ -77,6 +77,7 @@ func TestPackingInvariants(t *testing.T) {
 				wantPos = bt.Pos[i-1] + 1
 			}
 			require.Equal(t, wantPos, bt.Pos[i])
+			require.Equal(t, int32(i%seq)-wantPos, bt.Starts[i], "attention starts at the example (or the row)")
 			if !cur.first && i%seq != 0 {
 				require.LessOrEqual(t, bt.Pos[i], int32(cur.offset))
 			}
@@ -127,29 +128,55 @@ func TestBatcherResume(t *testing.T) {
 }
 
 func TestEvalBatches(t *testing.T) {
-	exs := packExamples(5)
-	bs, err := EvalBatches(exs, 2, 7)
+	exs := packExamples(7) // lengths 1, 8, 2, 9, 3, 10, 4
+	const rows, seq = 2, 7
+	bs, err := EvalBatches(exs, rows, seq)
 	require.NoError(t, err)
-	total, want, ntok := 0, 0, 0
+	want := 0
 	for _, ex := range exs {
 		want += ex.Tokens()
-		ntok += len(ex.IDs)
 	}
-	require.Equal(t, (ntok+13)/14, len(bs))
-	var ids []int32
+	var ids, targets, pos, starts []int32
+	total := 0
 	for _, b := range bs {
+		require.Len(t, b.Starts, rows*seq)
 		total += b.Tokens
-		ids = append(ids, b.IDs...)
+		ids, targets = append(ids, b.IDs...), append(targets, b.Targets...)
+		pos, starts = append(pos, b.Pos...), append(starts, b.Starts...)
 	}
 	require.Equal(t, want, total, "every labelled token is a target exactly once")
+	// Each example is where it would be alone: within one row, or (longer than a row, or not
+	// fitting what is left) from a row's start; the gaps are padding.
 	k := 0
+	pad := func(i int) {
+		require.Equal(t, int32(0), ids[i], "padding at %d", i)
+		require.Equal(t, int32(IgnoreIndex), targets[i])
+		require.Equal(t, int32(0), pos[i])
+		require.Equal(t, int32(i%seq), starts[i], "padding is a document of its own")
+	}
 	for _, ex := range exs {
+		if k%seq != 0 && len(ex.IDs) > seq-k%seq {
+			for ; k%seq != 0; k++ {
+				pad(k)
+			}
+		}
 		require.Equal(t, ex.IDs, ids[k:k+len(ex.IDs)], "examples in order")
+		for off := range ex.IDs {
+			i := k + off
+			rowStart := i - i%seq
+			first := max(k, rowStart) // the example's first token in this row
+			require.Equal(t, int32(i-first), pos[i], "positions restart per example and row")
+			require.Equal(t, int32(first-rowStart), starts[i], "attention starts at the example")
+			if off+1 < len(ex.IDs) {
+				require.Equal(t, ex.Labels[off+1], targets[i])
+			} else {
+				require.Equal(t, int32(IgnoreIndex), targets[i])
+			}
+		}
 		k += len(ex.IDs)
 	}
-	last := bs[len(bs)-1]
-	for i := ntok % 14; ntok%14 != 0 && i < 14; i++ {
-		require.Equal(t, int32(IgnoreIndex), last.Targets[i], "padding carries no loss")
+	for ; k < len(ids); k++ {
+		pad(k)
 	}
 	_, err = EvalBatches(nil, 1, 4)
 	require.Error(t, err)

@@ -19,9 +19,10 @@ type StepGraph struct {
 	Grads  []*engine.Node
 	Params []Param
 
-	backend                     engine.Backend
-	ids, pos, targets, seed     *engine.Node
-	idsT, posT, targetsT, seedT *engine.Tensor
+	backend                              engine.Backend
+	seq                                  int
+	ids, pos, starts, targets, seed      *engine.Node
+	idsT, posT, startsT, targetsT, seedT *engine.Tensor
 	// opt and og are the optimizer recorded into the step (NewTrainStep).
 	opt *AdamW
 	og  *OptimGraph
@@ -59,9 +60,10 @@ func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq
-	s := &StepGraph{backend: m.Backend}
+	s := &StepGraph{backend: m.Backend, seq: seq}
 	s.ids = g.Input("batch.ids", engine.I32, engine.Shape{n})
 	s.pos = g.Input("batch.pos", engine.I32, engine.Shape{n})
+	s.starts = g.Input("batch.starts", engine.I32, engine.Shape{n})
 	s.targets = g.Input("batch.targets", engine.I32, engine.Shape{n})
 	var seed *engine.Node
 	if train {
@@ -74,7 +76,7 @@ func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	} else if train {
 		return nil, fmt.Errorf("train: no adapter to train")
 	}
-	logits := mg.Forward(s.ids, s.pos, rows, seq, lin)
+	logits := mg.ForwardPacked(s.ids, s.pos, s.starts, rows, seq, lin)
 	s.Loss = g.CrossEntropy(logits, s.targets, IgnoreIndex)
 	outs := []*engine.Node{s.Loss}
 	if train {
@@ -141,7 +143,7 @@ func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	for _, x := range []struct {
 		node *engine.Node
 		t    **engine.Tensor
-	}{{s.ids, &s.idsT}, {s.pos, &s.posT}, {s.targets, &s.targetsT}, {s.seed, &s.seedT}} {
+	}{{s.ids, &s.idsT}, {s.pos, &s.posT}, {s.starts, &s.startsT}, {s.targets, &s.targetsT}, {s.seed, &s.seedT}} {
 		if x.node == nil {
 			continue
 		}
@@ -203,6 +205,13 @@ func (s *StepGraph) upload(b Batch, seed int32) error {
 	if err := s.posT.SetInt32(b.Pos); err != nil {
 		return err
 	}
+	starts := b.Starts
+	if starts == nil {
+		starts = docStarts(b.Pos, s.seq)
+	}
+	if err := s.startsT.SetInt32(starts); err != nil {
+		return err
+	}
 	if err := s.targetsT.SetInt32(b.Targets); err != nil {
 		return err
 	}
@@ -232,7 +241,7 @@ func (s *StepGraph) Close() {
 	if s.Program != nil {
 		s.Program.Release()
 	}
-	for _, t := range []*engine.Tensor{s.idsT, s.posT, s.targetsT, s.seedT} {
+	for _, t := range []*engine.Tensor{s.idsT, s.posT, s.startsT, s.targetsT, s.seedT} {
 		if t != nil {
 			t.Release()
 		}

@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 )
 
@@ -49,6 +47,9 @@ type Config struct {
 	SaveEvery    int     `json:"save_every"`
 	KeepCkpts    int     `json:"keep_checkpoints"`
 	Resume       bool    `json:"resume"`
+	// Overwrite lets a fresh run start in an Out that holds an earlier run's checkpoints, which
+	// it deletes; without it (or Resume) such an Out is refused, so runs never mix.
+	Overwrite bool `json:"overwrite"`
 	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
 	Recompute bool `json:"gradient_checkpointing"`
 	Blocksize int  `json:"quant_blocksize"`
@@ -61,6 +62,10 @@ func DefaultConfig() Config {
 		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64}
 }
 
+// MaxBatchTokens bounds batch×seq, whatever the model's context: far above what fits a device,
+// so a typo is refused before anything is allocated.
+const MaxBatchTokens = 1 << 20
+
 // Validate reports the first setting out of range.
 func (c *Config) Validate() error {
 	switch {
@@ -70,6 +75,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: method %q is not lora, qlora or ia3", c.Method)
 	case c.Steps <= 0 || c.Batch <= 0 || c.Seq <= 1 || c.GradAccum <= 0:
 		return fmt.Errorf("train: steps, batch, grad_accum must be positive and seq at least 2")
+	case int64(c.Batch)*int64(c.Seq) > MaxBatchTokens:
+		return fmt.Errorf("train: batch %d × seq %d is above %d tokens a micro-batch", c.Batch, c.Seq, MaxBatchTokens)
 	case !(c.LR > 0):
 		return fmt.Errorf("train: lr %v must be positive", c.LR)
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
@@ -94,9 +101,11 @@ type Result struct {
 	WeightBytes  int64    `json:"weight_bytes"`
 	Params       int64    `json:"trainable_params"`
 	SkippedSteps int      `json:"skipped_steps"`
-	ResumedFrom  int      `json:"resumed_from,omitempty"`
-	Metrics      string   `json:"metrics"`
-	LossCurve    string   `json:"loss_curve"`
+	// Warnings say what a resumed run changed or fell back from (also in the metrics log).
+	Warnings    []string `json:"warnings,omitempty"`
+	ResumedFrom int      `json:"resumed_from,omitempty"`
+	Metrics     string   `json:"metrics"`
+	LossCurve   string   `json:"loss_curve"`
 }
 
 // Trainer runs one fine-tuning job on one backend.
@@ -115,9 +124,11 @@ type Trainer struct {
 	sched     Schedule
 	state     TrainerState
 	resumedAt int
+	// resume describes what resuming found: changed settings and skipped checkpoints.
+	resume *ResumeEvent
 }
 
-// New loads the model, the tokenizer, the data and the adapter (from the latest checkpoint in
+// New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
 // cfg.Out when cfg.Resume) and compiles the training step on b.
 func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
@@ -130,19 +141,37 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 			t.Close()
 		}
 	}()
+	// The sequence length is checked against the model's context before anything is loaded.
+	mc, err := model.LoadConfig(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSeq(cfg.Seq, mc); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	cks, err := ListCheckpoints(cfg.Out)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if len(cks) > 0 && !cfg.Resume {
+		if !cfg.Overwrite {
+			return nil, fmt.Errorf("train: %s holds checkpoints of an earlier run (%s): pass --resume to continue it or --overwrite to start afresh",
+				cfg.Out, filepath.Base(cks[len(cks)-1]))
+		}
+		for _, d := range cks {
+			if err := os.RemoveAll(d); err != nil {
+				return nil, fmt.Errorf("train: --overwrite: %w", err)
+			}
+		}
+	}
 	lo := model.LoadOptions{}
 	if cfg.Method == "qlora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
 	}
-	var err error
 	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(cfg.Model)
-	if err != nil {
-		return nil, err
-	}
-	examples, err := LoadJSONL(cfg.Data, tok)
+	examples, err := LoadDataset(cfg.Data, cfg.Model, t.Model.Cfg.VocabSize)
 	if err != nil {
 		return nil, err
 	}
@@ -150,27 +179,22 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	trainable := 0
+	for _, ex := range trainSet {
+		trainable += ex.Tokens()
+	}
+	if trainable == 0 {
+		return nil, fmt.Errorf("train: %s has no token to train on: every label of the training split is -100", cfg.Data)
+	}
 	t.evalSet = evalSet
 	if t.batcher, err = NewBatcher(trainSet, cfg.Batch, cfg.Seq, cfg.Seed); err != nil {
 		return nil, err
 	}
 	t.state = TrainerState{RNG: NewRNG(cfg.Seed)}
 	var ck *Checkpoint
-	if cfg.Resume {
-		dir, err := LatestCheckpoint(cfg.Out)
-		switch {
-		case errors.Is(err, ErrNoCheckpoint):
-		case err != nil:
+	if cfg.Resume && len(cks) > 0 {
+		if ck, t.Adapter, t.resume, err = resumeFrom(cfg, cks, t.Model.Cfg, b); err != nil {
 			return nil, err
-		default:
-			if ck, err = LoadCheckpoint(dir); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if ck != nil {
-		if t.Adapter, err = peft.Load(ck.Dir, t.Model.Cfg, b); err != nil {
-			return nil, fmt.Errorf("resume: %w", err)
 		}
 	} else if t.Adapter, err = peft.New(cfg.adapterConfig(), t.Model.Cfg, b, cfg.Seed); err != nil {
 		return nil, err
@@ -213,6 +237,18 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	}
 	ok = true
 	return t, nil
+}
+
+// CheckSeq refuses a sequence length above the model's context (max_position_embeddings): the
+// model was never trained on positions past it.
+func CheckSeq(seq int, mc *model.Config) error {
+	if seq <= 0 {
+		return fmt.Errorf("seq %d must be positive", seq)
+	}
+	if limit := mc.MaxPositionEmbeddings; limit > 0 && seq > limit {
+		return fmt.Errorf("seq %d is above the model's context of %d tokens (max_position_embeddings)", seq, limit)
+	}
+	return nil
 }
 
 func (c *Config) adapterConfig() peft.Config {
@@ -371,6 +407,15 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	t.state.Config = cfgJSON
+	if t.resume != nil {
+		res.Warnings = t.resume.Warnings()
+		for _, w := range res.Warnings {
+			fmt.Fprintln(orDiscard(progress), "warning: "+w)
+		}
+		if err := mlog.LogResume(*t.resume); err != nil {
+			return res, err
+		}
+	}
 	start := time.Now()
 	elapsed0 := t.state.Elapsed
 	var runTokens int64

@@ -13,7 +13,6 @@ import (
 
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
 	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/train"
 )
@@ -110,6 +109,7 @@ func newTrainCmd() *cobra.Command {
 	f.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "write a checkpoint every N steps (0: none)")
 	f.IntVar(&cfg.KeepCkpts, "keep-checkpoints", cfg.KeepCkpts, "checkpoints to keep")
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
+	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
@@ -127,6 +127,19 @@ func newEvalCmd() *cobra.Command {
 			if dir == "" || data == "" {
 				return fmt.Errorf("eval: --model and --data are required")
 			}
+			mc, err := model.LoadConfig(dir)
+			if err != nil {
+				return err
+			}
+			if seq == 0 {
+				seq = 512
+				if limit := mc.MaxPositionEmbeddings; limit > 0 && seq > limit {
+					seq = limit
+				}
+			}
+			if err := train.CheckSeq(seq, mc); err != nil {
+				return fmt.Errorf("eval: %w", err)
+			}
 			b, err := backends.Open(device)
 			if err != nil {
 				return err
@@ -137,11 +150,7 @@ func newEvalCmd() *cobra.Command {
 				return err
 			}
 			defer m.Release()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
-			examples, err := train.LoadJSONL(data, tok)
+			examples, err := train.LoadDataset(data, dir, m.Cfg.VocabSize)
 			if err != nil {
 				return err
 			}
@@ -151,9 +160,6 @@ func newEvalCmd() *cobra.Command {
 					return err
 				}
 				defer a.Release()
-			}
-			if limit := m.Cfg.MaxPositionEmbeddings; limit > 0 && seq > limit {
-				seq = limit
 			}
 			g, err := train.NewStepGraph(m, a, 1, seq, false, false)
 			if err != nil {
@@ -172,7 +178,7 @@ func newEvalCmd() *cobra.Command {
 	f.StringVar(&dir, "model", "", "Hugging Face model folder")
 	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder")
 	f.StringVar(&data, "data", "", "JSONL data")
-	f.IntVar(&seq, "seq", 512, "tokens per evaluated row")
+	f.IntVar(&seq, "seq", 0, "tokens per evaluated row (default: the model's context, at most 512)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4 (as QLoRA trained them)")
 	return cmd

@@ -42,7 +42,7 @@ func attentionRows(a engine.Attention, out, lse, q, k, v []float32, rows []int32
 				runLSE = make([]float32, H*n)
 			}
 			l := runLSE[:H*n]
-			attentionForward(one, out[t0*qd:(t0+n)*qd], l, q[t0*qd:(t0+n)*qd], k[start*kd:(last+1)*kd], v[start*kd:(last+1)*kd])
+			attentionForward(one, out[t0*qd:(t0+n)*qd], l, q[t0*qd:(t0+n)*qd], k[start*kd:(last+1)*kd], v[start*kd:(last+1)*kd], nil)
 			for h := 0; h < H; h++ {
 				copy(lse[(b*H+h)*a.QLen+i0:], l[h*n:(h+1)*n])
 			}
@@ -60,9 +60,10 @@ func useFastAttention(a engine.Attention) bool {
 	return a.QLen >= fastAttentionQueries && a.QLen*a.KVLen <= 1<<22
 }
 
-func attentionForward(a engine.Attention, out, lse, q, k, v []float32) {
+// attentionForward runs attention; starts (nil or per query) isolates packed documents.
+func attentionForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
 	if !useFastAttention(a) {
-		kernels.Attention(out, lse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+		kernels.Attention(out, lse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
 		return
 	}
 	H, KVH, D, Q, K := a.Heads, a.KVHeads, a.HeadDim, a.QLen, a.KVLen
@@ -75,33 +76,46 @@ func attentionForward(a engine.Attention, out, lse, q, k, v []float32) {
 			vv := v[b*K*KVH*D+kh*D:]
 			gemm.Sgemm(false, true, Q, K, D, a.Scale, qh, H*D, kk, KVH*D, 0, s, K)
 			l := lse[(b*H+h)*Q : (b*H+h+1)*Q]
-			softmaxCausal(s, l, Q, K)
+			softmaxCausal(s, l, Q, K, rowStarts(starts, b, Q))
 			gemm.Sgemm(false, false, Q, D, K, 1, s, K, vv, KVH*D, 0, out[b*Q*H*D+h*D:], H*D)
 		}
 	}
 }
 
+// rowStarts is sequence b's slice of starts (nil stays nil).
+func rowStarts(starts []int32, b, Q int) []int32 {
+	if starts == nil {
+		return nil
+	}
+	return starts[b*Q : (b+1)*Q]
+}
+
 // softmaxCausal turns the scores of each query row into probabilities over the keys it may see
-// (key j ≤ KVLen−QLen+i), zero beyond, and writes each row's log-sum-exp.
-func softmaxCausal(s, lse []float32, Q, K int) {
+// (starts[i] ≤ key j ≤ KVLen−QLen+i; starts nil: from 0), zero elsewhere, and writes each row's
+// log-sum-exp.
+func softmaxCausal(s, lse []float32, Q, K int, starts []int32) {
 	off := K - Q
 	for i := 0; i < Q; i++ {
 		row := s[i*K : (i+1)*K]
-		n := off + i + 1
+		j0, n := 0, off+i+1
+		if starts != nil {
+			j0 = int(starts[i])
+		}
 		mx := float32(math.Inf(-1))
-		for _, x := range row[:n] {
+		for _, x := range row[j0:n] {
 			mx = max(mx, x)
 		}
 		sum := 0.0
-		for j, x := range row[:n] {
-			e := math.Exp(float64(x - mx))
+		for j := j0; j < n; j++ {
+			e := math.Exp(float64(row[j] - mx))
 			row[j] = float32(e)
 			sum += e
 		}
 		inv := float32(1 / sum)
-		for j := range row[:n] {
+		for j := j0; j < n; j++ {
 			row[j] *= inv
 		}
+		clear(row[:j0])
 		for j := n; j < K; j++ {
 			row[j] = 0
 		}
@@ -109,9 +123,10 @@ func softmaxCausal(s, lse []float32, Q, K int) {
 	}
 }
 
-func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32) {
+// attentionBackward computes attention's gradients; starts (nil or per query) as in the forward.
+func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32, starts []int32) {
 	if !useFastAttention(a) {
-		kernels.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+		kernels.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
 		return
 	}
 	H, KVH, D, Q, K := a.Heads, a.KVHeads, a.HeadDim, a.QLen, a.KVLen
@@ -133,12 +148,17 @@ func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse [
 			// P from the saved log-sum-exp.
 			gemm.Sgemm(false, true, Q, K, D, a.Scale, qh, H*D, kk, KVH*D, 0, p, K)
 			l := lse[(b*H+h)*Q:]
+			st := rowStarts(starts, b, Q)
 			for i := 0; i < Q; i++ {
 				row := p[i*K : (i+1)*K]
-				n := off + i + 1
-				for j := range row[:n] {
+				j0, n := 0, off+i+1
+				if st != nil {
+					j0 = int(st[i])
+				}
+				for j := j0; j < n; j++ {
 					row[j] = float32(math.Exp(float64(row[j] - l[i])))
 				}
+				clear(row[:j0])
 				for j := n; j < K; j++ {
 					row[j] = 0
 				}
@@ -164,4 +184,15 @@ func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse [
 			gemm.Sgemm(true, false, K, D, Q, a.Scale, dp, K, qh, H*D, beta, dk[b*K*KVH*D+kh*D:], KVH*D)
 		}
 	}
+}
+
+// validStarts says whether every query's document start lies in [0, its own key]: data from a
+// device buffer is checked before a kernel indexes with it.
+func validStarts(starts []int32, a engine.Attention) bool {
+	for t, s := range starts {
+		if s < 0 || int(s) > a.KVLen-a.QLen+t%a.QLen {
+			return false
+		}
+	}
+	return true
 }

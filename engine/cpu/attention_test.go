@@ -21,6 +21,9 @@ func TestFastAttentionMatchesPlainKernels(t *testing.T) {
 		{Batch: 2, QLen: 8, KVLen: 8, Heads: 6, KVHeads: 2, HeadDim: 10},
 		{Batch: 1, QLen: 37, KVLen: 53, Heads: 4, KVHeads: 4, HeadDim: 16},
 		{Batch: 3, QLen: 65, KVLen: 65, Heads: 8, KVHeads: 2, HeadDim: 12},
+		{Batch: 2, QLen: 8, KVLen: 8, Heads: 6, KVHeads: 2, HeadDim: 10, Docs: true},
+		{Batch: 3, QLen: 65, KVLen: 65, Heads: 8, KVHeads: 2, HeadDim: 12, Docs: true},
+		{Batch: 1, QLen: 37, KVLen: 53, Heads: 4, KVHeads: 4, HeadDim: 16, Docs: true},
 	} {
 		t.Run(fmt.Sprintf("%+v", a), func(t *testing.T) {
 			require.True(t, useFastAttention(a))
@@ -30,20 +33,43 @@ func TestFastAttentionMatchesPlainKernels(t *testing.T) {
 			nl := a.Batch * a.Heads * a.QLen
 			out, lse := make([]float32, nq), make([]float32, nl)
 			wout, wlse := make([]float32, nq), make([]float32, nl)
-			attentionForward(a, out, lse, q, k, v)
-			kernels.Attention(wout, wlse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+			starts := docStarts(a, r)
+			attentionForward(a, out, lse, q, k, v, starts)
+			kernels.Attention(wout, wlse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
 			closeTo(t, wout, out, 1e-5, "out")
 			closeTo(t, wlse, lse, 1e-5, "lse")
 
 			dq, dk, dv := nan(nq), nan(nkv), nan(nkv)
 			wdq, wdk, wdv := make([]float32, nq), make([]float32, nkv), make([]float32, nkv)
-			attentionBackward(a, dq, dk, dv, dout, q, k, v, out, lse)
-			kernels.AttentionBackward(wdq, wdk, wdv, dout, q, k, v, wout, wlse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale)
+			attentionBackward(a, dq, dk, dv, dout, q, k, v, out, lse, starts)
+			kernels.AttentionBackward(wdq, wdk, wdv, dout, q, k, v, wout, wlse, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
 			closeTo(t, wdq, dq, 1e-4, "dq")
 			closeTo(t, wdk, dk, 1e-4, "dk")
 			closeTo(t, wdv, dv, 1e-4, "dv")
 		})
 	}
+}
+
+// docStarts packs documents of random lengths (1 to 20 keys) into each sequence of a when
+// a.Docs and returns each query's document start; nil otherwise.
+func docStarts(a engine.Attention, r *rand.Rand) []int32 {
+	if !a.Docs {
+		return nil
+	}
+	st := make([]int32, a.Batch*a.QLen)
+	for b := 0; b < a.Batch; b++ {
+		cur, left := 0, 0
+		for j := 0; j < a.KVLen; j++ {
+			if left == 0 {
+				cur, left = j, 1+r.IntN(20)
+			}
+			left--
+			if i := j - (a.KVLen - a.QLen); i >= 0 {
+				st[b*a.QLen+i] = int32(cur)
+			}
+		}
+	}
+	return st
 }
 
 func nan(n int) []float32 {

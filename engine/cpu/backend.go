@@ -331,7 +331,13 @@ func run(l engine.Launch) error {
 		if op.KVStride > 0 {
 			return attentionRows(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]), i32(in[3]))
 		}
-		attentionForward(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]))
+		var starts []int32
+		if op.Docs {
+			if starts = i32(in[3]); !validStarts(starts, op) {
+				return fmt.Errorf("attention: a document start is outside its query's keys")
+			}
+		}
+		attentionForward(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]), starts)
 	case engine.AttentionBackward:
 		a := op.Attention
 		o := outputs(out, op.NeedQ, op.NeedK, op.NeedV)
@@ -340,7 +346,13 @@ func run(l engine.Launch) error {
 				o[i] = make([]float32, m.Shape.Numel())
 			}
 		}
-		attentionBackward(a, o[0], o[1], o[2], f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]))
+		var starts []int32
+		if a.Docs {
+			if starts = i32(in[6]); !validStarts(starts, a) {
+				return fmt.Errorf("attention backward: a document start is outside its query's keys")
+			}
+		}
+		attentionBackward(a, o[0], o[1], o[2], f32(in[0]), f32(in[1]), f32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]), starts)
 	case engine.Unary:
 		kernels.SiLU(f32(out[0]), f32(in[0]))
 	case engine.UnaryBackward:

@@ -352,6 +352,28 @@ func OpCases() []Case {
 			dout := b.f32(engine.Shape{10, 60}, 1)
 			return b.g.Apply(engine.AttentionBackward{Attention: a, NeedQ: true, NeedK: true, NeedV: true}, dout, q, k, v, fwd[0], fwd[1])[:3]
 		}),
+		// Packed documents: each query sees its own document only (Docs, per-query starts).
+		// Two sequences of 150 (three query blocks and key tiles on a GPU, the last block's
+		// documents starting past the first tile), documents crossing block edges; then few
+		// queries (the per-query kernels); then the backward.
+		c("attention/docs", tol, func(b *builder) []*engine.Node {
+			a := engine.Attention{Batch: 2, QLen: 150, KVLen: 150, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3, Docs: true}
+			starts := b.i32(append(docStarts(1, 30, 9, 3, 107), docStarts(131, 19)...))
+			return b.g.Apply(a, b.f32(engine.Shape{300, 40}, 1), b.f32(engine.Shape{300, 20}, 1), b.f32(engine.Shape{300, 20}, 1), starts)[:2]
+		}),
+		c("attention/docs_short", tol, func(b *builder) []*engine.Node {
+			a := engine.Attention{Batch: 2, QLen: 6, KVLen: 6, Heads: 6, KVHeads: 3, HeadDim: 10, Scale: 0.3, Docs: true}
+			starts := b.i32(append(docStarts(2, 3, 1), docStarts(6)...))
+			return b.g.Apply(a, b.f32(engine.Shape{12, 60}, 1), b.f32(engine.Shape{12, 30}, 1), b.f32(engine.Shape{12, 30}, 1), starts)[:2]
+		}),
+		c("attention_backward/docs", 5e-4, func(b *builder) []*engine.Node {
+			a := engine.Attention{Batch: 2, QLen: 150, KVLen: 150, Heads: 4, KVHeads: 2, HeadDim: 10, Scale: 0.3, Docs: true}
+			starts := b.i32(append(docStarts(5, 60, 5, 80), docStarts(1, 1, 130, 18)...))
+			q, k, v := b.f32(engine.Shape{300, 40}, 1), b.f32(engine.Shape{300, 20}, 1), b.f32(engine.Shape{300, 20}, 1)
+			fwd := b.g.Apply(a, q, k, v, starts)
+			dout := b.f32(engine.Shape{300, 40}, 1)
+			return b.g.Apply(engine.AttentionBackward{Attention: a, NeedQ: true, NeedK: true, NeedV: true}, dout, q, k, v, fwd[0], fwd[1], starts)[:3]
+		}),
 		c("silu", tol, func(b *builder) []*engine.Node { return []*engine.Node{b.g.SiLU(b.f32(engine.Shape{13, 37}, 2))} }),
 		c("silu_backward", tol, func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.Apply1(engine.UnaryBackward{Fn: engine.SiLU}, b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{13, 37}, 2))}
@@ -500,4 +522,17 @@ func RowCases() []Case {
 			return []*engine.Node{b.g.GatherScaleCols(b.f32(engine.Shape{n, d}, 1), sel, b.pos(engine.Shape{slots, d}, 0.5, 1.5))}
 		}),
 	}
+}
+
+// docStarts is the per-query document starts of one sequence packed from documents of the given
+// lengths: each token's index of its document's first token.
+func docStarts(lens ...int) []int32 {
+	var st []int32
+	for _, n := range lens {
+		first := int32(len(st))
+		for range n {
+			st = append(st, first)
+		}
+	}
+	return st
 }

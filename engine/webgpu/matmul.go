@@ -339,7 +339,7 @@ func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) er
 			r.dispatch("attention_rows", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
 			return nil
 		}
-		r.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
+		r.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1], startsBind(op, in, 3))
 		return nil
 	}
 	grid, err := groupsFor(op.Batch*op.Heads*ceilDiv(op.QLen, queries), r.b.maxGroups())
@@ -352,7 +352,7 @@ func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) er
 		r.dispatch("attention_rows_tiled", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
 		return nil
 	}
-	r.dispatch("attention", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1])
+	r.dispatch("attention", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1], startsBind(op, in, 3))
 	return nil
 }
 
@@ -373,9 +373,23 @@ func (b *Backend) keyTile(hd, wg int) int {
 	return kt
 }
 
-// attnParams packs the uniform block of the kernels over contiguous k and v (KVLen rows a sequence).
+// attnParams packs the uniform block of the kernels over contiguous k and v (KVLen rows a
+// sequence), Docs last.
 func attnParams(op engine.Attention) *params {
-	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale)
+	docs := 0
+	if op.Docs {
+		docs = 1
+	}
+	return new(params).u(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.HeadDim).f(op.Scale).u(docs)
+}
+
+// startsBind is the document starts operand in[i] with Docs; without, the kernels read none and
+// q (in[0], read-only too) fills the binding.
+func startsBind(op engine.Attention, in []bind, i int) bind {
+	if op.Docs {
+		return in[i]
+	}
+	return in[0]
 }
 
 // attentionBackward: dq (and D = rowsum(dout·out)) per query, then dk and dv per key, summing over
@@ -408,17 +422,18 @@ func (r *recorder) attentionBackward(op engine.AttentionBackward, in, out []bind
 		return err
 	}
 	consts := []shaders.Const{c("WG", block), c("HD", a.HeadDim), c("KT", kt), c("KTHD", kt*a.HeadDim)}
-	r.dispatch("attn_bwd_dq", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[4], in[5], o[0], dvec)
+	starts := startsBind(a, in, 6)
+	r.dispatch("attn_bwd_dq", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[4], in[5], o[0], dvec, starts)
 	dvec.rw = false
-	// Query tiles hold q and dout rows plus lse and D: 2·hd + 2 floats a query.
-	qt := (int(r.b.limits.MaxComputeWorkgroupStorageSize) - 4*block) / (4 * (2*a.HeadDim + 2))
+	// Query tiles hold q and dout rows plus lse, D and the document start: 2·hd + 3 words a query.
+	qt := (int(r.b.limits.MaxComputeWorkgroupStorageSize) - 4*block) / (4 * (2*a.HeadDim + 3))
 	qt = max(1, min(qt, 64))
 	grid, err = groupsFor(a.Batch*a.KVHeads*ceilDiv(a.KVLen, block), r.b.maxGroups())
 	if err != nil {
 		return err
 	}
 	consts = []shaders.Const{c("WG", block), c("HD", a.HeadDim), c("QT", qt), c("QTHD", qt*a.HeadDim)}
-	r.dispatch("attn_bwd_dkv", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[5], dvec, o[1], o[2])
+	r.dispatch("attn_bwd_dkv", consts, grid, attnParams(a), in[0], in[1], in[2], in[3], in[5], dvec, o[1], o[2], starts)
 	return nil
 }
 

@@ -3,16 +3,20 @@
 // (each tile loaded once for all WG queries) and each query keeps an online softmax (running max m
 // and sum l) and its HD accumulators in registers, so the score matrix is never stored. Writes out
 // and the log-sum-exp of the scaled scores. HD (the head dim), KT and KTHD = KT·HD are constants.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
+// With P.docs, starts[query] is the first key of the query's packed document: it sees keys from
+// there to itself, and the workgroup skips the tiles before its earliest start.
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(5) var<uniform> P: Params;
+@group(0) @binding(5) var<storage, read> starts: array<i32>;
+@group(0) @binding(6) var<uniform> P: Params;
 
 var<workgroup> Ks: array<f32, KTHD>;
 var<workgroup> Vs: array<f32, KTHD>;
+var<workgroup> Sts: array<u32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -40,10 +44,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         acc[d] = 0.0;
     }
+    var st = 0u;
+    if (P.docs != 0u && valid) {
+        st = u32(starts[bb * P.QL + i]);
+    }
+    // The earliest start of the block's queries: tiles wholly before it are not loaded.
+    Sts[lid] = select(jend, st, valid);
+    workgroupBarrier();
+    var jfirst = jend;
+    for (var e = 0u; e < WG; e = e + 1u) {
+        jfirst = min(jfirst, Sts[e]);
+    }
     var m = NEG_MAX;
     var l = 0.0;
     for (var j0 = 0u; j0 < jend; j0 = j0 + KT) {
-        for (var e = lid; e < KTHD; e = e + WG) {
+        let need = j0 + KT > jfirst;
+        for (var e = lid; need && e < KTHD; e = e + WG) {
             let j = j0 + e / HD;
             let koff = (bb * P.KVL + j) * P.KVH * HD + g * HD + e % HD;
             if (j < P.KVL) {
@@ -55,10 +71,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         workgroupBarrier();
-        if (valid) {
+        if (valid && need) {
             for (var jj = 0u; jj < KT; jj = jj + 1u) {
                 if (j0 + jj > pos) {
                     break;
+                }
+                if (j0 + jj < st) {
+                    continue;
                 }
                 var s = 0.0;
                 for (var d = 0u; d < HD; d = d + 1u) {

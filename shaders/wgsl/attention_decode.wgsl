@@ -2,14 +2,15 @@
 // query) and splits its keys WG at a time: each invocation scores one key, the workgroup takes the
 // chunk's max and sum (fixed-order trees) for the online softmax, and each invocation then
 // accumulates DPT of the HD output dims over the chunk's values (coalesced reads of v). Writes out
-// and lse like attention.wgsl.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
+// and lse like attention.wgsl; with P.docs, from the query's document start (starts) on.
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(5) var<uniform> P: Params;
+@group(0) @binding(5) var<storage, read> starts: array<i32>;
+@group(0) @binding(6) var<uniform> P: Params;
 
 var<workgroup> qs: array<f32, HD>;
 var<workgroup> S: array<f32, WG>;
@@ -28,6 +29,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kbase = bb * P.KVL * P.KVH * HD + g * HD;
     let kstride = P.KVH * HD;
     let nkeys = P.KVL - P.QL + i + 1u;
+    var first = 0u;
+    if (P.docs != 0u) {
+        first = u32(starts[bb * P.QL + i]);
+    }
     for (var d = lid; d < HD; d = d + WG) {
         qs[d] = q[qoff + d] * P.scale;
     }
@@ -38,7 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var m = NEG_MAX;
     var l = 0.0;
-    for (var j0 = 0u; j0 < nkeys; j0 = j0 + WG) {
+    for (var j0 = first; j0 < nkeys; j0 = j0 + WG) {
         let j = j0 + lid;
         var s = NEG_MAX;
         if (j < nkeys) {

@@ -1,8 +1,9 @@
 // Attention backward, key side, tiled: a workgroup owns WG keys of one (batch, kv head); for each
 // query head of the group, tiles of QT queries (q, dout, lse and D) stream through workgroup
 // memory, and each key sums in a fixed order (deterministic, no atomics):
-// dv_j = Σ P dout, dk_j = scale·Σ P (dP − D) q. HD, QT and QTHD = QT·HD are constants.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
+// dv_j = Σ P dout, dk_j = scale·Σ P (dP − D) q. HD, QT and QTHD = QT·HD are constants. With
+// P.docs, only the queries of the key's own document (starts[i] ≤ j) count.
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -11,12 +12,14 @@ struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32
 @group(0) @binding(5) var<storage, read> dvec: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
-@group(0) @binding(8) var<uniform> P: Params;
+@group(0) @binding(8) var<storage, read> starts: array<i32>;
+@group(0) @binding(9) var<uniform> P: Params;
 
 var<workgroup> Qs: array<f32, QTHD>;
 var<workgroup> Os: array<f32, QTHD>;
 var<workgroup> Ls: array<f32, QT>;
 var<workgroup> Ds: array<f32, QT>;
+var<workgroup> Ss: array<u32, QT>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -72,9 +75,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (i < P.QL) {
                     Ls[e] = lse[(bb * P.H + h) * P.QL + i];
                     Ds[e] = dvec[(bb * P.H + h) * P.QL + i];
+                    Ss[e] = 0u;
+                    if (P.docs != 0u) {
+                        Ss[e] = u32(starts[bb * P.QL + i]);
+                    }
                 } else {
                     Ls[e] = 0.0;
                     Ds[e] = 0.0;
+                    Ss[e] = 0u;
                 }
             }
             workgroupBarrier();
@@ -84,7 +92,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     if (i >= P.QL) {
                         break;
                     }
-                    if (P.KVL - P.QL + i < j) {
+                    if (P.KVL - P.QL + i < j || j < Ss[ii]) {
                         continue;
                     }
                     var s = 0.0;

@@ -1,8 +1,9 @@
 // Attention backward, query side, tiled like the forward pass: a workgroup owns WG queries of one
 // (batch, head); key and value tiles of KT rows stream through workgroup memory. Per query,
 // D = Σ dout·out (kept in dvec for the key side) and dq = scale·Σ_j P_j (dP_j − D) k_j with
-// P_j = exp(scale·q·k_j − lse), dP_j = dout·v_j. HD, KT and KTHD = KT·HD are constants.
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32 }
+// P_j = exp(scale·q·k_j − lse), dP_j = dout·v_j. HD, KT and KTHD = KT·HD are constants. With
+// P.docs, a query's keys start at its document's (starts), as in attention.wgsl.
+struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
 @group(0) @binding(0) var<storage, read> dout: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -11,10 +12,12 @@ struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32
 @group(0) @binding(5) var<storage, read> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dq: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dvec: array<f32>;
-@group(0) @binding(8) var<uniform> P: Params;
+@group(0) @binding(8) var<storage, read> starts: array<i32>;
+@group(0) @binding(9) var<uniform> P: Params;
 
 var<workgroup> Ks: array<f32, KTHD>;
 var<workgroup> Vs: array<f32, KTHD>;
+var<workgroup> Sts: array<u32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -53,8 +56,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         dvec[li] = D;
         L = lse[li];
     }
+    var st = 0u;
+    if (P.docs != 0u && valid) {
+        st = u32(starts[bb * P.QL + i]);
+    }
+    // The earliest start of the block's queries: tiles wholly before it are not loaded.
+    Sts[lid] = select(jend, st, valid);
+    workgroupBarrier();
+    var jfirst = jend;
+    for (var e = 0u; e < WG; e = e + 1u) {
+        jfirst = min(jfirst, Sts[e]);
+    }
     for (var j0 = 0u; j0 < jend; j0 = j0 + KT) {
-        for (var e = lid; e < KTHD; e = e + WG) {
+        let need = j0 + KT > jfirst;
+        for (var e = lid; need && e < KTHD; e = e + WG) {
             let j = j0 + e / HD;
             let koff = (bb * P.KVL + j) * P.KVH * HD + g * HD + e % HD;
             if (j < P.KVL) {
@@ -66,10 +81,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         workgroupBarrier();
-        if (valid) {
+        if (valid && need) {
             for (var jj = 0u; jj < KT; jj = jj + 1u) {
                 if (j0 + jj > pos) {
                     break;
+                }
+                if (j0 + jj < st) {
+                    continue;
                 }
                 var s = 0.0;
                 var dp = 0.0;

@@ -29,11 +29,15 @@ func dot64(a, b []float32) float64 {
 // decoding against a KV cache. Scores are scale·q·k (scale usually 1/sqrt(headDim)); lse is the
 // log-sum-exp of each query's scaled scores, kept for AttentionBackward.
 //
+// starts, when not nil (i32 [batch·qLen]), isolates packed documents: query i of sequence b sees
+// only keys j ≥ starts[b·qLen+i] (the index of its document's first key in the sequence).
+//
 // Each query row is computed in float64: all its scores, their maximum, then the exponentials
 // shifted by it (so nothing overflows), the denominator and the weighted sum of values. Panics on
 // inconsistent dimensions or a short slice.
-func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, headDim int, scale float32) {
+func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, headDim int, scale float32, starts []int32) {
 	attnDims("Attention", batch, qLen, kvLen, heads, kvHeads, headDim)
+	checkStarts("Attention", starts, batch, qLen, kvLen)
 	nq, nkv := batch*qLen*heads*headDim, batch*kvLen*kvHeads*headDim
 	need("Attention", "out", len(out), nq)
 	need("Attention", "lse", len(lse), batch*heads*qLen)
@@ -51,15 +55,15 @@ func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, 
 			b, i := bi/qLen, bi%qLen
 			qr := q[row*headDim : (row+1)*headDim]
 			kvBase := b*kvLen*kvStride + (h/group)*headDim
-			n := off + i + 1 // keys 0..off+i are visible
+			j0, n := first(starts, bi), off+i+1 // keys j0..off+i are visible
 			m := math.Inf(-1)
-			for j := range n {
+			for j := j0; j < n; j++ {
 				s[j] = sc * dot64(qr, k[kvBase+j*kvStride:])
 				m = max(m, s[j])
 			}
 			clear(acc)
 			var l float64
-			for j := range n {
+			for j := j0; j < n; j++ {
 				p := math.Exp(s[j] - m)
 				l += p
 				vr := v[kvBase+j*kvStride : kvBase+j*kvStride+headDim]
@@ -76,6 +80,27 @@ func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, 
 	})
 }
 
+// first is the first key query t (batch·qLen order) sees: 0, or its document's start.
+func first(starts []int32, t int) int {
+	if starts == nil {
+		return 0
+	}
+	return int(starts[t])
+}
+
+// checkStarts panics unless starts is nil or one key index per query, each in [0, kvLen−qLen+i].
+func checkStarts(op string, starts []int32, batch, qLen, kvLen int) {
+	if starts == nil {
+		return
+	}
+	need(op, "starts", len(starts), batch*qLen)
+	for t, s := range starts[:batch*qLen] {
+		if s < 0 || int(s) > kvLen-qLen+t%qLen {
+			panic("kernels." + op + ": a query's document starts after it")
+		}
+	}
+}
+
 // AttentionBackward computes the gradients of Attention, flash-attention style: the softmax is
 // recomputed from lse, P[i,j] = exp(scale·q_i·k_j − lse_i), and with D_i = Σ dout_i ⊙ out_i,
 //
@@ -83,7 +108,8 @@ func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, 
 //	dq_i = scale·Σ_j dS[i,j]·k_j
 //	dk_j = scale·Σ_{h in group, i} dS[i,j]·q_i,  dv_j = Σ_{h in group, i} P[i,j]·dout_i
 //
-// dk and dv sum over every query head that shares the kv head.
+// dk and dv sum over every query head that shares the kv head. starts isolates documents as in
+// Attention.
 //
 //	dq: [batch, qLen, heads, headDim] (output), dk, dv: [batch, kvLen, kvHeads, headDim] (outputs),
 //	dout: [batch, qLen, heads, headDim], q: [batch, qLen, heads, headDim],
@@ -92,9 +118,10 @@ func Attention(out, lse, q, k, v []float32, batch, qLen, kvLen, heads, kvHeads, 
 //
 // Two parallel passes, each writing only what it owns so no sum depends on the split: one over
 // query rows for dq, one over keys for dk and dv. All sums run in float64. Panics on inconsistent dimensions or a short slice.
-func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, batch, qLen, kvLen, heads, kvHeads, headDim int, scale float32) {
+func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, batch, qLen, kvLen, heads, kvHeads, headDim int, scale float32, starts []int32) {
 	const op = "AttentionBackward"
 	attnDims(op, batch, qLen, kvLen, heads, kvHeads, headDim)
+	checkStarts(op, starts, batch, qLen, kvLen)
 	nq, nkv := batch*qLen*heads*headDim, batch*kvLen*kvHeads*headDim
 	need(op, "dq", len(dq), nq)
 	need(op, "dk", len(dk), nkv)
@@ -127,7 +154,7 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, batch, qLe
 			kvBase := b*kvLen*kvStride + (h/group)*headDim
 			l, di := float64(lse[(b*heads+h)*qLen+i]), dd[row]
 			clear(acc)
-			for j := range off + i + 1 {
+			for j := first(starts, bi); j < off+i+1; j++ {
 				kr := k[kvBase+j*kvStride : kvBase+j*kvStride+headDim]
 				p := math.Exp(sc*dot64(qr, kr) - l)
 				ds := p * (dot64(dor, v[kvBase+j*kvStride:]) - di)
@@ -154,6 +181,9 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, batch, qLe
 			for g := range group {
 				h := kvh*group + g
 				for i := max(0, j-off); i < qLen; i++ {
+					if j < first(starts, b*qLen+i) {
+						continue // another document's query
+					}
 					row := (b*qLen+i)*heads + h
 					qr, dor := q[row*headDim:(row+1)*headDim], dout[row*headDim:(row+1)*headDim]
 					p := math.Exp(sc*dot64(qr, kr) - float64(lse[(b*heads+h)*qLen+i]))

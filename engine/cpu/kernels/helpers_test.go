@@ -132,7 +132,7 @@ func TestShortSlicePanics(t *testing.T) {
 	})
 	require.Panics(t, func() { Add(make([]float32, 2), make([]float32, 3), make([]float32, 3)) })
 	require.Panics(t, func() {
-		Attention(make([]float32, 8), make([]float32, 2), make([]float32, 8), make([]float32, 8), make([]float32, 8), 1, 2, 2, 3, 2, 4, 1)
+		Attention(make([]float32, 8), make([]float32, 2), make([]float32, 8), make([]float32, 8), make([]float32, 8), 1, 2, 2, 3, 2, 4, 1, nil)
 	})
 	require.Panics(t, func() { AdamW(nil, nil, nil, nil, 0, 0.1, 0.9, 0.999, 1e-8, 0) })
 }

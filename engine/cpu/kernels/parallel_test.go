@@ -45,15 +45,15 @@ func runAll(t *testing.T) map[string][]float32 {
 	RoPEBackward(dx, xr, tokens, heads, headDim, pos, inv, 1)
 	res["rope"], res["rope dx"] = y, dx
 
-	s := attnShape{2, 48, 64, 8, 2, 32}
+	s := attnShape{2, 48, 64, 8, 2, 32, true}
 	q := randn(r, s.batch*s.qLen*s.heads*s.headDim)
 	k := randn(r, s.batch*s.kvLen*s.kvHeads*s.headDim)
 	v := randn(r, s.batch*s.kvLen*s.kvHeads*s.headDim)
 	dout := randn(r, len(q))
 	out, lse := nans(len(q)), nans(s.batch*s.heads*s.qLen)
-	Attention(out, lse, q, k, v, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, 0.17)
+	Attention(out, lse, q, k, v, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, 0.17, s.starts())
 	dq, dk, dv := nans(len(q)), nans(len(k)), nans(len(v))
-	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, 0.17)
+	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, 0.17, s.starts())
 	res["attn out"], res["attn lse"], res["attn dq"], res["attn dk"], res["attn dv"] = out, lse, dq, dk, dv
 
 	const vocab, n = 1000, 3001
