@@ -48,8 +48,8 @@ type Server struct {
 	// AdapterDir is the folder POST /v1/adapters loads from, by names relative to it; empty:
 	// loading over HTTP is off.
 	AdapterDir string
-	// Host is the address the server is bound to; with AllowedHosts it decides which Host
-	// headers are answered. Names resolve to addresses an attacker may choose (DNS
+	// Host is the address the server is bound to (empty: a loopback one); with AllowedHosts it
+	// decides which Host headers are answered. Names resolve to addresses an attacker may choose (DNS
 	// rebinding), so a name is answered only if it is "localhost" on a loopback server, Host
 	// itself or one of AllowedHosts ("*": any).
 	Host         string
@@ -200,7 +200,7 @@ func (s *Server) hostAllowed(hostport string) bool {
 		}
 	}
 	boundIP := net.ParseIP(bound)
-	unbound := bound == "" || (boundIP != nil && boundIP.IsUnspecified())
+	unbound := boundIP != nil && boundIP.IsUnspecified()
 	loopback := bound == "" || bound == "localhost" || (boundIP != nil && boundIP.IsLoopback())
 	if ip := net.ParseIP(host); ip != nil {
 		// An address cannot be rebound: answer the bound one (any, if bound to all).
