@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -215,4 +216,42 @@ func assertNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return true
+}
+
+// A model without a chat template: chat is refused, saying how to add one, and
+// --chat-template adds it.
+func TestServeChatTemplateFlag(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model")
+	_, _, err := run(t, "init-model", "--out", model)
+	require.NoError(t, err)
+	cfgPath := filepath.Join(model, "tokenizer_config.json")
+	b, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	var cfg map[string]any
+	require.NoError(t, json.Unmarshal(b, &cfg))
+	delete(cfg, "chat_template")
+	b, err = json.Marshal(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfgPath, b, 0o644))
+	tmpl := filepath.Join(dir, "chat.jinja")
+	require.NoError(t, os.WriteFile(tmpl, []byte("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"), 0o644))
+	chat := func(url string) (int, string) {
+		resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"model","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	url, stop := startServe(t, "--model", model, "--port", "0", "--device", "cpu")
+	code, body := chat(url)
+	stop()
+	require.Equal(t, 400, code, body)
+	require.Contains(t, body, "--chat-template FILE")
+	url, stop = startServe(t, "--model", model, "--port", "0", "--device", "cpu", "--chat-template", tmpl)
+	code, body = chat(url)
+	stop()
+	require.Equal(t, 200, code, body)
+	_, _, err = run(t, "serve", "--model", model, "--port", "0", "--device", "cpu", "--chat-template", filepath.Join(dir, "none.jinja"))
+	require.ErrorContains(t, err, "--chat-template")
 }
