@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,7 +16,9 @@ import (
 // Request is one generation: a prompt (or chat messages rendered with the model's chat template),
 // the sampling parameters, and the adapter to apply (nil: the base model).
 type Request struct {
-	Prompt   string
+	Prompt string
+	// IDs, if set, is the prompt as token ids (Prompt and Messages are not read).
+	IDs      []int32
 	Messages []tokenizer.Message
 	Sampling Sampling
 	Adapter  model.Adapter
@@ -87,7 +90,12 @@ type Stats struct {
 	// ReusedTokens counts prompt tokens whose keys and values were already in the slot a request
 	// took (not prefilled again).
 	ReusedTokens int
+	// Panics counts panics in the loop's steps; each failed the requests holding a slot.
+	Panics int
 }
+
+// ErrAdapterUnloaded is the error of a request whose adapter was unloaded before it started.
+var ErrAdapterUnloaded = errors.New("the adapter was unloaded")
 
 // Stats returns the generator's counters.
 func (g *Generator) Stats() Stats {
@@ -153,6 +161,18 @@ func (g *Generator) Close() {
 // PromptIDs tokenizes a request's prompt: the chat template for messages, the text otherwise (an
 // empty prompt starts from BOS alone).
 func (g *Generator) PromptIDs(r Request) ([]int32, error) {
+	if r.IDs != nil {
+		vocab := min(g.Tok.VocabSize(), g.Model.Cfg.VocabSize)
+		for i, id := range r.IDs {
+			if id < 0 || int(id) >= vocab {
+				return nil, fmt.Errorf("token id %d at position %d is not in the vocabulary (size %d)", id, i, vocab)
+			}
+		}
+		if len(r.IDs) == 0 {
+			return nil, fmt.Errorf("the prompt has no token ids")
+		}
+		return append([]int32(nil), r.IDs...), nil
+	}
 	text := r.Prompt
 	special := true
 	if len(r.Messages) > 0 {

@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,7 +31,7 @@ type scaleAdapter struct {
 
 func newScaleAdapter(t *testing.T, m *model.Model, s float32) *scaleAdapter {
 	a := &scaleAdapter{s: s, vecs: map[string]*engine.Tensor{}}
-	mods := map[string]int{"model.layers.4.mlp.down_proj": m.Cfg.HiddenSize}
+	mods := map[string]int{fmt.Sprintf("model.layers.%d.mlp.down_proj", min(4, m.Cfg.NumLayers-1)): m.Cfg.HiddenSize}
 	if !m.Cfg.TieWordEmbeddings {
 		mods["lm_head"] = m.Cfg.VocabSize
 	}
@@ -66,18 +70,40 @@ func (*scaleAdapter) Bind(*engine.Program) error { return nil }
 
 func (a *scaleAdapter) Signature() string { return fmt.Sprint("scale ", a.s) }
 
+// testAdapterDir is an adapter directory whose folders neg and half hold the scale of a
+// scaleAdapter.
+func testAdapterDir(t *testing.T) string {
+	dir := t.TempDir()
+	for name, scale := range map[string]string{"neg": "-1", "half": "0.5"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, name), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name, "scale"), []byte(scale), 0o644))
+	}
+	return dir
+}
+
+// scaleLoader loads the folders of testAdapterDir; loads counts the loads.
+func scaleLoader(t *testing.T, m *model.Model, loads *atomic.Int64) AdapterLoader {
+	return func(dir string) (model.Adapter, error) {
+		b, err := os.ReadFile(filepath.Join(dir, "scale"))
+		if err != nil {
+			return nil, fmt.Errorf("no adapter in %s", dir)
+		}
+		var s float32
+		if _, err := fmt.Sscan(string(b), &s); err != nil {
+			return nil, fmt.Errorf("bad scale %q", b)
+		}
+		if loads != nil {
+			loads.Add(1)
+		}
+		return newScaleAdapter(t, m, s), nil
+	}
+}
+
 func testServer(t *testing.T) (*Server, *httptest.Server) {
 	g := stories(t)
-	reg := NewRegistry(func(dir string) (model.Adapter, error) {
-		switch dir {
-		case "/adapters/neg":
-			return newScaleAdapter(t, g.Model, -1), nil
-		case "/adapters/half":
-			return newScaleAdapter(t, g.Model, 0.5), nil
-		}
-		return nil, fmt.Errorf("no adapter in %s", dir)
-	})
-	s := &Server{Name: "stories", Gen: g, Adapters: reg, APIKey: "k3y", MaxBodyBytes: 4096, MaxConcurrent: 2, MaxWaiting: 1}
+	reg := NewRegistry(scaleLoader(t, g.Model, nil))
+	s := &Server{Name: "stories", Gen: g, Adapters: reg, APIKey: "k3y", MaxBodyBytes: 4096, MaxConcurrent: 2, MaxWaiting: 1,
+		AdapterDir: testAdapterDir(t), Log: log.New(io.Discard, "", 0)}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
 	return s, ts
@@ -88,6 +114,9 @@ func call(t *testing.T, ts *httptest.Server, method, path, body string) (int, ma
 	req, err := http.NewRequest(method, ts.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer k3y")
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := ts.Client().Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -127,6 +156,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	// Streaming: the events add up to the same text, then the usage, then [DONE].
 	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`))
 	req.Header.Set("Authorization", "Bearer k3y")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := ts.Client().Do(req)
 	require.NoError(t, err)
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
@@ -161,6 +191,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	// Streaming with logprobs: each chunk carries its tokens', which spell the text.
 	req, _ = http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"logprobs":1}`))
 	req.Header.Set("Authorization", "Bearer k3y")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err = ts.Client().Do(req)
 	require.NoError(t, err)
 	var spelled strings.Builder
@@ -186,9 +217,9 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, want.Text, spelled.String())
 
 	// Adapters: load two, list them, and run requests for both at once.
-	code, out = call(t, ts, "POST", "/v1/adapters", `{"name":"neg","path":"/adapters/neg"}`)
+	code, out = call(t, ts, "POST", "/v1/adapters", `{"name":"neg","path":"neg"}`)
 	require.Equal(t, 200, code, "%v", out)
-	code, _ = call(t, ts, "POST", "/v1/adapters", `{"name":"half","path":"/adapters/half"}`)
+	code, _ = call(t, ts, "POST", "/v1/adapters", `{"name":"half","path":"half"}`)
 	require.Equal(t, 200, code)
 	code, out = call(t, ts, "GET", "/v1/models", "")
 	require.Equal(t, 200, code)
@@ -233,7 +264,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Equal(t, 200, code)
 	code, out = call(t, ts, "POST", "/v1/completions", `{"model":"stories:neg","prompt":"x"}`)
 	require.Equal(t, 404, code)
-	require.Contains(t, out["error"].(map[string]any)["message"], `adapter "neg" is not loaded`)
+	require.Contains(t, out["error"].(map[string]any)["message"], `the model "stories:neg" does not exist; this server has: stories, stories:half`)
 
 	// The counters, in Prometheus' text format.
 	req, err = http.NewRequest("GET", ts.URL+"/metrics", nil)
@@ -260,24 +291,40 @@ func TestHTTPBadRequests(t *testing.T) {
 		msg                string
 	}{
 		{"POST", "/v1/completions", `{"model":"stories","prompt":`, 400, "malformed JSON"},
-		{"POST", "/v1/completions", `{"model":"gpt-4","prompt":"hi"}`, 404, `model "gpt-4" not found`},
+		{"POST", "/v1/completions", `{"model":"gpt-4","prompt":"hi"}`, 404, `the model "gpt-4" does not exist; this server has: stories`},
+		{"POST", "/v1/completions", `{"model":"gpt-4","prompt":"hi","temperature":-1}`, 404, `the model "gpt-4" does not exist`},
+		{"POST", "/v1/chat/completions", `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`, 404, `the model "gpt-4" does not exist`},
+		{"POST", "/v1/chat/completions", `{"model":"stories:none","messages":[]}`, 404, `the model "stories:none" does not exist`},
+		{"GET", "/v1/models/gpt-4", ``, 404, `the model "gpt-4" does not exist`},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","temperature":2.5}`, 400, "temperature 2.5 is not in [0, 2]"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_p":0}`, 400, "top_p"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","suffix":"end"}`, 400, "suffix is not supported"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","best_of":3}`, 400, "best_of is not supported"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","echo":true}`, 400, "echo is not supported"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logit_bias":{"5":10}}`, 400, "logit_bias is not supported"},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, "tools is not supported"},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`, 400, "response_format is not supported"},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"tool","content":"hi"}]}`, 400, `role "tool" is not supported`},
+		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, 400, `content part type "image_url" is not supported`},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":[1, 99999]}`, 400, "token id 99999 at position 1 is not in the vocabulary"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":[]}`, 400, "prompt must not be empty"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":{"a":1}}`, 400, "prompt must be a string, an array of strings"},
+		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b","c"],"n":2}`, 400, "6 generations in one request, this server runs at most 3"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","temperature":-1}`, 400, "temperature"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_p":2}`, 400, "top_p"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","stop":5}`, 400, "stop must be"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":9}`, 400, "n must be in [1, 8]"},
-		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","n":2,"stream":true}`, 400, "n > 1 is not supported with stream"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","logprobs":9}`, 400, "logprobs must be an integer"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"hi","top_logprobs":2}`, 400, "top_logprobs needs logprobs"},
-		{"POST", "/v1/completions", `{"model":"stories","prompt":["a","b"]}`, 400, "prompt must be a string"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a ", 1500) + `"}`, 400, "the context holds 512"},
 		{"POST", "/v1/completions", `{"model":"stories","prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, "over 4096 bytes"},
 		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[{"role":"user","content":"hi"}]}`, 400, "no chat template"},
 		{"POST", "/v1/chat/completions", `{"model":"stories","messages":[]}`, 400, "messages must not be empty"},
-		{"POST", "/v1/adapters", `{"name":"x y","path":"/adapters/neg"}`, 400, "adapter name"},
-		{"POST", "/v1/adapters", `{"name":"z","path":"/nowhere"}`, 400, "no adapter in /nowhere"},
-		{"POST", "/v1/adapters", `{"name":"c","combine":[{"path":"/adapters/neg","weight":1}]}`, 400, "cannot combine"},
-		{"POST", "/v1/adapters", `{"name":"c","path":"/adapters/neg","combine":[{"path":"/adapters/neg","weight":1}]}`, 400, "either path or combine"},
+		{"POST", "/v1/adapters", `{"name":"x y","path":"neg"}`, 400, "adapter name"},
+		{"POST", "/v1/adapters", `{"name":"z","path":"nowhere"}`, 400, "not an adapter folder under the server's adapter directory"},
+		{"POST", "/v1/adapters", `{"name":"c","combine":[{"path":"neg","weight":1}]}`, 400, "cannot combine"},
+		{"POST", "/v1/adapters", `{"name":"c","path":"neg","combine":[{"path":"neg","weight":1}]}`, 400, "either path or combine"},
 		{"DELETE", "/v1/adapters/none", ``, 404, "not loaded"},
 		{"GET", "/v2/other", ``, 404, "no route"},
 	} {

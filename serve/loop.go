@@ -140,7 +140,7 @@ func (g *Generator) submit(j *job) error {
 			retiring = retiring || r.a == j.adapter
 		}
 		if retiring {
-			return fmt.Errorf("the adapter was unloaded")
+			return ErrAdapterUnloaded
 		}
 	}
 	g.defaults()
@@ -210,9 +210,35 @@ func (g *Generator) loop(stopped chan struct{}) {
 		}
 		admitted := t.admit()
 		g.mu.Unlock()
-		t.prefill(admitted)
-		t.decode()
+		t.step(admitted)
 	}
+}
+
+// step runs a turn's prefill and decode. A panic in them (a bug, a device fault) fails the
+// requests holding a slot, whose cached keys and values are now unknown, and the loop goes on.
+func (t *turns) step(admitted []*job) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		err := fmt.Errorf("internal error in the generation loop: %v", p)
+		for _, j := range t.active {
+			j.mu.Lock()
+			ended := j.ended
+			j.mu.Unlock()
+			if !ended { // an ended job's slot is free already
+				t.end(j, "", err)
+			}
+		}
+		t.active = nil
+		for i := range t.g.slots {
+			t.g.slots[i] = slotState{}
+		}
+		t.g.count(func(s *Stats) { s.Panics++ })
+	}()
+	t.prefill(admitted)
+	t.decode()
 }
 
 // turns is the loop's state: the requests holding a slot (prefilling or decoding) and the free
@@ -408,14 +434,23 @@ func (t *turns) decode() {
 		}
 	} else if err == nil {
 		var wg sync.WaitGroup
+		var panicked atomic.Value
 		for i, j := range jobs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer func() {
+					if p := recover(); p != nil {
+						panicked.Store(fmt.Sprint(p))
+					}
+				}()
 				toks[i], lps[i] = t.g.sample(j, logits[i*vocab:(i+1)*vocab])
 			}()
 		}
 		wg.Wait()
+		if p := panicked.Load(); p != nil {
+			panic(p) // to step, which fails the requests
+		}
 	}
 	for i, j := range jobs {
 		j.pos++

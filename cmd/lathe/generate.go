@@ -20,7 +20,7 @@ func newGenerateCmd() *cobra.Command {
 		s                       = serve.DefaultSampling()
 	)
 	cmd := &cobra.Command{
-		Use:   "generate --model DIR --prompt TEXT",
+		Use:   "generate --model DIR [--adapter DIR] [--prompt TEXT]",
 		Short: "Generate text from a model (streamed to stdout; --json for one JSON object)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

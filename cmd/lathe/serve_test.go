@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -104,6 +105,29 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	last := stop()
 	require.Equal(t, "model", last["served"])
 
+	// Adapters over HTTP: only folders under --adapter-dir, and only with it.
+	loadAdapter := func(url, body string) (int, string) {
+		resp, err := http.Post(url+"/v1/adapters", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	url, stop = startServe(t, "--model", model, "--port", "0", "--device", "cpu", "--adapter-dir", dir)
+	code, body := loadAdapter(url, `{"name":"c","path":"adapter"}`)
+	require.Equal(t, 200, code, body)
+	require.Equal(t, withAdapterText(t, url, "model:c"), gen("--model", model, "--adapter", adapter, "--max-tokens", "6"))
+	code, body = loadAdapter(url, `{"name":"d","path":"../`+filepath.Base(dir)+`/adapter"}`)
+	require.Equal(t, 400, code, body)
+	code, body = loadAdapter(url, `{"name":"d","path":"`+adapter+`"}`)
+	require.Equal(t, 400, code, body)
+	stop()
+	url, stop = startServe(t, "--model", model, "--port", "0", "--device", "cpu")
+	code, body = loadAdapter(url, `{"name":"c","path":"adapter"}`)
+	require.Equal(t, 403, code, body)
+	require.Contains(t, body, "--adapter-dir")
+	stop()
+
 	// A single-adapter deployment: the adapter merged at load answers as the adapter does.
 	complete := func(url, m string) string {
 		body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0}`, m)
@@ -123,9 +147,42 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	stop()
 }
 
+// withAdapterText is the greedy 6-token completion of the usual prompt by a served model.
+func withAdapterText(t *testing.T, url, m string) string {
+	body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0}`, m)
+	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var r map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+	require.Equal(t, 200, resp.StatusCode, "%v", r)
+	return r["choices"].([]any)[0].(map[string]any)["text"].(string)
+}
+
+// Bound beyond loopback without a key, the server warns.
+func TestServeWarnsWithoutKeyBeyondLoopback(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model")
+	_, _, err := run(t, "init-model", "--out", model)
+	require.NoError(t, err)
+	_, stop, out := startServeOut(t, "--model", model, "--port", "0", "--device", "cpu", "--host", "0.0.0.0")
+	stop()
+	require.Contains(t, out(), "warning: serving on 0.0.0.0, beyond this machine, without --api-key")
+	_, stop, out = startServeOut(t, "--model", model, "--port", "0", "--device", "cpu", "--host", "0.0.0.0", "--api-key", "k")
+	stop()
+	require.NotContains(t, out(), "warning")
+}
+
 // startServe runs lathe serve in-process and returns its address and a function that stops it
 // and returns its last line.
 func startServe(t *testing.T, args ...string) (string, func() map[string]any) {
+	t.Helper()
+	url, stop, _ := startServeOut(t, args...)
+	return url, stop
+}
+
+// startServeOut is startServe that also returns what the command wrote.
+func startServeOut(t *testing.T, args ...string) (string, func() map[string]any, func() string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	root := newRootCmd()
@@ -149,7 +206,7 @@ func startServe(t *testing.T, args ...string) (string, func() map[string]any) {
 		var last map[string]any
 		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last), out.String())
 		return last
-	}
+	}, out.String
 }
 
 func assertNoError(t *testing.T, err error) bool {
@@ -159,4 +216,42 @@ func assertNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return true
+}
+
+// A model without a chat template: chat is refused, saying how to add one, and
+// --chat-template adds it.
+func TestServeChatTemplateFlag(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model")
+	_, _, err := run(t, "init-model", "--out", model)
+	require.NoError(t, err)
+	cfgPath := filepath.Join(model, "tokenizer_config.json")
+	b, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	var cfg map[string]any
+	require.NoError(t, json.Unmarshal(b, &cfg))
+	delete(cfg, "chat_template")
+	b, err = json.Marshal(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfgPath, b, 0o644))
+	tmpl := filepath.Join(dir, "chat.jinja")
+	require.NoError(t, os.WriteFile(tmpl, []byte("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"), 0o644))
+	chat := func(url string) (int, string) {
+		resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"model","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	url, stop := startServe(t, "--model", model, "--port", "0", "--device", "cpu")
+	code, body := chat(url)
+	stop()
+	require.Equal(t, 400, code, body)
+	require.Contains(t, body, "--chat-template FILE")
+	url, stop = startServe(t, "--model", model, "--port", "0", "--device", "cpu", "--chat-template", tmpl)
+	code, body = chat(url)
+	stop()
+	require.Equal(t, 200, code, body)
+	_, _, err = run(t, "serve", "--model", model, "--port", "0", "--device", "cpu", "--chat-template", filepath.Join(dir, "none.jinja"))
+	require.ErrorContains(t, err, "--chat-template")
 }
