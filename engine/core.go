@@ -15,7 +15,10 @@ import "fmt"
 //	CrossEntropy, CrossEntropyBackward               the loss
 //	Binary, Scale, AddBias, ScaleCols                elementwise and broadcast
 //	SumRows, Sum, SumSquares, Expand, Fill           reductions and constants
-//	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
+//	Cast, Dropout                                    conversion, dropout
+//	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
+//	TopK                                             sampling candidates on the device
+//	AdamW                                            the optimizer as a graph op (tests)
 //	GatherLoRA, GatherScaleCols                      the adapter pool (not yet decomposed)
 //	Reshape                                          a view (no kernel)
 //
@@ -25,7 +28,8 @@ var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
 	"scale", "add_bias", "scale_cols", "sum_rows", "sum", "sum_squares", "expand", "fill",
-	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw", "reshape", "gather_lora", "gather_scale_cols"}
+	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw",
+	"sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k", "reshape", "gather_lora", "gather_scale_cols"}
 
 // IsCore reports whether op belongs to the core op set every backend implements.
 func IsCore(op Op) bool {

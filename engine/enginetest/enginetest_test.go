@@ -18,7 +18,8 @@ func TestConformanceCPU(t *testing.T) { enginetest.Run(t, cpu.New(), cpu.New()) 
 
 // planted is the CPU backend with one wrong kernel: after op runs, fault rewrites its outputs.
 type planted struct {
-	*cpu.Backend
+	// An interface, not *cpu.Backend: the CPU's Prepare must not be promoted past Run.
+	engine.Backend
 	op    string
 	fault func(v []float32)
 	// swallow turns every error of Run into success (a backend that skips bad launches).
