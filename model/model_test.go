@@ -302,3 +302,28 @@ func TestRopeScalingVariants(t *testing.T) {
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal([]byte(fmt.Sprintf(base, "")), &raw))
 }
+
+// The synthetic model's norms are not interchangeable: swapping input_layernorm and
+// post_attention_layernorm in the checkpoint changes the logits well beyond the reference test's
+// tolerance, so the same swap in the code cannot pass TestLogitsMatchTheHuggingFaceEquations.
+func TestSynthNormsAreDistinguishable(t *testing.T) {
+	const seq = 7
+	dir := tinyModel(t, 5)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	ids := testIDs(cfg.VocabSize, seq)
+	before := logits(t, cpu.New(), dir, model.LoadOptions{}, ids, 1, seq)
+	editFolder(t, dir, func(map[string]any) {}, func(ts map[string]checkpoint.Tensor) {
+		for l := 0; l < cfg.NumLayers; l++ {
+			a, b := fmt.Sprintf("model.layers.%d.input_layernorm.weight", l), fmt.Sprintf("model.layers.%d.post_attention_layernorm.weight", l)
+			ts[a], ts[b] = ts[b], ts[a]
+		}
+	})
+	after := logits(t, cpu.New(), dir, model.LoadOptions{}, ids, 1, seq)
+	scale, diff := 0.0, 0.0
+	for i := range before {
+		scale = math.Max(scale, math.Abs(float64(before[i])))
+		diff = math.Max(diff, math.Abs(float64(after[i]-before[i])))
+	}
+	require.Greater(t, diff, 100*1e-4*scale, "the swap moves the logits by %g (largest logit %g)", diff, scale)
+}

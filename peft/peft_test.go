@@ -579,12 +579,14 @@ func TestConfigKeepsUnknownFields(t *testing.T) {
 	require.Equal(t, string(out), string(out2))
 }
 
-// writeAdapter saves a fresh LoRA adapter and returns its folder and tensors.
+// writeAdapter saves a LoRA adapter with random A and B (not the identity a fresh one is) and
+// returns its folder and tensors.
 func writeAdapter(t *testing.T, m *model.Model) (string, map[string]checkpoint.Tensor) {
 	t.Helper()
 	a, err := New(loraConfig("q_proj"), m.Cfg, m.Backend, 1)
 	require.NoError(t, err)
 	defer a.Release()
+	randomize(t, a, 4)
 	dir := t.TempDir()
 	require.NoError(t, a.Save(dir))
 	f, err := checkpoint.OpenSafetensors(filepath.Join(dir, WeightsFile))
@@ -609,7 +611,25 @@ func TestLoadAcceptsAdapterNameInKeys(t *testing.T) {
 	require.NoError(t, checkpoint.WriteSafetensors(filepath.Join(dir, WeightsFile), renamed, map[string]string{"format": "pt"}))
 	a, err := Load(dir, m.Cfg, m.Backend)
 	require.NoError(t, err)
-	a.Release()
+	defer a.Release()
+	require.Len(t, a.Keys(), len(ts))
+	for k, tt := range ts {
+		want, err := checkpoint.ToFloat32(tt)
+		require.NoError(t, err)
+		require.Equal(t, want, tensor(t, a, k), "%s loads from its .default. key", k)
+	}
+	// The loaded adapter (non-zero lora_B) changes the layer's output.
+	fresh, err := New(loraConfig("q_proj"), m.Cfg, m.Backend, 1)
+	require.NoError(t, err)
+	defer fresh.Release()
+	const name = "model.layers.0.self_attn.q_proj"
+	x := randVec(3*m.Cfg.HiddenSize, 5)
+	base, got := layerOutput(t, m, fresh, name, x), layerOutput(t, m, a, name, x)
+	diff := 0.0
+	for i := range base {
+		diff = math.Max(diff, math.Abs(float64(got[i]-base[i])))
+	}
+	require.Greater(t, diff, 1e-2, "the adapter changes q_proj's output")
 }
 
 func TestBadInputs(t *testing.T) {

@@ -149,9 +149,27 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 		_, one := call(t, ts, "POST", "/v1/completions", fmt.Sprintf(`{"model":"stories","prompt":"Once upon a time","max_tokens":12,"temperature":1,"seed":%d}`, seed))
 		require.Equal(t, one["choices"].([]any)[0].(map[string]any)["text"], out["choices"].([]any)[i].(map[string]any)["text"])
 	}
+	// The values are the generator's (checked against the model's log-softmax in TestLogprobs).
+	lsp := sp
+	lsp.MaxTokens, lsp.Logprobs, lsp.TopLogprobs = 5, true, 2
+	wantLP, err := s.Gen.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: lsp}, nil)
+	require.NoError(t, err)
+	require.Len(t, wantLP.Logprobs, 5)
 	require.Len(t, lp["tokens"], 5)
 	require.Len(t, lp["token_logprobs"], 5)
-	require.Len(t, lp["top_logprobs"].([]any)[0], 2)
+	offset := 0
+	for i, w := range wantLP.Logprobs {
+		require.Equal(t, w.Token, lp["tokens"].([]any)[i])
+		require.InDelta(t, w.Logprob, lp["token_logprobs"].([]any)[i], 1e-9)
+		require.Negative(t, w.Logprob)
+		require.EqualValues(t, offset, lp["text_offset"].([]any)[i])
+		offset += len(w.Token)
+		top := lp["top_logprobs"].([]any)[i].(map[string]any)
+		require.Len(t, top, 2)
+		for _, alt := range w.Top {
+			require.InDelta(t, alt.Logprob, top[alt.Token], 1e-9, "alternative %q", alt.Token)
+		}
+	}
 
 	// Streaming: the events add up to the same text, then the usage, then [DONE].
 	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`))

@@ -2,9 +2,12 @@ package train
 
 import (
 	"bytes"
+	"image/color"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,8 +91,45 @@ func TestPlotLoss(t *testing.T) {
 	require.NoError(t, PlotLoss(path, steps, evals))
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
-	require.Greater(t, len(data), 1000)
-	require.True(t, bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")))
+	img, err := png.Decode(bytes.NewReader(data))
+	require.NoError(t, err)
+	b := img.Bounds()
+	require.Greater(t, b.Dx(), b.Dy(), "8×5 inches")
+	require.Greater(t, b.Dy(), 300)
+	// The train line (blue) falls from left to right, and the eval points (orange) are drawn.
+	near := func(c color.Color, r0, g0, b0 int) bool {
+		r, g, bl, _ := c.RGBA()
+		d := func(x uint32, y int) int { return max(int(x>>8)-y, y-int(x>>8)) }
+		return d(r, r0)+d(g, g0)+d(bl, b0) < 40
+	}
+	var xs, ys []int
+	orange := 0
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			c := img.At(x, y)
+			if near(c, 0x1f, 0x77, 0xb4) {
+				xs, ys = append(xs, x), append(ys, y)
+			}
+			if near(c, 0xff, 0x7f, 0x0e) {
+				orange++
+			}
+		}
+	}
+	require.Greater(t, len(xs), 200, "the train line is drawn")
+	require.Greater(t, orange, 20, "the eval points are drawn")
+	x0, x1 := slices.Min(xs), slices.Max(xs)
+	meanY := func(lo, hi int) float64 {
+		sum, n := 0, 0
+		for i, x := range xs {
+			if x >= lo && x <= hi {
+				sum, n = sum+ys[i], n+1
+			}
+		}
+		require.Positive(t, n)
+		return float64(sum) / float64(n)
+	}
+	mid := x0 + 2*(x1-x0)/5 // left of the legend (top right)
+	require.Less(t, meanY(x0, x0+3), meanY(mid-2, mid+2)-50, "the line starts high (loss 3) and falls (to 0.67 at step 20)")
 	require.Error(t, PlotLoss(path, nil, nil))
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,11 +48,51 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	require.NoError(t, err)
 	_, res, err := run(t, "train", "--model", model, "--data", data, "--method", "qlora", "--out", adapter, "--steps", "4", "--seq", "48", "--device", "cpu")
 	require.NoError(t, err)
-	require.Contains(t, res, "steps")
-	_, res, err = run(t, "generate", "--model", model, "--adapter", adapter, "--quantize", "nf4", "--prompt", "What does the cow say?", "--max-tokens", "6", "--temperature", "0", "--json", "--device", "cpu")
+	require.Equal(t, float64(4), res["steps"], "%v", res)
+	require.Equal(t, "qlora", res["method"])
+	require.Equal(t, adapter, res["adapter"])
+	require.Equal(t, float64(0), res["skipped_steps"])
+	require.Positive(t, res["trainable_params"])
+	for _, k := range []string{"loss_start", "loss_end"} {
+		l, ok := res[k].(float64)
+		require.True(t, ok, "%s: %v", k, res[k])
+		require.True(t, l > 0.5 && l < 10, "%s %v: a cross-entropy over a 384-token vocabulary", k, l)
+	}
+	metrics, err := os.ReadFile(filepath.Join(adapter, "metrics.jsonl"))
 	require.NoError(t, err)
-	require.Equal(t, float64(13), res["prompt_tokens"], "%v", res)
+	var logged []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(metrics)), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m))
+		if st, ok := m["step"].(float64); ok && m["loss"] != nil {
+			logged = append(logged, st)
+		}
+	}
+	require.Equal(t, []float64{1, 2, 3, 4}, logged, "metrics.jsonl has a line per step")
+
+	const prompt = "What does the cow say?"
+	_, res, err = run(t, "generate", "--model", model, "--adapter", adapter, "--quantize", "nf4", "--prompt", prompt, "--max-tokens", "6", "--temperature", "0", "--json", "--device", "cpu")
+	require.NoError(t, err)
+	wantIDs := refByteLevelBPE(t, model, prompt, 0)
+	require.Equal(t, float64(len(wantIDs)), res["prompt_tokens"], "BOS and the prompt's tokens, counted by an independent BPE: %v", res)
 	require.Positive(t, res["tokens"])
+	_, res, err = run(t, "tokenize", "--model", model, "--text", prompt)
+	require.NoError(t, err)
+	var gotIDs []int
+	for _, v := range res["ids"].([]any) {
+		gotIDs = append(gotIDs, int(v.(float64)))
+	}
+	require.Equal(t, wantIDs, gotIDs)
+
+	// The adapter changes the model: its loss on the data it was trained on differs from the base
+	// model's, and the merged model's equals it.
+	evalLoss := func(args ...string) float64 {
+		_, res, err := run(t, append([]string{"eval", "--data", data, "--device", "cpu"}, args...)...)
+		require.NoError(t, err)
+		return res["loss"].(float64)
+	}
+	baseLoss, adapterLoss := evalLoss("--model", model), evalLoss("--model", model, "--adapter", adapter)
+	require.Greater(t, math.Abs(baseLoss-adapterLoss), 1e-3, "base %v, with the adapter %v", baseLoss, adapterLoss)
 
 	// The adapter merged into a new model folder generates what the base with the adapter does.
 	merged := filepath.Join(dir, "merged")
@@ -64,6 +105,7 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 		return res["text"].(string)
 	}
 	require.Equal(t, gen("--model", model, "--adapter", adapter), gen("--model", merged))
+	require.InDelta(t, adapterLoss, evalLoss("--model", merged), 1e-4*adapterLoss)
 	_, _, err = run(t, "merge", "--model", model, "--adapter", filepath.Join(dir, "nowhere"), "--out", filepath.Join(dir, "m2"))
 	require.Error(t, err)
 
@@ -79,24 +121,42 @@ func TestTrainGenerateServeCommands(t *testing.T) {
 	url, stop := startServe(t, "--model", model, "--adapter", "a="+adapter, "--adapter", "b="+adapter,
 		"--port", "0", "--device", "cpu", "--max-concurrent", "2", "--context", "128")
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	firstLogprob := map[string]float64{} // of the first generated token, by served model
 	for _, m := range []string{"model", "model:a", "model:b"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0}`, m)
+			body := fmt.Sprintf(`{"model":%q,"prompt":"What does the cow say?","max_tokens":6,"temperature":0,"logprobs":1}`, m)
 			resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
 			if !assertNoError(t, err) {
 				return
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			var r map[string]any
-			if assertNoError(t, json.Unmarshal(b, &r)) && resp.StatusCode != 200 {
-				t.Errorf("%s: %d %s", m, resp.StatusCode, b)
+			var r struct {
+				Choices []struct {
+					Logprobs struct {
+						TokenLogprobs []float64 `json:"token_logprobs"`
+					} `json:"logprobs"`
+				} `json:"choices"`
 			}
+			if !assertNoError(t, json.Unmarshal(b, &r)) {
+				return
+			}
+			if resp.StatusCode != 200 || len(r.Choices) != 1 || len(r.Choices[0].Logprobs.TokenLogprobs) == 0 {
+				t.Errorf("%s: %d %s", m, resp.StatusCode, b)
+				return
+			}
+			mu.Lock()
+			firstLogprob[m] = r.Choices[0].Logprobs.TokenLogprobs[0]
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	require.Len(t, firstLogprob, 3)
+	require.InDelta(t, firstLogprob["model:a"], firstLogprob["model:b"], 1e-5, "a and b are the same adapter")
+	require.Greater(t, math.Abs(firstLogprob["model"]-firstLogprob["model:a"]), 1e-4, "the adapter changes the base model's answer: %v", firstLogprob)
 	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(`{"model":"model","prompt":"`+strings.Repeat("a ", 200)+`"}`))
 	require.NoError(t, err)
 	resp.Body.Close()

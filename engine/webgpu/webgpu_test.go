@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -220,6 +222,20 @@ func TestDevices(t *testing.T) {
 	}
 	if _, err := (Provider{}).Open(len(devs)); err == nil {
 		t.Error("opened an adapter index past the end")
+	}
+	// The listing holds at least what the machine has: under LATHE_REQUIRE_GPU=1 an adapter, and
+	// where Mesa's lavapipe driver is installed (CI), its llvmpipe device.
+	if os.Getenv("LATHE_REQUIRE_GPU") == "1" && len(devs) == 0 {
+		t.Fatal("LATHE_REQUIRE_GPU=1 but no WebGPU adapter is listed")
+	}
+	if icds, _ := filepath.Glob("/usr/share/vulkan/icd.d/lvp_icd*.json"); len(icds) > 0 {
+		found := false
+		for _, d := range devs {
+			found = found || strings.Contains(strings.ToLower(d.Name), "llvmpipe")
+		}
+		if !found {
+			t.Errorf("lavapipe is installed (%s) but no llvmpipe adapter is listed: %+v", icds[0], devs)
+		}
 	}
 }
 

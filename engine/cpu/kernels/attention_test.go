@@ -144,3 +144,30 @@ func TestAttentionBackward(t *testing.T) {
 		})
 	}
 }
+
+// Scores of several hundred (float64's exp overflows past 709, float32's past 88): the softmax
+// must subtract each row's maximum, which leaves the result unchanged on ordinary scores and so
+// only scores like these can tell.
+func TestAttentionLargeScores(t *testing.T) {
+	s := attnShape{1, 6, 9, 4, 2, 8}
+	r := newRand(77)
+	q := randn(r, s.batch*s.qLen*s.heads*s.headDim)
+	for i := range q {
+		q[i] *= 300
+	}
+	k := randn(r, s.batch*s.kvLen*s.kvHeads*s.headDim)
+	v := randn(r, s.batch*s.kvLen*s.kvHeads*s.headDim)
+	scale := float32(1 / math.Sqrt(float64(s.headDim)))
+	out, lse := nans(len(q)), nans(s.batch*s.heads*s.qLen)
+	Attention(out, lse, q, k, v, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, scale)
+	wantOut, wantLse := refAttention(to64(q), to64(k), to64(v), s, float64(scale))
+	big := 0.0
+	for _, l := range wantLse {
+		big = math.Max(big, l)
+	}
+	if big < 750 {
+		t.Fatalf("the largest score is %.0f: too small to overflow exp", big)
+	}
+	requireClose(t, "out", out, wantOut, fwdTol)
+	requireClose(t, "lse", lse, wantLse, fwdTol)
+}
