@@ -30,3 +30,27 @@ func TestTrainStepSubmissions(t *testing.T) {
 		}
 	}
 }
+
+// The reference's training step lands beside lathe's: same shapes (the case id), ratio of the
+// step times, tokens/s, and how torch ran; the markdown report says it.
+func TestTrainReferenceRatio(t *testing.T) {
+	r := fakeReport()
+	shape := TrainShape{Hidden: 2048, Intermediate: 8192, Heads: 32, KVHeads: 8, Layers: 2, Vocab: 8192}
+	r.Backends[0].Train = []TrainResult{
+		{Method: "lora", Batch: 1, Seq: 256, Rank: 16, Shape: shape, StepTime: Stats{Median: 2}, TokensPerSec: 128},
+		{Method: "qlora", Batch: 1, Seq: 256, Rank: 16, Shape: shape, StepTime: Stats{Median: 2}, TokensPerSec: 128},
+	}
+	lora := r.Backends[0].Train[0]
+	r.Reference = &ReferenceReport{Python: "python3", Runs: []ReferenceRun{{Device: "cpu", Cases: map[string]RefCase{
+		trainRefID(lora): {Median: 3, Impl: "LoRA by hand over a dense oneDNN float32 base"}}}}}
+	applyReference(r)
+	got := r.Backends[0].Train
+	require.InDelta(t, 1.5, got[0].RefRatio, 1e-12)
+	require.InDelta(t, 256.0/3, got[0].RefTokensPerSec, 1e-9)
+	require.Equal(t, "LoRA by hand over a dense oneDNN float32 base", got[0].RefImpl)
+	require.Zero(t, got[1].RefRatio, "qlora was not measured by the reference")
+	require.NotEqual(t, trainRefID(got[0]), trainRefID(got[1]))
+	md := r.Markdown()
+	require.Contains(t, md, "lora training step beside PyTorch")
+	require.Contains(t, md, "ratio 1.50×")
+}
