@@ -100,6 +100,13 @@ func (r *Report) Markdown() string {
 				w("| %s | %s | %d×%d | %d | %s | %.1f | %.1f MiB | %.4f | %g / %g / %g |\n", t.Method, t.Model, t.Batch, t.Seq, t.Rank, fmtDur(t.StepTime.Median), t.TokensPerSec, float64(t.PeakBytes)/(1<<20), t.Loss, t.Submissions, t.Reads, t.Launches)
 			}
 			w("\n")
+			for _, t := range be.Train {
+				if t.RefRatio > 0 {
+					w("- %s training step beside PyTorch (same shapes, same run): lathe %.1f tokens/s, torch %.1f tokens/s (%s a step; %s): ratio %.2f× (above 1: lathe is faster)\n",
+						t.Method, t.TokensPerSec, t.RefTokensPerSec, fmtDur(t.RefSeconds), t.RefImpl, t.RefRatio)
+				}
+			}
+			w("\n")
 		} else {
 			w("Training steps: not measured (no trainer is plugged into `bench.Options.Train`).\n\n")
 		}

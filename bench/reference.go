@@ -66,6 +66,17 @@ type refCase struct {
 	N    int    `json:"n"`
 	K    int    `json:"k"`
 	R    int    `json:"r"`
+	// A train_step case: the method and the model's geometry.
+	Method string `json:"method,omitempty"`
+	TrainShape
+	Batch int `json:"batch,omitempty"`
+	Seq   int `json:"seq,omitempty"`
+}
+
+// trainRefID names the reference case of a training measurement.
+func trainRefID(t TrainResult) string {
+	s := t.Shape
+	return fmt.Sprintf("train_step/%s/%d,%d,%d,%d,%d,%d/%dx%d/r%d", t.Method, s.Hidden, s.Intermediate, s.Heads, s.KVHeads, s.Layers, s.Vocab, t.Batch, t.Seq, t.Rank)
 }
 
 // refKind maps a lathe kernel to the reference computation of the same shape ("" if none).
@@ -172,6 +183,18 @@ func runReference(ctx context.Context, rep *Report, o Options) *ReferenceReport 
 			}
 			specs[dev] = append(specs[dev], refCase{ID: id, Kind: refKind(k.Kernel), M: k.Dims.M, N: k.Dims.N, K: k.Dims.K, R: k.Dims.R})
 		}
+		// The training steps, same shapes, after the kernels.
+		for _, t := range b.Train {
+			id := trainRefID(t)
+			if t.Err != "" || t.Shape.Hidden == 0 || seen[dev+id] {
+				continue
+			}
+			seen[dev+id] = true
+			if _, ok := specs[dev]; !ok {
+				order = append(order, dev)
+			}
+			specs[dev] = append(specs[dev], refCase{ID: id, Kind: "train_step", Method: t.Method, TrainShape: t.Shape, Batch: t.Batch, Seq: t.Seq, R: t.Rank})
+		}
 	}
 	for _, dev := range order {
 		budget := 1.0
@@ -246,6 +269,16 @@ func applyReference(rep *Report) {
 				}
 				k.RefSeconds, k.RefMin, k.RefImpl = rc.Median, rc.Min, rc.Impl
 				k.RefRatio = rc.Median / k.Time.Median
+			}
+			for ti := range b.Train {
+				t := &b.Train[ti]
+				rc, ok := run.Cases[trainRefID(*t)]
+				if !ok || t.Err != "" || t.StepTime.Median <= 0 || rc.Median <= 0 {
+					continue
+				}
+				t.RefSeconds, t.RefImpl = rc.Median, rc.Impl
+				t.RefTokensPerSec = float64(t.Batch*t.Seq) / rc.Median
+				t.RefRatio = rc.Median / t.StepTime.Median
 			}
 		}
 	}

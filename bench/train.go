@@ -65,7 +65,26 @@ type TrainResult struct {
 	Submissions float64 `json:"submissions_per_step"`
 	Reads       float64 `json:"reads_per_step"`
 	Launches    float64 `json:"launches_per_step"`
-	Err         string  `json:"error,omitempty"`
+	// Shape is the checkpoint's geometry, for the reference to build the same model.
+	Shape TrainShape `json:"shape"`
+	// RefSeconds is PyTorch's median step time on the same shapes (--reference), RefTokensPerSec
+	// its tokens/s, RefRatio its step time over lathe's (above 1: lathe is faster) and RefImpl
+	// how it ran (PEFT or LoRA by hand, bitsandbytes or a dense base).
+	RefSeconds      float64 `json:"ref_seconds,omitempty"`
+	RefTokensPerSec float64 `json:"ref_tokens_per_sec,omitempty"`
+	RefRatio        float64 `json:"ref_ratio,omitempty"`
+	RefImpl         string  `json:"ref_impl,omitempty"`
+	Err             string  `json:"error,omitempty"`
+}
+
+// TrainShape is the geometry of a training measurement's checkpoint.
+type TrainShape struct {
+	Hidden       int `json:"hidden"`
+	Intermediate int `json:"intermediate"`
+	Heads        int `json:"heads"`
+	KVHeads      int `json:"kv_heads"`
+	Layers       int `json:"layers"`
+	Vocab        int `json:"vocab"`
 }
 
 // trainSeq is the sequence length of training steps for a run's sizes.
@@ -87,7 +106,9 @@ func runTrain(ctx context.Context, be engine.Backend, s Sizes, o Options) []Trai
 	for _, method := range []string{"lora", "qlora"} {
 		req := TrainRequest{Method: method, ModelDir: dir, Label: s.E2E.Label, Batch: 1, Seq: trainSeq(s), Rank: s.Rank,
 			Warmup: 1, Steps: max(s.Repeats.Min, 3)}
-		tr := TrainResult{Method: method, Model: req.Label, Batch: req.Batch, Seq: req.Seq, Rank: req.Rank}
+		p := s.E2E.Preset
+		tr := TrainResult{Method: method, Model: req.Label, Batch: req.Batch, Seq: req.Seq, Rank: req.Rank,
+			Shape: TrainShape{Hidden: p.Hidden, Intermediate: p.Intermediate, Heads: p.Heads, KVHeads: p.KVHeads, Layers: p.Layers, Vocab: p.Vocab}}
 		m, err := o.Train(ctx, be, req)
 		if err == nil {
 			tr.StepTime, err = Summarize(m.StepSeconds)
