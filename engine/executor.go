@@ -29,6 +29,8 @@ type Program struct {
 	peak    int64
 	// sub maps the graph's nodes to the nodes that replaced them where an op was decomposed.
 	sub map[*Node]*Node
+	// consts are the tensors of constant inputs, which the program uploads and binds itself.
+	consts []*Tensor
 }
 
 type step struct {
@@ -262,7 +264,15 @@ func (p *Program) Launches() int {
 }
 
 // Leaves lists the inputs and parameters a run reads; each must be bound.
-func (p *Program) Leaves() []*Node { return p.leaves }
+func (p *Program) Leaves() []*Node {
+	var ls []*Node
+	for _, n := range p.leaves {
+		if n.constant == nil {
+			ls = append(ls, n)
+		}
+	}
+	return ls
+}
 
 // Bind supplies the tensor for an input or parameter. The tensor must live on the program's
 // backend and match the node's shape and type.
@@ -285,13 +295,13 @@ func (p *Program) Bind(n *Node, t *Tensor) error {
 
 // Run executes the program once, as one submission to the backend.
 func (p *Program) Run() error {
+	if err := p.alloc(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	for _, n := range p.leaves {
 		if p.bound[n] == nil {
 			return fmt.Errorf("run: %s is not bound", n)
 		}
-	}
-	if err := p.alloc(); err != nil {
-		return fmt.Errorf("run: %w", err)
 	}
 	launches := make([]Launch, 0, len(p.steps))
 	for _, st := range p.steps {
@@ -325,6 +335,18 @@ func (p *Program) alloc() error {
 			return fmt.Errorf("allocate %d bytes: %w", sz, err)
 		}
 		p.bufs[i] = b
+	}
+	for _, n := range p.leaves {
+		if n.constant == nil {
+			continue
+		}
+		t, err := FromFloat32(p.backend, n.meta.Shape, n.constant)
+		if err != nil {
+			p.Release()
+			return fmt.Errorf("constant %s: %w", n.meta, err)
+		}
+		p.consts = append(p.consts, t)
+		p.bound[n] = t
 	}
 	return nil
 }
@@ -392,4 +414,8 @@ func (p *Program) Release() {
 		}
 	}
 	p.bufs = nil
+	for _, t := range p.consts {
+		t.Release()
+	}
+	p.consts = nil
 }

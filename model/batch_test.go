@@ -9,6 +9,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/enginetest"
 	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -44,7 +45,8 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 	require.NoError(t, err)
 	prompts := []int{4, 9, 6}
 	const decode = 3
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+	// The core-only backend serves the mix through the decomposed gathers.
+	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t), enginetest.CoreOnly(cpu.New())} {
 		for _, o := range []model.LoadOptions{{}, {Quantize: "nf4"}} {
 			t.Run(fmt.Sprintf("%s/%s", b.Device().Backend, o.Quantize), func(t *testing.T) {
 				m, err := model.Load(dir, b, o)
@@ -187,7 +189,7 @@ func TestAdapterPoolGrowsAndEvicts(t *testing.T) {
 	dir := t.TempDir()
 	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 14})
 	require.NoError(t, err)
-	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t)} {
+	for _, b := range []engine.Backend{cpu.New(), testdevice.WebGPU(t), enginetest.CoreOnly(cpu.New())} {
 		t.Run(b.Device().Backend, func(t *testing.T) {
 			m, err := model.Load(dir, b, model.LoadOptions{Quantize: "nf4"})
 			require.NoError(t, err)

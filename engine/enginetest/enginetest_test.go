@@ -164,3 +164,10 @@ func TestCoreOnlyBackendPassesTheSuite(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, p.Launches())
 }
+
+// The core-only backend reports the same bad launches (through the decomposed gathers too).
+func TestCoreOnlyBackendErrorParity(t *testing.T) {
+	for _, c := range enginetest.ErrorCases() {
+		require.NoError(t, enginetest.VerifyError(c, enginetest.CoreOnly(cpu.New())), c.Name)
+	}
+}

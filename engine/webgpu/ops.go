@@ -387,7 +387,11 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0]), in[0], in[1], out[0], r.fault())
+		pad := 0
+		if op.Pad {
+			pad = 1
+		}
+		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0], pad).f(op.PadValue), in[0], in[1], out[0], r.fault())
 	case engine.EmbeddingBackward:
 		dim := l.In[0].Meta.Shape.Last()
 		ids := l.In[1].Meta.Shape.Numel()
