@@ -249,7 +249,5 @@ func metaList(ms []Meta) string {
 	return s
 }
 
-// errShape builds an operand error.
-func errShape(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 var errNoGrad = errors.New("op has no gradient")

@@ -23,7 +23,7 @@ const (
 	reducePerGroup = 16 * wg
 	// gatherRows is the rows of a batch GatherLoRA handles together.
 	gatherRows = 8
-	// attentionQueries is the query block of the tiled attention kernels.
+	// attentionQueries is the query block of the tiled attention kernels (see attention).
 	attentionQueries = 64
 )
 
@@ -543,7 +543,7 @@ func (r *recorder) adamw(op engine.AdamW, l engine.Launch, in, out []bind) error
 // reduce sums f(x) (fn 0 x, 1 x²) into y[0]: one workgroup when x is small, else partial sums of
 // fixed chunks (at most 1024 of them) and a second pass over the partials.
 func (r *recorder) reduce(fn int, x, y bind, n int) error {
-	const perGroup = reducePerGroup
+	perGroup := r.b.caps.Tiles.Reduce
 	if n <= perGroup {
 		r.dispatch("reduce", []shaders.Const{c("WG", wg), c("OP", fn)}, [3]uint32{1, 1, 1}, new(params).u(n, n), x, y)
 		return nil
