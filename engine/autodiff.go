@@ -193,7 +193,11 @@ func (Softmax) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 	return []*Node{g.Apply1(SoftmaxBackward{}, dout[0], n)}
 }
 
-func (Embedding) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
+func (o Embedding) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
+	if o.Pad {
+		g.fail(fmt.Errorf("a padded embedding has no backward pass"))
+		return nil
+	}
 	return []*Node{g.Apply1(EmbeddingBackward{Vocab: n.src[0].meta.Shape[0]}, dout[0], n.src[1]), nil}
 }
 

@@ -44,14 +44,16 @@ type DeviceInfo struct {
 	Limits      map[string]uint64 `json:"limits,omitempty"`
 }
 
-// Caps are the capabilities that decide which kernel variants a backend runs.
+// Caps are what a backend sets from its device to decide which kernel variants it runs, and what
+// callers may plan with. (Half-precision arithmetic, subgroups and cooperative matrices join when
+// a backend has kernels that use them.)
 type Caps struct {
-	ShaderF16      bool `json:"shader_f16"`
-	Subgroups      bool `json:"subgroups"`
-	CoopMatrix     bool `json:"coop_matrix"`
-	Timestamps     bool `json:"timestamps"`
-	MaxBufferBytes int64
-	// Tiles are the block sizes the backend's kernels cut work into.
+	// Timestamps: the device can time its kernels.
+	Timestamps bool `json:"timestamps"`
+	// MaxBufferBytes is the largest buffer a kernel can use.
+	MaxBufferBytes int64 `json:"max_buffer_bytes"`
+	// Tiles are the block sizes the backend's kernels cut work into; the backend picks its
+	// variants by them and the conformance suite derives its shapes from them.
 	Tiles Tiles `json:"tiles"`
 }
 

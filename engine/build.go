@@ -72,6 +72,11 @@ func (g *Graph) Softmax(x *Node) *Node { return g.Apply1(Softmax{}, x) }
 // Embedding records the gather of table rows by ids.
 func (g *Graph) Embedding(table, ids *Node) *Node { return g.Apply1(Embedding{}, table, ids) }
 
+// Gather records the rows of table that ids pick, rows of pad where an id is negative.
+func (g *Graph) Gather(table, ids *Node, pad float32) *Node {
+	return g.Apply1(Embedding{Pad: true, PadValue: pad}, table, ids)
+}
+
 // CrossEntropy records the mean cross-entropy of logits against targets, ignoring target ignore.
 func (g *Graph) CrossEntropy(logits, targets *Node, ignore int32) *Node {
 	return g.Apply1(CrossEntropy{Ignore: ignore}, logits, targets)

@@ -4,32 +4,32 @@ import "fmt"
 
 // The core op set: what every backend must implement. Everything else is a fast path: a fused or
 // adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
-// (see Decomposable). A new backend implements these 30 kernels (Reshape is a view and needs
+// (see Decomposable). A new backend implements these 33 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
 //	MatMul, QMatMul                                  dense and 4-bit matrix products
 //	RMSNorm, RMSNormBackward, RoPE                   normalisation and positions
 //	Attention, AttentionBackward, CacheWrite         attention and the KV cache
 //	Unary, UnaryBackward, Softmax, SoftmaxBackward   activations
-//	Embedding, EmbeddingBackward                     token embeddings
+//	Embedding, EmbeddingBackward                     token embeddings, gathers
 //	CrossEntropy, CrossEntropyBackward               the loss
 //	Binary, Scale, AddBias, ScaleCols                elementwise and broadcast
 //	SumRows, Sum, SumSquares, Expand, Fill           reductions and constants
 //	Cast, Dropout                                    conversion, dropout
 //	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
 //	TopK                                             sampling candidates on the device
-//	AdamW                                            the optimizer as a graph op (tests)
-//	GatherLoRA, GatherScaleCols                      the adapter pool (not yet decomposed)
+//	AdamW                                            the optimizer as a graph op
 //	Reshape                                          a view (no kernel)
 //
 // The fast paths: LoRA and LoRABackward (fused LoRA, dense or 4-bit, with dropout),
-// ScaleColsBackward (IA3), SwiGLU and SwiGLUBackward.
+// ScaleColsBackward (IA3), SwiGLU and SwiGLUBackward, and the adapter pool's GatherLoRA and
+// GatherScaleCols.
 var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope", "attention",
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
 	"scale", "add_bias", "scale_cols", "sum_rows", "sum", "sum_squares", "expand", "fill",
-	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw",
-	"sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k", "reshape", "gather_lora", "gather_scale_cols"}
+	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw", "reshape",
+	"sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k"}
 
 // IsCore reports whether op belongs to the core op set every backend implements.
 func IsCore(op Op) bool {
@@ -140,6 +140,44 @@ func (o SwiGLUBackward) Decompose(g *Graph, in []*Node) ([]*Node, error) {
 		res = append(res, g.Mul(in[0], g.SiLU(in[1])))
 	}
 	return res, g.err
+}
+
+// Decompose: the vectors the rows pick, ones where a row picks none (a padded gather), times x.
+func (GatherScaleCols) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	return []*Node{g.Mul(in[0], g.Gather(in[2], in[1], 1))}, g.err
+}
+
+// Decompose: for each slot s of the pool, the rows that pick it (a 0/1 mask gathered by sel from
+// the one-hot column e_s), their x·A_sᵀ·B_sᵀ (A_s and B_s selected from the pool by e_s·A, e_s·B),
+// summed over the slots and added to y. Rows of other slots see exact zeros, so each row gets
+// y + its adapter's delta.
+func (o GatherLoRA) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	y, x, sel, a, b := in[0], in[1], in[2], in[3], in[4]
+	_, din, dout, slots := o.Dims(metas(in))
+	r := o.R
+	ap := g.Reshape(a, slots, r*din)
+	bp := g.Reshape(b, slots, dout*r)
+	ones := g.Apply1(Fill{Shape: Shape{1, din}, Value: 1})
+	out := y
+	for s := range slots {
+		e := make([]float32, slots)
+		e[s] = 1
+		es := g.constant(Shape{1, slots}, e)
+		mask := g.Gather(g.Reshape(es, slots, 1), sel, 0)  // [n, 1]: row picks s
+		xs := g.Mul(x, g.MatMul(mask, ones, false, false)) // the rows of slot s, zeros elsewhere
+		as := g.Reshape(g.MatMul(es, ap, false, false), r, din)
+		bs := g.Reshape(g.MatMul(es, bp, false, false), dout, r)
+		out = g.Add(out, g.MatMul(g.MatMul(xs, as, false, true), bs, false, true))
+	}
+	return []*Node{out}, g.err
+}
+
+func metas(in []*Node) []Meta {
+	m := make([]Meta, len(in))
+	for i, x := range in {
+		m[i] = x.meta
+	}
+	return m
 }
 
 // lower returns the graph's nodes in recording order with every op that b refuses replaced by its

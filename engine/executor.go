@@ -34,6 +34,8 @@ type Program struct {
 	exec     Executable
 	execLeaf []Buffer
 	runs     int
+	// consts are the tensors of constant inputs, which the program uploads and binds itself.
+	consts []*Tensor
 }
 
 type step struct {
@@ -274,7 +276,15 @@ func (p *Program) Launches() int {
 }
 
 // Leaves lists the inputs and parameters a run reads; each must be bound.
-func (p *Program) Leaves() []*Node { return p.leaves }
+func (p *Program) Leaves() []*Node {
+	var ls []*Node
+	for _, n := range p.leaves {
+		if n.constant == nil {
+			ls = append(ls, n)
+		}
+	}
+	return ls
+}
 
 // Bind supplies the tensor for an input or parameter. The tensor must live on the program's
 // backend and match the node's shape and type.
@@ -318,13 +328,14 @@ func (p *Program) Run() error {
 			return nil
 		}
 	}
+	// alloc binds the program's own constants, so it comes before the check that every leaf is bound.
+	if err := p.alloc(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	for _, n := range p.leaves {
 		if t := p.bound[n]; t == nil || t.buf == nil {
 			return fmt.Errorf("run: %s is not bound (or its tensor was released)", n)
 		}
-	}
-	if err := p.alloc(); err != nil {
-		return fmt.Errorf("run: %w", err)
 	}
 	if err := p.prepare(); err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -383,6 +394,18 @@ func (p *Program) alloc() error {
 			return fmt.Errorf("allocate %d bytes: %w", sz, err)
 		}
 		p.bufs[i] = b
+	}
+	for _, n := range p.leaves {
+		if n.constant == nil {
+			continue
+		}
+		t, err := FromFloat32(p.backend, n.meta.Shape, n.constant)
+		if err != nil {
+			p.Release()
+			return fmt.Errorf("constant %s: %w", n.meta, err)
+		}
+		p.consts = append(p.consts, t)
+		p.bound[n] = t
 	}
 	return nil
 }
@@ -455,4 +478,8 @@ func (p *Program) Release() {
 		}
 	}
 	p.bufs = nil
+	for _, t := range p.consts {
+		t.Release()
+	}
+	p.consts = nil
 }

@@ -60,6 +60,9 @@ type Node struct {
 	index int
 	// backward marks nodes recorded by Backward.
 	backward bool
+	// constant is the value of a constant input (recorded by a decomposition): the program
+	// uploads and binds it itself.
+	constant []float32
 }
 
 // Meta is the node's shape and type.
@@ -167,6 +170,18 @@ func (g *Graph) leaf(kind nodeKind, name string, dt DType, shape Shape, trainabl
 	return n
 }
 
+// constant records an f32 constant input with the given value: a leaf the compiled program binds
+// itself (not a named input, not in Lookup).
+func (g *Graph) constant(shape Shape, v []float32) *Node {
+	if g.err != nil {
+		return g.placeholder()
+	}
+	if shape.Numel() != len(v) {
+		return g.fail(fmt.Errorf("constant of %d values for shape %s", len(v), shape))
+	}
+	return g.add(&Node{kind: kindInput, meta: Meta{Shape: shape.Clone(), DType: F32}, constant: v})
+}
+
 // Lookup returns the input or parameter with the given name, or nil.
 func (g *Graph) Lookup(name string) *Node { return g.params[name] }
 
@@ -237,8 +252,5 @@ func metaList(ms []Meta) string {
 	}
 	return s
 }
-
-// errShape builds an operand error.
-func errShape(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 var errNoGrad = errors.New("op has no gradient")

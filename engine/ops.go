@@ -547,8 +547,14 @@ func (SoftmaxBackward) Name() string { return "softmax_backward" }
 
 func (SoftmaxBackward) Infer(in []Meta) ([]Meta, error) { return sameF32(in, 2) }
 
-// Embedding gathers rows of table: [vocab, dim] by ids: i32 [...]; y: [..., dim].
-type Embedding struct{}
+// Embedding gathers rows of table: [vocab, dim] by ids: i32 [...]; y: [..., dim]. An id outside
+// [0, vocab) is an error when the launch runs, except, with Pad, a negative id, whose row is
+// filled with PadValue (a gather in which a row picks nothing: the adapter pool's rows without an
+// adapter). A padded embedding has no backward pass.
+type Embedding struct {
+	Pad      bool
+	PadValue float32
+}
 
 func (Embedding) Name() string { return "embedding" }
 

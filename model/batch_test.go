@@ -9,6 +9,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/enginetest"
 	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -21,6 +22,8 @@ import (
 func eachBackend(t *testing.T, f func(t *testing.T, b engine.Backend)) {
 	t.Run("cpu", func(t *testing.T) { f(t, cpu.New()) })
 	t.Run("webgpu", func(t *testing.T) { f(t, testdevice.WebGPU(t)) })
+	// The core-only backend serves mixes through the decomposed gathers.
+	t.Run("core-only", func(t *testing.T) { f(t, enginetest.CoreOnly(cpu.New())) })
 }
 
 // randomize gives every parameter of a an arbitrary value, so that it changes the output (a fresh

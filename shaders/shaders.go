@@ -53,14 +53,20 @@ type Const struct {
 }
 
 // Compose returns the full WGSL module for a kernel: the constants, then common.wgsl, then the kernel.
+// common.wgsl's sections ("//! section NAME" to "//! end") are helpers that read a storage buffer
+// the kernel declares; they are included only in kernels with a line "//! use NAME".
 func Compose(name string, consts []Const) (string, error) {
-	common, err := WGSL(Common)
+	src, err := WGSL(Common)
 	if err != nil {
 		return "", err
 	}
 	body, err := WGSL(name)
 	if err != nil {
 		return "", err
+	}
+	common, err := sections(src, body)
+	if err != nil {
+		return "", fmt.Errorf("shaders: %s: %w", name, err)
 	}
 	var sb strings.Builder
 	for _, c := range consts {
@@ -79,4 +85,32 @@ func Compose(name string, consts []Const) (string, error) {
 	sb.WriteString("\n")
 	sb.WriteString(body)
 	return sb.String(), nil
+}
+
+// sections returns common without the sections body does not use.
+func sections(common, body string) (string, error) {
+	var out strings.Builder
+	keep, in := true, ""
+	for _, line := range strings.SplitAfter(common, "\n") {
+		t := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(t, "//! section "):
+			in = strings.TrimSpace(strings.TrimPrefix(t, "//! section "))
+			keep = strings.Contains(body, "//! use "+in+"\n")
+			continue
+		case t == "//! end":
+			if in == "" {
+				return "", fmt.Errorf("//! end outside a section")
+			}
+			in, keep = "", true
+			continue
+		}
+		if keep {
+			out.WriteString(line)
+		}
+	}
+	if in != "" {
+		return "", fmt.Errorf("section %s has no //! end", in)
+	}
+	return out.String(), nil
 }

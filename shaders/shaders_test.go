@@ -28,3 +28,24 @@ func TestCompose(t *testing.T) {
 		t.Error("WGSL found a kernel that does not exist")
 	}
 }
+
+// The row helpers of common.wgsl go only into kernels that use them (they read the kernel's x).
+func TestSections(t *testing.T) {
+	soft, err := Compose("softmax", []Const{{"WG", "64u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill, err := Compose("fill", []Const{{"WG", "64u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(soft, "fn row_max_sumexp") || strings.Contains(fill, "fn row_max_sumexp") {
+		t.Error("the rows section is not included exactly where used")
+	}
+	if strings.Contains(soft, "//! section") || !strings.Contains(fill, "fn block_sum") {
+		t.Error("section markers left in, or the unsectioned helpers dropped")
+	}
+	if _, err := sections("//! section a\nfn f() {}\n", "//! use a\n"); err == nil {
+		t.Error("a section without its end was accepted")
+	}
+}

@@ -375,6 +375,9 @@ func run(l engine.Launch) error {
 		kernels.SoftmaxBackward(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last())
 	case engine.Embedding:
 		t := in[0].Meta.Shape
+		if op.Pad {
+			return gather(f32(out[0]), f32(in[0]), i32(in[1]), t[0], t[1], op.PadValue)
+		}
 		return kernels.Embedding(f32(out[0]), f32(in[0]), i32(in[1]), t[0], t[1])
 	case engine.EmbeddingBackward:
 		return kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
@@ -497,6 +500,26 @@ func run(l engine.Launch) error {
 		kernels.AdamW(p, f32(in[1]), m, v, op.Step, op.LR, op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	default:
 		return fmt.Errorf("no cpu kernel")
+	}
+	return nil
+}
+
+// gather is Embedding with Pad: rows of pad for negative ids; an id ≥ vocab is an error.
+func gather(y, table []float32, ids []int32, vocab, dim int, pad float32) error {
+	for t, id := range ids {
+		if int(id) >= vocab {
+			return fmt.Errorf("gather: id %d at position %d is out of range [0, %d)", id, t, vocab)
+		}
+	}
+	for t, id := range ids {
+		row := y[t*dim : (t+1)*dim]
+		if id < 0 {
+			for i := range row {
+				row[i] = pad
+			}
+			continue
+		}
+		copy(row, table[int(id)*dim:(int(id)+1)*dim])
 	}
 	return nil
 }

@@ -392,6 +392,12 @@ func OpCases() []Case {
 		c("embedding", tol, func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.Embedding(b.f32(engine.Shape{53, 19}, 1), b.i32(b.ints(23, 0, 53)))}
 		}),
+		c("embedding/gather", 0, func(b *builder) []*engine.Node {
+			ids := b.ints(23, -2, 53)
+			ids[5] = -1
+			table := b.f32(engine.Shape{53, 19}, 1)
+			return []*engine.Node{b.g.Gather(table, b.i32(ids), 0), b.g.Gather(table, b.i32(ids), 1.5)}
+		}),
 		c("embedding_backward", tol, func(b *builder) []*engine.Node {
 			ids := b.ints(23, 0, 7) // repeated ids accumulate
 			return []*engine.Node{b.g.Apply1(engine.EmbeddingBackward{Vocab: 11}, b.f32(engine.Shape{23, 19}, 1), b.i32(ids))}

@@ -15,6 +15,13 @@ type coreOnly struct{ engine.Backend }
 // results; it is how a new backend starts.
 func CoreOnly(b engine.Backend) engine.Backend { return coreOnly{b} }
 
+// Device is the wrapped device, its backend named "<backend>-core".
+func (c coreOnly) Device() engine.DeviceInfo {
+	d := c.Backend.Device()
+	d.Backend += "-core"
+	return d
+}
+
 func (c coreOnly) Supports(op engine.Op, in []engine.Meta) error {
 	if !engine.IsCore(op) {
 		return fmt.Errorf("core-only backend: %s is not a core op", op.Name())

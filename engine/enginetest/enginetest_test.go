@@ -2,6 +2,7 @@ package enginetest_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 	"unsafe"
 
@@ -164,4 +165,65 @@ func TestCoreOnlyBackendPassesTheSuite(t *testing.T) {
 	p, err = engine.Compile(g, cpu.New(), []*engine.Node{y}, engine.CompileOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 1, p.Launches())
+}
+
+// The core-only backend reports the same bad launches (through the decomposed gathers too).
+func TestCoreOnlyBackendErrorParity(t *testing.T) {
+	for _, c := range enginetest.ErrorCases() {
+		require.NoError(t, enginetest.VerifyError(c, enginetest.CoreOnly(cpu.New())), c.Name)
+	}
+}
+
+// Decompositions follow checkpointing: a block of fused LoRA layers, recomputed before its
+// backward pass, gives the CPU's gradients on the core-only backend; compiling leaves the graph
+// as it was built.
+func TestCoreOnlyRecomputeAndGraphUntouched(t *testing.T) {
+	g := engine.NewGraph()
+	x := g.Input("x", engine.F32, engine.Shape{6, 8})
+	w := g.Input("w", engine.F32, engine.Shape{8, 8})
+	seed := g.Input("seed", engine.I32, engine.Shape{1})
+	a := g.Param("a", engine.F32, engine.Shape{2, 8}, true)
+	b := g.Param("b", engine.F32, engine.Shape{8, 2}, true)
+	g.BeginBlock()
+	h := x
+	for i := range 2 {
+		h = g.SwiGLU(g.Apply(engine.LoRA{Scale: 0.5, Dropout: 0.25, Salt: uint32(i)}, h, w, a, b, seed)[0], h)
+	}
+	g.EndBlock()
+	loss := g.Sum(g.Mul(h, h))
+	grads, err := g.Backward(loss)
+	require.NoError(t, err)
+	nodes := len(g.Nodes())
+	vals := map[string][]float32{}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []*engine.Node{x, w, a, b} {
+		v := make([]float32, n.Shape().Numel())
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.5)
+		}
+		vals[n.Name()] = v
+	}
+	var res [2][][]float32
+	for i, be := range []engine.Backend{cpu.New(), enginetest.CoreOnly(cpu.New())} {
+		p, err := engine.Compile(g, be, []*engine.Node{loss, grads[a], grads[b]}, engine.CompileOptions{Recompute: true})
+		require.NoError(t, err)
+		require.Len(t, g.Nodes(), nodes, "compiling changed the graph")
+		for _, n := range []*engine.Node{x, w, a, b} {
+			tt, err := engine.FromFloat32(be, n.Shape(), vals[n.Name()])
+			require.NoError(t, err)
+			require.NoError(t, p.Bind(n, tt))
+		}
+		s, err := engine.FromInt32(be, engine.Shape{1}, []int32{5})
+		require.NoError(t, err)
+		require.NoError(t, p.Bind(seed, s))
+		require.NoError(t, p.Run())
+		for _, o := range []*engine.Node{loss, grads[a], grads[b]} {
+			v, err := p.Float32(o)
+			require.NoError(t, err)
+			res[i] = append(res[i], v)
+		}
+	}
+	for k := range res[0] {
+		require.NoError(t, enginetest.Compare(res[0][k], res[1][k], 1e-5), "output %d", k)
+	}
 }

@@ -30,6 +30,9 @@ func ErrorCases() []ErrorCase {
 		{"embedding/id_negative", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.Embedding(b.f32(engine.Shape{7, 5}, 1), b.i32([]int32{1, -3, 2}))}
 		}},
+		{"gather/id_past_end", func(b *builder) []*engine.Node {
+			return []*engine.Node{b.g.Gather(b.f32(engine.Shape{7, 5}, 1), b.i32([]int32{-1, 7, 2}), 1)}
+		}},
 		{"embedding_backward/id_past_end", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.Apply1(engine.EmbeddingBackward{Vocab: 7}, b.f32(engine.Shape{3, 5}, 1), b.i32([]int32{1, 9, 2}))}
 		}},

@@ -177,8 +177,8 @@ func timeoutFromEnv() time.Duration {
 // Device describes the adapter.
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
-// Caps reports what the device offers. ShaderF16 and Subgroups stay false: the bundled wgpu-native
-// (v0.19) exposes neither to WGSL.
+// Caps reports what the device offers and the tiles the kernels use. The bundled wgpu-native
+// (v0.19) exposes neither f16 arithmetic nor subgroups to WGSL, so no kernel variant uses them.
 func (b *Backend) Caps() engine.Caps { return b.caps }
 
 // Limits are the limits the device was created with.

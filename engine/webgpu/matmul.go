@@ -190,7 +190,7 @@ func (r *recorder) dropout(x, seed, y bind, n int, p float32, salt uint32) error
 // gatherLoRA: t = A_s·x on each row, s its pool slot (gather_lora_a.wgsl), then out = y + B_s·t
 // (gather_lora_b.wgsl): two dispatches whatever the mix of adapters.
 func (r *recorder) gatherLoRA(op engine.GatherLoRA, l engine.Launch, in, out []bind) error {
-	const rc = gatherRows
+	rc := r.b.caps.Tiles.RowChunk
 	n, din, dout, slots := op.Dims(metas(l.In))
 	t, err := r.temp(int64(4 * n * op.R))
 	if err != nil {
@@ -324,7 +324,7 @@ func (r *recorder) loraDx(op engine.LoRABackward, fwd []bind, dy, t, a, dx bind,
 // rows variant. For few queries (decoding) a workgroup per query and head instead, so that every
 // invocation is busy on the keys. kvRows is the number of rows of k and v.
 func (r *recorder) attention(op engine.Attention, kvRows int, in, out []bind) error {
-	const queries = attentionQueries
+	const queries = 64
 	rowsP := func() *params {
 		return new(params).u(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).f(op.Scale)
 	}

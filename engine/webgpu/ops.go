@@ -23,7 +23,7 @@ const (
 	reducePerGroup = 16 * wg
 	// gatherRows is the rows of a batch GatherLoRA handles together.
 	gatherRows = 8
-	// attentionQueries is the query block of the tiled attention kernels.
+	// attentionQueries is the query block of the tiled attention kernels (see attention).
 	attentionQueries = 64
 )
 
@@ -390,7 +390,11 @@ func (r *recorder) launch(l engine.Launch) error {
 		if err != nil {
 			return err
 		}
-		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0]), in[0], in[1], out[0], r.fault())
+		pad := 0
+		if op.Pad {
+			pad = 1
+		}
+		r.dispatch("embedding", []shaders.Const{wgc}, g, new(params).u(ids, t[1], t[0], pad).f(op.PadValue), in[0], in[1], out[0], r.fault())
 	case engine.EmbeddingBackward:
 		dim := l.In[0].Meta.Shape.Last()
 		ids := l.In[1].Meta.Shape.Numel()
@@ -562,7 +566,7 @@ func (r *recorder) adamw(op engine.AdamW, l engine.Launch, in, out []bind) error
 // reduce sums f(x) (fn 0 x, 1 x²) into y[0]: one workgroup when x is small, else partial sums of
 // fixed chunks (at most 1024 of them) and a second pass over the partials.
 func (r *recorder) reduce(fn int, x, y bind, n int) error {
-	const perGroup = reducePerGroup
+	perGroup := r.b.caps.Tiles.Reduce
 	if n <= perGroup {
 		r.dispatch("reduce", []shaders.Const{c("WG", wg), c("OP", fn)}, [3]uint32{1, 1, 1}, new(params).u(n, n), x, y)
 		return nil

@@ -53,3 +53,25 @@ const NEG_MAX: f32 = -3.4028234e38;
 // index it reads (a cache row, a token id, a target, a pool slot) is out of range: the backend
 // reports the launch as an error at the next read, as the CPU backend reports it from Run.
 const FAULT_INDEX: u32 = 1u;
+
+//! section rows
+// The helpers below read the kernel's storage buffer x (WGSL cannot pass a storage pointer to a
+// function); a kernel that declares x takes them with the line "//! use rows".
+
+// row_max_sumexp returns (m, s) for the row x[base .. base+dim): m its maximum and s = Σ exp(x − m),
+// each reduced over the workgroup (call it from uniform control flow; every invocation gets the
+// result). The row's log-sum-exp is m + log(s); its softmax is exp(x − m)/s.
+fn row_max_sumexp(base: u32, dim: u32, lid: u32) -> vec2<f32> {
+    var m = NEG_MAX;
+    for (var j = lid; j < dim; j = j + WG) {
+        m = max(m, x[base + j]);
+    }
+    m = block_max(m, lid);
+    var s = 0.0;
+    for (var j = lid; j < dim; j = j + WG) {
+        s = s + exp(x[base + j] - m);
+    }
+    return vec2<f32>(m, block_sum(s, lid));
+}
+
+//! end

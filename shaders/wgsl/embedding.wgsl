@@ -1,5 +1,6 @@
-// y[i, d] = table[ids[i], d]; an id out of range gives 0 and raises the fault flag.
-struct Params { n: u32, dim: u32, vocab: u32 }
+// y[i, d] = table[ids[i], d]; an id out of range gives 0 and raises the fault flag, except a
+// negative id with pad set, whose row is padv (a gather in which a row picks nothing).
+struct Params { n: u32, dim: u32, vocab: u32, pad: u32, padv: f32 }
 @group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -15,7 +16,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r = i / P.dim;
     let d = i % P.dim;
     let id = ids[r];
-    if (id < 0 || u32(id) >= P.vocab) {
+    if (id < 0 && P.pad != 0u) {
+        y[i] = P.padv;
+    } else if (id < 0 || u32(id) >= P.vocab) {
         y[i] = 0.0;
         atomicOr(&fault[0], FAULT_INDEX);
     } else {

@@ -1,4 +1,5 @@
 // Softmax over the last dimension, one workgroup per row.
+//! use rows
 struct Params { rows: u32, dim: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -11,16 +12,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * P.dim;
-    var m = NEG_MAX;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        m = max(m, x[base + j]);
-    }
-    m = block_max(m, lid);
-    var s = 0.0;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        s = s + exp(x[base + j] - m);
-    }
-    let inv = 1.0 / block_sum(s, lid);
+    let ms = row_max_sumexp(base, P.dim, lid);
+    let m = ms.x;
+    let inv = 1.0 / ms.y;
     for (var j = lid; j < P.dim; j = j + WG) {
         y[base + j] = exp(x[base + j] - m) * inv;
     }

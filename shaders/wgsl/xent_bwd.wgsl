@@ -1,3 +1,4 @@
+//! use rows
 // dlogits = dloss/count · (softmax(logits) − onehot(target)), 0 on ignored rows; count is the
 // number of rows not ignored. One workgroup per row.
 struct Params { rows: u32, dim: u32, ignore: i32 }
@@ -22,16 +23,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let count = block_sum(n, lid);
     let base = row * P.dim;
-    var m = NEG_MAX;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        m = max(m, x[base + j]);
-    }
-    m = block_max(m, lid);
-    var s = 0.0;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        s = s + exp(x[base + j] - m);
-    }
-    let inv = 1.0 / block_sum(s, lid);
+    let ms = row_max_sumexp(base, P.dim, lid);
+    let m = ms.x;
+    let inv = 1.0 / ms.y;
     let t = targets[row];
     let ignored = t == P.ignore;
     if (lid == 0u && !ignored && (t < 0 || u32(t) >= P.dim)) {

@@ -1,3 +1,4 @@
+//! use rows
 // loss[row] = logsumexp(logits[row]) − logits[row, target] (0 for ignored rows), one workgroup per row.
 struct Params { rows: u32, dim: u32, ignore: i32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -13,16 +14,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * P.dim;
-    var m = NEG_MAX;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        m = max(m, x[base + j]);
-    }
-    m = block_max(m, lid);
-    var s = 0.0;
-    for (var j = lid; j < P.dim; j = j + WG) {
-        s = s + exp(x[base + j] - m);
-    }
-    let lse = m + log(block_sum(s, lid));
+    let ms = row_max_sumexp(base, P.dim, lid);
+    let m = ms.x;
+    let lse = m + log(ms.y);
     if (lid == 0u) {
         let t = targets[row];
         if (t == P.ignore || t < 0 || u32(t) >= P.dim) {

@@ -149,7 +149,7 @@ func TestAttentionBackward(t *testing.T) {
 // must subtract each row's maximum, which leaves the result unchanged on ordinary scores and so
 // only scores like these can tell.
 func TestAttentionLargeScores(t *testing.T) {
-	s := attnShape{1, 6, 9, 4, 2, 8}
+	s := attnShape{1, 6, 9, 4, 2, 8, false}
 	r := newRand(77)
 	q := randn(r, s.batch*s.qLen*s.heads*s.headDim)
 	for i := range q {
@@ -159,7 +159,7 @@ func TestAttentionLargeScores(t *testing.T) {
 	v := randn(r, s.batch*s.kvLen*s.kvHeads*s.headDim)
 	scale := float32(1 / math.Sqrt(float64(s.headDim)))
 	out, lse := nans(len(q)), nans(s.batch*s.heads*s.qLen)
-	Attention(out, lse, q, k, v, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, scale)
+	Attention(out, lse, q, k, v, s.batch, s.qLen, s.kvLen, s.heads, s.kvHeads, s.headDim, scale, nil)
 	wantOut, wantLse := refAttention(to64(q), to64(k), to64(v), s, float64(scale))
 	big := 0.0
 	for _, l := range wantLse {
