@@ -25,7 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// llama3Golden holds Hugging Face's encodings (add_special_tokens=False) of the same strings with
+// llama3Golden holds Hugging Face's encodings (add_special_tokens=False) of llama.cpp's test strings with
 // the Llama 3 tokenizer (llama.cpp models/ggml-vocab-llama-bpe.gguf.inp/.out).
 var llama3Golden = []struct {
 	text string
