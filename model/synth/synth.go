@@ -90,8 +90,8 @@ const chatML = "{% for message in messages %}{{'<|im_start|>' + message['role'] 
 // tokenizer (tokenizer.json, tokenizer_config.json with a ChatML template) learned from the
 // synthetic corpus. Norm weights are drawn uniformly from [0.75, 1.25] and biases from
 // N(0, 0.02²), not set to 1 and 0 as transformers does: a test model whose norms are all ones
-// cannot tell one norm from another, nor a bias added twice from one left out. They stay close
-// enough to 1 that the model still trains as a freshly initialised one does.
+// cannot tell one norm from another, nor a bias added twice from one left out. Norms stay close
+// enough to 1 that the model still trains from them.
 func Write(dir string, o Options) (Result, error) {
 	p := o.Preset
 	if p.Hidden == 0 {
@@ -117,6 +117,14 @@ func Write(dir string, o Options) (Result, error) {
 	tensors := map[string]checkpoint.Tensor{}
 	var params int64
 	var firstErr error
+	put := func(name string, shape []int, v []float32) {
+		t, err := checkpoint.FromFloat32As(v, shape, o.DType)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		tensors[name] = t
+		params += int64(len(v))
+	}
 	// add draws a tensor from N(0, std²), or with std 0 (a norm weight) from U[0.75, 1.25].
 	add := func(name string, shape []int, std float64) {
 		n := 1
@@ -131,24 +139,14 @@ func Write(dir string, o Options) (Result, error) {
 				v[i] = float32(r.NormFloat64() * std)
 			}
 		}
-		t, err := checkpoint.FromFloat32As(v, shape, o.DType)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		tensors[name] = t
-		params += int64(n)
+		put(name, shape, v)
 	}
 	addBias := func(name string, n int) {
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = float32(rs.NormFloat64() * 0.02)
 		}
-		t, err := checkpoint.FromFloat32As(v, []int{n}, o.DType)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		tensors[name] = t
-		params += int64(n)
+		put(name, []int{n}, v)
 	}
 	hd := p.Hidden / p.Heads
 	add("model.embed_tokens.weight", []int{vocab, p.Hidden}, 0.02)

@@ -25,8 +25,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// llama3Golden holds Hugging Face's encodings (add_special_tokens=False) of the same strings with
-// the Llama 3 tokenizer (llama.cpp models/ggml-vocab-llama-bpe.gguf.inp/.out).
+// llama3Golden holds Hugging Face's encodings (add_special_tokens=False) of llama.cpp's tokenizer
+// test strings with the Llama 3 tokenizer (llama.cpp models/ggml-vocab-llama-bpe.gguf.inp/.out).
 var llama3Golden = []struct {
 	text string
 	ids  []int
