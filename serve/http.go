@@ -14,10 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lathe-ml/lathe/model"
 )
@@ -739,17 +739,15 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// tokenBytes is a token's raw bytes, as OpenAI's logprobs give them: its text's, or for a
-// byte-fallback token (<0xNN>) that is part of a character, the byte itself.
+// tokenBytes is a token's raw bytes, as OpenAI's logprobs give them: its text as it reads in
+// the completion (a leading space included), or where that text is not whole characters (a
+// byte-fallback or byte-level token that is part of one) the bytes the token stands for.
 func (s *Server) tokenBytes(lp TokenLogprob) []int {
-	var raw []byte
-	if tok, ok := s.Gen.Tok.IDToToken(int(lp.ID)); ok && len(tok) == 6 && strings.HasPrefix(tok, "<0x") && tok[5] == '>' {
-		if v, err := strconv.ParseUint(tok[3:5], 16, 8); err == nil {
-			raw = []byte{byte(v)}
+	raw := []byte(lp.Token)
+	if strings.ContainsRune(lp.Token, utf8.RuneError) {
+		if b, err := s.Gen.Tok.TokenBytes(int(lp.ID)); err == nil {
+			raw = b
 		}
-	}
-	if raw == nil {
-		raw = []byte(lp.Token)
 	}
 	out := make([]int, len(raw))
 	for i, b := range raw {
