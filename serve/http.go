@@ -438,7 +438,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	// answer is written.
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
-	a := &answerer{s: s, w: w, r: r, rc: rc, chat: chat, model: modelName, common: p.common, sp: p.sampling, created: time.Now().Unix()}
+	done := func() { release(); releaseAdapter() }
+	a := &answerer{s: s, w: w, r: r, rc: rc, release: done, chat: chat, model: modelName, common: p.common, sp: p.sampling, created: time.Now().Unix()}
 	a.id, a.object = newID("cmpl-"), "text_completion"
 	if chat {
 		a.id, a.object = newID("chatcmpl-"), "chat.completion"
@@ -456,6 +457,7 @@ type answerer struct {
 	w           http.ResponseWriter
 	r           *http.Request
 	rc          *http.ResponseController
+	release     func() // the slots and the adapter, freed once generation ends: before the answer's last write
 	chat        bool
 	model       string
 	common      commonRequest
@@ -479,6 +481,9 @@ func (a *answerer) whole(gens []generation) {
 		}()
 	}
 	wg.Wait()
+	// Free before answering, so that a client that sends its next request on reading this
+	// answer finds the slots free.
+	a.release()
 	for _, err := range errs {
 		if err != nil {
 			a.s.fail(a.w, a.r, err)
@@ -582,6 +587,7 @@ func (a *answerer) stream(gens []generation) {
 		}()
 	}
 	wg.Wait()
+	a.release()
 	for _, err := range errs {
 		if err == nil || errors.Is(err, context.Canceled) {
 			continue
