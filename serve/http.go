@@ -14,10 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lathe-ml/lathe/model"
 )
@@ -438,7 +438,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	// answer is written.
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
-	a := &answerer{s: s, w: w, r: r, rc: rc, chat: chat, model: modelName, common: p.common, sp: p.sampling, created: time.Now().Unix()}
+	done := func() { release(); releaseAdapter() }
+	a := &answerer{s: s, w: w, r: r, rc: rc, release: done, chat: chat, model: modelName, common: p.common, sp: p.sampling, created: time.Now().Unix()}
 	a.id, a.object = newID("cmpl-"), "text_completion"
 	if chat {
 		a.id, a.object = newID("chatcmpl-"), "chat.completion"
@@ -456,6 +457,7 @@ type answerer struct {
 	w           http.ResponseWriter
 	r           *http.Request
 	rc          *http.ResponseController
+	release     func() // the slots and the adapter, freed once generation ends: before the answer's last write
 	chat        bool
 	model       string
 	common      commonRequest
@@ -479,6 +481,9 @@ func (a *answerer) whole(gens []generation) {
 		}()
 	}
 	wg.Wait()
+	// Free before answering, so that a client that sends its next request on reading this
+	// answer finds the slots free.
+	a.release()
 	for _, err := range errs {
 		if err != nil {
 			a.s.fail(a.w, a.r, err)
@@ -582,6 +587,7 @@ func (a *answerer) stream(gens []generation) {
 		}()
 	}
 	wg.Wait()
+	a.release()
 	for _, err := range errs {
 		if err == nil || errors.Is(err, context.Canceled) {
 			continue
@@ -739,17 +745,15 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// tokenBytes is a token's raw bytes, as OpenAI's logprobs give them: its text's, or for a
-// byte-fallback token (<0xNN>) that is part of a character, the byte itself.
+// tokenBytes is a token's raw bytes, as OpenAI's logprobs give them: its text as it reads in
+// the completion (a leading space included), or where that text is not whole characters (a
+// byte-fallback or byte-level token that is part of one) the bytes the token stands for.
 func (s *Server) tokenBytes(lp TokenLogprob) []int {
-	var raw []byte
-	if tok, ok := s.Gen.Tok.IDToToken(int(lp.ID)); ok && len(tok) == 6 && strings.HasPrefix(tok, "<0x") && tok[5] == '>' {
-		if v, err := strconv.ParseUint(tok[3:5], 16, 8); err == nil {
-			raw = []byte{byte(v)}
+	raw := []byte(lp.Token)
+	if strings.ContainsRune(lp.Token, utf8.RuneError) {
+		if b, err := s.Gen.Tok.TokenBytes(int(lp.ID)); err == nil {
+			raw = b
 		}
-	}
-	if raw == nil {
-		raw = []byte(lp.Token)
 	}
 	out := make([]int, len(raw))
 	for i, b := range raw {

@@ -268,3 +268,36 @@ func TestTimeoutsAndConnectionLimit(t *testing.T) {
 }
 
 var _ = httptest.NewServer
+
+// smallBuffers accepts connections with small send buffers, so that a client that stops reading
+// blocks the server's writes soon.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// A stream whose client stops reading is cut off by the per-event deadline, and its slot freed.
+func TestStreamToAClientThatStopsReading(t *testing.T) {
+	s, _ := testServer(t)
+	s.TokenTimeout = 200 * time.Millisecond
+	hs := s.HTTPServer(Timeouts{Read: 5 * time.Second, Idle: 5 * time.Second})
+	hs.ErrorLog = log.New(io.Discard, "", 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = hs.Serve(smallBuffers{ln}) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.(*net.TCPConn).SetReadBuffer(4096))
+	body := `{"model":"stories","prompt":"Once","max_tokens":400,"logprobs":5,"stream":true}`
+	fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k3y\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	require.Eventually(t, func() bool { return s.InFlight() == 1 }, 5*time.Second, time.Millisecond)
+	// The client reads nothing: the server gives up on it.
+	require.Eventually(t, func() bool { return s.InFlight() == 0 }, 10*time.Second, 10*time.Millisecond)
+}

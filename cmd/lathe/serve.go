@@ -94,7 +94,7 @@ func newServeCmd() *cobra.Command {
 			gen := &serve.Generator{Model: m, Tok: tok, Slots: maxConcurrent, Context: contextLen}
 			defer gen.Close()
 			srv := &serve.Server{Name: name, Gen: gen, Adapters: reg, APIKey: apiKey, MaxConcurrent: maxConcurrent, MaxWaiting: maxWaiting,
-				AdapterDir: adapterDir, Host: host, AllowedHosts: allowedHosts, CORSOrigins: corsOrigins,
+				AdapterDir: adapterDir, Host: boundHost(host), AllowedHosts: allowedHosts, CORSOrigins: corsOrigins,
 				WriteTimeout: writeTimeout, TokenTimeout: tokenTimeout}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 			if err != nil {
@@ -155,6 +155,14 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	return cmd
+}
+
+// boundHost is the address a server listening on host is bound to: every one for an empty host.
+func boundHost(host string) string {
+	if host == "" {
+		return "::"
+	}
+	return host
 }
 
 // loopback reports whether host is a loopback address or name.
