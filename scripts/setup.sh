@@ -31,3 +31,36 @@ lathe_apt_install() {
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# lathe_setup_node makes node and npm available for the tests that run npm packages (the official
+# openai client against lathe serve, the tokenizer goldens' files): Debian's nodejs and npm when
+# missing, and, when that node is older than the openai package asks (22), Node 22 itself from the
+# npm registry (the node-linux-* packages hold the official binaries) into .cache/node, first on PATH.
+lathe_setup_node() {
+	if command -v apt-get >/dev/null 2>&1 && { ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
+		lathe_apt_install nodejs npm
+	fi
+	command -v npm >/dev/null 2>&1 || return 0
+	local major
+	major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+	[ "$major" -ge 22 ] && return 0
+	local arch
+	case "$(uname -m)" in
+	x86_64) arch=x64 ;;
+	aarch64) arch=arm64 ;;
+	*) return 0 ;;
+	esac
+	local dir="$PWD/.cache/node"
+	if [ ! -x "$dir/bin/node" ]; then
+		echo "== fetching Node 22 (node-linux-$arch from the npm registry; this node is $(node --version 2>/dev/null))"
+		local tmp
+		tmp="$(mktemp -d)"
+		(cd "$tmp" && npm pack --silent "node-linux-$arch@22.23.5" >/dev/null)
+		tar -xzf "$tmp"/*.tgz -C "$tmp"
+		rm -rf "$dir"
+		mkdir -p "$(dirname "$dir")"
+		mv "$tmp/package" "$dir"
+		rm -rf "$tmp"
+	fi
+	export PATH="$dir/bin:$PATH"
+}
