@@ -249,5 +249,4 @@ func metaList(ms []Meta) string {
 	return s
 }
 
-
 var errNoGrad = errors.New("op has no gradient")
