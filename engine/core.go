@@ -225,10 +225,25 @@ func metas(in []*Node) []Meta {
 	return m
 }
 
-// lower returns the graph's nodes in recording order with every op that b refuses replaced by its
-// decomposition (recursively), and the replacement of every node that changed. Nodes downstream
-// of a replacement are cloned with their operands remapped; the graph itself is left as it was.
-func lower(g *Graph, b Backend) ([]*Node, map[*Node]*Node, error) {
+// lower returns the nodes of the graph that outputs need, in recording order, with every op that b
+// refuses replaced by its decomposition (recursively), and the replacement of every node that
+// changed. Nodes downstream of a replacement are cloned with their operands remapped; the graph
+// itself is left as it was.
+func lower(g *Graph, b Backend, outputs []*Node) ([]*Node, map[*Node]*Node, error) {
+	needed := map[*Node]bool{}
+	var mark func(n *Node)
+	mark = func(n *Node) {
+		if needed[n] {
+			return
+		}
+		needed[n] = true
+		for _, s := range n.src {
+			mark(s)
+		}
+	}
+	for _, o := range outputs {
+		mark(o)
+	}
 	sub := map[*Node]*Node{}
 	var order []*Node
 	remap := func(n *Node) *Node {
@@ -305,6 +320,9 @@ func lower(g *Graph, b Backend) ([]*Node, map[*Node]*Node, error) {
 	}
 	nodes := append([]*Node(nil), g.nodes...)
 	for _, n := range nodes {
+		if !needed[n] {
+			continue
+		}
 		if err := visit(n, 0); err != nil {
 			return nil, nil, err
 		}

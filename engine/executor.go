@@ -59,7 +59,7 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 			return nil, fmt.Errorf("compile: output %v is not a node of this graph", o)
 		}
 	}
-	nodes, sub, err := lower(g, b)
+	nodes, sub, err := lower(g, b, outputs)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
