@@ -7,7 +7,7 @@ import "fmt"
 // (see Decomposable). A new backend implements these 23 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
-//	MatMul, QMatMul                                  dense and 4-bit matrix products
+//	MatMul, Dequantize4                              matrix products, 4-bit weights decoded
 //	RMSNorm, RMSNormBackward, RoPE                   normalisation and positions
 //	Attention, AttentionBackward, CacheWrite         attention and the KV cache
 //	Unary, UnaryBackward, Softmax                    activations
@@ -17,12 +17,13 @@ import "fmt"
 //	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
 //	Reshape                                          a view (no kernel)
 //
-// The fast paths: LoRA and LoRABackward (fused LoRA, dense or 4-bit, with dropout), SwiGLU and
+// The fast paths: QMatMul (the 4-bit product that never writes the decoded weight), LoRA and
+// LoRABackward (fused LoRA, dense or 4-bit, with dropout), SwiGLU and
 // SwiGLUBackward, the adapter pool's GatherLoRA and GatherScaleCols, and the broadcasts and
 // reductions with a plain formulation: ScaleCols, ScaleColsBackward, AddBias, Sum, Expand and
 // SoftmaxBackward. (Scale, SumSquares, Binary and AdamW stay core: the optimizer launches them
 // directly.)
-var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope", "attention",
+var coreOps = []string{"matmul", "dequantize4", "rmsnorm", "rmsnorm_backward", "rope", "attention",
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
 	"scale", "sum_rows", "sum_squares", "fill", "cast_f32", "cast_f16", "cast_bf16", "dropout",
@@ -48,6 +49,12 @@ func IsCore(op Op) bool {
 type Decomposable interface {
 	Op
 	Decompose(g *Graph, in []*Node) ([]*Node, error)
+}
+
+// Decompose: the weight decoded (Dequantize4), then a MatMul.
+func (o QMatMul) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	w := g.Dequantize4(in[1], in[2], o.Quant)
+	return []*Node{g.MatMul(in[0], w, false, !o.TransW)}, g.err
 }
 
 // Decompose: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ and xa from MatMul or QMatMul, Dropout, Scale and Add.
