@@ -77,8 +77,11 @@ type Tiles struct {
 	DecodeQueries int `json:"decode_queries"`
 }
 
-// Backend runs kernels on one device. Every backend computes the functions engine/cpu computes, and
-// says at graph-compile time, through Supports, which ops it lacks.
+// Backend runs kernels on one device. Every backend computes the functions engine/cpu computes: it
+// implements at least the core op set (IsCore) and passes engine/enginetest, the whole contract. It
+// says at graph-compile time, through Supports, which ops it lacks; Compile rewrites the fast paths
+// it refuses into core ops. A launch with a bad index (a cache row, a token id) is an error from Run
+// or, on a backend that runs asynchronously, from the next Read.
 type Backend interface {
 	// Device describes the device this backend runs on.
 	Device() DeviceInfo

@@ -14,6 +14,11 @@ func (g *Graph) QMatMul(x, packed, absmax *Node, q QuantSpec) *Node {
 	return g.Apply1(QMatMul{Quant: q}, x, packed, absmax)
 }
 
+// Dequantize4 records the decoding of a 4-bit weight into f32 [N, K].
+func (g *Graph) Dequantize4(packed, absmax *Node, q QuantSpec) *Node {
+	return g.Apply1(Dequantize4{Quant: q}, packed, absmax)
+}
+
 // LoRA records the fused y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ with a dense W.
 func (g *Graph) LoRA(x, w, a, b *Node, scale float32) *Node {
 	return g.Apply(LoRA{Scale: scale}, x, w, a, b)[0]

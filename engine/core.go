@@ -4,32 +4,32 @@ import "fmt"
 
 // The core op set: what every backend must implement. Everything else is a fast path: a fused or
 // adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
-// (see Decomposable). A new backend implements these 33 kernels (Reshape is a view and needs
+// (see Decomposable). A new backend implements these 28 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
-//	MatMul, QMatMul                                  dense and 4-bit matrix products
+//	MatMul, Dequantize4                              matrix products, 4-bit weights decoded
 //	RMSNorm, RMSNormBackward, RoPE                   normalisation and positions
 //	Attention, AttentionBackward, CacheWrite         attention and the KV cache
-//	Unary, UnaryBackward, Softmax, SoftmaxBackward   activations
+//	Unary, UnaryBackward, Softmax                    activations
 //	Embedding, EmbeddingBackward                     token embeddings, gathers
 //	CrossEntropy, CrossEntropyBackward               the loss
-//	Binary, Scale, AddBias, ScaleCols                elementwise and broadcast
-//	SumRows, Sum, SumSquares, Expand, Fill           reductions and constants
-//	Cast, Dropout                                    conversion, dropout
+//	Binary, Scale, SumRows, SumSquares, Fill         elementwise, reductions, constants
+//	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
 //	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
 //	TopK                                             sampling candidates on the device
-//	AdamW                                            the optimizer as a graph op
 //	Reshape                                          a view (no kernel)
 //
-// The fast paths: LoRA and LoRABackward (fused LoRA, dense or 4-bit, with dropout),
-// ScaleColsBackward (IA3), SwiGLU and SwiGLUBackward, and the adapter pool's GatherLoRA and
-// GatherScaleCols.
-var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope", "attention",
-	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
+// The fast paths: QMatMul (the 4-bit product that never writes the decoded weight), LoRA and
+// LoRABackward (fused LoRA, dense or 4-bit, with dropout), SwiGLU and
+// SwiGLUBackward, the adapter pool's GatherLoRA and GatherScaleCols, and the broadcasts and
+// reductions with a plain formulation: ScaleCols, ScaleColsBackward, AddBias, Sum, Expand and
+// SoftmaxBackward. (Scale, SumSquares, Binary and AdamW stay core: the optimizer launches them
+// directly.)
+var coreOps = []string{"matmul", "dequantize4", "rmsnorm", "rmsnorm_backward", "rope", "attention",
+	"attention_backward", "cache_write", "silu", "silu_backward", "softmax",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
-	"scale", "add_bias", "scale_cols", "sum_rows", "sum", "sum_squares", "expand", "fill",
-	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw", "reshape",
-	"sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k"}
+	"scale", "sum_rows", "sum_squares", "fill", "cast_f32", "cast_f16", "cast_bf16", "dropout",
+	"adamw", "reshape", "sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k"}
 
 // IsCore reports whether op belongs to the core op set every backend implements.
 func IsCore(op Op) bool {
@@ -51,6 +51,12 @@ func IsCore(op Op) bool {
 type Decomposable interface {
 	Op
 	Decompose(g *Graph, in []*Node) ([]*Node, error)
+}
+
+// Decompose: the weight decoded (Dequantize4), then a MatMul.
+func (o QMatMul) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	w := g.Dequantize4(in[1], in[2], o.Quant)
+	return []*Node{g.MatMul(in[0], w, false, !o.TransW)}, g.err
 }
 
 // Decompose: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ and xa from MatMul or QMatMul, Dropout, Scale and Add.
@@ -172,6 +178,54 @@ func (o GatherLoRA) Decompose(g *Graph, in []*Node) ([]*Node, error) {
 	return []*Node{out}, g.err
 }
 
+// broadcastRows returns v: [dim] repeated over rows rows, [rows, dim] (a product with a column
+// of ones: exact).
+func broadcastRows(g *Graph, v *Node, rows int) *Node {
+	dim := v.meta.Shape.Numel()
+	return g.MatMul(g.Apply1(Fill{Shape: Shape{rows, 1}, Value: 1}), g.Reshape(v, 1, dim), false, false)
+}
+
+// rowSums returns Σ_j x[i, j] of x: [rows, dim] as [rows, 1] (a product with ones).
+func rowSums(g *Graph, x *Node) *Node {
+	return g.MatMul(x, g.Apply1(Fill{Shape: Shape{x.meta.Shape.Last(), 1}, Value: 1}), false, false)
+}
+
+// Decompose: x ⊙ l with l broadcast over the rows.
+func (ScaleCols) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	x := in[0]
+	l := g.Reshape(broadcastRows(g, in[1], x.meta.Shape.Rows()), x.meta.Shape...)
+	return []*Node{g.Mul(x, l)}, g.err
+}
+
+// Decompose: x + b with b broadcast over the rows.
+func (AddBias) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	x := in[0]
+	b := g.Reshape(broadcastRows(g, in[1], x.meta.Shape.Rows()), x.meta.Shape...)
+	return []*Node{g.Add(x, b)}, g.err
+}
+
+// Decompose: the column sum of x viewed as one column.
+func (Sum) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	return []*Node{g.Apply1(SumRows{}, g.Reshape(in[0], in[0].meta.Shape.Numel(), 1))}, g.err
+}
+
+// Decompose: the value times a column of ones.
+func (o Expand) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	n := o.Shape.Numel()
+	col := g.MatMul(g.Apply1(Fill{Shape: Shape{n, 1}, Value: 1}), g.Reshape(in[0], 1, 1), false, false)
+	return []*Node{g.Reshape(col, o.Shape...)}, g.err
+}
+
+// Decompose: dx = y ⊙ (dy − Σ_row dy ⊙ y).
+func (SoftmaxBackward) Decompose(g *Graph, in []*Node) ([]*Node, error) {
+	dy, y := in[0], in[1]
+	rows, dim := y.meta.Shape.Rows(), y.meta.Shape.Last()
+	dot := rowSums(g, g.Reshape(g.Mul(dy, y), rows, dim))
+	back := g.MatMul(dot, g.Apply1(Fill{Shape: Shape{1, dim}, Value: 1}), false, false)
+	dx := g.Mul(y, g.Add(dy, g.Scale(g.Reshape(back, y.meta.Shape...), -1)))
+	return []*Node{dx}, g.err
+}
+
 func metas(in []*Node) []Meta {
 	m := make([]Meta, len(in))
 	for i, x := range in {
@@ -180,10 +234,25 @@ func metas(in []*Node) []Meta {
 	return m
 }
 
-// lower returns the graph's nodes in recording order with every op that b refuses replaced by its
-// decomposition (recursively), and the replacement of every node that changed. Nodes downstream
-// of a replacement are cloned with their operands remapped; the graph itself is left as it was.
-func lower(g *Graph, b Backend) ([]*Node, map[*Node]*Node, error) {
+// lower returns the nodes of the graph that outputs need, in recording order, with every op that b
+// refuses replaced by its decomposition (recursively), and the replacement of every node that
+// changed. Nodes downstream of a replacement are cloned with their operands remapped; the graph
+// itself is left as it was.
+func lower(g *Graph, b Backend, outputs []*Node) ([]*Node, map[*Node]*Node, error) {
+	needed := map[*Node]bool{}
+	var mark func(n *Node)
+	mark = func(n *Node) {
+		if needed[n] {
+			return
+		}
+		needed[n] = true
+		for _, s := range n.src {
+			mark(s)
+		}
+	}
+	for _, o := range outputs {
+		mark(o)
+	}
 	sub := map[*Node]*Node{}
 	var order []*Node
 	remap := func(n *Node) *Node {
@@ -260,6 +329,9 @@ func lower(g *Graph, b Backend) ([]*Node, map[*Node]*Node, error) {
 	}
 	nodes := append([]*Node(nil), g.nodes...)
 	for _, n := range nodes {
+		if !needed[n] {
+			continue
+		}
 		if err := visit(n, 0); err != nil {
 			return nil, nil, err
 		}

@@ -156,3 +156,27 @@ func TestDeviceSpecAndSelection(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "host", name, "a device that fails to open falls back to the next")
 }
+
+// An op the backend lacks is no error when the outputs do not need it.
+func TestCompileIgnoresUnneededOps(t *testing.T) {
+	g := NewGraph()
+	x := g.Input("x", F32, Shape{2, 3})
+	y := g.Scale(x, 2)
+	g.SiLU(x) // the fake backend below refuses silu
+	b := &refusing{fakeBackend: &fakeBackend{info: DeviceInfo{Backend: "fake"}}, refuse: "silu"}
+	if _, err := Compile(g, b, []*Node{y}, CompileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type refusing struct {
+	*fakeBackend
+	refuse string
+}
+
+func (r *refusing) Supports(op Op, _ []Meta) error {
+	if op.Name() == r.refuse {
+		return errors.New("refused")
+	}
+	return nil
+}

@@ -53,8 +53,11 @@ type slot struct {
 	output  bool
 }
 
-// Compile schedules the nodes needed to compute outputs on backend b and plans their buffers. It
-// fails if the graph had a build error or the backend lacks a kernel for any op.
+// Compile schedules the nodes needed to compute outputs on backend b and plans their buffers. An op
+// b's Supports refuses is replaced by its decomposition into core ops (see Decomposable); Compile
+// fails if the graph had a build error or b lacks a kernel for a core op. Decomposing records
+// nodes on the graph and takes them off again, so compiles of one graph for a backend that
+// refuses ops must not run concurrently.
 func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Program, error) {
 	if g.err != nil {
 		return nil, fmt.Errorf("compile: %w", g.err)
@@ -64,7 +67,7 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 			return nil, fmt.Errorf("compile: output %v is not a node of this graph", o)
 		}
 	}
-	nodes, sub, err := lower(g, b)
+	nodes, sub, err := lower(g, b, outputs)
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}

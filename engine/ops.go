@@ -143,6 +143,23 @@ func (o QMatMul) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{{in[0].Shape.With(nout), F32}}, nil
 }
 
+// Dequantize4 decodes a frozen 4-bit weight: operands packed and absmax (see QuantSpec), output
+// W: f32 [N, K]. It is the core op under the 4-bit fast paths (QMatMul, QLoRA), which decompose
+// into it and a MatMul.
+type Dequantize4 struct{ Quant QuantSpec }
+
+func (Dequantize4) Name() string { return "dequantize4" }
+
+func (o Dequantize4) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 2); err != nil {
+		return nil, err
+	}
+	if err := o.Quant.check(in[0], in[1]); err != nil {
+		return nil, err
+	}
+	return []Meta{{Shape{o.Quant.N, o.Quant.K}, F32}}, nil
+}
+
 // LoRA is the fused LoRA forward y = x·Wᵀ + Scale·(d(x)·Aᵀ)·Bᵀ, d(x) = x or, with Dropout > 0,
 // dropout of x (the mask of DropoutKeep under the seed and Salt, the survivors scaled by
 // 1/(1−Dropout)), as PEFT applies lora_dropout to the adapter's input only. Operands: x: [..., in],

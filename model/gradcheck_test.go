@@ -10,6 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/enginetest"
 	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -27,12 +28,13 @@ func TestWholeGraphGradientsOnEveryBackend(t *testing.T) {
 	backends := map[string]func(t *testing.T) engine.Backend{
 		"cpu":    func(*testing.T) engine.Backend { return cpu.New() },
 		"webgpu": func(t *testing.T) engine.Backend { return testdevice.WebGPU(t) },
+		"core":   func(*testing.T) engine.Backend { return enginetest.CoreOnly(cpu.New()) },
 	}
 	lora := peft.LoRAConfig()
 	lora.R, lora.LoraAlpha, lora.LoraDropout = 4, 8, 0.2
 	lora.TargetModules = peft.Names("q_proj", "v_proj", "down_proj")
 	ia3 := peft.IA3Config()
-	for _, bname := range []string{"cpu", "webgpu"} {
+	for _, bname := range []string{"cpu", "webgpu", "core"} {
 		for _, kc := range []struct {
 			name  string
 			quant string

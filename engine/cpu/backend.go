@@ -171,7 +171,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward, engine.RoPE, engine.Attention,
 		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
-		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Scale, engine.AddBias,
+		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Dequantize4, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
 		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
 		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate, engine.TopK:
@@ -294,6 +294,8 @@ func run(l engine.Launch) error {
 		q := op.Quant
 		code := q.Code()
 		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, f32(out[0]))
+	case engine.Dequantize4:
+		dequantize4(f32(out[0]), u8(in[0]), f32(in[1]), &op.Quant)
 	case engine.LoRA:
 		loraForward(op, in, out)
 	case engine.LoRABackward:
@@ -502,6 +504,19 @@ func run(l engine.Launch) error {
 		return fmt.Errorf("no cpu kernel")
 	}
 	return nil
+}
+
+// dequantize4 decodes a 4-bit weight in bitsandbytes' layout (first element in the high nibble).
+func dequantize4(w []float32, packed []byte, absmax []float32, q *engine.QuantSpec) {
+	code := q.Code()
+	for e := range w {
+		b := packed[e/2]
+		nib := b & 15
+		if e%2 == 0 {
+			nib = b >> 4
+		}
+		w[e] = code[nib] * absmax[e/q.Blocksize]
+	}
 }
 
 // gather is Embedding with Pad: rows of pad for negative ids; an id ≥ vocab is an error.

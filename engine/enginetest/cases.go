@@ -273,6 +273,12 @@ func OpCases() []Case {
 			p, a, q := b.quant4(45, 67, 64, quant.FP4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q), b.g.QMatMul(b.f32(engine.Shape{1, 67}, 1), p, a, q)}
 		}),
+		c("dequantize4", 0, func(b *builder) []*engine.Node {
+			// 45·67 = 3015 elements: an odd count (the last byte half used), a partial last block.
+			p, a, q := b.quant4(45, 67, 64, nf4)
+			pf, af, qf := b.quant4(7, 9, 32, quant.FP4)
+			return []*engine.Node{b.g.Dequantize4(p, a, q), b.g.Dequantize4(pf, af, qf)}
+		}),
 		c("qmatmul/transposed", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 64, nf4)
 			return []*engine.Node{b.g.Apply1(engine.QMatMul{Quant: q, TransW: true}, b.f32(engine.Shape{9, 45}, 1), p, a)}

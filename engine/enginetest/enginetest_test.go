@@ -227,3 +227,43 @@ func TestCoreOnlyRecomputeAndGraphUntouched(t *testing.T) {
 		require.NoError(t, enginetest.Compare(res[0][k], res[1][k], 1e-5), "output %d", k)
 	}
 }
+
+// BenchmarkLoRADropoutStep times the forward and backward of one LoRA layer with dropout (the
+// trainer's default) at a 1B model's shape, fused (the CPU backend) and decomposed into core ops
+// (the core-only wrapper: what peft recorded by hand before the fused ops took the mask).
+func BenchmarkLoRADropoutStep(b *testing.B) {
+	const rows, din, dout, r = 512, 2048, 2048, 16
+	for _, be := range []engine.Backend{cpu.New(), enginetest.CoreOnly(cpu.New())} {
+		b.Run(be.Device().Backend, func(b *testing.B) {
+			g := engine.NewGraph()
+			x := g.Input("x", engine.F32, engine.Shape{rows, din})
+			w := g.Input("w", engine.F32, engine.Shape{dout, din})
+			seed := g.Input("seed", engine.I32, engine.Shape{1})
+			a := g.Param("a", engine.F32, engine.Shape{r, din}, true)
+			bb := g.Param("b", engine.F32, engine.Shape{dout, r}, true)
+			y := g.Apply(engine.LoRA{Scale: 2, Dropout: 0.05, Salt: 1}, x, w, a, bb, seed)[0]
+			loss := g.Sum(g.Mul(y, y))
+			grads, err := g.Backward(loss)
+			require.NoError(b, err)
+			p, err := engine.Compile(g, be, []*engine.Node{loss, grads[a], grads[bb]}, engine.CompileOptions{})
+			require.NoError(b, err)
+			rng := rand.New(rand.NewPCG(1, 1))
+			for _, n := range []*engine.Node{x, w, a, bb} {
+				v := make([]float32, n.Shape().Numel())
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+				}
+				t, err := engine.FromFloat32(be, n.Shape(), v)
+				require.NoError(b, err)
+				require.NoError(b, p.Bind(n, t))
+			}
+			s, err := engine.FromInt32(be, engine.Shape{1}, []int32{3})
+			require.NoError(b, err)
+			require.NoError(b, p.Bind(seed, s))
+			b.ResetTimer()
+			for range b.N {
+				require.NoError(b, p.Run())
+			}
+		})
+	}
+}

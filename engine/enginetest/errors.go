@@ -24,6 +24,11 @@ func ErrorCases() []ErrorCase {
 		{"cache_write/row_negative", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.CacheWrite(b.f32(engine.Shape{4, 3}, 1), b.f32(engine.Shape{3, 3}, 1), b.i32([]int32{-1, 0, 1}))}
 		}},
+		{"cache_attention/row_past_end", func(b *builder) []*engine.Node {
+			// A decode step: keys and values written at the queries' rows, then attention from them.
+			a := engine.Attention{Batch: 2, QLen: 1, KVLen: 4, Heads: 2, KVHeads: 1, HeadDim: 4, Scale: 0.5, KVStride: 4}
+			return cachedAttention(b, []int32{1, 8}, 8, 4, a)
+		}},
 		{"embedding/id_past_end", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.Embedding(b.f32(engine.Shape{7, 5}, 1), b.i32([]int32{1, 7, 2}))}
 		}},

@@ -59,8 +59,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
-		engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate,
-		engine.TopK:
+		engine.Dequantize4, engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep,
+		engine.Accumulate, engine.TopK:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -455,6 +455,13 @@ func (r *recorder) launch(l engine.Launch) error {
 			ldb = k
 		}
 		return r.matmul(mm{transA: op.TransA, transB: op.TransB, m: m, n: nn, k: k, a: in[0], lda: lda, b: in[1], ldb: ldb, c: out[0], ldc: nn, alpha: 1})
+	case engine.Dequantize4:
+		g, err := r.items(n, wg)
+		if err != nil {
+			return err
+		}
+		code := op.Quant.Code()
+		r.dispatch("dequantize4", []shaders.Const{wgc}, g, new(params).u(n, op.Quant.Blocksize).vec4s(code[:], 16), in[0], in[1], out[0])
 	case engine.QMatMul:
 		return r.qmatmul(&op.Quant, op.TransW, l.In[0].Meta.Shape.Rows(), in[0], in[1], in[2], out[0], nil)
 	case engine.LoRA:

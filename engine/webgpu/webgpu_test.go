@@ -291,3 +291,45 @@ func TestTileShape(t *testing.T) {
 		t.Fatal("matmul tiles exceed WebGPU's default 16 KiB of workgroup memory")
 	}
 }
+
+// TestFaultFlag: a cache row outside the cache writes nothing (not even where the buffer is larger
+// than the cache), the next read reports ErrIndex, and the flag is cleared for the reads after.
+func TestFaultFlag(t *testing.T) {
+	b := openTest(t)
+	cm := engine.Meta{Shape: engine.Shape{4, 3}, DType: engine.F32}
+	sm := engine.Meta{Shape: engine.Shape{3, 3}, DType: engine.F32}
+	rm := engine.Meta{Shape: engine.Shape{3}, DType: engine.I32}
+	cache, err := engine.FromFloat32(b, engine.Shape{5, 3}, make([]float32, 15)) // a row to spare
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Release()
+	src, err := engine.FromFloat32(b, sm.Shape, []float32{1, 1, 1, 2, 2, 2, 3, 3, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Release()
+	rows, err := engine.FromInt32(b, rm.Shape, []int32{-1, 4, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Release()
+	ca := engine.Arg{Buf: cache.Buffer(), Meta: cm}
+	l := engine.Launch{Op: engine.CacheWrite{}, In: []engine.Arg{ca, {Buf: src.Buffer(), Meta: sm}, {Buf: rows.Buffer(), Meta: rm}}, Out: []engine.Arg{ca}}
+	if err := b.Run([]engine.Launch{l}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.Float32(); !errors.Is(err, ErrIndex) {
+		t.Fatalf("read after a bad cache row: %v, want ErrIndex", err)
+	}
+	got, err := cache.Float32()
+	if err != nil {
+		t.Fatalf("the fault was not cleared: %v", err)
+	}
+	want := []float32{0, 0, 0, 3, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("cache %v, want %v", got, want)
+		}
+	}
+}
