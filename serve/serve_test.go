@@ -309,18 +309,20 @@ func TestPromptAtTheContextLimit(t *testing.T) {
 	require.ErrorContains(t, err, "context holds")
 }
 
-// Speed is timed where tokens are produced, not where a slow reader takes them.
+// Speed is timed where tokens are produced, not where a slow reader takes them. The reader is slow
+// enough (4 pieces a second) that the bound holds with a wide margin on a loaded machine under
+// -race (89 tokens/s measured there), and a reader-timed figure (about 4) fails it.
 func TestTokensPerSecondIsProductionSpeed(t *testing.T) {
 	g := stories(t)
 	s := DefaultSampling()
 	s.MaxTokens = 12
 	res, err := g.Generate(context.Background(), Request{Prompt: "Once upon a time", Sampling: s}, func(string) error {
-		time.Sleep(20 * time.Millisecond) // a reader at most 50 pieces a second
+		time.Sleep(250 * time.Millisecond) // a reader at most 4 pieces a second
 		return nil
 	})
 	require.NoError(t, err)
-	require.Greater(t, res.TokensPerS, 100.0, "stories260K decodes far faster than its reader reads: %+v", res)
-	require.Less(t, res.TimeToFirstToken, 0.5)
+	require.Greater(t, res.TokensPerS, 20.0, "stories260K decodes far faster than its reader reads: %+v", res)
+	require.Less(t, res.TimeToFirstToken, 1.0)
 }
 
 // The next turn of a conversation reuses the keys and values its previous turn left in its slot,
