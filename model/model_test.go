@@ -271,6 +271,7 @@ func TestLoadErrorsNameTheFileAndTensor(t *testing.T) {
 			took := time.Since(start)
 			runtime.ReadMemStats(&after)
 			require.ErrorContains(t, err, c.want)
+			t.Logf("refused in %v after allocating %d KiB: %v", took, (after.TotalAlloc-before.TotalAlloc)>>10, err)
 			require.Less(t, took, time.Second)
 			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<20), "allocated before refusing")
 		})

@@ -20,7 +20,7 @@ var corpus = []string{
 }
 
 // testTokenizer is a tiny byte-level BPE with BOS <s> (0), EOS </s> (1) and the ChatML markers.
-func testTokenizer(t *testing.T, withTemplate bool) *tokenizer.Tokenizer {
+func testTokenizer(t testing.TB, withTemplate bool) *tokenizer.Tokenizer {
 	t.Helper()
 	data, err := tokenizer.TrainByteLevelBPE(corpus, 320, []string{"<s>", "</s>", "<|im_start|>", "<|im_end|>"})
 	require.NoError(t, err)

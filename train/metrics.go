@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"gonum.org/v1/plot"
@@ -325,18 +326,30 @@ func PlotLoss(path string, steps []StepMetrics, evals []EvalMetrics) error {
 	return nil
 }
 
-// Progress is a progress bar of training steps on a terminal (stderr): step, loss, tokens/s,
-// device memory and ETA. A nil or disabled Progress does nothing, so callers need not check.
+// Progress reports training steps: step, loss, tokens/s, device memory and ETA. On a terminal
+// it is a redrawn bar; written to a file or a pipe it is plain lines, one every tenth of the run
+// or every 5 seconds, so that a log holds a readable line per report and no carriage returns.
+// A nil or disabled Progress does nothing, so callers need not check.
 type Progress struct {
 	bar          *progressbar.ProgressBar
 	start, total int
+
+	lines    io.Writer // line mode: where lines go
+	every    int       // a line every this many steps
+	last     time.Time // when the last line was written
+	lastStep int
+	begun    time.Time
 }
 
-// NewProgress returns a progress bar writing to w for a run going from step start to total; it
-// returns nil (a no-op bar) when disabled or w is nil.
+// NewProgress returns a progress report writing to w for a run going from step start to total;
+// it returns nil (a no-op) when disabled or w is nil.
 func NewProgress(w io.Writer, start, total int, enabled bool) *Progress {
 	if !enabled || w == nil {
 		return nil
+	}
+	if !isTerminal(w) {
+		now := time.Now()
+		return &Progress{start: start, total: total, lines: w, every: max(1, (total-start)/10), last: now, lastStep: start, begun: now}
 	}
 	// The bar counts the steps of this process only, so a resumed run's ETA is not fooled by the
 	// steps done before it started.
@@ -354,6 +367,16 @@ func NewProgress(w io.Writer, start, total int, enabled bool) *Progress {
 	return &Progress{bar: bar, start: start, total: total}
 }
 
+// isTerminal says whether w is a character device (a terminal), where a redrawn bar belongs.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
 // Update shows step (steps taken so far), the latest loss and throughput, and mem, the device
 // memory as the caller words it ("" to leave it out).
 func (p *Progress) Update(step int, loss, tokensPerS float64, mem string) {
@@ -364,13 +387,25 @@ func (p *Progress) Update(step int, loss, tokensPerS float64, mem string) {
 	if mem != "" {
 		desc += " mem " + mem
 	}
+	if p.lines != nil {
+		now := time.Now()
+		if step == p.total || (step-p.start)%p.every == 0 || now.Sub(p.last) >= 5*time.Second {
+			if done := step - p.start; done > 0 && step < p.total {
+				eta := time.Duration(float64(now.Sub(p.begun)) / float64(done) * float64(p.total-step))
+				desc += " eta " + eta.Round(time.Second).String()
+			}
+			fmt.Fprintln(p.lines, desc)
+			p.last, p.lastStep = now, step
+		}
+		return
+	}
 	p.bar.Describe(desc)
 	_ = p.bar.Set(min(max(0, step-p.start), p.bar.GetMax()))
 }
 
 // Finish completes the bar and ends its line.
 func (p *Progress) Finish() error {
-	if p == nil {
+	if p == nil || p.lines != nil {
 		return nil
 	}
 	return p.bar.Finish()

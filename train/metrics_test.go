@@ -145,6 +145,19 @@ func TestProgress(t *testing.T) {
 	require.Contains(t, out, "5000 tok/s")
 	require.Contains(t, out, "mem 1.5 GiB")
 
+	// To a file or pipe: a line per tenth of the run, no carriage returns.
+	buf.Reset()
+	p = NewProgress(&buf, 0, 200, true)
+	for s := 1; s <= 200; s++ {
+		p.Update(s, 2, 100, "")
+	}
+	require.NoError(t, p.Finish())
+	require.NotContains(t, buf.String(), "\r")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 10)
+	require.True(t, strings.HasPrefix(lines[0], "step 20/200 loss 2.0000 100 tok/s eta "), lines[0])
+	require.Equal(t, "step 200/200 loss 2.0000 100 tok/s", lines[9])
+
 	buf.Reset()
 	p = NewProgress(&buf, 0, 20, false)
 	require.Nil(t, p)

@@ -29,18 +29,25 @@ const instanceBackends = wgpu.InstanceBackendPrimary
 // allocates for one uninitialised (wgpu-native then aborts on a garbage GL version). Adapters are
 // filtered by backend at enumeration instead. (OpenGL is still probed, which on a headless machine
 // prints EGL warnings to stderr.)
+// The native warnings of instance creation and enumeration are silenced (quietNative), and
+// wgpu's own log keeps errors only.
 func newInstance() (inst *wgpu.Instance, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			inst, err = nil, fmt.Errorf("webgpu: cannot create an instance: %v", r)
 		}
 	}()
-	return wgpu.CreateInstance(nil), nil
+	wgpu.SetLogLevel(wgpu.LogLevelError)
+	quietNative(func() { inst = wgpu.CreateInstance(nil) })
+	return inst, nil
 }
 
 // adapters enumerates the instance's adapters in a stable order (the order wgpu reports).
-func adapters(inst *wgpu.Instance) []*wgpu.Adapter {
-	return inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: instanceBackends})
+func adapters(inst *wgpu.Instance) (ads []*wgpu.Adapter) {
+	quietNative(func() {
+		ads = inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: instanceBackends})
+	})
+	return ads
 }
 
 // Devices lists every adapter wgpu finds; none is not an error.

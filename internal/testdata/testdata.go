@@ -26,7 +26,31 @@ func Path(t testing.TB, rel string) string {
 		if os.Getenv("LATHE_REQUIRE_TESTDATA") == "1" {
 			t.Fatalf("test data %s is required (LATHE_REQUIRE_TESTDATA=1) but missing: %v", p, err)
 		}
+		recordSkip(t)
 		t.Skipf("test data %s not found (set LATHE_TESTDATA to the shared testdata folder): %v", p, err)
 	}
 	return p
+}
+
+// recordSkip appends the test's package and name to the file $LATHE_SKIP_LOG names, when set:
+// scripts/test reads it to say which tests did not run for lack of test data.
+func recordSkip(t testing.TB) {
+	log := os.Getenv("LATHE_SKIP_LOG")
+	if log == "" {
+		return
+	}
+	f, err := os.OpenFile(log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	pkg := "."
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(root, wd); err == nil {
+			pkg = rel
+		}
+	}
+	_, _ = f.WriteString(pkg + "." + t.Name() + "\n") // one write: lines from parallel packages do not interleave
 }

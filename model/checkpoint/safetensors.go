@@ -96,8 +96,12 @@ var dtypeSize = map[string]int64{
 	"I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
 }
 
+// parse reads the header of sf.mem (the whole file) and indexes its tensors.
 func (sf *File) parse() error {
 	size := uint64(len(sf.mem))
+	if size < 8 {
+		return fmt.Errorf("%s: %d bytes is too short for a safetensors header (truncated?)", sf.Path, size)
+	}
 	n := binary.LittleEndian.Uint64(sf.mem)
 	if n > size-8 {
 		return fmt.Errorf("%s: corrupt header: header length %d exceeds the file's %d bytes (truncated or not safetensors)", sf.Path, n, size)

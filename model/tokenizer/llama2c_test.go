@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/internal/testdata"
 )
 
 // testdataFile finds a file of the shared test data ($LATHE_TESTDATA, else
@@ -13,15 +15,7 @@ import (
 // LATHE_REQUIRE_TESTDATA=1.
 func testdataFile(t *testing.T, rel string) string {
 	t.Helper()
-	path, ok := optionalTestdataFile(rel)
-	if !ok {
-		_, err := os.Stat(path)
-		if os.Getenv("LATHE_REQUIRE_TESTDATA") == "1" {
-			t.Fatalf("test data %s is required (LATHE_REQUIRE_TESTDATA=1) but missing: %v", path, err)
-		}
-		t.Skipf("test data %s not found (set LATHE_TESTDATA to the shared testdata folder): %v", path, err)
-	}
-	return path
+	return testdata.Path(t, rel)
 }
 
 // optionalTestdataFile returns the path of rel under the shared test data and whether it exists.
