@@ -183,29 +183,32 @@ func runReference(ctx context.Context, rep *Report, o Options) *ReferenceReport 
 			}
 			specs[dev] = append(specs[dev], refCase{ID: id, Kind: refKind(k.Kernel), M: k.Dims.M, N: k.Dims.N, K: k.Dims.K, R: k.Dims.R})
 		}
-		// The training steps, same shapes, after the kernels.
+		// The training steps, same shapes, in a torch run of their own (a slow device's kernel
+		// shapes must not use up their time).
 		for _, t := range b.Train {
 			id := trainRefID(t)
 			if t.Err != "" || t.Shape.Hidden == 0 || seen[dev+id] {
 				continue
 			}
 			seen[dev+id] = true
-			if _, ok := specs[dev]; !ok {
-				order = append(order, dev)
+			td := dev + " training"
+			if _, ok := specs[td]; !ok {
+				order = append(order, td)
 			}
-			specs[dev] = append(specs[dev], refCase{ID: id, Kind: "train_step", Method: t.Method, TrainShape: t.Shape, Batch: t.Batch, Seq: t.Seq, R: t.Rank})
+			specs[td] = append(specs[td], refCase{ID: id, Kind: "train_step", Method: t.Method, TrainShape: t.Shape, Batch: t.Batch, Seq: t.Seq, R: t.Rank})
 		}
 	}
-	for _, dev := range order {
+	for _, key := range order {
+		dev, _, _ := strings.Cut(key, " ")
 		budget := 1.0
 		if rep.Quick {
 			budget = 0.15
 		}
-		spec := map[string]any{"device": dev, "warmup": 1, "min_repeats": 3, "max_repeats": 20, "budget_s": budget, "cases": specs[dev]}
+		spec := map[string]any{"device": dev, "warmup": 1, "min_repeats": 3, "max_repeats": 20, "budget_s": budget, "cases": specs[key]}
 		if !rep.Quick {
 			spec["min_repeats"], spec["max_repeats"] = 5, 50
 		}
-		fmt.Fprintf(o.Log, "reference: torch on %s, %d shapes (%s)\n", dev, len(specs[dev]), py)
+		fmt.Fprintf(o.Log, "reference: torch on %s, %d shapes (%s)\n", key, len(specs[key]), py)
 		run := runTorch(ctx, py, script, spec)
 		run.Device = dev
 		if run.Error != "" {

@@ -328,7 +328,7 @@ func (t *Trainer) Step() (StepMetrics, error) {
 			return StepMetrics{}, err
 		}
 	}
-	m := t.beginStep(tokens)
+	m := t.beginStep(tokens, t.sched.LR(t.opt.StepCount(), t.Cfg.LR))
 	if meter.Tokens() == 0 {
 		m.Loss, m.Skipped = math.NaN(), true
 		return m, nil
@@ -342,9 +342,9 @@ func (t *Trainer) Step() (StepMetrics, error) {
 	return m, nil
 }
 
-// beginStep counts a step of tokens and returns its metrics so far (the learning rate).
-func (t *Trainer) beginStep(tokens int) StepMetrics {
-	m := StepMetrics{Step: t.state.Step + 1, Tokens: tokens, LR: t.sched.LR(t.opt.StepCount(), t.Cfg.LR)}
+// beginStep counts a step of tokens at learning rate lr and returns its metrics so far.
+func (t *Trainer) beginStep(tokens int, lr float64) StepMetrics {
+	m := StepMetrics{Step: t.state.Step + 1, Tokens: tokens, LR: lr}
 	t.state.Step++
 	t.state.Data = t.batcher.Position()
 	t.state.Tokens += int64(tokens)
@@ -364,7 +364,7 @@ func (t *Trainer) fusedStep() (StepMetrics, error) {
 			return StepMetrics{}, err
 		}
 	}
-	m := t.beginStep(b.Tokens)
+	m := t.beginStep(b.Tokens, lr)
 	if b.Tokens == 0 || math.IsNaN(loss) || math.IsInf(loss, 0) {
 		m.Loss, m.Skipped = math.NaN(), true
 		return m, nil

@@ -218,9 +218,11 @@ func TestTrainingStepIsOneSubmission(t *testing.T) {
 			defer tr.Close()
 			for step := range 3 {
 				before := b.Counts()
+				lr := tr.sched.LR(tr.opt.StepCount(), cfg.LR) // the rate this update uses
 				m, err := tr.Step()
 				require.NoError(t, err)
 				require.False(t, m.Skipped)
+				require.Equal(t, lr, m.LR, "step %d: the metrics' learning rate is the update's", step)
 				d := b.Counts().Sub(before)
 				require.Equal(t, int64(1), d.Submissions, "step %d: submissions", step)
 				require.Equal(t, int64(1), d.Reads, "step %d: host reads", step)
