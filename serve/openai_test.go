@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -153,5 +154,6 @@ func TestOpenAIRequestForms(t *testing.T) {
 			require.Equal(t, float64(16), events[len(events)-1]["usage"].(map[string]any)["completion_tokens"])
 		}
 	}
-	require.Zero(t, s.InFlight())
+	// A streamed answer's last event can reach the client before its handler releases the slots.
+	require.Eventually(t, func() bool { return s.InFlight() == 0 }, 5*time.Second, time.Millisecond, "%d slots taken", s.InFlight())
 }
