@@ -49,3 +49,29 @@ func TestMergeOver4bitBaseCommand(t *testing.T) {
 	_, _, err = run(t, "merge", "--model", dir, "--adapter", ad, "--out", filepath.Join(root, "x"), "--requantize", "nf4")
 	require.ErrorContains(t, err, "needs a 4-bit")
 }
+
+// combine --method passes PEFT's combination types through (numbers are checked in peft).
+func TestCombineMethodsCommand(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "m")
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 2})
+	require.NoError(t, err)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	ad := filepath.Join(root, "ad")
+	c := peft.LoRAConfig()
+	c.R, c.TargetModules = 4, peft.Names("q_proj", "v_proj")
+	a, err := peft.New(c, cfg, cpu.New(), 3)
+	require.NoError(t, err)
+	require.NoError(t, a.Save(ad))
+	a.Release()
+	for method, r := range map[string]float64{"cat": 8, "linear": 4, "ties": 4, "dare_ties": 4, "svd": 4, "magnitude_prune": 4} {
+		_, res, err := run(t, "combine", "--model", dir, "--adapter", ad+"=0.5", "--adapter", ad+"=0.8", "--method", method,
+			"--density", "0.5", "--out", filepath.Join(root, method))
+		require.NoError(t, err, method)
+		require.Equal(t, r, res["r"], method)
+		require.Equal(t, method, res["method"])
+	}
+	_, _, err = run(t, "combine", "--model", dir, "--adapter", ad+"=1", "--method", "mean", "--out", filepath.Join(root, "x"))
+	require.ErrorContains(t, err, "mean")
+}
