@@ -8,6 +8,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/lathe-ml/lathe/model/gguf"
 )
 
 // Config is the part of a Hugging Face config.json that defines a Llama-family decoder.
@@ -69,7 +71,24 @@ var supportedArchitectures = map[string]bool{
 }
 
 // LoadConfig reads and checks dir/config.json.
+// A path ending in .gguf reads the configuration from that GGUF file's metadata.
 func LoadConfig(dir string) (*Config, error) {
+	if gguf.IsPath(dir) {
+		gf, err := gguf.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("load config: %w", err)
+		}
+		defer gf.Close()
+		raw, err := json.Marshal(gf.Config())
+		if err != nil {
+			return nil, fmt.Errorf("load config: %w", err)
+		}
+		c, err := ParseConfig(raw)
+		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", dir, err)
+		}
+		return c, nil
+	}
 	path := filepath.Join(dir, "config.json")
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/model/gguf"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -35,20 +36,35 @@ type LoadOptions struct {
 
 // Load reads a Hugging Face model folder (config.json, model.safetensors or a sharded index) and
 // uploads its weights to b. Errors name the file and the tensor.
+//
+// A path ending in .gguf loads that GGUF file instead (see package gguf): its weights are
+// dequantized to float32 (and, with Quantize, re-quantized to 4 bits as from any checkpoint).
 func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	ck, err := checkpoint.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("load model: %w", err)
+	var ck tensorSource
+	var where string
+	var hfConfig map[string]any
+	if gguf.IsPath(dir) {
+		gf, err := gguf.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("load model: %w", err)
+		}
+		ck, where = gf, dir
+	} else {
+		hf, err := checkpoint.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("load model: %w", err)
+		}
+		ck, hfConfig = hf, hf.Config
+		where = filepath.Join(dir, checkpoint.WeightsFile)
+		if hf.Sharded {
+			where = filepath.Join(dir, checkpoint.IndexFile)
+		}
 	}
 	defer ck.Close()
-	where := filepath.Join(dir, checkpoint.WeightsFile)
-	if ck.Sharded {
-		where = filepath.Join(dir, checkpoint.IndexFile)
-	}
 	if err := checkCounts(cfg, ck, where); err != nil {
 		return nil, err
 	}
@@ -59,7 +75,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 			m.Release()
 		}
 	}()
-	prequant := isBnb4bit(ck.Config)
+	prequant := isBnb4bit(hfConfig)
 	var qtype quant.Type
 	if o.Quantize != "" && !prequant {
 		if qtype, err = quant.ParseType(o.Quantize); err != nil {
@@ -138,7 +154,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 // checkCounts compares config.json's counts with the tensors the checkpoint holds before the graph
 // is built, so that a count no checkpoint backs (a million layers) is refused at once: the layers
 // present, and the embedding's vocabulary and width.
-func checkCounts(cfg *Config, ck *checkpoint.Checkpoint, where string) error {
+func checkCounts(cfg *Config, ck tensorSource, where string) error {
 	layers := 0
 	for _, n := range ck.Names() {
 		rest, ok := strings.CutPrefix(n, "model.layers.")
@@ -177,7 +193,7 @@ func isBnb4bit(cfg map[string]any) bool {
 }
 
 // dense reads a float tensor and checks its shape.
-func (m *Model) dense(ck *checkpoint.Checkpoint, where, name string, shape []int) ([]float32, error) {
+func (m *Model) dense(ck tensorSource, where, name string, shape []int) ([]float32, error) {
 	t, found := ck.Tensor(name)
 	if !found {
 		return nil, fmt.Errorf("load %s: missing tensor %s", where, name)
@@ -185,11 +201,21 @@ func (m *Model) dense(ck *checkpoint.Checkpoint, where, name string, shape []int
 	if !engine.Shape(t.Shape).Equal(shape) {
 		return nil, fmt.Errorf("load %s: tensor %s has shape %v, the config needs %v", where, name, t.Shape, shape)
 	}
-	v, err := checkpoint.ToFloat32(t)
+	v, _, err := ck.Float32(name)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: tensor %s: %w", where, name, err)
 	}
 	return v, nil
+}
+
+// tensorSource is where Load reads weights: a Hugging Face folder or a GGUF file, both in
+// transformers' names and layout.
+type tensorSource interface {
+	Names() []string
+	// Tensor gives the dtype and shape (and, for a folder, the bytes).
+	Tensor(name string) (checkpoint.Tensor, bool)
+	Float32(name string) ([]float32, []int, error)
+	Close() error
 }
 
 func (m *Model) upload(name string, shape engine.Shape, v []float32) error {

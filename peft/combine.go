@@ -10,38 +10,15 @@ import (
 // scale 1. A module that an adapter does not target gets zeros in that adapter's rank slots. The
 // adapters must be LoRA adapters of one model on one backend.
 func Combine(weights []float64, adapters ...*Adapter) (*Adapter, error) {
-	if len(adapters) == 0 || len(weights) != len(adapters) {
-		return nil, fmt.Errorf("combine: %d weights for %d adapters", len(weights), len(adapters))
+	names, ranks, err := checkCombinable(weights, adapters)
+	if err != nil {
+		return nil, err
 	}
-	first := adapters[0]
 	rank := 0
-	var names []string
-	seen := map[string]bool{}
-	for i, a := range adapters {
-		if a.Config.PeftType != TypeLoRA {
-			return nil, fmt.Errorf("combine: adapter %d is %s, not LORA", i, a.Config.PeftType)
-		}
-		if m, f := a.model, first.model; m.HiddenSize != f.HiddenSize || m.NumLayers != f.NumLayers ||
-			m.IntermediateSize != f.IntermediateSize || m.NumHeads != f.NumHeads || m.NumKVHeads != f.NumKVHeads ||
-			m.HeadDim != f.HeadDim || m.VocabSize != f.VocabSize {
-			return nil, fmt.Errorf("combine: adapter %d is for another model", i)
-		}
-		if a.backend != first.backend {
-			return nil, fmt.Errorf("combine: adapter %d lives on another backend", i)
-		}
-		r := 0
-		for _, md := range a.modules {
-			if r != 0 && md.R != r {
-				return nil, fmt.Errorf("combine: adapter %d has ranks that differ by module", i)
-			}
-			r = md.R
-			if !seen[md.Name] {
-				seen[md.Name] = true
-				names = append(names, md.Name)
-			}
-		}
+	for _, r := range ranks {
 		rank += r
 	}
+	first := adapters[0]
 	cfg := first.Config
 	cfg.R, cfg.LoraAlpha, cfg.UseRSLoRA = rank, float64(rank), false
 	cfg.TargetModules = Names(names...)
@@ -90,4 +67,40 @@ func Combine(weights []float64, adapters ...*Adapter) (*Adapter, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkCombinable checks that the adapters are LoRA adapters of one model on one backend, one
+// weight each, and returns the modules they target (in first-seen order) and each one's rank.
+func checkCombinable(weights []float64, adapters []*Adapter) (names []string, ranks []int, err error) {
+	if len(adapters) == 0 || len(weights) != len(adapters) {
+		return nil, nil, fmt.Errorf("combine: %d weights for %d adapters", len(weights), len(adapters))
+	}
+	first := adapters[0]
+	seen := map[string]bool{}
+	for i, a := range adapters {
+		if a.Config.PeftType != TypeLoRA {
+			return nil, nil, fmt.Errorf("combine: adapter %d is %s, not LORA", i, a.Config.PeftType)
+		}
+		if m, f := a.model, first.model; m.HiddenSize != f.HiddenSize || m.NumLayers != f.NumLayers ||
+			m.IntermediateSize != f.IntermediateSize || m.NumHeads != f.NumHeads || m.NumKVHeads != f.NumKVHeads ||
+			m.HeadDim != f.HeadDim || m.VocabSize != f.VocabSize {
+			return nil, nil, fmt.Errorf("combine: adapter %d is for another model", i)
+		}
+		if a.backend != first.backend {
+			return nil, nil, fmt.Errorf("combine: adapter %d lives on another backend", i)
+		}
+		r := 0
+		for _, md := range a.modules {
+			if r != 0 && md.R != r {
+				return nil, nil, fmt.Errorf("combine: adapter %d has ranks that differ by module", i)
+			}
+			r = md.R
+			if !seen[md.Name] {
+				seen[md.Name] = true
+				names = append(names, md.Name)
+			}
+		}
+		ranks = append(ranks, r)
+	}
+	return names, ranks, nil
 }

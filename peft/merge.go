@@ -5,6 +5,7 @@ import (
 
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // Merge folds the adapter into m's dense weights in place, as PEFT's merge_and_unload does: LoRA
@@ -134,7 +135,7 @@ func MergeFolder(baseDir, outDir string, a *Adapter) (checkpoint.RewriteReport, 
 			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s has no tensor %s", baseDir, name)
 		case !checkpoint.IsFloat(t.DType):
 			ck.Close()
-			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s is %s in %s (4-bit?): dequantize the model first", name, t.DType, baseDir)
+			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s is %s in %s (4-bit?): dequantize the model first, or use MergeFolder4bit", name, t.DType, baseDir)
 		case len(t.Shape) != 2 || t.Shape[0] != md.Out || t.Shape[1] != md.In:
 			ck.Close()
 			return checkpoint.RewriteReport{}, fmt.Errorf("merge: %s is %v, the adapter wants [%d %d]", name, t.Shape, md.Out, md.In)
@@ -157,4 +158,67 @@ func MergeFolder(baseDir, outDir string, a *Adapter) (checkpoint.RewriteReport, 
 			}
 			return v, a.mergeWeight(md, v)
 		})
+}
+
+// MergeFolder4bit merges the adapter into a bitsandbytes 4-bit base folder (a QLoRA adapter over
+// the NF4 or FP4 base it was trained on): each adapted weight is written as dequantize(W) + ΔW,
+// in BF16 (as Unsloth's save_pretrained_merged does by default), every other 4-bit weight as
+// dequantize(W) in BF16; requantize "nf4" or "fp4" writes the merged weights in bitsandbytes'
+// 4-bit format again instead. One tensor is decoded and merged at a time.
+func MergeFolder4bit(baseDir, outDir string, a *Adapter, requantize string) (checkpoint.Rewrite4Report, error) {
+	var rq *quant.Type
+	if requantize != "" {
+		t, err := quant.ParseType(requantize)
+		if err != nil {
+			return checkpoint.Rewrite4Report{}, fmt.Errorf("merge: requantize: %w", err)
+		}
+		rq = &t
+	}
+	ck, err := checkpoint.Open(baseDir)
+	if err != nil {
+		return checkpoint.Rewrite4Report{}, fmt.Errorf("merge: %w", err)
+	}
+	q4, _, err := ck.Bnb4bit()
+	if err != nil {
+		ck.Close()
+		return checkpoint.Rewrite4Report{}, fmt.Errorf("merge: %w", err)
+	}
+	edits := map[string]*Module{}
+	for _, md := range a.modules {
+		name := md.Name + ".weight"
+		shape := []int(nil)
+		if q, ok := q4[name]; ok {
+			shape = q.Shape
+		} else if t, ok := ck.Tensor(name); ok && checkpoint.IsFloat(t.DType) {
+			shape = t.Shape
+		}
+		if len(shape) != 2 || shape[0] != md.Out || shape[1] != md.In {
+			ck.Close()
+			return checkpoint.Rewrite4Report{}, fmt.Errorf("merge: %s has no [%d %d] weight %s", baseDir, md.Out, md.In, name)
+		}
+		edits[name] = md
+		if _, ok := ck.Tensor(md.Name + ".bias"); ok && a.Config.PeftType == TypeIA3 && !md.Feedforward {
+			edits[md.Name+".bias"] = md
+		}
+	}
+	ck.Close()
+	return checkpoint.Rewrite4bitFolder(baseDir, outDir, rq, func(name string) bool { return edits[name] != nil },
+		func(name string, v []float32) error {
+			md := edits[name]
+			if name == md.Name+".bias" {
+				return a.mergeBias(md, v)
+			}
+			return a.mergeWeight(md, v)
+		})
+}
+
+// Is4bitFolder reports whether the model folder holds bitsandbytes 4-bit weights.
+func Is4bitFolder(dir string) (bool, error) {
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer ck.Close()
+	q4, _, err := ck.Bnb4bit()
+	return len(q4) > 0, err
 }

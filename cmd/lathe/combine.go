@@ -14,14 +14,21 @@ import (
 
 func newCombineCmd() *cobra.Command {
 	var (
-		dir, out string
-		specs    []string
+		dir, out, method, sign string
+		specs                  []string
+		density                float64
+		svdRank                int
+		seed                   uint64
 	)
 	cmd := &cobra.Command{
-		Use:   "combine --model DIR --adapter DIR=WEIGHT --adapter DIR=WEIGHT ... --out DIR",
-		Short: "Combine LoRA adapters into one, weighted, as PEFT's add_weighted_adapter (cat)",
-		Long: "Combine writes one LoRA adapter equal to the weighted sum of the given ones (their ranks " +
-			"concatenated, so the sum is exact), as a PEFT folder to serve, merge or train on.",
+		Use:   "combine --model DIR --adapter DIR=WEIGHT --adapter DIR=WEIGHT ... [--method cat] [--density D] --out DIR",
+		Short: "Combine LoRA adapters into one, weighted, as PEFT's add_weighted_adapter",
+		Long: "Combine writes one LoRA adapter from the given ones, as PEFT's add_weighted_adapter with the same " +
+			"combination_type: cat (default: ranks concatenated, the weighted sum is exact), linear, svd, ties, " +
+			"dare_linear, dare_ties, magnitude_prune (and ties_svd, dare_linear_svd, dare_ties_svd, " +
+			"magnitude_prune_svd). linear, ties, dare_* and magnitude_prune need adapters of one rank and keep it; " +
+			"cat's rank is the sum, the svd methods' --svd-rank (default the largest). --density is the fraction " +
+			"the pruning methods keep; DARE draws its masks from --seed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || out == "" || len(specs) == 0 {
@@ -54,7 +61,7 @@ func newCombineCmd() *cobra.Command {
 				}
 				adapters, weights = append(adapters, a), append(weights, w)
 			}
-			c, err := peft.Combine(weights, adapters...)
+			c, err := peft.CombineWith(weights, peft.CombineOptions{Method: method, Density: density, MajoritySign: sign, SVDRank: svdRank, Seed: seed}, adapters...)
 			if err != nil {
 				return err
 			}
@@ -63,13 +70,19 @@ func newCombineCmd() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "combined %d adapters into rank %d in %s\n", len(adapters), c.Config.R, out)
-			return printJSON(w, map[string]any{"out": out, "adapters": len(adapters), "r": c.Config.R, "weights": weights})
+			fmt.Fprintf(w, "combined %d adapters (%s) into rank %d in %s\n", len(adapters), method, c.Config.R, out)
+			return printJSON(w, map[string]any{"out": out, "adapters": len(adapters), "r": c.Config.R, "weights": weights,
+				"method": method, "density": density, "rank_kept": peft.RankKeeping(method)})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "model", "", "the base model folder the adapters were trained on")
 	f.StringArrayVar(&specs, "adapter", nil, "DIR=WEIGHT: a LoRA adapter folder and its weight (repeatable)")
 	f.StringVar(&out, "out", "", "folder to write the combined adapter to")
+	f.StringVar(&method, "method", "cat", "combination type: "+strings.Join(peft.Methods, ", "))
+	f.Float64Var(&density, "density", 1, "fraction of values the pruning methods keep (ties, dare_*, magnitude_prune)")
+	f.StringVar(&sign, "majority-sign", "total", "ties' sign election: total or frequency")
+	f.IntVar(&svdRank, "svd-rank", 0, "rank of the svd methods' result (default: the largest rank combined)")
+	f.Uint64Var(&seed, "seed", 0, "seed of DARE's random pruning")
 	return cmd
 }

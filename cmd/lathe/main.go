@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
+		newExportCmd(),
 		newBenchCmd(),
 	)
 	return root

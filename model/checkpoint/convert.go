@@ -294,29 +294,9 @@ func DequantizeFolder(inDir, outDir string) (DequantizeReport, error) {
 	}
 	defer ck.Close()
 
-	// Every quant_state tensor names one 4-bit weight; gather its companions.
-	consumed := map[string]bool{}
-	quantized := map[string]*quant.Tensor4{}
-	for _, name := range ck.Names() {
-		w, ok := quant.IsBnbQuantState(name)
-		if !ok {
-			continue
-		}
-		group := map[string]quant.RawTensor{}
-		keys := append(quant.BnbKeys(w, quant.NF4, true), w+quant.SuffixQuantState+quant.FP4.String())
-		for _, k := range keys {
-			if t, ok := ck.Tensor(k); ok {
-				group[k] = quant.RawTensor(t)
-			}
-		}
-		q, err := quant.FromBnb(w, group)
-		if err != nil {
-			return rep, fmt.Errorf("dequantize: %s: %w", inDir, err)
-		}
-		quantized[w] = q
-		for _, k := range quant.BnbKeys(w, q.Type, q.DoubleQuant()) {
-			consumed[k] = true
-		}
+	quantized, consumed, err := ck.Bnb4bit()
+	if err != nil {
+		return rep, fmt.Errorf("dequantize: %w", err)
 	}
 	if len(quantized) == 0 {
 		return rep, fmt.Errorf("dequantize: %s holds no bitsandbytes 4-bit weights (no *.quant_state.bitsandbytes__nf4/fp4 tensors)", inDir)
@@ -389,6 +369,36 @@ func DequantizeFolder(inDir, outDir string) (DequantizeReport, error) {
 	rep.BytesOut = fileSize(weights)
 	rep.CopiedFiles = nonNil(copied)
 	return rep, nil
+}
+
+// Bnb4bit finds the checkpoint's bitsandbytes 4-bit weights: each quant_state tensor names one,
+// decoded with its companions (absmax, quant_map, nested tables). consumed holds every tensor
+// name that belongs to a 4-bit weight, the packed weight included.
+func (c *Checkpoint) Bnb4bit() (quantized map[string]*quant.Tensor4, consumed map[string]bool, err error) {
+	consumed = map[string]bool{}
+	quantized = map[string]*quant.Tensor4{}
+	for _, name := range c.Names() {
+		w, ok := quant.IsBnbQuantState(name)
+		if !ok {
+			continue
+		}
+		group := map[string]quant.RawTensor{}
+		keys := append(quant.BnbKeys(w, quant.NF4, true), w+quant.SuffixQuantState+quant.FP4.String())
+		for _, k := range keys {
+			if t, ok := c.Tensor(k); ok {
+				group[k] = quant.RawTensor(t)
+			}
+		}
+		q, err := quant.FromBnb(w, group)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", c.Dir, err)
+		}
+		quantized[w] = q
+		for _, k := range quant.BnbKeys(w, q.Type, q.DoubleQuant()) {
+			consumed[k] = true
+		}
+	}
+	return quantized, consumed, nil
 }
 
 // cloneConfig copies the top level of a config so that edits leave the checkpoint's intact.

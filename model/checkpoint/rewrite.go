@@ -78,3 +78,35 @@ func RewriteFolder(inDir, outDir string, changes func(name string) bool, edit fu
 	rep.Out, rep.BytesOut, rep.CopiedFiles = outDir, fileSize(weights), nonNil(copied)
 	return rep, nil
 }
+
+// RoPEHalves reorders the rows of a q or k projection [rows, cols] (a bias has cols 1) within each
+// of its heads from interleaved RoPE pairs (0,1),(2,3),… to transformers' halves
+// (0,hd/2),(1,hd/2+1),…: row j of a head takes old row 2j and row hd/2+j old row 2j+1. It undoes
+// the permutation of transformers' convert_llama_weights_to_hf and llama.cpp's converter.
+func RoPEHalves(w []float32, heads, rows, cols int) []float32 {
+	out := make([]float32, len(w))
+	hd := rows / heads
+	half := hd / 2
+	for h := 0; h < heads; h++ {
+		for j := 0; j < half; j++ {
+			copy(out[(h*hd+j)*cols:(h*hd+j+1)*cols], w[(h*hd+2*j)*cols:(h*hd+2*j+1)*cols])
+			copy(out[(h*hd+half+j)*cols:(h*hd+half+j+1)*cols], w[(h*hd+2*j+1)*cols:(h*hd+2*j+2)*cols])
+		}
+	}
+	return out
+}
+
+// RoPEInterleaved is the inverse of RoPEHalves: transformers' halves order to the interleaved
+// pairs llama.cpp's "llama" architecture expects.
+func RoPEInterleaved(w []float32, heads, rows, cols int) []float32 {
+	out := make([]float32, len(w))
+	hd := rows / heads
+	half := hd / 2
+	for h := 0; h < heads; h++ {
+		for j := 0; j < half; j++ {
+			copy(out[(h*hd+2*j)*cols:(h*hd+2*j+1)*cols], w[(h*hd+j)*cols:(h*hd+j+1)*cols])
+			copy(out[(h*hd+2*j+1)*cols:(h*hd+2*j+2)*cols], w[(h*hd+half+j)*cols:(h*hd+half+j+1)*cols])
+		}
+	}
+	return out
+}

@@ -155,7 +155,7 @@ func Read(path string) (map[string]checkpoint.Tensor, Header, error) {
 		for l := 0; l < L; l++ {
 			w := v[l*rows*cols : (l+1)*rows*cols]
 			if permuteHeads > 0 {
-				w = permute(w, permuteHeads, rows, cols)
+				w = checkpoint.RoPEHalves(w, permuteHeads, rows, cols)
 			}
 			ts[fmt.Sprintf("model.layers.%d.%s", l, name)] = checkpoint.FromFloat32(w, []int{rows, cols})
 		}
@@ -201,20 +201,4 @@ func Read(path string) (map[string]checkpoint.Tensor, Header, error) {
 		ts["lm_head.weight"] = checkpoint.FromFloat32(cls, []int{V, D})
 	}
 	return ts, h, nil
-}
-
-// permute reorders the rows of a q or k projection [heads·hd, cols] within each head from
-// interleaved pairs (0,1),(2,3),… to halves (0,hd/2),(1,hd/2+1),…: row j of the head takes old
-// row 2j and row hd/2+j takes old row 2j+1, as transformers' convert_llama_weights_to_hf does.
-func permute(w []float32, heads, rows, cols int) []float32 {
-	out := make([]float32, len(w))
-	hd := rows / heads
-	half := hd / 2
-	for h := 0; h < heads; h++ {
-		for j := 0; j < half; j++ {
-			copy(out[(h*hd+j)*cols:(h*hd+j+1)*cols], w[(h*hd+2*j)*cols:(h*hd+2*j+1)*cols])
-			copy(out[(h*hd+half+j)*cols:(h*hd+half+j+1)*cols], w[(h*hd+2*j+1)*cols:(h*hd+2*j+2)*cols])
-		}
-	}
-	return out
 }

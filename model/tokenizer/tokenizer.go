@@ -53,7 +53,12 @@ type tokenizerFile struct {
 
 // Load reads dir/tokenizer.json and, when present, dir/tokenizer_config.json (special tokens,
 // add_bos_token/add_eos_token, chat_template).
+//
+// A path ending in .gguf loads the tokenizer of that GGUF file instead (see LoadGGUF).
 func Load(dir string) (*Tokenizer, error) {
+	if strings.EqualFold(filepath.Ext(dir), ".gguf") {
+		return LoadGGUF(dir)
+	}
 	tokPath := filepath.Join(dir, "tokenizer.json")
 	tokJSON, err := os.ReadFile(tokPath)
 	if err != nil {
