@@ -4,7 +4,7 @@ import "fmt"
 
 // The core op set: what every backend must implement. Everything else is a fast path: a fused or
 // adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
-// (see Decomposable). A new backend implements these 30 kernels (Reshape is a view and needs
+// (see Decomposable). A new backend implements these 31 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
 //	MatMul, QMatMul                                  dense and 4-bit matrix products
@@ -13,7 +13,7 @@ import "fmt"
 //	Unary, UnaryBackward, Softmax, SoftmaxBackward   activations
 //	Embedding, EmbeddingBackward                     token embeddings
 //	CrossEntropy, CrossEntropyBackward               the loss
-//	Binary, Scale, AddBias, ScaleCols                elementwise and broadcast
+//	Binary, Scale, AddBias, ScaleCols, DivSqrt       elementwise and broadcast
 //	SumRows, Sum, SumSquares, Expand, Fill           reductions and constants
 //	Cast, Dropout                                    conversion, dropout
 //	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
@@ -27,7 +27,7 @@ import "fmt"
 var coreOps = []string{"matmul", "qmatmul", "rmsnorm", "rmsnorm_backward", "rope", "attention",
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax", "softmax_backward",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
-	"scale", "add_bias", "scale_cols", "sum_rows", "sum", "sum_squares", "expand", "fill",
+	"scale", "add_bias", "scale_cols", "div_sqrt", "sum_rows", "sum", "sum_squares", "expand", "fill",
 	"cast_f32", "cast_f16", "cast_bf16", "dropout", "adamw",
 	"sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k", "reshape", "gather_lora", "gather_scale_cols"}
 
