@@ -21,6 +21,9 @@ func Combine(weights []float64, adapters ...*Adapter) (*Adapter, error) {
 		if a.Config.PeftType != TypeLoRA {
 			return nil, fmt.Errorf("combine: adapter %d is %s, not LORA", i, a.Config.PeftType)
 		}
+		if a.Config.UseDoRA {
+			return nil, fmt.Errorf("combine: adapter %d is DoRA: its magnitudes do not add (merge it instead)", i)
+		}
 		if m, f := a.model, first.model; m.HiddenSize != f.HiddenSize || m.NumLayers != f.NumLayers ||
 			m.IntermediateSize != f.IntermediateSize || m.NumHeads != f.NumHeads || m.NumKVHeads != f.NumKVHeads ||
 			m.HeadDim != f.HeadDim || m.VocabSize != f.VocabSize {

@@ -317,8 +317,6 @@ func (c *Config) validate() error {
 		return fmt.Errorf("adapter config: lora_alpha %v is not finite", c.LoraAlpha)
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return fmt.Errorf("adapter config: lora_dropout %v is not in [0, 1)", c.LoraDropout)
-	case c.UseDoRA:
-		return unsupported("use_dora true (DoRA)")
 	case c.Bias != "none" && c.Bias != "":
 		return unsupported(fmt.Sprintf("bias %q (only \"none\")", c.Bias))
 	case len(c.RankPattern) > 0:

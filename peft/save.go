@@ -81,6 +81,10 @@ func normalizeKey(k string) string {
 			}
 		}
 	}
+	// PEFT saves lora_magnitude_vector without ".weight"; an adapter name may follow it.
+	if i := strings.Index(k, magnitudeSuffix+"."); i >= 0 {
+		return k[:i+len(magnitudeSuffix)]
+	}
 	if i := strings.Index(k, ".ia3_l."); i >= 0 {
 		return k[:i] + ".ia3_l"
 	}

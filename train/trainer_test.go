@@ -43,7 +43,7 @@ func train(t *testing.T, cfg Config, b engine.Backend) Result {
 }
 
 func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		t.Run(method, func(t *testing.T) {
 			cfg := fixture(t, method)
 			res := train(t, cfg, cpu.New())
@@ -73,7 +73,7 @@ func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
 
 func TestEveryMethodLowersTheLossOnWebGPU(t *testing.T) {
 	gpu := testdevice.WebGPU(t)
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		cfg := fixture(t, method)
 		cfg.Steps, cfg.Batch, cfg.Seq = 12, 2, 32
 		res := train(t, cfg, gpu)
@@ -150,9 +150,9 @@ func TestNonFiniteStepIsSkipped(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	cfg := fixture(t, "lora")
 	bad := cfg
-	bad.Method = "dora"
+	bad.Method = "vera"
 	_, err := New(bad, cpu.New())
-	require.ErrorContains(t, err, `method "dora"`)
+	require.ErrorContains(t, err, `method "vera"`)
 	bad = cfg
 	bad.Data = filepath.Join(t.TempDir(), "missing.jsonl")
 	_, err = New(bad, cpu.New())
@@ -163,7 +163,7 @@ func TestConfigErrors(t *testing.T) {
 // rewritten into core ops by the compiler) trains every method, LoRA with dropout, to the CPU's
 // losses and weights.
 func TestCoreOnlyBackendTrainsLikeTheCPU(t *testing.T) {
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		t.Run(method, func(t *testing.T) {
 			cfg := fixture(t, method)
 			cfg.Steps, cfg.Batch, cfg.Seq = 8, 2, 32
