@@ -188,7 +188,8 @@ func (a *Adapter) doraLinear(g *engine.Graph, l *model.Linear, md *Module, x, se
 		in = []*engine.Node{xin, l.Packed, l.Absmax}
 	}
 	z := g.Apply(op, append(in, A, B)...)[0]
-	y := g.DivSqrt(g.ScaleCols(z, mag), n2)
+	// m ⊘ ‖V‖ on the [out] vectors, then one pass over the activations.
+	y := g.ScaleCols(z, g.DivSqrt(mag, n2))
 	if rest != nil {
 		y = g.Add(rest, y)
 	}
