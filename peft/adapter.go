@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -183,16 +184,48 @@ func resolve(c *Config, m *model.Config) ([]*Module, error) {
 			}
 		}
 	}
+	var layers map[int]bool
+	var layerRes []*regexp.Regexp
+	var ranks, alphas *patterns
+	if c.PeftType == TypeLoRA {
+		if layers, err = c.layerIndexes(); err != nil {
+			return nil, err
+		}
+		if layerRes, err = c.layerPatterns(); err != nil {
+			return nil, err
+		}
+		if ranks, err = compilePatterns("rank_pattern", c.RankPattern, c.rankOrder); err != nil {
+			return nil, err
+		}
+		if alphas, err = compilePatterns("alpha_pattern", c.AlphaPattern, c.alphaOrder); err != nil {
+			return nil, err
+		}
+	}
 	var mods []*Module
 	for _, l := range all {
 		if !target.match(l.Name) {
 			continue
 		}
+		// layers_to_transform restricts a list of names, except a name that is the whole path
+		// (PEFT's check_target_module_exists).
+		if layers != nil && target.re == nil && !contains(c.TargetModules.Names, l.Name) {
+			i, ok := layerOf(layerRes, l.Name)
+			if !ok || !layers[i] {
+				continue
+			}
+		}
 		md := &Module{Name: l.Name, In: l.In, Out: l.Out}
 		if c.PeftType == TypeIA3 {
 			md.Feedforward = ff.match(l.Name)
 		} else {
-			md.R, md.Scale, md.DoRA = c.R, c.Scale(), c.UseDoRA
+			r, alpha := c.R, c.LoraAlpha
+			if v, ok := ranks.lookup(l.Name); ok {
+				r = int(v)
+			}
+			if v, ok := alphas.lookup(l.Name); ok {
+				alpha = v
+			}
+			md.R, md.Scale, md.DoRA = r, c.scaleOf(r, alpha), c.UseDoRA
 		}
 		mods = append(mods, md)
 	}

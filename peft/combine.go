@@ -48,6 +48,8 @@ func Combine(weights []float64, adapters ...*Adapter) (*Adapter, error) {
 	cfg := first.Config
 	cfg.R, cfg.LoraAlpha, cfg.UseRSLoRA = rank, float64(rank), false
 	cfg.TargetModules = Names(names...)
+	// Per-module ranks and alphas are folded into B; the names are whole paths.
+	cfg.RankPattern, cfg.AlphaPattern, cfg.LayersToTransform, cfg.LayersPattern = nil, nil, nil, nil
 	cfg.LoraDropout = 0
 	out, err := newAdapter(cfg, first.model, first.backend)
 	if err != nil {
