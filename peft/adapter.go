@@ -83,6 +83,8 @@ type Adapter struct {
 	byName  map[string]*Module
 	keys    []string // every parameter key, in module order
 	tensors map[string]*engine.Tensor
+	// pissaInit holds a PiSSA adapter's initial A and B (A₀, B₀), which Save folds in.
+	pissaInit map[string][]float32
 	// consts are constants some graphs bind (DoRA's identity matrices), not parameters.
 	consts map[string]*engine.Tensor
 
@@ -281,6 +283,9 @@ func (a *Adapter) Signature() string { return a.signature }
 func New(cfg Config, m *model.Config, b engine.Backend, seed uint64) (*Adapter, error) {
 	if cfg.UseDoRA {
 		return nil, fmt.Errorf("adapter: DoRA (use_dora) initialises its magnitudes from the base weights: create it with NewFor")
+	}
+	if cfg.pissa() {
+		return nil, fmt.Errorf("adapter: PiSSA (init_lora_weights \"pissa\") initialises from the base weights: create it with NewFor")
 	}
 	a, err := newAdapter(cfg, m, b)
 	if err != nil {

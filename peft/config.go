@@ -502,8 +502,8 @@ func (c *Config) validate() error {
 	switch v := c.InitLoraWeights.(type) {
 	case bool:
 	case string:
-		if v != "gaussian" {
-			return unsupported(fmt.Sprintf("init_lora_weights %q (true, false or \"gaussian\")", v))
+		if v != "gaussian" && v != InitPiSSA {
+			return unsupported(fmt.Sprintf("init_lora_weights %q (true, false, \"gaussian\" or \"pissa\")", v))
 		}
 	default:
 		return unsupported(fmt.Sprintf("init_lora_weights %v", v))

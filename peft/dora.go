@@ -20,7 +20,9 @@ import (
 // magnitudeSuffix ends a DoRA magnitude's key.
 const magnitudeSuffix = ".lora_magnitude_vector"
 
-// NewFor creates an adapter for a loaded model, as New does, and for DoRA (use_dora) sets each
+// NewFor creates an adapter for a loaded model, as New does. For PiSSA (init_lora_weights
+// "pissa") it sets A and B from each weight's SVD and leaves the residual in m's weights (m is
+// changed). For DoRA (use_dora) it sets each
 // magnitude to the row norms of W + s·B·A, as PEFT initialises it (with B zero, the base weight's
 // row norms, so the adapter starts as the identity). DoRA needs the base weights; other methods
 // are New's.
@@ -28,11 +30,28 @@ func NewFor(cfg Config, m *model.Model, seed uint64) (*Adapter, error) {
 	if m == nil {
 		return nil, fmt.Errorf("adapter: no model")
 	}
-	dora := cfg.UseDoRA
+	dora, pissa := cfg.UseDoRA, cfg.pissa()
 	cfg.UseDoRA = false
+	if pissa {
+		cfg.InitLoraWeights = true
+	}
 	a, err := New(cfg, m.Cfg, m.Backend, seed)
-	if err != nil || !dora {
-		return a, err
+	if err != nil {
+		return nil, err
+	}
+	if pissa {
+		a.Config.InitLoraWeights = InitPiSSA
+		if dora {
+			a.Release()
+			return nil, fmt.Errorf("adapter: PiSSA with DoRA is not supported")
+		}
+		if err := a.initPiSSA(m); err != nil {
+			a.Release()
+			return nil, err
+		}
+	}
+	if !dora {
+		return a, nil
 	}
 	// Re-lay out with the magnitude keys, keeping A and B.
 	cfg.UseDoRA = true

@@ -230,3 +230,27 @@ func TestTrainingStepIsOneSubmission(t *testing.T) {
 		})
 	}
 }
+
+// A PiSSA run trains (the loss falls), and its saved adapter, converted as PEFT converts it,
+// gives over the original base the eval loss the run measured over the residual base.
+func TestPiSSARun(t *testing.T) {
+	cfg := fixture(t, "lora")
+	cfg.Init, cfg.Steps, cfg.Targets = peft.InitPiSSA, 30, []string{"q_proj", "v_proj", "down_proj"}
+	res := train(t, cfg, cpu.New())
+	require.Less(t, res.LossEnd, 0.8*res.LossStart, "the loss falls")
+	plain := cfg
+	plain.Init = ""
+	tr, err := New(plain, cpu.New()) // the original base
+	require.NoError(t, err)
+	defer tr.Close()
+	saved, err := peft.Load(cfg.Out, tr.Model.Cfg, tr.Backend)
+	require.NoError(t, err)
+	defer saved.Release()
+	require.Equal(t, 2*cfg.Rank, saved.Modules()[0].R)
+	ev, err := NewStepGraph(tr.Model, saved, cfg.Batch, cfg.Seq, false, false)
+	require.NoError(t, err)
+	defer ev.Close()
+	l, _, err := Evaluate(ev, tr.evalSet, cfg.Batch, cfg.Seq)
+	require.NoError(t, err)
+	require.InDelta(t, *res.EvalLoss, l, 1e-3**res.EvalLoss)
+}

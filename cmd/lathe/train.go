@@ -93,6 +93,7 @@ func newTrainCmd() *cobra.Command {
 	f.Float64Var(&cfg.Alpha, "alpha", cfg.Alpha, "LoRA alpha (scale alpha/rank, or alpha/√rank with --rslora)")
 	f.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "LoRA dropout")
 	f.BoolVar(&cfg.RSLoRA, "rslora", cfg.RSLoRA, "rank-stabilised scaling alpha/√rank")
+	f.StringVar(&cfg.Init, "init", cfg.Init, "LoRA initialisation: gaussian, or pissa (from the base's SVD; saved as PEFT's converted rank-2r LoRA)")
 	f.StringVar(&targets, "targets", "", "comma-separated module names (q_proj,v_proj,...) or all-linear (default)")
 	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "optimizer steps")
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per micro-batch")
