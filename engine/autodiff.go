@@ -51,8 +51,9 @@ func (g *Graph) Backward(loss *Node) (map[*Node]*Node, error) {
 			return nil, fmt.Errorf("backward through %s: %w", n, errNoGrad)
 		}
 		need := make([]bool, len(n.src))
+		dop, _ := n.op.(detachOp)
 		for j, s := range n.src {
-			need[j] = s.needsGrad
+			need[j] = s.needsGrad && (dop == nil || !dop.detached(j))
 		}
 		dins := gop.grad(g, n, dout, need)
 		if g.err != nil {
@@ -155,6 +156,10 @@ func (o LoRA) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 
 func (ScaleCols) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 	return split(g.Apply(ScaleColsBackward{NeedX: need[0], NeedL: need[1]}, dout[0], n.src[0], n.src[1]), need...)
+}
+
+func (DivSqrt) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
+	return []*Node{g.DivSqrt(dout[0], n.src[1]), nil}
 }
 
 func (o RMSNorm) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {

@@ -32,6 +32,10 @@ func (g *Graph) QLoRA(x, packed, absmax, a, b *Node, q QuantSpec, scale float32)
 // ScaleCols records IA3's x ⊙ l.
 func (g *Graph) ScaleCols(x, l *Node) *Node { return g.Apply1(ScaleCols{}, x, l) }
 
+// DivSqrt records x ⊘ sqrt(n) with n: [dim] broadcast over x's rows and detached (no gradient
+// flows into n).
+func (g *Graph) DivSqrt(x, n *Node) *Node { return g.Apply1(DivSqrt{}, x, n) }
+
 // RMSNorm records x / rms(x) ⊙ w.
 func (g *Graph) RMSNorm(x, w *Node, eps float32) *Node { return g.Apply1(RMSNorm{Eps: eps}, x, w) }
 

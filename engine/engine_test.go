@@ -180,3 +180,27 @@ func (r *refusing) Supports(op Op, _ []Meta) error {
 	}
 	return nil
 }
+
+// DivSqrt's norm operand is detached: a parameter that reaches the loss only through it gets no
+// gradient and no backward op is recorded for it; one that reaches it through x does.
+func TestDivSqrtDetachesTheNorm(t *testing.T) {
+	g := NewGraph()
+	x := g.Input("x", F32, Shape{4, 3})
+	p := g.Param("p", F32, Shape{3}, true)
+	_, err := g.Backward(g.Sum(g.DivSqrt(x, g.Mul(p, p))))
+	require.ErrorContains(t, err, "depends on no trainable parameter")
+
+	g = NewGraph()
+	m := g.Param("m", F32, Shape{4, 3}, true)
+	p = g.Param("p", F32, Shape{3}, true)
+	y := g.Sum(g.DivSqrt(m, g.Mul(p, p)))
+	before := len(g.Nodes())
+	grads, err := g.Backward(y)
+	require.NoError(t, err)
+	require.Len(t, grads, 1)
+	require.Contains(t, grads, m)
+	for _, n := range g.Nodes()[before:] {
+		_, isMul := n.Op().(Binary)
+		require.False(t, isMul && n.Op().(Binary).Fn == Mul, "a backward op was recorded through the detached norm: %s", n)
+	}
+}

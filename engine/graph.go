@@ -21,6 +21,10 @@ type gradOp interface {
 	grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node
 }
 
+// detachOp is implemented by ops some of whose operands carry no gradient, whatever they depend
+// on (a stop-gradient): nothing upstream of them is differentiated through the op.
+type detachOp interface{ detached(i int) bool }
+
 // viewOp is implemented by ops whose output shares its first input's storage (reshapes).
 type viewOp interface{ isView() }
 
@@ -214,8 +218,9 @@ func (g *Graph) Apply(op Op, in ...*Node) []*Node {
 		return g.placeholders(op)
 	}
 	needs := false
-	for _, x := range in {
-		needs = needs || x.needsGrad
+	dop, _ := op.(detachOp)
+	for i, x := range in {
+		needs = needs || (x.needsGrad && (dop == nil || !dop.detached(i)))
 	}
 	n := g.add(&Node{kind: kindOp, op: op, src: append([]*Node(nil), in...), needsGrad: needs})
 	if len(outs) == 1 {

@@ -914,3 +914,23 @@ func (GatherScaleCols) Infer(in []Meta) ([]Meta, error) {
 	}
 	return []Meta{x}, nil
 }
+
+// DivSqrt is DoRA's magnitude scaling: y = x ⊘ sqrt(n), n: [dim] broadcast over the rows of x:
+// [..., dim]. n carries no gradient: DoRA detaches the weight norm ‖W + s·B·A‖ (section 4.3 of
+// the DoRA paper, as PEFT does), so the op is linear in x and its backward is DivSqrt(dy, n).
+type DivSqrt struct{}
+
+func (DivSqrt) Name() string { return "div_sqrt" }
+
+func (DivSqrt) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 2); err != nil {
+		return nil, err
+	}
+	if err := want(in[0], F32, "x"); err != nil {
+		return nil, err
+	}
+	return []Meta{in[0]}, wantVec(in[1], in[0].Shape.Last(), "n")
+}
+
+// detached: operand 1 (the norm) is a constant to autodiff.
+func (DivSqrt) detached(i int) bool { return i == 1 }

@@ -20,6 +20,9 @@ type AdapterLayer struct {
 	// ([in]); nil for LoRA.
 	Vec         *engine.Tensor
 	Feedforward bool
+	// Magnitude is DoRA's [out] vector: such a layer computes through its adapter's own
+	// LinearFunc and has no place in the pool.
+	Magnitude *engine.Tensor
 }
 
 // pool holds copies of the adapters a cache's steps mix, stacked per layer (the layout GatherLoRA
@@ -167,6 +170,13 @@ func (p *pool) cover(adapters []Adapter) error {
 			p.layers[name] = l
 		}
 		return l
+	}
+	for _, a := range adapters {
+		for _, al := range a.Layers() {
+			if al.Magnitude != nil {
+				return fmt.Errorf("adapter layer %s is DoRA: requests with different adapters cannot share a step with it (serve it alone, or merged)", al.Module)
+			}
+		}
 	}
 	for _, a := range adapters {
 		for _, al := range a.Layers() {

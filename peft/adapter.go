@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,8 @@ type Module struct {
 	R           int
 	Scale       float32
 	Feedforward bool
+	// DoRA: the module has a magnitude vector (use_dora).
+	DoRA bool
 }
 
 // keys returns the module's PEFT state-dict keys.
@@ -34,6 +37,9 @@ func (m *Module) keys(peftType string) []string {
 	p := keyPrefix + m.Name
 	if peftType == TypeIA3 {
 		return []string{p + ".ia3_l"}
+	}
+	if m.DoRA {
+		return []string{p + ".lora_A.weight", p + ".lora_B.weight", p + magnitudeSuffix}
 	}
 	return []string{p + ".lora_A.weight", p + ".lora_B.weight"}
 }
@@ -45,6 +51,8 @@ func (m *Module) graphShape(key string) engine.Shape {
 		return engine.Shape{m.R, m.In}
 	case strings.HasSuffix(key, ".lora_B.weight"):
 		return engine.Shape{m.Out, m.R}
+	case strings.HasSuffix(key, magnitudeSuffix):
+		return engine.Shape{m.Out}
 	case m.Feedforward:
 		return engine.Shape{m.In}
 	}
@@ -75,6 +83,10 @@ type Adapter struct {
 	byName  map[string]*Module
 	keys    []string // every parameter key, in module order
 	tensors map[string]*engine.Tensor
+	// pissaInit holds a PiSSA adapter's initial A and B (A₀, B₀), which Save folds in.
+	pissaInit map[string][]float32
+	// consts are constants some graphs bind (DoRA's identity matrices), not parameters.
+	consts map[string]*engine.Tensor
 
 	mu    sync.Mutex
 	nodes map[string]*engine.Node // the parameters' nodes in the graph built last
@@ -174,16 +186,48 @@ func resolve(c *Config, m *model.Config) ([]*Module, error) {
 			}
 		}
 	}
+	var layers map[int]bool
+	var layerRes []*regexp.Regexp
+	var ranks, alphas *patterns
+	if c.PeftType == TypeLoRA {
+		if layers, err = c.layerIndexes(); err != nil {
+			return nil, err
+		}
+		if layerRes, err = c.layerPatterns(); err != nil {
+			return nil, err
+		}
+		if ranks, err = compilePatterns("rank_pattern", c.RankPattern, c.rankOrder); err != nil {
+			return nil, err
+		}
+		if alphas, err = compilePatterns("alpha_pattern", c.AlphaPattern, c.alphaOrder); err != nil {
+			return nil, err
+		}
+	}
 	var mods []*Module
 	for _, l := range all {
 		if !target.match(l.Name) {
 			continue
 		}
+		// layers_to_transform restricts a list of names, except a name that is the whole path
+		// (PEFT's check_target_module_exists).
+		if layers != nil && target.re == nil && !contains(c.TargetModules.Names, l.Name) {
+			i, ok := layerOf(layerRes, l.Name)
+			if !ok || !layers[i] {
+				continue
+			}
+		}
 		md := &Module{Name: l.Name, In: l.In, Out: l.Out}
 		if c.PeftType == TypeIA3 {
 			md.Feedforward = ff.match(l.Name)
 		} else {
-			md.R, md.Scale = c.R, c.Scale()
+			r, alpha := c.R, c.LoraAlpha
+			if v, ok := ranks.lookup(l.Name); ok {
+				r = int(v)
+			}
+			if v, ok := alphas.lookup(l.Name); ok {
+				alpha = v
+			}
+			md.R, md.Scale, md.DoRA = r, c.scaleOf(r, alpha), c.UseDoRA
 		}
 		mods = append(mods, md)
 	}
@@ -215,13 +259,13 @@ func newAdapter(cfg Config, m *model.Config, b engine.Backend) (*Adapter, error)
 		cfg.PeftVersion = PEFTVersion
 	}
 	a := &Adapter{Config: cfg, model: m, backend: b, modules: mods, byName: map[string]*Module{},
-		tensors: map[string]*engine.Tensor{}, nodes: map[string]*engine.Node{}}
+		tensors: map[string]*engine.Tensor{}, consts: map[string]*engine.Tensor{}, nodes: map[string]*engine.Node{}}
 	sig := sha256.New()
 	fmt.Fprintf(sig, "%s", cfg.PeftType)
 	for _, md := range mods {
 		a.byName[md.Name] = md
 		a.keys = append(a.keys, md.keys(cfg.PeftType)...)
-		fmt.Fprintf(sig, "|%s %d %d %d %g %v", md.Name, md.In, md.Out, md.R, md.Scale, md.Feedforward)
+		fmt.Fprintf(sig, "|%s %d %d %d %g %v %v", md.Name, md.In, md.Out, md.R, md.Scale, md.Feedforward, md.DoRA)
 	}
 	a.signature = fmt.Sprintf("%s/%x", cfg.PeftType, sig.Sum(nil)[:12])
 	return a, nil
@@ -234,7 +278,15 @@ func (a *Adapter) Signature() string { return a.signature }
 // New creates an adapter for model config m with parameters on b, initialised as PEFT initialises
 // them by default, deterministically from seed: LoRA's A kaiming-uniform (a=√5, i.e.
 // U(−1/√in, 1/√in)) and B zero, so the adapter starts as the identity; IA3's vectors one.
+//
+// A DoRA adapter's magnitudes come from the base weights: NewFor creates it.
 func New(cfg Config, m *model.Config, b engine.Backend, seed uint64) (*Adapter, error) {
+	if cfg.UseDoRA {
+		return nil, fmt.Errorf("adapter: DoRA (use_dora) initialises its magnitudes from the base weights: create it with NewFor")
+	}
+	if cfg.pissa() {
+		return nil, fmt.Errorf("adapter: PiSSA (init_lora_weights \"pissa\") initialises from the base weights: create it with NewFor")
+	}
 	a, err := newAdapter(cfg, m, b)
 	if err != nil {
 		return nil, err
@@ -333,6 +385,12 @@ func (a *Adapter) Release() {
 		t.Release()
 	}
 	a.tensors = map[string]*engine.Tensor{}
+	a.mu.Lock()
+	for _, t := range a.consts {
+		t.Release()
+	}
+	a.consts = map[string]*engine.Tensor{}
+	a.mu.Unlock()
 }
 
 // param declares (once per graph) the trainable parameter key in g.
@@ -365,6 +423,9 @@ func (a *Adapter) LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) model.Li
 			// PEFT scales the base layer's output, bias included.
 			return g.ScaleCols(l.Forward(g, x), vec)
 		}
+		if md.DoRA {
+			return a.doraLinear(g, l, md, x, dropoutSeed)
+		}
 		keys := md.keys(TypeLoRA)
 		A, B := a.param(g, md, keys[0]), a.param(g, md, keys[1])
 		// y = W·x + s·B·A·dropout(x) in one fused op; each layer draws its own mask (its salt),
@@ -396,6 +457,9 @@ func (a *Adapter) Layers() []model.AdapterLayer {
 		} else {
 			keys := md.keys(TypeLoRA)
 			l.A, l.B, l.R, l.Scale = a.tensors[keys[0]], a.tensors[keys[1]], md.R, md.Scale
+			if md.DoRA {
+				l.Magnitude = a.tensors[md.magnitudeKey()]
+			}
 		}
 		out = append(out, l)
 	}
@@ -410,7 +474,12 @@ func (a *Adapter) Bind(p *engine.Program) error {
 		name := n.Name()
 		t, ok := a.tensors[name]
 		if !ok {
-			if strings.HasPrefix(name, keyPrefix) {
+			a.mu.Lock()
+			t, ok = a.consts[name]
+			a.mu.Unlock()
+		}
+		if !ok {
+			if strings.HasPrefix(name, keyPrefix) || strings.HasPrefix(name, eyePrefix) {
 				return fmt.Errorf("adapter: bind %s: this adapter has no such parameter", n.Name())
 			}
 			continue

@@ -22,6 +22,8 @@ func Combine(weights []float64, adapters ...*Adapter) (*Adapter, error) {
 	cfg := first.Config
 	cfg.R, cfg.LoraAlpha, cfg.UseRSLoRA = rank, float64(rank), false
 	cfg.TargetModules = Names(names...)
+	// Per-module ranks and alphas are folded into B; the names are whole paths.
+	cfg.RankPattern, cfg.AlphaPattern, cfg.LayersToTransform, cfg.LayersPattern = nil, nil, nil, nil
 	cfg.LoraDropout = 0
 	out, err := newAdapter(cfg, first.model, first.backend)
 	if err != nil {
@@ -80,6 +82,9 @@ func checkCombinable(weights []float64, adapters []*Adapter) (names []string, ra
 	for i, a := range adapters {
 		if a.Config.PeftType != TypeLoRA {
 			return nil, nil, fmt.Errorf("combine: adapter %d is %s, not LORA", i, a.Config.PeftType)
+		}
+		if a.Config.UseDoRA {
+			return nil, nil, fmt.Errorf("combine: adapter %d is DoRA: its magnitudes do not add (merge it instead)", i)
 		}
 		if m, f := a.model, first.model; m.HiddenSize != f.HiddenSize || m.NumLayers != f.NumLayers ||
 			m.IntermediateSize != f.IntermediateSize || m.NumHeads != f.NumHeads || m.NumKVHeads != f.NumKVHeads ||

@@ -106,6 +106,9 @@ type Config struct {
 	InitIA3Weights     bool    `json:"init_ia3_weights"`
 
 	PeftVersion string `json:"peft_version"`
+	// rankOrder and alphaOrder are rank_pattern's and alpha_pattern's keys in the file's order,
+	// the order PEFT tries them in.
+	rankOrder, alphaOrder []string
 	// Extra holds the fields read from a file that lathe does not interpret, raw.
 	Extra map[string]json.RawMessage `json:"-"`
 }
@@ -168,6 +171,7 @@ func ParseConfig(raw []byte) (Config, error) {
 	if v, ok := fields["task_type"]; ok && string(bytes.TrimSpace(v)) == "null" {
 		c.TaskType = ""
 	}
+	c.rankOrder, c.alphaOrder = objectKeys(fields["rank_pattern"]), objectKeys(fields["alpha_pattern"])
 	known := c.knownFields()
 	c.Extra = map[string]json.RawMessage{}
 	for k, v := range fields {
@@ -176,6 +180,28 @@ func ParseConfig(raw []byte) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// objectKeys returns the keys of a JSON object in their order (nil for anything else).
+func objectKeys(raw json.RawMessage) []string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		k, _ := t.(string)
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return keys
 }
 
 // knownFields are the fields of c's type that Config interprets.
@@ -275,11 +301,148 @@ func orEmpty(m map[string]any) map[string]any {
 }
 
 // Scale is the LoRA scaling factor: lora_alpha/r, or lora_alpha/sqrt(r) with use_rslora.
-func (c *Config) Scale() float32 {
+func (c *Config) Scale() float32 { return c.scaleOf(c.R, c.LoraAlpha) }
+
+func (c *Config) scaleOf(r int, alpha float64) float32 {
 	if c.UseRSLoRA {
-		return float32(c.LoraAlpha / math.Sqrt(float64(c.R)))
+		return float32(alpha / math.Sqrt(float64(r)))
 	}
-	return float32(c.LoraAlpha / float64(c.R))
+	return float32(alpha / float64(r))
+}
+
+// patternKey returns the key of a rank_pattern or alpha_pattern that selects module path, as
+// PEFT's get_pattern_key: the path itself if it is a key, else the first key (in the file's order)
+// that matches as (.*\.)?(KEY)$ from the path's start; "" when none does.
+func patternKey(keys []string, res map[string]*regexp.Regexp, path string) string {
+	if _, ok := res[path]; ok {
+		return path
+	}
+	for _, k := range keys {
+		if res[k].MatchString(path) {
+			return k
+		}
+	}
+	return ""
+}
+
+// patterns is a rank_pattern or alpha_pattern ready to match: its keys in the file's order and
+// their regular expressions.
+type patterns struct {
+	keys []string
+	res  map[string]*regexp.Regexp
+	vals map[string]float64
+}
+
+func compilePatterns(field string, m map[string]any, order []string) (*patterns, error) {
+	p := &patterns{res: map[string]*regexp.Regexp{}, vals: map[string]float64{}}
+	if len(order) != len(m) {
+		order = sortedKeys(m)
+	}
+	for _, k := range order {
+		v, ok := m[k].(float64)
+		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("adapter config: %s[%q] is %v, not a number", field, k, m[k])
+		}
+		re, err := regexp.Compile(`^(?:(.*\.)?(` + k + `))$`)
+		if err != nil {
+			return nil, fmt.Errorf("adapter config: %s key %q is not a regular expression Go accepts: %w", field, k, err)
+		}
+		p.keys = append(p.keys, k)
+		p.res[k], p.vals[k] = re, v
+	}
+	return p, nil
+}
+
+// lookup returns the value for path and whether a key selected it.
+func (p *patterns) lookup(path string) (float64, bool) {
+	k := patternKey(p.keys, p.res, path)
+	if k == "" {
+		return 0, false
+	}
+	return p.vals[k], true
+}
+
+// layerIndexes reads layers_to_transform: nil (every layer), an int or a list of ints.
+func (c *Config) layerIndexes() (map[int]bool, error) {
+	switch v := c.LayersToTransform.(type) {
+	case nil:
+		return nil, nil
+	case float64:
+		if v != math.Trunc(v) {
+			return nil, fmt.Errorf("adapter config: layers_to_transform %v is not an integer", v)
+		}
+		return map[int]bool{int(v): true}, nil
+	case int:
+		return map[int]bool{v: true}, nil
+	case []int:
+		m := map[int]bool{}
+		for _, x := range v {
+			m[x] = true
+		}
+		return m, nil
+	case []any:
+		if len(v) == 0 {
+			return nil, nil // PEFT treats an empty list as no restriction
+		}
+		m := map[int]bool{}
+		for _, x := range v {
+			f, ok := x.(float64)
+			if !ok || f != math.Trunc(f) {
+				return nil, fmt.Errorf("adapter config: layers_to_transform holds %v, not an integer", x)
+			}
+			m[int(f)] = true
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("adapter config: layers_to_transform %v is not an integer or a list of them", c.LayersToTransform)
+}
+
+// layerPatterns reads layers_pattern: nil, a string or a list of strings, as regular expressions
+// that name the module list holding the layers ("layers" for Llama).
+func (c *Config) layerPatterns() ([]*regexp.Regexp, error) {
+	var names []string
+	switch v := c.LayersPattern.(type) {
+	case nil:
+	case string:
+		names = []string{v}
+	case []string:
+		names = v
+	case []any:
+		for _, x := range v {
+			s, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("adapter config: layers_pattern holds %v, not a string", x)
+			}
+			names = append(names, s)
+		}
+	default:
+		return nil, fmt.Errorf("adapter config: layers_pattern %v is not a string or a list of them", v)
+	}
+	if len(names) == 0 {
+		// PEFT's default: the number after any ".name." in the path.
+		return []*regexp.Regexp{regexp.MustCompile(`^.*\.[^.]*\.(\d+)\.`)}, nil
+	}
+	var res []*regexp.Regexp
+	for _, n := range names {
+		re, err := regexp.Compile(`^.*\.(?:` + n + `)\.(\d+)\.`)
+		if err != nil {
+			return nil, fmt.Errorf("adapter config: layers_pattern %q is not a regular expression Go accepts: %w", n, err)
+		}
+		res = append(res, re)
+	}
+	return res, nil
+}
+
+// layerOf returns the layer index PEFT reads from a module path with the first layers pattern
+// that matches, or false.
+func layerOf(res []*regexp.Regexp, path string) (int, bool) {
+	for _, re := range res {
+		if m := re.FindStringSubmatch(path); m != nil {
+			i, err := strconv.Atoi(m[1])
+			return i, err == nil
+		}
+	}
+	return 0, false
 }
 
 // validate checks the options that do not depend on the model.
@@ -317,31 +480,30 @@ func (c *Config) validate() error {
 		return fmt.Errorf("adapter config: lora_alpha %v is not finite", c.LoraAlpha)
 	case !(c.LoraDropout >= 0 && c.LoraDropout < 1):
 		return fmt.Errorf("adapter config: lora_dropout %v is not in [0, 1)", c.LoraDropout)
-	case c.UseDoRA:
-		return unsupported("use_dora true (DoRA)")
 	case c.Bias != "none" && c.Bias != "":
 		return unsupported(fmt.Sprintf("bias %q (only \"none\")", c.Bias))
-	case len(c.RankPattern) > 0:
-		return unsupported("rank_pattern")
-	case len(c.AlphaPattern) > 0:
-		return unsupported("alpha_pattern")
-	case c.LayersToTransform != nil:
-		return unsupported("layers_to_transform")
 	}
-	switch p := c.LayersPattern.(type) {
-	case nil:
-	case string:
-		if p != "layers" {
-			return unsupported(fmt.Sprintf("layers_pattern %q", p))
+	for k, v := range c.RankPattern {
+		f, ok := v.(float64)
+		if !ok || f != math.Trunc(f) || f < 1 || f > MaxRank {
+			return fmt.Errorf("adapter config: rank_pattern[%q] is %v, not an integer in [1, %d]", k, v, MaxRank)
 		}
-	default:
-		return unsupported(fmt.Sprintf("layers_pattern %v", p))
+	}
+	if _, err := c.layerIndexes(); err != nil {
+		return err
+	}
+	if _, err := c.layerPatterns(); err != nil {
+		return err
+	}
+	if c.LayersToTransform != nil && c.TargetModules.Pattern != "" && c.TargetModules.Pattern != AllLinear {
+		// PEFT's LoraConfig raises the same.
+		return fmt.Errorf("adapter config: layers_to_transform cannot be used when target_modules is a str")
 	}
 	switch v := c.InitLoraWeights.(type) {
 	case bool:
 	case string:
-		if v != "gaussian" {
-			return unsupported(fmt.Sprintf("init_lora_weights %q (true, false or \"gaussian\")", v))
+		if v != "gaussian" && v != InitPiSSA {
+			return unsupported(fmt.Sprintf("init_lora_weights %q (true, false, \"gaussian\" or \"pissa\")", v))
 		}
 	default:
 		return unsupported(fmt.Sprintf("init_lora_weights %v", v))

@@ -101,6 +101,9 @@ func (a *Adapter) mergeWeight(md *Module, w []float32) error {
 			w[o*md.In+i] = float32(float64(w[o*md.In+i]) + s*row[i])
 		}
 	}
+	if md.DoRA {
+		return a.mergeDoRA(md, w)
+	}
 	return nil
 }
 

@@ -704,7 +704,7 @@ func TestBadInputs(t *testing.T) {
 		{"r huge", func(c *Config) { c.R = 1 << 30 }, "r 1073741824 is outside [1, 16384]"},
 		{"unknown target", func(c *Config) { c.TargetModules = Names("q_proj", "qkv_proj") }, `"qkv_proj" matches no module of the model (its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)`},
 		{"regex matching nothing", func(c *Config) { c.TargetModules = Modules{Pattern: "nothing"} }, "matches no module"},
-		{"dora", func(c *Config) { c.UseDoRA = true }, "use_dora true (DoRA) is not supported"},
+		{"dora without the base", func(c *Config) { c.UseDoRA = true }, "create it with NewFor"},
 		{"bias", func(c *Config) { c.Bias = "all" }, `bias "all"`},
 		{"modules_to_save", func(c *Config) { c.ModulesToSave = []string{"lm_head"} }, "modules_to_save"},
 		{"rank_pattern", func(c *Config) { c.RankPattern = map[string]any{"q_proj": 4} }, "rank_pattern"},

@@ -26,7 +26,7 @@ func (a *Adapter) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save adapter: %w", err)
 	}
-	tensors := map[string]checkpoint.Tensor{}
+	values := map[string][]float32{}
 	for _, md := range a.modules {
 		for _, key := range md.keys(a.Config.PeftType) {
 			t, ok := a.tensors[key]
@@ -37,11 +37,27 @@ func (a *Adapter) Save(dir string) error {
 			if err != nil {
 				return fmt.Errorf("save adapter: read %s: %w", key, err)
 			}
-			tensors[key] = checkpoint.FromFloat32(v, md.fileShape(key))
+			values[key] = v
+		}
+	}
+	cfg := a.Config
+	double := 1 // a PiSSA adapter is saved converted, at twice its rank
+	if a.pissaInit != nil {
+		var err error
+		if cfg, values, err = a.converted(cfg, values); err != nil {
+			return err
+		}
+		double = 2
+	}
+	tensors := map[string]checkpoint.Tensor{}
+	for _, md := range a.modules {
+		m := *md
+		m.R *= double
+		for _, key := range md.keys(a.Config.PeftType) {
+			tensors[key] = checkpoint.FromFloat32(values[key], m.fileShape(key))
 		}
 	}
 	// PEFT saves the config with inference_mode set, whatever it trained with.
-	cfg := a.Config
 	cfg.InferenceMode = true
 	raw, err := cfg.MarshalJSON()
 	if err != nil {
@@ -80,6 +96,10 @@ func normalizeKey(k string) string {
 				return k[:i+len(s)] + "weight"
 			}
 		}
+	}
+	// PEFT saves lora_magnitude_vector without ".weight"; an adapter name may follow it.
+	if i := strings.Index(k, magnitudeSuffix+"."); i >= 0 {
+		return k[:i+len(magnitudeSuffix)]
 	}
 	if i := strings.Index(k, ".ia3_l."); i >= 0 {
 		return k[:i] + ".ia3_l"

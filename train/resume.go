@@ -89,8 +89,8 @@ func compareRuns(cfg Config, ck *Checkpoint, a *peft.Adapter, ev *ResumeEvent) e
 	reported := map[string]bool{}
 	// The adapter itself says its type and rank, whatever trainer_state.json holds.
 	want, got := cfg.adapterConfig(), a.Config
-	if got.PeftType != want.PeftType {
-		diffs = append(diffs, fmt.Sprintf("method (checkpoint %s adapter, now %s)", got.PeftType, cfg.Method))
+	if got.PeftType != want.PeftType || got.UseDoRA != want.UseDoRA {
+		diffs = append(diffs, fmt.Sprintf("method (checkpoint %s adapter, now %s)", adapterKind(got), cfg.Method))
 		reported["method"] = true
 	} else if got.PeftType == peft.TypeLoRA && got.R != want.R {
 		diffs = append(diffs, fmt.Sprintf("rank (checkpoint %d, now %d)", got.R, want.R))
@@ -146,4 +146,12 @@ func samePath(a, b any) bool {
 	aa, err1 := filepath.Abs(as)
 	ba, err2 := filepath.Abs(bs)
 	return err1 == nil && err2 == nil && aa == ba
+}
+
+// adapterKind names an adapter's type for messages: LORA, IA3, or LORA with DoRA.
+func adapterKind(c peft.Config) string {
+	if c.UseDoRA {
+		return c.PeftType + " (DoRA)"
+	}
+	return c.PeftType
 }

@@ -48,6 +48,7 @@ func TestResumeRefusesStructuralChanges(t *testing.T) {
 		want string
 	}{
 		{func(c *Config) { c.Method = "ia3" }, "method (checkpoint LORA adapter, now ia3)"},
+		{func(c *Config) { c.Method = "dora" }, "method (checkpoint LORA adapter, now dora)"},
 		{func(c *Config) { c.Rank = 4 }, "rank (checkpoint 8, now 4)"},
 		{func(c *Config) { c.Targets = []string{"q_proj", "v_proj"} }, `targets (checkpoint ["all-linear"], now ["q_proj","v_proj"])`},
 		{func(c *Config) { c.Model = other }, "model (checkpoint"},

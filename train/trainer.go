@@ -21,13 +21,17 @@ type Config struct {
 	Data  string `json:"data"`
 	Out   string `json:"out"`
 	// Method is "lora", "qlora" (LoRA on the base quantized to NF4 with double quantization at
-	// load) or "ia3".
+	// load), "dora" (DoRA: PEFT's use_dora), "qdora" (DoRA on the NF4 base) or "ia3".
 	Method  string   `json:"method"`
 	Rank    int      `json:"rank"`
 	Alpha   float64  `json:"alpha"`
 	Dropout float64  `json:"dropout"`
 	Targets []string `json:"targets"` // module names, or ["all-linear"]
 	RSLoRA  bool     `json:"rslora"`
+	// Init is PEFT's init_lora_weights for LoRA: "" (PEFT's default), "gaussian" or "pissa"
+	// (A and B from the base's SVD, the base keeps the residual; saved converted to a rank-2r LoRA
+	// of the original base).
+	Init string `json:"init_lora_weights"`
 
 	Steps     int `json:"steps"`
 	Batch     int `json:"batch"`
@@ -71,8 +75,12 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Model == "" || c.Data == "" || c.Out == "":
 		return fmt.Errorf("train: model, data and out are required")
-	case c.Method != "lora" && c.Method != "qlora" && c.Method != "ia3":
-		return fmt.Errorf("train: method %q is not lora, qlora or ia3", c.Method)
+	case c.Method != "lora" && c.Method != "qlora" && c.Method != "dora" && c.Method != "qdora" && c.Method != "ia3":
+		return fmt.Errorf("train: method %q is not lora, qlora, dora, qdora or ia3", c.Method)
+	case c.Init != "" && c.Init != "gaussian" && c.Init != peft.InitPiSSA:
+		return fmt.Errorf("train: init_lora_weights %q is not gaussian or pissa", c.Init)
+	case c.Init == peft.InitPiSSA && c.Resume:
+		return fmt.Errorf("train: a PiSSA run cannot resume: its checkpoints are converted to rank-2r LoRAs of the original base")
 	case c.Steps <= 0 || c.Batch <= 0 || c.Seq <= 1 || c.GradAccum <= 0:
 		return fmt.Errorf("train: steps, batch, grad_accum must be positive and seq at least 2")
 	case int64(c.Batch)*int64(c.Seq) > MaxBatchTokens:
@@ -165,7 +173,7 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 		}
 	}
 	lo := model.LoadOptions{}
-	if cfg.Method == "qlora" {
+	if cfg.Method == "qlora" || cfg.Method == "qdora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
 	}
 	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
@@ -196,7 +204,7 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 		if ck, t.Adapter, t.resume, err = resumeFrom(cfg, cks, t.Model.Cfg, b); err != nil {
 			return nil, err
 		}
-	} else if t.Adapter, err = peft.New(cfg.adapterConfig(), t.Model.Cfg, b, cfg.Seed); err != nil {
+	} else if t.Adapter, err = peft.NewFor(cfg.adapterConfig(), t.Model, cfg.Seed); err != nil {
 		return nil, err
 	}
 	ocfg := DefaultAdamW()
@@ -261,6 +269,10 @@ func (c *Config) adapterConfig() peft.Config {
 	}
 	cfg := peft.LoRAConfig()
 	cfg.R, cfg.LoraAlpha, cfg.LoraDropout, cfg.UseRSLoRA = c.Rank, c.Alpha, c.Dropout, c.RSLoRA
+	cfg.UseDoRA = c.Method == "dora" || c.Method == "qdora"
+	if c.Init != "" {
+		cfg.InitLoraWeights = c.Init
+	}
 	if len(c.Targets) == 1 && c.Targets[0] == peft.AllLinear {
 		cfg.TargetModules = peft.Modules{Pattern: peft.AllLinear}
 	} else if len(c.Targets) > 0 {

@@ -43,7 +43,7 @@ func train(t *testing.T, cfg Config, b engine.Backend) Result {
 }
 
 func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		t.Run(method, func(t *testing.T) {
 			cfg := fixture(t, method)
 			res := train(t, cfg, cpu.New())
@@ -73,7 +73,7 @@ func TestEveryMethodLowersTheLossOnCPU(t *testing.T) {
 
 func TestEveryMethodLowersTheLossOnWebGPU(t *testing.T) {
 	gpu := testdevice.WebGPU(t)
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		cfg := fixture(t, method)
 		cfg.Steps, cfg.Batch, cfg.Seq = 12, 2, 32
 		res := train(t, cfg, gpu)
@@ -150,9 +150,9 @@ func TestNonFiniteStepIsSkipped(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	cfg := fixture(t, "lora")
 	bad := cfg
-	bad.Method = "dora"
+	bad.Method = "vera"
 	_, err := New(bad, cpu.New())
-	require.ErrorContains(t, err, `method "dora"`)
+	require.ErrorContains(t, err, `method "vera"`)
 	bad = cfg
 	bad.Data = filepath.Join(t.TempDir(), "missing.jsonl")
 	_, err = New(bad, cpu.New())
@@ -163,7 +163,7 @@ func TestConfigErrors(t *testing.T) {
 // rewritten into core ops by the compiler) trains every method, LoRA with dropout, to the CPU's
 // losses and weights.
 func TestCoreOnlyBackendTrainsLikeTheCPU(t *testing.T) {
-	for _, method := range []string{"lora", "qlora", "ia3"} {
+	for _, method := range []string{"lora", "qlora", "dora", "qdora", "ia3"} {
 		t.Run(method, func(t *testing.T) {
 			cfg := fixture(t, method)
 			cfg.Steps, cfg.Batch, cfg.Seq = 8, 2, 32
@@ -231,4 +231,28 @@ func TestTrainingStepIsOneSubmission(t *testing.T) {
 			require.Equal(t, 3, tr.opt.StepCount())
 		})
 	}
+}
+
+// A PiSSA run trains (the loss falls), and its saved adapter, converted as PEFT converts it,
+// gives over the original base the eval loss the run measured over the residual base.
+func TestPiSSARun(t *testing.T) {
+	cfg := fixture(t, "lora")
+	cfg.Init, cfg.Steps, cfg.Targets = peft.InitPiSSA, 30, []string{"q_proj", "v_proj", "down_proj"}
+	res := train(t, cfg, cpu.New())
+	require.Less(t, res.LossEnd, 0.8*res.LossStart, "the loss falls")
+	plain := cfg
+	plain.Init = ""
+	tr, err := New(plain, cpu.New()) // the original base
+	require.NoError(t, err)
+	defer tr.Close()
+	saved, err := peft.Load(cfg.Out, tr.Model.Cfg, tr.Backend)
+	require.NoError(t, err)
+	defer saved.Release()
+	require.Equal(t, 2*cfg.Rank, saved.Modules()[0].R)
+	ev, err := NewStepGraph(tr.Model, saved, cfg.Batch, cfg.Seq, false, false)
+	require.NoError(t, err)
+	defer ev.Close()
+	l, _, err := Evaluate(ev, tr.evalSet, cfg.Batch, cfg.Seq)
+	require.NoError(t, err)
+	require.InDelta(t, *res.EvalLoss, l, 1e-3**res.EvalLoss)
 }

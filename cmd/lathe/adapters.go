@@ -39,6 +39,23 @@ func adapterLoader(m *model.Model) serve.AdapterLoader {
 	}
 }
 
+// servedAdapterLoader is adapterLoader for the server, whose steps mix adapters: a DoRA adapter,
+// which cannot join such a step, is refused with the way to serve it.
+func servedAdapterLoader(m *model.Model) serve.AdapterLoader {
+	load := adapterLoader(m)
+	return func(dir string) (model.Adapter, error) {
+		a, err := load(dir)
+		if err != nil {
+			return nil, err
+		}
+		if pa, ok := a.(*peft.Adapter); ok && pa.Config.UseDoRA {
+			pa.Release()
+			return nil, fmt.Errorf("the adapter is DoRA (use_dora): the server mixes adapters in one step, which DoRA's per-row magnitudes do not allow; serve it merged (lathe serve --merge DIR)")
+		}
+		return a, nil
+	}
+}
+
 // combineAdapters is peft.Combine for the registry: the parts must be PEFT LoRA adapters.
 func combineAdapters(weights []float64, parts []model.Adapter) (model.Adapter, error) {
 	as := make([]*peft.Adapter, len(parts))

@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newGenerateCmd(),
 		newServeCmd(),
 		newMergeCmd(),
+		newRankCmd(),
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),

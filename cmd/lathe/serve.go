@@ -79,7 +79,7 @@ func newServeCmd() *cobra.Command {
 			if name == "" {
 				name = filepath.Base(filepath.Clean(dir))
 			}
-			reg := serve.NewRegistry(adapterLoader(m))
+			reg := serve.NewRegistry(servedAdapterLoader(m))
 			reg.Combine = combineAdapters
 			reg.MaxAdapters, reg.MaxBytes = maxAdapters, maxAdapterBytes
 			for _, a := range adapters {

@@ -22,7 +22,7 @@ func newTrainCmd() *cobra.Command {
 	var configFile, device, targets string
 	var quiet bool
 	cmd := &cobra.Command{
-		Use:   "train --model DIR --data FILE --method lora|qlora|ia3 --out DIR",
+		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3 --out DIR",
 		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
 		Long: "Train reads a Hugging Face model folder and a JSONL dataset ({\"text\"}, {\"prompt\",\"completion\"}, " +
 			"{\"messages\"} or {\"input_ids\"} lines) and writes to --out the adapter (adapter_config.json, " +
@@ -88,11 +88,12 @@ func newTrainCmd() *cobra.Command {
 	f.StringVar(&cfg.Model, "model", "", "Hugging Face model folder")
 	f.StringVar(&cfg.Data, "data", "", "JSONL training data")
 	f.StringVar(&cfg.Out, "out", "", "output folder for the adapter, metrics and checkpoints")
-	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base) or ia3")
+	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base), dora, qdora (DoRA on an NF4 base) or ia3")
 	f.IntVar(&cfg.Rank, "rank", cfg.Rank, "LoRA rank")
 	f.Float64Var(&cfg.Alpha, "alpha", cfg.Alpha, "LoRA alpha (scale alpha/rank, or alpha/√rank with --rslora)")
 	f.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "LoRA dropout")
 	f.BoolVar(&cfg.RSLoRA, "rslora", cfg.RSLoRA, "rank-stabilised scaling alpha/√rank")
+	f.StringVar(&cfg.Init, "init", cfg.Init, "LoRA initialisation: gaussian, or pissa (from the base's SVD; saved as PEFT's converted rank-2r LoRA)")
 	f.StringVar(&targets, "targets", "", "comma-separated module names (q_proj,v_proj,...) or all-linear (default)")
 	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "optimizer steps")
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per micro-batch")

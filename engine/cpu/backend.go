@@ -167,7 +167,7 @@ func (b *Backend) Close() error { return nil }
 // Supports accepts every op of the engine package.
 func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 	switch op.(type) {
-	case engine.MatMul, engine.QMatMul, engine.LoRA, engine.LoRABackward, engine.ScaleCols,
+	case engine.MatMul, engine.QMatMul, engine.LoRA, engine.LoRABackward, engine.ScaleCols, engine.DivSqrt,
 		engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward, engine.RoPE, engine.Attention,
 		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
@@ -303,6 +303,9 @@ func run(l engine.Launch) error {
 	case engine.ScaleCols:
 		x := in[0].Meta.Shape
 		kernels.ScaleCols(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last())
+	case engine.DivSqrt:
+		x := in[0].Meta.Shape
+		kernels.DivSqrt(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last())
 	case engine.ScaleColsBackward:
 		x := in[1].Meta.Shape
 		o := outputs(out, op.NeedX, op.NeedL)

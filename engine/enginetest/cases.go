@@ -326,6 +326,9 @@ func OpCases() []Case {
 		c("scale_cols", tol, func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.ScaleCols(b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.5, 1.5))}
 		}),
+		c("div_sqrt", tol, func(b *builder) []*engine.Node {
+			return []*engine.Node{b.g.DivSqrt(b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.05, 30))}
+		}),
 		c("scale_cols_backward", tol, func(b *builder) []*engine.Node {
 			return b.g.Apply(engine.ScaleColsBackward{NeedX: true, NeedL: true}, b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{13, 37}, 1), b.pos(engine.Shape{37}, 0.5, 1.5))[:2]
 		}),

@@ -65,6 +65,9 @@ func GradCases() []GradCase {
 		gc("scale_cols", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.ScaleCols(b.param(engine.Shape{5, 9}, 1), b.param(engine.Shape{9}, 1))}
 		}),
+		gc("div_sqrt", func(b *builder) []*engine.Node {
+			return []*engine.Node{b.g.DivSqrt(b.param(engine.Shape{5, 9}, 1), b.pos(engine.Shape{9}, 0.5, 2))}
+		}),
 		gc("rmsnorm", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.RMSNorm(b.param(engine.Shape{5, 9}, 1), b.param(engine.Shape{9}, 1), 1e-5)}
 		}),

@@ -54,7 +54,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		}
 	}
 	switch o := op.(type) {
-	case engine.MatMul, engine.ScaleCols, engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward,
+	case engine.MatMul, engine.ScaleCols, engine.DivSqrt, engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward,
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
@@ -264,6 +264,8 @@ func (r *recorder) launch(l engine.Launch) error {
 		return r.map2(3, in[0], in[1], out[0], n, 1)
 	case engine.ScaleCols:
 		return r.map2(4, in[0], in[1], out[0], n, l.In[0].Meta.Shape.Last())
+	case engine.DivSqrt:
+		return r.map2(6, in[0], in[1], out[0], n, l.In[0].Meta.Shape.Last())
 	case engine.AddBias:
 		return r.map2(5, in[0], in[1], out[0], n, l.In[0].Meta.Shape.Last())
 	case engine.ScaleColsBackward:

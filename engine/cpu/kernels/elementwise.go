@@ -1,5 +1,7 @@
 package kernels
 
+import "math"
+
 // ReduceChunk is the fixed number of elements summed into one float64 partial by Sum, SumSquares
 // and HasNonFinite; partials are combined in chunk order, so results do not depend on how many
 // goroutines ran.
@@ -19,6 +21,32 @@ func ScaleCols(y, x, l []float32, rows, dim int) {
 			xr, yr := x[r*dim:(r+1)*dim], y[r*dim:(r+1)*dim]
 			for c, v := range xr {
 				yr[c] = v * l[c]
+			}
+		}
+	})
+}
+
+// DivSqrt is DoRA's magnitude scaling: y[r, c] = x[r, c] / sqrt(n[c]), in float64 rounded once
+// (over several rows, as x times the reciprocal square root).
+func DivSqrt(y, x, n []float32, rows, dim int) {
+	need("DivSqrt", "y", len(y), rows*dim)
+	need("DivSqrt", "x", len(x), rows*dim)
+	need("DivSqrt", "n", len(n), dim)
+	if rows == 1 { // a vector (DoRA's magnitudes): no reciprocals to share
+		for c, v := range x[:dim] {
+			y[c] = float32(float64(v) / math.Sqrt(float64(n[c])))
+		}
+		return
+	}
+	inv := make([]float64, dim) // 1/sqrt(n), shared by the rows
+	for c, v := range n[:dim] {
+		inv[c] = 1 / math.Sqrt(float64(v))
+	}
+	parallelFor(rows, grain(dim)*4, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, yr := x[r*dim:(r+1)*dim], y[r*dim:(r+1)*dim]
+			for c, v := range xr {
+				yr[c] = float32(float64(v) * inv[c])
 			}
 		}
 	})

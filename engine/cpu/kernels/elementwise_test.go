@@ -26,6 +26,33 @@ func TestScaleCols(t *testing.T) {
 	requireClose(t, "y", y, refScaleCols(to64(x), to64(l), rows, dim), fwdTol)
 }
 
+// DivSqrt against float64, and its x-gradient (n is detached) by finite differences: the gradient
+// is DivSqrt of dy.
+func TestDivSqrt(t *testing.T) {
+	const rows, dim = 7, 13
+	r := newRand(63)
+	x, dy := randn(r, rows*dim), randn(r, rows*dim)
+	n := make([]float32, dim)
+	for i := range n {
+		n[i] = float32(0.01 + 10*r.Float64())
+	}
+	x64, n64 := to64(x), to64(n)
+	ref := func() []float64 {
+		y := make([]float64, rows*dim)
+		for i := range y {
+			y[i] = x64[i] / math.Sqrt(n64[i%dim])
+		}
+		return y
+	}
+	y := nans(rows * dim)
+	DivSqrt(y, x, n, rows, dim)
+	requireClose(t, "y", y, ref(), fwdTol)
+	wantDx := fdGrad(x64, func() float64 { return dot(ref(), dy) })
+	dx := nans(rows * dim)
+	DivSqrt(dx, dy, n, rows, dim)
+	requireClose(t, "dx", dx, wantDx, bwdTol)
+}
+
 func TestScaleColsBackward(t *testing.T) {
 	const rows, dim = 7, 13
 	r := newRand(61)
