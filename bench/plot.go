@@ -56,11 +56,13 @@ func savePNG(p *plot.Plot, leg plot.Legend, w, h vg.Length, path string) error {
 // kernel throughput by model size, as PNGs in dir; it returns the paths written.
 func (r *Report) WriteCharts(dir string) ([]string, error) {
 	var paths []string
-	for i, be := range r.Backends {
+	for _, be := range r.Backends {
 		if len(be.Kernels) == 0 {
 			continue
 		}
-		slug := fmt.Sprintf("%s%d", be.Device.Backend, i)
+		// Named as `lathe devices` names the device ("webgpu:0"), with '_' for ':' so that the name
+		// is a valid file name everywhere.
+		slug := fmt.Sprintf("%s_%d", be.Device.Backend, be.Device.Index)
 		if be.Ceilings.Valid() {
 			p := filepath.Join(dir, "roofline-"+slug+".png")
 			if err := rooflineChart(be, p); err != nil {
