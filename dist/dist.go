@@ -93,7 +93,7 @@ func (c *localComm) AllReduceSum(buf []float32) error {
 		g.sum, g.err = make([]float32, len(buf)), nil
 		for r, b := range g.bufs {
 			if len(b) != len(buf) {
-				g.err = fmt.Errorf("all-reduce: rank %d sent %d values, rank %d %d", r, len(b), c.rank, len(buf))
+				g.err = fmt.Errorf("all-reduce: rank %d sent %d values, rank %d sent %d", r, len(b), c.rank, len(buf))
 				break
 			}
 			for i, v := range b {

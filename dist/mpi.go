@@ -20,9 +20,9 @@ func init() {
 }
 
 var (
-	openOnce sync.Once
-	world    Comm
-	openErr  error
+	openOnce, finalizeOnce sync.Once
+	world                  Comm
+	openErr                error
 )
 
 // Open initialises MPI (once) and returns MPI_COMM_WORLD. Called from the main goroutine. A
@@ -43,10 +43,10 @@ func Open() (Comm, error) {
 	return world, openErr
 }
 
-// Finalize ends MPI after a successful run on every rank (it waits for the others).
+// Finalize ends MPI after a successful run on every rank (it waits for the others); once.
 func Finalize() {
 	if world != nil {
-		mpi.Finalize()
+		finalizeOnce.Do(mpi.Finalize)
 	}
 }
 
