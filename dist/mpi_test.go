@@ -20,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lathe-ml/lathe/dist"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/peft"
@@ -42,6 +43,8 @@ func TestMain(m *testing.M) {
 	}
 	latheBin = filepath.Join(binDir, "lathe")
 	code := m.Run()
+	// A benchmark run under mpirun opened MPI: end it cleanly on every rank.
+	dist.Finalize()
 	os.RemoveAll(binDir)
 	os.Exit(code)
 }
