@@ -36,6 +36,8 @@ type StepMetrics struct {
 	Elapsed float64
 	// Skipped says the optimizer skipped the step (non-finite gradient norm).
 	Skipped bool
+	// CommSeconds is the time the step spent in its all-reduce (data-parallel runs only).
+	CommSeconds float64
 }
 
 // EvalMetrics is one line of the metrics log for an evaluation.
@@ -82,6 +84,7 @@ type stepLine struct {
 	TokensPerS jsonFloat `json:"tokens_per_s"`
 	Elapsed    jsonFloat `json:"elapsed"`
 	Skipped    bool      `json:"skipped"`
+	CommS      float64   `json:"comm_s,omitempty"`
 }
 
 type evalLine struct {
@@ -162,7 +165,7 @@ func (l *MetricsLog) write(v any) error {
 // LogStep appends a training step's metrics.
 func (l *MetricsLog) LogStep(m StepMetrics) error {
 	return l.write(stepLine{Step: m.Step, Loss: jsonFloat(m.Loss), LR: jsonFloat(m.LR), GradNorm: jsonFloat(m.GradNorm),
-		Tokens: m.Tokens, TokensPerS: jsonFloat(m.TokensPerS), Elapsed: jsonFloat(m.Elapsed), Skipped: m.Skipped})
+		Tokens: m.Tokens, TokensPerS: jsonFloat(m.TokensPerS), Elapsed: jsonFloat(m.Elapsed), Skipped: m.Skipped, CommS: m.CommSeconds})
 }
 
 // LogEval appends an evaluation's loss and perplexity.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/lathe-ml/lathe/dist"
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/peft"
@@ -114,6 +115,8 @@ type Result struct {
 	ResumedFrom int      `json:"resumed_from,omitempty"`
 	Metrics     string   `json:"metrics"`
 	LossCurve   string   `json:"loss_curve"`
+	// Communication is what a data-parallel step all-reduces, against full fine-tuning.
+	Communication Communication `json:"communication"`
 }
 
 // Trainer runs one fine-tuning job on one backend.
@@ -134,15 +137,26 @@ type Trainer struct {
 	resumedAt int
 	// resume describes what resuming found: changed settings and skipped checkpoints.
 	resume *ResumeEvent
+	// comm is the job's communicator; dp is set when it has several ranks.
+	comm dist.Comm
+	dp   *dataParallel
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
 // cfg.Out when cfg.Resume) and compiles the training step on b.
 func New(cfg Config, b engine.Backend) (*Trainer, error) {
+	return NewParallel(cfg, b, dist.Single{})
+}
+
+// NewParallel is New for one rank of a data-parallel job over comm (dist.Open under mpirun):
+// every rank holds the base and the adapter, trains on its rows of each global batch of
+// cfg.Batch rows, and sums adapter gradients with the others. Rank 0 alone writes files. With a
+// communicator of one rank it is New.
+func NewParallel(cfg Config, b engine.Backend, comm dist.Comm) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{Cfg: cfg, Backend: b}
+	t := &Trainer{Cfg: cfg, Backend: b, comm: comm}
 	ok := false
 	defer func() {
 		if !ok {
@@ -161,7 +175,7 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	if len(cks) > 0 && !cfg.Resume {
+	if len(cks) > 0 && !cfg.Resume && comm.Rank() == 0 {
 		if !cfg.Overwrite {
 			return nil, fmt.Errorf("train: %s holds checkpoints of an earlier run (%s): pass --resume to continue it or --overwrite to start afresh",
 				cfg.Out, filepath.Base(cks[len(cks)-1]))
@@ -212,7 +226,15 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
 		return nil, err
 	}
-	if cfg.GradAccum > 1 {
+	if comm.Size() > 1 {
+		// The step stops at the gradients: they are summed over the ranks before the update.
+		if t.dp, err = newDataParallel(comm, cfg.Batch, t.opt.Params(), b); err != nil {
+			return nil, err
+		}
+		if t.step, err = NewStepGraph(t.Model, t.Adapter, t.dp.hi-t.dp.lo, cfg.Seq, true, cfg.Recompute); err != nil {
+			return nil, err
+		}
+	} else if cfg.GradAccum > 1 {
 		// Micro-batches' gradients are summed, then one update runs by itself.
 		if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
 			return nil, err
@@ -224,7 +246,7 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 		// One submission a step: the update is part of the step's program.
 		return nil, err
 	}
-	if len(evalSet) > 0 {
+	if len(evalSet) > 0 && comm.Rank() == 0 {
 		if t.eval, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, false, false); err != nil {
 			return nil, err
 		}
@@ -242,6 +264,11 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 		}
 		t.state = ck.State
 		t.resumedAt = ck.State.Step
+	}
+	if t.dp != nil {
+		if err := checkSameStep(comm, t.state.Step); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return t, nil
@@ -292,6 +319,9 @@ func (t *Trainer) Close() {
 	if t.acc != nil {
 		t.acc.Close()
 	}
+	if t.dp != nil {
+		t.dp.Close()
+	}
 	if t.opt != nil {
 		t.opt.Close()
 	}
@@ -311,6 +341,9 @@ func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
 // weights are not touched. With one micro-batch the step is one submission (forward, backward and
 // update) and one read; the skip is decided on the device.
 func (t *Trainer) Step() (StepMetrics, error) {
+	if t.dp != nil {
+		return t.parallelStep()
+	}
 	if t.acc == nil {
 		return t.fusedStep()
 	}
@@ -398,18 +431,26 @@ func (t *Trainer) Evaluate() (float64, error) {
 }
 
 // Run trains to Cfg.Steps, writing the metrics log, checkpoints, the adapter and the loss curve
-// into Cfg.Out. progress (nil: none) receives a progress bar.
+// into Cfg.Out. progress (nil: none) receives a progress bar. In a data-parallel job, rank 0
+// alone writes and logs (and evaluates); the other ranks train and return their own Result.
 func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	cfg := t.Cfg
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return Result{}, fmt.Errorf("train: %w", err)
+	lead := t.comm.Rank() == 0
+	if !lead {
+		progress = nil
 	}
 	metricsPath := filepath.Join(cfg.Out, "metrics.jsonl")
-	mlog, err := OpenMetricsLog(metricsPath, t.state.Step)
-	if err != nil {
-		return Result{}, err
+	var mlog *MetricsLog
+	if lead {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return Result{}, fmt.Errorf("train: %w", err)
+		}
+		var err error
+		if mlog, err = OpenMetricsLog(metricsPath, t.state.Step); err != nil {
+			return Result{}, err
+		}
+		defer mlog.Close()
 	}
-	defer mlog.Close()
 	bar := NewProgress(progress, t.state.Step, cfg.Steps, progress != nil)
 	res := Result{Method: cfg.Method, Adapter: cfg.Out, Device: t.Backend.Device().Backend + ":" + t.Backend.Device().Name,
 		Params: t.Adapter.NumParams(), WeightBytes: t.Model.WeightBytes(), PeakBytes: t.step.Program.PeakBytes(),
@@ -424,8 +465,10 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		for _, w := range res.Warnings {
 			fmt.Fprintln(orDiscard(progress), "warning: "+w)
 		}
-		if err := mlog.LogResume(*t.resume); err != nil {
-			return res, err
+		if lead {
+			if err := mlog.LogResume(*t.resume); err != nil {
+				return res, err
+			}
 		}
 	}
 	start := time.Now()
@@ -451,8 +494,10 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		if math.IsNaN(res.LossStart) && !math.IsNaN(m.Loss) {
 			res.LossStart = m.Loss
 		}
-		if err := mlog.LogStep(m); err != nil {
-			return res, err
+		if lead {
+			if err := mlog.LogStep(m); err != nil {
+				return res, err
+			}
 		}
 		bar.Update(m.Step, m.Loss, m.TokensPerS, byteSize(t.step.Program.PeakBytes()+t.Model.WeightBytes()))
 		if cfg.EvalEvery > 0 && m.Step%cfg.EvalEvery == 0 && t.eval != nil {
@@ -460,7 +505,7 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 				return res, err
 			}
 		}
-		if cfg.SaveEvery > 0 && m.Step%cfg.SaveEvery == 0 && m.Step < cfg.Steps {
+		if lead && cfg.SaveEvery > 0 && m.Step%cfg.SaveEvery == 0 && m.Step < cfg.Steps {
 			if err := t.checkpoint(); err != nil {
 				return res, err
 			}
@@ -473,6 +518,7 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		res.TokensPerS = float64(runTokens) / el
 	}
 	res.LossEnd = lastLoss(t.state.LossHistory)
+	res.Communication = t.communication()
 	if math.IsNaN(res.LossEnd) || math.IsNaN(res.LossStart) {
 		return res, fmt.Errorf("train: every step was skipped: the loss is not finite (lower --lr, or check the data)")
 	}
@@ -487,6 +533,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		if err := mlog.LogEval(EvalMetrics{Step: t.state.Step, Loss: l, Perplexity: ppl}); err != nil {
 			return res, err
 		}
+	}
+	if !lead {
+		return res, nil
 	}
 	if err := t.Adapter.Save(cfg.Out); err != nil {
 		return res, err

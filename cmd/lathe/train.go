@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lathe-ml/lathe/dist"
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/peft"
@@ -55,19 +57,39 @@ func newTrainCmd() *cobra.Command {
 			if targets != "" {
 				cfg.Targets = strings.Split(targets, ",")
 			}
+			// Under mpirun this process is one rank of a data-parallel job (a build with -tags
+			// mpi); otherwise a job of one.
+			comm, err := dist.Open()
+			if err != nil {
+				return err
+			}
+			rankErr := func(err error) error {
+				if comm.Size() > 1 {
+					return fmt.Errorf("rank %d of %d: %w", comm.Rank(), comm.Size(), err)
+				}
+				return err
+			}
 			b, err := backends.Open(device)
 			if err != nil {
-				return err
+				return rankErr(err)
 			}
 			defer b.Close()
-			tr, err := train.New(cfg, b)
+			tr, err := train.NewParallel(cfg, b, comm)
 			if err != nil {
-				return err
+				return rankErr(err)
 			}
 			defer tr.Close()
+			// Rank 0 alone speaks: the others' output would repeat it.
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens\n", cfg.Method, tr.Adapter.NumParams(),
+			if comm.Rank() != 0 {
+				w = io.Discard
+			}
+			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens", cfg.Method, tr.Adapter.NumParams(),
 				b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq)
+			if comm.Size() > 1 {
+				fmt.Fprintf(w, " over %d ranks", comm.Size())
+			}
+			fmt.Fprintln(w)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			progress := cmd.ErrOrStderr()
@@ -76,11 +98,19 @@ func newTrainCmd() *cobra.Command {
 			}
 			res, err := tr.Run(ctx, progress)
 			if err != nil {
-				return err
+				// No MPI_Finalize: this rank exits with status 1 and the launcher ends the others.
+				return rankErr(err)
 			}
 			fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
 				res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
-			return printJSON(w, res)
+			c := res.Communication
+			fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
+				byteSize(c.AllReduceBytes), byteSize(c.FullFineTuneBytes), c.Saving, c.Ranks, 1e3*c.CommSecondsPerStep)
+			if err := printJSON(w, res); err != nil {
+				return err
+			}
+			dist.Finalize()
+			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -1,0 +1,177 @@
+package train
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lathe-ml/lathe/dist"
+	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/peft"
+)
+
+// runRanks trains cfg as a job of n ranks, each a goroutine with its own CPU backend, summing
+// over dist.Local. It returns rank 0's result.
+func runRanks(t *testing.T, cfg Config, n int) Result {
+	comms := dist.Local(n)
+	res := make([]Result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr, err := NewParallel(cfg, cpu.New(), comms[r])
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer tr.Close()
+			res[r], errs[r] = tr.Run(context.Background(), nil)
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		require.NoError(t, err, "rank %d", r)
+	}
+	return res[0]
+}
+
+// adapterValues loads the adapter saved in dir.
+func adapterValues(t *testing.T, dir string, mc *model.Config) map[string][]float32 {
+	a, err := peft.Load(dir, mc, cpu.New())
+	require.NoError(t, err)
+	defer a.Release()
+	out := map[string][]float32{}
+	for _, p := range a.Params() {
+		v, err := p.Tensor.Float32()
+		require.NoError(t, err)
+		out[p.Key] = v
+	}
+	return out
+}
+
+func stepLosses(t *testing.T, out string) []float64 {
+	steps, _, err := ReadMetrics(filepath.Join(out, "metrics.jsonl"))
+	require.NoError(t, err)
+	var l []float64
+	for _, s := range steps {
+		l = append(l, s.Loss)
+	}
+	return l
+}
+
+// TestDataParallelMatchesOneProcess trains the same global batches on one process and as 2 and 3
+// ranks (an uneven split of the rows, with and without gradient accumulation): the losses of every
+// step and the saved adapter agree to float tolerance, and only rank 0 wrote files.
+func TestDataParallelMatchesOneProcess(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		ranks, batch, accum int
+	}{{"2 ranks", 2, 4, 1}, {"3 ranks uneven, accumulating", 3, 4, 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := fixture(t, "lora")
+			cfg.Steps, cfg.Batch, cfg.GradAccum, cfg.Seq, cfg.Warmup = 5, c.batch, c.accum, 32, 1
+			one := cfg
+			one.Out = filepath.Join(t.TempDir(), "one")
+			ref := train(t, one, cpu.New())
+
+			many := cfg
+			many.Out = filepath.Join(t.TempDir(), "many")
+			got := runRanks(t, many, c.ranks)
+			require.Equal(t, c.ranks, got.Communication.Ranks)
+			require.Greater(t, got.Communication.CommSecondsPerStep, 0.0)
+			require.Equal(t, 4*(got.Params+1), got.Communication.AllReduceBytes)
+
+			lr, lg := stepLosses(t, one.Out), stepLosses(t, many.Out)
+			require.Len(t, lg, cfg.Steps, "rank 0 alone logged each step once")
+			for i := range lr {
+				require.InDelta(t, lr[i], lg[i], 1e-4*math.Abs(lr[i]), "step %d loss", i+1)
+			}
+			require.InDelta(t, ref.LossEnd, got.LossEnd, 1e-4*ref.LossEnd)
+			require.NotEqual(t, lr[0], lr[len(lr)-1], "the adapter trained")
+
+			mc, err := model.LoadConfig(cfg.Model)
+			require.NoError(t, err)
+			want, have := adapterValues(t, one.Out, mc), adapterValues(t, many.Out, mc)
+			require.Equal(t, len(want), len(have))
+			for k, w := range want {
+				h := have[k]
+				require.Len(t, h, len(w), k)
+				var maxAbs, maxDiff float64
+				for i := range w {
+					maxAbs = math.Max(maxAbs, math.Abs(float64(w[i])))
+					maxDiff = math.Max(maxDiff, math.Abs(float64(w[i]-h[i])))
+				}
+				require.Greater(t, maxAbs, 0.0, k)
+				require.LessOrEqual(t, maxDiff, 1e-4*maxAbs+1e-6, "%s differs by %g", k, maxDiff)
+			}
+		})
+	}
+}
+
+// TestDataParallelResumesWithOtherRankCount checkpoints a 2-rank job, resumes it with 3 ranks and
+// with 1, and ends where an uninterrupted single process ends.
+func TestDataParallelResumesWithOtherRankCount(t *testing.T) {
+	cfg := fixture(t, "lora")
+	cfg.Steps, cfg.Batch, cfg.Seq, cfg.Warmup, cfg.SaveEvery = 6, 4, 32, 1, 3
+	// The interrupted run is told fewer steps: a constant rate keeps its schedule the full run's.
+	cfg.Schedule = string(Constant)
+	ref := cfg
+	ref.Out = filepath.Join(t.TempDir(), "ref")
+	want := train(t, ref, cpu.New())
+
+	for _, resumeRanks := range []int{3, 1} {
+		part := cfg
+		part.Out = filepath.Join(t.TempDir(), "job")
+		part.Steps = 4 // stops after the checkpoint at step 3; the resumed run replays step 4
+		runRanks(t, part, 2)
+		require.DirExists(t, filepath.Join(part.Out, "checkpoint-3"))
+		res := cfg
+		res.Out, res.Resume = part.Out, true
+		got := runRanks(t, res, resumeRanks)
+		require.Equal(t, 3, got.ResumedFrom)
+		require.InDelta(t, want.LossEnd, got.LossEnd, 1e-4*want.LossEnd, "resumed with %d ranks", resumeRanks)
+	}
+}
+
+func TestShardRowsCoverTheBatch(t *testing.T) {
+	for rows := 1; rows <= 9; rows++ {
+		for size := 1; size <= rows; size++ {
+			next := 0
+			for r := range size {
+				lo, hi := shardRows(rows, r, size)
+				require.Equal(t, next, lo)
+				require.Greater(t, hi, lo, "every rank gets a row")
+				require.LessOrEqual(t, hi-lo, rows/size+1)
+				next = hi
+			}
+			require.Equal(t, rows, next)
+		}
+	}
+	_, err := newDataParallel(dist.Local(3)[0], 2, nil, cpu.New())
+	require.ErrorContains(t, err, "fewer rows than the job's 3 ranks")
+}
+
+// TestBaseParamsCountsTheLoadedWeights: the full fine-tuning count is the number of f32 weights a
+// model loads, for a model with and without tied embeddings.
+func TestBaseParamsCountsTheLoadedWeights(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "model")
+		opt := synth.Options{Preset: synth.Presets["tiny"], Seed: 5, Bias: !tied}
+		opt.Preset.Tied = tied
+		_, err := synth.Write(dir, opt)
+		require.NoError(t, err)
+		m, err := model.Load(dir, cpu.New(), model.LoadOptions{})
+		require.NoError(t, err)
+		require.Equal(t, m.Cfg.TieWordEmbeddings, tied)
+		require.Equal(t, m.WeightBytes(), 4*BaseParams(m.Cfg), "tied %v", tied)
+		m.Release()
+	}
+}
