@@ -126,15 +126,37 @@ type Trainer struct {
 	resumedAt int
 	// resume describes what resuming found: changed settings and skipped checkpoints.
 	resume *ResumeEvent
+	// sharedModel: the model was given to NewWithModel, so Close leaves it to its owner.
+	sharedModel bool
+
+	// OnStep, if set, is called by Run after each step is logged (for progress reports).
+	OnStep func(StepMetrics)
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
 // cfg.Out when cfg.Resume) and compiles the training step on b.
 func New(cfg Config, b engine.Backend) (*Trainer, error) {
+	return newTrainer(cfg, b, nil)
+}
+
+// NewWithModel is New on a model already loaded (its folder is cfg.Model, or m.Dir when that is
+// empty): the trainer shares m, whose weights it never changes, and Close leaves it loaded. A
+// "qlora" run needs m loaded in 4 bits; a "lora" run on a 4-bit m is QLoRA too.
+func NewWithModel(cfg Config, m *model.Model) (*Trainer, error) {
+	if cfg.Model == "" {
+		cfg.Model = m.Dir
+	}
+	if cfg.Method == "qlora" && len(m.Quant) == 0 {
+		return nil, fmt.Errorf("train: method qlora needs the model loaded in 4 bits (quantize nf4)")
+	}
+	return newTrainer(cfg, m.Backend, m)
+}
+
+func newTrainer(cfg Config, b engine.Backend, shared *model.Model) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{Cfg: cfg, Backend: b}
+	t := &Trainer{Cfg: cfg, Backend: b, Model: shared, sharedModel: shared != nil}
 	ok := false
 	defer func() {
 		if !ok {
@@ -168,8 +190,10 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 	if cfg.Method == "qlora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
 	}
-	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
-		return nil, err
+	if shared == nil {
+		if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
+			return nil, err
+		}
 	}
 	examples, err := LoadDataset(cfg.Data, cfg.Model, t.Model.Cfg.VocabSize)
 	if err != nil {
@@ -286,7 +310,7 @@ func (t *Trainer) Close() {
 	if t.Adapter != nil {
 		t.Adapter.Release()
 	}
-	if t.Model != nil {
+	if t.Model != nil && !t.sharedModel {
 		t.Model.Release()
 	}
 }
@@ -386,7 +410,9 @@ func (t *Trainer) Evaluate() (float64, error) {
 }
 
 // Run trains to Cfg.Steps, writing the metrics log, checkpoints, the adapter and the loss curve
-// into Cfg.Out. progress (nil: none) receives a progress bar.
+// into Cfg.Out. progress (nil: none) receives a progress bar. When ctx is cancelled Run returns
+// its error after writing a checkpoint of the steps taken since the last one (with SaveEvery
+// set), so that Resume continues from where it stopped.
 func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	cfg := t.Cfg
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
@@ -421,6 +447,11 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	var runTokens int64
 	for t.state.Step < cfg.Steps {
 		if err := ctx.Err(); err != nil {
+			if cfg.SaveEvery > 0 && t.state.Step > t.resumedAt && t.state.Step%cfg.SaveEvery != 0 {
+				if cerr := t.checkpoint(); cerr != nil {
+					return res, fmt.Errorf("train: checkpoint on cancel: %w (%w)", cerr, err)
+				}
+			}
 			return res, err
 		}
 		m, err := t.Step()
@@ -443,6 +474,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 			return res, err
 		}
 		bar.Update(m.Step, m.Loss, m.TokensPerS, byteSize(t.step.Program.PeakBytes()+t.Model.WeightBytes()))
+		if t.OnStep != nil {
+			t.OnStep(m)
+		}
 		if cfg.EvalEvery > 0 && m.Step%cfg.EvalEvery == 0 && t.eval != nil {
 			if err := t.logEval(mlog, m.Step); err != nil {
 				return res, err
