@@ -134,13 +134,19 @@ type TrainJob struct {
 }
 
 // Start runs the trainer on a new goroutine. The job's Events must be read until they are
-// closed (the run waits for its reader), unless ctx is cancelled; then Wait gives the result.
+// closed (the run waits for a reader that falls 16 events behind, unless ctx is cancelled or
+// the trainer closed); then Wait gives the result.
 func (t *Trainer) Start(ctx context.Context) *TrainJob {
 	j := &TrainJob{events: make(chan Progress, 16), done: make(chan struct{})}
 	go func() {
 		defer close(j.done)
 		defer close(j.events)
 		j.res, j.err = t.Run(ctx, func(p Progress) {
+			select { // delivered while there is room, even once stopping
+			case j.events <- p:
+				return
+			default:
+			}
 			select {
 			case j.events <- p:
 			case <-ctx.Done():
