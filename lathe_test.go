@@ -292,3 +292,44 @@ func TestWebGPU(t *testing.T) {
 	require.NoError(t, m.Close())
 	require.True(t, errors.Is(m.LoadAdapter("x", dir), lathe.ErrClosed))
 }
+
+// Sample generates with the adapter as trained so far: from the progress callback, from another
+// goroutine during the run, and at the end the text of the saved adapter.
+func TestSampleIsTheAdapterSoFar(t *testing.T) {
+	m := open(t, lathe.Options{Device: "cpu"})
+	tr, err := m.NewTrainer(config(t, 40))
+	require.NoError(t, err)
+	defer tr.Close()
+	s := lathe.DefaultSampling()
+	s.MaxTokens = 12
+	req := lathe.Request{Prompt: "What does the dog say?", Sampling: &s, Adapter: "ignored"}
+	samples := map[int]string{}
+	other := make(chan error, 1)
+	res, err := tr.Run(context.Background(), func(p lathe.Progress) {
+		switch p.Step {
+		case 1, 40:
+			r, err := tr.Sample(context.Background(), req, nil)
+			require.NoError(t, err)
+			samples[p.Step] = r.Text
+		case 5:
+			go func() {
+				r, err := tr.Sample(context.Background(), req, nil)
+				if err == nil && r.Text == "" {
+					err = errors.New("no text")
+				}
+				other <- err
+			}()
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, <-other)
+	require.NotEqual(t, samples[1], samples[40], "the samples follow training")
+	require.NoError(t, m.LoadAdapter("done", res.Adapter))
+	require.Equal(t, generate(t, m, "done"), samples[40])
+	r, err := tr.Sample(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.Equal(t, samples[40], r.Text, "after the run")
+	require.NoError(t, tr.Close())
+	_, err = tr.Sample(context.Background(), req, nil)
+	require.ErrorContains(t, err, "the trainer is closed")
+}

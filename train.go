@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lathe-ml/lathe/serve"
 	"github.com/lathe-ml/lathe/train"
 )
 
@@ -46,7 +47,10 @@ type Trainer struct {
 	// ProgressBar, if set, receives a text progress bar while Run runs (the command line's).
 	ProgressBar io.Writer
 
-	run    sync.Mutex // held while Run runs
+	run sync.Mutex // held while Run runs
+	// steps is held by Run except while it calls onProgress (the adapter between steps), and
+	// by Sample.
+	steps  sync.Mutex
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	closed bool
@@ -119,9 +123,13 @@ func (t *Trainer) Run(ctx context.Context, onProgress func(Progress)) (TrainResu
 		if done := m.Step - first; done > 0 {
 			p.ETA = time.Since(start) / time.Duration(done) * time.Duration(steps-m.Step)
 		}
+		t.steps.Unlock()
+		defer t.steps.Lock()
 		onProgress(p)
 	}
 	defer func() { t.tr.OnStep = nil }()
+	t.steps.Lock()
+	defer t.steps.Unlock()
 	return t.tr.Run(ctx, t.ProgressBar)
 }
 
@@ -180,11 +188,41 @@ func (t *Trainer) Close() error {
 		t.cancel()
 	}
 	t.mu.Unlock()
-	t.run.Lock() // wait for Run
+	t.run.Lock() // wait for Run, and for Sample
 	defer t.run.Unlock()
+	t.steps.Lock()
+	defer t.steps.Unlock()
 	t.tr.Close()
 	t.lm.mu.Lock()
 	delete(t.lm.trainers, t)
 	t.lm.mu.Unlock()
 	return nil
+}
+
+// Sample generates with the adapter as training has made it so far (r.Adapter is not read), to
+// show how training goes. While a Run runs, it waits for the step under way to end (from Run's
+// progress callback it runs at once) and holds the next step back until it is done.
+func (t *Trainer) Sample(ctx context.Context, r Request, onText func(string) error) (Result, error) {
+	t.steps.Lock()
+	defer t.steps.Unlock()
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return Result{}, fmt.Errorf("lathe: sample: the trainer is closed")
+	}
+	lm := t.lm
+	if lm.tok == nil {
+		return Result{}, fmt.Errorf("lathe: sample: %w", lm.tokErr)
+	}
+	req, err := r.serveRequest()
+	if err != nil {
+		return Result{}, fmt.Errorf("lathe: sample: %w", err)
+	}
+	req.Adapter = t.tr.Adapter
+	// A generator of its own: its cache copies the adapter as it is now and keeps no keys and
+	// values computed with older weights.
+	g := &serve.Generator{Model: lm.m, Tok: lm.tok, Slots: 1, Context: lm.opts.Context, NoPrefixReuse: true}
+	defer g.Close()
+	return g.Generate(ctx, req, onText)
 }
