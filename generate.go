@@ -44,11 +44,8 @@ func (lm *Model) Generate(ctx context.Context, r Request, onText func(string) er
 	if lm.gen == nil {
 		return Result{}, fmt.Errorf("lathe: generate: %w", lm.tokErr)
 	}
-	req := serve.Request{Prompt: r.Prompt, Messages: r.Messages, Sampling: DefaultSampling()}
-	if r.Sampling != nil {
-		req.Sampling = *r.Sampling
-	}
-	if err := req.Sampling.Validate(); err != nil {
+	req, err := r.serveRequest()
+	if err != nil {
 		return Result{}, fmt.Errorf("lathe: generate: %w", err)
 	}
 	if r.Adapter != "" {
@@ -82,3 +79,12 @@ func (lm *Model) Stream(ctx context.Context, r Request) iter.Seq2[string, error]
 
 // errStop ends a generation whose stream's reader stopped reading.
 var errStop = fmt.Errorf("lathe: the stream's reader stopped")
+
+// serveRequest is r for serve, less the adapter.
+func (r Request) serveRequest() (serve.Request, error) {
+	req := serve.Request{Prompt: r.Prompt, Messages: r.Messages, Sampling: DefaultSampling()}
+	if r.Sampling != nil {
+		req.Sampling = *r.Sampling
+	}
+	return req, req.Sampling.Validate()
+}

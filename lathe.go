@@ -17,7 +17,6 @@ package lathe
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -93,7 +92,7 @@ func Open(dir string, o Options) (*Model, error) {
 		lm.gen = &serve.Generator{Model: m, Tok: lm.tok, Slots: o.Slots, Context: o.Context}
 	}
 	lm.reg = serve.NewRegistry(func(dir string) (model.Adapter, error) { return peft.Load(dir, m.Cfg, b) })
-	lm.reg.Combine = combine
+	lm.reg.Combine = peft.CombineAdapters
 	lm.reg.OnRetire(lm.retire)
 	return lm, nil
 }
@@ -166,17 +165,4 @@ func (lm *Model) check() error {
 		return ErrClosed
 	}
 	return nil
-}
-
-// combine is peft.Combine for the registry: the parts must be PEFT LoRA adapters.
-func combine(weights []float64, parts []model.Adapter) (model.Adapter, error) {
-	as := make([]*peft.Adapter, len(parts))
-	for i, a := range parts {
-		pa, ok := a.(*peft.Adapter)
-		if !ok {
-			return nil, fmt.Errorf("adapter %d is not a PEFT adapter", i)
-		}
-		as[i] = pa
-	}
-	return peft.Combine(weights, as...)
 }

@@ -57,9 +57,23 @@ type Trainer struct {
 	stop   chan struct{} // closed by Close
 }
 
-// NewTrainer prepares a run of cfg on the model; the trainer shares the model's weights (a
-// "qlora" run needs the model opened with Quantize "nf4"; a "lora" run on a 4-bit model is
-// QLoRA). Close it when done; Model.Close closes it too.
+// OpenFor checks cfg without loading anything (its settings, and its sequence length against
+// the model's context), then opens cfg.Model on device as cfg.Method needs it: for "qlora", in
+// NF4 with double quantization (the QLoRA recipe) in blocks of cfg.Blocksize.
+func OpenFor(cfg TrainConfig, device string) (*Model, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	o := Options{Device: device}
+	if cfg.Method == "qlora" {
+		o.Quantize, o.DoubleQuant, o.Blocksize = "nf4", true, cfg.Blocksize
+	}
+	return Open(cfg.Model, o)
+}
+
+// NewTrainer prepares a run of cfg on the model (cfg.Model empty, or the model's folder); the
+// trainer shares the model's weights (a "qlora" run needs the model opened with Quantize "nf4";
+// a "lora" run on a 4-bit model is QLoRA). Close it when done; Model.Close closes it too.
 func (lm *Model) NewTrainer(cfg TrainConfig) (*Trainer, error) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()

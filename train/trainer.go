@@ -145,6 +145,8 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 func NewWithModel(cfg Config, m *model.Model) (*Trainer, error) {
 	if cfg.Model == "" {
 		cfg.Model = m.Dir
+	} else if !sameDir(cfg.Model, m.Dir) {
+		return nil, fmt.Errorf("train: model %s is not the loaded model's folder %s", cfg.Model, m.Dir)
 	}
 	if cfg.Method == "qlora" && len(m.Quant) == 0 {
 		return nil, fmt.Errorf("train: method qlora needs the model loaded in 4 bits (quantize nf4)")
@@ -152,8 +154,18 @@ func NewWithModel(cfg Config, m *model.Model) (*Trainer, error) {
 	return newTrainer(cfg, m.Backend, m)
 }
 
+// sameDir reports whether a and b name the same folder.
+func sameDir(a, b string) bool {
+	ia, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	ib, err := os.Stat(b)
+	return err == nil && os.SameFile(ia, ib)
+}
+
 func newTrainer(cfg Config, b engine.Backend, shared *model.Model) (*Trainer, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	t := &Trainer{Cfg: cfg, Backend: b, Model: shared, sharedModel: shared != nil}
@@ -163,14 +175,6 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model) (*Trainer, er
 			t.Close()
 		}
 	}()
-	// The sequence length is checked against the model's context before anything is loaded.
-	mc, err := model.LoadConfig(cfg.Model)
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckSeq(cfg.Seq, mc); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
 	cks, err := ListCheckpoints(cfg.Out)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -261,6 +265,22 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model) (*Trainer, er
 	}
 	ok = true
 	return t, nil
+}
+
+// Check is Validate, then the sequence length against the model's context (config.json): the
+// checks that need no weights, run before anything is loaded.
+func (c *Config) Check() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	mc, err := model.LoadConfig(c.Model)
+	if err != nil {
+		return err
+	}
+	if err := CheckSeq(c.Seq, mc); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	return nil
 }
 
 // CheckSeq refuses a sequence length above the model's context (max_position_embeddings): the

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lathe-ml/lathe"
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/peft"
@@ -55,26 +56,24 @@ func newTrainCmd() *cobra.Command {
 			if targets != "" {
 				cfg.Targets = strings.Split(targets, ",")
 			}
-			b, err := backends.Open(device)
+			m, err := lathe.OpenFor(cfg, device)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			tr, err := train.New(cfg, b)
+			defer m.Close()
+			tr, err := m.NewTrainer(cfg)
 			if err != nil {
 				return err
 			}
-			defer tr.Close()
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens\n", cfg.Method, tr.Adapter.NumParams(),
-				b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq)
+			fmt.Fprintf(w, "training %s (%d params) on %s: %d steps of %d×%d tokens\n", cfg.Method, tr.Params(),
+				m.Device(), cfg.Steps, cfg.Batch, cfg.Seq)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			progress := cmd.ErrOrStderr()
-			if quiet {
-				progress = nil
+			if !quiet {
+				tr.ProgressBar = cmd.ErrOrStderr()
 			}
-			res, err := tr.Run(ctx, progress)
+			res, err := tr.Run(ctx, nil)
 			if err != nil {
 				return err
 			}
