@@ -3,6 +3,7 @@ package lathe_test
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -332,4 +333,49 @@ func TestSampleIsTheAdapterSoFar(t *testing.T) {
 	require.NoError(t, tr.Close())
 	_, err = tr.Sample(context.Background(), req, nil)
 	require.ErrorContains(t, err, "the trainer is closed")
+}
+
+// Evaluate scores the base model and an adapter on a dataset: the adapter trained on it scores
+// better.
+func TestEvaluate(t *testing.T) {
+	m := open(t, lathe.Options{Device: "cpu"})
+	_, data := files(t)
+	require.NoError(t, m.LoadAdapter("facts", adapter(t, m)))
+	base, err := m.Evaluate(data, "", 0)
+	require.NoError(t, err)
+	tuned, err := m.Evaluate(data, "facts", 64)
+	require.NoError(t, err)
+	require.Positive(t, base.Tokens)
+	require.Equal(t, base.Tokens, tuned.Tokens, "the same tokens, whatever the row length")
+	require.Less(t, tuned.Loss, 0.5*base.Loss)
+	require.InDelta(t, math.Exp(tuned.Loss), tuned.Perplexity, 1e-9*tuned.Perplexity)
+	_, err = m.Evaluate(data, "none", 0)
+	require.ErrorContains(t, err, `no adapter named "none"`)
+	_, err = m.Evaluate(data, "", 513)
+	require.ErrorContains(t, err, "seq 513 is above the model's context of 512 tokens")
+}
+
+// OpenFor checks a run's settings before loading anything and opens the model as the method
+// needs it; a trainer refuses a config that names another model.
+func TestOpenFor(t *testing.T) {
+	dir, _ := files(t)
+	cfg := config(t, 5)
+	cfg.Model, cfg.Seq = dir, 100000
+	_, err := lathe.OpenFor(cfg, "cpu")
+	require.ErrorContains(t, err, "seq 100000 is above the model's context")
+	cfg.Seq, cfg.Method = 32, "qlora"
+	m, err := lathe.OpenFor(cfg, "cpu")
+	require.NoError(t, err)
+	defer m.Close()
+	require.NotEmpty(t, m.Internal().Quant, "qlora: the base in 4 bits")
+	res, err := m.Train(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	require.Equal(t, "qlora", res.Method)
+
+	other := filepath.Join(t.TempDir(), "other")
+	_, err = synth.Write(other, synth.Options{Preset: synth.Presets["tiny"], Seed: 9})
+	require.NoError(t, err)
+	cfg.Model = other
+	_, err = m.NewTrainer(cfg)
+	require.ErrorContains(t, err, "is not the loaded model's folder")
 }

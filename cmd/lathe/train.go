@@ -12,9 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lathe-ml/lathe"
-	"github.com/lathe-ml/lathe/engine/backends"
-	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/train"
 )
 
@@ -126,51 +123,26 @@ func newEvalCmd() *cobra.Command {
 			if dir == "" || data == "" {
 				return fmt.Errorf("eval: --model and --data are required")
 			}
-			mc, err := model.LoadConfig(dir)
+			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize})
 			if err != nil {
 				return err
 			}
-			if seq == 0 {
-				seq = 512
-				if limit := mc.MaxPositionEmbeddings; limit > 0 && seq > limit {
-					seq = limit
-				}
-			}
-			if err := train.CheckSeq(seq, mc); err != nil {
-				return fmt.Errorf("eval: %w", err)
-			}
-			b, err := backends.Open(device)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			m, err := model.Load(dir, b, model.LoadOptions{Quantize: quantize})
-			if err != nil {
-				return err
-			}
-			defer m.Release()
-			examples, err := train.LoadDataset(data, dir, m.Cfg.VocabSize)
-			if err != nil {
-				return err
-			}
-			var a *peft.Adapter
+			defer m.Close()
+			name := ""
 			if adapterDir != "" {
-				if a, err = peft.Load(adapterDir, m.Cfg, b); err != nil {
+				if err := m.LoadAdapter("adapter", adapterDir); err != nil {
 					return err
 				}
-				defer a.Release()
+				name = "adapter"
 			}
-			g, err := train.NewStepGraph(m, a, 1, seq, false, false)
+			res, err := m.Evaluate(data, name, seq)
 			if err != nil {
 				return err
 			}
-			defer g.Close()
-			loss, tokens, err := train.Evaluate(g, examples, 1, seq)
-			if err != nil {
-				return err
-			}
-			return printJSON(cmd.OutOrStdout(), map[string]any{"loss": loss, "perplexity": train.Perplexity(loss), "tokens": tokens,
-				"device": b.Device().Backend + ":" + b.Device().Name})
+			return printJSON(cmd.OutOrStdout(), struct {
+				lathe.EvalResult
+				Device string `json:"device"`
+			}{res, m.Device()})
 		},
 	}
 	f := cmd.Flags()
