@@ -131,6 +131,7 @@ func TestStartEventsAndCloseMidTraining(t *testing.T) {
 	tr, err := m.NewTrainer(cfg)
 	require.NoError(t, err)
 	require.Positive(t, tr.Params())
+	require.Greater(t, tr.DeviceBytes(), m.WeightBytes())
 	job := tr.Start(context.Background())
 	var last lathe.Progress
 	for p := range job.Events() {

@@ -102,6 +102,12 @@ func (lm *Model) Train(ctx context.Context, cfg TrainConfig, onProgress func(Pro
 // Params is the number of trainable parameters.
 func (t *Trainer) Params() int64 { return t.tr.Adapter.NumParams() }
 
+// DeviceBytes is the device memory training takes: the base weights and the compiled step's
+// peak (activations, gradients), the figure the command line's progress bar shows.
+func (t *Trainer) DeviceBytes() int64 {
+	return t.lm.m.WeightBytes() + t.tr.StepProgram().PeakBytes()
+}
+
 // Config is the run's configuration.
 func (t *Trainer) Config() TrainConfig { return t.tr.Cfg }
 

@@ -88,7 +88,7 @@ func run(dir, data, out, prompt string, steps, every int, resume bool) error {
 	res, err := tr.Run(ctx, func(p lathe.Progress) {
 		u.losses = append(u.losses, p.Loss)
 		u.status = fmt.Sprintf("step %d/%d  loss %.3f  %.0f tokens/s  %.1f MiB  ETA %v", p.Step, p.Steps, p.Loss,
-			p.TokensPerS, float64(m.WeightBytes())/(1<<20), p.ETA.Round(1e8))
+			p.TokensPerS, float64(tr.DeviceBytes())/(1<<20), p.ETA.Round(1e8))
 		if p.Step%every == 0 {
 			sample(prompt)
 		}
