@@ -2,6 +2,8 @@ package peft
 
 import (
 	"fmt"
+
+	"github.com/lathe-ml/lathe/model"
 )
 
 // Combine returns one LoRA adapter equal to the weighted sum of several, as PEFT's
@@ -108,4 +110,18 @@ func checkCombinable(weights []float64, adapters []*Adapter) (names []string, ra
 		ranks = append(ranks, r)
 	}
 	return names, ranks, nil
+}
+
+// CombineAdapters is Combine for adapters held as model.Adapter (serve.Registry's
+// AdapterCombiner): every part must be a PEFT adapter.
+func CombineAdapters(weights []float64, parts []model.Adapter) (model.Adapter, error) {
+	as := make([]*Adapter, len(parts))
+	for i, a := range parts {
+		pa, ok := a.(*Adapter)
+		if !ok {
+			return nil, fmt.Errorf("combine: adapter %d is not a PEFT adapter", i)
+		}
+		as[i] = pa
+	}
+	return Combine(weights, as...)
 }

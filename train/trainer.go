@@ -140,6 +140,11 @@ type Trainer struct {
 	// comm is the job's communicator; dp is set when it has several ranks.
 	comm dist.Comm
 	dp   *dataParallel
+	// sharedModel: the model was given to NewWithModel, so Close leaves it to its owner.
+	sharedModel bool
+
+	// OnStep, if set, is called by Run after each step is logged (for progress reports).
+	OnStep func(StepMetrics)
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
@@ -153,24 +158,45 @@ func New(cfg Config, b engine.Backend) (*Trainer, error) {
 // cfg.Batch rows, and sums adapter gradients with the others. Rank 0 alone writes files. With a
 // communicator of one rank it is New.
 func NewParallel(cfg Config, b engine.Backend, comm dist.Comm) (*Trainer, error) {
-	if err := cfg.Validate(); err != nil {
+	return newTrainer(cfg, b, nil, comm)
+}
+
+// NewWithModel is New on a model already loaded (its folder is cfg.Model, or m.Dir when that is
+// empty): the trainer shares m, whose weights it never changes, and Close leaves it loaded. A
+// "qlora" run needs m loaded in 4 bits; a "lora" run on a 4-bit m is QLoRA too.
+func NewWithModel(cfg Config, m *model.Model) (*Trainer, error) {
+	if cfg.Model == "" {
+		cfg.Model = m.Dir
+	} else if !sameDir(cfg.Model, m.Dir) {
+		return nil, fmt.Errorf("train: model %s is not the loaded model's folder %s", cfg.Model, m.Dir)
+	}
+	if (cfg.Method == "qlora" || cfg.Method == "qdora") && len(m.Quant) == 0 {
+		return nil, fmt.Errorf("train: method %s needs the model loaded in 4 bits (quantize nf4)", cfg.Method)
+	}
+	return newTrainer(cfg, m.Backend, m, dist.Single{})
+}
+
+// sameDir reports whether a and b name the same folder.
+func sameDir(a, b string) bool {
+	ia, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	ib, err := os.Stat(b)
+	return err == nil && os.SameFile(ia, ib)
+}
+
+func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Comm) (*Trainer, error) {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{Cfg: cfg, Backend: b, comm: comm}
+	t := &Trainer{Cfg: cfg, Backend: b, Model: shared, sharedModel: shared != nil, comm: comm}
 	ok := false
 	defer func() {
 		if !ok {
 			t.Close()
 		}
 	}()
-	// The sequence length is checked against the model's context before anything is loaded.
-	mc, err := model.LoadConfig(cfg.Model)
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckSeq(cfg.Seq, mc); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
 	cks, err := ListCheckpoints(cfg.Out)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -190,8 +216,10 @@ func NewParallel(cfg Config, b engine.Backend, comm dist.Comm) (*Trainer, error)
 	if cfg.Method == "qlora" || cfg.Method == "qdora" {
 		lo = model.LoadOptions{Quantize: "nf4", DoubleQuant: true, Blocksize: cfg.Blocksize}
 	}
-	if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
-		return nil, err
+	if shared == nil {
+		if t.Model, err = model.Load(cfg.Model, b, lo); err != nil {
+			return nil, err
+		}
 	}
 	examples, err := LoadDataset(cfg.Data, cfg.Model, t.Model.Cfg.VocabSize)
 	if err != nil {
@@ -274,6 +302,22 @@ func NewParallel(cfg Config, b engine.Backend, comm dist.Comm) (*Trainer, error)
 	return t, nil
 }
 
+// Check is Validate, then the sequence length against the model's context (config.json): the
+// checks that need no weights, run before anything is loaded.
+func (c *Config) Check() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	mc, err := model.LoadConfig(c.Model)
+	if err != nil {
+		return err
+	}
+	if err := CheckSeq(c.Seq, mc); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	return nil
+}
+
 // CheckSeq refuses a sequence length above the model's context (max_position_embeddings): the
 // model was never trained on positions past it.
 func CheckSeq(seq int, mc *model.Config) error {
@@ -328,7 +372,7 @@ func (t *Trainer) Close() {
 	if t.Adapter != nil {
 		t.Adapter.Release()
 	}
-	if t.Model != nil {
+	if t.Model != nil && !t.sharedModel {
 		t.Model.Release()
 	}
 }
@@ -432,7 +476,9 @@ func (t *Trainer) Evaluate() (float64, error) {
 
 // Run trains to Cfg.Steps, writing the metrics log, checkpoints, the adapter and the loss curve
 // into Cfg.Out. progress (nil: none) receives a progress bar. In a data-parallel job, rank 0
-// alone writes and logs (and evaluates); the other ranks train and return their own Result.
+// alone writes and logs (and evaluates); the other ranks train and return their own Result. When
+// ctx is cancelled Run returns its error after writing a checkpoint of the steps taken since the
+// last one (with SaveEvery set), so that Resume continues from where it stopped.
 func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	cfg := t.Cfg
 	lead := t.comm.Rank() == 0
@@ -476,6 +522,11 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	var runTokens int64
 	for t.state.Step < cfg.Steps {
 		if err := ctx.Err(); err != nil {
+			if cfg.SaveEvery > 0 && t.state.Step > t.resumedAt && t.state.Step%cfg.SaveEvery != 0 {
+				if cerr := t.checkpoint(); cerr != nil {
+					return res, fmt.Errorf("train: checkpoint on cancel: %w (%w)", cerr, err)
+				}
+			}
 			return res, err
 		}
 		m, err := t.Step()
@@ -500,6 +551,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 			}
 		}
 		bar.Update(m.Step, m.Loss, m.TokensPerS, byteSize(t.step.Program.PeakBytes()+t.Model.WeightBytes()))
+		if t.OnStep != nil {
+			t.OnStep(m)
+		}
 		if cfg.EvalEvery > 0 && m.Step%cfg.EvalEvery == 0 && t.eval != nil {
 			if err := t.logEval(mlog, m.Step); err != nil {
 				return res, err

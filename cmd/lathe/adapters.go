@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/tokenizer"
@@ -58,13 +59,5 @@ func servedAdapterLoader(m *model.Model) serve.AdapterLoader {
 
 // combineAdapters is peft.Combine for the registry: the parts must be PEFT LoRA adapters.
 func combineAdapters(weights []float64, parts []model.Adapter) (model.Adapter, error) {
-	as := make([]*peft.Adapter, len(parts))
-	for i, a := range parts {
-		pa, ok := a.(*peft.Adapter)
-		if !ok {
-			return nil, fmt.Errorf("adapter %d is not a PEFT adapter", i)
-		}
-		as[i] = pa
-	}
-	return peft.Combine(weights, as...)
+	return peft.CombineAdapters(weights, parts)
 }

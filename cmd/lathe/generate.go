@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/model/tokenizer"
+	"github.com/lathe-ml/lathe"
 	"github.com/lathe-ml/lathe/serve"
 )
 
@@ -30,21 +29,20 @@ func newGenerateCmd() *cobra.Command {
 			if err := s.Validate(); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
-			m, tok, done, err := openModel(device, dir, quantize)
+			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize, Slots: 1})
 			if err != nil {
 				return err
 			}
-			defer done()
-			b := m.Backend
-			var adapter model.Adapter
+			defer m.Close()
+			req := lathe.Request{Prompt: prompt, Sampling: &s}
+			if chat {
+				req = lathe.Request{Messages: []lathe.Message{{Role: "user", Content: prompt}}, Sampling: &s}
+			}
 			if adapterDir != "" {
-				if adapter, err = adapterLoader(m)(adapterDir); err != nil {
+				if err := m.LoadAdapter("adapter", adapterDir); err != nil {
 					return err
 				}
-			}
-			req := serve.Request{Prompt: prompt, Sampling: s, Adapter: adapter}
-			if chat {
-				req = serve.Request{Messages: []tokenizer.Message{{Role: "user", Content: prompt}}, Sampling: s, Adapter: adapter}
+				req.Adapter = "adapter"
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
@@ -56,9 +54,7 @@ func newGenerateCmd() *cobra.Command {
 					return err
 				}
 			}
-			g := &serve.Generator{Model: m, Tok: tok, Slots: 1}
-			defer g.Close()
-			res, err := g.Generate(ctx, req, onText)
+			res, err := m.Generate(ctx, req, onText)
 			if err != nil {
 				return err
 			}
@@ -68,7 +64,7 @@ func newGenerateCmd() *cobra.Command {
 			return printJSON(w, struct {
 				serve.Result
 				Device string `json:"device"`
-			}{res, b.Device().Backend + ":" + b.Device().Name})
+			}{res, m.Device()})
 		},
 	}
 	f := cmd.Flags()
