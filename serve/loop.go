@@ -222,6 +222,8 @@ func (t *turns) step(admitted []*job) {
 		if p == nil {
 			return
 		}
+		// Counted before the requests hear of it, so that whoever sees a failed request sees the count.
+		t.g.count(func(s *Stats) { s.Panics++ })
 		err := fmt.Errorf("internal error in the generation loop: %v", p)
 		for _, j := range t.active {
 			j.mu.Lock()
@@ -235,7 +237,6 @@ func (t *turns) step(admitted []*job) {
 		for i := range t.g.slots {
 			t.g.slots[i] = slotState{}
 		}
-		t.g.count(func(s *Stats) { s.Panics++ })
 	}()
 	t.prefill(admitted)
 	t.decode()
