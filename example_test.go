@@ -36,7 +36,7 @@ func Example() {
 
 	cfg := lathe.DefaultTrainConfig()
 	cfg.Data, cfg.Out, cfg.Method = data, filepath.Join(dir, "adapter"), "qlora"
-	cfg.Steps, cfg.Seq, cfg.LR, cfg.Warmup = 150, 48, 1e-2, 5
+	cfg.Steps, cfg.Seq, cfg.LR, cfg.Warmup = 400, 48, 1e-2, 5
 	var last lathe.Progress
 	res, err := m.Train(context.Background(), cfg, func(p lathe.Progress) {
 		last = p // an app would draw p.Loss, p.TokensPerS and p.ETA
@@ -58,7 +58,7 @@ func Example() {
 	}
 	fmt.Println()
 	// Output:
-	// step 150 of 150, ETA 0s
+	// step 400 of 400, ETA 0s
 	// the loss fell below a fifth: true
 	//  The cow says moo.
 }

@@ -110,7 +110,10 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 					maxDiff = math.Max(maxDiff, math.Abs(float64(w[i]-h[i])))
 				}
 				require.Greater(t, maxAbs, 0.0, k)
-				require.LessOrEqual(t, maxDiff, 1e-4*maxAbs+1e-6, "%s differs by %g", k, maxDiff)
+				// AdamW divides by √v: where a coordinate's gradient is tiny, float32 sums taken in
+				// another order (uneven shards) move its update by up to a fraction of lr, so the
+				// weights agree less tightly than the losses.
+				require.LessOrEqual(t, maxDiff, 1e-3*maxAbs+1e-6, "%s differs by %g", k, maxDiff)
 			}
 		})
 	}

@@ -31,7 +31,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", "", "JSONL dataset to fine-tune on (none: use --out as it is)")
 	out := fs.String("out", "", "adapter folder (written by training, read for generation)")
 	prompt := fs.String("prompt", "", "text to continue")
-	steps := fs.Int("steps", 150, "training steps")
+	steps := fs.Int("steps", 400, "training steps")
 	device := fs.String("device", "auto", "auto, cpu, webgpu or webgpu:N")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -22,7 +22,7 @@ func TestRun(t *testing.T) {
 	err = run(context.Background(), []string{"--model", model, "--data", data, "--out", out, "--device", "cpu",
 		"--prompt", "What does the cow say?"}, &stdout, &stderr)
 	require.NoError(t, err, stderr.String())
-	require.Contains(t, stderr.String(), "step 150/150  loss ")
+	require.Contains(t, stderr.String(), "step 400/400  loss ")
 	require.Contains(t, stdout.String(), "trained on cpu:")
 	require.Contains(t, stdout.String(), "\n The cow says moo.\n")
 	require.DirExists(t, filepath.Join(out, "checkpoint-100"))
