@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/shaders"
@@ -92,19 +92,21 @@ func Open(index int) (*Backend, error) {
 	a := ads[index]
 	b := &Backend{inst: inst, adapter: a, info: adapterInfo(a, index),
 		pool: map[int64][]*wgpu.Buffer{}, pipes: map[string]*pipeline{}, timeout: timeoutFromEnv()}
-	lim := a.GetLimits().Limits
-	// The binding reads the native max push constant size from an extras struct it never tags, so
-	// the value may be garbage; compute passes here use none (v0.19 has none for compute).
-	lim.MaxPushConstantSize = 0
+	lim := a.GetLimits()
 	var feats []wgpu.FeatureName
 	if a.HasFeature(wgpu.FeatureNameTimestampQuery) {
 		feats = append(feats, wgpu.FeatureNameTimestampQuery)
 	}
 	dev, err := requestDevice(a, &wgpu.DeviceDescriptor{
 		RequiredFeatures: feats,
-		RequiredLimits:   &wgpu.RequiredLimits{Limits: lim},
-		// No DeviceLostCallback: v0.23.0 passes a Go pointer to C for it, which cgo rejects. A lost
-		// device shows up as a failed map (see read), which marks the backend lost.
+		RequiredLimits:   &lim,
+		// Called from wgpu's threads (or from Close): a lost device fails every later call.
+		DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
+			if reason != wgpu.DeviceLostReasonDestroyed && reason != wgpu.DeviceLostReasonCallbackCancelled {
+				m := fmt.Sprintf("%s: %s", reason, msg)
+				b.lost.CompareAndSwap(nil, &m)
+			}
+		},
 	})
 	if err != nil {
 		a.Release()
@@ -113,12 +115,12 @@ func Open(index int) (*Backend, error) {
 	}
 	b.dev = dev
 	b.queue = dev.GetQueue()
-	b.limits = dev.GetLimits().Limits
+	b.limits = dev.GetLimits()
 	// The largest buffer a kernel can use is the largest it can bind.
 	b.caps = engine.Caps{Timestamps: len(feats) > 0, MaxBufferBytes: int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize)),
 		Tiles: engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
 			AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}}
-	if b.fault, err = dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
+	if b.fault, err = dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("webgpu: fault flag: %w", err)
 	}
@@ -129,16 +131,15 @@ func Open(index int) (*Backend, error) {
 	return b, nil
 }
 
-// requestDevice asks for the device with the adapter's limits (a few tries, each priming the
-// allocator on the calling OS thread, see primeChunks) and, should that fail, with the WebGPU
-// defaults.
+// requestDevice asks for the device with the adapter's limits and, should that fail, with the
+// WebGPU defaults, turning the binding's panics into errors.
 func requestDevice(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			dev, err = nil, fmt.Errorf("request device: %v", r)
 		}
 	}()
-	dev, err = requestPrimed(a, d)
+	dev, err = a.RequestDevice(d)
 	if err == nil || d.RequiredLimits == nil {
 		return dev, err
 	}
@@ -149,18 +150,6 @@ func requestDevice(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device,
 		return nil, fmt.Errorf("with the adapter's limits: %v; with default limits: %w", err, err2)
 	}
 	return dev, nil
-}
-
-func requestPrimed(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device, err error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for try := 0; try < 3; try++ {
-		primeChunks(24) // sizeof(WGPURequiredLimitsExtras)
-		if dev, err = a.RequestDevice(d); err == nil {
-			return dev, nil
-		}
-	}
-	return nil, err
 }
 
 // timeoutFromEnv reads LATHE_WEBGPU_TIMEOUT (a Go duration); software adapters are slow, so the
@@ -240,7 +229,7 @@ func (b *Backend) alloc(n int64) (*buffer, error) {
 		b.pooled -= class
 		return &buffer{b: b, buf: buf, size: size, class: class}, nil
 	}
-	buf, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe", Usage: bufferUsage, Size: uint64(class)})
+	buf, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe", Usage: bufferUsage, Size: uint64(class)})
 	if err != nil {
 		return nil, fmt.Errorf("webgpu: alloc %d bytes: %w", n, err)
 	}
@@ -328,7 +317,7 @@ func (b *Backend) Write(dst engine.Buffer, off int64, src []byte) error {
 		}
 		copy(data[off-lo:], src)
 	}
-	if err := b.queue.WriteBuffer(buf.buf, uint64(lo), data); err != nil {
+	if err := b.queue.TryWriteBuffer(buf.buf, uint64(lo), data); err != nil {
 		return fmt.Errorf("webgpu: write: %w", err)
 	}
 	return nil
@@ -366,24 +355,24 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 			b.staging = nil
 		}
 		sz := uint64(sizeClass(int64(total)))
-		st, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe staging", Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst, Size: sz})
+		st, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe staging", Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst, Size: sz})
 		if err != nil {
 			return fmt.Errorf("webgpu: read: staging buffer of %d bytes: %w", sz, err)
 		}
 		b.staging, b.stageLen = st, sz
 	}
-	enc, err := b.dev.CreateCommandEncoder(nil)
+	enc, err := b.dev.TryCreateCommandEncoder(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	defer enc.Release()
-	if err := enc.CopyBufferToBuffer(buf.buf, uint64(lo), b.staging, 0, n); err != nil {
+	if err := enc.TryCopyBufferToBuffer(buf.buf, uint64(lo), b.staging, 0, n); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	if err := enc.CopyBufferToBuffer(b.fault, 0, b.staging, n, 4); err != nil {
+	if err := enc.TryCopyBufferToBuffer(b.fault, 0, b.staging, n, 4); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	cmd, err := enc.Finish(nil)
+	cmd, err := enc.TryFinish(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
@@ -391,7 +380,7 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 	cmd.Release()
 	var status atomic.Int32
 	status.Store(-1)
-	if err := b.staging.MapAsync(wgpu.MapModeRead, 0, total, func(s wgpu.BufferMapAsyncStatus) { status.Store(int32(s)) }); err != nil {
+	if err := b.staging.TryMapAsync(wgpu.MapModeRead, 0, total, func(s wgpu.MapAsyncStatus) { status.Store(int32(s)) }); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	if err := b.wait(func() bool { return status.Load() >= 0 }); err != nil {
@@ -399,22 +388,20 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 		b.staging, b.stageLen = nil, 0
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	if s := wgpu.BufferMapAsyncStatus(status.Load()); s != wgpu.BufferMapAsyncStatusSuccess {
-		if s == wgpu.BufferMapAsyncStatusDeviceLost {
-			msg := "buffer map reported device-lost"
-			b.lost.Store(&msg)
-			return fmt.Errorf("webgpu: read: %w", ErrDeviceLost)
+	if s := wgpu.MapAsyncStatus(status.Load()); s != wgpu.MapAsyncStatusSuccess {
+		if m := b.lost.Load(); m != nil {
+			return fmt.Errorf("webgpu: read: %w: %s", ErrDeviceLost, *m)
 		}
 		return fmt.Errorf("webgpu: read: map failed: %s", s)
 	}
 	m := b.staging.GetMappedRange(0, uint(total))
 	copy(dst, m[off-lo:n])
 	fault := m[n] | m[n+1] | m[n+2] | m[n+3]
-	if err := b.staging.Unmap(); err != nil {
+	if err := b.staging.TryUnmap(); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	if fault != 0 {
-		if err := b.queue.WriteBuffer(b.fault, 0, make([]byte, 4)); err != nil {
+		if err := b.queue.TryWriteBuffer(b.fault, 0, make([]byte, 4)); err != nil {
 			return fmt.Errorf("webgpu: read: %w", err)
 		}
 		return ErrIndex
@@ -558,7 +545,7 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if err != nil {
 		return nil, err
 	}
-	mod, err := b.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: name, WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: src}})
+	mod, err := b.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: name, WGSLSource: &wgpu.ShaderSourceWGSL{Code: src}})
 	if err != nil {
 		return nil, fmt.Errorf("compile kernel %s: %w", name, err)
 	}
@@ -573,18 +560,18 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if uniform {
 		entries = append(entries, wgpu.BindGroupLayoutEntry{Binding: uint32(len(rw)), Visibility: wgpu.ShaderStageCompute, Buffer: wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform}})
 	}
-	bgl, err := b.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: name, Entries: entries})
+	bgl, err := b.dev.TryCreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: name, Entries: entries})
 	if err != nil {
 		mod.Release()
 		return nil, fmt.Errorf("kernel %s: %w", name, err)
 	}
-	pl, err := b.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: name, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
+	pl, err := b.dev.TryCreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: name, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
 	if err != nil {
 		bgl.Release()
 		mod.Release()
 		return nil, fmt.Errorf("kernel %s: %w", name, err)
 	}
-	pipe, err := b.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: name, Layout: pl,
+	pipe, err := b.dev.TryCreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: name, Layout: pl,
 		Compute: wgpu.ProgrammableStageDescriptor{Module: mod, EntryPoint: "main"}})
 	if err != nil {
 		pl.Release()
