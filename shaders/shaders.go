@@ -52,9 +52,25 @@ type Const struct {
 	Value string
 }
 
-// Compose returns the full WGSL module for a kernel: the constants, then common.wgsl, then the kernel.
-// common.wgsl's sections ("//! section NAME" to "//! end") are helpers that read a storage buffer
-// the kernel declares; they are included only in kernels with a line "//! use NAME".
+// SubgroupsEnable is the directive a kernel with a line "//! enable subgroups" is compiled with.
+// Naga (wgpu-native v29) does not implement WGSL's `enable subgroups;` yet: the backend requests
+// wgpu's native subgroup feature instead, under which the subgroup builtins need no directive.
+// When naga implements it, this line becomes "enable subgroups;" and nothing else changes.
+const SubgroupsEnable = ""
+
+// F16Enable is the directive a kernel with a line "//! enable f16" is compiled with.
+const F16Enable = "enable f16;"
+
+// Enables lists the directives a kernel's source asks for ("//! enable subgroups", "//! enable
+// f16"): the device features it needs.
+func Enables(body string) (subgroups, f16 bool) {
+	return strings.Contains(body, "//! enable subgroups\n"), strings.Contains(body, "//! enable f16\n")
+}
+
+// Compose returns the full WGSL module for a kernel: its enable directives, the constants, then
+// common.wgsl, then the kernel. common.wgsl's sections ("//! section NAME" to "//! end") are
+// helpers that read a storage buffer the kernel declares; they are included only in kernels with
+// a line "//! use NAME".
 func Compose(name string, consts []Const) (string, error) {
 	src, err := WGSL(Common)
 	if err != nil {
@@ -69,6 +85,14 @@ func Compose(name string, consts []Const) (string, error) {
 		return "", fmt.Errorf("shaders: %s: %w", name, err)
 	}
 	var sb strings.Builder
+	// Directives come before every declaration.
+	sub, f16 := Enables(body)
+	if sub && SubgroupsEnable != "" {
+		sb.WriteString(SubgroupsEnable + "\n")
+	}
+	if f16 {
+		sb.WriteString(F16Enable + "\n")
+	}
 	for _, c := range consts {
 		ty := "u32"
 		switch {

@@ -49,3 +49,23 @@ func TestSections(t *testing.T) {
 		t.Error("a section without its end was accepted")
 	}
 }
+
+// A kernel's "//! enable" lines become directives ahead of every declaration.
+func TestEnables(t *testing.T) {
+	src, err := Compose("subgroup_probe", []Const{{"WG", "64u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub, f16 := Enables(src); !sub || f16 {
+		t.Errorf("subgroup_probe: enables subgroups %v, f16 %v", sub, f16)
+	}
+	if SubgroupsEnable != "" && !strings.HasPrefix(src, SubgroupsEnable+"\n") {
+		t.Errorf("subgroup_probe does not start with %q", SubgroupsEnable)
+	}
+	if !strings.HasPrefix(src, "const WG: u32 = 64u;") && SubgroupsEnable == "" {
+		t.Errorf("subgroup_probe has something before its constants: %.60q", src)
+	}
+	if fill, _ := Compose("fill", []Const{{"WG", "64u"}}); strings.Contains(fill, "enable ") {
+		t.Error("fill got an enable directive it does not ask for")
+	}
+}

@@ -1,6 +1,7 @@
 package webgpu
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -93,12 +94,8 @@ func Open(index int) (*Backend, error) {
 	b := &Backend{inst: inst, adapter: a, info: adapterInfo(a, index),
 		pool: map[int64][]*wgpu.Buffer{}, pipes: map[string]*pipeline{}, timeout: timeoutFromEnv()}
 	lim := a.GetLimits()
-	var feats []wgpu.FeatureName
-	if a.HasFeature(wgpu.FeatureNameTimestampQuery) {
-		feats = append(feats, wgpu.FeatureNameTimestampQuery)
-	}
 	dev, err := requestDevice(a, &wgpu.DeviceDescriptor{
-		RequiredFeatures: feats,
+		RequiredFeatures: wantedFeatures(a),
 		RequiredLimits:   &lim,
 		// Called from wgpu's threads (or from Close): a lost device fails every later call.
 		DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
@@ -117,12 +114,20 @@ func Open(index int) (*Backend, error) {
 	b.queue = dev.GetQueue()
 	b.limits = dev.GetLimits()
 	// The largest buffer a kernel can use is the largest it can bind.
-	b.caps = engine.Caps{Timestamps: len(feats) > 0, MaxBufferBytes: int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize)),
-		Tiles: engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
-			AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}}
+	// The caps follow the features the device got, not those the adapter lists.
+	b.caps = featureCaps(dev.HasFeature)
+	b.caps.MaxBufferBytes = int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize))
+	b.caps.Tiles = engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
+		AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}
 	if b.fault, err = dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("webgpu: fault flag: %w", err)
+	}
+	if b.caps.Subgroups {
+		if b.caps.SubgroupSize, err = b.probeSubgroups(); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("webgpu: open %s: %w", b.info.Name, err)
+		}
 	}
 	b.poolCap = int64(b.limits.MaxBufferSize)
 	if b.poolCap > 1<<30 {
@@ -166,9 +171,43 @@ func timeoutFromEnv() time.Duration {
 // Device describes the adapter.
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
-// Caps reports what the device offers and the tiles the kernels use. The bundled wgpu-native
-// (v0.19) exposes neither f16 arithmetic nor subgroups to WGSL, so no kernel variant uses them.
+// Caps reports what the device offers (from the features the device was created with) and the
+// tiles the kernels use.
 func (b *Backend) Caps() engine.Caps { return b.caps }
+
+// probeSubgroups runs subgroup_probe: it measures the subgroup size kernels run with and checks
+// that subgroupAdd sums a subgroup (a driver that gets it wrong must not get subgroup kernels).
+func (b *Backend) probeSubgroups() (size int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			size, err = 0, fmt.Errorf("subgroup probe: %v", r)
+		}
+	}()
+	const groupSize = 64
+	out, err := b.alloc(8)
+	if err != nil {
+		return 0, err
+	}
+	defer b.release(out)
+	r := &recorder{b: b}
+	r.dispatch("subgroup_probe", []shaders.Const{{Name: "WG", Value: fmt.Sprintf("%du", groupSize)}}, [3]uint32{1, 1, 1}, nil, bind{buf: out.buf, size: 8, rw: true})
+	if err := r.submit(); err != nil {
+		return 0, fmt.Errorf("subgroup probe: %w", err)
+	}
+	var got [8]byte
+	if err := b.read(out, 0, got[:]); err != nil {
+		return 0, fmt.Errorf("subgroup probe: %w", err)
+	}
+	sg := binary.LittleEndian.Uint32(got[:4])
+	sum := binary.LittleEndian.Uint32(got[4:])
+	if sg == 0 || sg&(sg-1) != 0 || sg > 128 {
+		return 0, fmt.Errorf("subgroup probe: the device reports subgroup size %d", sg)
+	}
+	if sg <= groupSize && sum != sg*(sg+1)/2 {
+		return 0, fmt.Errorf("subgroup probe: subgroupAdd over a subgroup of %d gave %d, want %d", sg, sum, sg*(sg+1)/2)
+	}
+	return int(sg), nil
+}
 
 // Limits are the limits the device was created with.
 func (b *Backend) Limits() wgpu.Limits { return b.limits }

@@ -182,8 +182,10 @@ func adapterInfo(a *wgpu.Adapter, index int) engine.DeviceInfo {
 	if name == "" {
 		name = fmt.Sprintf("adapter %d", index)
 	}
+	caps := featureCaps(a.HasFeature)
+	caps.MaxBufferBytes = int64(min(lim.MaxBufferSize, lim.MaxStorageBufferBindingSize))
 	return engine.DeviceInfo{
-		Backend: "webgpu", Index: index, Name: name,
+		Backend: "webgpu", Index: index, Name: name, Caps: &caps,
 		Vendor:   vendorName(ai.VendorId, ai.Vendor),
 		Type:     typeName(ai.AdapterType),
 		API:      apiName(ai.BackendType),
@@ -191,4 +193,28 @@ func adapterInfo(a *wgpu.Adapter, index int) engine.DeviceInfo {
 		Features: feats,
 		Limits:   limitMap(lim),
 	}
+}
+
+// Features lathe's kernels use when the adapter has them. Subgroups are wgpu's native feature:
+// naga v29 does not implement WGSL's standard `enable subgroups;` (see shaders.SubgroupsEnable).
+var (
+	featureF16        = wgpu.FeatureNameShaderF16
+	featureSubgroups  = wgpu.NativeFeatureSubgroup
+	featureTimestamps = wgpu.FeatureNameTimestampQuery
+)
+
+// featureCaps sets the caps that follow from the adapter's (or device's) features.
+func featureCaps(has func(wgpu.FeatureName) bool) engine.Caps {
+	return engine.Caps{ShaderF16: has(featureF16), Subgroups: has(featureSubgroups), Timestamps: has(featureTimestamps)}
+}
+
+// wantedFeatures are the features of featureCaps the adapter has, to request with the device.
+func wantedFeatures(a *wgpu.Adapter) []wgpu.FeatureName {
+	var out []wgpu.FeatureName
+	for _, f := range []wgpu.FeatureName{featureF16, featureSubgroups, featureTimestamps} {
+		if a.HasFeature(f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

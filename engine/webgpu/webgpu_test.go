@@ -333,3 +333,25 @@ func TestFaultFlag(t *testing.T) {
 		}
 	}
 }
+
+// The caps follow the device's features: the adapter listing and the opened device agree, and a
+// device with subgroups has a measured subgroup size (a power of two) whose subgroupAdd checked
+// out. lavapipe, the CI device, has all three features (Mesa 22.3), so there nothing is optional.
+func TestCaps(t *testing.T) {
+	b := openTest(t)
+	c := b.Caps()
+	listed := b.Device().Caps
+	if listed == nil {
+		t.Fatal("the adapter listing has no caps")
+	}
+	if listed.ShaderF16 != c.ShaderF16 || listed.Subgroups != c.Subgroups || listed.Timestamps != c.Timestamps {
+		t.Errorf("the listing's caps %+v differ from the device's %+v", *listed, c)
+	}
+	if c.Subgroups != (c.SubgroupSize > 0) || c.SubgroupSize&(c.SubgroupSize-1) != 0 {
+		t.Errorf("subgroups %v with subgroup size %d", c.Subgroups, c.SubgroupSize)
+	}
+	if strings.Contains(strings.ToLower(b.Device().Name), "llvmpipe") && !(c.ShaderF16 && c.Subgroups && c.Timestamps) {
+		t.Errorf("lavapipe lacks a cap it has: %+v", c)
+	}
+	t.Logf("caps: f16 %v, subgroups %v (size %d), timestamps %v", c.ShaderF16, c.Subgroups, c.SubgroupSize, c.Timestamps)
+}
