@@ -56,7 +56,13 @@ type Backend struct {
 	fault *wgpu.Buffer
 
 	perQueryRows bool // cached attention always runs attention_rows.wgsl (benchmarks compare)
+	// plain runs the base kernel set (no subgroup variants) whatever the caps: the conformance
+	// suite runs both sets, benchmarks compare them.
+	plain bool
 }
+
+// subgroups reports whether kernels run their subgroup variants.
+func (b *Backend) subgroups() bool { return b.caps.Subgroups && !b.plain }
 
 // buffer is one device allocation; class is its real size (a size class of the pool).
 type buffer struct {

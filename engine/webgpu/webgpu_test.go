@@ -33,8 +33,19 @@ func openTest(t testing.TB) *Backend {
 	return b
 }
 
+// TestConformance runs the suite on the kernels the device's caps choose (on lavapipe: the
+// subgroup variants); TestConformancePlain on the base set, which devices without them run.
 func TestConformance(t *testing.T) {
 	b := openTest(t)
+	if !b.subgroups() {
+		t.Logf("no subgroups: the base kernel set only (%+v)", b.Caps())
+	}
+	enginetest.Run(t, b, cpu.New())
+}
+
+func TestConformancePlain(t *testing.T) {
+	b := openTest(t)
+	b.plain = true
 	enginetest.Run(t, b, cpu.New())
 }
 

@@ -75,3 +75,27 @@ fn row_max_sumexp(base: u32, dim: u32, lid: u32) -> vec2<f32> {
 }
 
 //! end
+
+//! section subgroups
+// Workgroup reductions through subgroup operations, for kernels compiled with "//! enable
+// subgroups" (and "//! use subgroups"): the lane, subgroup id, subgroup count and size are the
+// entry point's builtins (WGSL gives them to entry points only). One subgroupAdd per subgroup,
+// one barrier, then every subgroup sums the partials: no log2(WG) barrier tree.
+
+// sg_block_sum returns the sum of v over the workgroup; call it from uniform control flow, every
+// invocation gets the result. The order of the sum is the device's, fixed for a device.
+fn sg_block_sum(v: f32, lane: u32, sgid: u32, nsg: u32, sgsize: u32) -> f32 {
+    let s = subgroupAdd(v);
+    workgroupBarrier();
+    if (lane == 0u) {
+        red[sgid] = s;
+    }
+    workgroupBarrier();
+    var t = 0.0;
+    for (var i = lane; i < nsg; i = i + sgsize) {
+        t = t + red[i];
+    }
+    return subgroupAdd(t);
+}
+
+//! end
