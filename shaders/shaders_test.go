@@ -69,3 +69,39 @@ func TestEnables(t *testing.T) {
 		t.Error("fill got an enable directive it does not ask for")
 	}
 }
+
+// A kernel marked "//! subgroups" composes to two modules: the tree reductions, or the subgroup
+// ones with main given the subgroup builtins (and their values handed over first thing).
+func TestSubgroupVariant(t *testing.T) {
+	for _, n := range WGSLNames() {
+		if n == Common || !HasSubgroupVariant(n) {
+			continue
+		}
+		plain, err := Compose(n, []Const{{"WG", "64u"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sg, err := ComposeVariant(n, []Const{{"WG", "64u"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plain, "subgroupAdd") || !strings.Contains(plain, "red[lid] = red[lid] + red[lid + s]") {
+			t.Errorf("%s: the plain module is not the tree variant", n)
+		}
+		if !strings.Contains(sg, "subgroupAdd") || strings.Contains(sg, "red[lid] = red[lid] + red[lid + s]") {
+			t.Errorf("%s: the subgroup module is not the subgroup variant", n)
+		}
+		if !strings.Contains(sg, sgParams+") {"+sgInit) {
+			t.Errorf("%s: main lacks the subgroup builtins", n)
+		}
+	}
+	if !HasSubgroupVariant("qgemv") || HasSubgroupVariant("fill") {
+		t.Error("the subgroup markers are not where expected")
+	}
+	if _, err := ComposeVariant("fill", []Const{{"WG", "64u"}}, true); err == nil {
+		t.Error("composed a subgroup variant of a kernel without one")
+	}
+	if _, err := addSubgroupBuiltins("fn main(a: u32"); err == nil {
+		t.Error("an unclosed main was accepted")
+	}
+}

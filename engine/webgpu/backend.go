@@ -583,10 +583,15 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if uniform {
 		key += "u"
 	}
+	// Kernels with a subgroup variant run it where the device has subgroups.
+	sg := b.subgroups() && shaders.HasSubgroupVariant(name)
+	if sg {
+		key += "|sg"
+	}
 	if p := b.pipes[key]; p != nil {
 		return p, nil
 	}
-	src, err := shaders.Compose(name, consts)
+	src, err := shaders.ComposeVariant(name, consts, sg)
 	if err != nil {
 		return nil, err
 	}

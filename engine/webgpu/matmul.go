@@ -101,7 +101,7 @@ func (r *recorder) gemv(g mm) error {
 }
 
 // qgemv records y = x·Wᵀ for one row of x against a 4-bit W (qgemv.wgsl): one workgroup per
-// output, each packed word read once. Where the device has subgroups, qgemv_sg.wgsl reduces
+// output, each packed word read once. Where the device has subgroups, its subgroup variant reduces
 // across K with them.
 func (r *recorder) qgemv(g mm) error {
 	if err := r.fillDummies(&g); err != nil {
@@ -112,11 +112,7 @@ func (r *recorder) qgemv(g mm) error {
 		return err
 	}
 	g.a.rw, g.b.rw, g.absmax.rw, g.xa.rw, g.bl.rw, g.c.rw = false, false, false, false, false, true
-	name := "qgemv"
-	if r.b.subgroups() {
-		name = "qgemv_sg"
-	}
-	r.dispatch(name, []shaders.Const{c("WG", wg), c("EPI", g.epi)}, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
+	r.dispatch("qgemv", []shaders.Const{c("WG", wg), c("EPI", g.epi)}, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
 	return nil
 }
 
