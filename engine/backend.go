@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Buffer is a block of device memory owned by one Backend.
@@ -111,6 +112,16 @@ type Backend interface {
 	Run(launches []Launch) error
 	// Close releases the device.
 	Close() error
+}
+
+// GPUTimer is implemented by backends whose device can time its own work (Caps.Timestamps):
+// kernel time measured by the device, without the submission and wait a wall clock includes.
+type GPUTimer interface {
+	// SetGPUTiming turns timing on or off; while on, the backend times every submission's kernels.
+	SetGPUTiming(on bool) error
+	// GPUTime returns the device time of the kernels submitted since the last call (or since
+	// timing was turned on), waiting for them.
+	GPUTime() (time.Duration, error)
 }
 
 // Executable is a launch list a backend has prepared once: kernels chosen, launches validated,

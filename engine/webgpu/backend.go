@@ -59,6 +59,7 @@ type Backend struct {
 	// plain runs the base kernel set (no subgroup variants) whatever the caps: the conformance
 	// suite runs both sets, benchmarks compare them.
 	plain bool
+	timer *timer // GPU timing, nil while off (timing.go)
 }
 
 // subgroups reports whether kernels run their subgroup variants.
@@ -542,6 +543,7 @@ func (b *Backend) Close() error {
 	if b.fault != nil {
 		b.fault.Release()
 	}
+	b.dropTimer()
 	b.queue.Release()
 	b.dev.Release()
 	b.adapter.Release()

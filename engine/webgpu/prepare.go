@@ -158,6 +158,7 @@ func (p *prepared) Run() (err error) {
 		return fmt.Errorf("webgpu: run: %w", err)
 	}
 	defer enc.Release()
+	first := b.submitSlot()
 	var pass *wgpu.ComputePassEncoder
 	for i := range p.cmds {
 		c := &p.cmds[i]
@@ -176,7 +177,7 @@ func (p *prepared) Run() (err error) {
 			continue
 		}
 		if pass == nil {
-			pass = enc.BeginComputePass(nil)
+			pass = b.beginPass(enc)
 		}
 		pass.SetPipeline(c.pipe)
 		pass.SetBindGroup(0, c.group, nil)
@@ -188,6 +189,9 @@ func (p *prepared) Run() (err error) {
 		if err != nil {
 			return fmt.Errorf("webgpu: run: %w", err)
 		}
+	}
+	if err := b.resolveTimes(enc, first); err != nil {
+		return fmt.Errorf("webgpu: run: %w", err)
 	}
 	cmd, err := enc.TryFinish(nil)
 	if err != nil {

@@ -213,6 +213,7 @@ func (r *recorder) submit() error {
 			g.Release()
 		}
 	}()
+	first := b.submitSlot()
 	var pass *wgpu.ComputePassEncoder
 	endPass := func() error {
 		if pass == nil {
@@ -256,13 +257,16 @@ func (r *recorder) submit() error {
 		}
 		groupsToRelease = append(groupsToRelease, bg)
 		if pass == nil {
-			pass = enc.BeginComputePass(nil)
+			pass = b.beginPass(enc)
 		}
 		pass.SetPipeline(p.pipe)
 		pass.SetBindGroup(0, bg, nil)
 		pass.DispatchWorkgroups(c.groups[0], c.groups[1], c.groups[2])
 	}
 	if err := endPass(); err != nil {
+		return err
+	}
+	if err := b.resolveTimes(enc, first); err != nil {
 		return err
 	}
 	cmd, err := enc.TryFinish(nil)
