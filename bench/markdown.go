@@ -53,6 +53,7 @@ func (r *Report) Markdown() string {
 			w("\n\n")
 		}
 		if len(be.Kernels) > 0 {
+			w("Median and min–max are wall clock (submission, run and wait); \"gpu\" is the kernels' time measured by the device's timestamps, where it has them.\n\n")
 			w("| kernel | model | proj | shape | median | min–max | GFLOP/s | GB/s | %% roofline | torch median | lathe speed ÷ torch |\n")
 			w("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, k := range be.Kernels {
@@ -71,8 +72,12 @@ func (r *Report) Markdown() string {
 				if k.SameAs != "" {
 					same = " (= " + k.SameAs + ")"
 				}
+				median := fmtDur(k.Time.Median)
+				if k.GPUTime != nil {
+					median += " (gpu " + fmtDur(k.GPUTime.Median) + ")"
+				}
 				w("| %s | %s%s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %s | %s |\n", k.Kernel, k.Model, same, k.Proj, k.Shape,
-					fmtDur(k.Time.Median), fmtRange(k.Time), k.GFLOPS, k.GBps, 100*k.Roofline, ref, ratio)
+					median, fmtRange(k.Time), k.GFLOPS, k.GBps, 100*k.Roofline, ref, ratio)
 			}
 			w("\n")
 		}

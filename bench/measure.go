@@ -112,38 +112,69 @@ func (c *compiled) release() {
 	}
 }
 
-// timeRuns warms up, then times runs of c as rp says; it returns the seconds of each timed run.
-func timeRuns(c *compiled, rp Repeats) ([]float64, error) {
+// timeRuns warms up, then times runs of c as rp says; it returns the wall-clock seconds of each
+// timed run and, given a timer, the seconds the device measured for its kernels.
+func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer) (wall, gpu []float64, err error) {
 	for i := 0; i < max(rp.Warmup, 1); i++ {
 		if err := c.run(); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
+			return nil, nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	var samples []float64
+	if timer != nil {
+		if err := timer.SetGPUTiming(true); err != nil {
+			return nil, nil, err
+		}
+		defer timer.SetGPUTiming(false)
+	}
 	start := time.Now()
-	for len(samples) < max(rp.Min, 1) || (time.Since(start) < rp.Budget && len(samples) < rp.Max) {
+	for len(wall) < max(rp.Min, 1) || (time.Since(start) < rp.Budget && len(wall) < rp.Max) {
 		t0 := time.Now()
 		if err := c.run(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		samples = append(samples, time.Since(t0).Seconds())
+		wall = append(wall, time.Since(t0).Seconds())
+		if timer != nil {
+			d, err := timer.GPUTime()
+			if err != nil {
+				return nil, nil, err
+			}
+			gpu = append(gpu, d.Seconds())
+		}
 	}
-	return samples, nil
+	return wall, gpu, nil
 }
 
-// measure compiles build with replicas copies, times it and returns per-replica statistics.
-func measure(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, rp Repeats) (Stats, error) {
+// measure compiles build with replicas copies, times it and returns per-replica statistics of
+// the wall clock and, on a device with timestamps (engine.GPUTimer), of the device's kernel time.
+func measure(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, rp Repeats) (wall Stats, gpu *Stats, err error) {
 	c, err := compileCase(be, build, replicas, 1)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, nil, err
 	}
 	defer c.release()
-	samples, err := timeRuns(c, rp)
+	timer, _ := be.(engine.GPUTimer)
+	if !be.Caps().Timestamps {
+		timer = nil
+	}
+	ws, gs, err := timeRuns(c, rp, timer)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, nil, err
 	}
-	for i := range samples {
-		samples[i] /= float64(max(replicas, 1))
+	for i := range ws {
+		ws[i] /= float64(max(replicas, 1))
 	}
-	return Summarize(samples)
+	if wall, err = Summarize(ws); err != nil {
+		return Stats{}, nil, err
+	}
+	if len(gs) > 0 {
+		for i := range gs {
+			gs[i] /= float64(max(replicas, 1))
+		}
+		g, err := Summarize(gs)
+		if err != nil {
+			return Stats{}, nil, fmt.Errorf("gpu time: %w", err)
+		}
+		gpu = &g
+	}
+	return wall, gpu, nil
 }

@@ -69,9 +69,14 @@ type KernelResult struct {
 	Dims   Dims    `json:"dims"`
 	Flops  float64 `json:"flops"`
 	Bytes  float64 `json:"bytes"`
-	Time   Stats   `json:"time"`
-	GFLOPS float64 `json:"gflops"`
-	GBps   float64 `json:"gbps"`
+	// Time is wall clock per kernel (submission, run and wait); the rates derive from it.
+	Time Stats `json:"time"`
+	// GPUTime is the kernels' time as the device measured it (timestamp queries around each
+	// compute pass, scaled by the queue's timestamp period), per kernel; absent on devices
+	// without timestamps.
+	GPUTime *Stats  `json:"gpu_time,omitempty"`
+	GFLOPS  float64 `json:"gflops"`
+	GBps    float64 `json:"gbps"`
 	// Intensity is flops per byte; Roofline the fraction of min(peak, Intensity·bandwidth) reached.
 	Intensity float64 `json:"intensity"`
 	Roofline  float64 `json:"roofline_fraction"`

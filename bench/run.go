@@ -267,22 +267,26 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 	if id, ok := done[key]; ok {
 		for _, p := range prev {
 			if p.ID == id && p.Err == "" {
-				kr.Time, kr.SameAs = p.Time, p.Model
+				kr.Time, kr.GPUTime, kr.SameAs = p.Time, p.GPUTime, p.Model
 				kr.fill(rl)
 				return kr
 			}
 		}
 	}
-	st, err := measure(be, c.build, s.Replicas, s.Repeats)
+	st, gpu, err := measure(be, c.build, s.Replicas, s.Repeats)
 	if err != nil {
 		kr.Err = err.Error()
 		fmt.Fprintf(log, "  %-22s %-16s %-24s error: %v\n", c.Kernel, c.Model, c.Shape, err)
 		return kr
 	}
 	done[key] = c.ID
-	kr.Time = st
+	kr.Time, kr.GPUTime = st, gpu
 	kr.fill(rl)
-	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s %9.2f GFLOP/s %8.2f GB/s %5.1f%%\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), kr.GFLOPS, kr.GBps, 100*kr.Roofline)
+	gpuText := ""
+	if gpu != nil {
+		gpuText = " (gpu " + fmtDur(gpu.Median) + ")"
+	}
+	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s%s %9.2f GFLOP/s %8.2f GB/s %5.1f%%\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), gpuText, kr.GFLOPS, kr.GBps, 100*kr.Roofline)
 	return kr
 }
 
@@ -326,7 +330,7 @@ func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 		return []*engine.Node{x}
 	}
 	rp := s.Repeats
-	st, err := measure(be, bw, 1, rp)
+	st, _, err := measure(be, bw, 1, rp)
 	if err == nil && st.Median <= 0 {
 		err = fmt.Errorf("median time %v is below the clock's resolution", st.Median)
 	}
@@ -344,7 +348,7 @@ func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 		}
 		return []*engine.Node{a}
 	}
-	st, err = measure(be, mm, 1, rp)
+	st, _, err = measure(be, mm, 1, rp)
 	if err == nil && st.Median <= 0 {
 		err = fmt.Errorf("median time %v is below the clock's resolution", st.Median)
 	}

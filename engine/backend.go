@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Buffer is a block of device memory owned by one Backend.
@@ -42,19 +43,28 @@ type DeviceInfo struct {
 	Cores       int               `json:"cores,omitempty"`
 	Features    []string          `json:"features,omitempty"`
 	Limits      map[string]uint64 `json:"limits,omitempty"`
+	// Caps are what the device offers before it is opened (features and limits; no tiles, and
+	// no subgroup size, which needs a kernel to measure), when the provider knows them.
+	Caps *Caps `json:"caps,omitempty"`
 }
 
 // Caps are what a backend sets from its device to decide which kernel variants it runs, and what
-// callers may plan with. (Half-precision arithmetic, subgroups and cooperative matrices join when
-// a backend has kernels that use them.)
+// callers may plan with. Variants are chosen from these, never by vendor name.
 type Caps struct {
 	// Timestamps: the device can time its kernels.
 	Timestamps bool `json:"timestamps"`
+	// ShaderF16: kernels may use f16 storage and arithmetic.
+	ShaderF16 bool `json:"shader_f16"`
+	// Subgroups: kernels may use subgroup operations (subgroupAdd and the like).
+	Subgroups bool `json:"subgroups"`
+	// SubgroupSize is the subgroup size compute kernels run with, as measured on the opened
+	// device (0: no subgroups, or not opened).
+	SubgroupSize int `json:"subgroup_size,omitempty"`
 	// MaxBufferBytes is the largest buffer a kernel can use.
 	MaxBufferBytes int64 `json:"max_buffer_bytes"`
 	// Tiles are the block sizes the backend's kernels cut work into; the backend picks its
 	// variants by them and the conformance suite derives its shapes from them.
-	Tiles Tiles `json:"tiles"`
+	Tiles Tiles `json:"tiles,omitzero"`
 }
 
 // Tiles are the block sizes a backend's kernels divide their work into, and the sizes at which
@@ -102,6 +112,16 @@ type Backend interface {
 	Run(launches []Launch) error
 	// Close releases the device.
 	Close() error
+}
+
+// GPUTimer is implemented by backends whose device can time its own work (Caps.Timestamps):
+// kernel time measured by the device, without the submission and wait a wall clock includes.
+type GPUTimer interface {
+	// SetGPUTiming turns timing on or off; while on, the backend times every submission's kernels.
+	SetGPUTiming(on bool) error
+	// GPUTime returns the device time of the kernels submitted since the last call (or since
+	// timing was turned on), waiting for them.
+	GPUTime() (time.Duration, error)
 }
 
 // Executable is a launch list a backend has prepared once: kernels chosen, launches validated,

@@ -52,10 +52,47 @@ type Const struct {
 	Value string
 }
 
-// Compose returns the full WGSL module for a kernel: the constants, then common.wgsl, then the kernel.
-// common.wgsl's sections ("//! section NAME" to "//! end") are helpers that read a storage buffer
-// the kernel declares; they are included only in kernels with a line "//! use NAME".
+// SubgroupsEnable is the directive a kernel with a line "//! enable subgroups" is compiled with.
+// Naga (wgpu-native v29) does not implement WGSL's `enable subgroups;` yet: the backend requests
+// wgpu's native subgroup feature instead, under which the subgroup builtins need no directive.
+// When naga implements it, this line becomes "enable subgroups;" and nothing else changes.
+const SubgroupsEnable = ""
+
+// F16Enable is the directive a kernel with a line "//! enable f16" is compiled with.
+const F16Enable = "enable f16;"
+
+// Enables lists the directives a kernel's source asks for ("//! enable subgroups", "//! enable
+// f16"): the device features it needs.
+func Enables(body string) (subgroups, f16 bool) {
+	return strings.Contains(body, "//! enable subgroups\n"), strings.Contains(body, "//! enable f16\n")
+}
+
+// Compose returns the full WGSL module for a kernel: its enable directives, the constants, then
+// common.wgsl, then the kernel. common.wgsl's sections ("//! section NAME" to "//! end") are
+// helpers that read a storage buffer the kernel declares; they are included only in kernels with
+// a line "//! use NAME". The workgroup reductions (block_sum, block_max) are the "tree" section.
 func Compose(name string, consts []Const) (string, error) {
+	return ComposeVariant(name, consts, false)
+}
+
+// HasSubgroupVariant reports whether a kernel has a subgroup variant: its source has the line
+// "//! subgroups" (its workgroup reductions may run on subgroup operations).
+func HasSubgroupVariant(name string) bool {
+	body, err := WGSL(name)
+	return err == nil && strings.Contains(body, "//! subgroups\n")
+}
+
+// sgParams are the entry point builtins the subgroup variant adds to a kernel's main; sgInit
+// hands them to common.wgsl's subgroup reductions.
+const (
+	sgParams = ", @builtin(subgroup_invocation_id) sg_lane_in: u32, @builtin(subgroup_id) sg_id_in: u32, @builtin(num_subgroups) sg_n_in: u32, @builtin(subgroup_size) sg_size_in: u32"
+	sgInit   = "\n    sg_lane = sg_lane_in;\n    sg_id = sg_id_in;\n    sg_n = sg_n_in;\n    sg_size = sg_size_in;"
+)
+
+// ComposeVariant is Compose, or with subgroups the kernel's subgroup variant: common.wgsl's
+// "subgroups" section replaces the "tree" section (block_sum and block_max on subgroup
+// operations), and main gets the subgroup builtins. Only kernels marked "//! subgroups" have one.
+func ComposeVariant(name string, consts []Const, subgroups bool) (string, error) {
 	src, err := WGSL(Common)
 	if err != nil {
 		return "", err
@@ -64,11 +101,29 @@ func Compose(name string, consts []Const) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	common, err := sections(src, body)
+	uses := body + "//! use tree\n"
+	if subgroups {
+		if !strings.Contains(body, "//! subgroups\n") {
+			return "", fmt.Errorf("shaders: %s has no subgroup variant", name)
+		}
+		if body, err = addSubgroupBuiltins(body); err != nil {
+			return "", fmt.Errorf("shaders: %s: %w", name, err)
+		}
+		uses = body + "//! use subgroups\n"
+	}
+	common, err := sections(src, uses)
 	if err != nil {
 		return "", fmt.Errorf("shaders: %s: %w", name, err)
 	}
 	var sb strings.Builder
+	// Directives come before every declaration.
+	sub, f16 := Enables(body)
+	if (sub || subgroups) && SubgroupsEnable != "" {
+		sb.WriteString(SubgroupsEnable + "\n")
+	}
+	if f16 {
+		sb.WriteString(F16Enable + "\n")
+	}
 	for _, c := range consts {
 		ty := "u32"
 		switch {
@@ -85,6 +140,33 @@ func Compose(name string, consts []Const) (string, error) {
 	sb.WriteString("\n")
 	sb.WriteString(body)
 	return sb.String(), nil
+}
+
+// addSubgroupBuiltins appends sgParams to the parameters of the kernel's `fn main(` and puts
+// sgInit first in its body.
+func addSubgroupBuiltins(body string) (string, error) {
+	i := strings.Index(body, "fn main(")
+	if i < 0 {
+		return "", fmt.Errorf("no fn main(")
+	}
+	depth := 0
+	for j := i + len("fn main"); j < len(body); j++ {
+		switch body[j] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				k := strings.IndexByte(body[j:], '{')
+				if k < 0 {
+					return "", fmt.Errorf("fn main has no body")
+				}
+				open := j + k + 1
+				return body[:j] + sgParams + body[j:open] + sgInit + body[open:], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("fn main's parameters are not closed")
 }
 
 // sections returns common without the sections body does not use.

@@ -49,3 +49,59 @@ func TestSections(t *testing.T) {
 		t.Error("a section without its end was accepted")
 	}
 }
+
+// A kernel's "//! enable" lines become directives ahead of every declaration.
+func TestEnables(t *testing.T) {
+	src, err := Compose("subgroup_probe", []Const{{"WG", "64u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub, f16 := Enables(src); !sub || f16 {
+		t.Errorf("subgroup_probe: enables subgroups %v, f16 %v", sub, f16)
+	}
+	if SubgroupsEnable != "" && !strings.HasPrefix(src, SubgroupsEnable+"\n") {
+		t.Errorf("subgroup_probe does not start with %q", SubgroupsEnable)
+	}
+	if !strings.HasPrefix(src, "const WG: u32 = 64u;") && SubgroupsEnable == "" {
+		t.Errorf("subgroup_probe has something before its constants: %.60q", src)
+	}
+	if fill, _ := Compose("fill", []Const{{"WG", "64u"}}); strings.Contains(fill, "enable ") {
+		t.Error("fill got an enable directive it does not ask for")
+	}
+}
+
+// A kernel marked "//! subgroups" composes to two modules: the tree reductions, or the subgroup
+// ones with main given the subgroup builtins (and their values handed over first thing).
+func TestSubgroupVariant(t *testing.T) {
+	for _, n := range WGSLNames() {
+		if n == Common || !HasSubgroupVariant(n) {
+			continue
+		}
+		plain, err := Compose(n, []Const{{"WG", "64u"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sg, err := ComposeVariant(n, []Const{{"WG", "64u"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plain, "subgroupAdd") || !strings.Contains(plain, "red[lid] = red[lid] + red[lid + s]") {
+			t.Errorf("%s: the plain module is not the tree variant", n)
+		}
+		if !strings.Contains(sg, "subgroupAdd") || strings.Contains(sg, "red[lid] = red[lid] + red[lid + s]") {
+			t.Errorf("%s: the subgroup module is not the subgroup variant", n)
+		}
+		if !strings.Contains(sg, sgParams+") {"+sgInit) {
+			t.Errorf("%s: main lacks the subgroup builtins", n)
+		}
+	}
+	if !HasSubgroupVariant("qgemv") || HasSubgroupVariant("fill") {
+		t.Error("the subgroup markers are not where expected")
+	}
+	if _, err := ComposeVariant("fill", []Const{{"WG", "64u"}}, true); err == nil {
+		t.Error("composed a subgroup variant of a kernel without one")
+	}
+	if _, err := addSubgroupBuiltins("fn main(a: u32"); err == nil {
+		t.Error("an unclosed main was accepted")
+	}
+}

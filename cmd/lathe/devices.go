@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/backends"
 )
 
@@ -32,7 +33,7 @@ func newDevicesCmd() *cobra.Command {
 					if len(feats) > 6 { // the JSON line has them all
 						feats = append(feats[:6:6], "…")
 					}
-					fmt.Fprintf(w, "%s:%d  %s (%s, %s, %s%s) %s\n", d.Backend, d.Index, d.Name, d.Vendor, d.Type, d.API, mem, strings.Join(feats, " "))
+					fmt.Fprintf(w, "%s:%d  %s (%s, %s, %s%s) %s%s\n", d.Backend, d.Index, d.Name, d.Vendor, d.Type, d.API, mem, strings.Join(feats, " "), capsText(d.Caps))
 				}
 			}
 			return printJSON(cmd.OutOrStdout(), devs)
@@ -40,4 +41,24 @@ func newDevicesCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print only the JSON array")
 	return cmd
+}
+
+// capsText names the kernel-relevant caps a listing has ("" when the provider gives none).
+func capsText(c *engine.Caps) string {
+	if c == nil {
+		return ""
+	}
+	var on []string
+	for _, x := range []struct {
+		ok   bool
+		name string
+	}{{c.ShaderF16, "f16"}, {c.Subgroups, "subgroups"}, {c.Timestamps, "timestamps"}} {
+		if x.ok {
+			on = append(on, x.name)
+		}
+	}
+	if len(on) == 0 {
+		return "; caps: none"
+	}
+	return "; caps: " + strings.Join(on, " ")
 }

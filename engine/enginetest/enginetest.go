@@ -98,11 +98,15 @@ func Check(t testing.TB, c Case, b, ref engine.Backend) {
 		t.Fatal(err)
 	}
 	if os.Getenv("LATHE_TIMING") == "1" {
-		d, launches, err := Time(c, b)
+		wall, gpu, launches, err := TimeGPU(c, b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("timing %-40s %-8s %9.3f ms a run (%d launches)", c.Name, b.Device().Backend, float64(d.Microseconds())/1e3, launches)
+		gpuText := "gpu n/a"
+		if gpu > 0 {
+			gpuText = fmt.Sprintf("gpu %9.3f ms", float64(gpu.Nanoseconds())/1e6)
+		}
+		t.Logf("timing %-40s %-8s wall %9.3f ms, %s a run (%d launches)", c.Name, b.Device().Backend, float64(wall.Nanoseconds())/1e6, gpuText, launches)
 	}
 }
 
@@ -133,11 +137,26 @@ func Verify(c Case, b, ref engine.Backend) error {
 // Time runs a case's program on b until about 50 ms have passed (at least 3 runs, each waited
 // for) and returns the mean time of one run and its number of launches.
 func Time(c Case, b engine.Backend) (time.Duration, int, error) {
+	wall, _, launches, err := timeRuns(c, b, false)
+	return wall, launches, err
+}
+
+// TimeGPU is Time that also returns the kernel time a run takes as the device measures it
+// (engine.GPUTimer, on devices with timestamps; 0 elsewhere).
+func TimeGPU(c Case, b engine.Backend) (wall, gpu time.Duration, launches int, err error) {
+	return timeRuns(c, b, true)
+}
+
+func timeRuns(c Case, b engine.Backend, withGPU bool) (wall, gpu time.Duration, launches int, err error) {
+	timer, _ := b.(engine.GPUTimer)
+	if !withGPU || !b.Caps().Timestamps {
+		timer = nil
+	}
 	g := engine.NewGraph()
 	leaves, outs := c.Build(g, rand.New(rand.NewPCG(Seed(c.Name), 0x1a7e)))
 	p, free, err := prepare(b, g, leaves, outs)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer free()
 	wait := func() error { // a read of one element waits for the run
@@ -148,23 +167,36 @@ func Time(c Case, b engine.Backend) (time.Duration, int, error) {
 		return b.Read(a.Buf, 0, make([]byte, 4))
 	}
 	if err := p.Run(); err != nil { // warm-up: pipelines, buffers
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if err := wait(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	if timer != nil {
+		if err := timer.SetGPUTiming(true); err != nil {
+			return 0, 0, 0, err
+		}
+		defer timer.SetGPUTiming(false)
 	}
 	start := time.Now()
 	n := 0
 	for n < 3 || time.Since(start) < 50*time.Millisecond {
 		if err := p.Run(); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		if err := wait(); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
+		}
+		if timer != nil {
+			d, err := timer.GPUTime()
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			gpu += d
 		}
 		n++
 	}
-	return time.Since(start) / time.Duration(n), p.Launches(), nil
+	return time.Since(start) / time.Duration(n), gpu / time.Duration(n), p.Launches(), nil
 }
 
 // prepare compiles outs on b and binds the leaves' data; free releases it all.

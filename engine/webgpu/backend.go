@@ -1,6 +1,7 @@
 package webgpu
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/shaders"
@@ -55,7 +56,14 @@ type Backend struct {
 	fault *wgpu.Buffer
 
 	perQueryRows bool // cached attention always runs attention_rows.wgsl (benchmarks compare)
+	// plain runs the base kernel set (no subgroup variants) whatever the caps: the conformance
+	// suite runs both sets, benchmarks compare them.
+	plain bool
+	timer *timer // GPU timing, nil while off (timing.go)
 }
+
+// subgroups reports whether kernels run their subgroup variants.
+func (b *Backend) subgroups() bool { return b.caps.Subgroups && !b.plain }
 
 // buffer is one device allocation; class is its real size (a size class of the pool).
 type buffer struct {
@@ -92,19 +100,17 @@ func Open(index int) (*Backend, error) {
 	a := ads[index]
 	b := &Backend{inst: inst, adapter: a, info: adapterInfo(a, index),
 		pool: map[int64][]*wgpu.Buffer{}, pipes: map[string]*pipeline{}, timeout: timeoutFromEnv()}
-	lim := a.GetLimits().Limits
-	// The binding reads the native max push constant size from an extras struct it never tags, so
-	// the value may be garbage; compute passes here use none (v0.19 has none for compute).
-	lim.MaxPushConstantSize = 0
-	var feats []wgpu.FeatureName
-	if a.HasFeature(wgpu.FeatureNameTimestampQuery) {
-		feats = append(feats, wgpu.FeatureNameTimestampQuery)
-	}
+	lim := a.GetLimits()
 	dev, err := requestDevice(a, &wgpu.DeviceDescriptor{
-		RequiredFeatures: feats,
-		RequiredLimits:   &wgpu.RequiredLimits{Limits: lim},
-		// No DeviceLostCallback: v0.23.0 passes a Go pointer to C for it, which cgo rejects. A lost
-		// device shows up as a failed map (see read), which marks the backend lost.
+		RequiredFeatures: wantedFeatures(a),
+		RequiredLimits:   &lim,
+		// Called from wgpu's threads (or from Close): a lost device fails every later call.
+		DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
+			if reason != wgpu.DeviceLostReasonDestroyed && reason != wgpu.DeviceLostReasonCallbackCancelled {
+				m := fmt.Sprintf("%s: %s", reason, msg)
+				b.lost.CompareAndSwap(nil, &m)
+			}
+		},
 	})
 	if err != nil {
 		a.Release()
@@ -113,14 +119,22 @@ func Open(index int) (*Backend, error) {
 	}
 	b.dev = dev
 	b.queue = dev.GetQueue()
-	b.limits = dev.GetLimits().Limits
+	b.limits = dev.GetLimits()
 	// The largest buffer a kernel can use is the largest it can bind.
-	b.caps = engine.Caps{Timestamps: len(feats) > 0, MaxBufferBytes: int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize)),
-		Tiles: engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
-			AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}}
-	if b.fault, err = dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
+	// The caps follow the features the device got, not those the adapter lists.
+	b.caps = featureCaps(dev.HasFeature)
+	b.caps.MaxBufferBytes = int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize))
+	b.caps.Tiles = engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
+		AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}
+	if b.fault, err = dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("webgpu: fault flag: %w", err)
+	}
+	if b.caps.Subgroups {
+		if b.caps.SubgroupSize, err = b.probeSubgroups(); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("webgpu: open %s: %w", b.info.Name, err)
+		}
 	}
 	b.poolCap = int64(b.limits.MaxBufferSize)
 	if b.poolCap > 1<<30 {
@@ -129,16 +143,15 @@ func Open(index int) (*Backend, error) {
 	return b, nil
 }
 
-// requestDevice asks for the device with the adapter's limits (a few tries, each priming the
-// allocator on the calling OS thread, see primeChunks) and, should that fail, with the WebGPU
-// defaults.
+// requestDevice asks for the device with the adapter's limits and, should that fail, with the
+// WebGPU defaults, turning the binding's panics into errors.
 func requestDevice(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			dev, err = nil, fmt.Errorf("request device: %v", r)
 		}
 	}()
-	dev, err = requestPrimed(a, d)
+	dev, err = a.RequestDevice(d)
 	if err == nil || d.RequiredLimits == nil {
 		return dev, err
 	}
@@ -149,18 +162,6 @@ func requestDevice(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device,
 		return nil, fmt.Errorf("with the adapter's limits: %v; with default limits: %w", err, err2)
 	}
 	return dev, nil
-}
-
-func requestPrimed(a *wgpu.Adapter, d *wgpu.DeviceDescriptor) (dev *wgpu.Device, err error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for try := 0; try < 3; try++ {
-		primeChunks(24) // sizeof(WGPURequiredLimitsExtras)
-		if dev, err = a.RequestDevice(d); err == nil {
-			return dev, nil
-		}
-	}
-	return nil, err
 }
 
 // timeoutFromEnv reads LATHE_WEBGPU_TIMEOUT (a Go duration); software adapters are slow, so the
@@ -177,9 +178,43 @@ func timeoutFromEnv() time.Duration {
 // Device describes the adapter.
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
-// Caps reports what the device offers and the tiles the kernels use. The bundled wgpu-native
-// (v0.19) exposes neither f16 arithmetic nor subgroups to WGSL, so no kernel variant uses them.
+// Caps reports what the device offers (from the features the device was created with) and the
+// tiles the kernels use.
 func (b *Backend) Caps() engine.Caps { return b.caps }
+
+// probeSubgroups runs subgroup_probe: it measures the subgroup size kernels run with and checks
+// that subgroupAdd sums a subgroup (a driver that gets it wrong must not get subgroup kernels).
+func (b *Backend) probeSubgroups() (size int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			size, err = 0, fmt.Errorf("subgroup probe: %v", r)
+		}
+	}()
+	const groupSize = 64
+	out, err := b.alloc(8)
+	if err != nil {
+		return 0, err
+	}
+	defer b.release(out)
+	r := &recorder{b: b}
+	r.dispatch("subgroup_probe", []shaders.Const{{Name: "WG", Value: fmt.Sprintf("%du", groupSize)}}, [3]uint32{1, 1, 1}, nil, bind{buf: out.buf, size: 8, rw: true})
+	if err := r.submit(); err != nil {
+		return 0, fmt.Errorf("subgroup probe: %w", err)
+	}
+	var got [8]byte
+	if err := b.read(out, 0, got[:]); err != nil {
+		return 0, fmt.Errorf("subgroup probe: %w", err)
+	}
+	sg := binary.LittleEndian.Uint32(got[:4])
+	sum := binary.LittleEndian.Uint32(got[4:])
+	if sg == 0 || sg&(sg-1) != 0 || sg > 128 {
+		return 0, fmt.Errorf("subgroup probe: the device reports subgroup size %d", sg)
+	}
+	if sg <= groupSize && sum != sg*(sg+1)/2 {
+		return 0, fmt.Errorf("subgroup probe: subgroupAdd over a subgroup of %d gave %d, want %d", sg, sum, sg*(sg+1)/2)
+	}
+	return int(sg), nil
+}
 
 // Limits are the limits the device was created with.
 func (b *Backend) Limits() wgpu.Limits { return b.limits }
@@ -240,7 +275,7 @@ func (b *Backend) alloc(n int64) (*buffer, error) {
 		b.pooled -= class
 		return &buffer{b: b, buf: buf, size: size, class: class}, nil
 	}
-	buf, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe", Usage: bufferUsage, Size: uint64(class)})
+	buf, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe", Usage: bufferUsage, Size: uint64(class)})
 	if err != nil {
 		return nil, fmt.Errorf("webgpu: alloc %d bytes: %w", n, err)
 	}
@@ -328,7 +363,7 @@ func (b *Backend) Write(dst engine.Buffer, off int64, src []byte) error {
 		}
 		copy(data[off-lo:], src)
 	}
-	if err := b.queue.WriteBuffer(buf.buf, uint64(lo), data); err != nil {
+	if err := b.queue.TryWriteBuffer(buf.buf, uint64(lo), data); err != nil {
 		return fmt.Errorf("webgpu: write: %w", err)
 	}
 	return nil
@@ -366,24 +401,24 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 			b.staging = nil
 		}
 		sz := uint64(sizeClass(int64(total)))
-		st, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe staging", Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst, Size: sz})
+		st, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe staging", Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst, Size: sz})
 		if err != nil {
 			return fmt.Errorf("webgpu: read: staging buffer of %d bytes: %w", sz, err)
 		}
 		b.staging, b.stageLen = st, sz
 	}
-	enc, err := b.dev.CreateCommandEncoder(nil)
+	enc, err := b.dev.TryCreateCommandEncoder(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	defer enc.Release()
-	if err := enc.CopyBufferToBuffer(buf.buf, uint64(lo), b.staging, 0, n); err != nil {
+	if err := enc.TryCopyBufferToBuffer(buf.buf, uint64(lo), b.staging, 0, n); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	if err := enc.CopyBufferToBuffer(b.fault, 0, b.staging, n, 4); err != nil {
+	if err := enc.TryCopyBufferToBuffer(b.fault, 0, b.staging, n, 4); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	cmd, err := enc.Finish(nil)
+	cmd, err := enc.TryFinish(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
@@ -391,7 +426,7 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 	cmd.Release()
 	var status atomic.Int32
 	status.Store(-1)
-	if err := b.staging.MapAsync(wgpu.MapModeRead, 0, total, func(s wgpu.BufferMapAsyncStatus) { status.Store(int32(s)) }); err != nil {
+	if err := b.staging.TryMapAsync(wgpu.MapModeRead, 0, total, func(s wgpu.MapAsyncStatus) { status.Store(int32(s)) }); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	if err := b.wait(func() bool { return status.Load() >= 0 }); err != nil {
@@ -399,22 +434,20 @@ func (b *Backend) read(buf *buffer, off int64, dst []byte) error {
 		b.staging, b.stageLen = nil, 0
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
-	if s := wgpu.BufferMapAsyncStatus(status.Load()); s != wgpu.BufferMapAsyncStatusSuccess {
-		if s == wgpu.BufferMapAsyncStatusDeviceLost {
-			msg := "buffer map reported device-lost"
-			b.lost.Store(&msg)
-			return fmt.Errorf("webgpu: read: %w", ErrDeviceLost)
+	if s := wgpu.MapAsyncStatus(status.Load()); s != wgpu.MapAsyncStatusSuccess {
+		if m := b.lost.Load(); m != nil {
+			return fmt.Errorf("webgpu: read: %w: %s", ErrDeviceLost, *m)
 		}
 		return fmt.Errorf("webgpu: read: map failed: %s", s)
 	}
 	m := b.staging.GetMappedRange(0, uint(total))
 	copy(dst, m[off-lo:n])
 	fault := m[n] | m[n+1] | m[n+2] | m[n+3]
-	if err := b.staging.Unmap(); err != nil {
+	if err := b.staging.TryUnmap(); err != nil {
 		return fmt.Errorf("webgpu: read: %w", err)
 	}
 	if fault != 0 {
-		if err := b.queue.WriteBuffer(b.fault, 0, make([]byte, 4)); err != nil {
+		if err := b.queue.TryWriteBuffer(b.fault, 0, make([]byte, 4)); err != nil {
 			return fmt.Errorf("webgpu: read: %w", err)
 		}
 		return ErrIndex
@@ -510,6 +543,7 @@ func (b *Backend) Close() error {
 	if b.fault != nil {
 		b.fault.Release()
 	}
+	b.dropTimer()
 	b.queue.Release()
 	b.dev.Release()
 	b.adapter.Release()
@@ -551,14 +585,19 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if uniform {
 		key += "u"
 	}
+	// Kernels with a subgroup variant run it where the device has subgroups.
+	sg := b.subgroups() && shaders.HasSubgroupVariant(name)
+	if sg {
+		key += "|sg"
+	}
 	if p := b.pipes[key]; p != nil {
 		return p, nil
 	}
-	src, err := shaders.Compose(name, consts)
+	src, err := shaders.ComposeVariant(name, consts, sg)
 	if err != nil {
 		return nil, err
 	}
-	mod, err := b.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: name, WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: src}})
+	mod, err := b.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: name, WGSLSource: &wgpu.ShaderSourceWGSL{Code: src}})
 	if err != nil {
 		return nil, fmt.Errorf("compile kernel %s: %w", name, err)
 	}
@@ -573,18 +612,18 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if uniform {
 		entries = append(entries, wgpu.BindGroupLayoutEntry{Binding: uint32(len(rw)), Visibility: wgpu.ShaderStageCompute, Buffer: wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform}})
 	}
-	bgl, err := b.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: name, Entries: entries})
+	bgl, err := b.dev.TryCreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: name, Entries: entries})
 	if err != nil {
 		mod.Release()
 		return nil, fmt.Errorf("kernel %s: %w", name, err)
 	}
-	pl, err := b.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: name, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
+	pl, err := b.dev.TryCreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: name, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
 	if err != nil {
 		bgl.Release()
 		mod.Release()
 		return nil, fmt.Errorf("kernel %s: %w", name, err)
 	}
-	pipe, err := b.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: name, Layout: pl,
+	pipe, err := b.dev.TryCreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: name, Layout: pl,
 		Compute: wgpu.ProgrammableStageDescriptor{Module: mod, EntryPoint: "main"}})
 	if err != nil {
 		pl.Release()

@@ -227,3 +227,23 @@ func BenchmarkCachedPrefill(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeGEMV times the NF4 GEMV of a decode step with the kernels the caps choose (the
+// subgroup reduction across K where the device has subgroups) and with the base kernel set.
+func BenchmarkDecodeGEMV(b *testing.B) {
+	gb := openTest(b)
+	rows, din, dout, rank := benchShapes(gb)
+	c := benchCases(rows, din, dout, rank)[0] // nf4_gemv
+	b.Logf("adapter %q (%s); caps %+v", gb.info.Name, gb.info.Type, gb.Caps())
+	for _, plain := range []bool{false, true} {
+		kernel := "caps"
+		if plain {
+			kernel = "plain"
+		}
+		b.Run(fmt.Sprintf("%s/%s/webgpu=%s/in=%d/out=%d", c.name, kernel, sanitize(gb.info.Name), din, dout), func(b *testing.B) {
+			gb.plain = plain
+			defer func() { gb.plain = false }()
+			measure(b, gb, c)
+		})
+	}
+}

@@ -101,7 +101,8 @@ func (r *recorder) gemv(g mm) error {
 }
 
 // qgemv records y = x·Wᵀ for one row of x against a 4-bit W (qgemv.wgsl): one workgroup per
-// output, each packed word read once.
+// output, each packed word read once. Where the device has subgroups, its subgroup variant reduces
+// across K with them.
 func (r *recorder) qgemv(g mm) error {
 	if err := r.fillDummies(&g); err != nil {
 		return err

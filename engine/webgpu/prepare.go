@@ -3,7 +3,7 @@ package webgpu
 import (
 	"fmt"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/lathe-ml/lathe/engine"
 )
@@ -86,7 +86,7 @@ func (p *prepared) build(r *recorder) error {
 		total += (uint64(len(c.params)) + align - 1) / align * align
 	}
 	if total > 0 {
-		u, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe prepared params", Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: total})
+		u, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe prepared params", Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: total})
 		if err != nil {
 			return fmt.Errorf("params buffer: %w", err)
 		}
@@ -95,7 +95,7 @@ func (p *prepared) build(r *recorder) error {
 		for k, c := range r.cmds {
 			copy(data[offs[k]:], c.params)
 		}
-		if err := b.queue.WriteBuffer(u, 0, data); err != nil {
+		if err := b.queue.TryWriteBuffer(u, 0, data); err != nil {
 			return fmt.Errorf("params: %w", err)
 		}
 	}
@@ -119,7 +119,7 @@ func (p *prepared) build(r *recorder) error {
 		if len(c.params) > 0 {
 			entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(len(c.binds)), Buffer: p.uniform, Offset: offs[k], Size: uint64(len(c.params))})
 		}
-		bg, err := b.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: c.name, Layout: pl.layout, Entries: entries})
+		bg, err := b.dev.TryCreateBindGroup(&wgpu.BindGroupDescriptor{Label: c.name, Layout: pl.layout, Entries: entries})
 		if err != nil {
 			return fmt.Errorf("kernel %s: %w", c.name, err)
 		}
@@ -153,43 +153,47 @@ func (p *prepared) Run() (err error) {
 			err = fmt.Errorf("webgpu: run: %v", rec)
 		}
 	}()
-	enc, err := b.dev.CreateCommandEncoder(nil)
+	enc, err := b.dev.TryCreateCommandEncoder(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: run: %w", err)
 	}
 	defer enc.Release()
+	first := b.submitSlot()
 	var pass *wgpu.ComputePassEncoder
 	for i := range p.cmds {
 		c := &p.cmds[i]
 		if c.pipe == nil {
 			if pass != nil {
-				err := pass.End()
+				err := pass.TryEnd()
 				pass.Release()
 				pass = nil
 				if err != nil {
 					return fmt.Errorf("webgpu: run: %w", err)
 				}
 			}
-			if err := enc.CopyBufferToBuffer(c.src, 0, c.dst, 0, c.copyLen); err != nil {
+			if err := enc.TryCopyBufferToBuffer(c.src, 0, c.dst, 0, c.copyLen); err != nil {
 				return fmt.Errorf("webgpu: run: %w", err)
 			}
 			continue
 		}
 		if pass == nil {
-			pass = enc.BeginComputePass(nil)
+			pass = b.beginPass(enc)
 		}
 		pass.SetPipeline(c.pipe)
 		pass.SetBindGroup(0, c.group, nil)
 		pass.DispatchWorkgroups(c.grid[0], c.grid[1], c.grid[2])
 	}
 	if pass != nil {
-		err := pass.End()
+		err := pass.TryEnd()
 		pass.Release()
 		if err != nil {
 			return fmt.Errorf("webgpu: run: %w", err)
 		}
 	}
-	cmd, err := enc.Finish(nil)
+	if err := b.resolveTimes(enc, first); err != nil {
+		return fmt.Errorf("webgpu: run: %w", err)
+	}
+	cmd, err := enc.TryFinish(nil)
 	if err != nil {
 		return fmt.Errorf("webgpu: run: %w", err)
 	}

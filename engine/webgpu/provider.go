@@ -1,15 +1,17 @@
 // Package webgpu is lathe's portable GPU backend: WGSL compute kernels (package shaders) run through
-// wgpu-native (github.com/cogentcore/webgpu) on Vulkan, Metal or D3D12. One Run is one command
+// wgpu-native (github.com/oliverbestmann/webgpu, wgpu-native v29) on Vulkan, Metal or D3D12. One Run is one command
 // encoder and one queue submission; readback goes through a staging buffer polled without blocking,
 // so a slow or lost device returns an error instead of hanging the process.
 package webgpu
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
+	"sync"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/lathe-ml/lathe/engine"
 )
@@ -21,25 +23,43 @@ type Provider struct{}
 // Name is "webgpu".
 func (Provider) Name() string { return "webgpu" }
 
-// instanceBackends are the native APIs lathe asks wgpu for.
-const instanceBackends = wgpu.InstanceBackendPrimary
+// instanceBackends are the native APIs lathe asks wgpu for: WGPUInstanceBackend_Primary (Vulkan,
+// Metal, D3D12, browser WebGPU), which the binding does not name. Leaving OpenGL out also keeps
+// EGL's warnings about a headless machine off stderr.
+const instanceBackends = wgpu.InstanceBackend(1<<0 | 1<<2 | 1<<3 | 1<<5)
+
+var logOnce sync.Once
+
+// quietLog lets wgpu-native print errors only (on stderr), unless LATHE_LOG=debug asks for all
+// of it: a successful command prints nothing but progress on stderr.
+//
+// Creating a Vulkan instance also probes for a Wayland display; on a headless machine (no
+// XDG_RUNTIME_DIR) libwayland prints "error: XDG_RUNTIME_DIR is invalid" for each probe. With
+// none of the variables it reads set, no compositor can be reached anyway, so an absolute
+// WAYLAND_DISPLAY that does not exist makes the probe fail the same way, silently.
+func quietLog() {
+	logOnce.Do(func() {
+		if os.Getenv("XDG_RUNTIME_DIR") == "" && os.Getenv("WAYLAND_DISPLAY") == "" && os.Getenv("WAYLAND_SOCKET") == "" {
+			os.Setenv("WAYLAND_DISPLAY", "/nonexistent/lathe-no-wayland")
+		}
+		if strings.EqualFold(os.Getenv("LATHE_LOG"), "debug") {
+			wgpu.SetLogLevel(wgpu.LogLevelDebug)
+		} else {
+			wgpu.SetLogLevel(wgpu.LogLevelError)
+		}
+	})
+}
 
 // newInstance creates a wgpu instance, turning the binding's panic (no loader, no driver) into an
-// error. It passes no descriptor on purpose: v0.23.0 leaves fields of the native InstanceExtras it
-// allocates for one uninitialised (wgpu-native then aborts on a garbage GL version). Adapters are
-// filtered by backend at enumeration instead. (OpenGL is still probed, which on a headless machine
-// prints EGL warnings to stderr.)
-// The native warnings of instance creation and enumeration are silenced (quietNative), and
-// wgpu's own log keeps errors only.
+// error.
 func newInstance() (inst *wgpu.Instance, err error) {
+	quietLog()
 	defer func() {
 		if r := recover(); r != nil {
 			inst, err = nil, fmt.Errorf("webgpu: cannot create an instance: %v", r)
 		}
 	}()
-	wgpu.SetLogLevel(wgpu.LogLevelError)
-	quietNative(func() { inst = wgpu.CreateInstance(nil) })
-	return inst, nil
+	return wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: instanceBackends}), nil
 }
 
 // adapters enumerates the instance's adapters in a stable order (the order wgpu reports).
@@ -148,30 +168,56 @@ func limitMap(l wgpu.Limits) map[string]uint64 {
 
 func adapterInfo(a *wgpu.Adapter, index int) engine.DeviceInfo {
 	ai := a.GetInfo()
-	lim := a.GetLimits().Limits
+	lim := a.GetLimits()
 	var feats []string
-	for _, f := range a.EnumerateFeatures() {
+	for _, f := range a.GetFeatures() {
 		if s := f.String(); s != "" {
 			feats = append(feats, s)
 		}
 	}
 	sort.Strings(feats)
-	// wgpu-native v0.19 reports the device ID ("0x0") where the name belongs on some drivers;
-	// the driver description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") names those better.
-	name := ai.Name
+	// Some drivers report the device ID ("0x0") where the name belongs; the driver description
+	// (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") names those better.
+	name := ai.Device
 	if name == "" || strings.HasPrefix(name, "0x") {
-		name = ai.DriverDescription
+		name = ai.Description
 	}
 	if name == "" {
 		name = fmt.Sprintf("adapter %d", index)
 	}
+	caps := featureCaps(a.HasFeature)
+	caps.MaxBufferBytes = int64(min(lim.MaxBufferSize, lim.MaxStorageBufferBindingSize))
 	return engine.DeviceInfo{
-		Backend: "webgpu", Index: index, Name: name,
-		Vendor:   vendorName(ai.VendorId, ai.VendorName),
+		Backend: "webgpu", Index: index, Name: name, Caps: &caps,
+		Vendor:   vendorName(ai.VendorId, ai.Vendor),
 		Type:     typeName(ai.AdapterType),
 		API:      apiName(ai.BackendType),
-		Driver:   ai.DriverDescription,
+		Driver:   ai.Description,
 		Features: feats,
 		Limits:   limitMap(lim),
 	}
+}
+
+// Features lathe's kernels use when the adapter has them. Subgroups are wgpu's native feature:
+// naga v29 does not implement WGSL's standard `enable subgroups;` (see shaders.SubgroupsEnable).
+var (
+	featureF16        = wgpu.FeatureNameShaderF16
+	featureSubgroups  = wgpu.NativeFeatureSubgroup
+	featureTimestamps = wgpu.FeatureNameTimestampQuery
+)
+
+// featureCaps sets the caps that follow from the adapter's (or device's) features.
+func featureCaps(has func(wgpu.FeatureName) bool) engine.Caps {
+	return engine.Caps{ShaderF16: has(featureF16), Subgroups: has(featureSubgroups), Timestamps: has(featureTimestamps)}
+}
+
+// wantedFeatures are the features of featureCaps the adapter has, to request with the device.
+func wantedFeatures(a *wgpu.Adapter) []wgpu.FeatureName {
+	var out []wgpu.FeatureName
+	for _, f := range []wgpu.FeatureName{featureF16, featureSubgroups, featureTimestamps} {
+		if a.HasFeature(f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/lathe-ml/lathe/shaders"
 )
@@ -188,7 +188,7 @@ func (r *recorder) submit() error {
 				b.uniform = nil
 			}
 			sz := uint64(sizeClass(int64(total)))
-			u, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "lathe params", Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: sz})
+			u, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe params", Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: sz})
 			if err != nil {
 				return fmt.Errorf("params buffer: %w", err)
 			}
@@ -198,11 +198,11 @@ func (r *recorder) submit() error {
 		for k, c := range r.cmds {
 			copy(data[offs[k]:], c.params)
 		}
-		if err := b.queue.WriteBuffer(b.uniform, 0, data); err != nil {
+		if err := b.queue.TryWriteBuffer(b.uniform, 0, data); err != nil {
 			return fmt.Errorf("params: %w", err)
 		}
 	}
-	enc, err := b.dev.CreateCommandEncoder(&wgpu.CommandEncoderDescriptor{Label: "lathe run"})
+	enc, err := b.dev.TryCreateCommandEncoder(&wgpu.CommandEncoderDescriptor{Label: "lathe run"})
 	if err != nil {
 		return err
 	}
@@ -213,12 +213,13 @@ func (r *recorder) submit() error {
 			g.Release()
 		}
 	}()
+	first := b.submitSlot()
 	var pass *wgpu.ComputePassEncoder
 	endPass := func() error {
 		if pass == nil {
 			return nil
 		}
-		err := pass.End()
+		err := pass.TryEnd()
 		pass.Release()
 		pass = nil
 		return err
@@ -228,7 +229,7 @@ func (r *recorder) submit() error {
 			if err := endPass(); err != nil {
 				return err
 			}
-			if err := enc.CopyBufferToBuffer(c.src, 0, c.dst, 0, c.copyLen); err != nil {
+			if err := enc.TryCopyBufferToBuffer(c.src, 0, c.dst, 0, c.copyLen); err != nil {
 				return err
 			}
 			continue
@@ -249,14 +250,14 @@ func (r *recorder) submit() error {
 		if len(c.params) > 0 {
 			entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(len(c.binds)), Buffer: b.uniform, Offset: offs[k], Size: uint64(len(c.params))})
 		}
-		bg, err := b.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: c.name, Layout: p.layout, Entries: entries})
+		bg, err := b.dev.TryCreateBindGroup(&wgpu.BindGroupDescriptor{Label: c.name, Layout: p.layout, Entries: entries})
 		if err != nil {
 			endPass()
 			return fmt.Errorf("kernel %s: %w", c.name, err)
 		}
 		groupsToRelease = append(groupsToRelease, bg)
 		if pass == nil {
-			pass = enc.BeginComputePass(nil)
+			pass = b.beginPass(enc)
 		}
 		pass.SetPipeline(p.pipe)
 		pass.SetBindGroup(0, bg, nil)
@@ -265,7 +266,10 @@ func (r *recorder) submit() error {
 	if err := endPass(); err != nil {
 		return err
 	}
-	cmd, err := enc.Finish(nil)
+	if err := b.resolveTimes(enc, first); err != nil {
+		return err
+	}
+	cmd, err := enc.TryFinish(nil)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/engine/enginetest"
+	"github.com/lathe-ml/lathe/shaders"
 )
 
 // openTest opens the best adapter. Without one the test skips, unless LATHE_REQUIRE_GPU=1, when it
@@ -33,8 +34,19 @@ func openTest(t testing.TB) *Backend {
 	return b
 }
 
+// TestConformance runs the suite on the kernels the device's caps choose (on lavapipe: the
+// subgroup variants); TestConformancePlain on the base set, which devices without them run.
 func TestConformance(t *testing.T) {
 	b := openTest(t)
+	if !b.subgroups() {
+		t.Logf("no subgroups: the base kernel set only (%+v)", b.Caps())
+	}
+	enginetest.Run(t, b, cpu.New())
+}
+
+func TestConformancePlain(t *testing.T) {
+	b := openTest(t)
+	b.plain = true
 	enginetest.Run(t, b, cpu.New())
 }
 
@@ -331,5 +343,88 @@ func TestFaultFlag(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("cache %v, want %v", got, want)
 		}
+	}
+}
+
+// The caps follow the device's features: the adapter listing and the opened device agree, and a
+// device with subgroups has a measured subgroup size (a power of two) whose subgroupAdd checked
+// out. lavapipe, the CI device, has all three features (Mesa 22.3), so there nothing is optional.
+func TestCaps(t *testing.T) {
+	b := openTest(t)
+	c := b.Caps()
+	listed := b.Device().Caps
+	if listed == nil {
+		t.Fatal("the adapter listing has no caps")
+	}
+	if listed.ShaderF16 != c.ShaderF16 || listed.Subgroups != c.Subgroups || listed.Timestamps != c.Timestamps {
+		t.Errorf("the listing's caps %+v differ from the device's %+v", *listed, c)
+	}
+	if c.Subgroups != (c.SubgroupSize > 0) || c.SubgroupSize&(c.SubgroupSize-1) != 0 {
+		t.Errorf("subgroups %v with subgroup size %d", c.Subgroups, c.SubgroupSize)
+	}
+	if strings.Contains(strings.ToLower(b.Device().Name), "llvmpipe") && !(c.ShaderF16 && c.Subgroups && c.Timestamps) {
+		t.Errorf("lavapipe lacks a cap it has: %+v", c)
+	}
+	t.Logf("caps: f16 %v, subgroups %v (size %d), timestamps %v", c.ShaderF16, c.Subgroups, c.SubgroupSize, c.Timestamps)
+}
+
+// GPU timing: the device's time of a case's kernels is positive and no longer than the wall
+// clock of the same runs (which adds the submission and the wait); timing off, GPUTime refuses.
+func TestGPUTiming(t *testing.T) {
+	b := openTest(t)
+	if !b.Caps().Timestamps {
+		if strings.Contains(strings.ToLower(b.Device().Name), "llvmpipe") {
+			t.Fatal("lavapipe has timestamps")
+		}
+		t.Skip("no timestamp queries on this device")
+	}
+	var c enginetest.Case
+	for _, x := range enginetest.OpCases() {
+		if x.Name == "qmatmul/gemm" {
+			c = x
+		}
+	}
+	if c.Name == "" {
+		t.Fatal("no qmatmul/gemm case")
+	}
+	wall, gpu, launches, err := enginetest.TimeGPU(c, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: wall %v, gpu %v a run (%d launches)", c.Name, wall, gpu, launches)
+	if gpu <= 0 || gpu > wall {
+		t.Errorf("gpu time %v outside (0, wall %v]", gpu, wall)
+	}
+	if _, err := b.GPUTime(); err == nil {
+		t.Error("GPUTime with timing off succeeded")
+	}
+	// More passes than the query set holds between two reads: an error, not a wrong time.
+	if err := b.SetGPUTiming(true); err != nil {
+		t.Fatal(err)
+	}
+	x, err := b.Alloc(4 * 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free(x)
+	for i := 0; i <= timingQueries/timingSlot; i++ {
+		r := &recorder{b: b}
+		grid, _ := r.items(100, wg)
+		r.dispatch("fill", []shaders.Const{{Name: "WG", Value: "256u"}}, grid, (&params{}).u(100).f(1), bind{buf: x.(*buffer).buf, size: 400, rw: true})
+		b.mu.Lock()
+		err := r.submit()
+		b.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.GPUTime(); err == nil {
+		t.Error("an overflowing query set gave a time")
+	}
+	if d, err := b.GPUTime(); err != nil || d != 0 {
+		t.Errorf("GPUTime after a reset: %v, %v", d, err)
+	}
+	if err := b.SetGPUTiming(false); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@
 // chunk's max and sum (fixed-order trees) for the online softmax, and each invocation then
 // accumulates DPT of the HD output dims over the chunk's values (coalesced reads of v). Writes out
 // and lse like attention.wgsl; with P.docs, from the query's document start (starts) on.
+//! subgroups
 struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;

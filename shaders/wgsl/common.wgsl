@@ -18,6 +18,7 @@ fn silu(x: f32) -> f32 {
 // red is the scratch of the workgroup reductions below (WG must be a power of two).
 var<workgroup> red: array<f32, WG>;
 
+//! section tree
 // block_sum returns the sum of v over the workgroup, in a fixed tree order (deterministic). Call it
 // from uniform control flow; every invocation gets the result.
 fn block_sum(v: f32, lid: u32) -> f32 {
@@ -46,6 +47,7 @@ fn block_max(v: f32, lid: u32) -> f32 {
     }
     return red[0];
 }
+//! end
 
 const NEG_MAX: f32 = -3.4028234e38;
 
@@ -72,6 +74,48 @@ fn row_max_sumexp(base: u32, dim: u32, lid: u32) -> vec2<f32> {
         s = s + exp(x[base + j] - m);
     }
     return vec2<f32>(m, block_sum(s, lid));
+}
+
+//! end
+
+//! section subgroups
+// The subgroup variant of block_sum and block_max, compiled instead of the tree above into the
+// subgroup variant of a kernel marked "//! subgroups" (see shaders.ComposeVariant), which sets the
+// sg_ variables from its entry point's builtins (WGSL gives them to entry points only). One
+// subgroup operation per subgroup, one barrier, then every subgroup combines the partials: no
+// log2(WG) barrier tree. The order of a sum is the device's, fixed for a device. Same contract:
+// call from uniform control flow; every invocation gets the result.
+var<private> sg_lane: u32;
+var<private> sg_id: u32;
+var<private> sg_n: u32;
+var<private> sg_size: u32;
+
+fn block_sum(v: f32, lid: u32) -> f32 {
+    let s = subgroupAdd(v);
+    workgroupBarrier();
+    if (sg_lane == 0u) {
+        red[sg_id] = s;
+    }
+    workgroupBarrier();
+    var t = 0.0;
+    for (var i = sg_lane; i < sg_n; i = i + sg_size) {
+        t = t + red[i];
+    }
+    return subgroupAdd(t);
+}
+
+fn block_max(v: f32, lid: u32) -> f32 {
+    let s = subgroupMax(v);
+    workgroupBarrier();
+    if (sg_lane == 0u) {
+        red[sg_id] = s;
+    }
+    workgroupBarrier();
+    var t = NEG_MAX;
+    for (var i = sg_lane; i < sg_n; i = i + sg_size) {
+        t = max(t, red[i]);
+    }
+    return subgroupMax(t);
 }
 
 //! end

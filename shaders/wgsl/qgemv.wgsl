@@ -2,6 +2,7 @@
 // invocation walks whole packed u32 words (8 codes, one absmax block since the blocksize is a
 // multiple of 8), so every weight byte is read once; the code table lives in private memory.
 // EPI adds lscale·Σ_r xa[r]·bl[n·ldbl + r] (LoRA decode).
+//! subgroups
 struct Params {
     M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, alpha: f32,
     kq: u32, bs: u32, rank: u32, lscale: f32, ldxa: u32, ldbl: u32,

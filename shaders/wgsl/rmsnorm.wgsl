@@ -1,4 +1,5 @@
 // y = x / sqrt(mean(x²) + eps) ⊙ w, one workgroup per row.
+//! subgroups
 struct Params { rows: u32, dim: u32, eps: f32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;

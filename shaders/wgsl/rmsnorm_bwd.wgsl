@@ -1,5 +1,6 @@
 // dx = r·dy⊙w − x·r³·Σ(dy⊙w⊙x)/dim with r = 1/sqrt(mean(x²)+eps), one workgroup per row; r is
 // kept in rstd for the dw column reduction (colsum OP 2).
+//! subgroups
 struct Params { rows: u32, dim: u32, eps: f32 }
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

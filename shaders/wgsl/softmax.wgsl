@@ -1,5 +1,6 @@
 // Softmax over the last dimension, one workgroup per row.
 //! use rows
+//! subgroups
 struct Params { rows: u32, dim: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;

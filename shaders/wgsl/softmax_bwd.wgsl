@@ -1,4 +1,5 @@
 // dx = y ⊙ (dy − Σ dy⊙y), one workgroup per row.
+//! subgroups
 struct Params { rows: u32, dim: u32 }
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> y: array<f32>;

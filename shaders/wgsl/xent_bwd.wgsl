@@ -1,6 +1,7 @@
 //! use rows
 // dlogits = dloss/count · (softmax(logits) − onehot(target)), 0 on ignored rows; count is the
 // number of rows not ignored. One workgroup per row.
+//! subgroups
 struct Params { rows: u32, dim: u32, ignore: i32 }
 @group(0) @binding(0) var<storage, read> dloss: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,5 +1,6 @@
 //! use rows
 // loss[row] = logsumexp(logits[row]) − logits[row, target] (0 for ignored rows), one workgroup per row.
+//! subgroups
 struct Params { rows: u32, dim: u32, ignore: i32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
