@@ -25,7 +25,7 @@ func TestRun(t *testing.T) {
 	require.Contains(t, stderr.String(), "step 400/400  loss ")
 	require.Contains(t, stdout.String(), "trained on cpu:")
 	require.Contains(t, stdout.String(), "\n The cow says moo.\n")
-	require.DirExists(t, filepath.Join(out, "checkpoint-400"))
+	require.DirExists(t, filepath.Join(out, "checkpoint-350"))
 
 	stdout.Reset()
 	require.NoError(t, run(context.Background(), []string{"--model", model, "--out", out, "--device", "cpu",
