@@ -1,9 +1,13 @@
 package gguf_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/model/gguf"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -53,4 +57,30 @@ func FuzzGGUF(f *testing.F) {
 		}
 		_, _ = tokenizer.LoadGGUF(path)
 	})
+}
+
+// A tensor whose dimensions overflow a uint64 byte count (what fuzzing found first) is an error, not
+// a panic inside gguf-parser-go.
+func TestOverflowingTensorSizeIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 5})
+	require.NoError(t, err)
+	typ, err := gguf.ParseType("F32")
+	require.NoError(t, err)
+	path := filepath.Join(dir, "m.gguf")
+	_, err = gguf.WriteModel(dir, path, typ)
+	require.NoError(t, err)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	// The tensor info: name, then n_dims (u32) and the dims (u64 each).
+	name := []byte("token_embd.weight")
+	i := bytes.Index(b, name)
+	require.Positive(t, i)
+	dims := i + len(name) + 4
+	binary.LittleEndian.PutUint64(b[dims+8:], 0xf7000000000000b0)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	_, err = gguf.Open(path)
+	require.ErrorContains(t, err, "corrupt GGUF header")
+	_, err = tokenizer.LoadGGUF(path)
+	require.ErrorContains(t, err, "corrupt GGUF header")
 }

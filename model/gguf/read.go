@@ -15,6 +15,7 @@ import (
 	parser "github.com/gpustack/gguf-parser-go"
 
 	"github.com/lathe-ml/lathe/model/checkpoint"
+	"github.com/lathe-ml/lathe/model/tokenizer"
 )
 
 // IsPath reports whether path names a GGUF file (by its extension), as the loaders decide.
@@ -100,7 +101,7 @@ var blkName = regexp.MustCompile(`^blk\.(\d+)\.(.+)$`)
 // architecture, one file (not split), tensor types it dequantizes, shapes and offsets within the
 // file. Errors name the file and the key or tensor.
 func Open(path string) (*File, error) {
-	gf, err := parser.ParseGGUFFile(path)
+	gf, err := tokenizer.ParseGGUFFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf %s: %w", path, err)
 	}

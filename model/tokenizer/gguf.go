@@ -56,10 +56,21 @@ var gpt2Pre = map[string]struct {
 	"qwen2":     {qwen2SplitPattern, false},
 }
 
+// ParseGGUFFile is gguf-parser-go's ParseGGUFFile with its panics (an overflowing tensor size in a
+// corrupt or hostile header, found by fuzzing) turned into errors.
+func ParseGGUFFile(path string) (gf *parser.GGUFFile, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			gf, err = nil, fmt.Errorf("corrupt GGUF header: %v", r)
+		}
+	}()
+	return parser.ParseGGUFFile(path)
+}
+
 // LoadGGUF reads the tokenizer of the GGUF file at path (tokenizer.ggml.*, and
 // tokenizer.chat_template as the chat template).
 func LoadGGUF(path string) (*Tokenizer, error) {
-	gf, err := parser.ParseGGUFFile(path)
+	gf, err := ParseGGUFFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load tokenizer %s: %w", path, err)
 	}
