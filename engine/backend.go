@@ -124,6 +124,32 @@ type GPUTimer interface {
 	GPUTime() (time.Duration, error)
 }
 
+// CheckLaunch checks a launch against its op's own shape rules, as every backend must before its
+// kernels index operands by position: the op accepts the operands, and the launch has the outputs
+// the op infers (dtype and element count).
+func CheckLaunch(l Launch) error {
+	if l.Op == nil {
+		return fmt.Errorf("launch without an op")
+	}
+	metas := make([]Meta, len(l.In))
+	for i, a := range l.In {
+		metas[i] = a.Meta
+	}
+	want, err := l.Op.Infer(metas)
+	if err != nil {
+		return err
+	}
+	if len(want) != len(l.Out) {
+		return fmt.Errorf("want %d outputs, got %d", len(want), len(l.Out))
+	}
+	for i, m := range want {
+		if got := l.Out[i].Meta; got.DType != m.DType || got.Shape.Numel() != m.Shape.Numel() {
+			return fmt.Errorf("output %d is %s, want %s", i, got, m)
+		}
+	}
+	return nil
+}
+
 // Executable is a launch list a backend has prepared once: kernels chosen, launches validated,
 // pipelines, bindings and parameters resolved. Run submits it again as one submission, with no
 // per-launch work on the host; the buffers it was prepared over must stay allocated until Release.

@@ -228,24 +228,8 @@ func runAll(launches []engine.Launch) (err error) {
 // check validates a launch: the op accepts its operands, it has the outputs the op infers, and
 // every operand fits its buffer.
 func check(l engine.Launch) error {
-	if l.Op == nil {
-		return fmt.Errorf("launch without an op")
-	}
-	metas := make([]engine.Meta, len(l.In))
-	for i, a := range l.In {
-		metas[i] = a.Meta
-	}
-	want, err := l.Op.Infer(metas)
-	if err != nil {
+	if err := engine.CheckLaunch(l); err != nil {
 		return err
-	}
-	if len(want) != len(l.Out) {
-		return fmt.Errorf("want %d outputs, got %d", len(want), len(l.Out))
-	}
-	for i, m := range want {
-		if got := l.Out[i].Meta; got.DType != m.DType || got.Shape.Numel() != m.Shape.Numel() {
-			return fmt.Errorf("output %d is %s, want %s", i, got, m)
-		}
 	}
 	for _, a := range append(append([]engine.Arg(nil), l.In...), l.Out...) {
 		buf, ok := a.Buf.(*buffer)
