@@ -15,14 +15,7 @@ import (
 // the request forms and checks of issue 19's items 8-13. It needs node and npm; without them it
 // skips, or fails under LATHE_REQUIRE_NPM=1 (CI).
 func TestOpenAINodeClient(t *testing.T) {
-	node, errNode := exec.LookPath("node")
-	npm, errNpm := exec.LookPath("npm")
-	if errNode != nil || errNpm != nil {
-		if os.Getenv("LATHE_REQUIRE_NPM") == "1" {
-			t.Fatal("LATHE_REQUIRE_NPM=1: node and npm are needed (Debian: apt-get install nodejs npm)")
-		}
-		t.Skip("node or npm is missing (LATHE_REQUIRE_NPM=1 makes this a failure)")
-	}
+	node, npm := nodeAndNPM(t)
 	dir, err := filepath.Abs(filepath.Join("..", "..", "serve", "clienttest"))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -48,4 +41,19 @@ func TestOpenAINodeClient(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
 	require.NoError(t, err, "the OpenAI client's checks failed")
+}
+
+// nodeAndNPM finds node and npm for the tests that run npm packages; without them the test skips,
+// or fails under LATHE_REQUIRE_NPM=1 (CI).
+func nodeAndNPM(t *testing.T) (node, npm string) {
+	t.Helper()
+	node, errNode := exec.LookPath("node")
+	npm, errNpm := exec.LookPath("npm")
+	if errNode != nil || errNpm != nil {
+		if os.Getenv("LATHE_REQUIRE_NPM") == "1" {
+			t.Fatal("LATHE_REQUIRE_NPM=1: node and npm are needed (scripts/test sets them up)")
+		}
+		t.Skip("node or npm is missing (LATHE_REQUIRE_NPM=1 makes this a failure)")
+	}
+	return node, npm
 }

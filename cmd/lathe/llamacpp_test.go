@@ -22,14 +22,7 @@ import (
 // lathe generate produces from the same files. It needs node and npm; without them it skips, or
 // fails under LATHE_REQUIRE_NPM=1 (CI).
 func TestLlamaCppJudge(t *testing.T) {
-	node, errNode := exec.LookPath("node")
-	npm, errNpm := exec.LookPath("npm")
-	if errNode != nil || errNpm != nil {
-		if os.Getenv("LATHE_REQUIRE_NPM") == "1" {
-			t.Fatal("LATHE_REQUIRE_NPM=1: node and npm are needed (Debian: apt-get install nodejs npm)")
-		}
-		t.Skip("node or npm is missing (LATHE_REQUIRE_NPM=1 makes this a failure)")
-	}
+	node, npm := nodeAndNPM(t)
 	dir, err := filepath.Abs(filepath.Join("..", "..", "model", "gguf", "llamacpptest"))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
