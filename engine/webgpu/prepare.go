@@ -72,19 +72,7 @@ func (b *Backend) Prepare(launches []engine.Launch) (ex engine.Executable, err e
 // build resolves the recorder's commands: pipelines, the uniform buffer and the bind groups.
 func (p *prepared) build(r *recorder) error {
 	b := p.b
-	align := uint64(b.limits.MinUniformBufferOffsetAlignment)
-	if align == 0 {
-		align = 256
-	}
-	offs := make([]uint64, len(r.cmds))
-	var total uint64
-	for k, c := range r.cmds {
-		if len(c.params) == 0 {
-			continue
-		}
-		offs[k] = total
-		total += (uint64(len(c.params)) + align - 1) / align * align
-	}
+	offs, total := r.paramOffsets()
 	if total > 0 {
 		u, err := b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe prepared params", Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: total})
 		if err != nil {

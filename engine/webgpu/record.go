@@ -162,18 +162,14 @@ func (r *recorder) release() {
 	r.temps = nil
 }
 
-// submit encodes every command into one command encoder and submits it once.
-func (r *recorder) submit() error {
-	b := r.b
-	if len(r.cmds) == 0 {
-		return nil
-	}
-	align := uint64(b.limits.MinUniformBufferOffsetAlignment)
+// paramOffsets lays the commands' parameters out in one uniform buffer, each at an offset the
+// device's uniform alignment allows; it returns the offsets and the buffer's size.
+func (r *recorder) paramOffsets() (offs []uint64, total uint64) {
+	align := uint64(r.b.limits.MinUniformBufferOffsetAlignment)
 	if align == 0 {
 		align = 256
 	}
-	offs := make([]uint64, len(r.cmds))
-	var total uint64
+	offs = make([]uint64, len(r.cmds))
 	for k, c := range r.cmds {
 		if len(c.params) == 0 {
 			continue
@@ -181,6 +177,16 @@ func (r *recorder) submit() error {
 		offs[k] = total
 		total += (uint64(len(c.params)) + align - 1) / align * align
 	}
+	return offs, total
+}
+
+// submit encodes every command into one command encoder and submits it once.
+func (r *recorder) submit() error {
+	b := r.b
+	if len(r.cmds) == 0 {
+		return nil
+	}
+	offs, total := r.paramOffsets()
 	if total > 0 {
 		if b.uniform == nil || b.uniLen < total {
 			if b.uniform != nil {
