@@ -240,20 +240,7 @@ func metas(in []*Node) []Meta {
 // changed. Nodes downstream of a replacement are cloned with their operands remapped; the graph
 // itself is left as it was.
 func lower(g *Graph, b Backend, outputs []*Node) ([]*Node, map[*Node]*Node, error) {
-	needed := map[*Node]bool{}
-	var mark func(n *Node)
-	mark = func(n *Node) {
-		if needed[n] {
-			return
-		}
-		needed[n] = true
-		for _, s := range n.src {
-			mark(s)
-		}
-	}
-	for _, o := range outputs {
-		mark(o)
-	}
+	needed := neededBy(outputs)
 	sub := map[*Node]*Node{}
 	var order []*Node
 	remap := func(n *Node) *Node {

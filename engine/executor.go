@@ -101,10 +101,8 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 	return p, nil
 }
 
-// schedule lists the steps needed to compute outputs in execution order (nodes are the graph's,
-// lowered for the backend). With recompute, backward steps read clones of the checkpointed
-// activations, scheduled just before their first use.
-func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
+// neededBy returns the nodes that outputs depend on, outputs included.
+func neededBy(outputs []*Node) map[*Node]bool {
 	needed := map[*Node]bool{}
 	var mark func(n *Node)
 	mark = func(n *Node) {
@@ -119,6 +117,14 @@ func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
 	for _, o := range outputs {
 		mark(o)
 	}
+	return needed
+}
+
+// schedule lists the steps needed to compute outputs in execution order (nodes are the graph's,
+// lowered for the backend). With recompute, backward steps read clones of the checkpointed
+// activations, scheduled just before their first use.
+func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
+	needed := neededBy(outputs)
 	var order []step
 	clones := map[*Node]*Node{}
 	var clone func(x *Node) *Node
