@@ -124,8 +124,7 @@ func Open(index int) (*Backend, error) {
 	// The caps follow the features the device got, not those the adapter lists.
 	b.caps = featureCaps(dev.HasFeature)
 	b.caps.MaxBufferBytes = int64(min(b.limits.MaxBufferSize, b.limits.MaxStorageBufferBindingSize))
-	b.caps.Tiles = engine.Tiles{MatMul: [3]int{tileM, tileN, tileK}, Group: wg, Reduce: reducePerGroup, RowChunk: gatherRows,
-		AttentionQ: attentionQueries, AttentionKV: b.keyTile(64, attentionQueries), DecodeQueries: decodeQueries}
+	b.caps.Tiles = b.planDevice().Tiles()
 	if b.fault, err = dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe fault", Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("webgpu: fault flag: %w", err)
@@ -197,7 +196,7 @@ func (b *Backend) probeSubgroups() (size int, err error) {
 	}
 	defer b.release(out)
 	r := &recorder{b: b}
-	r.dispatch("subgroup_probe", []shaders.Const{{Name: "WG", Value: fmt.Sprintf("%du", groupSize)}}, [3]uint32{1, 1, 1}, nil, bind{buf: out.buf, size: 8, rw: true})
+	r.dispatch("subgroup_probe", []shaders.Const{{Name: "WG", Value: fmt.Sprintf("%du", groupSize)}}, false, [3]uint32{1, 1, 1}, nil, bind{buf: out.buf, size: 8, rw: true})
 	if err := r.submit(); err != nil {
 		return 0, fmt.Errorf("subgroup probe: %w", err)
 	}
@@ -569,7 +568,7 @@ func (p *pipeline) release() {
 
 // getPipeline compiles (once) kernel name with its constants for a binding signature: one storage
 // buffer per rw entry (true = read_write), then a uniform buffer when uniform is set.
-func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, uniform bool) (*pipeline, error) {
+func (b *Backend) getPipeline(name string, consts []shaders.Const, sg bool, rw []bool, uniform bool) (*pipeline, error) {
 	key := name
 	for _, c := range consts {
 		key += "|" + c.Name + "=" + c.Value
@@ -585,8 +584,6 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, rw []bool, un
 	if uniform {
 		key += "u"
 	}
-	// Kernels with a subgroup variant run it where the device has subgroups.
-	sg := b.subgroups() && shaders.HasSubgroupVariant(name)
 	if sg {
 		key += "|sg"
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/gpuplan"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -33,9 +34,9 @@ func benchCases(rows, din, dout, rank int) []benchCase {
 	const bs = 64
 	q := engine.QuantSpec{Type: quant.NF4, Blocksize: bs, N: dout, K: din}
 	qin := func(g *engine.Graph) (*engine.Node, *engine.Node) {
-		return g.Input("packed", engine.U8, engine.Shape{dout * din / 2}), g.Input("absmax", engine.F32, engine.Shape{ceilDiv(dout*din, bs)})
+		return g.Input("packed", engine.U8, engine.Shape{dout * din / 2}), g.Input("absmax", engine.F32, engine.Shape{gpuplan.CeilDiv(dout*din, bs)})
 	}
-	wbytes := float64(dout*din)/2 + 4*float64(ceilDiv(dout*din, bs))
+	wbytes := float64(dout*din)/2 + 4*float64(gpuplan.CeilDiv(dout*din, bs))
 	f := func(x int) float64 { return float64(x) }
 	s := float32(2)
 	return []benchCase{

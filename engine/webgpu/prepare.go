@@ -96,7 +96,7 @@ func (p *prepared) build(r *recorder) error {
 		for i, bd := range c.binds {
 			rw[i] = bd.rw
 		}
-		pl, err := b.getPipeline(c.name, c.consts, rw, len(c.params) > 0)
+		pl, err := b.getPipeline(c.name, c.consts, c.subgroups, rw, len(c.params) > 0)
 		if err != nil {
 			return err
 		}

@@ -1,12 +1,11 @@
 package webgpu
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/oliverbestmann/webgpu/wgpu"
 
+	"github.com/lathe-ml/lathe/engine/gpuplan"
 	"github.com/lathe-ml/lathe/shaders"
 )
 
@@ -19,11 +18,12 @@ type bind struct {
 
 // command is a dispatch of a kernel, or (when src is set) a buffer-to-buffer copy.
 type command struct {
-	name   string
-	consts []shaders.Const
-	binds  []bind
-	params []byte
-	groups [3]uint32
+	name      string
+	consts    []shaders.Const
+	subgroups bool // the kernel's subgroup variant
+	binds     []bind
+	params    []byte
+	groups    [3]uint32
 
 	src, dst *wgpu.Buffer
 	copyLen  uint64
@@ -37,57 +37,6 @@ type recorder struct {
 	temps []*buffer
 }
 
-// params packs a kernel's uniform block: scalars of 4 bytes in declaration order, then optional
-// vec4 arrays (16-byte aligned, as WGSL's uniform layout wants).
-type params struct{ w []uint32 }
-
-func (p *params) u(v ...int) *params {
-	for _, x := range v {
-		p.w = append(p.w, uint32(x))
-	}
-	return p
-}
-
-func (p *params) i(v ...int32) *params {
-	for _, x := range v {
-		p.w = append(p.w, uint32(x))
-	}
-	return p
-}
-
-func (p *params) f(v ...float32) *params {
-	for _, x := range v {
-		p.w = append(p.w, math.Float32bits(x))
-	}
-	return p
-}
-
-// vec4s pads to a 16-byte boundary and appends n floats (zero-filled past len(v)), n a multiple of 4.
-func (p *params) vec4s(v []float32, n int) *params {
-	for len(p.w)%4 != 0 {
-		p.w = append(p.w, 0)
-	}
-	for k := 0; k < n; k++ {
-		var x float32
-		if k < len(v) {
-			x = v[k]
-		}
-		p.w = append(p.w, math.Float32bits(x))
-	}
-	return p
-}
-
-func (p *params) bytes() []byte {
-	for len(p.w)%4 != 0 { // uniform bindings are sized in 16-byte units
-		p.w = append(p.w, 0)
-	}
-	out := make([]byte, 4*len(p.w))
-	for k, x := range p.w {
-		binary.LittleEndian.PutUint32(out[4*k:], x)
-	}
-	return out
-}
-
 // maxGroups is the most workgroups per dimension of a dispatch.
 func (b *Backend) maxGroups() uint32 {
 	if m := b.limits.MaxComputeWorkgroupsPerDimension; m > 0 {
@@ -96,46 +45,17 @@ func (b *Backend) maxGroups() uint32 {
 	return 65535
 }
 
-// groupsFor folds a count of workgroups into a 2D grid (x·y ≥ groups, x ≤ maxDim). Kernels
-// recover the linear workgroup index as y·nx + x and skip the surplus of the last row.
-func groupsFor(groups int, maxDim uint32) ([3]uint32, error) {
-	if groups <= 0 {
-		return [3]uint32{0, 1, 1}, nil
-	}
-	if uint64(groups) <= uint64(maxDim) {
-		return [3]uint32{uint32(groups), 1, 1}, nil
-	}
-	y := (uint64(groups) + uint64(maxDim) - 1) / uint64(maxDim)
-	if y > uint64(maxDim) {
-		return [3]uint32{}, fmt.Errorf("%d workgroups exceed the device's %d×%d grid", groups, maxDim, maxDim)
-	}
-	x := (uint64(groups) + y - 1) / y
-	return [3]uint32{uint32(x), uint32(y), 1}, nil
-}
-
-// ceilDiv is ⌈a/b⌉ for positive b.
-func ceilDiv(a, b int) int { return (a + b - 1) / b }
-
-// items returns the grid for n items handled per invocations per workgroup.
-func (r *recorder) items(n, per int) ([3]uint32, error) {
-	return groupsFor(ceilDiv(n, per), r.b.maxGroups())
-}
-
 // dispatch appends a kernel launch.
-func (r *recorder) dispatch(name string, consts []shaders.Const, groups [3]uint32, p *params, binds ...bind) {
+func (r *recorder) dispatch(name string, consts []shaders.Const, subgroups bool, groups [3]uint32, params []byte, binds ...bind) {
 	if groups[0] == 0 || groups[1] == 0 || groups[2] == 0 {
 		return // nothing to do
 	}
-	var pb []byte
-	if p != nil {
-		pb = p.bytes()
-	}
-	r.cmds = append(r.cmds, command{name: name, consts: consts, binds: binds, params: pb, groups: groups})
+	r.cmds = append(r.cmds, command{name: name, consts: consts, subgroups: subgroups, binds: binds, params: params, groups: groups})
 }
 
-// copy appends a buffer-to-buffer copy of n bytes (rounded up to whole words).
+// copy appends a buffer-to-buffer copy of n bytes (whole words).
 func (r *recorder) copy(dst, src bind, n int64) {
-	r.cmds = append(r.cmds, command{src: src.buf, dst: dst.buf, copyLen: uint64((n + 3) &^ 3)})
+	r.cmds = append(r.cmds, command{src: src.buf, dst: dst.buf, copyLen: uint64(n)})
 }
 
 // temp returns a scratch buffer of n bytes bound read-write.
@@ -145,14 +65,7 @@ func (r *recorder) temp(n int64) (bind, error) {
 		return bind{}, err
 	}
 	r.temps = append(r.temps, buf)
-	return bind{buf: buf.buf, size: uint64(bindSize(n)), rw: true}, nil
-}
-
-func bindSize(n int64) int64 {
-	if n < 4 {
-		return 4
-	}
-	return (n + 3) &^ 3
+	return bind{buf: buf.buf, size: uint64(gpuplan.BindSize(n)), rw: true}, nil
 }
 
 func (r *recorder) release() {
@@ -244,7 +157,7 @@ func (r *recorder) submit() error {
 		for i, bd := range c.binds {
 			rw[i] = bd.rw
 		}
-		p, err := b.getPipeline(c.name, c.consts, rw, len(c.params) > 0)
+		p, err := b.getPipeline(c.name, c.consts, c.subgroups, rw, len(c.params) > 0)
 		if err != nil {
 			endPass()
 			return err

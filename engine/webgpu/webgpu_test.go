@@ -11,6 +11,7 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/engine/enginetest"
+	"github.com/lathe-ml/lathe/engine/gpuplan"
 	"github.com/lathe-ml/lathe/shaders"
 )
 
@@ -50,40 +51,6 @@ func TestConformancePlain(t *testing.T) {
 	enginetest.Run(t, b, cpu.New())
 }
 
-func TestGroupsFor(t *testing.T) {
-	for _, c := range []struct {
-		groups int
-		max    uint32
-		want   [3]uint32
-		err    bool
-	}{
-		{0, 65535, [3]uint32{0, 1, 1}, false},
-		{1, 65535, [3]uint32{1, 1, 1}, false},
-		{65535, 65535, [3]uint32{65535, 1, 1}, false},
-		{65536, 65535, [3]uint32{32768, 2, 1}, false},
-		{10, 4, [3]uint32{4, 3, 1}, false},
-		{17, 4, [3]uint32{0, 0, 0}, true},
-	} {
-		got, err := groupsFor(c.groups, c.max)
-		if (err != nil) != c.err {
-			t.Errorf("groupsFor(%d, %d): error %v", c.groups, c.max, err)
-			continue
-		}
-		if c.err {
-			continue
-		}
-		if got != c.want {
-			t.Errorf("groupsFor(%d, %d) = %v, want %v", c.groups, c.max, got, c.want)
-		}
-		if n := int(got[0]) * int(got[1]); n < c.groups || (c.groups > 0 && n-c.groups >= int(got[0])) {
-			t.Errorf("groupsFor(%d, %d) = %v covers %d workgroups", c.groups, c.max, got, n)
-		}
-	}
-	if ceilDiv(37, 16) != 3 || ceilDiv(32, 16) != 2 {
-		t.Error("ceilDiv")
-	}
-}
-
 func TestSizeClass(t *testing.T) {
 	prev := int64(0)
 	for n := int64(1); n < 1<<22; n = n*3/2 + 1 {
@@ -98,14 +65,6 @@ func TestSizeClass(t *testing.T) {
 	}
 	if sizeClass(1000) != sizeClass(1020) {
 		t.Error("nearby sizes should share a class")
-	}
-}
-
-func TestParams(t *testing.T) {
-	p := new(params).u(1, 2, 3, 4).f(5).vec4s([]float32{1, 2, 3}, 8)
-	b := p.bytes()
-	if len(b) != 4*16 {
-		t.Fatalf("params are %d bytes, want 64 (5 scalars padded to 8 words, then 8 floats)", len(b))
 	}
 }
 
@@ -290,20 +249,6 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
-// TestTileShape: the matmul kernel maps its WG invocations onto (BM/TM)×(BN/TN) and loads tiles in
-// strides of WG.
-func TestTileShape(t *testing.T) {
-	if (tileM/threadsM)*(tileN/threadsN) != wg {
-		t.Fatalf("tile %dx%d with %dx%d per invocation needs %d invocations, WG is %d", tileM, tileN, threadsM, threadsN, (tileM/threadsM)*(tileN/threadsN), wg)
-	}
-	if wg&(wg-1) != 0 {
-		t.Fatal("WG must be a power of two for the tree reductions")
-	}
-	if 4*(tileK*(tileM+tileN)+wg) > 16384 {
-		t.Fatal("matmul tiles exceed WebGPU's default 16 KiB of workgroup memory")
-	}
-}
-
 // TestFaultFlag: a cache row outside the cache writes nothing (not even where the buffer is larger
 // than the cache), the next read reports ErrIndex, and the flag is cleared for the reads after.
 func TestFaultFlag(t *testing.T) {
@@ -409,8 +354,7 @@ func TestGPUTiming(t *testing.T) {
 	defer b.Free(x)
 	for i := 0; i <= timingQueries/timingSlot; i++ {
 		r := &recorder{b: b}
-		grid, _ := r.items(100, wg)
-		r.dispatch("fill", []shaders.Const{{Name: "WG", Value: "256u"}}, grid, (&params{}).u(100).f(1), bind{buf: x.(*buffer).buf, size: 400, rw: true})
+		r.dispatch("fill", []shaders.Const{{Name: "WG", Value: "256u"}}, false, [3]uint32{1, 1, 1}, new(gpuplan.Params).U(100).F(1).Bytes(), bind{buf: x.(*buffer).buf, size: 400, rw: true})
 		b.mu.Lock()
 		err := r.submit()
 		b.mu.Unlock()
