@@ -1,6 +1,11 @@
 package gpuplan
 
-import "testing"
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/lathe-ml/lathe/engine"
+)
 
 func TestGroupsFor(t *testing.T) {
 	for _, c := range []struct {
@@ -55,5 +60,68 @@ func TestParams(t *testing.T) {
 	b := p.Bytes()
 	if len(b) != 4*16 {
 		t.Fatalf("params are %d bytes, want 64 (5 scalars padded to 8 words, then 8 floats)", len(b))
+	}
+}
+
+// fakeBuf is a buffer identity for planning (plans never touch memory).
+type fakeBuf struct{ n int64 }
+
+func (f *fakeBuf) Bytes() int64 { return f.n }
+
+func arg(shape ...int) engine.Arg {
+	m := engine.Meta{Shape: engine.Shape(shape), DType: engine.F32}
+	return engine.Arg{Buf: &fakeBuf{m.Bytes()}, Meta: m}
+}
+
+// A GEMM off the tile multiples gets one workgroup per started 64×64 tile, binds its operands in
+// the kernel's order (a, b, absmax, xa, bl, c: the unused ones small scratch), and its parameters
+// carry m, n, k and the leading dimensions.
+func TestPlanMatMul(t *testing.T) {
+	d := Device{MaxGroups: 65535, WorkgroupStorage: 32 << 10, MaxBinding: 1 << 30}
+	l := engine.Launch{Op: engine.MatMul{TransB: true}, In: []engine.Arg{arg(70, 33), arg(130, 33)}, Out: []engine.Arg{arg(70, 130)}}
+	p, err := Launch(d, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Cmds) != 1 || p.Cmds[0].Kernel != "matmul" {
+		t.Fatalf("plan %+v, want one matmul", p.Cmds)
+	}
+	c := p.Cmds[0]
+	if c.Grid != [3]uint32{2 * 3, 1, 1} {
+		t.Errorf("grid %v, want 6 tiles", c.Grid)
+	}
+	want := []Ref{{Kind: In, Index: 0}, {Kind: In, Index: 1}, {Kind: Temp, Index: 0}, {Kind: Temp, Index: 1}, {Kind: Temp, Index: 2}, {Kind: Out, Index: 0, RW: true}}
+	if len(c.Binds) != len(want) {
+		t.Fatalf("binds %+v", c.Binds)
+	}
+	for i := range want {
+		if c.Binds[i] != want[i] {
+			t.Errorf("binding %d is %+v, want %+v", i, c.Binds[i], want[i])
+		}
+	}
+	words := func(b []byte, i int) uint32 { return binary.LittleEndian.Uint32(b[4*i:]) }
+	for i, w := range []uint32{70, 130, 33, 33, 33, 130} { // m, n, k, lda, ldb, ldc
+		if got := words(c.Params, i); got != w {
+			t.Errorf("param %d = %d, want %d", i, got, w)
+		}
+	}
+	// An output that aliases an operand is refused before any kernel is chosen.
+	l.Out[0].Buf = l.In[0].Buf
+	if _, err := Launch(d, l); err == nil {
+		t.Error("an output sharing an operand's buffer was planned")
+	}
+}
+
+// The variant is chosen from the device: RMSNorm's subgroup form only where Subgroups is set.
+func TestPlanVariantFromDevice(t *testing.T) {
+	l := engine.Launch{Op: engine.RMSNorm{Eps: 1e-5}, In: []engine.Arg{arg(5, 40), arg(40)}, Out: []engine.Arg{arg(5, 40)}}
+	for _, sg := range []bool{false, true} {
+		p, err := Launch(Device{Subgroups: sg, WorkgroupStorage: 16 << 10}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Cmds) != 1 || p.Cmds[0].Kernel != "rmsnorm" || p.Cmds[0].Subgroups != sg || p.Cmds[0].Grid != [3]uint32{5, 1, 1} {
+			t.Errorf("subgroups %v: plan %+v", sg, p.Cmds)
+		}
 	}
 }
