@@ -43,6 +43,18 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 	}
 }
 
+// qwen3Vocab is Qwen3's vocabulary size.
+const qwen3Vocab = 151936
+
+// Qwen3Train is a checkpoint with Qwen3-1.7B's shapes (hidden 2048, MLP 6144, 16 heads of 128, 8
+// KV heads, tied embeddings; 28 layers in the real model) in lathe's Llama architecture (no QK
+// norm), with layers layers and vocabulary vocab: QVAC Fabric's published training shape, which
+// runTrain times at context 128.
+func Qwen3Train(layers, vocab int) E2ESizes {
+	p := synth.Preset{Name: "qwen3-1.7b-shaped", Vocab: vocab, Hidden: 2048, Intermediate: 6144, Layers: layers, Heads: 16, KVHeads: 8, MaxPos: 4096, Tied: true}
+	return E2ESizes{Preset: p, Label: fmt.Sprintf("Qwen3-1.7B layer shapes (Llama architecture, no QK norm), %d of 28 layers, vocab %d (synthetic)", layers, vocab), Layers: layers}
+}
+
 // E2ETiny is synth's tiny preset, for software adapters.
 func E2ETiny() E2ESizes {
 	p := synth.Presets["tiny"]

@@ -42,6 +42,10 @@ type Sizes struct {
 	Repeats  Repeats
 	// E2E is the synthetic checkpoint of the end-to-end measurements (none when Layers is 0).
 	E2E E2ESizes
+	// Qwen3Train is the checkpoint of the extra LoRA training step at QVAC Fabric's published
+	// shape (Qwen3-1.7B, context 128), so that a GPU's figure stands beside theirs; none when
+	// Layers is 0.
+	Qwen3Train E2ESizes
 	// Tiny marks shrunken shapes in the report.
 	Tiny bool
 }
@@ -69,15 +73,18 @@ func Defaults(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
 		}
 		s.Repeats = Repeats{Warmup: 2, Min: 5, Max: 100, Budget: time.Second}
 		s.E2E = E2E1B(128, 32000, 2)
+		s.Qwen3Train = Qwen3Train(28, qwen3Vocab)
 	}
 	if quick {
 		s.Models = Models[:2]
 		s.LoRAProjs = []string{"q_proj"}
 		s.Repeats = Repeats{Warmup: 1, Min: 3, Max: 20, Budget: 150 * time.Millisecond}
 		s.E2E.DecodeTokens = 8
+		s.Qwen3Train = Qwen3Train(4, qwen3Vocab)
 		if !gpu {
 			s.MatmulN = 1536
 			s.E2E = E2E1B(16, 8192, 2)
+			s.Qwen3Train = Qwen3Train(1, 8192)
 		}
 	}
 	if isSoftware(d) {
@@ -87,6 +94,7 @@ func Defaults(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
 		s.BandwidthElems, s.MatmulN, s.Chain, s.Replicas = 16<<20, 256, 1, 1
 		s.Repeats = Repeats{Warmup: 1, Min: 3, Max: 10, Budget: 100 * time.Millisecond}
 		s.E2E = E2ETiny()
+		s.Qwen3Train = E2ESizes{} // 1.7B shapes are hours on a software device
 		s.Tiny = true
 	}
 	return s
@@ -94,7 +102,7 @@ func Defaults(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
 
 // Options configure Run.
 type Options struct {
-	// Backend is "cpu", "webgpu" or "all" (every device of every backend); "" means all.
+	// Backend is "cpu", "webgpu", "vulkan" or "all" (every device of every backend); "" means all.
 	Backend string
 	Quick   bool
 	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios.
@@ -166,7 +174,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("bench: unknown backend %q (want cpu, webgpu or all)", o.Backend)
+		return nil, fmt.Errorf("bench: unknown backend %q (want cpu, webgpu, vulkan or all)", o.Backend)
 	}
 	if len(rep.Backends) == 0 {
 		return nil, fmt.Errorf("bench: no %s device found", which)

@@ -94,19 +94,29 @@ func runTrain(ctx context.Context, be engine.Backend, s Sizes, o Options) []Trai
 	if s.E2E.Layers == 0 {
 		return nil
 	}
+	out := trainSteps(ctx, be, s.E2E, []string{"lora", "qlora"}, trainSeq(s), s, o)
+	if s.Qwen3Train.Layers > 0 {
+		// QVAC Fabric's shape: a LoRA step of Qwen3-1.7B at context 128.
+		out = append(out, trainSteps(ctx, be, s.Qwen3Train, []string{"lora"}, 128, s, o)...)
+	}
+	return out
+}
+
+// trainSteps writes the synthetic checkpoint e describes and times a training step of each method.
+func trainSteps(ctx context.Context, be engine.Backend, e E2ESizes, methods []string, seq int, s Sizes, o Options) []TrainResult {
 	dir, err := os.MkdirTemp("", "lathe-bench-train-")
 	if err != nil {
-		return []TrainResult{{Method: "lora", Err: err.Error()}}
+		return []TrainResult{{Method: methods[0], Model: e.Label, Err: err.Error()}}
 	}
 	defer os.RemoveAll(dir)
-	if _, err := synth.Write(dir, synth.Options{Preset: s.E2E.Preset, Seed: 1}); err != nil {
-		return []TrainResult{{Method: "lora", Err: err.Error()}}
+	if _, err := synth.Write(dir, synth.Options{Preset: e.Preset, Seed: 1}); err != nil {
+		return []TrainResult{{Method: methods[0], Model: e.Label, Err: err.Error()}}
 	}
 	var out []TrainResult
-	for _, method := range []string{"lora", "qlora"} {
-		req := TrainRequest{Method: method, ModelDir: dir, Label: s.E2E.Label, Batch: 1, Seq: trainSeq(s), Rank: s.Rank,
+	for _, method := range methods {
+		req := TrainRequest{Method: method, ModelDir: dir, Label: e.Label, Batch: 1, Seq: seq, Rank: s.Rank,
 			Warmup: 1, Steps: max(s.Repeats.Min, 3)}
-		p := s.E2E.Preset
+		p := e.Preset
 		tr := TrainResult{Method: method, Model: req.Label, Batch: req.Batch, Seq: req.Seq, Rank: req.Rank,
 			Shape: TrainShape{Hidden: p.Hidden, Intermediate: p.Intermediate, Heads: p.Heads, KVHeads: p.KVHeads, Layers: p.Layers, Vocab: p.Vocab}}
 		m, err := o.Train(ctx, be, req)
