@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # device.sh: lathe's GPU checks in one command, for a machine with a GPU but no Go and no network.
 #
-# It runs the WebGPU conformance suite (engine/webgpu: every op against the CPU backend), the model
+# It runs the WebGPU and Vulkan conformance suites (engine/webgpu, engine/vulkan: every op against
+# the CPU backend; on Vulkan the coopmat path where the device has one), the model
 # test that compares whole-decoder logits on WebGPU with the CPU's, and
 # `lathe bench --reference`, leaving everything in one folder. Each step has its own time limit so
-# that the whole run ends inside 8 minutes (about 7 at the very worst; a few minutes normally).
+# that the whole run ends inside 10 minutes (about 9 at the very worst; a few minutes normally).
 #
 # 1. Build here, on a machine with Go, from the repository root:
 #
@@ -15,6 +16,7 @@
 #        mkdir -p bin/device
 #        go build -trimpath -ldflags='-s -w' -o bin/device/lathe ./cmd/lathe
 #        go test -c -trimpath -ldflags='-s -w' -o bin/device/webgpu.test ./engine/webgpu
+#        go test -c -trimpath -ldflags='-s -w' -o bin/device/vulkan.test ./engine/vulkan
 #        go test -c -trimpath -ldflags='-s -w' -o bin/device/model.test ./model
 #        gzip -9 bin/device/lathe bin/device/*.test    # ~23 MB together instead of ~58
 #        git rev-parse HEAD > bin/device/COMMIT
@@ -28,7 +30,8 @@
 #
 #        bench/device.sh [OUT_DIR] [BIN_DIR]       # defaults: $OUT or ./device-out, bin/device
 #
-#    Environment: BENCH_BACKEND (webgpu; "all" adds the CPU backend at full size, minutes more),
+#    Environment: BENCH_BACKEND (webgpu; vulkan; "all" adds the other GPU backend and the CPU
+#    backend at full size, minutes more),
 #    BENCH_FLAGS (extra flags, e.g. --quick), LATHE_PYTHON (the Python with torch for the reference).
 #
 # Vulkan on the GPU machine: if `ldconfig -p | grep libvulkan.so.1` finds nothing, the carried
@@ -49,9 +52,10 @@ build() {
 	mkdir -p "$dir"
 	go build -trimpath -ldflags='-s -w' -o "$dir/lathe" ./cmd/lathe
 	go test -c -trimpath -ldflags='-s -w' -o "$dir/webgpu.test" ./engine/webgpu
+	go test -c -trimpath -ldflags='-s -w' -o "$dir/vulkan.test" ./engine/vulkan
 	go test -c -trimpath -ldflags='-s -w' -o "$dir/model.test" ./model
 	rm -f "$dir"/*.gz
-	gzip -9 "$dir/lathe" "$dir/webgpu.test" "$dir/model.test"
+	gzip -9 "$dir/lathe" "$dir/webgpu.test" "$dir/vulkan.test" "$dir/model.test"
 	git rev-parse HEAD >"$dir/COMMIT" 2>/dev/null || true
 	local loader
 	loader=$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')
@@ -76,7 +80,7 @@ say() { echo "[device.sh +$(($(date +%s) - T0))s] $*" | tee -a "$LOG"; }
 
 # Unpack the binaries (gzipped or not) into a scratch folder.
 RUN=$(mktemp -d /tmp/lathe-device.XXXXXX)
-for f in lathe webgpu.test model.test; do
+for f in lathe webgpu.test vulkan.test model.test; do
 	if [ -f "$BIN/$f.gz" ]; then
 		gunzip -c "$BIN/$f.gz" >"$RUN/$f"
 	elif [ -f "$BIN/$f" ]; then
@@ -129,6 +133,11 @@ say "conformance: engine/webgpu (every op against the CPU backend)"
 (cd "$ROOT/engine/webgpu" && LATHE_REQUIRE_GPU=1 timeout 150 "$RUN/webgpu.test" -test.v -test.count=1 -test.timeout=140s) >>"$LOG" 2>&1
 rc=$?
 say "engine/webgpu tests: exit $rc"
+[ $rc -ne 0 ] && status=1
+say "conformance: engine/vulkan (the same plans and kernels through Vulkan, SPIR-V from naga)"
+(cd "$ROOT/engine/vulkan" && LATHE_REQUIRE_GPU=1 timeout 120 "$RUN/vulkan.test" -test.v -test.count=1 -test.run 'Conformance|NoLoader' -test.timeout=110s) >>"$LOG" 2>&1
+rc=$?
+say "engine/vulkan tests: exit $rc"
 [ $rc -ne 0 ] && status=1
 say "model: decoder logits on WebGPU equal the CPU's"
 (cd "$ROOT/model" && LATHE_REQUIRE_GPU=1 timeout 60 "$RUN/model.test" -test.v -test.count=1 -test.run 'WebGPU' -test.timeout=55s) >>"$LOG" 2>&1
