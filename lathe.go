@@ -30,7 +30,7 @@ import (
 // Options choose the device and how the weights are stored on it.
 type Options struct {
 	// Device is "auto" (the default: a discrete GPU, then an integrated one, then the CPU), "cpu",
-	// "webgpu" or "webgpu:N".
+	// "webgpu", "webgpu:N", "vulkan" or "vulkan:N".
 	Device string
 	// Quantize stores the linear layers' weights in 4 bits, "nf4" or "fp4" ("": as the checkpoint
 	// has them). Training on a 4-bit model is QLoRA.

@@ -20,7 +20,7 @@ func newBenchCmd() *cobra.Command {
 		budget               time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--backend cpu|webgpu|all] [--quick] [--out DIR] [--reference] [--budget D] | bench --compare A.json B.json",
+		Use:   "bench [--backend cpu|webgpu|vulkan|all] [--quick] [--out DIR] [--reference] [--budget D] | bench --compare A.json B.json",
 		Short: "Measure kernels against the device's roofline and end-to-end generation; write JSON, Markdown and charts",
 		Args: func(_ *cobra.Command, args []string) error {
 			if compare && len(args) != 2 {
@@ -68,7 +68,7 @@ func newBenchCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&backend, "backend", "all", "backend to measure: cpu, webgpu or all (every device found)")
+	f.StringVar(&backend, "backend", "all", "backend to measure: cpu, webgpu, vulkan or all (every device found)")
 	f.BoolVar(&quick, "quick", false, "only the 0.5B and 1B shapes and fewer repeats (about two minutes on a 2-core CPU)")
 	f.StringVar(&out, "out", "bench-out", "folder for bench.json, bench.md and the charts")
 	f.BoolVar(&reference, "reference", false, "also time the same shapes in PyTorch (bench/reference/torch_ref.py) and report ratios")

@@ -72,7 +72,7 @@ func newGenerateCmd() *cobra.Command {
 	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder to apply (adapter_config.json + adapter_model.safetensors)")
 	f.StringVar(&prompt, "prompt", "", "prompt text; empty starts from BOS")
 	f.BoolVar(&chat, "chat", false, "send the prompt as a user message through the model's chat template")
-	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	f.IntVar(&s.MaxTokens, "max-tokens", s.MaxTokens, "most tokens to generate")
 	f.Float64Var(&s.Temperature, "temperature", s.Temperature, "sampling temperature; 0 is greedy")

@@ -152,7 +152,7 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&maxConcurrent, "max-concurrent", 4, "requests decoded together, in shared steps whatever their adapters")
 	f.IntVar(&maxWaiting, "max-waiting", 16, "requests that wait for a slot once max-concurrent run; more get 429")
 	f.IntVar(&contextLen, "context", 0, "most tokens (prompt and completion) a request holds; the KV cache takes max-concurrent × context positions (default: the model's context, at most 2048)")
-	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	return cmd
 }

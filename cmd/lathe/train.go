@@ -142,7 +142,7 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
-	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	return cmd
 }
@@ -210,7 +210,7 @@ func newEvalCmd() *cobra.Command {
 	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder")
 	f.StringVar(&data, "data", "", "JSONL data")
 	f.IntVar(&seq, "seq", 0, "tokens per evaluated row (default: the model's context, at most 512)")
-	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4 (as QLoRA trained them)")
 	return cmd
 }

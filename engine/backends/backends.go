@@ -8,16 +8,19 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/vulkan"
 	"github.com/lathe-ml/lathe/engine/webgpu"
 )
 
 // Providers returns the backends' providers, GPU backends first (they are preferred over the CPU
-// when their device type is the same), the CPU last.
+// when their device type is the same), the CPU last. Vulkan comes before WebGPU, so that --device
+// auto takes a GPU through the direct Vulkan tier rather than the same GPU through WebGPU; a CPU
+// device (lavapipe) ranks below the CPU backend under either.
 func Providers() []engine.Provider {
-	return []engine.Provider{webgpu.Provider{}, cpu.Provider{}}
+	return []engine.Provider{vulkan.Provider{}, webgpu.Provider{}, cpu.Provider{}}
 }
 
-// Open opens the device a --device value names: "auto", "cpu", "webgpu", "webgpu:1", ...
+// Open opens the device a --device value names: "auto", "cpu", "webgpu", "webgpu:1", "vulkan", "vulkan:0", ...
 func Open(device string) (engine.Backend, error) {
 	spec, err := engine.ParseDeviceSpec(device)
 	if err != nil {

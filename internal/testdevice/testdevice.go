@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/vulkan"
 	"github.com/lathe-ml/lathe/engine/webgpu"
 )
 
@@ -23,5 +24,20 @@ func WebGPU(t testing.TB) engine.Backend {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	t.Logf("webgpu adapter: %s (%s)", b.Device().Name, b.Device().Type)
+	return b
+}
+
+// Vulkan opens the best Vulkan device for the test and closes it when the test ends.
+func Vulkan(t testing.TB) engine.Backend {
+	t.Helper()
+	b, err := vulkan.OpenBest()
+	if err != nil {
+		if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+			t.Fatalf("LATHE_REQUIRE_GPU=1: %v", err)
+		}
+		t.Skip(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	t.Logf("vulkan device: %s (%s)", b.Device().Name, b.Device().Type)
 	return b
 }
