@@ -235,18 +235,6 @@ func (m *Model) uploadDense(ck tensorSource, where, name string, shape engine.Sh
 		return fmt.Errorf("load %s: tensor %s has shape %v, the config needs %v", where, name, t.Shape, shape)
 	}
 	numel := int64(shape.Numel())
-	if keep16 && (t.DType == "F16" || t.DType == "BF16") && int64(len(t.Data)) == 2*numel {
-		dt := engine.F16
-		if t.DType == "BF16" {
-			dt = engine.BF16
-		}
-		x, err := engine.FromBytes(m.Backend, dt, shape, t.Data)
-		if err != nil {
-			return fmt.Errorf("load %s: upload %s: %w", where, name, err)
-		}
-		m.Tensors[name] = x
-		return nil
-	}
 	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2}[t.DType]
 	if size == 0 || int64(len(t.Data)) != size*numel {
 		// Not bytes of a float type we read directly (a GGUF block type): the source converts.
@@ -256,21 +244,34 @@ func (m *Model) uploadDense(ck tensorSource, where, name string, shape engine.Sh
 		}
 		return m.upload(name, shape, v)
 	}
-	x, err := engine.NewTensor(m.Backend, engine.F32, shape)
+	dt := engine.F32
+	if keep16 && size == 2 {
+		dt = map[string]engine.DType{"F16": engine.F16, "BF16": engine.BF16}[t.DType]
+	}
+	x, err := engine.NewTensor(m.Backend, dt, shape)
 	if err != nil {
 		return fmt.Errorf("load %s: upload %s: %w", where, name, err)
 	}
-	const chunk = 1 << 20
+	// A chunk at a time, each chunk's mapped pages dropped once written: a large tensor (the
+	// embedding) never has its source resident whole beside its destination.
+	const chunk = 1 << 22
 	for off := int64(0); off < numel; off += chunk {
 		n := min(chunk, numel-off)
-		part := checkpoint.Tensor{DType: t.DType, Shape: []int{int(n)}, Data: t.Data[off*size : (off+n)*size]}
-		v, err := checkpoint.ToFloat32(part)
-		if err == nil {
-			err = x.SetFloat32At(int(off), v)
+		src := t.Data[off*size : (off+n)*size]
+		if dt != engine.F32 || size == 4 {
+			err = m.Backend.Write(x.Buffer(), off*size, src)
+		} else {
+			var v []float32
+			if v, err = checkpoint.ToFloat32(checkpoint.Tensor{DType: t.DType, Shape: []int{int(n)}, Data: src}); err == nil {
+				err = x.SetFloat32At(int(off), v)
+			}
 		}
 		if err != nil {
 			x.Release()
 			return fmt.Errorf("load %s: tensor %s: %w", where, name, err)
+		}
+		if d, ok := ck.(interface{ Drop(string) }); ok {
+			d.Drop(name)
 		}
 	}
 	m.Tensors[name] = x
@@ -283,7 +284,7 @@ func (m *Model) uploadDense(ck tensorSource, where, name string, shape engine.Sh
 // before collecting, doubling the peak.
 type transient struct{ n int64 }
 
-const transientLimit = 256 << 20
+const transientLimit = 64 << 20
 
 func (t *transient) add(n int64) {
 	if t.n += n; t.n >= transientLimit {
