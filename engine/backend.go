@@ -60,6 +60,10 @@ type Caps struct {
 	// SubgroupSize is the subgroup size compute kernels run with, as measured on the opened
 	// device (0: no subgroups, or not opened).
 	SubgroupSize int `json:"subgroup_size,omitempty"`
+	// Weights16: the kernels of MatMul16, Embedding16, LoRA and LoRABackward read frozen f16 and
+	// bf16 weights. Without it, Compile decomposes every op that has a 16-bit operand (other than
+	// Cast) into a Cast to f32 and the f32 op.
+	Weights16 bool `json:"weights16"`
 	// MaxBufferBytes is the largest buffer a kernel can use.
 	MaxBufferBytes int64 `json:"max_buffer_bytes"`
 	// Tiles are the block sizes the backend's kernels cut work into; the backend picks its

@@ -4,8 +4,11 @@ import "fmt"
 
 // Convenience builders: one method per op, each a thin wrapper over Apply.
 
-// MatMul records op(a)·op(b).
+// MatMul records op(a)·op(b); with a 16-bit (frozen) b and no TransA, the MatMul16 fast path.
 func (g *Graph) MatMul(a, b *Node, transA, transB bool) *Node {
+	if b != nil && IsHalf(b.meta.DType) && !transA {
+		return g.Apply1(MatMul16{TransW: !transB}, a, b)
+	}
 	return g.Apply1(MatMul{TransA: transA, TransB: transB}, a, b)
 }
 
@@ -78,8 +81,13 @@ func (g *Graph) SwiGLU(gate, up *Node) *Node { return g.Apply1(SwiGLU{}, gate, u
 // Softmax records a softmax over the last dimension.
 func (g *Graph) Softmax(x *Node) *Node { return g.Apply1(Softmax{}, x) }
 
-// Embedding records the gather of table rows by ids.
-func (g *Graph) Embedding(table, ids *Node) *Node { return g.Apply1(Embedding{}, table, ids) }
+// Embedding records the gather of table rows by ids; a 16-bit (frozen) table gives Embedding16.
+func (g *Graph) Embedding(table, ids *Node) *Node {
+	if table != nil && IsHalf(table.meta.DType) {
+		return g.Apply1(Embedding16{}, table, ids)
+	}
+	return g.Apply1(Embedding{}, table, ids)
+}
 
 // Gather records the rows of table that ids pick, rows of pad where an id is negative.
 func (g *Graph) Gather(table, ids *Node, pad float32) *Node {

@@ -20,7 +20,8 @@ import "fmt"
 //	TopK                                             sampling candidates on the device
 //	Reshape                                          a view (no kernel)
 //
-// The fast paths: QMatMul (the 4-bit product that never writes the decoded weight), LoRA and
+// The fast paths: QMatMul (the 4-bit product that never writes the decoded weight), MatMul16 and
+// Embedding16 (frozen f16/bf16 weights read as stored; see half.go), LoRA and
 // LoRABackward (fused LoRA, dense or 4-bit, with dropout), SwiGLU and
 // SwiGLUBackward, the adapter pool's GatherLoRA and GatherScaleCols, and the broadcasts and
 // reductions with a plain formulation: ScaleCols, ScaleColsBackward, AddBias, Sum, Expand and
@@ -266,6 +267,9 @@ func lower(g *Graph, b Backend, outputs []*Node) ([]*Node, map[*Node]*Node, erro
 			metas[i] = src[i].meta
 		}
 		err := b.Supports(n.op, metas)
+		if err == nil && readsHalf(n.op, metas) && !b.Caps().Weights16 {
+			err = fmt.Errorf("%s reads a 16-bit weight and the backend's kernels do not (Caps.Weights16)", n.op.Name())
+		}
 		if err == nil {
 			if !changed {
 				order = append(order, n)

@@ -163,7 +163,7 @@ func (o Dequantize4) Infer(in []Meta) ([]Meta, error) {
 // LoRA is the fused LoRA forward y = x·Wᵀ + Scale·(d(x)·Aᵀ)·Bᵀ, d(x) = x or, with Dropout > 0,
 // dropout of x (the mask of DropoutKeep under the seed and Salt, the survivors scaled by
 // 1/(1−Dropout)), as PEFT applies lora_dropout to the adapter's input only. Operands: x: [..., in],
-// then W: [out, in] (f32) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r], then
+// then W: [out, in] (f32, or a frozen f16 or bf16: see MatMul16) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r], then
 // with Dropout the seed: i32 [1]. Outputs: y: [..., out] and xa = d(x)·Aᵀ: [..., r], kept for the
 // backward pass.
 type LoRA struct {
@@ -227,8 +227,8 @@ func (o LoRA) Infer(in []Meta) ([]Meta, error) {
 		if o.Quant.N != dout || o.Quant.K != din {
 			return nil, fmt.Errorf("quantized W [%d %d] does not fit [%d %d]", o.Quant.N, o.Quant.K, dout, din)
 		}
-	} else if w := in[1]; w.DType != F32 || len(w.Shape) != 2 || w.Shape[0] != dout || w.Shape[1] != din {
-		return nil, fmt.Errorf("W must be f32 [%d %d], got %s", dout, din, w)
+	} else if w := in[1]; (w.DType != F32 && !IsHalf(w.DType)) || len(w.Shape) != 2 || w.Shape[0] != dout || w.Shape[1] != din {
+		return nil, fmt.Errorf("W must be f32, f16 or bf16 [%d %d], got %s", dout, din, w)
 	}
 	return []Meta{{x.Shape.With(dout), F32}, {x.Shape.With(r), F32}}, nil
 }

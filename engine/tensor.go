@@ -4,6 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/x448/float16"
+
+	"github.com/lathe-ml/lathe/internal/half"
 )
 
 // Tensor is a value that lives in a backend buffer: the inputs, parameters and results of graphs.
@@ -129,12 +133,24 @@ func (t *Tensor) SetInt32(data []int32) error {
 	return t.SetBytes(int32Bytes(data))
 }
 
-// SetFloat32 overwrites an f32 tensor's contents.
+// SetFloat32 overwrites an f32 tensor's contents, or an f16 or bf16 tensor's with data rounded
+// to nearest even (as a 16-bit weight that is merged into is stored).
 func (t *Tensor) SetFloat32(data []float32) error {
-	if t.meta.DType != F32 {
-		return fmt.Errorf("write tensor %s: not f32", t.meta)
+	switch t.meta.DType {
+	case F32:
+		return t.SetBytes(float32Bytes(data))
+	case F16, BF16:
+		b := make([]byte, 2*len(data))
+		for i, x := range data {
+			h := float16.Fromfloat32(x).Bits()
+			if t.meta.DType == BF16 {
+				h = half.BF16(x)
+			}
+			binary.LittleEndian.PutUint16(b[2*i:], h)
+		}
+		return t.SetBytes(b)
 	}
-	return t.SetBytes(float32Bytes(data))
+	return fmt.Errorf("write tensor %s: not a float type", t.meta)
 }
 
 // SetFloat32At writes data into an f32 tensor from element offset on (row-major), leaving the
@@ -152,14 +168,27 @@ func (t *Tensor) SetFloat32At(offset int, data []float32) error {
 	return t.backend.Write(t.buf, int64(4*offset), float32Bytes(data))
 }
 
-// Float32 reads an f32 tensor back.
+// Float32 reads an f32 tensor back, or an f16 or bf16 one widened (exactly) to f32.
 func (t *Tensor) Float32() ([]float32, error) {
-	if t.meta.DType != F32 {
-		return nil, fmt.Errorf("read tensor %s: not f32", t.meta)
+	dt := t.meta.DType
+	if dt != F32 && !IsHalf(dt) {
+		return nil, fmt.Errorf("read tensor %s: not a float type", t.meta)
 	}
 	b, err := t.Bytes()
 	if err != nil {
 		return nil, err
+	}
+	if IsHalf(dt) {
+		out := make([]float32, len(b)/2)
+		for i := range out {
+			h := binary.LittleEndian.Uint16(b[2*i:])
+			if dt == BF16 {
+				out[i] = half.BF16ToFloat32(h)
+			} else {
+				out[i] = float16.Frombits(h).Float32()
+			}
+		}
+		return out, nil
 	}
 	out := make([]float32, len(b)/4)
 	for i := range out {

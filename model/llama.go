@@ -7,7 +7,8 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 )
 
-// Linear is one frozen projection of the base model, y = x·Wᵀ (+ bias): W dense f32 [Out, In], or
+// Linear is one frozen projection of the base model, y = x·Wᵀ (+ bias): W dense [Out, In] (f32, or
+// f16/bf16 as the checkpoint stores it), or
 // 4-bit (Packed and Absmax with Quant), as graph parameters named after the checkpoint's tensors.
 type Linear struct {
 	// Name is the module path, e.g. "model.layers.0.self_attn.q_proj".
@@ -68,12 +69,22 @@ type Graph struct {
 // nil means dense.
 type QuantFunc func(name string, out, in int) *engine.QuantSpec
 
-// NewGraph declares the model's parameters in g with their checkpoint names.
+// NewGraph declares the model's parameters in g with their checkpoint names, every dense weight f32.
 func NewGraph(cfg *Config, g *engine.Graph, quant QuantFunc) *Graph {
+	return newGraph(cfg, g, quant, nil)
+}
+
+// newGraph is NewGraph with the element type of each dense matrix (the linear layers' weights,
+// the embedding, lm_head) given by dtype (nil: f32); vectors (norms, biases) are always f32.
+func newGraph(cfg *Config, g *engine.Graph, quant QuantFunc, dtype func(name string) engine.DType) *Graph {
 	m := &Graph{Cfg: cfg, G: g}
 	h, kv := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
 	param := func(name string, shape ...int) *engine.Node {
-		return g.Param(name, engine.F32, engine.Shape(shape), false)
+		dt := engine.F32
+		if dtype != nil && len(shape) == 2 {
+			dt = dtype(name)
+		}
+		return g.Param(name, dt, engine.Shape(shape), false)
 	}
 	linear := func(name string, out, in int, bias bool) *Linear {
 		l := &Linear{Name: name, In: in, Out: out}

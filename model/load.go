@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -12,8 +13,8 @@ import (
 	"github.com/lathe-ml/lathe/quant"
 )
 
-// Model is a base model loaded onto a backend: its config and its frozen weights, dense f32 or
-// 4-bit, keyed by the names its graph parameters carry (the checkpoint's tensor names; 4-bit
+// Model is a base model loaded onto a backend: its config and its frozen weights, dense (f32, or
+// f16/bf16 matrices as the checkpoint stores them) or 4-bit, keyed by the names its graph parameters carry (the checkpoint's tensor names; 4-bit
 // weights as NAME.weight for the packed bytes and NAME.weight.absmax for the decoded block scales).
 type Model struct {
 	Cfg     *Config
@@ -32,10 +33,18 @@ type LoadOptions struct {
 	Quantize    string
 	Blocksize   int  // default 64
 	DoubleQuant bool // quantize the block scales too (the QLoRA paper's double quantization)
+	// Widen stores a checkpoint's f16 and bf16 matrices (linear weights, embedding, lm_head) as
+	// f32. By default they stay 16-bit as stored, and the kernels that read them widen a tile at a
+	// time (engine.MatMul16, engine.Embedding16); vectors (norms, biases) are always f32.
+	Widen bool
 }
 
 // Load reads a Hugging Face model folder (config.json, model.safetensors or a sharded index) and
 // uploads its weights to b. Errors name the file and the tensor.
+//
+// It streams: one tensor at a time is read from the memory-mapped files, converted or quantized
+// into its final buffer, and its pages dropped from the resident set, so that the peak host
+// memory while loading is the weights kept plus about one tensor, whatever the checkpoint's size.
 //
 // A path ending in .gguf loads that GGUF file instead (see package gguf): its weights are
 // dequantized to float32 (and, with Quantize, re-quantized to 4 bits as from any checkpoint).
@@ -76,6 +85,12 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		}
 	}()
 	prequant := isBnb4bit(hfConfig)
+	drop := func(name string) {
+		if d, ok := ck.(interface{ Drop(string) }); ok {
+			d.Drop(name)
+		}
+	}
+	var tmp transient
 	var qtype quant.Type
 	if o.Quantize != "" && !prequant {
 		if qtype, err = quant.ParseType(o.Quantize); err != nil {
@@ -109,6 +124,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 			if t4, err = quant.FromBnb(name, raw); err != nil {
 				return nil, fmt.Errorf("load %s: %w", where, err)
 			}
+			for n := range raw {
+				drop(n)
+			}
 		case o.Quantize != "" && l.Name != "lm_head":
 			v, err := m.dense(ck, where, name, []int{l.Out, l.In})
 			if err != nil {
@@ -117,19 +135,19 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 			if t4, err = quant.Quantize(v, []int{l.Out, l.In}, qtype, o.Blocksize, o.DoubleQuant); err != nil {
 				return nil, fmt.Errorf("load %s: quantize %s: %w", where, name, err)
 			}
+			drop(name)
+			tmp.add(4 * int64(len(v)))
 		default:
-			v, err := m.dense(ck, where, name, []int{l.Out, l.In})
-			if err != nil {
+			if err := m.uploadDense(ck, where, name, engine.Shape{l.Out, l.In}, !o.Widen); err != nil {
 				return nil, err
 			}
-			if err := m.upload(name, engine.Shape{l.Out, l.In}, v); err != nil {
-				return nil, err
-			}
+			drop(name)
 			continue
 		}
 		if err := m.upload4(where, l, t4); err != nil {
 			return nil, err
 		}
+		tmp.add(2 * int64(len(t4.Packed)))
 	}
 	// Everything else (embeddings, norms, biases) is dense.
 	g := engine.NewGraph()
@@ -139,13 +157,10 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		if _, done := m.Tensors[name]; done || n.DType() != engine.F32 {
 			continue
 		}
-		v, err := m.dense(ck, where, name, n.Shape())
-		if err != nil {
+		if err := m.uploadDense(ck, where, name, n.Shape(), !o.Widen && len(n.Shape()) == 2); err != nil {
 			return nil, err
 		}
-		if err := m.upload(name, n.Shape(), v); err != nil {
-			return nil, err
-		}
+		drop(name)
 	}
 	ok = true
 	return m, nil
@@ -208,6 +223,76 @@ func (m *Model) dense(ck tensorSource, where, name string, shape []int) ([]float
 	return v, nil
 }
 
+// uploadDense uploads a float tensor as keep16 and its stored type allow: an f16 or bf16 one as
+// it is (no conversion, no copy but the upload's), else as f32, widened a chunk at a time into the
+// device tensor so that no full-size float copy exists on the host.
+func (m *Model) uploadDense(ck tensorSource, where, name string, shape engine.Shape, keep16 bool) error {
+	t, found := ck.Tensor(name)
+	if !found {
+		return fmt.Errorf("load %s: missing tensor %s", where, name)
+	}
+	if !shape.Equal(t.Shape) {
+		return fmt.Errorf("load %s: tensor %s has shape %v, the config needs %v", where, name, t.Shape, shape)
+	}
+	numel := int64(shape.Numel())
+	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2}[t.DType]
+	if size == 0 || int64(len(t.Data)) != size*numel {
+		// Not bytes of a float type we read directly (a GGUF block type): the source converts.
+		v, err := m.dense(ck, where, name, shape)
+		if err != nil {
+			return err
+		}
+		return m.upload(name, shape, v)
+	}
+	dt := engine.F32
+	if keep16 && size == 2 {
+		dt = map[string]engine.DType{"F16": engine.F16, "BF16": engine.BF16}[t.DType]
+	}
+	x, err := engine.NewTensor(m.Backend, dt, shape)
+	if err != nil {
+		return fmt.Errorf("load %s: upload %s: %w", where, name, err)
+	}
+	// A chunk at a time, each chunk's mapped pages dropped once written: a large tensor (the
+	// embedding) never has its source resident whole beside its destination.
+	const chunk = 1 << 22
+	for off := int64(0); off < numel; off += chunk {
+		n := min(chunk, numel-off)
+		src := t.Data[off*size : (off+n)*size]
+		if dt != engine.F32 || size == 4 {
+			err = m.Backend.Write(x.Buffer(), off*size, src)
+		} else {
+			var v []float32
+			if v, err = checkpoint.ToFloat32(checkpoint.Tensor{DType: t.DType, Shape: []int{int(n)}, Data: src}); err == nil {
+				err = x.SetFloat32At(int(off), v)
+			}
+		}
+		if err != nil {
+			x.Release()
+			return fmt.Errorf("load %s: tensor %s: %w", where, name, err)
+		}
+		if d, ok := ck.(interface{ Drop(string) }); ok {
+			d.Drop(name)
+		}
+	}
+	m.Tensors[name] = x
+	return nil
+}
+
+// transient counts the bytes of host garbage a load has made (a tensor widened for quantization,
+// its packed copy) and collects it every transientLimit bytes: the weights kept are Go memory on
+// the CPU backend, and the collector's default pacing would let the garbage grow as large as them
+// before collecting, doubling the peak.
+type transient struct{ n int64 }
+
+const transientLimit = 64 << 20
+
+func (t *transient) add(n int64) {
+	if t.n += n; t.n >= transientLimit {
+		runtime.GC()
+		t.n = 0
+	}
+}
+
 // tensorSource is where Load reads weights: a Hugging Face folder or a GGUF file, both in
 // transformers' names and layout.
 type tensorSource interface {
@@ -252,8 +337,16 @@ func (m *Model) quantFunc() QuantFunc {
 	return func(name string, out, in int) *engine.QuantSpec { return m.Quant[name] }
 }
 
-// Declare records the model's parameters in g, matching the loaded weights (dense or 4-bit).
-func (m *Model) Declare(g *engine.Graph) *Graph { return NewGraph(m.Cfg, g, m.quantFunc()) }
+// Declare records the model's parameters in g, matching the loaded weights (dense f32 or 16-bit,
+// or 4-bit).
+func (m *Model) Declare(g *engine.Graph) *Graph {
+	return newGraph(m.Cfg, g, m.quantFunc(), func(name string) engine.DType {
+		if t, ok := m.Tensors[name]; ok && engine.IsHalf(t.DType()) {
+			return t.DType()
+		}
+		return engine.F32
+	})
+}
 
 // Bind binds every leaf of p that is one of the model's weights; other leaves (inputs, adapter
 // parameters) are left to the caller.

@@ -139,7 +139,7 @@ func (a *Adapter) norm2(g *engine.Graph, l *model.Linear, md *Module, A, B *engi
 	var v *engine.Node
 	if l.Quant == nil {
 		// V = W + s·B·A, [out, in]; Σ_i V² by a product with ones: [1, out].
-		v = g.Add(l.W, g.Scale(g.MatMul(B, A, false, false), md.Scale))
+		v = g.Add(g.Cast(l.W, engine.F32), g.Scale(g.MatMul(B, A, false, false), md.Scale))
 	} else {
 		// Vᵀ = I·Wᵀ + s·Aᵀ·Bᵀ, [in, out].
 		wt := g.QMatMul(a.eye(g, md.In), l.Packed, l.Absmax, *l.Quant)

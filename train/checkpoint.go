@@ -79,6 +79,8 @@ type TrainerState struct {
 	EvalHistory []LossPoint `json:"eval_history"`
 	// Config is the run's configuration, as the trainer marshals it.
 	Config json.RawMessage `json:"config,omitempty"`
+	// LossScale is dynamic loss scaling's state (runs with loss scaling only).
+	LossScale *LossScale `json:"loss_scale,omitempty"`
 }
 
 // Checkpoint is a loaded training checkpoint. The adapter's files are in Dir.

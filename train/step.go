@@ -26,13 +26,49 @@ type StepGraph struct {
 	// opt and og are the optimizer recorded into the step (NewTrainStep).
 	opt *AdamW
 	og  *OptimGraph
+	// With loss scaling, the gradients are those of loss·scale, scale an input (lossScaleT).
+	lossScale  float32
+	lossScaleN *engine.Node
+	lossScaleT *engine.Tensor
 }
 
 // NewStepGraph records and compiles the step for batches of rows×seq tokens. recompute turns on
 // gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
 // evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
-	return newStepGraph(m, a, rows, seq, train, recompute, nil)
+	return newStepGraph(m, a, rows, seq, train, recompute, nil, false)
+}
+
+// StepOptions are a training step's optional parts.
+type StepOptions struct {
+	// Recompute turns on gradient checkpointing.
+	Recompute bool
+	// Optimizer, when set, is recorded into the step (as NewTrainStep does); else the gradients
+	// are the step's outputs (GradArgs).
+	Optimizer *AdamW
+	// LossScaled differentiates loss·S for a scale S set before each run (SetLossScale): dynamic
+	// loss scaling. Update divides the gradients by S again before the norm and clipping; the
+	// gradients of Run stay scaled.
+	LossScaled bool
+}
+
+// NewTrainStepWith compiles a training step for batches of rows×seq tokens with the options o.
+func NewTrainStepWith(m *model.Model, a *peft.Adapter, rows, seq int, o StepOptions) (*StepGraph, error) {
+	return newStepGraph(m, a, rows, seq, true, o.Recompute, o.Optimizer, o.LossScaled)
+}
+
+// SetLossScale sets the factor the next runs multiply the loss by before differentiating (a step
+// compiled with LossScaled); it must be a positive, finite power of two for the unscaling to be
+// exact.
+func (s *StepGraph) SetLossScale(scale float32) error {
+	if s.lossScaleN == nil {
+		return fmt.Errorf("train: the step was compiled without loss scaling")
+	}
+	if !(scale > 0) || math.IsInf(float64(scale), 0) {
+		return fmt.Errorf("train: loss scale %v must be positive and finite", scale)
+	}
+	s.lossScale = scale
+	return nil
 }
 
 // AdapterParams lists an adapter's trainable parameters as the optimizer takes them, in the order
@@ -53,14 +89,14 @@ func NewTrainStep(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool
 	if opt == nil {
 		return nil, fmt.Errorf("train: no optimizer")
 	}
-	return newStepGraph(m, a, rows, seq, true, recompute, opt)
+	return newStepGraph(m, a, rows, seq, true, recompute, opt, false)
 }
 
-func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool, opt *AdamW) (*StepGraph, error) {
+func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool, opt *AdamW, scaled bool) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq
-	s := &StepGraph{backend: m.Backend, seq: seq}
+	s := &StepGraph{backend: m.Backend, seq: seq, lossScale: 1}
 	s.ids = g.Input("batch.ids", engine.I32, engine.Shape{n})
 	s.pos = g.Input("batch.pos", engine.I32, engine.Shape{n})
 	s.starts = g.Input("batch.starts", engine.I32, engine.Shape{n})
@@ -80,7 +116,12 @@ func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 	s.Loss = g.CrossEntropy(logits, s.targets, IgnoreIndex)
 	outs := []*engine.Node{s.Loss}
 	if train {
-		grads, err := g.Backward(s.Loss)
+		diff := s.Loss
+		if scaled {
+			s.lossScaleN = g.Input("batch.loss_scale", engine.F32, engine.Shape{1})
+			diff = g.Mul(s.Loss, s.lossScaleN)
+		}
+		grads, err := g.Backward(diff)
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
 		}
@@ -152,6 +193,15 @@ func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompu
 			return nil, fmt.Errorf("train: %w", err)
 		}
 	}
+	if s.lossScaleN != nil {
+		if s.lossScaleT, err = engine.NewTensor(m.Backend, engine.F32, engine.Shape{1}); err == nil {
+			err = prog.Bind(s.lossScaleN, s.lossScaleT)
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("train: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -185,7 +235,8 @@ func (s *StepGraph) Update(b Batch, seed int32, lr float32) (float64, StepInfo, 
 	if err := s.upload(b, seed); err != nil {
 		return 0, StepInfo{}, err
 	}
-	if err := s.opt.begin(lr, 1); err != nil {
+	unscale := 1 / s.lossScale // exact: the scale is a power of two
+	if err := s.opt.begin(lr, unscale); err != nil {
 		return 0, StepInfo{}, err
 	}
 	if err := s.Program.Run(); err != nil {
@@ -195,7 +246,7 @@ func (s *StepGraph) Update(b Batch, seed int32, lr float32) (float64, StepInfo, 
 	if err != nil {
 		return 0, StepInfo{}, err
 	}
-	return float64(st[engine.StatusLoss]), s.opt.finish(st, 1), nil
+	return float64(st[engine.StatusLoss]), s.opt.finish(st, unscale), nil
 }
 
 func (s *StepGraph) upload(b Batch, seed int32) error {
@@ -220,6 +271,9 @@ func (s *StepGraph) upload(b Batch, seed int32) error {
 			return err
 		}
 	}
+	if s.lossScaleT != nil {
+		return s.lossScaleT.SetFloat32([]float32{s.lossScale})
+	}
 	return nil
 }
 
@@ -241,7 +295,7 @@ func (s *StepGraph) Close() {
 	if s.Program != nil {
 		s.Program.Release()
 	}
-	for _, t := range []*engine.Tensor{s.idsT, s.posT, s.startsT, s.targetsT, s.seedT} {
+	for _, t := range []*engine.Tensor{s.idsT, s.posT, s.startsT, s.targetsT, s.seedT, s.lossScaleT} {
 		if t != nil {
 			t.Release()
 		}

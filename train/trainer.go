@@ -58,6 +58,15 @@ type Config struct {
 	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
 	Recompute bool `json:"gradient_checkpointing"`
 	Blocksize int  `json:"quant_blocksize"`
+	// Precision is the activations' type: "f32" (or "", the default). "f16" and "bf16" are
+	// refused: no backend has 16-bit activation kernels yet (the CPU computes in f32; frozen 16-bit
+	// weights stay 16-bit whatever the precision, see model.LoadOptions).
+	Precision string `json:"precision"`
+	// LossScale > 0 turns on dynamic loss scaling from that scale (see LossScale); 0 is off (f16
+	// activations would default it to DefaultLossScale). LossScaleGrowth is its growth interval
+	// (0: DefaultLossScaleGrowth).
+	LossScale       float64 `json:"loss_scale"`
+	LossScaleGrowth int     `json:"loss_scale_growth"`
 }
 
 // DefaultConfig holds the defaults of `lathe train`.
@@ -90,6 +99,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: lr %v must be positive", c.LR)
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
 		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
+	case c.Precision == "f16" || c.Precision == "bf16":
+		return fmt.Errorf("train: precision %s: no backend computes activations in 16 bits yet (the CPU computes in f32; WebGPU's f16 kernels are issue 13); use f32", c.Precision)
+	case c.Precision != "" && c.Precision != "f32":
+		return fmt.Errorf("train: precision %q is not f32, f16 or bf16", c.Precision)
+	case c.LossScale != 0 && (!(c.LossScale >= 1) || math.IsInf(c.LossScale, 0)) || c.LossScaleGrowth < 0:
+		return fmt.Errorf("train: loss_scale %v must be 0 (off) or at least 1, loss_scale_growth not negative", c.LossScale)
 	}
 	return nil
 }
@@ -110,6 +125,8 @@ type Result struct {
 	WeightBytes  int64    `json:"weight_bytes"`
 	Params       int64    `json:"trainable_params"`
 	SkippedSteps int      `json:"skipped_steps"`
+	// LossScale is the dynamic loss scale at the end (loss scaling only).
+	LossScale float64 `json:"loss_scale,omitempty"`
 	// Warnings say what a resumed run changed or fell back from (also in the metrics log).
 	Warnings    []string `json:"warnings,omitempty"`
 	ResumedFrom int      `json:"resumed_from,omitempty"`
@@ -254,7 +271,20 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
 		return nil, err
 	}
+	scaled := cfg.LossScale > 0
+	if scaled {
+		growth := cfg.LossScaleGrowth
+		if growth == 0 {
+			growth = DefaultLossScaleGrowth
+		}
+		if t.state.LossScale, err = NewLossScale(cfg.LossScale, growth); err != nil {
+			return nil, err
+		}
+	}
 	if comm.Size() > 1 {
+		if scaled {
+			return nil, fmt.Errorf("train: loss scaling is not supported with data parallelism")
+		}
 		// The step stops at the gradients: they are summed over the ranks before the update.
 		if t.dp, err = newDataParallel(comm, cfg.Batch, t.opt.Params(), b); err != nil {
 			return nil, err
@@ -264,13 +294,13 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		}
 	} else if cfg.GradAccum > 1 {
 		// Micro-batches' gradients are summed, then one update runs by itself.
-		if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
+		if t.step, err = NewTrainStepWith(t.Model, t.Adapter, cfg.Batch, cfg.Seq, StepOptions{Recompute: cfg.Recompute, LossScaled: scaled}); err != nil {
 			return nil, err
 		}
 		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
 			return nil, err
 		}
-	} else if t.step, err = NewTrainStep(t.Model, t.Adapter, cfg.Batch, cfg.Seq, cfg.Recompute, t.opt); err != nil {
+	} else if t.step, err = NewTrainStepWith(t.Model, t.Adapter, cfg.Batch, cfg.Seq, StepOptions{Recompute: cfg.Recompute, Optimizer: t.opt, LossScaled: scaled}); err != nil {
 		// One submission a step: the update is part of the step's program.
 		return nil, err
 	}
@@ -289,6 +319,12 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		}
 		if err := t.batcher.Seek(ck.State.Data); err != nil {
 			return nil, fmt.Errorf("resume: %w", err)
+		}
+		if scaled && ck.State.LossScale == nil {
+			return nil, fmt.Errorf("resume: %s was trained without loss scaling", ck.Dir)
+		}
+		if !scaled {
+			ck.State.LossScale = nil
 		}
 		t.state = ck.State
 		t.resumedAt = ck.State.Step
@@ -384,12 +420,25 @@ func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
 // finite is left out; if all are, or the gradient norm is not finite, the step is skipped and the
 // weights are not touched. With one micro-batch the step is one submission (forward, backward and
 // update) and one read; the skip is decided on the device.
+//
+// With loss scaling, a skipped step halves the scale and GrowthInterval clean ones double it.
 func (t *Trainer) Step() (StepMetrics, error) {
+	m, err := t.step1()
+	if ls := t.state.LossScale; err == nil && ls != nil {
+		ls.Update(m.Skipped)
+	}
+	return m, err
+}
+
+func (t *Trainer) step1() (StepMetrics, error) {
 	if t.dp != nil {
 		return t.parallelStep()
 	}
 	if t.acc == nil {
 		return t.fusedStep()
+	}
+	if err := t.applyLossScale(); err != nil {
+		return StepMetrics{}, err
 	}
 	var meter LossMeter
 	t.acc.Reset()
@@ -423,12 +472,24 @@ func (t *Trainer) Step() (StepMetrics, error) {
 		return m, nil
 	}
 	m.Loss = meter.Mean()
-	info, err := t.opt.Step(t.acc.Grads(), float32(m.LR), 1/float32(t.acc.Count()))
+	unscale := 1 / float32(t.acc.Count())
+	if ls := t.state.LossScale; ls != nil {
+		unscale /= float32(ls.Scale)
+	}
+	info, err := t.opt.Step(t.acc.Grads(), float32(m.LR), unscale)
 	if err != nil {
 		return m, err
 	}
 	m.GradNorm, m.Skipped = info.GradNorm, info.Skipped
 	return m, nil
+}
+
+// applyLossScale gives the step program the current loss scale (loss scaling only).
+func (t *Trainer) applyLossScale() error {
+	if ls := t.state.LossScale; ls != nil {
+		return t.step.SetLossScale(float32(ls.Scale))
+	}
+	return nil
 }
 
 // beginStep counts a step of tokens at learning rate lr and returns its metrics so far.
@@ -447,6 +508,9 @@ func (t *Trainer) fusedStep() (StepMetrics, error) {
 	lr := t.sched.LR(t.opt.StepCount(), t.Cfg.LR)
 	var loss float64
 	var info StepInfo
+	if err := t.applyLossScale(); err != nil {
+		return StepMetrics{}, err
+	}
 	if b.Tokens > 0 {
 		var err error
 		if loss, info, err = t.step.Update(b, seed, float32(lr)); err != nil {
@@ -539,7 +603,11 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		m.TokensPerS = float64(runTokens) / time.Since(start).Seconds()
 		if m.Skipped {
 			res.SkippedSteps++
-			fmt.Fprintf(orDiscard(progress), "step %d skipped: non-finite loss or gradient\n", m.Step)
+			msg := ""
+			if ls := t.state.LossScale; ls != nil {
+				msg = fmt.Sprintf(" (loss scale now %g)", ls.Scale)
+			}
+			fmt.Fprintf(orDiscard(progress), "step %d skipped: non-finite loss or gradient%s\n", m.Step, msg)
 		}
 		t.state.LossHistory = append(t.state.LossHistory, LossPoint{Step: m.Step, Loss: m.Loss})
 		if math.IsNaN(res.LossStart) && !math.IsNaN(m.Loss) {
@@ -573,6 +641,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	res.LossEnd = lastLoss(t.state.LossHistory)
 	res.Communication = t.communication()
+	if ls := t.state.LossScale; ls != nil {
+		res.LossScale = ls.Scale
+	}
 	if math.IsNaN(res.LossEnd) || math.IsNaN(res.LossStart) {
 		return res, fmt.Errorf("train: every step was skipped: the loss is not finite (lower --lr, or check the data)")
 	}

@@ -142,6 +142,9 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
+	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "activations: f32 (f16 and bf16 need 16-bit activation kernels, which no backend has yet)")
+	f.Float64Var(&cfg.LossScale, "loss-scale", cfg.LossScale, "dynamic loss scaling from this scale (a power of two; 0: off)")
+	f.IntVar(&cfg.LossScaleGrowth, "loss-scale-growth", cfg.LossScaleGrowth, "clean steps before the loss scale doubles (0: 2000)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	return cmd

@@ -122,9 +122,10 @@ func (b *buffer) bytes() []byte {
 // Device describes the CPU.
 func (b *Backend) Device() engine.DeviceInfo { return b.info }
 
-// Caps reports the CPU's capabilities: everything is f32 arithmetic in Go.
+// Caps reports the CPU's capabilities: everything is f32 arithmetic in Go; 16-bit weights are
+// widened a tile at a time inside the kernels that read them.
 func (b *Backend) Caps() engine.Caps {
-	return engine.Caps{MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
+	return engine.Caps{Weights16: true, MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
 		MatMul: [3]int{gemm.MR, gemm.NR, gemm.KC}, Group: 64, Reduce: kernels.ReduceChunk, RowChunk: 1,
 		AttentionQ: fastAttentionQueries, AttentionKV: 16, DecodeQueries: fastAttentionQueries - 1,
 	}}
@@ -167,7 +168,7 @@ func (b *Backend) Close() error { return nil }
 // Supports accepts every op of the engine package.
 func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 	switch op.(type) {
-	case engine.MatMul, engine.QMatMul, engine.LoRA, engine.LoRABackward, engine.ScaleCols, engine.DivSqrt,
+	case engine.MatMul, engine.QMatMul, engine.MatMul16, engine.Embedding16, engine.LoRA, engine.LoRABackward, engine.ScaleCols, engine.DivSqrt,
 		engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward, engine.RoPE, engine.Attention,
 		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
@@ -278,6 +279,11 @@ func run(l engine.Launch) error {
 		q := op.Quant
 		code := q.Code()
 		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, f32(out[0]))
+	case engine.MatMul16:
+		w := in[1].Meta.Shape
+		gemm.MatMul16(op.TransW, in[0].Meta.Shape.Rows(), w[0], w[1], f32(in[0]), u16(in[1]), in[1].Meta.DType == engine.BF16, 0, f32(out[0]))
+	case engine.Embedding16:
+		return embedding16(f32(out[0]), u16(in[0]), in[0].Meta, i32(in[1]))
 	case engine.Dequantize4:
 		dequantize4(f32(out[0]), u8(in[0]), f32(in[1]), &op.Quant)
 	case engine.LoRA:
@@ -506,6 +512,20 @@ func dequantize4(w []float32, packed []byte, absmax []float32, q *engine.QuantSp
 	}
 }
 
+// embedding16 gathers rows of a 16-bit table, widened; an id outside [0, vocab) is an error.
+func embedding16(y []float32, table []uint16, m engine.Meta, ids []int32) error {
+	vocab, dim := m.Shape[0], m.Shape[1]
+	for t, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			return fmt.Errorf("embedding: token id %d at position %d is out of range [0, %d)", id, t, vocab)
+		}
+	}
+	for t, id := range ids {
+		gemm.Widen(y[t*dim:(t+1)*dim], table[int(id)*dim:(int(id)+1)*dim], m.DType == engine.BF16)
+	}
+	return nil
+}
+
 // gather is Embedding with Pad: rows of pad for negative ids; an id ≥ vocab is an error.
 func gather(y, table []float32, ids []int32, vocab, dim int, pad float32) error {
 	for t, id := range ids {
@@ -622,6 +642,8 @@ func loraForward(op engine.LoRA, in, out []engine.Arg) {
 		q := op.Quant
 		code := q.Code()
 		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, y)
+	} else if w := in[1]; engine.IsHalf(w.Meta.DType) {
+		gemm.MatMul16(false, rows, dout, din, x, u16(w), w.Meta.DType == engine.BF16, 0, y)
 	} else {
 		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
 	}
@@ -649,6 +671,8 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 				q := op.Quant
 				code := q.Code()
 				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &code, 0, dx)
+			} else if w := fwd[1]; engine.IsHalf(w.Meta.DType) {
+				gemm.MatMul16(true, rows, dout, din, dy, u16(w), w.Meta.DType == engine.BF16, 0, dx)
 			} else {
 				gemm.Sgemm(false, false, rows, din, dout, 1, dy, dout, f32(fwd[1]), din, 0, dx, din)
 			}

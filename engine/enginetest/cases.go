@@ -1,11 +1,15 @@
 package enginetest
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 
+	"github.com/x448/float16"
+
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/internal/half"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -71,6 +75,58 @@ func (b *builder) quant4(n, k, blocksize int, typ quant.Type) (packed, absmax *e
 	return packed, absmax, engine.QuantSpec{Type: typ, Blocksize: blocksize, N: n, K: k}
 }
 
+// half adds a frozen 16-bit (f16 or bf16) weight, normal with the given scale, rounded to the type.
+func (b *builder) half(dt engine.DType, shape engine.Shape, scale float64) *engine.Node {
+	n := b.g.Input(leafName(len(b.leaves)), dt, shape)
+	raw := make([]byte, 2*shape.Numel())
+	for i := 0; i < shape.Numel(); i++ {
+		v := float32(b.r.NormFloat64() * scale)
+		h := float16.Fromfloat32(v).Bits()
+		if dt == engine.BF16 {
+			h = half.BF16(v)
+		}
+		binary.LittleEndian.PutUint16(raw[2*i:], h)
+	}
+	b.leaves = append(b.leaves, Leaf{Node: n, U8: raw})
+	return n
+}
+
+var halves = []engine.DType{engine.F16, engine.BF16}
+
+// halfCases check the ops that read frozen 16-bit weights (MatMul16, Embedding16, LoRA and its
+// backward over a 16-bit W) in both types, few rows (the GEMV) and many, forward and transposed.
+func halfCases() []Case {
+	const tol = 1e-4
+	var cs []Case
+	for _, dt := range halves {
+		cs = append(cs,
+			c("matmul16/gemv/"+dt.String(), tol, func(b *builder) []*engine.Node {
+				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{1, 131}, 1), b.half(dt, engine.Shape{77, 131}, 1), false, true)}
+			}),
+			c("matmul16/gemm/"+dt.String(), tol, func(b *builder) []*engine.Node {
+				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{3, 13, 53}, 1), b.half(dt, engine.Shape{29, 53}, 1), false, true)}
+			}),
+			c("matmul16/transposed/"+dt.String(), tol, func(b *builder) []*engine.Node {
+				w := b.half(dt, engine.Shape{29, 53}, 1)
+				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{37, 29}, 1), w, false, false), b.g.MatMul(b.f32(engine.Shape{1, 29}, 1), w, false, false)}
+			}),
+			c("embedding16/"+dt.String(), 0, func(b *builder) []*engine.Node {
+				return []*engine.Node{b.g.Embedding(b.half(dt, engine.Shape{13, 37}, 1), b.i32([]int32{4, 0, 12, 4, 7}))}
+			}),
+			c("lora/"+dt.String(), tol, func(b *builder) []*engine.Node {
+				return b.g.Apply(engine.LoRA{Scale: 1.5, Dropout: 0.2, Salt: 9}, b.f32(engine.Shape{11, 41}, 1), b.half(dt, engine.Shape{23, 41}, 0.5),
+					b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.i32([]int32{4242}))[:2]
+			}),
+			c("lora_backward/"+dt.String(), tol, func(b *builder) []*engine.Node {
+				dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
+				w, a, bb, xa := b.half(dt, engine.Shape{23, 41}, 0.5), b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.f32(engine.Shape{11, 5}, 1)
+				return b.g.Apply(engine.LoRABackward{Scale: 1.5, NeedX: true, NeedA: true, NeedB: true}, dy, x, w, a, bb, xa)[:3]
+			}),
+		)
+	}
+	return cs
+}
+
 func leafName(i int) string { return "in" + string(rune('a'+i%26)) + string(rune('0'+i/26)) }
 
 // nf4 is the type QLoRA uses.
@@ -104,7 +160,7 @@ func around(t int) []int {
 // then on shapes at the edges of the backend's tiles, the partial gradients, the KV cache, the
 // adapter pool and shapes over many tiles.
 func Cases(tiles engine.Tiles) []Case {
-	cs := OpCases()
+	cs := append(OpCases(), halfCases()...)
 	cs = append(cs, TileCases(tiles)...)
 	cs = append(cs, PartialGradCases()...)
 	cs = append(cs, CacheCases()...)
@@ -142,6 +198,17 @@ func TileCases(t engine.Tiles) []Case {
 	for _, tr := range transposes {
 		for _, s := range shapes {
 			cs = append(cs, matmulCase(fmt.Sprintf("tiles/matmul/%s/%dx%dx%d", trName(tr), s[0], s[1], s[2]), tr, s[0], s[1], s[2]))
+		}
+	}
+	for _, s := range shapes[2:5] {
+		for _, transW := range []bool{false, true} {
+			cs = append(cs, c(fmt.Sprintf("tiles/matmul16/transW=%v/%dx%dx%d", transW, s[0], s[1], s[2]), 1e-4, func(b *builder) []*engine.Node {
+				m, n, k := s[0], s[1], s[2]
+				if transW {
+					return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, n}, 1), b.half(engine.BF16, engine.Shape{n, k}, 1), false, false)}
+				}
+				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, k}, 1), b.half(engine.F16, engine.Shape{n, k}, 1), false, true)}
+			}))
 		}
 	}
 	for _, n := range around(max(t.Group, 1)) {

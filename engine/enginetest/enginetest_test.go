@@ -3,6 +3,7 @@ package enginetest_test
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -266,4 +267,44 @@ func BenchmarkLoRADropoutStep(b *testing.B) {
 			}
 		})
 	}
+}
+
+// noHalf is the CPU backend with Caps.Weights16 off: a backend (WebGPU today) whose Supports
+// accepts LoRA but whose kernels read f32 weights only.
+type noHalf struct{ engine.Backend }
+
+func (n noHalf) Caps() engine.Caps {
+	c := n.Backend.Caps()
+	c.Weights16 = false
+	return c
+}
+
+// A backend without Weights16 gets every op that reads a 16-bit weight decomposed (the weight cast
+// to f32, then the f32 op), even ops its Supports accepts, and computes what the CPU's 16-bit
+// kernels compute: the fast paths against the plain ones.
+func TestWeights16OffDecomposes(t *testing.T) {
+	b := noHalf{cpu.New()}
+	n := 0
+	for _, c := range enginetest.Cases(b.Caps().Tiles) {
+		if strings.Contains(c.Name, "16") && (strings.Contains(c.Name, "matmul16") || strings.Contains(c.Name, "embedding16") || strings.HasSuffix(c.Name, "f16")) {
+			require.NoError(t, enginetest.Verify(c, b, cpu.New()), c.Name)
+			n++
+		}
+	}
+	require.GreaterOrEqual(t, n, 10)
+	for _, c := range enginetest.GradCases() {
+		if strings.Contains(c.Name, "16") {
+			require.NoError(t, enginetest.VerifyGrad(c, b), c.Name)
+		}
+	}
+	g := engine.NewGraph()
+	x := g.Input("x", engine.F32, engine.Shape{3, 4})
+	w := g.Input("w", engine.BF16, engine.Shape{5, 4})
+	y := g.LoRA(x, w, g.Input("a", engine.F32, engine.Shape{2, 4}), g.Input("b", engine.F32, engine.Shape{5, 2}), 1)
+	p, err := engine.Compile(g, b, []*engine.Node{y}, engine.CompileOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 6, p.Launches(), "cast, x·Wᵀ, x·Aᵀ, (x·Aᵀ)·Bᵀ, scale, add")
+	p, err = engine.Compile(g, cpu.New(), []*engine.Node{y}, engine.CompileOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, p.Launches())
 }

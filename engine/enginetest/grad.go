@@ -62,6 +62,16 @@ func GradCases() []GradCase {
 			p, a, q := b.quant4(7, 33, 32, nf4)
 			return b.g.Apply(engine.LoRA{Scale: 0.7, Quant: &q, Dropout: 0.2, Salt: 5}, x, p, a, b.param(engine.Shape{3, 33}, 0.5), b.param(engine.Shape{7, 3}, 0.5), b.i32([]int32{3}))[:1]
 		}),
+		gc("matmul16/f16", func(b *builder) []*engine.Node {
+			return []*engine.Node{b.g.MatMul(b.param(engine.Shape{5, 33}, 1), b.half(engine.F16, engine.Shape{7, 33}, 1), false, true)}
+		}),
+		gc("matmul16/bf16_transposed", func(b *builder) []*engine.Node {
+			return []*engine.Node{b.g.MatMul(b.param(engine.Shape{5, 7}, 1), b.half(engine.BF16, engine.Shape{7, 33}, 1), false, false)}
+		}),
+		gc("lora/bf16", func(b *builder) []*engine.Node {
+			return b.g.Apply(engine.LoRA{Scale: 1.5}, b.param(engine.Shape{5, 11}, 1), b.half(engine.BF16, engine.Shape{7, 11}, 0.5),
+				b.param(engine.Shape{3, 11}, 0.5), b.param(engine.Shape{7, 3}, 0.5))[:1]
+		}),
 		gc("scale_cols", func(b *builder) []*engine.Node {
 			return []*engine.Node{b.g.ScaleCols(b.param(engine.Shape{5, 9}, 1), b.param(engine.Shape{9}, 1))}
 		}),

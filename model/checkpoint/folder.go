@@ -189,6 +189,20 @@ func (c *Checkpoint) Tensor(name string) (Tensor, bool) {
 	return t, ok
 }
 
+// Drop says the named tensor will not be read again soon: its pages leave the resident set (see
+// File.Drop).
+func (c *Checkpoint) Drop(name string) {
+	path, ok := c.origin[name]
+	if !ok {
+		return
+	}
+	for _, f := range c.files {
+		if f.Path == path {
+			f.Drop(name)
+		}
+	}
+}
+
 // Float32 returns the named F32, F16 or BF16 tensor converted to float32, and its shape.
 func (c *Checkpoint) Float32(name string) ([]float32, []int, error) {
 	t, ok := c.tensors[name]

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"unsafe"
 
 	"github.com/nlpodyssey/safetensors"
 	"github.com/x448/float16"
@@ -176,6 +177,23 @@ func (sf *File) Names() []string { return sf.names }
 func (sf *File) Tensor(name string) (Tensor, bool) {
 	t, ok := sf.tensors[name]
 	return t, ok
+}
+
+// Drop says the named tensor's bytes will not be read again soon: the pages that hold them leave
+// the process's resident set (MADV_DONTNEED on the read-only shared map; the kernel keeps them in
+// its page cache, and a later read maps them back in). A loader that reads one tensor at a time
+// drops each after use, so the mapped checkpoint never counts whole against its peak memory.
+func (sf *File) Drop(name string) {
+	t, ok := sf.tensors[name]
+	if !ok || len(t.Data) == 0 || sf.mem == nil {
+		return
+	}
+	page := uintptr(os.Getpagesize())
+	base := uintptr(unsafe.Pointer(&sf.mem[0]))
+	off := uintptr(unsafe.Pointer(&t.Data[0])) - base
+	lo, hi := off/page*page, off+uintptr(len(t.Data))
+	// A failed hint changes nothing but the resident set: ignore it.
+	_ = unix.Madvise(sf.mem[lo:hi], unix.MADV_DONTNEED)
 }
 
 // Size returns the file's size in bytes.

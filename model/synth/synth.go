@@ -185,14 +185,15 @@ func Write(dir string, o Options) (Result, error) {
 	if err := checkpoint.WriteSafetensors(filepath.Join(dir, checkpoint.WeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {
 		return Result{}, fmt.Errorf("init model: %w", err)
 	}
-	if err := writeTokenizer(dir, vocab); err != nil {
+	if err := WriteTokenizer(dir, vocab); err != nil {
 		return Result{}, fmt.Errorf("init model: %w", err)
 	}
 	return Result{Dir: dir, Preset: p.Name, Seed: o.Seed, Params: params, DType: o.DType}, nil
 }
 
-// writeTokenizer trains the tokenizer (at most vocab tokens) and writes its two files.
-func writeTokenizer(dir string, vocab int) error {
+// WriteTokenizer writes the synthetic byte-level BPE tokenizer (at most vocab tokens, learned from
+// the synthetic corpus) and its tokenizer_config.json into dir.
+func WriteTokenizer(dir string, vocab int) error {
 	tj, err := tokenizer.TrainByteLevelBPE(corpusForTokenizer(), vocab, specialTokens)
 	if err != nil {
 		return err

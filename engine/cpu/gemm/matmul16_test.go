@@ -1,0 +1,206 @@
+package gemm
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/x448/float16"
+)
+
+// withF16C runs f with the assembly widening on, then off (the Go conversion).
+func withF16C(t *testing.T, f func(t *testing.T)) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("f16c=%v", fast), func(t *testing.T) {
+			if fast && !useF16C {
+				requireAVX2(t) // fails under LATHE_REQUIRE_AVX2=1, else skips
+				if !useF16C {
+					t.Skip("no F16C on this CPU")
+				}
+			}
+			defer func(v bool) { useF16C = v }(useF16C)
+			useF16C = fast
+			f(t)
+		})
+	}
+}
+
+// rand16 draws n weights of scale about 1 (normal, so their exponents vary) stored in 16 bits, and
+// returns them widened exactly as float64.
+func rand16(r *rand.Rand, n int, bf bool) ([]uint16, []float64) {
+	w, wide := make([]uint16, n), make([]float64, n)
+	for i := range w {
+		v := float32(r.NormFloat64())
+		if bf {
+			w[i] = uint16(math.Float32bits(v) >> 16)
+			wide[i] = float64(math.Float32frombits(uint32(w[i]) << 16))
+		} else {
+			w[i] = float16.Fromfloat32(v).Bits()
+			wide[i] = float64(float16.Frombits(w[i]).Float32())
+		}
+	}
+	return w, wide
+}
+
+// Every 16-bit pattern widens to the value the format defines, in the assembly and in Go, at every
+// length (the 8-wide groups and the tail).
+func TestWiden(t *testing.T) {
+	withF16C(t, func(t *testing.T) {
+		src := make([]uint16, 1<<16)
+		for i := range src {
+			src[i] = uint16(i)
+		}
+		for _, bf := range []bool{false, true} {
+			dst := make([]float32, len(src))
+			Widen(dst, src, bf)
+			for i, h := range src {
+				var want float32
+				if bf {
+					want = math.Float32frombits(uint32(h) << 16)
+				} else {
+					want = float16.Frombits(h).Float32()
+				}
+				if want != want {
+					require.True(t, dst[i] != dst[i], "bf=%v %04x: want NaN, got %v", bf, h, dst[i])
+					continue
+				}
+				require.Equal(t, math.Float32bits(want), math.Float32bits(dst[i]), "bf=%v %04x", bf, h)
+			}
+			for l := 0; l < 40; l++ {
+				part := make([]float32, l)
+				Widen(part, src[0x3c00:], bf)
+				require.Equal(t, dst[0x3c00:0x3c00+l], part, "bf=%v length %d", bf, l)
+			}
+		}
+	})
+}
+
+func TestMatMul16AgainstFloat64(t *testing.T) {
+	withAVX2(t, func(t *testing.T) {
+		withF16C(t, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(21, 22))
+			for _, bf := range []bool{false, true} {
+				// n and k below, at and above the micro-tile (16), the panel (256) and odd.
+				for _, dims := range [][2]int{{37, 53}, {16, 16}, {129, 31}, {5, 301}, {300, 257}, {17, 8}} {
+					n, k := dims[0], dims[1]
+					w, wide := rand16(r, n*k, bf)
+					for _, m := range []int{1, 2, 3, smallM16, smallM16 + 1, 7, 13} {
+						for _, transW := range []bool{false, true} {
+							checkMatMul16(t, r, bf, transW, m, n, k, w, wide)
+						}
+					}
+				}
+			}
+		})
+	})
+}
+
+func checkMatMul16(t *testing.T, r *rand.Rand, bf, transW bool, m, n, k int, w []uint16, wide []float64) {
+	t.Helper()
+	in, out := k, n
+	if transW {
+		in, out = n, k
+	}
+	x := randn(r, m*in)
+	y := randn(r, m*out)
+	beta := float32(0)
+	if (m+in)%2 == 1 {
+		beta = 0.5
+	} else {
+		for i := range y {
+			y[i] = float32(math.NaN()) // beta 0: y must not be read
+		}
+	}
+	y0 := append([]float32(nil), y...)
+	MatMul16(transW, m, n, k, x, w, bf, beta, y)
+	for i := 0; i < m; i++ {
+		for o := 0; o < out; o++ {
+			s, g := 0.0, 0.0
+			for c := 0; c < in; c++ {
+				var wv float64
+				if transW {
+					wv = wide[c*k+o]
+				} else {
+					wv = wide[o*k+c]
+				}
+				s += float64(x[i*in+c]) * wv
+				g += math.Abs(float64(x[i*in+c]) * wv)
+			}
+			if beta != 0 {
+				s += float64(beta) * float64(y0[i*out+o])
+				g += math.Abs(float64(beta) * float64(y0[i*out+o]))
+			}
+			got := float64(y[i*out+o])
+			tol := 2e-7*g*math.Sqrt(float64(in)+1) + 1e-6
+			if math.IsNaN(got) || math.Abs(got-s) > tol {
+				t.Fatalf("MatMul16(bf=%v, transW=%v, m=%d, n=%d, k=%d, β=%v) y[%d,%d] = %v, want %v (tol %g)", bf, transW, m, n, k, beta, i, o, got, s, tol)
+			}
+		}
+	}
+}
+
+// The fast path (16-bit W widened a tile at a time) against the plain one (all of W widened to
+// float32, then Sgemm) on shapes that are not tile multiples, on both sides of smallM16.
+func TestMatMul16FastMatchesPlain(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	const n, k = 70, 263
+	for _, bf := range []bool{false, true} {
+		w, _ := rand16(r, n*k, bf)
+		wf := make([]float32, n*k)
+		Widen(wf, w, bf)
+		for _, m := range []int{1, 3, smallM16, smallM16 + 1, 9, 31} {
+			for _, transW := range []bool{false, true} {
+				in, out := k, n
+				if transW {
+					in, out = n, k
+				}
+				x := randn(r, m*in)
+				got, want := make([]float32, m*out), make([]float32, m*out)
+				MatMul16(transW, m, n, k, x, w, bf, 0, got)
+				Sgemm(false, !transW, m, out, in, 1, x, in, wf, k, 0, want, out)
+				for i := range got {
+					require.InDelta(t, want[i], got[i], 1e-5*(1+math.Abs(float64(want[i]))), "bf=%v transW=%v m=%d [%d]", bf, transW, m, i)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkMatMul16: the 16-bit product beside Sgemm on a float32 copy of the same weights (the
+// memory the 16-bit path saves), interleaved in one run: MatMul16/{f16,bf16,f32}/shape=m×n×k/layer.
+func BenchmarkMatMul16(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, l := range layers {
+		w, _ := rand16(r, l.out*l.in, false)
+		wb, _ := rand16(r, l.out*l.in, true)
+		wf := make([]float32, l.out*l.in)
+		Widen(wf, w, false)
+		for _, m := range tokens {
+			x := randn(r, m*l.in)
+			y := make([]float32, m*l.out)
+			flops := 2 * float64(m) * float64(l.out) * float64(l.in)
+			shape := fmt.Sprintf("shape=%dx%dx%d/%s", m, l.out, l.in, l.name)
+			io := 4 * float64(m*(l.in+l.out))
+			b.Run("f16/"+shape, func(b *testing.B) {
+				for b.Loop() {
+					MatMul16(false, m, l.out, l.in, x, w, false, 0, y)
+				}
+				report(b, flops, 2*float64(len(w))+io)
+			})
+			b.Run("bf16/"+shape, func(b *testing.B) {
+				for b.Loop() {
+					MatMul16(false, m, l.out, l.in, x, wb, true, 0, y)
+				}
+				report(b, flops, 2*float64(len(w))+io)
+			})
+			b.Run("f32/"+shape, func(b *testing.B) {
+				for b.Loop() {
+					Sgemm(false, true, m, l.out, l.in, 1, x, l.in, wf, l.in, 0, y, l.out)
+				}
+				report(b, flops, 4*float64(len(wf))+io)
+			})
+		}
+	}
+}
