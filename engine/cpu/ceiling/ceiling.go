@@ -47,7 +47,7 @@ func FMAPeak(unit Unit, threads int, d time.Duration) float64 {
 		return 0
 	}
 	one := func() { fmaLoop(unit, fmaIter) }
-	one() // warm: the first wide instructions may run at a lower clock until the unit powers up
+	one()                                                                    // warm: the first wide instructions may run at a lower clock until the unit powers up
 	flopsPerRound := float64(threads * 2 * fmaAccs * unit.Lanes() * fmaIter) // one call on each goroutine
 	best := 0.0
 	for _, sec := range rounds(threads, d, one) {
