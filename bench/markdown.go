@@ -45,12 +45,20 @@ func (r *Report) Markdown() string {
 		}
 		c := be.Ceilings
 		if c.Valid() {
-			w("Roofline: bandwidth **%.1f GB/s** (%s, median %s), compute **%.1f GFLOP/s** (%s, median %s); ridge at %.1f flop/byte.",
-				c.Bandwidth/1e9, c.BandwidthKernel, fmtDur(c.BandwidthTime.Median), c.PeakFLOPS/1e9, c.MatmulKernel, fmtDur(c.MatmulTime.Median), c.Ridge())
-			if be.Replicas > 1 {
-				w(" Each timed submission runs a kernel %d times; times are per kernel.", be.Replicas)
+			if c.CPU != nil {
+				w("Roofline: bandwidth **%.1f GB/s** (streaming read, all threads), compute **%.1f GFLOP/s** (FMA peak, all threads); ridge at %.1f flop/byte. %s\n\n",
+					c.Bandwidth/1e9, c.PeakFLOPS/1e9, c.Ridge(), c.CPU.describe())
+				w("Against them, lathe's %s: %.1f GFLOP/s (%.0f%% of the FMA peak, median %s); its %s: %.1f GB/s (%.0f%% of the streaming read, median %s).\n\n",
+					c.MatmulKernel, c.MatmulFLOPS/1e9, 100*c.MatmulFLOPS/c.PeakFLOPS, fmtDur(c.MatmulTime.Median),
+					c.BandwidthKernel, c.ScaleBandwidth/1e9, 100*c.ScaleBandwidth/c.Bandwidth, fmtDur(c.BandwidthTime.Median))
+			} else {
+				w("Roofline: bandwidth **%.1f GB/s** (%s, median %s), compute **%.1f GFLOP/s** (%s, median %s); ridge at %.1f flop/byte.",
+					c.Bandwidth/1e9, c.BandwidthKernel, fmtDur(c.BandwidthTime.Median), c.PeakFLOPS/1e9, c.MatmulKernel, fmtDur(c.MatmulTime.Median), c.Ridge())
+				if be.Replicas > 1 {
+					w(" Each timed submission runs a kernel %d times; times are per kernel.", be.Replicas)
+				}
+				w("\n\n")
 			}
-			w("\n\n")
 		}
 		if len(be.Kernels) > 0 {
 			w("Median and min–max are wall clock (submission, run and wait); \"gpu\" is the kernels' time measured by the device's timestamps, where it has them.\n\n")

@@ -52,11 +52,17 @@ func (b BackendReport) Label() string {
 // Ceilings are the measured roofline of a device and how they were measured.
 type Ceilings struct {
 	Roofline
-	// BandwidthKernel and MatmulKernel describe the measurements ("scale f32 64 MiB").
-	BandwidthKernel string `json:"bandwidth_kernel"`
-	BandwidthTime   Stats  `json:"bandwidth_time"`
-	MatmulKernel    string `json:"matmul_kernel"`
-	MatmulTime      Stats  `json:"matmul_time"`
+	// BandwidthKernel and MatmulKernel describe lathe's own ceiling kernels ("scale f32 64 MiB"),
+	// ScaleBandwidth and MatmulFLOPS their rates. They are the roofline of a GPU; the CPU's roofline
+	// is its own limits (CPU), against which they are reported.
+	BandwidthKernel string  `json:"bandwidth_kernel"`
+	BandwidthTime   Stats   `json:"bandwidth_time"`
+	ScaleBandwidth  float64 `json:"scale_bandwidth"`
+	MatmulKernel    string  `json:"matmul_kernel"`
+	MatmulTime      Stats   `json:"matmul_time"`
+	MatmulFLOPS     float64 `json:"matmul_flops"`
+	// CPU holds the CPU's own ceilings (cpu backend only).
+	CPU *CPUCeilings `json:"cpu,omitempty"`
 }
 
 // KernelResult is one kernel case's figures. Times are per kernel execution, in seconds.

@@ -138,7 +138,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	startLoad := loadAvg()
 	rep.Notes = append(rep.Notes,
 		"Times are wall clock around Program.Run plus a 4-byte read of the last output (which waits for the submission): the wgpu binding exposes no timestamp period, so GPU timestamp queries cannot be turned into seconds.",
-		"Bandwidth ceiling: an f32 Scale over a large buffer, counting bytes read plus written. Compute ceiling: lathe's f32 MatMul on a large square matrix. Each is measured before and after the kernels and the better figure kept. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
+		"GPU ceilings: an f32 Scale over a large buffer (bytes read plus written) and lathe's f32 MatMul on a large square matrix. CPU ceilings are the CPU's own, with no lathe kernel involved: an FMA loop on independent accumulators at the widest vector width on all threads, and a streaming read with vector loads on all threads; lathe's scale and matmul are reported against them. Each is measured before and after the kernels and the better figure kept. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
 		"NF4 kernels move 4.5 bits a weight (packed nibbles plus f32 block scales, blocksize 64); LoRA kernels use an NF4 base (QLoRA), rank 16, scale 2.")
 	kctx := ctx
 	if o.Budget > 0 {
@@ -221,7 +221,8 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 	if err != nil {
 		fail("ceilings: %v", err)
 	} else {
-		fmt.Fprintf(o.Log, "  ceilings: %.1f GB/s, %.1f GFLOP/s\n", br.Ceilings.Bandwidth/1e9, br.Ceilings.PeakFLOPS/1e9)
+		fmt.Fprintf(o.Log, "  ceilings: %.1f GB/s, %.1f GFLOP/s (lathe's scale %.1f GB/s, matmul %.1f GFLOP/s)\n", br.Ceilings.Bandwidth/1e9, br.Ceilings.PeakFLOPS/1e9,
+			br.Ceilings.ScaleBandwidth/1e9, br.Ceilings.MatmulFLOPS/1e9)
 	}
 	done := map[string]string{} // kernel/dims → ID measured
 	var cases []Case
@@ -303,22 +304,29 @@ func (k *KernelResult) fill(rl Roofline) {
 	k.Roofline = rl.Fraction(k.Flops, k.Bytes, k.Time.Median)
 }
 
-// bestCeilings keeps the higher bandwidth and the higher compute rate of two measurements.
+// bestCeilings keeps the higher of each rate of two measurements, and the roofline they give.
 func bestCeilings(a, b Ceilings) Ceilings {
 	if !a.Valid() {
 		return b
 	}
-	if b.Bandwidth > a.Bandwidth {
-		a.Bandwidth, a.BandwidthTime = b.Bandwidth, b.BandwidthTime
+	if b.ScaleBandwidth > a.ScaleBandwidth {
+		a.ScaleBandwidth, a.BandwidthTime = b.ScaleBandwidth, b.BandwidthTime
 	}
-	if b.PeakFLOPS > a.PeakFLOPS {
-		a.PeakFLOPS, a.MatmulTime = b.PeakFLOPS, b.MatmulTime
+	if b.MatmulFLOPS > a.MatmulFLOPS {
+		a.MatmulFLOPS, a.MatmulTime = b.MatmulFLOPS, b.MatmulTime
 	}
+	if a.CPU != nil && b.CPU != nil {
+		c := bestCPU(*a.CPU, *b.CPU)
+		a.CPU, a.Roofline = &c, c.roofline()
+		return a
+	}
+	a.Roofline = Roofline{PeakFLOPS: max(a.PeakFLOPS, b.PeakFLOPS), Bandwidth: max(a.Bandwidth, b.Bandwidth)}
 	return a
 }
 
 // measureCeilings measures the bandwidth of a chain of f32 Scales over a large buffer and the
-// rate of a chain of square matmuls.
+// rate of a chain of square matmuls: a GPU's roofline. On the CPU backend it also measures the
+// CPU's own limits (measureCPUCeilings), which become the roofline.
 func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 	var c Ceilings
 	n, chain := s.BandwidthElems, max(s.Chain, 1)
@@ -357,7 +365,14 @@ func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 	}
 	c.MatmulKernel = fmt.Sprintf("matmul f32 %d×%d×%d, ×%d a submission", mn, mn, mn, chain)
 	c.MatmulTime = st
-	c.PeakFLOPS = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+	c.MatmulFLOPS = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+	c.ScaleBandwidth = c.Bandwidth
+	c.PeakFLOPS = c.MatmulFLOPS
+	if be.Device().Backend == "cpu" {
+		// Each probe runs for the budget of one repeat of a kernel (at least 50 ms).
+		cc := measureCPUCeilings(max(n, 1<<20), max(rp.Budget/4, 50*time.Millisecond))
+		c.CPU, c.Roofline = &cc, cc.roofline()
+	}
 	return c, nil
 }
 
