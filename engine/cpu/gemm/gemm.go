@@ -12,8 +12,10 @@
 // are absorbed by the packing, and MatMul4 plugs a dequantizing packer for B into the same driver.
 //
 // A few rows (decode) skip packing and stream B once: Sgemm with m = 1, or m ≤ 4 when op(B) = Bᵀ,
-// and MatMul4 with m ≤ 16. On amd64 with AVX2 and FMA (checked at run time) the inner loops are
-// assembly; elsewhere, or built with -tags purego, the same drivers run portable Go kernels.
+// and MatMul4 with m ≤ 16. On amd64 the inner loops are assembly, picked from CPUID at start-up:
+// AVX-512 (ZMM) where the CPU has it, else AVX2 and FMA, both keeping the same data layouts so the
+// drivers are shared (SetISA or LATHE_CPU_ISA selects a narrower path); elsewhere, or built with
+// -tags purego, the same drivers run portable Go kernels.
 package gemm
 
 import (
@@ -363,17 +365,21 @@ func packT(src []float32, ld, kcur, rows int, dst []float32) {
 // corner that exists (beta == 0: C is not read).
 func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
 	if useAVX2 {
+		kern := kern6x16
+		if useAVX512 {
+			kern = kern6x16AVX512
+		}
 		if rows == mr && cols == nr {
 			_ = a[k*mr-1]
 			_ = b[k*nr-1]
 			_ = c[(mr-1)*ldc+nr-1]
-			kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			kern(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 			return
 		}
 		var tile [mr * nr]float32
 		_ = a[k*mr-1]
 		_ = b[k*nr-1]
-		kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		kern(k, &a[0], &b[0], &tile[0], nr, 1, 0)
 		store(&tile, rows, cols, alpha, beta, c, ldc)
 		return
 	}

@@ -4,8 +4,30 @@ package gemm
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2 selects the assembly kernels; tests switch it off to check the Go ones on this machine.
-var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasAVX2 and hasAVX512 say what the CPU runs; useAVX2 and useAVX512 select the assembly kernels
+// (SetISA and tests switch them off to run the narrower or the Go ones on this machine). useAVX512
+// implies useAVX2: the AVX-512 path replaces some AVX2 kernels and shares the others.
+var (
+	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
+	useAVX2   = hasAVX2
+	useAVX512 = hasAVX512
+)
+
+// kern6x16AVX512 is kern6x16 with ZMM registers.
+//
+//go:noescape
+func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// gemv4AVX512 is gemv4AVX2 with ZMM registers (one VPERMPS per 16 codes).
+//
+//go:noescape
+func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32
+
+// dequant4AVX512 is dequant4AVX2 with ZMM registers.
+//
+//go:noescape
+func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
 
 // kern6x16 sets C[6×16] = alpha·Σ_p a[6p:6p+6] ⊗ b[16p:16p+16] + beta·C (row stride ldc; beta == 0:
 // C is not read). k ≥ 1.

@@ -1,0 +1,211 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX-512 kernels. They keep the AVX2 kernels' data layouts (packed 6×16 tiles, the permuted x of
+// the 4-bit GEMV), so the Go drivers are shared and only the inner loops differ.
+
+// func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// kern6x16 with ZMM registers: a row of the 16-wide B strip is one register, and each a value is
+// broadcast from memory inside its FMA. Two k steps per iteration go to two sets of six
+// accumulators (Z0-Z5 even steps, Z6-Z11 odd ones), so that each accumulator waits for its last FMA
+// only every other step (six FMAs a step are three cycles on two 512-bit pipes, less than the FMA
+// latency of four).
+TEXT ·kern6x16AVX512(SB), NOSPLIT, $0-48
+	MOVQ   k+0(FP), CX
+	MOVQ   a+8(FP), SI
+	MOVQ   b+16(FP), DI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   CX, R9
+	SHRQ   $1, CX
+	JZ     k512tail
+
+k512loop:
+	VMOVUPS          (DI), Z12
+	VMOVUPS          64(DI), Z13
+	VFMADD231PS.BCST (SI), Z12, Z0
+	VFMADD231PS.BCST 4(SI), Z12, Z1
+	VFMADD231PS.BCST 8(SI), Z12, Z2
+	VFMADD231PS.BCST 12(SI), Z12, Z3
+	VFMADD231PS.BCST 16(SI), Z12, Z4
+	VFMADD231PS.BCST 20(SI), Z12, Z5
+	VFMADD231PS.BCST 24(SI), Z13, Z6
+	VFMADD231PS.BCST 28(SI), Z13, Z7
+	VFMADD231PS.BCST 32(SI), Z13, Z8
+	VFMADD231PS.BCST 36(SI), Z13, Z9
+	VFMADD231PS.BCST 40(SI), Z13, Z10
+	VFMADD231PS.BCST 44(SI), Z13, Z11
+	ADDQ             $48, SI
+	ADDQ             $128, DI
+	DECQ             CX
+	JNZ              k512loop
+
+k512tail:
+	ANDQ             $1, R9
+	JZ               k512sum
+	VMOVUPS          (DI), Z12
+	VFMADD231PS.BCST (SI), Z12, Z0
+	VFMADD231PS.BCST 4(SI), Z12, Z1
+	VFMADD231PS.BCST 8(SI), Z12, Z2
+	VFMADD231PS.BCST 12(SI), Z12, Z3
+	VFMADD231PS.BCST 16(SI), Z12, Z4
+	VFMADD231PS.BCST 20(SI), Z12, Z5
+
+k512sum:
+	VADDPS       Z6, Z0, Z0
+	VADDPS       Z7, Z1, Z1
+	VADDPS       Z8, Z2, Z2
+	VADDPS       Z9, Z3, Z3
+	VADDPS       Z10, Z4, Z4
+	VADDPS       Z11, Z5, Z5
+	MOVQ         c+24(FP), DX
+	MOVQ         ldc+32(FP), R8
+	SHLQ         $2, R8
+	VBROADCASTSS alpha+40(FP), Z12
+	VMULPS       Z12, Z0, Z0
+	VMULPS       Z12, Z1, Z1
+	VMULPS       Z12, Z2, Z2
+	VMULPS       Z12, Z3, Z3
+	VMULPS       Z12, Z4, Z4
+	VMULPS       Z12, Z5, Z5
+	MOVL         beta+44(FP), AX
+	ANDL         $0x7fffffff, AX
+	JZ           k512store
+
+	VBROADCASTSS beta+44(FP), Z13
+	MOVQ         DX, BX
+	VFMADD231PS  (BX), Z13, Z0
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z1
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z2
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z3
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z4
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z5
+
+k512store:
+	VMOVUPS Z0, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z1, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z2, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z3, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z4, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z5, (DX)
+	VZEROUPPER
+	RET
+
+// func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32
+// gemv4AVX2 with ZMM registers, same arguments and layout. The 16-entry codebook is one register
+// and one VPERMPS looks up a whole group: VPERMPS on ZMM reads only the low four bits of each index,
+// so a byte's low nibble needs no mask and its high nibble only a shift. A group's 16 indexes are
+// [bytes >> 4, bytes] (its even elements, then its odd ones, as xp is permuted). Each block runs its
+// groups two at a time (16 bytes) into two accumulators, then adds them, scaled once, to the total.
+TEXT ·gemv4AVX512(SB), NOSPLIT, $0-60
+	MOVQ    n16+0(FP), CX
+	MOVQ    first+8(FP), R9
+	MOVQ    gpb+16(FP), R11
+	MOVQ    xp+24(FP), SI
+	MOVQ    w+32(FP), DI
+	MOVQ    scales+40(FP), BX
+	MOVQ    table+48(FP), AX
+	VMOVUPS (AX), Z14
+	VPXORD  Z0, Z0, Z0
+
+g5block:
+	// R10 = the groups of this block: min(R9, CX).
+	MOVQ    R9, R10
+	CMPQ    R10, CX
+	CMOVQGT CX, R10
+	SUBQ    R10, CX
+	VPXORD  Z1, Z1, Z1
+	VPXORD  Z2, Z2, Z2
+
+g5pair:
+	CMPQ         R10, $2
+	JLT          g5single
+	VPMOVZXBD    (DI), Z3              // 16 bytes, one a lane
+	VPSRLD       $4, Z3, Z4            // their high nibbles
+	VINSERTI64X4 $1, Y3, Z4, Z5        // group 0: [high of bytes 0-7, bytes 0-7]
+	VSHUFI32X4   $0xEE, Z3, Z4, Z6     // group 1: [high of bytes 8-15, bytes 8-15]
+	VPERMPS      Z14, Z5, Z5
+	VPERMPS      Z14, Z6, Z6
+	VFMADD231PS  (SI), Z5, Z1
+	VFMADD231PS  64(SI), Z6, Z2
+	ADDQ         $16, DI
+	ADDQ         $128, SI
+	SUBQ         $2, R10
+	JMP          g5pair
+
+g5single:
+	TESTQ        R10, R10
+	JZ           g5end
+	VPMOVZXBD    (DI), Y3
+	VPSRLD       $4, Y3, Y4
+	VINSERTI64X4 $1, Y3, Z4, Z5
+	VPERMPS      Z14, Z5, Z5
+	VFMADD231PS  (SI), Z5, Z1
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+
+g5end:
+	VADDPS       Z2, Z1, Z1
+	VBROADCASTSS (BX), Z3
+	VFMADD231PS  Z1, Z3, Z0
+	ADDQ         $4, BX
+	MOVQ         R11, R9
+	TESTQ        CX, CX
+	JNZ          g5block
+
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
+// dequant4AVX2 with ZMM registers: a group's 16 indexes are its bytes shifted right by 4
+// interleaved with the bytes themselves (VPERMPS reads only the low four bits), one lookup each.
+TEXT ·dequant4AVX512(SB), NOSPLIT, $0-40
+	MOVQ         n16+0(FP), CX
+	MOVQ         w+8(FP), SI
+	VBROADCASTSS scale+16(FP), Z13
+	MOVQ         table+24(FP), AX
+	MOVQ         dst+32(FP), DI
+	VMOVUPS      (AX), Z14
+
+dq5loop:
+	VMOVQ      (SI), X0
+	VPSRLW     $4, X0, X1
+	VPUNPCKLBW X0, X1, X2  // h0 b0 h1 b1 … in element order
+	VPMOVZXBD  X2, Z3
+	VPERMPS    Z14, Z3, Z3
+	VMULPS     Z13, Z3, Z3
+	VMOVUPS    Z3, (DI)
+	ADDQ       $8, SI
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        dq5loop
+	VZEROUPPER
+	RET
