@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
 func TestSummarizeKnownSamples(t *testing.T) {
@@ -267,6 +269,16 @@ func TestQuickRunCPU(t *testing.T) {
 		require.Positive(t, k.Time.Median)
 		require.Positive(t, k.GFLOPS)
 		require.Positive(t, k.Roofline)
+		require.Equal(t, string(gemm.CurrentISA()), k.ISA)
+		// The CPU kernels are measured on one thread too, and on the AVX2 path where the CPU is
+		// wider, in the same run.
+		if runtime.GOMAXPROCS(0) > 1 {
+			require.NotNil(t, k.Time1, k.ID)
+			require.Positive(t, k.Efficiency, k.ID)
+		}
+		if gemm.CurrentISA() == gemm.ISAAVX512 {
+			require.NotNil(t, k.AVX2Time, k.ID)
+		}
 	}
 	require.Len(t, be.E2E, 2, "batch 1 and batch 8")
 	for i, b := range []int{1, 8} {
@@ -286,6 +298,9 @@ func TestQuickRunCPU(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, strings.Contains(string(md), "| nf4_gemv | tiny |"), string(md))
 	require.Contains(t, string(md), "CPU ceilings (no lathe kernel involved)")
+	if runtime.GOMAXPROCS(0) > 1 {
+		require.Contains(t, string(md), "| kernel | model | shape | all threads | GB/s | 1 thread | parallel efficiency |")
+	}
 }
 
 func TestUnknownBackend(t *testing.T) {

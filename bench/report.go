@@ -61,6 +61,8 @@ type Ceilings struct {
 	MatmulKernel    string  `json:"matmul_kernel"`
 	MatmulTime      Stats   `json:"matmul_time"`
 	MatmulFLOPS     float64 `json:"matmul_flops"`
+	// MatmulFLOPSAVX2 is the same matmul on the AVX2 path (CPU with a wider unit only).
+	MatmulFLOPSAVX2 float64 `json:"matmul_flops_avx2,omitempty"`
 	// CPU holds the CPU's own ceilings (cpu backend only).
 	CPU *CPUCeilings `json:"cpu,omitempty"`
 }
@@ -88,6 +90,15 @@ type KernelResult struct {
 	Roofline  float64 `json:"roofline_fraction"`
 	// SameAs names the case whose measurement this one reuses (identical shapes across models).
 	SameAs string `json:"same_as,omitempty"`
+	// ISA is the instruction set the CPU backend's kernels ran on (CPU only). AVX2Time is the same
+	// kernel on the AVX2 path in the same run, where the CPU has a wider unit (the previous path,
+	// beside the new one).
+	ISA      string `json:"isa,omitempty"`
+	AVX2Time *Stats `json:"avx2_time,omitempty"`
+	// Time1 is the kernel on one thread (CPU only), and Efficiency the parallel efficiency of the
+	// all-thread time: Time1 ÷ (threads × Time).
+	Time1      *Stats  `json:"time_1thread,omitempty"`
+	Efficiency float64 `json:"parallel_efficiency,omitempty"`
 	// RefSeconds is the reference's median time on the same shape and RefRatio its time over
 	// lathe's (>1: lathe is faster); both absent when no reference ran on a comparable device.
 	RefSeconds float64 `json:"ref_seconds,omitempty"`

@@ -2,9 +2,11 @@ package bench
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/lathe-ml/lathe/engine/cpu/ceiling"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
 // Roofline is a device's measured ceilings. On the CPU they are the machine's own (an FMA loop
@@ -127,4 +129,26 @@ func efficiency(one, all float64, threads int) float64 {
 		return 0
 	}
 	return all / (one * float64(threads))
+}
+
+// cpuVariants are the kernels measured again on the CPU backend, on one thread and on the AVX2
+// path (where the CPU is wider), beside their all-thread, widest-path figure.
+var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMM: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
+	KernelAttnDecode: true, KernelAttnBwd: true, KernelRMSNorm: true}
+
+// withISA runs f with the CPU kernels limited to isa, then restores the previous path.
+func withISA(isa gemm.ISA, f func() error) error {
+	prev, err := gemm.SetISA(isa)
+	if err != nil {
+		return err
+	}
+	defer gemm.SetISA(prev)
+	return f()
+}
+
+// withThreads runs f with Go limited to n threads (every CPU kernel splits its work over
+// GOMAXPROCS goroutines), then restores the previous limit.
+func withThreads(n int, f func() error) error {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+	return f()
 }

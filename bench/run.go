@@ -14,6 +14,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/backends"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
 // Device describes a measured device: what the backend reports and its capabilities.
@@ -269,6 +270,7 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 		for _, p := range prev {
 			if p.ID == id && p.Err == "" {
 				kr.Time, kr.GPUTime, kr.SameAs = p.Time, p.GPUTime, p.Model
+				kr.ISA, kr.AVX2Time, kr.Time1 = p.ISA, p.AVX2Time, p.Time1
 				kr.fill(rl)
 				return kr
 			}
@@ -282,6 +284,9 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 	}
 	done[key] = c.ID
 	kr.Time, kr.GPUTime = st, gpu
+	if be.Device().Backend == "cpu" {
+		measureCPUVariants(be, c, s, &kr, log)
+	}
 	kr.fill(rl)
 	gpuText := ""
 	if gpu != nil {
@@ -302,6 +307,46 @@ func (k *KernelResult) fill(rl Roofline) {
 		k.Intensity = k.Flops / k.Bytes
 	}
 	k.Roofline = rl.Fraction(k.Flops, k.Bytes, k.Time.Median)
+	if k.Time1 != nil {
+		k.Efficiency = efficiency(1/k.Time1.Median, 1/k.Time.Median, runtime.GOMAXPROCS(0))
+	}
+}
+
+// measureCPUVariants measures a CPU kernel again on one thread and, where the CPU is wider than
+// AVX2, on the AVX2 path: the parallel efficiency and the gain of the wider unit, same run.
+func measureCPUVariants(be engine.Backend, c Case, s Sizes, kr *KernelResult, log io.Writer) {
+	kr.ISA = string(gemm.CurrentISA())
+	if !cpuVariants[c.Kernel] {
+		return
+	}
+	if runtime.GOMAXPROCS(0) > 1 {
+		_ = withThreads(1, func() error {
+			st, _, err := measure(be, c.build, s.Replicas, s.Repeats)
+			if err == nil {
+				kr.Time1 = &st
+			}
+			return err
+		})
+	}
+	if gemm.CurrentISA() == gemm.ISAAVX512 {
+		_ = withISA(gemm.ISAAVX2, func() error {
+			st, _, err := measure(be, c.build, s.Replicas, s.Repeats)
+			if err == nil {
+				kr.AVX2Time = &st
+			}
+			return err
+		})
+	}
+	if kr.Time1 != nil || kr.AVX2Time != nil {
+		line := fmt.Sprintf("  %-22s %-16s %-26s", "", "", "")
+		if kr.Time1 != nil {
+			line += fmt.Sprintf(" 1 thread %s (efficiency %.0f%%)", fmtDur(kr.Time1.Median), 100*kr.Time1.Median/kr.Time.Median/float64(runtime.GOMAXPROCS(0)))
+		}
+		if kr.AVX2Time != nil {
+			line += fmt.Sprintf(" avx2 %s (avx512 %.2f× faster)", fmtDur(kr.AVX2Time.Median), kr.AVX2Time.Median/kr.Time.Median)
+		}
+		fmt.Fprintln(log, line)
+	}
 }
 
 // bestCeilings keeps the higher of each rate of two measurements, and the roofline they give.
@@ -315,6 +360,7 @@ func bestCeilings(a, b Ceilings) Ceilings {
 	if b.MatmulFLOPS > a.MatmulFLOPS {
 		a.MatmulFLOPS, a.MatmulTime = b.MatmulFLOPS, b.MatmulTime
 	}
+	a.MatmulFLOPSAVX2 = max(a.MatmulFLOPSAVX2, b.MatmulFLOPSAVX2)
 	if a.CPU != nil && b.CPU != nil {
 		c := bestCPU(*a.CPU, *b.CPU)
 		a.CPU, a.Roofline = &c, c.roofline()
@@ -372,6 +418,15 @@ func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 		// Each probe runs for the budget of one repeat of a kernel (at least 50 ms).
 		cc := measureCPUCeilings(max(n, 1<<20), max(rp.Budget/4, 50*time.Millisecond))
 		c.CPU, c.Roofline = &cc, cc.roofline()
+		if gemm.CurrentISA() == gemm.ISAAVX512 {
+			_ = withISA(gemm.ISAAVX2, func() error {
+				st, _, err := measure(be, mm, 1, rp)
+				if err == nil && st.Median > 0 {
+					c.MatmulFLOPSAVX2 = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+				}
+				return err
+			})
+		}
 	}
 	return c, nil
 }
