@@ -64,9 +64,9 @@ func TestFMALoop(t *testing.T) {
 	}
 }
 
-// The probes give plausible rates: an FMA peak of at least a flop a nanosecond per thread and no
-// more than 64 a cycle at 6 GHz, bandwidths between 100 MB/s and 10 TB/s, and the widest unit at
-// least as fast as the portable loop.
+// The probes give plausible rates: an FMA peak above 10 Mflop/s (the host may be busy with other
+// work) and no more than 64 flops a cycle at 6 GHz, bandwidths between 100 MB/s and 10 TB/s, and
+// the vector units faster than the portable loop.
 func TestProbes(t *testing.T) {
 	const d = 20 * time.Millisecond
 	buf := make([]float32, 1<<20)
@@ -77,7 +77,7 @@ func TestProbes(t *testing.T) {
 	scalar := FMAPeak(Scalar, 1, d)
 	for _, u := range units(t) {
 		f := FMAPeak(u, 1, d)
-		if f < 1e9 || f > 64*6e9 {
+		if f < 1e7 || f > 64*6e9 {
 			t.Errorf("%s FMA peak %.3g flop/s", u, f)
 		}
 		if u != Scalar && f < scalar {

@@ -93,6 +93,11 @@ func workers(flops int) int {
 	return w
 }
 
+// Parallel runs f(i) for i in [0, n) on up to GOMAXPROCS goroutines (the caller's among them),
+// handing out indices dynamically; it returns when all are done. Kernels that split their own work
+// into independent tasks (attention over heads) share the GEMM's scheduling through it.
+func Parallel(n int, f func(i int)) { parallel(n, runtime.GOMAXPROCS(0), f) }
+
 // parallel runs f(i) for i in [0, n) on up to w goroutines (the caller's among them), handing out
 // indices dynamically so that a core busy with something else does not hold the rest back.
 func parallel(n, w int, f func(i int)) {

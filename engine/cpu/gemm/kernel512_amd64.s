@@ -209,3 +209,78 @@ dq5loop:
 	JNZ        dq5loop
 	VZEROUPPER
 	RET
+
+// func expSubAVX512(n int, src, dst *float32, shift float32) float32
+// dst[i] = exp(src[i] − shift) for i < n (a multiple of 16), and returns Σ dst[i]: the softmax's
+// exponentials and their sum in one pass. Cephes' expf: x clamped to [−104, 88.7], n = round(x·log₂e),
+// r = x − n·ln2 (in two parts), e^r by a degree-6 polynomial, times 2ⁿ by VSCALEFPS, which
+// underflows to 0 (so x ≤ −104, −∞ included, gives 0) instead of wrapping the exponent.
+TEXT ·expSubAVX512(SB), NOSPLIT, $0-36
+	MOVQ         n+0(FP), CX
+	MOVQ         src+8(FP), SI
+	MOVQ         dst+16(FP), DI
+	VBROADCASTSS shift+24(FP), Z16
+	MOVL         $0x3fb8aa3b, AX // log₂e
+	VPBROADCASTD AX, Z17
+	MOVL         $0x3f318000, AX // ln2, high part
+	VPBROADCASTD AX, Z18
+	MOVL         $0xb95e8083, AX // ln2, low part
+	VPBROADCASTD AX, Z19
+	MOVL         $0x39506967, AX // p0
+	VPBROADCASTD AX, Z20
+	MOVL         $0x3ab743ce, AX // p1
+	VPBROADCASTD AX, Z21
+	MOVL         $0x3c088908, AX // p2
+	VPBROADCASTD AX, Z22
+	MOVL         $0x3d2aa9c1, AX // p3
+	VPBROADCASTD AX, Z23
+	MOVL         $0x3e2aaaaa, AX // p4
+	VPBROADCASTD AX, Z24
+	MOVL         $0x3f000000, AX // p5 = 0.5
+	VPBROADCASTD AX, Z25
+	MOVL         $0x3f800000, AX // 1
+	VPBROADCASTD AX, Z26
+	MOVL         $0xc2d00000, AX // −104
+	VPBROADCASTD AX, Z27
+	MOVL         $0x42b16666, AX // 88.7
+	VPBROADCASTD AX, Z28
+	VPXORD       Z0, Z0, Z0
+	SHRQ         $4, CX
+	JZ           exdone
+
+exloop:
+	VMOVUPS      (SI), Z1
+	VSUBPS       Z16, Z1, Z1
+	VMAXPS       Z27, Z1, Z1
+	VMINPS       Z28, Z1, Z1
+	VMULPS       Z17, Z1, Z2
+	VRNDSCALEPS  $0, Z2, Z2   // n, rounded to nearest
+	VFNMADD231PS Z18, Z2, Z1  // r = x − n·ln2hi − n·ln2lo
+	VFNMADD231PS Z19, Z2, Z1
+	VMULPS       Z1, Z1, Z3   // r²
+	VMOVAPS      Z20, Z4
+	VFMADD213PS  Z21, Z1, Z4
+	VFMADD213PS  Z22, Z1, Z4
+	VFMADD213PS  Z23, Z1, Z4
+	VFMADD213PS  Z24, Z1, Z4
+	VFMADD213PS  Z25, Z1, Z4
+	VFMADD213PS  Z1, Z3, Z4   // p·r² + r
+	VADDPS       Z26, Z4, Z4  // + 1
+	VSCALEFPS    Z2, Z4, Z4   // · 2ⁿ
+	VMOVUPS      Z4, (DI)
+	VADDPS       Z4, Z0, Z0
+	ADDQ         $64, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          exloop
+
+exdone:
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+32(FP)
+	VZEROUPPER
+	RET

@@ -96,3 +96,8 @@ func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *flo
 //
 //go:noescape
 func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+
+// expSubAVX512 sets dst[i] = exp(src[i] − shift) for i < n (a multiple of 16) and returns their sum.
+//
+//go:noescape
+func expSubAVX512(n int, src, dst *float32, shift float32) float32
