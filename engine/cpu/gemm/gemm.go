@@ -1,6 +1,7 @@
 // Package gemm holds the CPU backend's matrix kernels: a cache-blocked, packed, parallel SGEMM with
-// an AVX2/FMA micro-kernel (and a portable Go one), and 4-bit blockwise dequant-matmuls (GEMV and
-// GEMM) for the bitsandbytes NF4/FP4 layout.
+// AVX-512 and AVX2/FMA micro-kernels (and a portable Go one), 4-bit blockwise dequant-matmuls (GEMV
+// and GEMM) for the bitsandbytes NF4/FP4 layout, and the vectorised exponential, SwiGLU and RMSNorm
+// that share their instruction-set dispatch.
 //
 // The blocking is GotoBLAS-style with the loops arranged for row-major C. op(A) is packed once, a
 // kc-deep block at a time, into strips of mr rows; C is cut into column panels of at most nc

@@ -284,3 +284,147 @@ exdone:
 	VMOVSS        X0, ret+32(FP)
 	VZEROUPPER
 	RET
+
+// func swigluAVX512(n int, gate, up, y *float32)
+// y[i] = gate[i]·up[i] / (1 + exp(−gate[i])) for i < n (a multiple of 16): silu(gate)·up, with
+// expSubAVX512's exponential (−gate clamped to [−104, 88.7]: silu of a gate below −88.7 is
+// rounded to its limit, 0).
+TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
+	MOVQ         n+0(FP), CX
+	MOVQ         gate+8(FP), SI
+	MOVQ         up+16(FP), DX
+	MOVQ         y+24(FP), DI
+	MOVL         $0x3fb8aa3b, AX
+	VPBROADCASTD AX, Z17
+	MOVL         $0x3f318000, AX
+	VPBROADCASTD AX, Z18
+	MOVL         $0xb95e8083, AX
+	VPBROADCASTD AX, Z19
+	MOVL         $0x39506967, AX
+	VPBROADCASTD AX, Z20
+	MOVL         $0x3ab743ce, AX
+	VPBROADCASTD AX, Z21
+	MOVL         $0x3c088908, AX
+	VPBROADCASTD AX, Z22
+	MOVL         $0x3d2aa9c1, AX
+	VPBROADCASTD AX, Z23
+	MOVL         $0x3e2aaaaa, AX
+	VPBROADCASTD AX, Z24
+	MOVL         $0x3f000000, AX
+	VPBROADCASTD AX, Z25
+	MOVL         $0x3f800000, AX
+	VPBROADCASTD AX, Z26
+	MOVL         $0xc2d00000, AX
+	VPBROADCASTD AX, Z27
+	MOVL         $0x42b16666, AX
+	VPBROADCASTD AX, Z28
+	VPXORD       Z16, Z16, Z16
+	SHRQ         $4, CX
+	JZ           swdone
+
+swloop:
+	VMOVUPS      (SI), Z5     // g
+	VSUBPS       Z5, Z16, Z1  // x = −g
+	VMAXPS       Z27, Z1, Z1
+	VMINPS       Z28, Z1, Z1
+	VMULPS       Z17, Z1, Z2
+	VRNDSCALEPS  $0, Z2, Z2
+	VFNMADD231PS Z18, Z2, Z1
+	VFNMADD231PS Z19, Z2, Z1
+	VMULPS       Z1, Z1, Z3
+	VMOVAPS      Z20, Z4
+	VFMADD213PS  Z21, Z1, Z4
+	VFMADD213PS  Z22, Z1, Z4
+	VFMADD213PS  Z23, Z1, Z4
+	VFMADD213PS  Z24, Z1, Z4
+	VFMADD213PS  Z25, Z1, Z4
+	VFMADD213PS  Z1, Z3, Z4
+	VADDPS       Z26, Z4, Z4
+	VSCALEFPS    Z2, Z4, Z4   // exp(−g)
+	VADDPS       Z26, Z4, Z4  // 1 + exp(−g)
+	VMULPS       (DX), Z5, Z5 // g·up
+	VDIVPS       Z4, Z5, Z5
+	VMOVUPS      Z5, (DI)
+	ADDQ         $64, SI
+	ADDQ         $64, DX
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          swloop
+
+swdone:
+	VZEROUPPER
+	RET
+
+// func sumSquaresAVX512(n int, x *float32) float32
+// Σ x[i]² for i < n (a multiple of 16), in four accumulators.
+TEXT ·sumSquaresAVX512(SB), NOSPLIT, $0-20
+	MOVQ   n+0(FP), CX
+	MOVQ   x+8(FP), SI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	SHRQ   $4, CX
+
+ssloop4:
+	CMPQ        CX, $4
+	JLT         ssloop1
+	VMOVUPS     (SI), Z4
+	VMOVUPS     64(SI), Z5
+	VMOVUPS     128(SI), Z6
+	VMOVUPS     192(SI), Z7
+	VFMADD231PS Z4, Z4, Z0
+	VFMADD231PS Z5, Z5, Z1
+	VFMADD231PS Z6, Z6, Z2
+	VFMADD231PS Z7, Z7, Z3
+	ADDQ        $256, SI
+	SUBQ        $4, CX
+	JMP         ssloop4
+
+ssloop1:
+	TESTQ       CX, CX
+	JZ          ssdone
+	VMOVUPS     (SI), Z4
+	VFMADD231PS Z4, Z4, Z0
+	ADDQ        $64, SI
+	DECQ        CX
+	JMP         ssloop1
+
+ssdone:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleMulAVX512(n int, x, w, y *float32, r float32)
+// y[i] = x[i]·r·w[i] for i < n (a multiple of 16): RMSNorm's second pass.
+TEXT ·scaleMulAVX512(SB), NOSPLIT, $0-36
+	MOVQ         n+0(FP), CX
+	MOVQ         x+8(FP), SI
+	MOVQ         w+16(FP), DX
+	MOVQ         y+24(FP), DI
+	VBROADCASTSS r+32(FP), Z3
+	SHRQ         $4, CX
+	JZ           smdone
+
+smloop:
+	VMULPS  (SI), Z3, Z0
+	VMULPS  (DX), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     smloop
+
+smdone:
+	VZEROUPPER
+	RET

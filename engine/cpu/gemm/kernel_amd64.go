@@ -101,3 +101,18 @@ func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *flo
 //
 //go:noescape
 func expSubAVX512(n int, src, dst *float32, shift float32) float32
+
+// swigluAVX512 sets y[i] = silu(gate[i])·up[i] for i < n (a multiple of 16).
+//
+//go:noescape
+func swigluAVX512(n int, gate, up, y *float32)
+
+// sumSquaresAVX512 is Σ x[i]² for i < n (a multiple of 16).
+//
+//go:noescape
+func sumSquaresAVX512(n int, x *float32) float32
+
+// scaleMulAVX512 sets y[i] = x[i]·r·w[i] for i < n (a multiple of 16).
+//
+//go:noescape
+func scaleMulAVX512(n int, x, w, y *float32, r float32)

@@ -61,3 +61,15 @@ func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *flo
 func expSubAVX512(n int, src, dst *float32, shift float32) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func swigluAVX512(n int, gate, up, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func sumSquaresAVX512(n int, x *float32) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func scaleMulAVX512(n int, x, w, y *float32, r float32) {
+	panic("gemm: no assembly kernels in this build")
+}
