@@ -107,6 +107,20 @@ func (r *Report) Markdown() string {
 			}
 			w("\n")
 		}
+		if len(be.LlamaCpp) > 0 {
+			w("llama.cpp beside lathe on the same checkpoint (exported to GGUF with lathe's exporter), same run, llama.cpp through node-llama-cpp with as many threads as lathe (ratios above 1: lathe is faster):\n\n")
+			w("| llama.cpp weights | GGUF size | threads | prompt | time to first token | decode tokens/s | lathe run | lathe prefill speed ÷ llama.cpp | lathe decode ÷ llama.cpp |\n")
+			w("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
+			for _, l := range be.LlamaCpp {
+				if l.Err != "" {
+					w("| %s | | %d | | error: %s | | %s | | |\n", l.Type, l.Threads, oneLine(l.Err), l.Lathe)
+					continue
+				}
+				w("| %s | %.1f MiB | %d | %d | %s | %.2f | %s, batch 1 | %.2f× | %.2f× |\n", l.Type, float64(l.Bytes)/(1<<20), l.Threads, l.PromptTokens,
+					fmtDur(l.TTFT.Median), l.TokensPerSec, l.Lathe, l.PrefillRatio, l.DecodeRatio)
+			}
+			w("\n")
+		}
 		if len(be.Train) > 0 {
 			w("| training | checkpoint | batch×seq | rank | step (median) | tokens/s | peak device memory | loss | submissions / host reads / launches a step |\n")
 			w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")

@@ -39,6 +39,8 @@ type BackendReport struct {
 	Ceilings Ceilings       `json:"ceilings"`
 	Kernels  []KernelResult `json:"kernels"`
 	E2E      []E2EResult    `json:"e2e,omitempty"`
+	// LlamaCpp is llama.cpp on the end-to-end checkpoint (CPU with --reference).
+	LlamaCpp []LlamaCppResult `json:"llamacpp,omitempty"`
 	Train    []TrainResult  `json:"train,omitempty"`
 	Errors   []string       `json:"errors,omitempty"`
 	Seconds  float64        `json:"seconds"`

@@ -98,7 +98,8 @@ type Options struct {
 	// Backend is "cpu", "webgpu" or "all" (every device of every backend); "" means all.
 	Backend string
 	Quick   bool
-	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios.
+	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios; on the CPU
+	// backend it also runs llama.cpp (node-llama-cpp) on the end-to-end checkpoint exported to GGUF.
 	Reference bool
 	// Python is the interpreter for the reference; empty: LATHE_PYTHON, then python3 on PATH, then
 	// /usr/bin/python3, the first that imports torch.
@@ -249,7 +250,12 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 		}
 	}
 	if !o.SkipE2E && s.E2E.Layers > 0 {
-		br.E2E = runE2E(be, s.E2E, o.Log)
+		var after func(string, []E2EResult)
+		if o.Reference && br.Device.Backend == "cpu" {
+			// llama.cpp, the CPU's reference, on the same checkpoint exported to GGUF.
+			after = func(dir string, res []E2EResult) { br.LlamaCpp = runLlamaCpp(ctx, dir, s.E2E, res, o.Log) }
+		}
+		br.E2E = runE2E(be, s.E2E, o.Log, after)
 	}
 	if o.Train != nil {
 		br.Train = runTrain(ctx, be, s, o)
