@@ -41,9 +41,9 @@ type BackendReport struct {
 	E2E      []E2EResult    `json:"e2e,omitempty"`
 	// LlamaCpp is llama.cpp on the end-to-end checkpoint (CPU with --reference).
 	LlamaCpp []LlamaCppResult `json:"llamacpp,omitempty"`
-	Train    []TrainResult  `json:"train,omitempty"`
-	Errors   []string       `json:"errors,omitempty"`
-	Seconds  float64        `json:"seconds"`
+	Train    []TrainResult    `json:"train,omitempty"`
+	Errors   []string         `json:"errors,omitempty"`
+	Seconds  float64          `json:"seconds"`
 }
 
 // Label names the backend and device in tables and charts: "cpu: AMD EPYC".
