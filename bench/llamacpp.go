@@ -171,14 +171,16 @@ func runLlamaCpp(ctx context.Context, dir string, s E2ESizes, e2e []E2EResult, l
 			}
 			r := &out[i]
 			r.Err = g.Error
+			if r.Err == "" {
+				if r.TTFT, err = Summarize(g.TTFT); err == nil {
+					r.TokenTime, err = Summarize(g.Token)
+				}
+				if err != nil {
+					r.Err = err.Error()
+				}
+			}
 			if r.Err != "" {
-				break
-			}
-			if r.TTFT, err = Summarize(g.TTFT); err == nil {
-				r.TokenTime, err = Summarize(g.Token)
-			}
-			if err != nil {
-				r.Err = err.Error()
+				fmt.Fprintf(log, "  llama.cpp %-4s error: %s\n", r.Type, r.Err)
 				break
 			}
 			r.TokensPerSec = 1 / r.TokenTime.Median
@@ -190,6 +192,11 @@ func runLlamaCpp(ctx context.Context, dir string, s E2ESizes, e2e []E2EResult, l
 			}
 			fmt.Fprintf(log, "  llama.cpp %-4s TTFT %s (%d tokens), decode %.2f tokens/s; lathe %s ÷ llama.cpp: decode %.2f×, prefill %.2f×\n",
 				r.Type, fmtDur(r.TTFT.Median), r.PromptTokens, r.TokensPerSec, r.Lathe, r.DecodeRatio, r.PrefillRatio)
+		}
+	}
+	for _, r := range out {
+		if r.Err == "" && r.TokensPerSec == 0 {
+			fmt.Fprintf(log, "  llama.cpp %-4s: no result\n", r.Type)
 		}
 	}
 	return out
