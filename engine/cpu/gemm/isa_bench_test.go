@@ -22,7 +22,7 @@ func fastISAs() []ISA {
 
 // BenchmarkISA runs each kernel on every assembly instruction set this CPU runs, one after the other inside
 // each shape, so that -count repeats interleave them (the host may be loaded): the NF4 GEMV of
-// decode (4096×4096, 9.4 MB read, and 8192×2048), the NF4 GEMM of a 512-token prefill and an f32
+// decode (4096×4096, 9.4 MB read, and 8192×2048, one token and eight), the NF4 GEMM of a 512-token prefill and an f32
 // GEMM, named ISA/kernel/shape/isa=....
 //
 //	go test -run '^$' -bench ISA -count 5 ./engine/cpu/gemm/
@@ -33,7 +33,7 @@ func BenchmarkISA(b *testing.B) {
 		kernel  string
 		m, n, k int
 	}
-	for _, s := range []shape{{"nf4_gemv", 1, 4096, 4096}, {"nf4_gemv", 1, 8192, 2048}, {"nf4_gemm", 512, 2048, 2048}, {"sgemm", 512, 2048, 2048}} {
+	for _, s := range []shape{{"nf4_gemv", 1, 4096, 4096}, {"nf4_gemv", 1, 8192, 2048}, {"nf4_gemv", 8, 8192, 2048}, {"nf4_gemm", 512, 2048, 2048}, {"sgemm", 512, 2048, 2048}} {
 		x, y := randn(r, s.m*s.k), make([]float32, s.m*s.n)
 		var packed []byte
 		var absmax, w []float32

@@ -428,3 +428,153 @@ smloop:
 smdone:
 	VZEROUPPER
 	RET
+
+// func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32)
+// gemv4x4AVX2 with ZMM registers: a group's 16 codes are one VPERMPS (as in gemv4AVX512), scaled
+// once, and feed one FMA a row; four accumulators.
+TEXT ·gemv4x4AVX512(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         first+8(FP), R9
+	MOVQ         gpb+16(FP), R11
+	MOVQ         xp+24(FP), SI
+	MOVQ         ldx+32(FP), R8
+	MOVQ         w+40(FP), DI
+	MOVQ         scales+48(FP), BX
+	MOVQ         table+56(FP), AX
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R12
+	VMOVUPS      (AX), Z14
+	VBROADCASTSS (BX), Z13
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+
+g54loop:
+	VPMOVZXBD    (DI), Y8
+	VPSRLD       $4, Y8, Y9
+	VINSERTI64X4 $1, Y8, Z9, Z9
+	VPERMPS      Z14, Z9, Z9
+	VMULPS       Z13, Z9, Z9
+	VFMADD231PS  (SI), Z9, Z0
+	VFMADD231PS  (SI)(R8*1), Z9, Z1
+	VFMADD231PS  (SI)(R8*2), Z9, Z2
+	VFMADD231PS  (SI)(R12*1), Z9, Z3
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+	DECQ         R9
+	JNZ          g54next
+	CMPQ         CX, $1
+	JEQ          g54next // the last group: no next block to load the scale of
+	ADDQ         $4, BX
+	VBROADCASTSS (BX), Z13
+	MOVQ         R11, R9
+
+g54next:
+	DECQ CX
+	JNZ  g54loop
+
+	MOVQ out+64(FP), AX
+	VEXTRACTF64X4 $1, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y4
+	VADDPS        Y4, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y4
+	VADDPS        Y4, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y4
+	VADDPS        Y4, Y3, Y3
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVUPS       X0, (AX)
+	VZEROUPPER
+	RET
+
+// func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+// gemv4x4AVX512 for eight rows of x: each group decoded once feeds eight FMAs.
+TEXT ·gemv4x8AVX512(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         first+8(FP), R9
+	MOVQ         gpb+16(FP), R11
+	MOVQ         xp+24(FP), SI
+	MOVQ         ldx+32(FP), R8
+	MOVQ         w+40(FP), DI
+	MOVQ         scales+48(FP), BX
+	MOVQ         table+56(FP), AX
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R12
+	LEAQ         (SI)(R8*4), R13 // rows 4 to 7
+	VMOVUPS      (AX), Z14
+	VBROADCASTSS (BX), Z13
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+g58loop:
+	VPMOVZXBD    (DI), Y8
+	VPSRLD       $4, Y8, Y9
+	VINSERTI64X4 $1, Y8, Z9, Z9
+	VPERMPS      Z14, Z9, Z9
+	VMULPS       Z13, Z9, Z9
+	VFMADD231PS  (SI), Z9, Z0
+	VFMADD231PS  (SI)(R8*1), Z9, Z1
+	VFMADD231PS  (SI)(R8*2), Z9, Z2
+	VFMADD231PS  (SI)(R12*1), Z9, Z3
+	VFMADD231PS  (R13), Z9, Z4
+	VFMADD231PS  (R13)(R8*1), Z9, Z5
+	VFMADD231PS  (R13)(R8*2), Z9, Z6
+	VFMADD231PS  (R13)(R12*1), Z9, Z7
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+	ADDQ         $64, R13
+	DECQ         R9
+	JNZ          g58next
+	CMPQ         CX, $1
+	JEQ          g58next // the last group: no next block to load the scale of
+	ADDQ         $4, BX
+	VBROADCASTSS (BX), Z13
+	MOVQ         R11, R9
+
+g58next:
+	DECQ CX
+	JNZ  g58loop
+
+	// Fold each accumulator to 8 lanes, then as gemv4x8AVX2 does.
+	VEXTRACTF64X4 $1, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y8
+	VADDPS        Y8, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y8
+	VADDPS        Y8, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y8
+	VADDPS        Y8, Y3, Y3
+	VEXTRACTF64X4 $1, Z4, Y8
+	VADDPS        Y8, Y4, Y4
+	VEXTRACTF64X4 $1, Z5, Y8
+	VADDPS        Y8, Y5, Y5
+	VEXTRACTF64X4 $1, Z6, Y8
+	VADDPS        Y8, Y6, Y6
+	VEXTRACTF64X4 $1, Z7, Y8
+	VADDPS        Y8, Y7, Y7
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       Y5, Y4, Y4
+	VHADDPS       Y7, Y6, Y6
+	VHADDPS       Y6, Y4, Y4
+	VEXTRACTF128  $1, Y4, X5
+	VADDPS        X5, X4, X4
+	MOVQ          out+64(FP), AX
+	VMOVUPS       X0, (AX)
+	VMOVUPS       X4, 16(AX)
+	VZEROUPPER
+	RET

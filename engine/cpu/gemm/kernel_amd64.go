@@ -116,3 +116,13 @@ func sumSquaresAVX512(n int, x *float32) float32
 //
 //go:noescape
 func scaleMulAVX512(n int, x, w, y *float32, r float32)
+
+// gemv4x4AVX512 is gemv4x4AVX2 with ZMM registers.
+//
+//go:noescape
+func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32)
+
+// gemv4x8AVX512 is gemv4x8AVX2 with ZMM registers.
+//
+//go:noescape
+func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)

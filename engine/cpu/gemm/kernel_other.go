@@ -73,3 +73,11 @@ func sumSquaresAVX512(n int, x *float32) float32 {
 func scaleMulAVX512(n int, x, w, y *float32, r float32) {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32) {
+	panic("gemm: no assembly kernels in this build")
+}

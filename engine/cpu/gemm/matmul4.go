@@ -212,6 +212,10 @@ func (q *quant4) dotRows4AVX2(e0, k int, xp []float32, out *[4]float32) {
 	_ = q.absmax[blk+nblk-1]
 	_ = q.packed[(e0+k)/2-1]
 	_ = xp[4*k-1]
+	if useAVX512 {
+		gemv4x4AVX512(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+		return
+	}
 	gemv4x4AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
 }
 
@@ -223,6 +227,10 @@ func (q *quant4) dotRows8AVX2(e0, k int, xp []float32, out *[8]float32) {
 	_ = q.absmax[blk+nblk-1]
 	_ = q.packed[(e0+k)/2-1]
 	_ = xp[8*k-1]
+	if useAVX512 {
+		gemv4x8AVX512(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+		return
+	}
 	gemv4x8AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
 }
 
