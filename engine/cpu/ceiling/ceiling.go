@@ -47,8 +47,10 @@ func FMAPeak(unit Unit, threads int, d time.Duration) float64 {
 		return 0
 	}
 	one := func() { fmaLoop(unit, fmaIter) }
-	one()                                                                    // warm: the first wide instructions may run at a lower clock until the unit powers up
-	flopsPerRound := float64(threads * 2 * fmaAccs * unit.Lanes() * fmaIter) // one call on each goroutine
+	// Warm up: the first wide instructions may run at a lower clock until the unit powers up.
+	one()
+	// A round is one call on each goroutine.
+	flopsPerRound := float64(threads * 2 * fmaAccs * unit.Lanes() * fmaIter)
 	best := 0.0
 	for _, sec := range rounds(threads, d, one) {
 		best = max(best, flopsPerRound/sec)
