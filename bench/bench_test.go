@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
 func TestSummarizeKnownSamples(t *testing.T) {
@@ -52,13 +54,27 @@ func TestRoofline(t *testing.T) {
 	require.Zero(t, Roofline{}.Fraction(1, 1, 1))
 
 	// The roofline keeps the better of two measurements of each ceiling.
-	a := Ceilings{Roofline: Roofline{PeakFLOPS: 50e9, Bandwidth: 20e9}, MatmulTime: Stats{Median: 2}, BandwidthTime: Stats{Median: 1}}
-	b := Ceilings{Roofline: Roofline{PeakFLOPS: 100e9, Bandwidth: 10e9}, MatmulTime: Stats{Median: 1}, BandwidthTime: Stats{Median: 2}}
+	a := Ceilings{Roofline: Roofline{PeakFLOPS: 50e9, Bandwidth: 20e9}, MatmulTime: Stats{Median: 2}, BandwidthTime: Stats{Median: 1}, MatmulFLOPS: 50e9, ScaleBandwidth: 20e9}
+	b := Ceilings{Roofline: Roofline{PeakFLOPS: 100e9, Bandwidth: 10e9}, MatmulTime: Stats{Median: 1}, BandwidthTime: Stats{Median: 2}, MatmulFLOPS: 100e9, ScaleBandwidth: 10e9}
 	best := bestCeilings(a, b)
 	require.Equal(t, Roofline{PeakFLOPS: 100e9, Bandwidth: 20e9}, best.Roofline)
 	require.Equal(t, 1.0, best.MatmulTime.Median)
 	require.Equal(t, 1.0, best.BandwidthTime.Median)
 	require.Equal(t, b, bestCeilings(Ceilings{}, b))
+
+	// On the CPU the roofline is the CPU's own limits, each the better of two measurements, and
+	// lathe's kernels are kept beside them.
+	ca := a
+	ca.CPU = &CPUCeilings{FMAPeakAll: 200e9, ReadAll: 15e9, FMAPeak1: 110e9, Read1: 12e9}
+	cb := b
+	cb.CPU = &CPUCeilings{FMAPeakAll: 180e9, ReadAll: 18e9, FMAPeak1: 115e9, Read1: 11e9}
+	best = bestCeilings(ca, cb)
+	require.Equal(t, Roofline{PeakFLOPS: 200e9, Bandwidth: 18e9}, best.Roofline)
+	require.Equal(t, 115e9, best.CPU.FMAPeak1)
+	require.Equal(t, 12e9, best.CPU.Read1)
+	require.Equal(t, 100e9, best.MatmulFLOPS)
+	require.Equal(t, 20e9, best.ScaleBandwidth)
+	require.InDelta(t, 200.0/220, efficiency(110e9, 200e9, 2), 1e-12)
 }
 
 // The published configs (config.json of each repository), written out independently of shapes.go.
@@ -240,12 +256,29 @@ func TestQuickRunCPU(t *testing.T) {
 	be := r.Backends[0]
 	require.Empty(t, be.Errors)
 	require.True(t, be.Ceilings.Valid())
+	// The CPU's roofline is its own limits, not lathe's kernels.
+	require.NotNil(t, be.Ceilings.CPU)
+	require.Equal(t, be.Ceilings.CPU.FMAPeakAll, be.Ceilings.PeakFLOPS)
+	require.Equal(t, be.Ceilings.CPU.ReadAll, be.Ceilings.Bandwidth)
+	require.Positive(t, be.Ceilings.MatmulFLOPS)
+	require.Positive(t, be.Ceilings.CPU.FMAPeak1)
+	require.NotEmpty(t, be.Ceilings.CPU.Unit)
 	require.Len(t, be.Kernels, len(Tiny.UniqueProjections())+1)
 	for _, k := range be.Kernels {
 		require.Empty(t, k.Err)
 		require.Positive(t, k.Time.Median)
 		require.Positive(t, k.GFLOPS)
 		require.Positive(t, k.Roofline)
+		require.Equal(t, string(gemm.CurrentISA()), k.ISA)
+		// The CPU kernels are measured on one thread too, and on the AVX2 path where the CPU is
+		// wider, in the same run.
+		if runtime.GOMAXPROCS(0) > 1 {
+			require.NotNil(t, k.Time1, k.ID)
+			require.Positive(t, k.Efficiency, k.ID)
+		}
+		if gemm.CurrentISA() == gemm.ISAAVX512 {
+			require.NotNil(t, k.AVX2Time, k.ID)
+		}
 	}
 	require.Len(t, be.E2E, 2, "batch 1 and batch 8")
 	for i, b := range []int{1, 8} {
@@ -264,6 +297,10 @@ func TestQuickRunCPU(t *testing.T) {
 	md, err := os.ReadFile(filepath.Join(dir, "bench.md"))
 	require.NoError(t, err)
 	require.True(t, strings.Contains(string(md), "| nf4_gemv | tiny |"), string(md))
+	require.Contains(t, string(md), "CPU ceilings (no lathe kernel involved)")
+	if runtime.GOMAXPROCS(0) > 1 {
+		require.Contains(t, string(md), "| kernel | model | shape | all threads | GB/s | 1 thread | parallel efficiency |")
+	}
 }
 
 func TestUnknownBackend(t *testing.T) {

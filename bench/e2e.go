@@ -63,8 +63,9 @@ func E2ETiny() E2ESizes {
 }
 
 // runE2E writes the synthetic checkpoint and measures prompt processing (time to first token) and
-// decoding through Model.Step with the KV cache, once per weight format.
-func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
+// decoding through Model.Step with the KV cache, once per weight format. after, when not nil, runs
+// on the checkpoint folder and the results before the folder is removed (the llama.cpp reference).
+func runE2E(be engine.Backend, s E2ESizes, log io.Writer, after func(dir string, res []E2EResult)) []E2EResult {
 	dir, err := os.MkdirTemp("", "lathe-bench-e2e-")
 	if err != nil {
 		return []E2EResult{{Name: "decode", Model: s.Label, Err: err.Error()}}
@@ -94,6 +95,9 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer) []E2EResult {
 				out = append(out, r)
 			}
 		}
+	}
+	if after != nil {
+		after(dir, out)
 	}
 	return out
 }

@@ -45,12 +45,24 @@ func (r *Report) Markdown() string {
 		}
 		c := be.Ceilings
 		if c.Valid() {
-			w("Roofline: bandwidth **%.1f GB/s** (%s, median %s), compute **%.1f GFLOP/s** (%s, median %s); ridge at %.1f flop/byte.",
-				c.Bandwidth/1e9, c.BandwidthKernel, fmtDur(c.BandwidthTime.Median), c.PeakFLOPS/1e9, c.MatmulKernel, fmtDur(c.MatmulTime.Median), c.Ridge())
-			if be.Replicas > 1 {
-				w(" Each timed submission runs a kernel %d times; times are per kernel.", be.Replicas)
+			if c.CPU != nil {
+				w("Roofline: bandwidth **%.1f GB/s** (streaming read, all threads), compute **%.1f GFLOP/s** (FMA peak, all threads); ridge at %.1f flop/byte. %s\n\n",
+					c.Bandwidth/1e9, c.PeakFLOPS/1e9, c.Ridge(), c.CPU.describe())
+				w("Against them, lathe's %s: %.1f GFLOP/s (%.0f%% of the FMA peak, median %s)",
+					c.MatmulKernel, c.MatmulFLOPS/1e9, 100*c.MatmulFLOPS/c.PeakFLOPS, fmtDur(c.MatmulTime.Median))
+				if c.MatmulFLOPSAVX2 > 0 {
+					w(", on the AVX2 path %.1f GFLOP/s", c.MatmulFLOPSAVX2/1e9)
+				}
+				w("; its %s: %.1f GB/s (%.0f%% of the streaming read, median %s).\n\n",
+					c.BandwidthKernel, c.ScaleBandwidth/1e9, 100*c.ScaleBandwidth/c.Bandwidth, fmtDur(c.BandwidthTime.Median))
+			} else {
+				w("Roofline: bandwidth **%.1f GB/s** (%s, median %s), compute **%.1f GFLOP/s** (%s, median %s); ridge at %.1f flop/byte.",
+					c.Bandwidth/1e9, c.BandwidthKernel, fmtDur(c.BandwidthTime.Median), c.PeakFLOPS/1e9, c.MatmulKernel, fmtDur(c.MatmulTime.Median), c.Ridge())
+				if be.Replicas > 1 {
+					w(" Each timed submission runs a kernel %d times; times are per kernel.", be.Replicas)
+				}
+				w("\n\n")
 			}
-			w("\n\n")
 		}
 		if len(be.Kernels) > 0 {
 			w("Median and min–max are wall clock (submission, run and wait); \"gpu\" is the kernels' time measured by the device's timestamps, where it has them.\n\n")
@@ -81,6 +93,7 @@ func (r *Report) Markdown() string {
 			}
 			w("\n")
 		}
+		writeCPUVariants(w, be)
 		if len(be.E2E) > 0 {
 			w("End to end through `model.Cache.Step` with the KV cache, step programs compiled once (LoRA adapters: rank 16 on every linear layer, each sequence of the batch with its own):\n\n")
 			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step | submissions / host reads (bytes) a step |\n")
@@ -91,6 +104,20 @@ func (r *Report) Markdown() string {
 					continue
 				}
 				w("| %s | %s | %s | %d | %d | %d | %s | %.2f | %s (%s) | %d | %g / %g (%.0f B) |\n", e.Name, e.Model, e.Weights, max(e.Batch, 1), e.Adapters, e.PromptTokens, fmtDur(e.TTFT.Median), e.TokensPerSec, fmtDur(e.TokenTime.Median), fmtRange(e.TokenTime), e.Launches, e.Submissions, e.Reads, e.ReadBytes)
+			}
+			w("\n")
+		}
+		if len(be.LlamaCpp) > 0 {
+			w("llama.cpp beside lathe on the same checkpoint (exported to GGUF with lathe's exporter), same run, llama.cpp through node-llama-cpp with as many threads as lathe (ratios above 1: lathe is faster):\n\n")
+			w("| llama.cpp weights | GGUF size | threads | prompt | time to first token | decode tokens/s | lathe run | lathe prefill speed ÷ llama.cpp | lathe decode ÷ llama.cpp |\n")
+			w("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
+			for _, l := range be.LlamaCpp {
+				if l.Err != "" {
+					w("| %s | | %d | | error: %s | | %s | | |\n", l.Type, l.Threads, oneLine(l.Err), l.Lathe)
+					continue
+				}
+				w("| %s | %.1f MiB | %d | %d | %s | %.2f | %s, batch 1 | %.2f× | %.2f× |\n", l.Type, float64(l.Bytes)/(1<<20), l.Threads, l.PromptTokens,
+					fmtDur(l.TTFT.Median), l.TokensPerSec, l.Lathe, l.PrefillRatio, l.DecodeRatio)
 			}
 			w("\n")
 		}
@@ -187,4 +214,32 @@ func fmtRange(s Stats) string {
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	return strings.ReplaceAll(s, "|", "/")
+}
+
+// writeCPUVariants is the CPU's table of thread scaling and instruction-set paths: each kernel on
+// all threads and the widest path, on one thread, and on the AVX2 path, all from the same run.
+func writeCPUVariants(w func(string, ...any), be BackendReport) {
+	var ks []KernelResult
+	for _, k := range be.Kernels {
+		if k.Err == "" && k.SameAs == "" && (k.Time1 != nil || k.AVX2Time != nil) {
+			ks = append(ks, k)
+		}
+	}
+	if len(ks) == 0 {
+		return
+	}
+	w("Threads and instruction sets (same run): the kernel on all threads with the widest path (%s), on one thread, and on the AVX2 path.\n\n", ks[0].ISA)
+	w("| kernel | model | shape | all threads | GB/s | 1 thread | parallel efficiency | AVX2 path | widest ÷ AVX2 speed |\n")
+	w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, k := range ks {
+		one, eff, avx2, gain := "", "", "", ""
+		if k.Time1 != nil {
+			one, eff = fmtDur(k.Time1.Median), fmt.Sprintf("%.0f%%", 100*k.Efficiency)
+		}
+		if k.AVX2Time != nil {
+			avx2, gain = fmtDur(k.AVX2Time.Median), fmt.Sprintf("%.2f×", k.AVX2Time.Median/k.Time.Median)
+		}
+		w("| %s | %s | %s | %s | %.2f | %s | %s | %s | %s |\n", k.Kernel, k.Model, k.Shape, fmtDur(k.Time.Median), k.GBps, one, eff, avx2, gain)
+	}
+	w("\n")
 }

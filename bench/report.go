@@ -39,9 +39,11 @@ type BackendReport struct {
 	Ceilings Ceilings       `json:"ceilings"`
 	Kernels  []KernelResult `json:"kernels"`
 	E2E      []E2EResult    `json:"e2e,omitempty"`
-	Train    []TrainResult  `json:"train,omitempty"`
-	Errors   []string       `json:"errors,omitempty"`
-	Seconds  float64        `json:"seconds"`
+	// LlamaCpp is llama.cpp on the end-to-end checkpoint (CPU with --reference).
+	LlamaCpp []LlamaCppResult `json:"llamacpp,omitempty"`
+	Train    []TrainResult    `json:"train,omitempty"`
+	Errors   []string         `json:"errors,omitempty"`
+	Seconds  float64          `json:"seconds"`
 }
 
 // Label names the backend and device in tables and charts: "cpu: AMD EPYC".
@@ -52,11 +54,19 @@ func (b BackendReport) Label() string {
 // Ceilings are the measured roofline of a device and how they were measured.
 type Ceilings struct {
 	Roofline
-	// BandwidthKernel and MatmulKernel describe the measurements ("scale f32 64 MiB").
-	BandwidthKernel string `json:"bandwidth_kernel"`
-	BandwidthTime   Stats  `json:"bandwidth_time"`
-	MatmulKernel    string `json:"matmul_kernel"`
-	MatmulTime      Stats  `json:"matmul_time"`
+	// BandwidthKernel and MatmulKernel describe lathe's own ceiling kernels ("scale f32 64 MiB"),
+	// ScaleBandwidth and MatmulFLOPS their rates. They are the roofline of a GPU; the CPU's roofline
+	// is its own limits (CPU), against which they are reported.
+	BandwidthKernel string  `json:"bandwidth_kernel"`
+	BandwidthTime   Stats   `json:"bandwidth_time"`
+	ScaleBandwidth  float64 `json:"scale_bandwidth"`
+	MatmulKernel    string  `json:"matmul_kernel"`
+	MatmulTime      Stats   `json:"matmul_time"`
+	MatmulFLOPS     float64 `json:"matmul_flops"`
+	// MatmulFLOPSAVX2 is the same matmul on the AVX2 path (CPU with a wider unit only).
+	MatmulFLOPSAVX2 float64 `json:"matmul_flops_avx2,omitempty"`
+	// CPU holds the CPU's own ceilings (cpu backend only).
+	CPU *CPUCeilings `json:"cpu,omitempty"`
 }
 
 // KernelResult is one kernel case's figures. Times are per kernel execution, in seconds.
@@ -82,6 +92,15 @@ type KernelResult struct {
 	Roofline  float64 `json:"roofline_fraction"`
 	// SameAs names the case whose measurement this one reuses (identical shapes across models).
 	SameAs string `json:"same_as,omitempty"`
+	// ISA is the instruction set the CPU backend's kernels ran on (CPU only). AVX2Time is the same
+	// kernel on the AVX2 path in the same run, where the CPU has a wider unit (the previous path,
+	// beside the new one).
+	ISA      string `json:"isa,omitempty"`
+	AVX2Time *Stats `json:"avx2_time,omitempty"`
+	// Time1 is the kernel on one thread (CPU only), and Efficiency the parallel efficiency of the
+	// all-thread time: Time1 ÷ (threads × Time).
+	Time1      *Stats  `json:"time_1thread,omitempty"`
+	Efficiency float64 `json:"parallel_efficiency,omitempty"`
 	// RefSeconds is the reference's median time on the same shape and RefRatio its time over
 	// lathe's (>1: lathe is faster); both absent when no reference ran on a comparable device.
 	RefSeconds float64 `json:"ref_seconds,omitempty"`

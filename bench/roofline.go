@@ -1,8 +1,18 @@
 package bench
 
-// Roofline is a device's measured ceilings: the arithmetic rate of lathe's best matmul and the
-// memory bandwidth of a large streaming kernel. A kernel of arithmetic intensity AI (flop/byte)
-// can at best reach min(PeakFLOPS, AI·Bandwidth).
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/lathe-ml/lathe/engine/cpu/ceiling"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
+)
+
+// Roofline is a device's measured ceilings. On the CPU they are the machine's own (an FMA loop
+// and a streaming read, see CPUCeilings); on a GPU, the arithmetic rate of lathe's best matmul and
+// the bandwidth of a large streaming kernel. A kernel of arithmetic intensity AI (flop/byte) can at
+// best reach min(PeakFLOPS, AI·Bandwidth).
 type Roofline struct {
 	// PeakFLOPS is in flop/s.
 	PeakFLOPS float64 `json:"peak_flops"`
@@ -28,10 +38,117 @@ func (r Roofline) Ridge() float64 {
 
 // Fraction is how much of the roofline a kernel doing flops and moving bytes in sec reached:
 // achieved flop/s over Attainable(flops/bytes). It is 0 when anything is unknown. It may exceed 1:
-// the bandwidth ceiling comes from one f32 stream, and caches can beat it.
+// the bandwidth ceiling is a stream through main memory, and caches can beat it.
 func (r Roofline) Fraction(flops, bytes, sec float64) float64 {
 	if !r.Valid() || flops <= 0 || bytes <= 0 || sec <= 0 {
 		return 0
 	}
 	return flops / sec / r.Attainable(flops/bytes)
+}
+
+// CPUCeilings are a CPU's own limits, measured without any lathe kernel (package
+// engine/cpu/ceiling): the CPU backend's roofline is FMAPeakAll and ReadAll, and lathe's matmul
+// is reported against them instead of being one.
+type CPUCeilings struct {
+	// Features are the vector extensions found (CPUID), as /proc/cpuinfo names them.
+	Features []string `json:"features"`
+	// Unit is the widest vector unit ("avx512", "avx2", "go"); Threads the all-core thread count.
+	Unit    string `json:"unit"`
+	Threads int    `json:"threads"`
+	// FMAPeak1 and FMAPeakAll are flop/s of an FMA loop on independent accumulators at Unit's
+	// width, on one thread and on all; FMAPeakAVX2 is one thread at AVX2 width where Unit is
+	// wider (the ceiling of the AVX2 kernels beside the wider ones).
+	FMAPeak1    float64 `json:"fma_peak_1"`
+	FMAPeakAll  float64 `json:"fma_peak_all"`
+	FMAPeakAVX2 float64 `json:"fma_peak_avx2_1,omitempty"`
+	// Read1 and ReadAll are bytes/s of a streaming read with Unit's vector loads, one thread and
+	// all; CopyAll is bytes read plus written per second by a copy on all threads.
+	Read1   float64 `json:"read_1"`
+	ReadAll float64 `json:"read_all"`
+	CopyAll float64 `json:"copy_all"`
+	// BufferBytes is the size of the read buffer (the copy moves it to a second one).
+	BufferBytes int64 `json:"buffer_bytes"`
+}
+
+// roofline is the CPU's roofline: the all-core FMA peak and streaming read.
+func (c CPUCeilings) roofline() Roofline {
+	return Roofline{PeakFLOPS: c.FMAPeakAll, Bandwidth: c.ReadAll}
+}
+
+// widestUnit is the widest vector unit this CPU runs.
+func widestUnit() ceiling.Unit {
+	for _, u := range []ceiling.Unit{ceiling.AVX512, ceiling.AVX2} {
+		if ceiling.Has(u) {
+			return u
+		}
+	}
+	return ceiling.Scalar
+}
+
+// measureCPUCeilings runs the CPU probes over buffers of elems floats, each for about d.
+func measureCPUCeilings(elems int, d time.Duration) CPUCeilings {
+	u, th := widestUnit(), ceiling.Threads()
+	c := CPUCeilings{Features: ceiling.Features(), Unit: string(u), Threads: th, BufferBytes: 4 * int64(elems)}
+	c.FMAPeak1 = ceiling.FMAPeak(u, 1, d)
+	c.FMAPeakAll = ceiling.FMAPeak(u, th, d)
+	if u == ceiling.AVX512 {
+		c.FMAPeakAVX2 = ceiling.FMAPeak(ceiling.AVX2, 1, d)
+	}
+	src, dst := make([]float32, elems), make([]float32, elems)
+	for i := range src {
+		src[i] = float32(i&1023) * 0x1p-10
+	}
+	c.Read1 = ceiling.ReadBandwidth(u, src, 1, d)
+	c.ReadAll = ceiling.ReadBandwidth(u, src, th, d)
+	c.CopyAll = ceiling.CopyBandwidth(dst, src, th, d)
+	return c
+}
+
+// bestCPU keeps the higher of each figure of two measurements.
+func bestCPU(a, b CPUCeilings) CPUCeilings {
+	a.FMAPeak1, a.FMAPeakAll, a.FMAPeakAVX2 = max(a.FMAPeak1, b.FMAPeak1), max(a.FMAPeakAll, b.FMAPeakAll), max(a.FMAPeakAVX2, b.FMAPeakAVX2)
+	a.Read1, a.ReadAll, a.CopyAll = max(a.Read1, b.Read1), max(a.ReadAll, b.ReadAll), max(a.CopyAll, b.CopyAll)
+	return a
+}
+
+// describe is the CPU's ceilings in one Markdown paragraph.
+func (c CPUCeilings) describe() string {
+	s := fmt.Sprintf("CPU ceilings (no lathe kernel involved): features %v; widest unit %s. FMA loop on independent accumulators: **%.1f GFLOP/s on 1 thread, %.1f on %d** (parallel efficiency %.0f%%)",
+		c.Features, c.Unit, c.FMAPeak1/1e9, c.FMAPeakAll/1e9, c.Threads, 100*efficiency(c.FMAPeak1, c.FMAPeakAll, c.Threads))
+	if c.FMAPeakAVX2 > 0 {
+		s += fmt.Sprintf("; at AVX2 width %.1f on 1 thread", c.FMAPeakAVX2/1e9)
+	}
+	s += fmt.Sprintf(". Streaming read with %s loads over %d MiB: **%.1f GB/s on 1 thread, %.1f on %d**; copy %.1f GB/s (read + written) on %d.",
+		c.Unit, c.BufferBytes>>20, c.Read1/1e9, c.ReadAll/1e9, c.Threads, c.CopyAll/1e9, c.Threads)
+	return s
+}
+
+// efficiency is the parallel efficiency of a rate: all-thread rate over threads × one-thread rate.
+func efficiency(one, all float64, threads int) float64 {
+	if one <= 0 || threads <= 0 {
+		return 0
+	}
+	return all / (one * float64(threads))
+}
+
+// cpuVariants are the kernels measured again on the CPU backend, on one thread and on the AVX2
+// path (where the CPU is wider), beside their all-thread, widest-path figure.
+var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMM: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
+	KernelAttnDecode: true, KernelAttnBwd: true, KernelRMSNorm: true}
+
+// withISA runs f with the CPU kernels limited to isa, then restores the previous path.
+func withISA(isa gemm.ISA, f func() error) error {
+	prev, err := gemm.SetISA(isa)
+	if err != nil {
+		return err
+	}
+	defer gemm.SetISA(prev)
+	return f()
+}
+
+// withThreads runs f with Go limited to n threads (every CPU kernel splits its work over
+// GOMAXPROCS goroutines), then restores the previous limit.
+func withThreads(n int, f func() error) error {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+	return f()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/backends"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
 // Device describes a measured device: what the backend reports and its capabilities.
@@ -105,7 +106,8 @@ type Options struct {
 	// Backend is "cpu", "webgpu", "vulkan" or "all" (every device of every backend); "" means all.
 	Backend string
 	Quick   bool
-	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios.
+	// Reference runs bench/reference/torch_ref.py on the same shapes and adds ratios; on the CPU
+	// backend it also runs llama.cpp (node-llama-cpp) on the end-to-end checkpoint exported to GGUF.
 	Reference bool
 	// Python is the interpreter for the reference; empty: LATHE_PYTHON, then python3 on PATH, then
 	// /usr/bin/python3, the first that imports torch.
@@ -146,7 +148,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	startLoad := loadAvg()
 	rep.Notes = append(rep.Notes,
 		"Times are wall clock around Program.Run plus a 4-byte read of the last output (which waits for the submission): the wgpu binding exposes no timestamp period, so GPU timestamp queries cannot be turned into seconds.",
-		"Bandwidth ceiling: an f32 Scale over a large buffer, counting bytes read plus written. Compute ceiling: lathe's f32 MatMul on a large square matrix. Each is measured before and after the kernels and the better figure kept. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
+		"GPU ceilings: an f32 Scale over a large buffer (bytes read plus written) and lathe's f32 MatMul on a large square matrix. CPU ceilings are the CPU's own, with no lathe kernel involved: an FMA loop on independent accumulators at the widest vector width on all threads, and a streaming read with vector loads on all threads; lathe's scale and matmul are reported against them. Each is measured before and after the kernels and the better figure kept. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
 		"NF4 kernels move 4.5 bits a weight (packed nibbles plus f32 block scales, blocksize 64); LoRA kernels use an NF4 base (QLoRA), rank 16, scale 2.")
 	kctx := ctx
 	if o.Budget > 0 {
@@ -229,7 +231,8 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 	if err != nil {
 		fail("ceilings: %v", err)
 	} else {
-		fmt.Fprintf(o.Log, "  ceilings: %.1f GB/s, %.1f GFLOP/s\n", br.Ceilings.Bandwidth/1e9, br.Ceilings.PeakFLOPS/1e9)
+		fmt.Fprintf(o.Log, "  ceilings: %.1f GB/s, %.1f GFLOP/s (lathe's scale %.1f GB/s, matmul %.1f GFLOP/s)\n", br.Ceilings.Bandwidth/1e9, br.Ceilings.PeakFLOPS/1e9,
+			br.Ceilings.ScaleBandwidth/1e9, br.Ceilings.MatmulFLOPS/1e9)
 	}
 	done := map[string]string{} // kernel/dims → ID measured
 	var cases []Case
@@ -255,7 +258,12 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 		}
 	}
 	if !o.SkipE2E && s.E2E.Layers > 0 {
-		br.E2E = runE2E(be, s.E2E, o.Log)
+		var after func(string, []E2EResult)
+		if o.Reference && br.Device.Backend == "cpu" {
+			// llama.cpp, the CPU's reference, on the same checkpoint exported to GGUF.
+			after = func(dir string, res []E2EResult) { br.LlamaCpp = runLlamaCpp(ctx, dir, s.E2E, res, o.Log) }
+		}
+		br.E2E = runE2E(be, s.E2E, o.Log, after)
 	}
 	if o.Train != nil {
 		br.Train = runTrain(ctx, be, s, o)
@@ -276,6 +284,7 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 		for _, p := range prev {
 			if p.ID == id && p.Err == "" {
 				kr.Time, kr.GPUTime, kr.SameAs = p.Time, p.GPUTime, p.Model
+				kr.ISA, kr.AVX2Time, kr.Time1 = p.ISA, p.AVX2Time, p.Time1
 				kr.fill(rl)
 				return kr
 			}
@@ -289,6 +298,9 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 	}
 	done[key] = c.ID
 	kr.Time, kr.GPUTime = st, gpu
+	if be.Device().Backend == "cpu" {
+		measureCPUVariants(be, c, s, &kr, log)
+	}
 	kr.fill(rl)
 	gpuText := ""
 	if gpu != nil {
@@ -309,24 +321,72 @@ func (k *KernelResult) fill(rl Roofline) {
 		k.Intensity = k.Flops / k.Bytes
 	}
 	k.Roofline = rl.Fraction(k.Flops, k.Bytes, k.Time.Median)
+	if k.Time1 != nil {
+		k.Efficiency = efficiency(1/k.Time1.Median, 1/k.Time.Median, runtime.GOMAXPROCS(0))
+	}
 }
 
-// bestCeilings keeps the higher bandwidth and the higher compute rate of two measurements.
+// measureCPUVariants measures a CPU kernel again on one thread and, where the CPU is wider than
+// AVX2, on the AVX2 path: the parallel efficiency and the gain of the wider unit, same run.
+func measureCPUVariants(be engine.Backend, c Case, s Sizes, kr *KernelResult, log io.Writer) {
+	kr.ISA = string(gemm.CurrentISA())
+	if !cpuVariants[c.Kernel] {
+		return
+	}
+	if runtime.GOMAXPROCS(0) > 1 {
+		_ = withThreads(1, func() error {
+			st, _, err := measure(be, c.build, s.Replicas, s.Repeats)
+			if err == nil {
+				kr.Time1 = &st
+			}
+			return err
+		})
+	}
+	if gemm.CurrentISA() == gemm.ISAAVX512 {
+		_ = withISA(gemm.ISAAVX2, func() error {
+			st, _, err := measure(be, c.build, s.Replicas, s.Repeats)
+			if err == nil {
+				kr.AVX2Time = &st
+			}
+			return err
+		})
+	}
+	if kr.Time1 != nil || kr.AVX2Time != nil {
+		line := fmt.Sprintf("  %-22s %-16s %-26s", "", "", "")
+		if kr.Time1 != nil {
+			line += fmt.Sprintf(" 1 thread %s (efficiency %.0f%%)", fmtDur(kr.Time1.Median), 100*kr.Time1.Median/kr.Time.Median/float64(runtime.GOMAXPROCS(0)))
+		}
+		if kr.AVX2Time != nil {
+			line += fmt.Sprintf(" avx2 %s (avx512 %.2f× faster)", fmtDur(kr.AVX2Time.Median), kr.AVX2Time.Median/kr.Time.Median)
+		}
+		fmt.Fprintln(log, line)
+	}
+}
+
+// bestCeilings keeps the higher of each rate of two measurements, and the roofline they give.
 func bestCeilings(a, b Ceilings) Ceilings {
 	if !a.Valid() {
 		return b
 	}
-	if b.Bandwidth > a.Bandwidth {
-		a.Bandwidth, a.BandwidthTime = b.Bandwidth, b.BandwidthTime
+	if b.ScaleBandwidth > a.ScaleBandwidth {
+		a.ScaleBandwidth, a.BandwidthTime = b.ScaleBandwidth, b.BandwidthTime
 	}
-	if b.PeakFLOPS > a.PeakFLOPS {
-		a.PeakFLOPS, a.MatmulTime = b.PeakFLOPS, b.MatmulTime
+	if b.MatmulFLOPS > a.MatmulFLOPS {
+		a.MatmulFLOPS, a.MatmulTime = b.MatmulFLOPS, b.MatmulTime
 	}
+	a.MatmulFLOPSAVX2 = max(a.MatmulFLOPSAVX2, b.MatmulFLOPSAVX2)
+	if a.CPU != nil && b.CPU != nil {
+		c := bestCPU(*a.CPU, *b.CPU)
+		a.CPU, a.Roofline = &c, c.roofline()
+		return a
+	}
+	a.Roofline = Roofline{PeakFLOPS: max(a.PeakFLOPS, b.PeakFLOPS), Bandwidth: max(a.Bandwidth, b.Bandwidth)}
 	return a
 }
 
 // measureCeilings measures the bandwidth of a chain of f32 Scales over a large buffer and the
-// rate of a chain of square matmuls.
+// rate of a chain of square matmuls: a GPU's roofline. On the CPU backend it also measures the
+// CPU's own limits (measureCPUCeilings), which become the roofline.
 func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 	var c Ceilings
 	n, chain := s.BandwidthElems, max(s.Chain, 1)
@@ -365,7 +425,23 @@ func measureCeilings(be engine.Backend, s Sizes) (Ceilings, error) {
 	}
 	c.MatmulKernel = fmt.Sprintf("matmul f32 %d×%d×%d, ×%d a submission", mn, mn, mn, chain)
 	c.MatmulTime = st
-	c.PeakFLOPS = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+	c.MatmulFLOPS = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+	c.ScaleBandwidth = c.Bandwidth
+	c.PeakFLOPS = c.MatmulFLOPS
+	if be.Device().Backend == "cpu" {
+		// Each probe runs for the budget of one repeat of a kernel (at least 50 ms).
+		cc := measureCPUCeilings(max(n, 1<<20), max(rp.Budget/4, 50*time.Millisecond))
+		c.CPU, c.Roofline = &cc, cc.roofline()
+		if gemm.CurrentISA() == gemm.ISAAVX512 {
+			_ = withISA(gemm.ISAAVX2, func() error {
+				st, _, err := measure(be, mm, 1, rp)
+				if err == nil && st.Median > 0 {
+					c.MatmulFLOPSAVX2 = float64(chain) * 2 * float64(mn) * float64(mn) * float64(mn) / st.Median
+				}
+				return err
+			})
+		}
+	}
 	return c, nil
 }
 

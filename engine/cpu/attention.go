@@ -11,9 +11,11 @@ import (
 
 // Attention on the CPU goes through the blocked SGEMM, one (sequence, head) at a time: the scores
 // S = scale·Q·Kᵀ and P = softmax(S) are materialised (QLen×KVLen floats) and O = P·V; the backward
-// pass recomputes P from the saved log-sum-exp. The plain kernels (engine/cpu/kernels) compute the
-// same function one dot product at a time; they serve decoding (few queries), and sizes whose
-// score matrix would be too large to hold.
+// pass recomputes P from the saved log-sum-exp. The exponentials run vectorised (gemm.ExpSub).
+// Decoding (fewer than fastAttentionQueries queries) runs the query heads that share a KV head as
+// one small GEMM (attentionDecode). The plain kernels (engine/cpu/kernels) compute the same function
+// one dot product at a time in float64; they serve the backward pass of a few queries, and sizes
+// whose score matrix would be too large to hold.
 
 // attentionRows runs attention over a KV cache of KVStride-row slots (engine.Attention with
 // KVStride): each run of queries of one sequence whose rows follow each other in one slot is an
@@ -62,6 +64,10 @@ func useFastAttention(a engine.Attention) bool {
 
 // attentionForward runs attention; starts (nil or per query) isolates packed documents.
 func attentionForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
+	if a.QLen < fastAttentionQueries {
+		attentionDecode(a, out, lse, q, k, v, starts)
+		return
+	}
 	if !useFastAttention(a) {
 		kernels.Attention(out, lse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
 		return
@@ -101,26 +107,57 @@ func softmaxCausal(s, lse []float32, Q, K int, starts []int32) {
 		if starts != nil {
 			j0 = int(starts[i])
 		}
-		mx := float32(math.Inf(-1))
-		for _, x := range row[j0:n] {
-			mx = max(mx, x)
-		}
-		sum := 0.0
-		for j := j0; j < n; j++ {
-			e := math.Exp(float64(row[j] - mx))
-			row[j] = float32(e)
-			sum += e
-		}
-		inv := float32(1 / sum)
-		for j := j0; j < n; j++ {
-			row[j] *= inv
-		}
+		lse[i] = softmaxRow(row[j0:n])
 		clear(row[:j0])
 		for j := n; j < K; j++ {
 			row[j] = 0
 		}
-		lse[i] = mx + float32(math.Log(sum))
 	}
+}
+
+// softmaxRow turns a row of scores into probabilities in place and returns its log-sum-exp: the
+// maximum, then the exponentials shifted by it and their sum in one vectorised pass (gemm.ExpSub),
+// then the division.
+func softmaxRow(row []float32) float32 {
+	mx := float32(math.Inf(-1))
+	for _, x := range row {
+		mx = max(mx, x)
+	}
+	sum := gemm.ExpSub(row, row, mx)
+	inv := 1 / sum
+	for j := range row {
+		row[j] *= inv
+	}
+	return mx + float32(math.Log(float64(sum)))
+}
+
+// attentionDecode is attention for a few queries a sequence (decoding against a KV cache): for
+// each sequence and KV head, in parallel, and each query, the query heads that share the KV head
+// (GQA) are one small GEMM against the visible keys, so each key and value row is loaded once for
+// all of them: S = scale·Q_g·Kᵀ (group × keys, which stays in L1/L2), a softmax row by row, then
+// O_g = P·V.
+func attentionDecode(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
+	H, KVH, D, Q, K := a.Heads, a.KVHeads, a.HeadDim, a.QLen, a.KVLen
+	group, off, kvStride := H/KVH, K-Q, KVH*D
+	gemm.Parallel(a.Batch*KVH, func(t int) {
+		b, kh := t/KVH, t%KVH
+		s := make([]float32, group*K)
+		for i := 0; i < Q; i++ {
+			j0, n := 0, off+i+1 // keys j0..n-1 are visible
+			if starts != nil {
+				j0 = int(starts[b*Q+i])
+			}
+			vis := n - j0
+			qg := q[((b*Q+i)*H+kh*group)*D:]
+			kv := (b*K+j0)*kvStride + kh*D
+			sg := s[:group*vis]
+			gemm.Sgemm(false, true, group, vis, D, a.Scale, qg, D, k[kv:], kvStride, 0, sg, vis)
+			for r := 0; r < group; r++ {
+				lse[(b*H+kh*group+r)*Q+i] = softmaxRow(sg[r*vis : (r+1)*vis])
+			}
+			gemm.Sgemm(false, false, group, D, vis, 1, sg, vis, v[kv:], kvStride, 0, out[((b*Q+i)*H+kh*group)*D:], D)
+		}
+	})
 }
 
 // attentionBackward computes attention's gradients; starts (nil or per query) as in the forward.
@@ -155,9 +192,7 @@ func attentionBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse [
 				if st != nil {
 					j0 = int(st[i])
 				}
-				for j := j0; j < n; j++ {
-					row[j] = float32(math.Exp(float64(row[j] - l[i])))
-				}
+				gemm.ExpSub(row[j0:n], row[j0:n], l[i])
 				clear(row[:j0])
 				for j := n; j < K; j++ {
 					row[j] = 0

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 	"github.com/lathe-ml/lathe/engine/cpu/kernels"
 )
 
@@ -47,6 +48,41 @@ func TestFastAttentionMatchesPlainKernels(t *testing.T) {
 			closeTo(t, wdk, dk, 1e-4, "dk")
 			closeTo(t, wdv, dv, 1e-4, "dv")
 		})
+	}
+}
+
+// The decode path (fewer than fastAttentionQueries queries: the query heads of a KV head as one
+// GEMM) against the plain kernels, on every instruction set: GQA groups of 1, 3 and 8, one key,
+// contexts that are not multiples of 16 (the vector exponential's width), packed documents.
+func TestDecodeAttentionMatchesPlainKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	for _, isa := range []gemm.ISA{gemm.ISAAVX512, gemm.ISAAVX2, gemm.ISAGo} {
+		prev, err := gemm.SetISA(isa)
+		if err != nil {
+			continue // this CPU lacks it: the gemm tests fail or skip as LATHE_REQUIRE_* say
+		}
+		for _, a := range []engine.Attention{
+			{Batch: 2, QLen: 1, KVLen: 53, Heads: 6, KVHeads: 2, HeadDim: 10},
+			{Batch: 1, QLen: 1, KVLen: 1, Heads: 4, KVHeads: 4, HeadDim: 16},
+			{Batch: 1, QLen: 3, KVLen: 300, Heads: 16, KVHeads: 2, HeadDim: 64},
+			{Batch: 3, QLen: 7, KVLen: 33, Heads: 8, KVHeads: 8, HeadDim: 12},
+			{Batch: 2, QLen: 5, KVLen: 40, Heads: 6, KVHeads: 2, HeadDim: 10, Docs: true},
+		} {
+			t.Run(fmt.Sprintf("%s/%+v", isa, a), func(t *testing.T) {
+				a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
+				nq, nkv := a.Batch*a.QLen*a.Heads*a.HeadDim, a.Batch*a.KVLen*a.KVHeads*a.HeadDim
+				q, k, v := randn(r, nq, 2), randn(r, nkv, 1), randn(r, nkv, 1)
+				nl := a.Batch * a.Heads * a.QLen
+				out, lse := nan(nq), nan(nl)
+				wout, wlse := make([]float32, nq), make([]float32, nl)
+				starts := docStarts(a, r)
+				attentionForward(a, out, lse, q, k, v, starts)
+				kernels.Attention(wout, wlse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
+				closeTo(t, wout, out, 1e-5, "out")
+				closeTo(t, wlse, lse, 1e-5, "lse")
+			})
+		}
+		_, _ = gemm.SetISA(prev)
 	}
 }
 

@@ -302,7 +302,7 @@ func run(l engine.Launch) error {
 		kernels.ScaleColsBackward(o[0], o[1], f32(in[0]), f32(in[1]), f32(in[2]), x.Rows(), x.Last())
 	case engine.RMSNorm:
 		x := in[0].Meta.Shape
-		kernels.RMSNorm(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last(), op.Eps)
+		gemm.RMSNorm(f32(out[0]), f32(in[0]), f32(in[1]), x.Rows(), x.Last(), op.Eps)
 	case engine.RMSNormBackward:
 		x := in[1].Meta.Shape
 		o := outputs(out, op.NeedX, op.NeedW)
@@ -353,7 +353,7 @@ func run(l engine.Launch) error {
 	case engine.UnaryBackward:
 		kernels.SiLUBackward(f32(out[0]), f32(in[0]), f32(in[1]))
 	case engine.SwiGLU:
-		kernels.SwiGLU(f32(out[0]), f32(in[0]), f32(in[1]))
+		gemm.SwiGLU(f32(out[0]), f32(in[0]), f32(in[1]))
 	case engine.SwiGLUBackward:
 		o := outputs(out, op.NeedGate, op.NeedUp)
 		for i := range o {

@@ -127,7 +127,7 @@ func WriteModel(dir, out string, typ parser.GGMLType) (ExportResult, error) {
 			return ExportResult{}, fmt.Errorf("export gguf: rope_scaling %q is not written (linear and yarn are)", kind)
 		}
 	}
-	if err := writeVocab(&w, dir); err != nil {
+	if err := writeVocab(&w, dir, c.Vocab); err != nil {
 		return ExportResult{}, fmt.Errorf("export gguf: %w", err)
 	}
 	count := 0
@@ -190,8 +190,10 @@ func WriteModel(dir, out string, typ parser.GGMLType) (ExportResult, error) {
 }
 
 // writeVocab adds tokenizer.ggml.* (and tokenizer.chat_template) from dir's tokenizer.json and
-// tokenizer_config.json.
-func writeVocab(w *Writer, dir string) error {
+// tokenizer_config.json. A tokenizer with fewer tokens than the model's vocab_size (an embedding
+// padded beyond it) gets "[PAD<id>]" tokens of type UNUSED up to it, as convert_hf_to_gguf.py
+// writes them: llama.cpp refuses a vocabulary shorter than the embedding.
+func writeVocab(w *Writer, dir string, vocabSize int) error {
 	tj, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return fmt.Errorf("tokenizer: %w", err)
@@ -203,6 +205,13 @@ func writeVocab(w *Writer, dir string) error {
 	v, err := tokenizer.ToGGUFVocab(tj, cj)
 	if err != nil {
 		return fmt.Errorf("tokenizer: %w", err)
+	}
+	for id := len(v.Tokens); id < vocabSize; id++ {
+		v.Tokens = append(v.Tokens, fmt.Sprintf("[PAD%d]", id))
+		if v.Scores != nil {
+			v.Scores = append(v.Scores, 0)
+		}
+		v.Types = append(v.Types, tokenizer.GGUFUnused)
 	}
 	w.String("tokenizer.ggml.model", v.Model)
 	if v.Pre != "" {

@@ -2,6 +2,7 @@ package gguf_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -321,4 +322,35 @@ func TestOpenRefusesWhatItCannotLoad(t *testing.T) {
 	require.Error(t, err)
 	var w gguf.Writer
 	require.ErrorContains(t, w.Tensor("x", parser.GGMLTypeQ4_K, []int{2, 64}, nil), "not whole blocks")
+}
+
+// An embedding larger than its tokenizer (a padded vocabulary) is exported with "[PAD<id>]"
+// tokens of type UNUSED up to vocab_size, as convert_hf_to_gguf.py pads it, so that llama.cpp,
+// which refuses a vocabulary shorter than the embedding, loads the file.
+func TestExportPadsTheVocabulary(t *testing.T) {
+	dir := t.TempDir()
+	const vocab = 4000
+	_, err := synth.Write(dir, synth.Options{Seed: 5, DType: "F32", Vocab: vocab, Preset: synth.Presets["tiny"]})
+	require.NoError(t, err)
+	tk, err := tokenizer.Load(dir)
+	require.NoError(t, err)
+	n := tk.VocabSize()
+	require.Less(t, n, vocab, "the synthetic tokenizer is smaller than the embedding")
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	_, err = gguf.WriteModel(dir, path, parser.GGMLTypeF16)
+	require.NoError(t, err)
+	f, err := gguf.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	toks, ok := f.Meta.Header.MetadataKV.Get("tokenizer.ggml.tokens")
+	require.True(t, ok)
+	types, ok := f.Meta.Header.MetadataKV.Get("tokenizer.ggml.token_type")
+	require.True(t, ok)
+	names, kinds := toks.ValueArray().ValuesString(), types.ValueArray().ValuesInt32()
+	require.Len(t, names, vocab)
+	require.Len(t, kinds, vocab)
+	require.Equal(t, fmt.Sprintf("[PAD%d]", n), names[n])
+	require.Equal(t, "[PAD3999]", names[vocab-1])
+	require.Equal(t, int32(tokenizer.GGUFUnused), kinds[vocab-1])
+	require.NotEqual(t, int32(tokenizer.GGUFUnused), kinds[n-1], "the tokenizer's own tokens keep their types")
 }

@@ -1,6 +1,7 @@
 // Package gemm holds the CPU backend's matrix kernels: a cache-blocked, packed, parallel SGEMM with
-// an AVX2/FMA micro-kernel (and a portable Go one), and 4-bit blockwise dequant-matmuls (GEMV and
-// GEMM) for the bitsandbytes NF4/FP4 layout.
+// AVX-512 and AVX2/FMA micro-kernels (and a portable Go one), 4-bit blockwise dequant-matmuls (GEMV
+// and GEMM) for the bitsandbytes NF4/FP4 layout, and the vectorised exponential, SwiGLU and RMSNorm
+// that share their instruction-set dispatch.
 //
 // The blocking is GotoBLAS-style with the loops arranged for row-major C. op(A) is packed once, a
 // kc-deep block at a time, into strips of mr rows; C is cut into column panels of at most nc
@@ -12,8 +13,10 @@
 // are absorbed by the packing, and MatMul4 plugs a dequantizing packer for B into the same driver.
 //
 // A few rows (decode) skip packing and stream B once: Sgemm with m = 1, or m ≤ 4 when op(B) = Bᵀ,
-// and MatMul4 with m ≤ 16. On amd64 with AVX2 and FMA (checked at run time) the inner loops are
-// assembly; elsewhere, or built with -tags purego, the same drivers run portable Go kernels.
+// and MatMul4 with m ≤ 16. On amd64 the inner loops are assembly, picked from CPUID at start-up:
+// AVX-512 (ZMM) where the CPU has it, else AVX2 and FMA, both keeping the same data layouts so the
+// drivers are shared (SetISA or LATHE_CPU_ISA selects a narrower path); elsewhere, or built with
+// -tags purego, the same drivers run portable Go kernels.
 package gemm
 
 import (
@@ -90,6 +93,11 @@ func workers(flops int) int {
 	}
 	return w
 }
+
+// Parallel runs f(i) for i in [0, n) on up to GOMAXPROCS goroutines (the caller's among them),
+// handing out indices dynamically; it returns when all are done. Kernels that split their own work
+// into independent tasks (attention over heads) share the GEMM's scheduling through it.
+func Parallel(n int, f func(i int)) { parallel(n, runtime.GOMAXPROCS(0), f) }
 
 // parallel runs f(i) for i in [0, n) on up to w goroutines (the caller's among them), handing out
 // indices dynamically so that a core busy with something else does not hold the rest back.
@@ -363,17 +371,21 @@ func packT(src []float32, ld, kcur, rows int, dst []float32) {
 // corner that exists (beta == 0: C is not read).
 func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
 	if useAVX2 {
+		kern := kern6x16
+		if useAVX512 {
+			kern = kern6x16AVX512
+		}
 		if rows == mr && cols == nr {
 			_ = a[k*mr-1]
 			_ = b[k*nr-1]
 			_ = c[(mr-1)*ldc+nr-1]
-			kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			kern(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 			return
 		}
 		var tile [mr * nr]float32
 		_ = a[k*mr-1]
 		_ = b[k*nr-1]
-		kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		kern(k, &a[0], &b[0], &tile[0], nr, 1, 0)
 		store(&tile, rows, cols, alpha, beta, c, ldc)
 		return
 	}

@@ -34,17 +34,41 @@ func requireAVX2(t *testing.T) {
 	t.Skip("no AVX2/FMA on this CPU: only the Go path exists")
 }
 
-// withAVX2 runs f with the assembly kernels on, then off (the portable Go path, as on other
-// architectures or with -tags purego); on a CPU without AVX2/FMA the avx2=true half skips (fails
-// under LATHE_REQUIRE_AVX2=1).
+// isas are the instruction sets this CPU runs, widest first, the portable Go path last. Under
+// LATHE_REQUIRE_AVX2=1 (CI) a CPU without AVX2/FMA fails the test instead, and under
+// LATHE_REQUIRE_AVX512=1 one without AVX-512: the kernels are never silently untested there.
+func isas(t *testing.T) []ISA {
+	t.Helper()
+	if os.Getenv("LATHE_REQUIRE_AVX2") == "1" && !hasAVX2 {
+		t.Fatal("LATHE_REQUIRE_AVX2=1 but the AVX2/FMA kernels cannot run (no AVX2/FMA on this CPU, or a purego build)")
+	}
+	if os.Getenv("LATHE_REQUIRE_AVX512") == "1" && !hasAVX512 {
+		t.Fatal("LATHE_REQUIRE_AVX512=1 but the AVX-512 kernels cannot run (no AVX-512F on this CPU, or a purego build)")
+	}
+	var out []ISA
+	if hasAVX512 {
+		out = append(out, ISAAVX512)
+	}
+	if hasAVX2 {
+		out = append(out, ISAAVX2)
+	}
+	return append(out, ISAGo)
+}
+
+// useISA switches the kernels to isa until the test ends.
+func useISA(t *testing.T, isa ISA) {
+	t.Helper()
+	prev, err := SetISA(isa)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = SetISA(prev) })
+}
+
+// withAVX2 runs f on every instruction set this CPU runs (AVX-512, AVX2, then the portable Go
+// path, as on other architectures or with -tags purego), as subtests.
 func withAVX2(t *testing.T, f func(t *testing.T)) {
-	for _, fast := range []bool{true, false} {
-		t.Run(fmt.Sprintf("avx2=%v", fast), func(t *testing.T) {
-			if fast {
-				requireAVX2(t)
-			}
-			defer func(v bool) { useAVX2 = v }(useAVX2)
-			useAVX2 = fast
+	for _, isa := range isas(t) {
+		t.Run(string(isa), func(t *testing.T) {
+			useISA(t, isa)
 			f(t)
 		})
 	}
@@ -216,16 +240,18 @@ func TestFastMatchesPlain(t *testing.T) {
 		}
 	}
 	for _, s := range cases {
-		fast := s.run()
-		useAVX2 = false
+		useISA(t, ISAGo)
 		slow := s.run()
-		useAVX2 = true
-		for i := range fast {
-			if i%s.ldc >= s.n {
-				continue
+		for _, isa := range isas(t) {
+			useISA(t, isa)
+			fast := s.run()
+			for i := range fast {
+				if i%s.ldc >= s.n {
+					continue
+				}
+				d := math.Abs(float64(fast[i] - slow[i]))
+				require.LessOrEqual(t, d, 1e-5*math.Sqrt(float64(s.k))*(1+math.Abs(float64(slow[i]))), "%s %v [%d]", isa, s, i)
 			}
-			d := math.Abs(float64(fast[i] - slow[i]))
-			require.LessOrEqual(t, d, 1e-5*math.Sqrt(float64(s.k))*(1+math.Abs(float64(slow[i]))), "%v [%d]", s, i)
 		}
 	}
 	// The GEMV path (m = 1, and m ≤ smallM when op(B) = Bᵀ) against the first rows of the same
@@ -253,10 +279,22 @@ func TestKernelsAgree(t *testing.T) {
 	for _, k := range []int{1, 2, 7, 256} {
 		a, b := randn(r, k*mr), randn(r, k*nr)
 		var fast, slow [mr * nr]float32
-		kern6x16(k, &a[0], &b[0], &fast[0], nr, 1, 0)
 		kernelGo(k, a, b, &slow)
+		kern6x16(k, &a[0], &b[0], &fast[0], nr, 1, 0)
 		for i := range fast {
 			require.InDelta(t, slow[i], fast[i], 1e-5*float64(k), "k=%d [%d]", k, i)
+		}
+		if hasAVX512 {
+			// alpha and beta through the AVX-512 kernel's own epilogue, against the same tile.
+			c := randn(r, mr*nr)
+			want := make([]float32, len(c))
+			for i := range c {
+				want[i] = 0.5*slow[i] - 2*c[i]
+			}
+			kern6x16AVX512(k, &a[0], &b[0], &c[0], nr, 0.5, -2)
+			for i := range c {
+				require.InDelta(t, want[i], c[i], 1e-5*float64(k), "avx512 k=%d [%d]", k, i)
+			}
 		}
 	}
 	for _, n := range []int{1, 31, 32, 33, 1001} {
@@ -401,19 +439,18 @@ func TestMatMul4FastMatchesPlain(t *testing.T) {
 	const n, k, bs = 70, 96, 64 // k a multiple of 16, so the AVX2 GEMV runs; rows start mid-block
 	packed, absmax := randQuant4(r, n, k, bs)
 	x := randn(r, (smallM4+1)*k)
-	run := func(m int, avx bool) []float32 {
-		defer func(v bool) { useAVX2 = v }(useAVX2)
-		useAVX2 = avx
+	run := func(m int, isa ISA) []float32 {
+		useISA(t, isa)
 		y := make([]float32, m*n)
 		MatMul4(false, m, n, k, x, packed, absmax, bs, &quant.NF4Code, 0, y)
 		return y
 	}
-	ref := run(smallM4+1, false)
+	ref := run(smallM4+1, ISAGo)
 	for _, m := range []int{1, 2, 4, 5, 8, 9, 12, smallM4, smallM4 + 1} {
-		for _, avx := range []bool{true, false} {
-			got := run(m, avx)
+		for _, isa := range isas(t) {
+			got := run(m, isa)
 			for i := range got {
-				require.InDelta(t, ref[i], got[i], 1e-4*(1+math.Abs(float64(ref[i]))), "m=%d avx2=%v [%d]", m, avx, i)
+				require.InDelta(t, ref[i], got[i], 1e-4*(1+math.Abs(float64(ref[i]))), "m=%d %s [%d]", m, isa, i)
 			}
 		}
 	}

@@ -4,8 +4,30 @@ package gemm
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2 selects the assembly kernels; tests switch it off to check the Go ones on this machine.
-var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasAVX2 and hasAVX512 say what the CPU runs; useAVX2 and useAVX512 select the assembly kernels
+// (SetISA and tests switch them off to run the narrower or the Go ones on this machine). useAVX512
+// implies useAVX2: the AVX-512 path replaces some AVX2 kernels and shares the others.
+var (
+	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
+	useAVX2   = hasAVX2
+	useAVX512 = hasAVX512
+)
+
+// kern6x16AVX512 is kern6x16 with ZMM registers.
+//
+//go:noescape
+func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// gemv4AVX512 is gemv4AVX2 with ZMM registers (one VPERMPS per 16 codes).
+//
+//go:noescape
+func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32
+
+// dequant4AVX512 is dequant4AVX2 with ZMM registers.
+//
+//go:noescape
+func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
 
 // kern6x16 sets C[6×16] = alpha·Σ_p a[6p:6p+6] ⊗ b[16p:16p+16] + beta·C (row stride ldc; beta == 0:
 // C is not read). k ≥ 1.
@@ -74,3 +96,33 @@ func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *flo
 //
 //go:noescape
 func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+
+// expSubAVX512 sets dst[i] = exp(src[i] − shift) for i < n (a multiple of 16) and returns their sum.
+//
+//go:noescape
+func expSubAVX512(n int, src, dst *float32, shift float32) float32
+
+// swigluAVX512 sets y[i] = silu(gate[i])·up[i] for i < n (a multiple of 16).
+//
+//go:noescape
+func swigluAVX512(n int, gate, up, y *float32)
+
+// sumSquaresAVX512 is Σ x[i]² for i < n (a multiple of 16).
+//
+//go:noescape
+func sumSquaresAVX512(n int, x *float32) float32
+
+// scaleMulAVX512 sets y[i] = x[i]·r·w[i] for i < n (a multiple of 16).
+//
+//go:noescape
+func scaleMulAVX512(n int, x, w, y *float32, r float32)
+
+// gemv4x4AVX512 is gemv4x4AVX2 with ZMM registers.
+//
+//go:noescape
+func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32)
+
+// gemv4x8AVX512 is gemv4x8AVX2 with ZMM registers.
+//
+//go:noescape
+func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)

@@ -2,8 +2,25 @@
 
 package gemm
 
-// useAVX2 is always false here: only the portable Go kernels exist.
-var useAVX2 = false
+// The assembly kernels do not exist here: only the portable Go ones.
+var (
+	hasAVX2   = false
+	hasAVX512 = false
+	useAVX2   = false
+	useAVX512 = false
+)
+
+func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
 
 func kern6x16(k int, a, b, c *float32, ldc int, alpha, beta float32) {
 	panic("gemm: no assembly kernels in this build")
@@ -38,5 +55,29 @@ func gemv4x4AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *flo
 }
 
 func gemv4x8AVX2(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func expSubAVX512(n int, src, dst *float32, shift float32) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func swigluAVX512(n int, gate, up, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func sumSquaresAVX512(n int, x *float32) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func scaleMulAVX512(n int, x, w, y *float32, r float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32) {
 	panic("gemm: no assembly kernels in this build")
 }

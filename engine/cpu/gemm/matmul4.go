@@ -73,7 +73,11 @@ func (q *quant4) span(e0 int, dst []float32) {
 		if g := body / 16; g > 0 && useAVX2 {
 			bytes := q.packed[(e+i)>>1 : (e+i)>>1+8*g]
 			out := seg[i : i+16*g]
-			dequant4AVX2(g, &bytes[0], s, q.code, &out[0])
+			if useAVX512 {
+				dequant4AVX512(g, &bytes[0], s, q.code, &out[0])
+			} else {
+				dequant4AVX2(g, &bytes[0], s, q.code, &out[0])
+			}
 			i += 16 * g
 			body -= 16 * g
 		}
@@ -208,6 +212,10 @@ func (q *quant4) dotRows4AVX2(e0, k int, xp []float32, out *[4]float32) {
 	_ = q.absmax[blk+nblk-1]
 	_ = q.packed[(e0+k)/2-1]
 	_ = xp[4*k-1]
+	if useAVX512 {
+		gemv4x4AVX512(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+		return
+	}
 	gemv4x4AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
 }
 
@@ -219,6 +227,10 @@ func (q *quant4) dotRows8AVX2(e0, k int, xp []float32, out *[8]float32) {
 	_ = q.absmax[blk+nblk-1]
 	_ = q.packed[(e0+k)/2-1]
 	_ = xp[8*k-1]
+	if useAVX512 {
+		gemv4x8AVX512(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
+		return
+	}
 	gemv4x8AVX2(k/16, first, q.bs/16, &xp[0], k, &q.packed[e0/2], &q.absmax[blk], q.code, out)
 }
 
@@ -230,6 +242,9 @@ func (q *quant4) dotRowAVX2(e0, k int, xp []float32) float32 {
 	nblk := (e0+k-1)/q.bs - blk + 1
 	_ = q.absmax[blk+nblk-1]
 	_ = q.packed[(e0+k)/2-1]
+	if useAVX512 {
+		return gemv4AVX512(k/16, first, q.bs/16, &xp[0], &q.packed[e0/2], &q.absmax[blk], q.code)
+	}
 	return gemv4AVX2(k/16, first, q.bs/16, &xp[0], &q.packed[e0/2], &q.absmax[blk], q.code)
 }
 

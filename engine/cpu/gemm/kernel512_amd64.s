@@ -1,0 +1,580 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX-512 kernels. They keep the AVX2 kernels' data layouts (packed 6×16 tiles, the permuted x of
+// the 4-bit GEMV), so the Go drivers are shared and only the inner loops differ.
+
+// func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// kern6x16 with ZMM registers: a row of the 16-wide B strip is one register, and each a value is
+// broadcast from memory inside its FMA. Two k steps per iteration go to two sets of six
+// accumulators (Z0-Z5 even steps, Z6-Z11 odd ones), so that each accumulator waits for its last FMA
+// only every other step (six FMAs a step are three cycles on two 512-bit pipes, less than the FMA
+// latency of four).
+TEXT ·kern6x16AVX512(SB), NOSPLIT, $0-48
+	MOVQ   k+0(FP), CX
+	MOVQ   a+8(FP), SI
+	MOVQ   b+16(FP), DI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   CX, R9
+	SHRQ   $1, CX
+	JZ     k512tail
+
+k512loop:
+	VMOVUPS          (DI), Z12
+	VMOVUPS          64(DI), Z13
+	VFMADD231PS.BCST (SI), Z12, Z0
+	VFMADD231PS.BCST 4(SI), Z12, Z1
+	VFMADD231PS.BCST 8(SI), Z12, Z2
+	VFMADD231PS.BCST 12(SI), Z12, Z3
+	VFMADD231PS.BCST 16(SI), Z12, Z4
+	VFMADD231PS.BCST 20(SI), Z12, Z5
+	VFMADD231PS.BCST 24(SI), Z13, Z6
+	VFMADD231PS.BCST 28(SI), Z13, Z7
+	VFMADD231PS.BCST 32(SI), Z13, Z8
+	VFMADD231PS.BCST 36(SI), Z13, Z9
+	VFMADD231PS.BCST 40(SI), Z13, Z10
+	VFMADD231PS.BCST 44(SI), Z13, Z11
+	ADDQ             $48, SI
+	ADDQ             $128, DI
+	DECQ             CX
+	JNZ              k512loop
+
+k512tail:
+	ANDQ             $1, R9
+	JZ               k512sum
+	VMOVUPS          (DI), Z12
+	VFMADD231PS.BCST (SI), Z12, Z0
+	VFMADD231PS.BCST 4(SI), Z12, Z1
+	VFMADD231PS.BCST 8(SI), Z12, Z2
+	VFMADD231PS.BCST 12(SI), Z12, Z3
+	VFMADD231PS.BCST 16(SI), Z12, Z4
+	VFMADD231PS.BCST 20(SI), Z12, Z5
+
+k512sum:
+	VADDPS       Z6, Z0, Z0
+	VADDPS       Z7, Z1, Z1
+	VADDPS       Z8, Z2, Z2
+	VADDPS       Z9, Z3, Z3
+	VADDPS       Z10, Z4, Z4
+	VADDPS       Z11, Z5, Z5
+	MOVQ         c+24(FP), DX
+	MOVQ         ldc+32(FP), R8
+	SHLQ         $2, R8
+	VBROADCASTSS alpha+40(FP), Z12
+	VMULPS       Z12, Z0, Z0
+	VMULPS       Z12, Z1, Z1
+	VMULPS       Z12, Z2, Z2
+	VMULPS       Z12, Z3, Z3
+	VMULPS       Z12, Z4, Z4
+	VMULPS       Z12, Z5, Z5
+	MOVL         beta+44(FP), AX
+	ANDL         $0x7fffffff, AX
+	JZ           k512store
+
+	VBROADCASTSS beta+44(FP), Z13
+	MOVQ         DX, BX
+	VFMADD231PS  (BX), Z13, Z0
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z1
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z2
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z3
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z4
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z5
+
+k512store:
+	VMOVUPS Z0, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z1, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z2, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z3, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z4, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z5, (DX)
+	VZEROUPPER
+	RET
+
+// func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, table *[16]float32) float32
+// gemv4AVX2 with ZMM registers, same arguments and layout. The 16-entry codebook is one register
+// and one VPERMPS looks up a whole group: VPERMPS on ZMM reads only the low four bits of each index,
+// so a byte's low nibble needs no mask and its high nibble only a shift. A group's 16 indexes are
+// [bytes >> 4, bytes] (its even elements, then its odd ones, as xp is permuted). Each block runs its
+// groups two at a time (16 bytes) into two accumulators, then adds them, scaled once, to the total.
+TEXT ·gemv4AVX512(SB), NOSPLIT, $0-60
+	MOVQ    n16+0(FP), CX
+	MOVQ    first+8(FP), R9
+	MOVQ    gpb+16(FP), R11
+	MOVQ    xp+24(FP), SI
+	MOVQ    w+32(FP), DI
+	MOVQ    scales+40(FP), BX
+	MOVQ    table+48(FP), AX
+	VMOVUPS (AX), Z14
+	VPXORD  Z0, Z0, Z0
+
+g5block:
+	// R10 = the groups of this block: min(R9, CX).
+	MOVQ    R9, R10
+	CMPQ    R10, CX
+	CMOVQGT CX, R10
+	SUBQ    R10, CX
+	VPXORD  Z1, Z1, Z1
+	VPXORD  Z2, Z2, Z2
+
+g5pair:
+	CMPQ         R10, $2
+	JLT          g5single
+	VPMOVZXBD    (DI), Z3              // 16 bytes, one a lane
+	VPSRLD       $4, Z3, Z4            // their high nibbles
+	VINSERTI64X4 $1, Y3, Z4, Z5        // group 0: [high of bytes 0-7, bytes 0-7]
+	VSHUFI32X4   $0xEE, Z3, Z4, Z6     // group 1: [high of bytes 8-15, bytes 8-15]
+	VPERMPS      Z14, Z5, Z5
+	VPERMPS      Z14, Z6, Z6
+	VFMADD231PS  (SI), Z5, Z1
+	VFMADD231PS  64(SI), Z6, Z2
+	ADDQ         $16, DI
+	ADDQ         $128, SI
+	SUBQ         $2, R10
+	JMP          g5pair
+
+g5single:
+	TESTQ        R10, R10
+	JZ           g5end
+	VPMOVZXBD    (DI), Y3
+	VPSRLD       $4, Y3, Y4
+	VINSERTI64X4 $1, Y3, Z4, Z5
+	VPERMPS      Z14, Z5, Z5
+	VFMADD231PS  (SI), Z5, Z1
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+
+g5end:
+	VADDPS       Z2, Z1, Z1
+	VBROADCASTSS (BX), Z3
+	VFMADD231PS  Z1, Z3, Z0
+	ADDQ         $4, BX
+	MOVQ         R11, R9
+	TESTQ        CX, CX
+	JNZ          g5block
+
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
+// dequant4AVX2 with ZMM registers: a group's 16 indexes are its bytes shifted right by 4
+// interleaved with the bytes themselves (VPERMPS reads only the low four bits), one lookup each.
+TEXT ·dequant4AVX512(SB), NOSPLIT, $0-40
+	MOVQ         n16+0(FP), CX
+	MOVQ         w+8(FP), SI
+	VBROADCASTSS scale+16(FP), Z13
+	MOVQ         table+24(FP), AX
+	MOVQ         dst+32(FP), DI
+	VMOVUPS      (AX), Z14
+
+dq5loop:
+	VMOVQ      (SI), X0
+	VPSRLW     $4, X0, X1
+	VPUNPCKLBW X0, X1, X2  // h0 b0 h1 b1 … in element order
+	VPMOVZXBD  X2, Z3
+	VPERMPS    Z14, Z3, Z3
+	VMULPS     Z13, Z3, Z3
+	VMOVUPS    Z3, (DI)
+	ADDQ       $8, SI
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        dq5loop
+	VZEROUPPER
+	RET
+
+// func expSubAVX512(n int, src, dst *float32, shift float32) float32
+// dst[i] = exp(src[i] − shift) for i < n (a multiple of 16), and returns Σ dst[i]: the softmax's
+// exponentials and their sum in one pass. Cephes' expf: x clamped to [−104, 88.7], n = round(x·log₂e),
+// r = x − n·ln2 (in two parts), e^r by a degree-6 polynomial, times 2ⁿ by VSCALEFPS, which
+// underflows to 0 (so x ≤ −104, −∞ included, gives 0) instead of wrapping the exponent.
+TEXT ·expSubAVX512(SB), NOSPLIT, $0-36
+	MOVQ         n+0(FP), CX
+	MOVQ         src+8(FP), SI
+	MOVQ         dst+16(FP), DI
+	VBROADCASTSS shift+24(FP), Z16
+	MOVL         $0x3fb8aa3b, AX // log₂e
+	VPBROADCASTD AX, Z17
+	MOVL         $0x3f318000, AX // ln2, high part
+	VPBROADCASTD AX, Z18
+	MOVL         $0xb95e8083, AX // ln2, low part
+	VPBROADCASTD AX, Z19
+	MOVL         $0x39506967, AX // p0
+	VPBROADCASTD AX, Z20
+	MOVL         $0x3ab743ce, AX // p1
+	VPBROADCASTD AX, Z21
+	MOVL         $0x3c088908, AX // p2
+	VPBROADCASTD AX, Z22
+	MOVL         $0x3d2aa9c1, AX // p3
+	VPBROADCASTD AX, Z23
+	MOVL         $0x3e2aaaaa, AX // p4
+	VPBROADCASTD AX, Z24
+	MOVL         $0x3f000000, AX // p5 = 0.5
+	VPBROADCASTD AX, Z25
+	MOVL         $0x3f800000, AX // 1
+	VPBROADCASTD AX, Z26
+	MOVL         $0xc2d00000, AX // −104
+	VPBROADCASTD AX, Z27
+	MOVL         $0x42b16666, AX // 88.7
+	VPBROADCASTD AX, Z28
+	VPXORD       Z0, Z0, Z0
+	SHRQ         $4, CX
+	JZ           exdone
+
+exloop:
+	VMOVUPS      (SI), Z1
+	VSUBPS       Z16, Z1, Z1
+	VMAXPS       Z27, Z1, Z1
+	VMINPS       Z28, Z1, Z1
+	VMULPS       Z17, Z1, Z2
+	VRNDSCALEPS  $0, Z2, Z2   // n, rounded to nearest
+	VFNMADD231PS Z18, Z2, Z1  // r = x − n·ln2hi − n·ln2lo
+	VFNMADD231PS Z19, Z2, Z1
+	VMULPS       Z1, Z1, Z3   // r²
+	VMOVAPS      Z20, Z4
+	VFMADD213PS  Z21, Z1, Z4
+	VFMADD213PS  Z22, Z1, Z4
+	VFMADD213PS  Z23, Z1, Z4
+	VFMADD213PS  Z24, Z1, Z4
+	VFMADD213PS  Z25, Z1, Z4
+	VFMADD213PS  Z1, Z3, Z4   // p·r² + r
+	VADDPS       Z26, Z4, Z4  // + 1
+	VSCALEFPS    Z2, Z4, Z4   // · 2ⁿ
+	VMOVUPS      Z4, (DI)
+	VADDPS       Z4, Z0, Z0
+	ADDQ         $64, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          exloop
+
+exdone:
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func swigluAVX512(n int, gate, up, y *float32)
+// y[i] = gate[i]·up[i] / (1 + exp(−gate[i])) for i < n (a multiple of 16): silu(gate)·up, with
+// expSubAVX512's exponential (−gate clamped to [−104, 88.7]: silu of a gate below −88.7 is
+// rounded to its limit, 0).
+TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
+	MOVQ         n+0(FP), CX
+	MOVQ         gate+8(FP), SI
+	MOVQ         up+16(FP), DX
+	MOVQ         y+24(FP), DI
+	MOVL         $0x3fb8aa3b, AX
+	VPBROADCASTD AX, Z17
+	MOVL         $0x3f318000, AX
+	VPBROADCASTD AX, Z18
+	MOVL         $0xb95e8083, AX
+	VPBROADCASTD AX, Z19
+	MOVL         $0x39506967, AX
+	VPBROADCASTD AX, Z20
+	MOVL         $0x3ab743ce, AX
+	VPBROADCASTD AX, Z21
+	MOVL         $0x3c088908, AX
+	VPBROADCASTD AX, Z22
+	MOVL         $0x3d2aa9c1, AX
+	VPBROADCASTD AX, Z23
+	MOVL         $0x3e2aaaaa, AX
+	VPBROADCASTD AX, Z24
+	MOVL         $0x3f000000, AX
+	VPBROADCASTD AX, Z25
+	MOVL         $0x3f800000, AX
+	VPBROADCASTD AX, Z26
+	MOVL         $0xc2d00000, AX
+	VPBROADCASTD AX, Z27
+	MOVL         $0x42b16666, AX
+	VPBROADCASTD AX, Z28
+	VPXORD       Z16, Z16, Z16
+	SHRQ         $4, CX
+	JZ           swdone
+
+swloop:
+	VMOVUPS      (SI), Z5     // g
+	VSUBPS       Z5, Z16, Z1  // x = −g
+	VMAXPS       Z27, Z1, Z1
+	VMINPS       Z28, Z1, Z1
+	VMULPS       Z17, Z1, Z2
+	VRNDSCALEPS  $0, Z2, Z2
+	VFNMADD231PS Z18, Z2, Z1
+	VFNMADD231PS Z19, Z2, Z1
+	VMULPS       Z1, Z1, Z3
+	VMOVAPS      Z20, Z4
+	VFMADD213PS  Z21, Z1, Z4
+	VFMADD213PS  Z22, Z1, Z4
+	VFMADD213PS  Z23, Z1, Z4
+	VFMADD213PS  Z24, Z1, Z4
+	VFMADD213PS  Z25, Z1, Z4
+	VFMADD213PS  Z1, Z3, Z4
+	VADDPS       Z26, Z4, Z4
+	VSCALEFPS    Z2, Z4, Z4   // exp(−g)
+	VADDPS       Z26, Z4, Z4  // 1 + exp(−g)
+	VMULPS       (DX), Z5, Z5 // g·up
+	VDIVPS       Z4, Z5, Z5
+	VMOVUPS      Z5, (DI)
+	ADDQ         $64, SI
+	ADDQ         $64, DX
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          swloop
+
+swdone:
+	VZEROUPPER
+	RET
+
+// func sumSquaresAVX512(n int, x *float32) float32
+// Σ x[i]² for i < n (a multiple of 16), in four accumulators.
+TEXT ·sumSquaresAVX512(SB), NOSPLIT, $0-20
+	MOVQ   n+0(FP), CX
+	MOVQ   x+8(FP), SI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	SHRQ   $4, CX
+
+ssloop4:
+	CMPQ        CX, $4
+	JLT         ssloop1
+	VMOVUPS     (SI), Z4
+	VMOVUPS     64(SI), Z5
+	VMOVUPS     128(SI), Z6
+	VMOVUPS     192(SI), Z7
+	VFMADD231PS Z4, Z4, Z0
+	VFMADD231PS Z5, Z5, Z1
+	VFMADD231PS Z6, Z6, Z2
+	VFMADD231PS Z7, Z7, Z3
+	ADDQ        $256, SI
+	SUBQ        $4, CX
+	JMP         ssloop4
+
+ssloop1:
+	TESTQ       CX, CX
+	JZ          ssdone
+	VMOVUPS     (SI), Z4
+	VFMADD231PS Z4, Z4, Z0
+	ADDQ        $64, SI
+	DECQ        CX
+	JMP         ssloop1
+
+ssdone:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleMulAVX512(n int, x, w, y *float32, r float32)
+// y[i] = x[i]·r·w[i] for i < n (a multiple of 16): RMSNorm's second pass.
+TEXT ·scaleMulAVX512(SB), NOSPLIT, $0-36
+	MOVQ         n+0(FP), CX
+	MOVQ         x+8(FP), SI
+	MOVQ         w+16(FP), DX
+	MOVQ         y+24(FP), DI
+	VBROADCASTSS r+32(FP), Z3
+	SHRQ         $4, CX
+	JZ           smdone
+
+smloop:
+	VMULPS  (SI), Z3, Z0
+	VMULPS  (DX), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     smloop
+
+smdone:
+	VZEROUPPER
+	RET
+
+// func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[4]float32)
+// gemv4x4AVX2 with ZMM registers: a group's 16 codes are one VPERMPS (as in gemv4AVX512), scaled
+// once, and feed one FMA a row; four accumulators.
+TEXT ·gemv4x4AVX512(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         first+8(FP), R9
+	MOVQ         gpb+16(FP), R11
+	MOVQ         xp+24(FP), SI
+	MOVQ         ldx+32(FP), R8
+	MOVQ         w+40(FP), DI
+	MOVQ         scales+48(FP), BX
+	MOVQ         table+56(FP), AX
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R12
+	VMOVUPS      (AX), Z14
+	VBROADCASTSS (BX), Z13
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+
+g54loop:
+	VPMOVZXBD    (DI), Y8
+	VPSRLD       $4, Y8, Y9
+	VINSERTI64X4 $1, Y8, Z9, Z9
+	VPERMPS      Z14, Z9, Z9
+	VMULPS       Z13, Z9, Z9
+	VFMADD231PS  (SI), Z9, Z0
+	VFMADD231PS  (SI)(R8*1), Z9, Z1
+	VFMADD231PS  (SI)(R8*2), Z9, Z2
+	VFMADD231PS  (SI)(R12*1), Z9, Z3
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+	DECQ         R9
+	JNZ          g54next
+	CMPQ         CX, $1
+	JEQ          g54next // the last group: no next block to load the scale of
+	ADDQ         $4, BX
+	VBROADCASTSS (BX), Z13
+	MOVQ         R11, R9
+
+g54next:
+	DECQ CX
+	JNZ  g54loop
+
+	MOVQ out+64(FP), AX
+	VEXTRACTF64X4 $1, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y4
+	VADDPS        Y4, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y4
+	VADDPS        Y4, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y4
+	VADDPS        Y4, Y3, Y3
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVUPS       X0, (AX)
+	VZEROUPPER
+	RET
+
+// func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+// gemv4x4AVX512 for eight rows of x: each group decoded once feeds eight FMAs.
+TEXT ·gemv4x8AVX512(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         first+8(FP), R9
+	MOVQ         gpb+16(FP), R11
+	MOVQ         xp+24(FP), SI
+	MOVQ         ldx+32(FP), R8
+	MOVQ         w+40(FP), DI
+	MOVQ         scales+48(FP), BX
+	MOVQ         table+56(FP), AX
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R12
+	LEAQ         (SI)(R8*4), R13 // rows 4 to 7
+	VMOVUPS      (AX), Z14
+	VBROADCASTSS (BX), Z13
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+g58loop:
+	VPMOVZXBD    (DI), Y8
+	VPSRLD       $4, Y8, Y9
+	VINSERTI64X4 $1, Y8, Z9, Z9
+	VPERMPS      Z14, Z9, Z9
+	VMULPS       Z13, Z9, Z9
+	VFMADD231PS  (SI), Z9, Z0
+	VFMADD231PS  (SI)(R8*1), Z9, Z1
+	VFMADD231PS  (SI)(R8*2), Z9, Z2
+	VFMADD231PS  (SI)(R12*1), Z9, Z3
+	VFMADD231PS  (R13), Z9, Z4
+	VFMADD231PS  (R13)(R8*1), Z9, Z5
+	VFMADD231PS  (R13)(R8*2), Z9, Z6
+	VFMADD231PS  (R13)(R12*1), Z9, Z7
+	ADDQ         $8, DI
+	ADDQ         $64, SI
+	ADDQ         $64, R13
+	DECQ         R9
+	JNZ          g58next
+	CMPQ         CX, $1
+	JEQ          g58next // the last group: no next block to load the scale of
+	ADDQ         $4, BX
+	VBROADCASTSS (BX), Z13
+	MOVQ         R11, R9
+
+g58next:
+	DECQ CX
+	JNZ  g58loop
+
+	// Fold each accumulator to 8 lanes, then as gemv4x8AVX2 does.
+	VEXTRACTF64X4 $1, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y8
+	VADDPS        Y8, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y8
+	VADDPS        Y8, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y8
+	VADDPS        Y8, Y3, Y3
+	VEXTRACTF64X4 $1, Z4, Y8
+	VADDPS        Y8, Y4, Y4
+	VEXTRACTF64X4 $1, Z5, Y8
+	VADDPS        Y8, Y5, Y5
+	VEXTRACTF64X4 $1, Z6, Y8
+	VADDPS        Y8, Y6, Y6
+	VEXTRACTF64X4 $1, Z7, Y8
+	VADDPS        Y8, Y7, Y7
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       Y5, Y4, Y4
+	VHADDPS       Y7, Y6, Y6
+	VHADDPS       Y6, Y4, Y4
+	VEXTRACTF128  $1, Y4, X5
+	VADDPS        X5, X4, X4
+	MOVQ          out+64(FP), AX
+	VMOVUPS       X0, (AX)
+	VMOVUPS       X4, 16(AX)
+	VZEROUPPER
+	RET
