@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 		newConvertCmd(),
 		newTokenizeCmd(),
 		newTrainCmd(),
+		newStudioCmd(),
 		newEvalCmd(),
 		newGenerateCmd(),
 		newServeCmd(),
