@@ -42,6 +42,7 @@ func (s *session) start() {
 	if s.paused {
 		s.paused = false
 		close(s.resume)
+		fmt.Fprintln(s.log, "studio: resumed")
 		s.v.update(func(v *view) { v.phase, v.message = phaseRunning, "" })
 		return
 	}
@@ -155,6 +156,7 @@ func (s *session) pause() {
 		return
 	}
 	s.paused, s.resume = true, make(chan struct{})
+	fmt.Fprintf(s.log, "studio: paused after step %d\n", s.sum.Step)
 	s.v.update(func(v *view) { v.phase, v.message = phasePaused, "paused: Start resumes, Stop saves a checkpoint" })
 }
 
@@ -219,7 +221,10 @@ func (s *session) ask(prompt string) {
 		}
 		if err != nil {
 			s.v.update(func(v *view) { v.reply = "error: " + err.Error() })
+			fmt.Fprintf(s.log, "studio: prompt %q: %v\n", prompt, err)
+			return
 		}
+		fmt.Fprintf(s.log, "studio: prompt %q →%s\n", prompt, reply)
 	}()
 }
 
