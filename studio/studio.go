@@ -119,15 +119,15 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 		return sum, fmt.Errorf("studio: %w", err)
 	}
 	defer win.Destroy()
-	pr, err := newPresenter(m, win)
+	pr, err := NewCanvas(win, m)
 	if err != nil {
 		return sum, err
 	}
-	defer pr.release()
+	defer pr.Release()
 
 	v := &view{device: m.Device(), steps: cfg.Steps}
 	s := &session{m: m, cfg: cfg, o: o, v: v, log: o.Log}
-	s.sum.Device, s.sum.Presenter = m.Device(), pr.name()
+	s.sum.Device, s.sum.Presenter = m.Device(), pr.Kind()
 	defer func() {
 		// Stop training (it writes its checkpoint) before the deferred closes free the device.
 		got := s.close()
@@ -160,7 +160,7 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 		if err := v.render(img); err != nil {
 			return sum, err
 		}
-		if err := pr.present(img); err != nil {
+		if err := pr.Present(img); err != nil {
 			return sum, err
 		}
 		drawn, fw, fh = ver, w, h
@@ -168,11 +168,17 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 	return sum, nil
 }
 
-// newPresenter draws with the training device when it is a WebGPU one, in software otherwise.
-func newPresenter(m *lathe.Model, win *glfw.Window) (p presenter, err error) {
+// Canvas shows pictures rendered in Go in a GLFW window (made with ClientAPI NoAPI, on X11):
+// for a model on WebGPU through a surface on the model's own device, for one on the CPU with
+// XPutImage, in software. An app that draws its own window embeds lathe with it.
+type Canvas struct{ p presenter }
+
+// NewCanvas makes the canvas of win for the model m. Call it, Present and Release on the
+// thread that runs GLFW, and Release before the window is destroyed and m closed.
+func NewCanvas(win *glfw.Window, m *lathe.Model) (c *Canvas, err error) {
 	defer func() {
 		if r := recover(); r != nil { // GLFW reports its errors as panics
-			p, err = nil, fmt.Errorf("studio: %v", r)
+			c, err = nil, fmt.Errorf("studio: %v", r)
 		}
 	}()
 	display, window := unsafe.Pointer(glfw.GetX11Display()), uint64(win.GetX11Window())
@@ -181,10 +187,19 @@ func newPresenter(m *lathe.Model, win *glfw.Window) (p presenter, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("studio: %w", err)
 		}
-		return gpuPresenter{s}, nil
+		return &Canvas{gpuPresenter{s}}, nil
 	}
-	return &x11Presenter{display: display, window: window}, nil
+	return &Canvas{&x11Presenter{display: display, window: window}}, nil
 }
+
+// Present shows img, the size of the window's framebuffer.
+func (c *Canvas) Present(img *image.RGBA) error { return c.p.present(img) }
+
+// Kind says how the canvas draws: "webgpu" (on the model's device) or "x11" (software).
+func (c *Canvas) Kind() string { return c.p.name() }
+
+// Release frees the canvas (a WebGPU surface).
+func (c *Canvas) Release() { c.p.release() }
 
 // gpuPresenter shows frames through a WebGPU surface on the training device.
 type gpuPresenter struct{ s *webgpu.Surface }
