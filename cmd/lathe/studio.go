@@ -1,3 +1,5 @@
+//go:build !nostudio
+
 package main
 
 import (
@@ -9,6 +11,10 @@ import (
 	"github.com/lathe-ml/lathe/studio"
 	"github.com/lathe-ml/lathe/train"
 )
+
+// The window links GLFW and X11 (and their shared libraries at run time): a build with -tags
+// nostudio leaves `lathe studio` out, for servers without them.
+func init() { extraCommands = append(extraCommands, newStudioCmd) }
 
 func newStudioCmd() *cobra.Command {
 	var cfg train.Config
