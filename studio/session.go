@@ -95,8 +95,8 @@ func (s *session) run(ctx context.Context, tr *lathe.Trainer, done chan struct{}
 	case err == nil:
 		s.sum.Finished, s.sum.Adapter, s.sum.LossStart, s.sum.LossEnd = true, res.Adapter, res.LossStart, res.LossEnd
 		msg := fmt.Sprintf("done: loss %.3f → %.3f; adapter in %s", res.LossStart, res.LossEnd, res.Adapter)
-		fmt.Fprintln(s.log, "studio: "+msg)
 		s.v.update(func(v *view) { v.phase, v.message = phaseDone, msg })
+		fmt.Fprintln(s.log, "studio: "+msg)
 	case errors.Is(err, context.Canceled):
 		ck := lastCheckpoint(s.cfg.Out)
 		s.sum.Checkpoint = ck
@@ -104,8 +104,8 @@ func (s *session) run(ctx context.Context, tr *lathe.Trainer, done chan struct{}
 		if ck != "" {
 			msg += "; checkpoint " + ck + " (Start resumes it)"
 		}
-		fmt.Fprintln(s.log, "studio: "+msg)
 		s.v.update(func(v *view) { v.phase, v.message = phaseIdle, msg })
+		fmt.Fprintln(s.log, "studio: "+msg)
 	default:
 		s.fail(err)
 	}

@@ -265,6 +265,21 @@ func assertFalling(t *testing.T, img *image.RGBA) error {
 	return nil
 }
 
+// assertButtons checks that the buttons are drawn enabled (or not) as want says.
+func assertButtons(img *image.RGBA, want [numControls]bool) error {
+	l := layoutFor(img.Rect.Dx(), img.Rect.Dy())
+	for c, r := range l.buttons {
+		got, col := img.RGBAAt(r.Min.X+2, r.Min.Y+2), ButtonOff
+		if want[c] {
+			col = Button
+		}
+		if got != col {
+			return fmt.Errorf("button %q is %v, want %v", controlNames[c], got, col)
+		}
+	}
+	return nil
+}
+
 // TestRenderFallingCurve checks the software rasteriser's picture without a display: the curve
 // test the screenshots rely on passes for a falling run and fails for a rising one.
 func TestRenderFallingCurve(t *testing.T) {
@@ -275,6 +290,11 @@ func TestRenderFallingCurve(t *testing.T) {
 	}
 	require.NoError(t, v.render(img))
 	require.NoError(t, assertFalling(t, img))
+	require.NoError(t, assertButtons(img, enabled(phaseIdle)))
+	v.phase = phaseRunning
+	require.NoError(t, v.render(img))
+	require.NoError(t, assertButtons(img, enabled(phaseRunning)))
+	require.Error(t, assertButtons(img, enabled(phaseIdle)))
 	for i, j := 0, len(v.losses)-1; i < j; i, j = i+1, j-1 {
 		v.losses[i], v.losses[j] = v.losses[j], v.losses[i]
 	}
@@ -329,7 +349,9 @@ func TestWindowTrainsAndShowsAFallingCurve(t *testing.T) {
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 				if img, err = w.Screenshot(); err == nil {
 					if err = assertFalling(t, img); err == nil {
-						break
+						if err = assertButtons(img, enabled(phaseDone)); err == nil {
+							break
+						}
 					}
 				}
 			}
