@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -87,6 +88,16 @@ type presenter interface {
 // done, which closes it). A run still going when the window closes is stopped and writes a
 // checkpoint first. Call it from the main goroutine.
 func Run(ctx context.Context, o Options) (sum Summary, err error) {
+	// GLFW reports its errors as panics (the binding's, after it has logged a platform error):
+	// they become Run's error, after the deferred calls below have stopped training.
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.Join(err, fmt.Errorf("studio: %v", r))
+		}
+	}()
+	if os.Getenv("DISPLAY") == "" {
+		return sum, errors.New("studio: no X display: set DISPLAY (an X server, or Xvfb for none)")
+	}
 	if o.Width <= 0 || o.Height <= 0 {
 		o.Width, o.Height = 900, 600
 	}
