@@ -80,7 +80,7 @@ type Summary struct {
 // presenter shows a frame in the window.
 type presenter interface {
 	name() string
-	present(img *image.RGBA) error
+	present(img *image.RGBA, lines []Line) error
 	release()
 }
 
@@ -168,10 +168,11 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 		if img == nil || w != fw || h != fh {
 			img = image.NewRGBA(image.Rect(0, 0, w, h))
 		}
-		if err := v.render(img); err != nil {
+		lines, err := v.render(img)
+		if err != nil {
 			return sum, err
 		}
-		if err := pr.Present(img); err != nil {
+		if err := pr.Present(img, lines...); err != nil {
 			return sum, err
 		}
 		drawn, fw, fh = ver, w, h
@@ -203,8 +204,9 @@ func NewCanvas(win *glfw.Window, m *lathe.Model) (c *Canvas, err error) {
 	return &Canvas{&x11Presenter{display: display, window: window}}, nil
 }
 
-// Present shows img, the size of the window's framebuffer.
-func (c *Canvas) Present(img *image.RGBA) error { return c.p.present(img) }
+// Present shows img, the size of the window's framebuffer, with the lines drawn over it (by
+// the device on WebGPU, into img in software otherwise).
+func (c *Canvas) Present(img *image.RGBA, lines ...Line) error { return c.p.present(img, lines) }
 
 // Kind says how the canvas draws: "webgpu" (on the model's device) or "x11" (software).
 func (c *Canvas) Kind() string { return c.p.name() }
@@ -215,9 +217,11 @@ func (c *Canvas) Release() { c.p.release() }
 // gpuPresenter shows frames through a WebGPU surface on the training device.
 type gpuPresenter struct{ s *webgpu.Surface }
 
-func (p gpuPresenter) name() string                  { return "webgpu" }
-func (p gpuPresenter) present(img *image.RGBA) error { return p.s.Present(img) }
-func (p gpuPresenter) release()                      { p.s.Release() }
+func (p gpuPresenter) name() string { return "webgpu" }
+func (p gpuPresenter) present(img *image.RGBA, lines []Line) error {
+	return p.s.Present(img, lines...)
+}
+func (p gpuPresenter) release() { p.s.Release() }
 
 // bindInput connects the mouse and keyboard to the session: the buttons and F1–F3 control the
 // run; typed text goes into the prompt box, Enter asks it, Backspace deletes.

@@ -146,6 +146,16 @@ type child struct {
 	out   strings.Builder
 	lines chan string
 	exit  chan error
+
+	mu  sync.Mutex
+	log []string // every progress line, for a failure's message
+}
+
+// tail is the last progress lines, for a failure's message.
+func (c *child) tail() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.log[max(0, len(c.log)-40):], "\n")
 }
 
 func startChild(t *testing.T, o Options) *child {
@@ -160,6 +170,9 @@ func startChild(t *testing.T, o Options) *child {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			c.mu.Lock()
+			c.log = append(c.log, sc.Text())
+			c.mu.Unlock()
 			c.lines <- sc.Text()
 		}
 		close(c.lines)
@@ -178,13 +191,13 @@ func (c *child) waitFor(re string, timeout time.Duration) []string {
 		select {
 		case line, ok := <-c.lines:
 			if !ok {
-				c.t.Fatalf("the studio exited before %q: %v", re, <-c.exit)
+				c.t.Fatalf("the studio exited before %q: %v\n%s", re, <-c.exit, c.tail())
 			}
 			if m := rx.FindStringSubmatch(line); m != nil {
 				return m
 			}
 		case <-deadline:
-			c.t.Fatalf("no %q within %v", re, timeout)
+			c.t.Fatalf("no %q within %v\n%s", re, timeout, c.tail())
 		}
 	}
 }
@@ -196,7 +209,7 @@ func (c *child) summary() Summary {
 	}
 	select {
 	case err := <-c.exit:
-		require.NoError(c.t, err)
+		require.NoError(c.t, err, c.tail())
 	case <-time.After(60 * time.Second):
 		c.t.Fatal("the studio did not exit after its window closed")
 	}
@@ -280,6 +293,13 @@ func assertButtons(img *image.RGBA, want [numControls]bool) error {
 	return nil
 }
 
+// render draws v as the software canvas does.
+func render(t *testing.T, v *view, img *image.RGBA) {
+	lines, err := v.render(img)
+	require.NoError(t, err)
+	drawLines(img, lines)
+}
+
 // TestRenderFallingCurve checks the software rasteriser's picture without a display: the curve
 // test the screenshots rely on passes for a falling run and fails for a rising one.
 func TestRenderFallingCurve(t *testing.T) {
@@ -288,27 +308,27 @@ func TestRenderFallingCurve(t *testing.T) {
 	for i := range 37 {
 		v.losses = append(v.losses, 5*math.Exp(-float64(i)/8)+0.3*math.Sin(float64(i)))
 	}
-	require.NoError(t, v.render(img))
+	render(t, v, img)
 	require.NoError(t, assertFalling(t, img))
 	require.NoError(t, assertButtons(img, enabled(phaseIdle)))
 	v.phase = phaseRunning
-	require.NoError(t, v.render(img))
+	render(t, v, img)
 	require.NoError(t, assertButtons(img, enabled(phaseRunning)))
 	require.Error(t, assertButtons(img, enabled(phaseIdle)))
 	for i, j := 0, len(v.losses)-1; i < j; i, j = i+1, j-1 {
 		v.losses[i], v.losses[j] = v.losses[j], v.losses[i]
 	}
-	require.NoError(t, v.render(img))
+	render(t, v, img)
 	require.Error(t, assertFalling(t, img), "a rising curve passed as falling")
 
 	// A resumed run's curve starts where it resumed: its first point is to the right.
 	v.losses, v.first, v.steps = v.losses[:10], 20, 40
-	require.NoError(t, v.render(img))
+	render(t, v, img)
 	_, _, nl, _, _ := curve(img)
 	require.Zero(t, nl, "a curve resumed at step 21 of 40 drew in the first tenth")
 	// A skipped step (NaN) leaves a gap and does not spoil the scale.
 	v.losses, v.first = []float64{3, math.NaN(), 2, 1}, 0
-	require.NoError(t, v.render(img))
+	render(t, v, img)
 }
 
 func TestControls(t *testing.T) {
@@ -326,7 +346,8 @@ func TestControls(t *testing.T) {
 
 // TestWindowTrainsAndShowsAFallingCurve opens lathe studio's window under X (Xvfb in CI), trains
 // a tiny model on the CPU (drawn with XPutImage) and on WebGPU (lavapipe in CI, drawn through a
-// surface on the training device), reads the window's pixels back from the X server and checks
+// surface on the training device, whose render pipeline draws the curve: no software draws it
+// there), reads the window's pixels back from the X server and checks
 // the loss curve falls; it types a prompt and reads the adapter's reply, then closes the window.
 func TestWindowTrainsAndShowsAFallingCurve(t *testing.T) {
 	display := needDisplay(t)

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/opentype"
 	"golang.org/x/image/math/fixed"
+
+	"github.com/lathe-ml/lathe/engine/webgpu"
 )
 
 // The window's colours. The curve's is used by nothing else, so a screenshot can find it.
@@ -134,12 +136,12 @@ func enabled(p phase) [numControls]bool {
 	return [numControls]bool{}
 }
 
-// render draws the view into img (the window's pixels), in software: the same picture whether
-// a WebGPU surface or X11 shows it.
-func (v *view) render(img *image.RGBA) error {
+// render draws the view into img (the window's pixels) in software, all but the loss curve,
+// which it returns for the canvas to draw: a WebGPU canvas draws it with the device.
+func (v *view) render(img *image.RGBA) ([]Line, error) {
 	fc, err := face()
 	if err != nil {
-		return fmt.Errorf("studio: font: %w", err)
+		return nil, fmt.Errorf("studio: font: %w", err)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -169,6 +171,7 @@ func (v *view) render(img *image.RGBA) error {
 	p := l.plot
 	fill(img, image.Rect(p.Min.X-1, p.Min.Y, p.Min.X, p.Max.Y+1), Axis)
 	fill(img, image.Rect(p.Min.X-1, p.Max.Y, p.Max.X, p.Max.Y+1), Axis)
+	var lines []Line
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, x := range v.losses {
 		if !math.IsNaN(x) && !math.IsInf(x, 0) {
@@ -188,20 +191,15 @@ func (v *view) render(img *image.RGBA) error {
 			y := float64(p.Min.Y) + (hi-v.losses[i])/(hi-lo)*float64(p.Dy()-1)
 			return x, y
 		}
-		prev := -1
+		// A skipped step (NaN) is left out: the line joins its neighbours.
+		curve := Line{Color: Curve}
 		for i, x := range v.losses {
-			if math.IsNaN(x) || math.IsInf(x, 0) {
-				continue
+			if !math.IsNaN(x) && !math.IsInf(x, 0) {
+				x, y := at(i)
+				curve.Points = append(curve.Points, float32(x), float32(y))
 			}
-			x1, y1 := at(i)
-			if prev < 0 {
-				line(img, x1, y1, x1, y1, Curve)
-			} else {
-				x0, y0 := at(prev)
-				line(img, x0, y0, x1, y1, Curve)
-			}
-			prev = i
 		}
+		lines = append(lines, curve)
 	}
 	text(p.Min.X, p.Max.Y+18, Dim, fmt.Sprintf("step %d", v.first+1))
 	text(p.Max.X-70, p.Max.Y+18, Dim, fmt.Sprintf("step %d", max(v.steps, v.first+len(v.losses))))
@@ -213,7 +211,22 @@ func (v *view) render(img *image.RGBA) error {
 	text(l.prompt.Min.X+8, l.prompt.Min.Y+18, Dim, "try the adapter: type a prompt, Enter")
 	text(l.prompt.Min.X+8, l.prompt.Min.Y+36, Text, clip(fc, "> "+string(v.prompt)+"_", l.prompt.Dx()-16))
 	text(l.prompt.Min.X+8, l.prompt.Min.Y+52, Text, clip(fc, v.reply, l.prompt.Dx()-16))
-	return nil
+	return lines, nil
+}
+
+// Line is a polyline a canvas draws over its picture, three pixels wide: pixel positions x0,
+// y0, x1, y1, ... and a colour.
+type Line = webgpu.Line
+
+// drawLines draws lines into img in software, as the device draws them (a lone point too).
+func drawLines(img *image.RGBA, lines []Line) {
+	for _, l := range lines {
+		p := l.Points
+		for i := 0; i+1 < len(p); i += 2 {
+			j := max(i-2, 0)
+			line(img, float64(p[j]), float64(p[j+1]), float64(p[i]), float64(p[i+1]), l.Color)
+		}
+	}
 }
 
 // clip shortens s (on one line) to fit width pixels.

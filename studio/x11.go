@@ -43,7 +43,8 @@ type x11Presenter struct {
 
 func (p *x11Presenter) name() string { return "x11" }
 
-func (p *x11Presenter) present(img *image.RGBA) error {
+func (p *x11Presenter) present(img *image.RGBA, lines []Line) error {
+	drawLines(img, lines)
 	w, h := img.Rect.Dx(), img.Rect.Dy()
 	if w <= 0 || h <= 0 {
 		return nil

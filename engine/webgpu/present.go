@@ -1,9 +1,12 @@
 package webgpu
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
+	"math"
 	"unsafe"
 
 	"github.com/oliverbestmann/webgpu/wgpu"
@@ -25,6 +28,21 @@ type Surface struct {
 	group    *wgpu.BindGroup
 	w, h     int
 	released bool
+
+	// The lines' pipeline: a uniform with the window's size, and the vertices (position and
+	// colour) of every line of a frame.
+	linePipe  *wgpu.RenderPipeline
+	uniform   *wgpu.Buffer
+	lineGroup *wgpu.BindGroup
+	vertices  *wgpu.Buffer
+	vertCap   uint64
+}
+
+// Line is a polyline the device draws over the image, three pixels wide, in one colour: the
+// points are pixel positions (x right, y down from the top left), x0, y0, x1, y1, ...
+type Line struct {
+	Points []float32
+	Color  color.RGBA
 }
 
 // presentWGSL draws a full-window triangle whose fragments load the image's texel under them
@@ -42,6 +60,29 @@ fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
 @fragment
 fn fs_main(@builtin(position) p: vec4<f32>) -> @location(0) vec4<f32> {
 	return textureLoad(img, vec2<i32>(p.xy), 0);
+}
+
+// A line strip drawn nine times, offset by a pixel in each direction: three pixels wide.
+struct Window { size: vec2<f32>, pad: vec2<f32> };
+@group(0) @binding(0) var<uniform> win: Window;
+
+struct LineOut {
+	@builtin(position) pos: vec4<f32>,
+	@location(0) color: vec4<f32>,
+};
+
+@vertex
+fn vs_line(@location(0) p: vec2<f32>, @location(1) color: vec4<f32>, @builtin(instance_index) k: u32) -> LineOut {
+	let q = p + vec2<f32>(f32(i32(k % 3u) - 1), f32(i32(k / 3u) - 1)) + vec2<f32>(0.5, 0.5);
+	var out: LineOut;
+	out.pos = vec4<f32>(q.x / win.size.x * 2.0 - 1.0, 1.0 - q.y / win.size.y * 2.0, 0.0, 1.0);
+	out.color = color;
+	return out;
+}
+
+@fragment
+fn fs_line(@location(0) color: vec4<f32>) -> @location(0) vec4<f32> {
+	return color;
 }
 `
 
@@ -101,7 +142,54 @@ func (b *Backend) NewXlibSurface(display unsafe.Pointer, window uint64) (s *Surf
 	if err != nil {
 		return s, fmt.Errorf("webgpu: surface: %w", err)
 	}
+	s.linePipe, err = b.dev.TryCreateRenderPipeline(&wgpu.RenderPipelineDescriptor{
+		Label: "lathe lines",
+		Vertex: wgpu.VertexState{Module: s.module, EntryPoint: "vs_line", Buffers: []wgpu.VertexBufferLayout{{
+			ArrayStride: 24, StepMode: wgpu.VertexStepModeVertex, Attributes: []wgpu.VertexAttribute{
+				{Format: wgpu.VertexFormatFloat32x2, Offset: 0, ShaderLocation: 0},
+				{Format: wgpu.VertexFormatFloat32x4, Offset: 8, ShaderLocation: 1}}}}},
+		Primitive:   wgpu.PrimitiveState{Topology: wgpu.PrimitiveTopologyLineStrip, FrontFace: wgpu.FrontFaceCCW, CullMode: wgpu.CullModeNone},
+		Multisample: wgpu.MultisampleState{Count: 1, Mask: 0xFFFFFFFF},
+		Fragment: &wgpu.FragmentState{Module: s.module, EntryPoint: "fs_line",
+			Targets: []wgpu.ColorTargetState{{Format: s.format, Blend: &wgpu.BlendStateReplace, WriteMask: wgpu.ColorWriteMaskAll}}},
+	})
+	if err != nil {
+		return s, fmt.Errorf("webgpu: surface: %w", err)
+	}
+	if s.uniform, err = b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe window size",
+		Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst, Size: 16}); err != nil {
+		return s, fmt.Errorf("webgpu: surface: %w", err)
+	}
+	if s.lineGroup, err = b.dev.TryCreateBindGroup(&wgpu.BindGroupDescriptor{Layout: s.linePipe.GetBindGroupLayout(0),
+		Entries: []wgpu.BindGroupEntry{{Binding: 0, Buffer: s.uniform, Size: 16}}}); err != nil {
+		return s, fmt.Errorf("webgpu: surface: %w", err)
+	}
 	return s, nil
+}
+
+// lineVertices packs the lines' points with their colours (linear when the surface is sRGB, as
+// the device encodes what it writes), and says where each line's vertices start.
+func (s *Surface) lineVertices(lines []Line) (data []byte, first []uint32) {
+	srgb := texFormat(s.format) == wgpu.TextureFormatRGBA8UnormSrgb
+	for _, l := range lines {
+		first = append(first, uint32(len(data)/24))
+		c := [4]float32{float32(l.Color.R) / 255, float32(l.Color.G) / 255, float32(l.Color.B) / 255, float32(l.Color.A) / 255}
+		if srgb {
+			for i := range 3 {
+				if c[i] <= 0.04045 {
+					c[i] /= 12.92
+				} else {
+					c[i] = float32(math.Pow((float64(c[i])+0.055)/1.055, 2.4))
+				}
+			}
+		}
+		for i := 0; i+1 < len(l.Points); i += 2 {
+			for _, v := range [6]float32{l.Points[i], l.Points[i+1], c[0], c[1], c[2], c[3]} {
+				data = binary.LittleEndian.AppendUint32(data, math.Float32bits(v))
+			}
+		}
+	}
+	return data, first
 }
 
 // texFormat is the format of the texture the image is uploaded to for a surface format: RGBA
@@ -142,9 +230,9 @@ func (s *Surface) resize(w, h int) error {
 }
 
 // Present shows img, which has the window's size in pixels (a new size reconfigures the
-// surface). A window that cannot show a frame now (minimised, being resized) is not an error:
-// the frame is dropped.
-func (s *Surface) Present(img *image.RGBA) (err error) {
+// surface), with the lines drawn over it by the device. A window that cannot show a frame now
+// (minimised, being resized) is not an error: the frame is dropped.
+func (s *Surface) Present(img *image.RGBA, lines ...Line) (err error) {
 	b := s.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -172,6 +260,12 @@ func (s *Surface) Present(img *image.RGBA) (err error) {
 		img.Pix, &wgpu.TexelCopyBufferLayout{BytesPerRow: uint32(img.Stride), RowsPerImage: uint32(h)},
 		&wgpu.Extent3D{Width: uint32(w), Height: uint32(h), DepthOrArrayLayers: 1}); err != nil {
 		return fmt.Errorf("webgpu: present: %w", err)
+	}
+	verts, first := s.lineVertices(lines)
+	if len(verts) > 0 {
+		if err := s.writeLines(verts); err != nil {
+			return fmt.Errorf("webgpu: present: %w", err)
+		}
 	}
 	st, err := s.surf.TryGetCurrentTexture()
 	if err != nil {
@@ -203,6 +297,16 @@ func (s *Surface) Present(img *image.RGBA) (err error) {
 	pass.SetPipeline(s.pipe)
 	pass.SetBindGroup(0, s.group, nil)
 	pass.Draw(3, 1, 0, 0)
+	if len(verts) > 0 {
+		pass.SetPipeline(s.linePipe)
+		pass.SetBindGroup(0, s.lineGroup, nil)
+		pass.SetVertexBuffer(0, s.vertices, 0, uint64(len(verts)))
+		for i, l := range lines {
+			if n := uint32(len(l.Points) / 2); n > 0 {
+				pass.Draw(n, 9, first[i], 0)
+			}
+		}
+	}
 	pass.End()
 	pass.Release()
 	cmd, err := enc.TryFinish(nil)
@@ -213,6 +317,40 @@ func (s *Surface) Present(img *image.RGBA) (err error) {
 	b.queue.Submit(cmd)
 	s.surf.Present()
 	return nil
+}
+
+// writeLines uploads a frame's vertices and the window's size.
+func (s *Surface) writeLines(verts []byte) error {
+	if uint64(len(verts)) > s.vertCap {
+		if s.vertices != nil {
+			s.vertices.Release()
+			s.vertices, s.vertCap = nil, 0
+		}
+		size := max(uint64(4096), uint64(1)<<bitsFor(uint64(len(verts))))
+		buf, err := s.b.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: "lathe lines",
+			Usage: wgpu.BufferUsageVertex | wgpu.BufferUsageCopyDst, Size: size})
+		if err != nil {
+			return err
+		}
+		s.vertices, s.vertCap = buf, size
+	}
+	if err := s.b.queue.TryWriteBuffer(s.vertices, 0, verts); err != nil {
+		return err
+	}
+	var size []byte
+	for _, v := range [4]float32{float32(s.w), float32(s.h), 0, 0} {
+		size = binary.LittleEndian.AppendUint32(size, math.Float32bits(v))
+	}
+	return s.b.queue.TryWriteBuffer(s.uniform, 0, size)
+}
+
+// bitsFor is the bits of the smallest power of two at least n.
+func bitsFor(n uint64) int {
+	b := 0
+	for uint64(1)<<b < n {
+		b++
+	}
+	return b
 }
 
 func (s *Surface) dropTexture() {
@@ -233,6 +371,18 @@ func (s *Surface) dropTexture() {
 
 func (s *Surface) release() {
 	s.dropTexture()
+	if s.lineGroup != nil {
+		s.lineGroup.Release()
+	}
+	if s.uniform != nil {
+		s.uniform.Release()
+	}
+	if s.vertices != nil {
+		s.vertices.Release()
+	}
+	if s.linePipe != nil {
+		s.linePipe.Release()
+	}
 	if s.pipe != nil {
 		s.pipe.Release()
 	}
