@@ -35,8 +35,9 @@ type session struct {
 	sum     Summary
 }
 
-// start begins a run, or resumes a paused one.
-func (s *session) start() {
+// start begins a run, or resumes a paused one. An error (the trainer could not be made) is
+// also shown in the window.
+func (s *session) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.paused {
@@ -44,14 +45,10 @@ func (s *session) start() {
 		close(s.resume)
 		fmt.Fprintln(s.log, "studio: resumed")
 		s.v.update(func(v *view) { v.phase, v.message = phaseRunning, "" })
-		return
+		return nil
 	}
-	if s.done != nil {
-		select {
-		case <-s.done:
-		default:
-			return // running
-		}
+	if s.running() {
+		return nil
 	}
 	if s.tr != nil {
 		s.tr.Close()
@@ -65,7 +62,7 @@ func (s *session) start() {
 	tr, err := s.m.NewTrainer(cfg)
 	if err != nil {
 		s.fail(err)
-		return
+		return err
 	}
 	s.tr = tr
 	ctx, cancel := context.WithCancel(context.Background())
@@ -75,6 +72,7 @@ func (s *session) start() {
 		v.status = fmt.Sprintf("training %s (%d parameters), %.1f MiB on the device", cfg.Method, tr.Params(), mib(tr.DeviceBytes()))
 	})
 	go s.run(ctx, tr, s.done)
+	return nil
 }
 
 // fail shows err and leaves the session idle.
@@ -91,6 +89,7 @@ func (s *session) run(ctx context.Context, tr *lathe.Trainer, done chan struct{}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.paused = false
+	s.sum.Error = ""
 	switch {
 	case err == nil:
 		s.sum.Finished, s.sum.Adapter, s.sum.LossStart, s.sum.LossEnd = true, res.Adapter, res.LossStart, res.LossEnd

@@ -120,6 +120,26 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 	}
 	defer func() { err = errors.Join(err, m.Close()) }()
 
+	v := &view{device: m.Device(), steps: cfg.Steps}
+	s := &session{m: m, cfg: cfg, o: o, v: v, log: o.Log}
+	s.sum.Device = m.Device()
+	defer func() {
+		// Stop training (it writes its checkpoint) before the deferred closes free the device.
+		got := s.close()
+		got.LossStart, got.LossEnd = finite(got.LossStart), finite(got.LossEnd)
+		sum = got
+		if err == nil && sum.Error != "" {
+			err = fmt.Errorf("studio: %s", sum.Error)
+		}
+	}()
+	// The first run starts before the window opens, so that a run that cannot start (an Out
+	// with an earlier run's checkpoints, say) is Run's error.
+	if !o.Paused {
+		if err := s.start(); err != nil {
+			return sum, err
+		}
+	}
+
 	if err := glfw.Init(); err != nil {
 		return sum, fmt.Errorf("studio: cannot open a window (is DISPLAY set?): %w", err)
 	}
@@ -136,21 +156,10 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 	}
 	defer pr.Release()
 
-	v := &view{device: m.Device(), steps: cfg.Steps}
-	s := &session{m: m, cfg: cfg, o: o, v: v, log: o.Log}
-	s.sum.Device, s.sum.Presenter = m.Device(), pr.Kind()
-	defer func() {
-		// Stop training (it writes its checkpoint) before the deferred closes free the device.
-		got := s.close()
-		got.Device, got.Presenter = sum.Device, sum.Presenter
-		got.LossStart, got.LossEnd = finite(got.LossStart), finite(got.LossEnd)
-		sum = got
-	}()
-	sum.Device, sum.Presenter = s.sum.Device, s.sum.Presenter
+	s.mu.Lock()
+	s.sum.Presenter = pr.Kind()
+	s.mu.Unlock()
 	bindInput(win, s, v)
-	if !o.Paused {
-		s.start()
-	}
 	drawn, fw, fh := -1, 0, 0
 	var img *image.RGBA
 	win.SetRefreshCallback(func(*glfw.Window) { drawn = -1 })
@@ -227,9 +236,15 @@ func (p gpuPresenter) release() { p.s.Release() }
 // run; typed text goes into the prompt box, Enter asks it, Backspace deletes.
 func bindInput(win *glfw.Window, s *session, v *view) {
 	act := func(c control) {
+		v.mu.Lock()
+		on := enabled(v.phase)
+		v.mu.Unlock()
+		if c < 0 || !on[c] {
+			return // a greyed-out button, or its key
+		}
 		switch c {
 		case controlStart:
-			s.start()
+			_ = s.start() // an error is shown in the window
 		case controlPause:
 			s.pause()
 		case controlStop:

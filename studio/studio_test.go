@@ -219,6 +219,13 @@ func (c *child) summary() Summary {
 	return s
 }
 
+// exitErr is the child's exit, once its output is read.
+func (c *child) exitErr() <-chan error {
+	for range c.lines {
+	}
+	return c.exit
+}
+
 // window finds the child's window by its title, waiting for it to be mapped.
 func window(t *testing.T, display, title string) *xwin.Window {
 	t.Helper()
@@ -466,6 +473,11 @@ hold:
 	require.Less(t, s.Step, 2000)
 	require.Equal(t, filepath.Join(cfg.Out, fmt.Sprintf("checkpoint-%d", s.Step)), s.Checkpoint)
 	require.DirExists(t, s.Checkpoint)
+
+	// A studio that would start afresh over it refuses, before opening a window.
+	again := startChild(t, Options{Train: cfg, Device: "cpu", Title: title + " again"})
+	again.waitFor(`^studio: train: .* holds checkpoints of an earlier run`, 60*time.Second)
+	require.Error(t, <-again.exitErr())
 
 	// Resume it for a few more steps.
 	cfg.Resume, cfg.Steps = true, s.Step+3
