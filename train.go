@@ -58,14 +58,14 @@ type Trainer struct {
 }
 
 // OpenFor checks cfg without loading anything (its settings, and its sequence length against
-// the model's context), then opens cfg.Model on device as cfg.Method needs it: for "qlora", in
-// NF4 with double quantization (the QLoRA recipe) in blocks of cfg.Blocksize.
+// the model's context), then opens cfg.Model on device as cfg.Method needs it: for "qlora" and
+// "qdora", in NF4 with double quantization (the QLoRA recipe) in blocks of cfg.Blocksize.
 func OpenFor(cfg TrainConfig, device string) (*Model, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	o := Options{Device: device}
-	if cfg.Method == "qlora" {
+	if cfg.Method == "qlora" || cfg.Method == "qdora" {
 		o.Quantize, o.DoubleQuant, o.Blocksize = "nf4", true, cfg.Blocksize
 	}
 	return Open(cfg.Model, o)

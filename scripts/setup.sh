@@ -32,6 +32,15 @@ lathe_apt_install() {
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# lathe_setup_studio installs what `lathe studio` (package studio, GLFW 3.3 built from source by
+# cgo for X11) needs to build: a C compiler and the X11 and GL headers GLFW includes and links
+# (Debian's xorg-dev, less its fonts and tools); and Xvfb, the virtual display its tests open when
+# DISPLAY is unset.
+lathe_setup_studio() {
+	command -v apt-get >/dev/null 2>&1 || return 0
+	lathe_apt_install gcc libc6-dev libx11-dev libxrandr-dev libxinerama-dev libxcursor-dev libxi-dev libxxf86vm-dev libgl-dev xvfb
+}
+
 # lathe_setup_node makes node and npm available for the tests that run npm packages (the official
 # openai client against lathe serve, the tokenizer goldens' files): Debian's nodejs and npm when
 # missing, and, when that node is older than the openai package asks (22), Node 22 itself from the

@@ -58,8 +58,14 @@ func newRootCmd() *cobra.Command {
 		newExportCmd(),
 		newBenchCmd(),
 	)
+	for _, c := range extraCommands {
+		root.AddCommand(c())
+	}
 	return root
 }
+
+// extraCommands are the commands of optional parts of the build (studio: not with -tags nostudio).
+var extraCommands []func() *cobra.Command
 
 // printJSON writes v as one line of JSON: the machine-readable last line of a command.
 func printJSON(w io.Writer, v any) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lathe-ml/lathe"
 	"github.com/lathe-ml/lathe/dist"
 	"github.com/lathe-ml/lathe/engine/backends"
 	"github.com/lathe-ml/lathe/model"
@@ -20,9 +22,10 @@ import (
 )
 
 func newTrainCmd() *cobra.Command {
-	cfg := train.DefaultConfig()
-	var configFile, device, targets string
+	var cfg train.Config
+	var device string
 	var quiet bool
+	var resolve func(*cobra.Command) error
 	cmd := &cobra.Command{
 		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3 --out DIR",
 		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
@@ -33,87 +36,44 @@ func newTrainCmd() *cobra.Command {
 			"line override it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile != "" {
-				raw, err := os.ReadFile(configFile)
-				if err != nil {
-					return fmt.Errorf("train: %w", err)
-				}
-				// Flags set on the command line win over the file: note them, read the file into
-				// the config the flags are bound to, then set them again.
-				set := map[string]string{}
-				cmd.Flags().Visit(func(f *pflag.Flag) { set[f.Name] = f.Value.String() })
-				cfg = train.DefaultConfig()
-				dec := json.NewDecoder(bytes.NewReader(raw))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&cfg); err != nil {
-					return fmt.Errorf("train: config %s: %w", configFile, err)
-				}
-				for name, v := range set {
-					if err := cmd.Flags().Set(name, v); err != nil {
-						return err
-					}
-				}
-			}
-			if targets != "" {
-				cfg.Targets = strings.Split(targets, ",")
+			if err := resolve(cmd); err != nil {
+				return err
 			}
 			// Under mpirun this process is one rank of a data-parallel job (a build with -tags
-			// mpi); otherwise a job of one.
+			// mpi); otherwise a job of one, trained through the public API.
 			comm, err := dist.Open()
 			if err != nil {
 				return err
 			}
-			rankErr := func(err error) error {
-				if comm.Size() > 1 {
-					return fmt.Errorf("rank %d of %d: %w", comm.Rank(), comm.Size(), err)
-				}
-				return err
-			}
-			b, err := backends.Open(device)
-			if err != nil {
-				return rankErr(err)
-			}
-			defer b.Close()
-			tr, err := train.NewParallel(cfg, b, comm)
-			if err != nil {
-				return rankErr(err)
-			}
-			defer tr.Close()
-			// Rank 0 alone speaks: the others' output would repeat it.
-			w := cmd.OutOrStdout()
-			if comm.Rank() != 0 {
-				w = io.Discard
-			}
-			fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens", cfg.Method, tr.Adapter.NumParams(),
-				b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq)
-			if comm.Size() > 1 {
-				fmt.Fprintf(w, " over %d ranks", comm.Size())
-			}
-			fmt.Fprintln(w)
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
 			progress := cmd.ErrOrStderr()
 			if quiet {
 				progress = nil
 			}
-			res, err := tr.Run(ctx, progress)
-			if err != nil {
-				// No MPI_Finalize: this rank exits with status 1 and the launcher ends the others.
-				return rankErr(err)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			if comm.Size() == 1 {
+				if err := trainOne(ctx, cmd.OutOrStdout(), progress, cfg, device); err != nil {
+					return err
+				}
+				dist.Finalize() // a build with MPI started it, even alone
+				return nil
 			}
-			fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
-				res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
-			c := res.Communication
-			fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
-				byteSize(c.AllReduceBytes), byteSize(c.FullFineTuneBytes), c.Saving, c.Ranks, 1e3*c.CommSecondsPerStep)
-			if err := printJSON(w, res); err != nil {
-				return err
-			}
-			dist.Finalize()
-			return nil
+			return trainParallel(ctx, cmd.OutOrStdout(), progress, cfg, device, comm)
 		},
 	}
 	f := cmd.Flags()
+	resolve = bindTrainFlags(f, &cfg)
+	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+// bindTrainFlags adds the training settings' flags to f, bound to cfg (which it sets to the
+// defaults), and returns what applies them once parsed: --config's file first, then the flags
+// given on the command line, which win.
+func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) error {
+	*cfg = train.DefaultConfig()
+	var configFile, targets string
 	f.StringVar(&configFile, "config", "", "JSON file with the settings below")
 	f.StringVar(&cfg.Model, "model", "", "Hugging Face model folder")
 	f.StringVar(&cfg.Data, "data", "", "JSONL training data")
@@ -145,9 +105,100 @@ func newTrainCmd() *cobra.Command {
 	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "activations: f32 (f16 and bf16 need 16-bit activation kernels, which no backend has yet)")
 	f.Float64Var(&cfg.LossScale, "loss-scale", cfg.LossScale, "dynamic loss scaling from this scale (a power of two; 0: off)")
 	f.IntVar(&cfg.LossScaleGrowth, "loss-scale-growth", cfg.LossScaleGrowth, "clean steps before the loss scale doubles (0: 2000)")
-	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
-	f.BoolVar(&quiet, "quiet", false, "no progress bar")
-	return cmd
+	return func(cmd *cobra.Command) error {
+		if configFile != "" {
+			raw, err := os.ReadFile(configFile)
+			if err != nil {
+				return fmt.Errorf("%s: %w", cmd.Name(), err)
+			}
+			// Flags set on the command line win over the file: note them, read the file into
+			// the config the flags are bound to, then set them again.
+			set := map[string]string{}
+			cmd.Flags().Visit(func(f *pflag.Flag) { set[f.Name] = f.Value.String() })
+			*cfg = train.DefaultConfig()
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(cfg); err != nil {
+				return fmt.Errorf("%s: config %s: %w", cmd.Name(), configFile, err)
+			}
+			for name, v := range set {
+				if err := cmd.Flags().Set(name, v); err != nil {
+					return err
+				}
+			}
+		}
+		if targets != "" {
+			cfg.Targets = strings.Split(targets, ",")
+		}
+		return nil
+	}
+}
+
+// trainOne runs cfg in this process through package lathe, as an app would.
+func trainOne(ctx context.Context, w, progress io.Writer, cfg train.Config, device string) error {
+	m, err := lathe.OpenFor(cfg, device)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tr, err := m.NewTrainer(cfg)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	fmt.Fprintf(w, "training %s (%d params) on %s: %d steps of %d×%d tokens\n", cfg.Method, tr.Params(), m.Device(),
+		cfg.Steps, cfg.Batch, cfg.Seq)
+	tr.ProgressBar = progress
+	res, err := tr.Run(ctx, nil)
+	if err != nil {
+		return err
+	}
+	return printTrainResult(w, res)
+}
+
+// trainParallel runs this process's rank of a data-parallel job. It stays on package train:
+// the API's Model and Trainer are one process on one device, and a rank also needs the
+// communicator, rank-0-only output and MPI's finalisation.
+func trainParallel(ctx context.Context, w, progress io.Writer, cfg train.Config, device string, comm dist.Comm) error {
+	rankErr := func(err error) error {
+		return fmt.Errorf("rank %d of %d: %w", comm.Rank(), comm.Size(), err)
+	}
+	b, err := backends.Open(device)
+	if err != nil {
+		return rankErr(err)
+	}
+	defer b.Close()
+	tr, err := train.NewParallel(cfg, b, comm)
+	if err != nil {
+		return rankErr(err)
+	}
+	defer tr.Close()
+	// Rank 0 alone speaks: the others' output would repeat it.
+	if comm.Rank() != 0 {
+		w = io.Discard
+	}
+	fmt.Fprintf(w, "training %s (%d params) on %s:%s: %d steps of %d×%d tokens over %d ranks\n", cfg.Method, tr.Adapter.NumParams(),
+		b.Device().Backend, b.Device().Name, cfg.Steps, cfg.Batch, cfg.Seq, comm.Size())
+	res, err := tr.Run(ctx, progress)
+	if err != nil {
+		// No MPI_Finalize: this rank exits with status 1 and the launcher ends the others.
+		return rankErr(err)
+	}
+	if err := printTrainResult(w, res); err != nil {
+		return err
+	}
+	dist.Finalize()
+	return nil
+}
+
+// printTrainResult prints a run's summary lines and, last, its result as JSON.
+func printTrainResult(w io.Writer, res train.Result) error {
+	fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
+		res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
+	c := res.Communication
+	fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
+		byteSize(c.AllReduceBytes), byteSize(c.FullFineTuneBytes), c.Saving, c.Ranks, 1e3*c.CommSecondsPerStep)
+	return printJSON(w, res)
 }
 
 func newEvalCmd() *cobra.Command {
