@@ -32,7 +32,7 @@ type StepGraph struct {
 // gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
 // evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
-	return newStepGraph(m, a, rows, seq, train, recompute, nil)
+	return newStepGraph(m, trainable(a), rows, seq, train, recompute, nil)
 }
 
 // AdapterParams lists an adapter's trainable parameters as the optimizer takes them, in the order
@@ -53,10 +53,10 @@ func NewTrainStep(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool
 	if opt == nil {
 		return nil, fmt.Errorf("train: no optimizer")
 	}
-	return newStepGraph(m, a, rows, seq, true, recompute, opt)
+	return newStepGraph(m, trainable(a), rows, seq, true, recompute, opt)
 }
 
-func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool, opt *AdamW) (*StepGraph, error) {
+func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute bool, opt *AdamW) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq
