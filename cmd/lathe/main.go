@@ -40,6 +40,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newMergeCmd(),
 		newRankCmd(),
+		newHyperCmd(),
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),

@@ -23,8 +23,9 @@ func newTrainCmd() *cobra.Command {
 	cfg := train.DefaultConfig()
 	var configFile, device, targets string
 	var quiet bool
+	var hf hyperFlags
 	cmd := &cobra.Command{
-		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3 --out DIR",
+		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3|hyper --out DIR",
 		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
 		Long: "Train reads a Hugging Face model folder and a JSONL dataset ({\"text\"}, {\"prompt\",\"completion\"}, " +
 			"{\"messages\"} or {\"input_ids\"} lines) and writes to --out the adapter (adapter_config.json, " +
@@ -56,6 +57,9 @@ func newTrainCmd() *cobra.Command {
 			}
 			if targets != "" {
 				cfg.Targets = strings.Split(targets, ",")
+			}
+			if cfg.Method == "hyper" {
+				return runHyperTrain(cmd, cfg, hf, device, quiet)
 			}
 			// Under mpirun this process is one rank of a data-parallel job (a build with -tags
 			// mpi); otherwise a job of one.
@@ -118,7 +122,7 @@ func newTrainCmd() *cobra.Command {
 	f.StringVar(&cfg.Model, "model", "", "Hugging Face model folder")
 	f.StringVar(&cfg.Data, "data", "", "JSONL training data")
 	f.StringVar(&cfg.Out, "out", "", "output folder for the adapter, metrics and checkpoints")
-	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base), dora, qdora (DoRA on an NF4 base) or ia3")
+	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base), dora, qdora (DoRA on an NF4 base), ia3, or hyper (a hypernetwork that generates LoRAs from task descriptions: --tasks)")
 	f.IntVar(&cfg.Rank, "rank", cfg.Rank, "LoRA rank")
 	f.Float64Var(&cfg.Alpha, "alpha", cfg.Alpha, "LoRA alpha (scale alpha/rank, or alpha/√rank with --rslora)")
 	f.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "LoRA dropout")
@@ -144,6 +148,7 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	hf.register(f)
 	return cmd
 }
 

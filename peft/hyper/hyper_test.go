@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -439,4 +440,31 @@ func TestReadTasks(t *testing.T) {
 		_, err := ReadTasks(p)
 		require.Error(t, err, bad)
 	}
+}
+
+// The generated task family: each family's answer for a known list, and the held-out family left
+// out of tasks.jsonl (its files are still written, for evaluation).
+func TestFamilies(t *testing.T) {
+	want := map[string]string{"reverse": "ball sun cat", "copy": "cat sun ball", "first": "cat", "last": "ball",
+		"twice": "cat cat sun sun ball ball", "sort": "ball cat sun"}
+	for _, f := range Families() {
+		if w, ok := want[f.Name]; ok {
+			require.Equal(t, w, strings.Join(f.Do([]string{"cat", "sun", "ball"}), " "), f.Name)
+		}
+	}
+	fs := Families()
+	require.Equal(t, "hat fun", strings.Join(fs[6].Do([]string{"cat", "sun"}), " "))
+	require.Equal(t, "cold down", strings.Join(fs[7].Do([]string{"hot", "up"}), " "))
+	dir := t.TempDir()
+	require.NoError(t, WriteFamilies(dir, 1, 5, 3, "last"))
+	ts, err := ReadTasks(filepath.Join(dir, "tasks.jsonl"))
+	require.NoError(t, err)
+	require.Len(t, ts, len(fs)-1)
+	for _, tk := range ts {
+		require.NotEqual(t, "say the last word of the list", tk.Description)
+	}
+	require.FileExists(t, filepath.Join(dir, "last-eval.jsonl"))
+	ex := fs[0].Examples(1, 4)
+	require.Equal(t, ex, fs[0].Examples(1, 4), "deterministic")
+	require.ErrorContains(t, WriteFamilies(dir, 1, 5, 3, "nope"), "no family")
 }
