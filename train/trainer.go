@@ -58,6 +58,9 @@ type Config struct {
 	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
 	Recompute bool `json:"gradient_checkpointing"`
 	Blocksize int  `json:"quant_blocksize"`
+	// RankBudget, when set, prunes a LoRA to this many directions in all (AdaLoRA-style, by
+	// singular value; budget.go) and saves it with PEFT's rank_pattern.
+	RankBudget int `json:"rank_budget,omitempty"`
 }
 
 // DefaultConfig holds the defaults of `lathe train`.
@@ -91,7 +94,7 @@ func (c *Config) Validate() error {
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
 		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
 	}
-	return nil
+	return c.checkBudget()
 }
 
 // Result is what a run did: the last line `lathe train` prints.
@@ -117,6 +120,8 @@ type Result struct {
 	LossCurve   string   `json:"loss_curve"`
 	// Communication is what a data-parallel step all-reduces, against full fine-tuning.
 	Communication Communication `json:"communication"`
+	// Ranks is each module's rank after a rank-budgeted run.
+	Ranks map[string]int `json:"ranks,omitempty"`
 }
 
 // Trainer runs one fine-tuning job on one backend.
@@ -145,6 +150,10 @@ type Trainer struct {
 
 	// OnStep, if set, is called by Run after each step is logged (for progress reports).
 	OnStep func(StepMetrics)
+
+	// budgets is the rank budget's pruning schedule (step → budget); ranks the last pruning's.
+	budgets map[int]int
+	ranks   map[string]int
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
@@ -533,6 +542,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("train: step %d: %w", t.state.Step, err)
 		}
+		if err := t.prune(m.Step); err != nil {
+			return res, err
+		}
 		runTokens += int64(m.Tokens)
 		t.state.Elapsed = elapsed0 + time.Since(start).Seconds()
 		m.Elapsed = t.state.Elapsed
@@ -593,6 +605,12 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	if err := t.Adapter.Save(cfg.Out); err != nil {
 		return res, err
+	}
+	if cfg.RankBudget > 0 {
+		if _, err := saveRanked(cfg.Out); err != nil {
+			return res, err
+		}
+		res.Ranks = t.ranks
 	}
 	if err := mlog.Close(); err != nil {
 		return res, err

@@ -147,6 +147,7 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.IntVar(&cfg.RankBudget, "rank-budget", cfg.RankBudget, "prune the LoRA to this many directions in all, by singular value (AdaLoRA's schedule), saved with rank_pattern (0: off)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	hf.register(f)
 	return cmd
