@@ -61,6 +61,8 @@ type Config struct {
 	// RankBudget, when set, prunes a LoRA to this many directions in all (AdaLoRA-style, by
 	// singular value; budget.go) and saves it with PEFT's rank_pattern.
 	RankBudget int `json:"rank_budget,omitempty"`
+	// LayerGroups give different ranks and modules to different layers (layers.go).
+	LayerGroups []LayerGroup `json:"layers,omitempty"`
 }
 
 // DefaultConfig holds the defaults of `lathe train`.
@@ -255,8 +257,16 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		if ck, t.Adapter, t.resume, err = resumeFrom(cfg, cks, t.Model.Cfg, b); err != nil {
 			return nil, err
 		}
-	} else if t.Adapter, err = peft.NewFor(cfg.adapterConfig(), t.Model, cfg.Seed); err != nil {
-		return nil, err
+	} else {
+		acfg := cfg.adapterConfig()
+		if len(cfg.LayerGroups) > 0 {
+			if acfg, err = cfg.layerGroupsConfig(t.Model.Cfg.NumLayers); err != nil {
+				return nil, err
+			}
+		}
+		if t.Adapter, err = peft.NewFor(acfg, t.Model, cfg.Seed); err != nil {
+			return nil, err
+		}
 	}
 	ocfg := DefaultAdamW()
 	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)

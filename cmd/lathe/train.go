@@ -24,6 +24,7 @@ func newTrainCmd() *cobra.Command {
 	var configFile, device, targets string
 	var quiet bool
 	var hf hyperFlags
+	var layersFile string
 	cmd := &cobra.Command{
 		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3|hyper --out DIR",
 		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
@@ -57,6 +58,13 @@ func newTrainCmd() *cobra.Command {
 			}
 			if targets != "" {
 				cfg.Targets = strings.Split(targets, ",")
+			}
+			if layersFile != "" {
+				groups, err := train.ReadLayerGroups(layersFile)
+				if err != nil {
+					return err
+				}
+				cfg.LayerGroups = groups
 			}
 			if cfg.Method == "hyper" {
 				return runHyperTrain(cmd, cfg, hf, device, quiet)
@@ -147,6 +155,7 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
+	f.StringVar(&layersFile, "layers", "", "JSON file of layer groups, [{\"layers\": \"0-7\", \"rank\": 4, \"targets\": [\"q_proj\"]}, ...]: ranks and modules per layer, saved as one PEFT adapter (target_modules regex, rank_pattern)")
 	f.IntVar(&cfg.RankBudget, "rank-budget", cfg.RankBudget, "prune the LoRA to this many directions in all, by singular value (AdaLoRA's schedule), saved with rank_pattern (0: off)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	hf.register(f)
