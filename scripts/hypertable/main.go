@@ -1,8 +1,8 @@
 // Command hypertable measures a hypernetwork's adapter on a held-out task of the generated task
 // family (peft/hyper.Families) against no adapter, a LoRA trained on that task, and one LoRA trained
 // on all the other tasks together: eval loss and exact match of greedy answers, with parameter
-// counts. An answer counts as an exact match when the expected words are the first words of the
-// greedy text (the models are not taught to stop). It prints a Markdown table, then one JSON object.
+// counts. An answer counts as an exact match when the greedy text opens with the expected answer
+// followed by anything but a letter (the models are not taught to stop). It prints a Markdown table, then one JSON object.
 //
 //	go run ./scripts/hypertable --model DIR --work DIR
 package main
@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 
 	"github.com/lathe-ml/lathe"
 	"github.com/lathe-ml/lathe/engine/cpu"
@@ -176,9 +177,7 @@ func run(modelDir, work, heldOut string, steps int, lr, hyperLR float64) error {
 			if err != nil {
 				return err
 			}
-			// The model is not taught to stop: an answer is right when its words open the text.
-			got, want := strings.Fields(res.Text), strings.Fields(e.Completion)
-			if len(got) >= len(want) && strings.Join(got[:len(want)], " ") == strings.Join(want, " ") {
+			if rightAnswer(res.Text, e.Completion) {
 				hit++
 			}
 		}
@@ -196,4 +195,15 @@ func run(modelDir, work, heldOut string, steps int, lr, hyperLR float64) error {
 	out, _ := json.Marshal(map[string]any{"held_out": held.Description, "rows": rows})
 	fmt.Println(string(out))
 	return nil
+}
+
+// rightAnswer says whether text opens with want followed by the end or a character that is not a
+// letter (" sun+es8" answers "sun"; " sunny" does not).
+func rightAnswer(text, want string) bool {
+	text, want = strings.TrimSpace(text), strings.TrimSpace(want)
+	if !strings.HasPrefix(text, want) {
+		return false
+	}
+	rest := []rune(text[len(want):])
+	return len(rest) == 0 || !unicode.IsLetter(rest[0])
 }
