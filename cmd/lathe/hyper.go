@@ -39,6 +39,13 @@ func runHyperTrain(cmd *cobra.Command, cfg train.Config, h hyperFlags, device st
 	if h.mode != "sft" && h.mode != "recon" {
 		return fmt.Errorf("train: --hyper-mode %q is not sft or recon", h.mode)
 	}
+	// A hypernetwork run writes the network at its end only: settings it would ignore are refused.
+	switch {
+	case cfg.Resume || cfg.SaveEvery > 0:
+		return fmt.Errorf("train: --method hyper has no checkpoints yet: --resume and --save-every are not supported")
+	case cfg.GradAccum != 1 || cfg.RankBudget > 0 || len(cfg.LayerGroups) > 0 || cfg.Init != "" || cfg.RSLoRA:
+		return fmt.Errorf("train: --method hyper does not take --grad-accum, --rank-budget, --layers, --init or --rslora")
+	}
 	mc, err := model.LoadConfig(cfg.Model)
 	if err != nil {
 		return err

@@ -41,6 +41,8 @@ func TestHyperTrainGenerate(t *testing.T) {
 
 	_, _, err = run(t, "train", "--method", "hyper", "--model", model, "--out", net, "--device", "cpu")
 	require.ErrorContains(t, err, "--tasks")
+	_, _, err = run(t, "train", "--method", "hyper", "--model", model, "--tasks", filepath.Join(tasks, "tasks.jsonl"), "--out", net, "--save-every", "5")
+	require.ErrorContains(t, err, "no checkpoints")
 	_, _, err = run(t, "hyper", "generate", "--hyper", filepath.Join(dir, "none"), "--task", "x", "--out", gen)
 	require.Error(t, err)
 }
