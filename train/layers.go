@@ -69,9 +69,9 @@ func parseLayers(s string) ([]int, error) {
 // layerGroupsConfig turns the run's layer groups into one PEFT adapter config: target_modules a
 // regular expression naming exactly each group's modules in its layers, and each module's rank and
 // alpha in rank_pattern and alpha_pattern (keyed by its whole path), so that PEFT's LoraConfig (or
-// IA3Config) loads it as one adapter. Groups of different adapter types (IA3 beside LoRA, or DoRA
-// beside plain LoRA) are refused: PEFT has no one-adapter format for them, and its mixed models
-// (PeftMixedModel) do not take IA3.
+// IA3Config) loads it as one adapter. A group whose method differs from the run's is refused: IA3
+// beside LoRA has no PEFT format at all (PeftMixedModel takes no IA3); DoRA beside plain LoRA would
+// be two LoRA adapters, which one run does not train.
 func (c *Config) layerGroupsConfig(numLayers int) (peft.Config, error) {
 	method := func(g LayerGroup) string {
 		if g.Method == "" {
@@ -89,8 +89,11 @@ func (c *Config) layerGroupsConfig(numLayers int) (peft.Config, error) {
 		if !ok {
 			return peft.Config{}, fmt.Errorf("train: layer group %d: method %q is not lora, dora or ia3", gi, g.Method)
 		}
+		if k != first && (k == "ia3" || first == "ia3") {
+			return peft.Config{}, fmt.Errorf("train: layer groups mix %s and %s: PEFT has no format for that (a PeftModel holds adapters of one type, and PeftMixedModel takes LoRA, LoHa, LoKr, AdaLoRA and OFT, not IA3)", first, k)
+		}
 		if k != first {
-			return peft.Config{}, fmt.Errorf("train: layer groups mix %s and %s: PEFT saves one adapter type per adapter, and its mixed models (PeftMixedModel: LoRA, LoHa, LoKr, AdaLoRA, OFT) take no IA3 and no per-layer use_dora; train them as separate adapters", first, k)
+			return peft.Config{}, fmt.Errorf("train: layer groups mix %s and %s: use_dora is one setting of a LoRA adapter; PEFT would load them as two LoRA adapters (two folders, both active), which lathe does not train in one run yet: train each group as its own adapter", first, k)
 		}
 		layers, err := parseLayers(g.Layers)
 		if err != nil {

@@ -68,12 +68,16 @@ func TestLayerGroupsSaveOnePEFTAdapter(t *testing.T) {
 	require.InDelta(t, want, ml, 1e-4)
 }
 
-// IA3 on some layers and LoRA on others has no PEFT format: refused, naming why.
+// IA3 on some layers and LoRA on others has no PEFT format, and DoRA beside LoRA would be two
+// adapters: both refused, naming why; so are overlapping, missing and malformed layers and targets.
 func TestLayerGroupsRefuseMixedTypes(t *testing.T) {
 	cfg := fixture(t, "lora")
 	cfg.LayerGroups = []LayerGroup{{Layers: "0", Method: "ia3"}, {Layers: "1", Rank: 16}}
 	_, err := New(cfg, cpu.New())
 	require.ErrorContains(t, err, "PeftMixedModel")
+	cfg.LayerGroups = []LayerGroup{{Layers: "0", Method: "dora"}, {Layers: "1"}}
+	_, err = New(cfg, cpu.New())
+	require.ErrorContains(t, err, "two LoRA adapters")
 	for _, g := range [][]LayerGroup{{{Layers: "0-1"}, {Layers: "1"}}, {{Layers: "5"}}, {{Layers: "x"}}, {{Layers: "0", Targets: []string{"q_proj)|.*"}}}} {
 		cfg.LayerGroups = g
 		_, err := New(cfg, cpu.New())
