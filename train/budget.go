@@ -42,7 +42,10 @@ func (c *Config) checkBudget() error {
 }
 
 // prune runs the budget schedule's pruning due after step (see peft.Adapter.PruneToBudget) and
-// zeroes the optimizer's moments of the zeroed entries, so those directions stay at zero.
+// zeroes the optimizer's moments of the zeroed entries, so those directions stay at zero (their
+// gradients are zero too). The kept entries keep their moments although pruning rotated them into
+// the singular basis: AdaLoRA keeps its moments across pruning, and zeroing them would make Adam's
+// next steps several times larger.
 func (t *Trainer) prune(step int) error {
 	if t.Cfg.RankBudget == 0 {
 		return nil
