@@ -178,7 +178,26 @@ func (m *Graph) ForwardCached(ids, pos *engine.Node, batch, seq int, lin LinearF
 	return m.forward(ids, pos, nil, batch, seq, lin, c, last)
 }
 
+// ForwardHidden records the decoder on ids and pos as Forward does and returns its last hidden
+// states after the final norm, [batch·seq, hidden] (transformers' last_hidden_state), without the
+// output layer: a sentence embedding is their mean.
+func (m *Graph) ForwardHidden(ids, pos *engine.Node, batch, seq int, lin LinearFunc) *engine.Node {
+	return m.hidden(ids, pos, nil, batch, seq, lin, nil, nil)
+}
+
 func (m *Graph) forward(ids, pos, starts *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache, last *engine.Node) *engine.Node {
+	if lin == nil {
+		lin = PlainLinear
+	}
+	h := m.hidden(ids, pos, starts, batch, seq, lin, cache, last)
+	if m.LMHead == nil {
+		return m.G.MatMul(h, m.Embed, false, true)
+	}
+	return lin(m.G, m.LMHead, h)
+}
+
+// hidden records the decoder layers and the final norm (see forward).
+func (m *Graph) hidden(ids, pos, starts *engine.Node, batch, seq int, lin LinearFunc, cache *KVCache, last *engine.Node) *engine.Node {
 	g, c := m.G, m.Cfg
 	if lin == nil {
 		lin = PlainLinear
@@ -223,9 +242,5 @@ func (m *Graph) forward(ids, pos, starts *engine.Node, batch, seq int, lin Linea
 		// largest matrix of a small model) skip the others. Embedding gathers rows.
 		h = g.Embedding(h, last)
 	}
-	h = g.RMSNorm(h, m.Norm, eps)
-	if m.LMHead == nil {
-		return g.MatMul(h, m.Embed, false, true)
-	}
-	return lin(g, m.LMHead, h)
+	return g.RMSNorm(h, m.Norm, eps)
 }

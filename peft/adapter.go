@@ -428,22 +428,29 @@ func (a *Adapter) LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) model.Li
 		}
 		keys := md.keys(TypeLoRA)
 		A, B := a.param(g, md, keys[0]), a.param(g, md, keys[1])
-		// y = W·x + s·B·A·dropout(x) in one fused op; each layer draws its own mask (its salt),
-		// as PEFT's per-layer nn.Dropout does.
-		op := engine.LoRA{Scale: md.Scale}
-		in := []*engine.Node{x, l.W}
-		if l.Quant != nil {
-			q := *l.Quant
-			op.Quant = &q
-			in = []*engine.Node{x, l.Packed, l.Absmax}
-		}
-		in = append(in, A, B)
-		if p > 0 && dropoutSeed != nil {
-			op.Dropout, op.Salt = p, salt(l.Name)
-			in = append(in, dropoutSeed)
-		}
-		return l.AddBias(g, g.Apply(op, in...)[0])
+		return LoRALinear(g, l, x, A, B, md.Scale, p, dropoutSeed)
 	}
+}
+
+// LoRALinear records PEFT's LoRA layer y = W·x + bias + scale·B·A·dropout(x) over base layer l
+// (dense or 4-bit) in one fused op, for any A [r, in] and B [out, r] nodes: parameters, or the
+// output of a network that generates them (gradients flow into whatever computed them). With
+// dropout > 0 and a seed it draws the layer's own mask (salted by its name), as PEFT's per-layer
+// nn.Dropout does; a nil seed is evaluation.
+func LoRALinear(g *engine.Graph, l *model.Linear, x, A, B *engine.Node, scale, dropout float32, seed *engine.Node) *engine.Node {
+	op := engine.LoRA{Scale: scale}
+	in := []*engine.Node{x, l.W}
+	if l.Quant != nil {
+		q := *l.Quant
+		op.Quant = &q
+		in = []*engine.Node{x, l.Packed, l.Absmax}
+	}
+	in = append(in, A, B)
+	if dropout > 0 && seed != nil {
+		op.Dropout, op.Salt = dropout, salt(l.Name)
+		in = append(in, seed)
+	}
+	return l.AddBias(g, g.Apply(op, in...)[0])
 }
 
 // Layers lists the adapter's change to each layer it wraps, in model order (for a pool of

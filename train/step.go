@@ -36,7 +36,7 @@ type StepGraph struct {
 // gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
 // evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
-	return newStepGraph(m, a, rows, seq, train, recompute, nil, false)
+	return newStepGraph(m, trainable(a), rows, seq, train, recompute, nil, false)
 }
 
 // StepOptions are a training step's optional parts.
@@ -54,7 +54,7 @@ type StepOptions struct {
 
 // NewTrainStepWith compiles a training step for batches of rows×seq tokens with the options o.
 func NewTrainStepWith(m *model.Model, a *peft.Adapter, rows, seq int, o StepOptions) (*StepGraph, error) {
-	return newStepGraph(m, a, rows, seq, true, o.Recompute, o.Optimizer, o.LossScaled)
+	return newStepGraph(m, trainable(a), rows, seq, true, o.Recompute, o.Optimizer, o.LossScaled)
 }
 
 // SetLossScale sets the factor the next runs multiply the loss by before differentiating (a step
@@ -89,10 +89,10 @@ func NewTrainStep(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool
 	if opt == nil {
 		return nil, fmt.Errorf("train: no optimizer")
 	}
-	return newStepGraph(m, a, rows, seq, true, recompute, opt, false)
+	return newStepGraph(m, trainable(a), rows, seq, true, recompute, opt, false)
 }
 
-func newStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool, opt *AdamW, scaled bool) (*StepGraph, error) {
+func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute bool, opt *AdamW, scaled bool) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq

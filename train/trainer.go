@@ -67,6 +67,11 @@ type Config struct {
 	// (0: DefaultLossScaleGrowth).
 	LossScale       float64 `json:"loss_scale"`
 	LossScaleGrowth int     `json:"loss_scale_growth"`
+	// RankBudget, when set, prunes a LoRA to this many directions in all (AdaLoRA-style, by
+	// singular value; budget.go) and saves it with PEFT's rank_pattern.
+	RankBudget int `json:"rank_budget,omitempty"`
+	// LayerGroups give different ranks and modules to different layers (layers.go).
+	LayerGroups []LayerGroup `json:"layers,omitempty"`
 }
 
 // DefaultConfig holds the defaults of `lathe train`.
@@ -106,7 +111,7 @@ func (c *Config) Validate() error {
 	case c.LossScale != 0 && (!(c.LossScale >= 1) || math.IsInf(c.LossScale, 0)) || c.LossScaleGrowth < 0:
 		return fmt.Errorf("train: loss_scale %v must be 0 (off) or at least 1, loss_scale_growth not negative", c.LossScale)
 	}
-	return nil
+	return c.checkBudget()
 }
 
 // Result is what a run did: the last line `lathe train` prints.
@@ -134,6 +139,8 @@ type Result struct {
 	LossCurve   string   `json:"loss_curve"`
 	// Communication is what a data-parallel step all-reduces, against full fine-tuning.
 	Communication Communication `json:"communication"`
+	// Ranks is each module's rank after a rank-budgeted run.
+	Ranks map[string]int `json:"ranks,omitempty"`
 }
 
 // Trainer runs one fine-tuning job on one backend.
@@ -162,6 +169,10 @@ type Trainer struct {
 
 	// OnStep, if set, is called by Run after each step is logged (for progress reports).
 	OnStep func(StepMetrics)
+
+	// budgets is the rank budget's pruning schedule (step → budget); ranks the last pruning's.
+	budgets map[int]int
+	ranks   map[string]int
 }
 
 // New loads the model, the data (through the tokenizer unless it is all pre-tokenized) and the adapter (from the latest checkpoint in
@@ -263,8 +274,16 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		if ck, t.Adapter, t.resume, err = resumeFrom(cfg, cks, t.Model.Cfg, b); err != nil {
 			return nil, err
 		}
-	} else if t.Adapter, err = peft.NewFor(cfg.adapterConfig(), t.Model, cfg.Seed); err != nil {
-		return nil, err
+	} else {
+		acfg := cfg.adapterConfig()
+		if len(cfg.LayerGroups) > 0 {
+			if acfg, err = cfg.layerGroupsConfig(t.Model.Cfg.NumLayers); err != nil {
+				return nil, err
+			}
+		}
+		if t.Adapter, err = peft.NewFor(acfg, t.Model, cfg.Seed); err != nil {
+			return nil, err
+		}
 	}
 	ocfg := DefaultAdamW()
 	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
@@ -597,6 +616,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("train: step %d: %w", t.state.Step, err)
 		}
+		if err := t.prune(m.Step); err != nil {
+			return res, err
+		}
 		runTokens += int64(m.Tokens)
 		t.state.Elapsed = elapsed0 + time.Since(start).Seconds()
 		m.Elapsed = t.state.Elapsed
@@ -664,6 +686,12 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	if err := t.Adapter.Save(cfg.Out); err != nil {
 		return res, err
+	}
+	if cfg.RankBudget > 0 {
+		if _, err := saveRanked(cfg.Out); err != nil {
+			return res, err
+		}
+		res.Ranks = t.ranks
 	}
 	if err := mlog.Close(); err != nil {
 		return res, err

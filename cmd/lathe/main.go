@@ -52,6 +52,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newMergeCmd(),
 		newRankCmd(),
+		newHyperCmd(),
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),

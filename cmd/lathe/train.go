@@ -26,8 +26,10 @@ func newTrainCmd() *cobra.Command {
 	var device string
 	var quiet bool
 	var resolve func(*cobra.Command) error
+	var hf hyperFlags
+	var layersFile string
 	cmd := &cobra.Command{
-		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3 --out DIR",
+		Use:   "train --model DIR --data FILE --method lora|qlora|dora|qdora|ia3|hyper --out DIR",
 		Short: "Fine-tune an adapter (LoRA, QLoRA or IA3) and save it in Hugging Face PEFT's format",
 		Long: "Train reads a Hugging Face model folder and a JSONL dataset ({\"text\"}, {\"prompt\",\"completion\"}, " +
 			"{\"messages\"} or {\"input_ids\"} lines) and writes to --out the adapter (adapter_config.json, " +
@@ -38,6 +40,16 @@ func newTrainCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := resolve(cmd); err != nil {
 				return err
+			}
+			if layersFile != "" {
+				groups, err := train.ReadLayerGroups(layersFile)
+				if err != nil {
+					return err
+				}
+				cfg.LayerGroups = groups
+			}
+			if cfg.Method == "hyper" {
+				return runHyperTrain(cmd, cfg, hf, device, quiet)
 			}
 			// Under mpirun this process is one rank of a data-parallel job (a build with -tags
 			// mpi); otherwise a job of one, trained through the public API.
@@ -65,6 +77,8 @@ func newTrainCmd() *cobra.Command {
 	resolve = bindTrainFlags(f, &cfg)
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	f.StringVar(&layersFile, "layers", "", "JSON file of layer groups, [{\"layers\": \"0-7\", \"rank\": 4, \"targets\": [\"q_proj\"]}, ...]: ranks and modules per layer, saved as one PEFT adapter (target_modules regex, rank_pattern)")
+	hf.register(f)
 	return cmd
 }
 
@@ -78,7 +92,7 @@ func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) er
 	f.StringVar(&cfg.Model, "model", "", "Hugging Face model folder")
 	f.StringVar(&cfg.Data, "data", "", "JSONL training data")
 	f.StringVar(&cfg.Out, "out", "", "output folder for the adapter, metrics and checkpoints")
-	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base), dora, qdora (DoRA on an NF4 base) or ia3")
+	f.StringVar(&cfg.Method, "method", cfg.Method, "lora, qlora (LoRA on an NF4 base), dora, qdora (DoRA on an NF4 base), ia3, or hyper (a hypernetwork that generates LoRAs from task descriptions: --tasks)")
 	f.IntVar(&cfg.Rank, "rank", cfg.Rank, "LoRA rank")
 	f.Float64Var(&cfg.Alpha, "alpha", cfg.Alpha, "LoRA alpha (scale alpha/rank, or alpha/√rank with --rslora)")
 	f.Float64Var(&cfg.Dropout, "dropout", cfg.Dropout, "LoRA dropout")
@@ -105,6 +119,7 @@ func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) er
 	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "activations: f32 (f16 and bf16 need 16-bit activation kernels, which no backend has yet)")
 	f.Float64Var(&cfg.LossScale, "loss-scale", cfg.LossScale, "dynamic loss scaling from this scale (a power of two; 0: off)")
 	f.IntVar(&cfg.LossScaleGrowth, "loss-scale-growth", cfg.LossScaleGrowth, "clean steps before the loss scale doubles (0: 2000)")
+	f.IntVar(&cfg.RankBudget, "rank-budget", cfg.RankBudget, "prune the LoRA to this many directions in all, by singular value (AdaLoRA's schedule), saved with rank_pattern (0: off)")
 	return func(cmd *cobra.Command) error {
 		if configFile != "" {
 			raw, err := os.ReadFile(configFile)
