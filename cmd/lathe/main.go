@@ -37,15 +37,13 @@ func newRootCmd() *cobra.Command {
 		newTrainCmd(),
 		newEvalCmd(),
 		newGenerateCmd(),
-		newServeCmd(),
 		newMergeCmd(),
-		newRankCmd(),
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
-		newExportCmd(),
-		newBenchCmd(),
 	)
+	// serve, rank, export and bench are left out of the lite build (-tags lathe_lite).
+	root.AddCommand(fullCommands()...)
 	return root
 }
 
