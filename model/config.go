@@ -8,8 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-
-	"github.com/lathe-ml/lathe/model/gguf"
 )
 
 // Config is the part of a Hugging Face config.json that defines a Llama-family decoder.
@@ -73,8 +71,8 @@ var supportedArchitectures = map[string]bool{
 // LoadConfig reads and checks dir/config.json.
 // A path ending in .gguf reads the configuration from that GGUF file's metadata.
 func LoadConfig(dir string) (*Config, error) {
-	if gguf.IsPath(dir) {
-		gf, err := gguf.Open(dir)
+	if isGGUF(dir) {
+		gf, err := openGGUF(dir)
 		if err != nil {
 			return nil, fmt.Errorf("load config: %w", err)
 		}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model/checkpoint"
-	"github.com/lathe-ml/lathe/model/gguf"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -56,8 +55,8 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	var ck tensorSource
 	var where string
 	var hfConfig map[string]any
-	if gguf.IsPath(dir) {
-		gf, err := gguf.Open(dir)
+	if isGGUF(dir) {
+		gf, err := openGGUF(dir)
 		if err != nil {
 			return nil, fmt.Errorf("load model: %w", err)
 		}

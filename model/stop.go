@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/lathe-ml/lathe/model/gguf"
 	"sort"
 )
 
@@ -44,7 +43,7 @@ func StopIDs(dir string, cfg *Config) ([]int, error) {
 	path := filepath.Join(dir, "generation_config.json")
 	raw, err := os.ReadFile(path)
 	switch {
-	case dir == "" || errors.Is(err, fs.ErrNotExist) || gguf.IsPath(dir): // a GGUF's EOS is in its config
+	case dir == "" || errors.Is(err, fs.ErrNotExist) || isGGUF(dir): // a GGUF's EOS is in its config
 	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	default:

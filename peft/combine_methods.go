@@ -3,11 +3,12 @@ package peft
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"strings"
 
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/lathe-ml/lathe/internal/torchrand"
 )
 
 // CombineOptions chooses how CombineWith combines LoRA adapters, with the parameters of PEFT's
@@ -24,8 +25,14 @@ type CombineOptions struct {
 	MajoritySign string
 	// SVDRank is the rank of the *svd methods' result; 0 means the largest rank combined.
 	SVDRank int
-	// Seed seeds DARE's random pruning (lathe's PCG stream, not torch's).
+	// Seed is the torch.manual_seed(Seed) made before PEFT's add_weighted_adapter: DARE's random
+	// pruning draws the masks torch's CPU generator draws there (package torchrand).
 	Seed uint64
+	// InitLoraWeights is the init_lora_weights of the first adapter's config, which PEFT copies
+	// to the new adapter and whose initialization draws from the generator before the masks
+	// (true: kaiming_uniform_ of A once more; false: only nn.Linear's own initialization).
+	// Nil reads it from the first adapter's config.
+	InitLoraWeights *bool
 }
 
 // Methods lists the combination types CombineWith accepts, and RankKeeping says which keep the
@@ -49,15 +56,23 @@ func RankKeeping(method string) bool {
 //
 //   - cat: see Combine (ranks concatenated; ΔW = Σ w_i·s_i·B_i·A_i exactly).
 //   - linear, ties, dare_linear, dare_ties, magnitude_prune: A and B are each merged over the
-//     adapters with weights sqrt(w_i·s_i) by merge_utils' function of that name (pruning each
-//     adapter's A and B separately to Density); all ranks must be equal.
+//     adapters by merge_utils' function of that name (pruning each adapter's A and B separately
+//     to Density), A with weights sign(w_i·s_i)·sqrt(|w_i·s_i|) and B with sqrt(|w_i·s_i|), so
+//     that a negative weight negates the adapter; all ranks must be equal.
 //   - *svd: the merge_utils function is applied to the full ΔW_i = s_i·B_i·A_i with weights
 //     w_i·s_i (PEFT applies the scale twice here), and the result is truncated by SVD to SVDRank:
 //     B = U·S, A = Vᵀ.
 //
-// The result has lora_alpha = r (scale 1), like PEFT's. DARE's pruning draws from a PCG seeded
-// by Seed, so its masks are not torch's; like PEFT's random_pruning, the kept values are not
-// rescaled by 1/density (PEFT computes the division and discards it).
+// The result has lora_alpha = r (scale 1), like PEFT's. DARE's pruning keeps each value with
+// probability Density and rescales the kept ones by 1/Density (random_pruning with rescale, as
+// PEFT does since it assigns the division; PEFT up to 0.10 discarded it). Its masks are the
+// ones torch.bernoulli draws on the CPU after torch.manual_seed(Seed) in add_weighted_adapter:
+// first the new adapter's initialization consumes the generator (inject_adapter: for every new
+// module in the model's order, nn.Linear's kaiming init of A [r, in] and of B [out, r], and with
+// init_lora_weights true A's again), then each module draws a mask for every adapter's A in turn,
+// then for every adapter's B (for the *svd methods, one per adapter's ΔW [out, in]). This holds
+// for adapters whose tensors PEFT holds as float32 on the CPU (a GPU draws from another
+// generator).
 func CombineWith(weights []float64, o CombineOptions, adapters ...*Adapter) (*Adapter, error) {
 	if o.Method == "cat" || o.Method == "" {
 		return Combine(weights, adapters...)
@@ -107,10 +122,23 @@ func CombineWith(weights []float64, o CombineOptions, adapters ...*Adapter) (*Ad
 	if err != nil {
 		return nil, fmt.Errorf("combine: %w", err)
 	}
-	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
+	rng := torchrand.New(o.Seed)
+	if base == "dare_linear" || base == "dare_ties" {
+		initA, err := reinitsA(first.Config.InitLoraWeights, o.InitLoraWeights)
+		if err != nil {
+			out.Release()
+			return nil, err
+		}
+		for _, md := range out.modules {
+			rng.Skip(rank*md.In + md.Out*rank)
+			if initA {
+				rng.Skip(rank * md.In)
+			}
+		}
+	}
 	for _, md := range out.modules {
 		var As, Bs [][]float64
-		var ws, scales []float64
+		var ws, wsA, scales []float64
 		var rs []int
 		for i, a := range adapters {
 			src := a.byName[md.Name]
@@ -133,14 +161,12 @@ func CombineWith(weights []float64, o CombineOptions, adapters ...*Adapter) (*Ad
 		}
 		var A, B []float64
 		if !svd {
+			wsA = make([]float64, len(ws))
 			for i, w := range ws {
-				if w < 0 {
-					out.Release()
-					return nil, fmt.Errorf("combine: %s weights A and B by sqrt(weight·scale): adapter %d's weight·scale %v is negative", o.Method, i, w)
-				}
-				ws[i] = math.Sqrt(w)
+				ws[i] = math.Sqrt(math.Abs(w))
+				wsA[i] = math.Copysign(ws[i], w)
 			}
-			A = mergeTask(base, As, ws, o, rng)
+			A = mergeTask(base, As, wsA, o, rng)
 			B = mergeTask(base, Bs, ws, o, rng)
 		} else {
 			deltas := make([][]float64, len(As))
@@ -164,6 +190,27 @@ func CombineWith(weights []float64, o CombineOptions, adapters ...*Adapter) (*Ad
 		}
 	}
 	return out, nil
+}
+
+// reinitsA says whether PEFT's initialization of the new adapter draws A's kaiming_uniform_
+// after nn.Linear's own init: for init_lora_weights true, not for false or "pissa" (which draw
+// nothing more). "gaussian" draws normals, whose consumption of the generator is not reproduced:
+// set CombineOptions.InitLoraWeights to say what to assume.
+func reinitsA(init any, override *bool) (bool, error) {
+	if override != nil {
+		return *override, nil
+	}
+	switch v := init.(type) {
+	case nil:
+		return true, nil // PEFT's default
+	case bool:
+		return v, nil
+	case string:
+		if v == InitPiSSA {
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("combine: PEFT's DARE masks for the same seed depend on the draws of init_lora_weights %v, which lathe does not reproduce (set the initialization to assume)", init)
 }
 
 func to64(v []float32) []float64 {
@@ -199,7 +246,7 @@ func deltaW(A, B []float64, out, in, r int, s float64) []float64 {
 
 // mergeTask is merge_utils' task_arithmetic, ties, dare_linear, dare_ties or magnitude_prune
 // over task tensors of one size.
-func mergeTask(method string, tasks [][]float64, w []float64, o CombineOptions, rng *rand.Rand) []float64 {
+func mergeTask(method string, tasks [][]float64, w []float64, o CombineOptions, rng *torchrand.MT19937) []float64 {
 	pruned := make([][]float64, len(tasks))
 	for i, t := range tasks {
 		switch method {
@@ -278,15 +325,17 @@ func pruneMagnitude(t []float64, density float64) []float64 {
 	return out
 }
 
-// pruneRandom keeps each value with probability density (random_pruning; not rescaled, as PEFT).
-func pruneRandom(t []float64, density float64, rng *rand.Rand) []float64 {
+// pruneRandom keeps each value where torch.bernoulli(full_like(t, density)) draws 1 and
+// rescales it by 1/density (random_pruning with rescale); density >= 1 draws nothing.
+func pruneRandom(t []float64, density float64, rng *torchrand.MT19937) []float64 {
 	if density >= 1 {
 		return t
 	}
 	out := make([]float64, len(t))
+	p := float32(density) // full_like of a float32 tensor
 	for i, x := range t {
-		if rng.Float64() < density {
-			out[i] = x
+		if rng.Bernoulli(p) {
+			out[i] = x / density
 		}
 	}
 	return out

@@ -2,11 +2,14 @@ package peft
 
 import (
 	"math"
-	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/lathe-ml/lathe/internal/torchrand"
 )
 
 // refPrune keeps the int(d·n) largest magnitudes, counted one value at a time (the values are
@@ -32,7 +35,9 @@ func refPrune(x []float64, d float64) []float64 {
 }
 
 // refMerge is merge_utils' method over stacked task tensors, written as PEFT's torch code reads.
-func refMerge(method string, tasks [][]float64, w []float64, d float64, rng *rand.Rand) []float64 {
+// DARE's masks are torch.bernoulli's (torchrand's own test holds them to torch's), the kept
+// values rescaled by 1/d.
+func refMerge(method string, tasks [][]float64, w []float64, d float64, rng *torchrand.MT19937) []float64 {
 	n := len(tasks[0])
 	stack := make([][]float64, len(tasks))
 	for i, t := range tasks {
@@ -40,10 +45,14 @@ func refMerge(method string, tasks [][]float64, w []float64, d float64, rng *ran
 		case "ties", "magnitude_prune":
 			stack[i] = refPrune(t, d)
 		case "dare_linear", "dare_ties":
+			if d >= 1 {
+				stack[i] = t
+				break
+			}
 			stack[i] = make([]float64, n)
 			for j := range t {
-				if d >= 1 || rng.Float64() < d {
-					stack[i][j] = t[j]
+				if rng.Float32() < float32(d) {
+					stack[i][j] = t[j] / d
 				}
 			}
 		default:
@@ -108,18 +117,35 @@ func requireClose64(t *testing.T, want []float64, got []float32, what string) {
 func TestCombineMethodsMatchReference(t *testing.T) {
 	all := randomAdapters(t, 4, 4, 4, 3)
 	as := all[:3]
-	weights := []float64{0.7, 1.3, 0.4}
-	for _, method := range []string{"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"} {
-		for _, density := range []float64{0.3, 1} {
+	for _, tc := range []struct {
+		method  string
+		weights []float64
+		density float64
+	}{
+		{"linear", []float64{0.7, 1.3, 0.4}, 1}, {"linear", []float64{0.7, -1.3, 0.4}, 1},
+		{"ties", []float64{0.7, 1.3, 0.4}, 0.3}, {"ties", []float64{0.7, 1.3, 0.4}, 1},
+		{"dare_linear", []float64{0.7, 1.3, 0.4}, 0.3}, {"dare_linear", []float64{0.7, 1.3, -0.4}, 0.65},
+		{"dare_linear", []float64{0.7, 1.3, 0.4}, 1}, {"dare_ties", []float64{0.7, 1.3, 0.4}, 0.3},
+		{"dare_ties", []float64{0.7, 1.3, 0.4}, 0.8}, {"magnitude_prune", []float64{0.7, 1.3, 0.4}, 0.3},
+	} {
+		method, weights, density := tc.method, tc.weights, tc.density
+		{
 			o := CombineOptions{Method: method, Density: density, Seed: 5}
 			c, err := CombineWith(weights, o, as...)
 			require.NoError(t, err, method)
 			require.Equal(t, 4, c.Config.R, "%s keeps the rank", method)
 			require.True(t, RankKeeping(method))
-			rng := rand.New(rand.NewPCG(5, 0x5eed))
+			// add_weighted_adapter after torch.manual_seed(5): the new adapter's initialization
+			// (init_lora_weights true) draws first.
+			rng := torchrand.New(5)
+			if strings.HasPrefix(method, "dare") {
+				for _, md := range c.modules {
+					rng.Skip(2*4*md.In + md.Out*4)
+				}
+			}
 			for _, md := range c.modules {
 				var As, Bs [][]float64
-				var ws []float64
+				var ws, wsA []float64
 				for i, a := range as {
 					src := a.byName[md.Name]
 					if src == nil {
@@ -127,10 +153,11 @@ func TestCombineMethodsMatchReference(t *testing.T) {
 					}
 					k := src.keys(TypeLoRA)
 					As, Bs = append(As, f64(t, a, k[0])), append(Bs, f64(t, a, k[1]))
-					ws = append(ws, math.Sqrt(weights[i]*float64(src.Scale)))
+					w := weights[i] * float64(src.Scale)
+					ws, wsA = append(ws, math.Sqrt(math.Abs(w))), append(wsA, math.Sqrt(math.Abs(w))*math.Copysign(1, w))
 				}
 				k := md.keys(TypeLoRA)
-				wantA := refMerge(method, As, ws, density, rng)
+				wantA := refMerge(method, As, wsA, density, rng)
 				wantB := refMerge(method, Bs, ws, density, rng)
 				requireClose64(t, wantA, tensor(t, c, k[0]), method+" "+k[0])
 				requireClose64(t, wantB, tensor(t, c, k[1]), method+" "+k[1])
@@ -151,10 +178,7 @@ func TestCombineMethodsMatchReference(t *testing.T) {
 	mixed := []*Adapter{all[3], as[0], as[1]}
 	_, err := CombineWith([]float64{1, 1, 1}, CombineOptions{Method: "ties", Density: 0.5}, mixed...)
 	require.ErrorContains(t, err, "one rank")
-	_, err = CombineWith(weights, CombineOptions{Method: "linear"}, as[0], as[1], as[2])
-	require.NoError(t, err)
-	_, err = CombineWith([]float64{-1, 1, 1}, CombineOptions{Method: "linear"}, as...)
-	require.ErrorContains(t, err, "negative")
+	weights := []float64{0.7, 1.3, 0.4}
 	_, err = CombineWith(weights, CombineOptions{Method: "average"}, as...)
 	require.ErrorContains(t, err, "average")
 
@@ -219,4 +243,30 @@ func TestCombineMethodsMatchReference(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 12, c.Config.R)
 	c.Release()
+}
+
+// DARE's masks follow the module order of PEFT's model.named_modules(): layer by layer, and in a
+// Llama layer q, k, v, o (self_attn) before gate, up, down (mlp), as the adapter lays them out.
+func TestCombineModuleOrderIsPEFTs(t *testing.T) {
+	m := loadModel(t, tinyDir(t), "")
+	a, err := New(loraConfig("down_proj", "q_proj", "up_proj", "k_proj", "o_proj", "gate_proj", "v_proj"), m.Cfg, m.Backend, 1)
+	require.NoError(t, err)
+	defer a.Release()
+	order := map[string]int{"q_proj": 0, "k_proj": 1, "v_proj": 2, "o_proj": 3, "gate_proj": 4, "up_proj": 5, "down_proj": 6}
+	prev := -1
+	for _, md := range a.modules {
+		parts := strings.Split(md.Name, ".")
+		layer := -1
+		for i, p := range parts {
+			if p == "layers" && i+1 < len(parts) {
+				layer, err = strconv.Atoi(parts[i+1])
+				require.NoError(t, err)
+			}
+		}
+		require.GreaterOrEqual(t, layer, 0, md.Name)
+		key := layer*len(order) + order[parts[len(parts)-1]]
+		require.Greater(t, key, prev, "%s after the module before it", md.Name)
+		prev = key
+	}
+	require.Len(t, a.modules, m.Cfg.NumLayers*7)
 }

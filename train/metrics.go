@@ -6,19 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image/color"
 	"io"
 	"io/fs"
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/lathe-ml/lathe/internal/atomicfile"
 )
@@ -271,70 +265,15 @@ func (m *LossMeter) Perplexity() float64 { return Perplexity(m.Mean()) }
 // Perplexity is exp(loss) for a mean cross-entropy loss in nats.
 func Perplexity(loss float64) float64 { return math.Exp(loss) }
 
-// PlotLoss draws train loss against step as a line and eval losses as points, and writes the
-// chart as a PNG to path (atomically). Non-finite losses are left out.
-func PlotLoss(path string, steps []StepMetrics, evals []EvalMetrics) error {
-	p := plot.New()
-	p.Title.Text = "loss"
-	p.X.Label.Text = "step"
-	p.Y.Label.Text = "loss"
-	p.Add(plotter.NewGrid())
-	var train plotter.XYs
-	for _, s := range steps {
-		if !math.IsNaN(s.Loss) && !math.IsInf(s.Loss, 0) {
-			train = append(train, plotter.XY{X: float64(s.Step), Y: s.Loss})
-		}
-	}
-	var eval plotter.XYs
-	for _, e := range evals {
-		if !math.IsNaN(e.Loss) && !math.IsInf(e.Loss, 0) {
-			eval = append(eval, plotter.XY{X: float64(e.Step), Y: e.Loss})
-		}
-	}
-	if len(train) == 0 && len(eval) == 0 {
-		return fmt.Errorf("plot loss %s: no finite losses to plot", path)
-	}
-	if len(train) > 0 {
-		l, err := plotter.NewLine(train)
-		if err != nil {
-			return fmt.Errorf("plot loss %s: %w", path, err)
-		}
-		l.Color = color.RGBA{0x1f, 0x77, 0xb4, 0xff}
-		l.Width = vg.Points(1.2)
-		p.Add(l)
-		p.Legend.Add("train", l)
-	}
-	if len(eval) > 0 {
-		sc, err := plotter.NewScatter(eval)
-		if err != nil {
-			return fmt.Errorf("plot loss %s: %w", path, err)
-		}
-		sc.GlyphStyle.Color = color.RGBA{0xff, 0x7f, 0x0e, 0xff}
-		sc.GlyphStyle.Shape = draw.CircleGlyph{}
-		sc.GlyphStyle.Radius = vg.Points(3.5)
-		p.Add(sc)
-		p.Legend.Add("eval", sc)
-	}
-	p.Legend.Top = true
-	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
-	if err != nil {
-		return fmt.Errorf("plot loss %s: %w", path, err)
-	}
-	if err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
-		_, err := wt.WriteTo(w)
-		return err
-	}); err != nil {
-		return fmt.Errorf("plot loss: %w", err)
-	}
-	return nil
-}
+// ErrNoPlot is PlotLoss's error in the lite build (-tags lathe_lite), which draws no charts.
+var ErrNoPlot = errors.New("this lathe is the lite build (-tags lathe_lite), which draws no charts")
 
 // Progress reports training steps: step, loss, tokens/s, device memory and ETA. On a terminal
 // it is a redrawn bar; written to a file or a pipe it is plain lines, one every tenth of the run
 // or every 5 seconds, so that a log holds a readable line per report and no carriage returns.
 // A nil or disabled Progress does nothing, so callers need not check.
 type Progress struct {
-	bar          *progressbar.ProgressBar
+	bar          io.Writer // terminal mode: where the bar is redrawn
 	start, total int
 
 	lines    io.Writer // line mode: where lines go
@@ -354,20 +293,34 @@ func NewProgress(w io.Writer, start, total int, enabled bool) *Progress {
 		now := time.Now()
 		return &Progress{start: start, total: total, lines: w, every: max(1, (total-start)/10), last: now, lastStep: start, begun: now}
 	}
-	// The bar counts the steps of this process only, so a resumed run's ETA is not fooled by the
-	// steps done before it started.
-	n := max(1, total-start)
-	bar := progressbar.NewOptions(n,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetRenderBlankState(true),
-		progressbar.OptionSetDescription(fmt.Sprintf("step %d/%d", start, total)),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
-	)
-	return &Progress{bar: bar, start: start, total: total}
+	return newBar(w, start, total)
+}
+
+// newBar is the terminal's Progress: a bar redrawn in place on w.
+func newBar(w io.Writer, start, total int) *Progress {
+	now := time.Now()
+	p := &Progress{bar: w, start: start, total: total, begun: now, last: now, lastStep: start}
+	p.draw(start, fmt.Sprintf("step %d/%d", start, total), now)
+	return p
+}
+
+// draw redraws the terminal bar: how much of this process's steps are done (so that a resumed
+// run's ETA is not fooled by the steps done before it started), desc, the time elapsed and the
+// time left.
+func (p *Progress) draw(step int, desc string, now time.Time) {
+	const width = 24
+	n := max(1, p.total-p.start)
+	done := min(max(0, step-p.start), n)
+	filled := width * done / n
+	bar := strings.Repeat("█", filled) + strings.Repeat(" ", width-filled)
+	elapsed := now.Sub(p.begun)
+	left := "?"
+	if done > 0 {
+		left = (time.Duration(float64(elapsed) / float64(done) * float64(n-done))).Round(time.Second).String()
+	}
+	// \r returns to the line's start and \x1b[K clears what a longer previous line left.
+	fmt.Fprintf(p.bar, "\r%s %3d%% |%s| (%d/%d) [%s:%s]\x1b[K", desc, 100*done/n, bar, done, n,
+		elapsed.Round(time.Second), left)
 }
 
 // isTerminal says whether w is a character device (a terminal), where a redrawn bar belongs.
@@ -402,8 +355,11 @@ func (p *Progress) Update(step int, loss, tokensPerS float64, mem string) {
 		}
 		return
 	}
-	p.bar.Describe(desc)
-	_ = p.bar.Set(min(max(0, step-p.start), p.bar.GetMax()))
+	// A redraw at most every tenth of a second: a fast run does not flood the terminal.
+	if now := time.Now(); step == p.total || now.Sub(p.last) >= 100*time.Millisecond {
+		p.draw(step, desc, now)
+		p.last, p.lastStep = now, step
+	}
 }
 
 // Finish completes the bar and ends its line.
@@ -411,5 +367,6 @@ func (p *Progress) Finish() error {
 	if p == nil || p.lines != nil {
 		return nil
 	}
-	return p.bar.Finish()
+	_, err := fmt.Fprintln(p.bar)
+	return err
 }

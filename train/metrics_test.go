@@ -158,6 +158,20 @@ func TestProgress(t *testing.T) {
 	require.True(t, strings.HasPrefix(lines[0], "step 20/200 loss 2.0000 100 tok/s eta "), lines[0])
 	require.Equal(t, "step 200/200 loss 2.0000 100 tok/s", lines[9])
 
+	// On a terminal: one line redrawn in place, ending at 100% with a newline.
+	buf.Reset()
+	p = newBar(&buf, 100, 300)
+	for s := 101; s <= 300; s++ {
+		p.Update(s, 0.5, 10, "")
+	}
+	require.NoError(t, p.Finish())
+	out = buf.String()
+	require.Equal(t, 1, strings.Count(out, "\n"))
+	require.True(t, strings.HasSuffix(out, "\n"))
+	last := out[strings.LastIndex(out, "\r")+1:]
+	require.Contains(t, last, "step 300/300 loss 0.5000 10 tok/s 100% |"+strings.Repeat("█", 24)+"| (200/200)")
+	require.True(t, strings.HasPrefix(out, "\rstep 100/300   0% |"+strings.Repeat(" ", 24)+"| (0/200)"), out[:60])
+
 	buf.Reset()
 	p = NewProgress(&buf, 0, 20, false)
 	require.Nil(t, p)

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -700,7 +701,9 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := PlotLoss(res.LossCurve, steps, evals); err != nil {
+	if err := PlotLoss(res.LossCurve, steps, evals); errors.Is(err, ErrNoPlot) {
+		res.LossCurve = "" // the lite build draws no chart
+	} else if err != nil {
 		return res, err
 	}
 	return res, nil

@@ -28,7 +28,7 @@ func newCombineCmd() *cobra.Command {
 			"dare_linear, dare_ties, magnitude_prune (and ties_svd, dare_linear_svd, dare_ties_svd, " +
 			"magnitude_prune_svd). linear, ties, dare_* and magnitude_prune need adapters of one rank and keep it; " +
 			"cat's rank is the sum, the svd methods' --svd-rank (default the largest). --density is the fraction " +
-			"the pruning methods keep; DARE draws its masks from --seed.",
+			"the pruning methods keep; DARE draws the masks PEFT draws after torch.manual_seed(--seed).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || out == "" || len(specs) == 0 {
@@ -83,6 +83,6 @@ func newCombineCmd() *cobra.Command {
 	f.Float64Var(&density, "density", 1, "fraction of values the pruning methods keep (ties, dare_*, magnitude_prune)")
 	f.StringVar(&sign, "majority-sign", "total", "ties' sign election: total or frequency")
 	f.IntVar(&svdRank, "svd-rank", 0, "rank of the svd methods' result (default: the largest rank combined)")
-	f.Uint64Var(&seed, "seed", 0, "seed of DARE's random pruning")
+	f.Uint64Var(&seed, "seed", 0, "seed of DARE's random pruning: torch.manual_seed's, for PEFT's masks")
 	return cmd
 }

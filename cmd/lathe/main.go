@@ -49,16 +49,14 @@ func newRootCmd() *cobra.Command {
 		newTrainCmd(),
 		newEvalCmd(),
 		newGenerateCmd(),
-		newServeCmd(),
 		newMergeCmd(),
-		newRankCmd(),
 		newHyperCmd(),
 		newCombineCmd(),
 		newQuantizeCmd(),
 		newDequantizeCmd(),
-		newExportCmd(),
-		newBenchCmd(),
 	)
+	// serve, rank, export and bench are left out of the lite build (-tags lathe_lite).
+	root.AddCommand(fullCommands()...)
 	for _, c := range extraCommands {
 		root.AddCommand(c())
 	}

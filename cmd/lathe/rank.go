@@ -1,3 +1,5 @@
+//go:build !lathe_lite
+
 package main
 
 import (

@@ -1,4 +1,4 @@
-//go:build !nostudio
+//go:build !nostudio && !lathe_lite
 
 package main
 

@@ -5,11 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
-	"github.com/nikolalohinski/gonja/v2"
-	"github.com/nikolalohinski/gonja/v2/config"
-	"github.com/nikolalohinski/gonja/v2/exec"
-	"github.com/nikolalohinski/gonja/v2/loaders"
 )
 
 // Message is one turn of a conversation for ApplyChatTemplate.
@@ -19,27 +14,8 @@ type Message struct {
 }
 
 type compiledTemplate struct {
-	tmpl *exec.Template
+	tmpl *chatProgram
 	err  error
-}
-
-// chatConfig is the Jinja environment transformers renders chat templates with:
-// trim_blocks and lstrip_blocks on.
-func chatConfig() *config.Config {
-	c := config.New()
-	c.TrimBlocks = true
-	c.LeftStripBlocks = true
-	return c
-}
-
-func compileChatTemplate(src string) (tmpl *exec.Template, err error) {
-	defer recoverTo(&err)
-	const root = "/chat_template"
-	fs, err := loaders.NewMemoryLoader(map[string]string{root: src})
-	if err != nil {
-		return nil, err
-	}
-	return exec.NewTemplate(root, chatConfig(), fs, gonja.DefaultEnvironment)
 }
 
 // HasChatTemplate reports whether the tokenizer carries a default chat template.
@@ -77,7 +53,7 @@ func (t *Tokenizer) SetChatTemplate(src string) error {
 	return nil
 }
 
-func (t *Tokenizer) chatTemplate(name string) (*exec.Template, error) {
+func (t *Tokenizer) chatTemplate(name string) (*chatProgram, error) {
 	t.chatMu.Lock()
 	defer t.chatMu.Unlock()
 	if c, ok := t.chatCompiled[name]; ok {
@@ -120,7 +96,7 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 		msgs[i] = map[string]any{"role": m.Role, "content": m.Content}
 	}
 	var raised error
-	ctx := exec.NewContext(map[string]any{
+	out, err := tmpl.render(map[string]any{
 		"messages":              msgs,
 		"add_generation_prompt": addGenerationPrompt,
 		"bos_token":             t.bosTok,
@@ -132,7 +108,6 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 			return nil, raised
 		},
 	})
-	out, err := render(tmpl, ctx)
 	if raised != nil {
 		return "", fmt.Errorf("chat template: raise_exception: %w", raised)
 	}
@@ -140,12 +115,6 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 		return "", fmt.Errorf("chat template: %w", err)
 	}
 	return out, nil
-}
-
-// render executes tmpl; a panic inside the template engine becomes an error.
-func render(tmpl *exec.Template, ctx *exec.Context) (out string, err error) {
-	defer recoverTo(&err)
-	return tmpl.ExecuteToString(ctx)
 }
 
 // recoverTo turns a panic of the template engine into an error, so that a bad template from a
