@@ -60,7 +60,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
 		engine.Dequantize4, engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep,
-		engine.Accumulate, engine.TopK:
+		engine.AdamW8bitStep, engine.Accumulate, engine.TopK:
 		return nil
 	case engine.Unary:
 		if o.Fn != engine.SiLU {
@@ -190,7 +190,8 @@ func (r *recorder) launch(l engine.Launch) error {
 	_, cacheWrite := l.Op.(engine.CacheWrite)
 	_, adamwStep := l.Op.(engine.AdamWStep)
 	_, accumulate := l.Op.(engine.Accumulate)
-	if !adamw && !cacheWrite && !adamwStep && !accumulate {
+	_, adamw8bit := l.Op.(engine.AdamW8bitStep)
+	if !adamw && !cacheWrite && !adamwStep && !accumulate && !adamw8bit {
 		for _, o := range out {
 			for _, x := range in {
 				if o.buf == x.buf {
@@ -423,6 +424,8 @@ func (r *recorder) launch(l engine.Launch) error {
 		r.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(params).f(op.MaxNorm), in[0], in[1], in[2], out[0])
 	case engine.AdamWStep:
 		return r.adamwStep(op, l, in, out)
+	case engine.AdamW8bitStep:
+		return r.adamw8bitStep(op, l, in, out)
 	case engine.Accumulate:
 		// In place: out[0] is in[0]'s buffer, bound once as read_write.
 		g, err := r.items(n, wg)
