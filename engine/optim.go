@@ -112,14 +112,17 @@ func (AdamWStep) Infer(in []Meta) ([]Meta, error) {
 // bitsandbytes' blockwise 8-bit optimizers use.
 const Optim8Block = 256
 
-// Optim8Blocks is the number of absmax blocks of an n-element parameter's 8-bit state: each moment's
-// codes are padded to whole blocks (AdamW8bitStep's q holds 2·Optim8Blocks(n)·Optim8Block bytes).
+// Optim8Blocks is the number of absmax blocks of an n-element parameter's 8-bit state.
 func Optim8Blocks(n int) int { return (n + Optim8Block - 1) / Optim8Block }
+
+// Optim8Codes is the length of one moment's codes for n elements: n rounded up to whole 4-byte
+// words, so that each moment starts on a word (GPU kernels write codes a word at a time).
+func Optim8Codes(n int) int { return (n + 3) &^ 3 }
 
 // AdamW8bitStep is AdamWStep with both moments stored in 8 bits, bitsandbytes' blockwise 8-bit
 // AdamW (kOptimizerStatic8bit2StateBlockwise): operands p, g (f32 of one shape, n elements),
-// q: u8 [2·nb·256] (the first moment's codes, then the second's, each padded to nb =
-// Optim8Blocks(n) whole blocks), absmax: f32 [2·nb] (the first moment's block scales, then the
+// q: u8 [2·Optim8Codes(n)] (the first moment's codes, then the second's, each padded to whole
+// words), absmax: f32 [2·nb], nb = Optim8Blocks(n) (the first moment's block scales, then the
 // second's), qmap: f32 [512] (the first moment's sorted signed code, then the second's unsigned
 // one: quant.DynamicCode and quant.DynamicCodeUnsigned), status: [StatusLen] and ctl: [CtlLen];
 // outputs p, q, absmax are written over the operands' buffers.
@@ -146,8 +149,8 @@ func (AdamW8bitStep) Infer(in []Meta) ([]Meta, error) {
 	if err := want(in[2], U8, "q"); err != nil {
 		return nil, err
 	}
-	if len(in[2].Shape) != 1 || in[2].Shape[0] != 2*nb*Optim8Block {
-		return nil, fmt.Errorf("q must be [%d], got %s", 2*nb*Optim8Block, in[2].Shape)
+	if nq := 2 * Optim8Codes(in[0].Shape.Numel()); len(in[2].Shape) != 1 || in[2].Shape[0] != nq {
+		return nil, fmt.Errorf("q must be [%d], got %s", nq, in[2].Shape)
 	}
 	for i, w := range []struct {
 		n    int

@@ -1,11 +1,13 @@
 package train
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // Param is one trainable parameter: an f32 tensor and the name it is saved under.
@@ -21,7 +23,25 @@ type AdamWConfig struct {
 	Beta1, Beta2, Eps, WeightDecay float32
 	// MaxGradNorm clips the global L2 norm of the gradients to this value; 0 disables clipping.
 	MaxGradNorm float32
+	// EightBit stores both moments blockwise in 8 bits, as bitsandbytes' AdamW8bit does
+	// (engine.AdamW8bitStep): a quarter of the f32 state's memory. Unlike bitsandbytes, small
+	// tensors are quantized too (it keeps tensors under 4096 values in f32): LoRA's are small.
+	EightBit bool
 }
+
+// Name is the optimizer's name as --optim spells it: "adamw" or "adamw8bit".
+func (c AdamWConfig) Name() string {
+	if c.EightBit {
+		return OptimAdamW8bit
+	}
+	return OptimAdamW
+}
+
+// The optimizers --optim names.
+const (
+	OptimAdamW     = "adamw"
+	OptimAdamW8bit = "adamw8bit"
+)
 
 // DefaultAdamW is transformers' TrainingArguments default: betas (0.9, 0.999), eps 1e-8, no
 // weight decay, gradients clipped to norm 1.
@@ -65,7 +85,11 @@ type AdamW struct {
 	b      engine.Backend
 	cfg    AdamWConfig
 	params []Param
-	m, v   []*engine.Tensor
+	// m, v are the f32 moments; with EightBit, q and absmax hold them instead (both moments'
+	// codes in one u8 tensor, their block scales in one f32 tensor) and qmap the two codes.
+	m, v      []*engine.Tensor
+	q, absmax []*engine.Tensor
+	qmap      *engine.Tensor
 	// ctl is the control vector the host writes before each update: lr, scale, step number.
 	ctl  *engine.Tensor
 	step int
@@ -87,9 +111,11 @@ type OptimGraph struct {
 	Status *engine.Node
 	// Updates are the in-place outputs (parameters and moments): a program must list them as
 	// outputs for the update to run.
-	Updates []*engine.Node
-	m, v    []*engine.Node
-	ctl     *engine.Node
+	Updates   []*engine.Node
+	m, v      []*engine.Node
+	q, absmax []*engine.Node
+	qmap      *engine.Node
+	ctl       *engine.Node
 }
 
 // NewAdamW allocates zeroed moments for params on b.
@@ -112,6 +138,23 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 			return nil, fmt.Errorf("adamw: parameter name %q is empty or repeated", p.Name)
 		}
 		seen[p.Name] = true
+		if cfg.EightBit {
+			q, absmax := o.state8Shapes(p)
+			// Zero scales: zero moments. Codes of zero throughout, as the kernel writes padding.
+			qt, err := engine.FromBytes(b, engine.U8, q, zeroCodes(p.Tensor.Shape().Numel()))
+			if err != nil {
+				o.Close()
+				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
+			}
+			o.q = append(o.q, qt)
+			at, err := zeros(b, absmax)
+			if err != nil {
+				o.Close()
+				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
+			}
+			o.absmax = append(o.absmax, at)
+			continue
+		}
 		for _, dst := range []*[]*engine.Tensor{&o.m, &o.v} {
 			t, err := zeros(b, p.Tensor.Shape())
 			if err != nil {
@@ -122,12 +165,53 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		}
 	}
 	var err error
+	if cfg.EightBit {
+		codes := append(append([]float32(nil), quant.DynamicCode[:]...), quant.DynamicCodeUnsigned[:]...)
+		if o.qmap, err = engine.FromFloat32(b, engine.Shape{len(codes)}, codes); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("adamw: %w", err)
+		}
+	}
 	if o.ctl, err = zeros(b, engine.Shape{engine.CtlLen}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("adamw: %w", err)
 	}
 	return o, nil
 }
+
+// state8Shapes are the shapes of p's 8-bit state: both moments' codes (each padded to whole
+// words), and their block scales.
+func (o *AdamW) state8Shapes(p Param) (q, absmax engine.Shape) {
+	n := p.Tensor.Shape().Numel()
+	return engine.Shape{2 * engine.Optim8Codes(n)}, engine.Shape{2 * engine.Optim8Blocks(n)}
+}
+
+// zeroCodes is the 8-bit state of n zero moments' codes: each moment's code of 0, padding included.
+func zeroCodes(n int) []byte {
+	n4 := engine.Optim8Codes(n)
+	q := make([]byte, 2*n4)
+	z1, z2 := quant.Quantize8(&quant.DynamicCode, 0), quant.Quantize8(&quant.DynamicCodeUnsigned, 0)
+	for i := range n4 {
+		q[i], q[n4+i] = z1, z2
+	}
+	return q
+}
+
+// StateBytes is the device memory the optimizer state takes: the moments (or their codes and
+// scales) and, for 8 bits, the codes' tables.
+func (o *AdamW) StateBytes() int64 {
+	var n int64
+	for _, t := range append(append(append(append([]*engine.Tensor(nil), o.m...), o.v...), o.q...), o.absmax...) {
+		n += t.Meta().Bytes()
+	}
+	if o.qmap != nil {
+		n += o.qmap.Meta().Bytes()
+	}
+	return n
+}
+
+// Config is the optimizer's configuration.
+func (o *AdamW) Config() AdamWConfig { return o.cfg }
 
 func zeros(b engine.Backend, shape engine.Shape) (*engine.Tensor, error) {
 	return engine.FromFloat32(b, shape, make([]float32, shape.Numel()))
@@ -146,10 +230,14 @@ func (o *AdamW) Close() {
 		o.alone.loss.Release()
 		o.alone = nil
 	}
-	for _, t := range append(o.m, o.v...) {
+	for _, t := range append(append(append(o.m, o.v...), o.q...), o.absmax...) {
 		t.Release()
 	}
-	o.m, o.v = nil, nil
+	o.m, o.v, o.q, o.absmax = nil, nil, nil, nil
+	if o.qmap != nil {
+		o.qmap.Release()
+		o.qmap = nil
+	}
 	if o.ctl != nil {
 		o.ctl.Release()
 		o.ctl = nil
@@ -165,10 +253,10 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 	}
 	og := &OptimGraph{ctl: g.Input("optim.ctl", engine.F32, engine.Shape{engine.CtlLen})}
 	og.Status = g.ClipStatus(loss, g.SumSquaresN(grads...), og.ctl, o.cfg.MaxGradNorm)
+	if o.cfg.EightBit {
+		og.qmap = g.Input("optim.qmap", engine.F32, o.qmap.Shape())
+	}
 	for i, p := range o.params {
-		m := g.Input("optim.m."+p.Name, engine.F32, p.Tensor.Shape())
-		v := g.Input("optim.v."+p.Name, engine.F32, p.Tensor.Shape())
-		og.m, og.v = append(og.m, m), append(og.v, v)
 		wd := o.cfg.WeightDecay
 		if p.NoDecay {
 			wd = 0
@@ -177,6 +265,18 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 		if !gi.Shape().Equal(p.Tensor.Shape()) {
 			gi = g.Reshape(gi, p.Tensor.Shape()...)
 		}
+		if o.cfg.EightBit {
+			qs, as := o.state8Shapes(p)
+			q := g.Input("optim.q."+p.Name, engine.U8, qs)
+			a := g.Input("optim.absmax."+p.Name, engine.F32, as)
+			og.q, og.absmax = append(og.q, q), append(og.absmax, a)
+			op := engine.AdamW8bitStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+			og.Updates = append(og.Updates, g.Apply(op, params[i], gi, q, a, og.qmap, og.Status, og.ctl)...)
+			continue
+		}
+		m := g.Input("optim.m."+p.Name, engine.F32, p.Tensor.Shape())
+		v := g.Input("optim.v."+p.Name, engine.F32, p.Tensor.Shape())
+		og.m, og.v = append(og.m, m), append(og.v, v)
 		op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
 		og.Updates = append(og.Updates, g.Apply(op, params[i], gi, m, v, og.Status, og.ctl)...)
 	}
@@ -190,6 +290,20 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 func (o *AdamW) Bind(p *engine.Program, og *OptimGraph) error {
 	if err := p.Bind(og.ctl, o.ctl); err != nil {
 		return fmt.Errorf("adamw: %w", err)
+	}
+	if o.cfg.EightBit {
+		if err := p.Bind(og.qmap, o.qmap); err != nil {
+			return fmt.Errorf("adamw: %w", err)
+		}
+		for i := range o.params {
+			if err := p.Bind(og.q[i], o.q[i]); err != nil {
+				return fmt.Errorf("adamw: %w", err)
+			}
+			if err := p.Bind(og.absmax[i], o.absmax[i]); err != nil {
+				return fmt.Errorf("adamw: %w", err)
+			}
+		}
+		return nil
 	}
 	for i := range o.params {
 		if err := p.Bind(og.m[i], o.m[i]); err != nil {
@@ -327,23 +441,41 @@ func (o *AdamW) Step(grads []engine.Arg, lr, scale float32) (StepInfo, error) {
 }
 
 // ParamState is one parameter's optimizer state: AdamW's first (M, torch's exp_avg) and second
-// (V, exp_avg_sq) moments.
+// (V, exp_avg_sq) moments, or for the 8-bit optimizer their codes and block scales as the device
+// holds them (Q: the first moment's codes then the second's, each padded to whole words with the
+// code of zero, engine.Optim8Codes; Absmax: the first moment's block scales then the second's).
 type ParamState struct {
-	Name  string
-	Shape []int
-	M, V  []float32
+	Name   string
+	Shape  []int
+	M, V   []float32
+	Q      []byte
+	Absmax []float32
 }
 
 // OptimizerState is everything AdamW needs to resume: the step count and the moments.
 type OptimizerState struct {
+	// Optim is the optimizer's name ("adamw" or "adamw8bit"; empty reads as "adamw").
+	Optim  string
 	Step   int
 	Params []ParamState
 }
 
 // State reads the optimizer state back from the device.
 func (o *AdamW) State() (OptimizerState, error) {
-	s := OptimizerState{Step: o.step, Params: make([]ParamState, len(o.params))}
+	s := OptimizerState{Optim: o.cfg.Name(), Step: o.step, Params: make([]ParamState, len(o.params))}
 	for i, p := range o.params {
+		if o.cfg.EightBit {
+			ps := ParamState{Name: p.Name, Shape: append([]int(nil), p.Tensor.Shape()...)}
+			var err error
+			if ps.Q, err = o.q[i].Bytes(); err != nil {
+				return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
+			}
+			if ps.Absmax, err = o.absmax[i].Float32(); err != nil {
+				return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
+			}
+			s.Params[i] = ps
+			continue
+		}
 		m, err := o.m[i].Float32()
 		if err != nil {
 			return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
@@ -363,6 +495,9 @@ func (o *AdamW) SetState(s OptimizerState) error {
 	if s.Step < 0 {
 		return fmt.Errorf("adamw: restore: step %d is negative", s.Step)
 	}
+	if kind := cmp.Or(s.Optim, OptimAdamW); kind != o.cfg.Name() {
+		return fmt.Errorf("adamw: restore: the state is %s's, the optimizer is %s", kind, o.cfg.Name())
+	}
 	byName := make(map[string]*ParamState, len(s.Params))
 	for i := range s.Params {
 		byName[s.Params[i].Name] = &s.Params[i]
@@ -376,6 +511,14 @@ func (o *AdamW) SetState(s OptimizerState) error {
 			return fmt.Errorf("adamw: restore: no state for %s", p.Name)
 		}
 		n := p.Tensor.Shape().Numel()
+		if o.cfg.EightBit {
+			qs, as := o.state8Shapes(p)
+			if !engine.Shape(ps.Shape).Equal(p.Tensor.Shape()) || len(ps.Q) != qs.Numel() || len(ps.Absmax) != as.Numel() {
+				return fmt.Errorf("adamw: restore %s: 8-bit state of shape %v (%d codes, %d scales) for a parameter of shape %v",
+					p.Name, ps.Shape, len(ps.Q), len(ps.Absmax), p.Tensor.Shape())
+			}
+			continue
+		}
 		if !engine.Shape(ps.Shape).Equal(p.Tensor.Shape()) || len(ps.M) != n || len(ps.V) != n {
 			return fmt.Errorf("adamw: restore %s: state of shape %v (%d, %d values) for a parameter of shape %v",
 				p.Name, ps.Shape, len(ps.M), len(ps.V), p.Tensor.Shape())
@@ -383,6 +526,15 @@ func (o *AdamW) SetState(s OptimizerState) error {
 	}
 	for i, p := range o.params {
 		ps := byName[p.Name]
+		if o.cfg.EightBit {
+			if err := o.q[i].SetBytes(ps.Q); err != nil {
+				return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
+			}
+			if err := o.absmax[i].SetFloat32(ps.Absmax); err != nil {
+				return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
+			}
+			continue
+		}
 		if err := o.m[i].SetFloat32(ps.M); err != nil {
 			return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
 		}

@@ -45,6 +45,9 @@ type Config struct {
 	Schedule    string  `json:"schedule"` // cosine, linear or constant
 	MinLRRatio  float64 `json:"min_lr_ratio"`
 	MaxGradNorm float64 `json:"max_grad_norm"`
+	// Optim is "adamw" (f32 moments; "" reads as it) or "adamw8bit" (bitsandbytes' blockwise
+	// 8-bit moments, a quarter of the memory).
+	Optim string `json:"optim,omitempty"`
 
 	Seed         uint64  `json:"seed"`
 	EvalFraction float64 `json:"eval_fraction"`
@@ -64,7 +67,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Method: "lora", Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{peft.AllLinear},
 		Steps: 100, Batch: 4, Seq: 128, GradAccum: 1, LR: 2e-4, Warmup: 10, Schedule: string(Cosine),
-		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64}
+		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64, Optim: OptimAdamW}
 }
 
 // MaxBatchTokens bounds batch×seq, whatever the model's context: far above what fits a device,
@@ -90,6 +93,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: lr %v must be positive", c.LR)
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
 		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
+	case c.Optim != "" && c.Optim != OptimAdamW && c.Optim != OptimAdamW8bit:
+		return fmt.Errorf("train: optim %q is not adamw or adamw8bit", c.Optim)
 	}
 	return nil
 }
@@ -251,6 +256,7 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 	}
 	ocfg := DefaultAdamW()
 	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
+	ocfg.EightBit = cfg.Optim == OptimAdamW8bit
 	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
 		return nil, err
 	}

@@ -129,6 +129,7 @@ func newTrainCmd() *cobra.Command {
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per micro-batch")
 	f.IntVar(&cfg.Seq, "seq", cfg.Seq, "tokens per sequence (examples are packed)")
 	f.IntVar(&cfg.GradAccum, "grad-accum", cfg.GradAccum, "micro-batches per optimizer step")
+	f.StringVar(&cfg.Optim, "optim", cfg.Optim, "optimizer: adamw (f32 moments) or adamw8bit (bitsandbytes' blockwise 8-bit moments, a quarter of the state memory)")
 	f.Float64Var(&cfg.LR, "lr", cfg.LR, "peak learning rate")
 	f.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "AdamW weight decay")
 	f.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "linear warmup steps")

@@ -462,7 +462,7 @@ func OpCases() []Case {
 		// step (every block's absmax 0). Codes are compared as numbers: one code off at a
 		// rounding tie is a relative error of 1/255, above the tolerance.
 		c("optimizer_step_8bit", 1e-4, func(b *builder) []*engine.Node {
-			const n = 2*engine.Optim8Block + 77
+			const n = 2*engine.Optim8Block + 77 // not a multiple of 4: the moments' codes are padded
 			nb := engine.Optim8Blocks(n)
 			g := b.g
 			qmap := b.vals(append(append([]float32(nil), quant.DynamicCode[:]...), quant.DynamicCodeUnsigned[:]...)...)
@@ -470,7 +470,7 @@ func OpCases() []Case {
 			grad := b.f32(engine.Shape{n}, 1)
 			st := g.ClipStatus(b.vals(2.75), g.SumSquaresN(grad), ctl, 1)
 			codes := func(zero bool) *engine.Node {
-				raw := make([]byte, 2*nb*engine.Optim8Block)
+				raw := make([]byte, 2*engine.Optim8Codes(n))
 				for i := range raw {
 					if !zero {
 						raw[i] = byte(b.r.IntN(256))

@@ -53,7 +53,7 @@ func (r *recorder) adamwStep(op engine.AdamWStep, l engine.Launch, in, out []bin
 }
 
 // adamw8bitStep runs one workgroup of 64 per block of engine.Optim8Block values (each invocation
-// owns one u32 word of each moment's codes); p, q and absmax are bound read-write once each.
+// owns one u32 word of each moment's codes, which start on words: engine.Optim8Codes); p, q and absmax are bound read-write once each.
 func (r *recorder) adamw8bitStep(op engine.AdamW8bitStep, l engine.Launch, in, out []bind) error {
 	n := l.In[0].Meta.Shape.Numel()
 	nb := engine.Optim8Blocks(n)
@@ -61,7 +61,7 @@ func (r *recorder) adamw8bitStep(op engine.AdamW8bitStep, l engine.Launch, in, o
 	if err != nil {
 		return err
 	}
-	p := new(params).u(n, nb).f(op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	p := new(params).u(n, nb, engine.Optim8Codes(n)/4).f(op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	r.dispatch("adamw8bit_step", []shaders.Const{c("WG", engine.Optim8Block/4)}, g, p, out[0], in[1], out[1], out[2], in[4], in[5], in[6])
 	return nil
 }

@@ -1,9 +1,9 @@
 // bitsandbytes' blockwise 8-bit AdamW in place (engine.AdamW8bitStep; the CPU's kernels.AdamW8bit
 // in the same f32 order): one workgroup of 64 invocations per block of 256 values, each invocation
 // owning four consecutive values, so that it reads and writes whole u32 words of codes. q holds
-// the first moment's codes (nb·256 bytes) then the second's; absmax their block scales; qmap the
+// the first moment's codes (nw words: n rounded up to 4 bytes) then the second's; absmax their block scales; qmap the
 // signed code (256) then the unsigned one (256). Nothing changes when status[3] skips the step.
-struct Params { n: u32, nb: u32, b1: f32, b2: f32, eps: f32, wd: f32 }
+struct Params { n: u32, nb: u32, nw: u32, b1: f32, b2: f32, eps: f32, wd: f32 }
 @group(0) @binding(0) var<storage, read_write> p: array<f32>;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> q: array<u32>;
@@ -73,8 +73,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let a1 = absmax[b];
     let a2 = absmax[P.nb + b];
     let gs = status[2];
-    let w1 = q[b * 64u + lid];
-    let w2 = q[(P.nb + b) * 64u + lid];
+    // This invocation's word of each moment, when it holds any value (else its values are 0).
+    let wi = b * 64u + lid;
+    let own = wi < P.nw;
+    var w1 = 0u;
+    var w2 = 0u;
+    if (own) {
+        w1 = q[wi];
+        w2 = q[P.nw + wi];
+    }
     var s1: array<f32, 4>;
     var s2: array<f32, 4>;
     var mx = vec2<f32>(0.0, 0.0);
@@ -139,6 +146,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         c1 = c1 | (k1 << (8u * j));
         c2 = c2 | (k2 << (8u * j));
     }
-    q[b * 64u + lid] = c1;
-    q[(P.nb + b) * 64u + lid] = c2;
+    if (own) {
+        q[wi] = c1;
+        q[P.nw + wi] = c2;
+    }
 }

@@ -7,8 +7,8 @@ import (
 )
 
 // AdamW8bit is one step of bitsandbytes' blockwise 8-bit AdamW (engine.AdamW8bitStep), in place.
-// p, g: [n]; q: [2·nb·bs] the first moment's codes then the second's, each padded to nb whole
-// blocks of bs; absmax: [2·nb] their block scales; code1, code2: the moments' sorted 256-value
+// p, g: [n]; q: [2·n4] the first moment's codes then the second's, each padded to n4 = n rounded
+// up to a multiple of 4 (padding holds the code of zero); absmax: [2·nb] their block scales; code1, code2: the moments' sorted 256-value
 // codes (signed, unsigned). The gradient is gs·g. Arithmetic is f32, in the order the CUDA kernel
 // (and the WGSL one) uses, so that backends agree on the codes except at exact rounding ties.
 // Panics if an operand is short, bs > 256 or step < 1.
@@ -22,14 +22,15 @@ func AdamW8bit(p, g []float32, gs float32, q []uint8, absmax []float32, code1, c
 	n := len(p)
 	nb := (n + bs - 1) / bs
 	need("AdamW8bit", "g", len(g), n)
-	need("AdamW8bit", "q", len(q), 2*nb*bs)
+	n4 := (n + 3) &^ 3
+	need("AdamW8bit", "q", len(q), 2*n4)
 	need("AdamW8bit", "absmax", len(absmax), 2*nb)
 	corr1 := 1 - float32(math.Pow(float64(beta1), float64(step)))
 	corr2 := float32(math.Sqrt(float64(1 - float32(math.Pow(float64(beta2), float64(step))))))
 	stepSize := -lr * corr2 / corr1
 	epsC := corr2 * eps
 	decay := 1 - lr*weightDecay
-	q1, q2 := q[:nb*bs], q[nb*bs:]
+	q1, q2 := q[:n4], q[n4:]
 	zero1, zero2 := quant.Quantize8(code1, 0), quant.Quantize8(code2, 0)
 	parallelFor(nb, max(1, elemGrain/(4*bs)), func(lo, hi int) {
 		var s1, s2 [maxOptim8Block]float32 // a block's moments before requantization (no allocation)
@@ -59,7 +60,7 @@ func AdamW8bit(p, g []float32, gs float32, q []uint8, absmax []float32, code1, c
 					q2[i] = quant.Quantize8(code2, v/new2)
 				}
 			}
-			for i := end; i < base+bs; i++ {
+			for i := end; i < min(base+bs, n4); i++ {
 				q1[i], q2[i] = zero1, zero2
 			}
 		}

@@ -15,6 +15,7 @@ import (
 func adamw8bitRef(p, g []float64, gs float64, q []uint8, absmax []float64, c1, c2 *[256]float32, bs, step int, lr, b1, b2, eps, wd float64) {
 	n := len(p)
 	nb := (n + bs - 1) / bs
+	n4 := (n + 3) &^ 3
 	nearest := func(code *[256]float32, x float64) uint8 {
 		best, bi := math.Inf(1), 0
 		for i, c := range code {
@@ -33,7 +34,7 @@ func adamw8bitRef(p, g []float64, gs float64, q []uint8, absmax []float64, c1, c
 		for i := lo; i < hi; i++ {
 			gi := g[i] * gs
 			m[i-lo] = float64(c1[q[i]])*absmax[b]*b1 + (1-b1)*gi
-			v[i-lo] = float64(c2[q[nb*bs+i]])*absmax[nb+b]*b2 + (1-b2)*gi*gi
+			v[i-lo] = float64(c2[q[n4+i]])*absmax[nb+b]*b2 + (1-b2)*gi*gi
 			a1, a2 = math.Max(a1, math.Abs(m[i-lo])), math.Max(a2, math.Abs(v[i-lo]))
 		}
 		absmax[b], absmax[nb+b] = a1, a2
@@ -48,10 +49,10 @@ func adamw8bitRef(p, g []float64, gs float64, q []uint8, absmax []float64, c1, c
 					c--
 				}
 			}
-			q[i], q[nb*bs+i] = c, nearest(c2, vi/a2)
+			q[i], q[n4+i] = c, nearest(c2, vi/a2)
 		}
-		for i := hi; i < (b+1)*bs; i++ { // padding: the code of zero
-			q[i], q[nb*bs+i] = nearest(c1, 0), nearest(c2, 0)
+		for i := hi; i < min((b+1)*bs, n4); i++ { // padding: the code of zero
+			q[i], q[n4+i] = nearest(c1, 0), nearest(c2, 0)
 		}
 	}
 }
@@ -62,11 +63,12 @@ func adamw8bitRef(p, g []float64, gs float64, q []uint8, absmax []float64, c1, c
 func TestAdamW8bitReference(t *testing.T) {
 	const n, bs = 2*256 + 77, 256
 	nb := (n + bs - 1) / bs
+	const n4 = n + 3
 	r := newRand(81)
 	c1, c2 := &quant.DynamicCode, &quant.DynamicCodeUnsigned
 	for _, wd := range []float32{0, 0.01} {
 		p, g := randn(r, n), randn(r, n)
-		q := make([]uint8, 2*nb*bs)
+		q := make([]uint8, 2*n4)
 		for i := range q {
 			q[i] = uint8(r.IntN(256))
 		}
@@ -96,9 +98,9 @@ func TestAdamW8bitReference(t *testing.T) {
 		}
 		require.LessOrEqual(t, mism, 2, "codes that differ from the float64 reference")
 		// The padding of each moment's last block holds the code of zero.
-		for i := n; i < nb*bs; i++ {
+		for i := n; i < n4; i++ {
 			require.Equal(t, quant.Quantize8(c1, 0), q[i])
-			require.Equal(t, quant.Quantize8(c2, 0), q[nb*bs+i])
+			require.Equal(t, quant.Quantize8(c2, 0), q[n4+i])
 		}
 		// The state moved: codes and scales are not what they were.
 		require.NotEqual(t, am64[0], 0.0)
@@ -118,7 +120,7 @@ func TestAdamW8bitTracksAdamW(t *testing.T) {
 	}
 	m, v := make([]float32, n), make([]float32, n)
 	nb := (n + bs - 1) / bs
-	q, absmax := make([]uint8, 2*nb*bs), make([]float32, 2*nb)
+	q, absmax := make([]uint8, 2*n), make([]float32, 2*nb) // n is a multiple of 4
 	loss := func(p []float32) float64 {
 		var s float64
 		for i := range p {
