@@ -101,20 +101,22 @@ func (c *Config) Validate() error {
 
 // Result is what a run did: the last line `lathe train` prints.
 type Result struct {
-	Steps        int      `json:"steps"`
-	LossStart    float64  `json:"loss_start"`
-	LossEnd      float64  `json:"loss_end"`
-	EvalLoss     *float64 `json:"eval_loss,omitempty"`
-	Perplexity   *float64 `json:"eval_perplexity,omitempty"`
-	Adapter      string   `json:"adapter"`
-	Method       string   `json:"method"`
-	Device       string   `json:"device"`
-	TrainTokens  int64    `json:"train_tokens"`
-	TokensPerS   float64  `json:"tokens_per_s"`
-	PeakBytes    int64    `json:"peak_bytes"`
-	WeightBytes  int64    `json:"weight_bytes"`
-	Params       int64    `json:"trainable_params"`
-	SkippedSteps int      `json:"skipped_steps"`
+	Steps       int      `json:"steps"`
+	LossStart   float64  `json:"loss_start"`
+	LossEnd     float64  `json:"loss_end"`
+	EvalLoss    *float64 `json:"eval_loss,omitempty"`
+	Perplexity  *float64 `json:"eval_perplexity,omitempty"`
+	Adapter     string   `json:"adapter"`
+	Method      string   `json:"method"`
+	Device      string   `json:"device"`
+	TrainTokens int64    `json:"train_tokens"`
+	TokensPerS  float64  `json:"tokens_per_s"`
+	PeakBytes   int64    `json:"peak_bytes"`
+	// Memory is the step's device memory by part, against the floor (ideal buffer reuse).
+	Memory       Memory `json:"memory"`
+	WeightBytes  int64  `json:"weight_bytes"`
+	Params       int64  `json:"trainable_params"`
+	SkippedSteps int    `json:"skipped_steps"`
 	// Warnings say what a resumed run changed or fell back from (also in the metrics log).
 	Warnings    []string `json:"warnings,omitempty"`
 	ResumedFrom int      `json:"resumed_from,omitempty"`
@@ -386,6 +388,27 @@ func (t *Trainer) Close() {
 // StepProgram is the compiled training step (for its peak memory).
 func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
 
+// Memory is the training step's device memory: weights, adapter, optimizer state, gradients
+// (with their accumulation buffers) and activations, against the floor. The evaluation program
+// runs between steps and is not counted.
+func (t *Trainer) Memory() Memory {
+	var accum int64
+	if t.acc != nil {
+		for _, a := range t.acc.acc {
+			accum += a.Meta().Bytes()
+		}
+	}
+	if t.dp != nil || t.acc != nil {
+		// The update runs as a program of its own after the step's: their buffers add up.
+		mem := stepMemory(t.step.Program, t.Model.WeightBytes(), t.opt.StateBytes(), accum, t.opt.Params())
+		if t.opt.alone != nil {
+			mem.Peak += t.opt.alone.p.PlannedBytes()
+		}
+		return mem
+	}
+	return t.step.Memory(t.Model.WeightBytes())
+}
+
 // Step takes one optimizer step over GradAccum micro-batches. A micro-batch whose loss is not
 // finite is left out; if all are, or the gradient norm is not finite, the step is skipped and the
 // weights are not touched. With one micro-batch the step is one submission (forward, backward and
@@ -579,6 +602,7 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	}
 	res.LossEnd = lastLoss(t.state.LossHistory)
 	res.Communication = t.communication()
+	res.Memory = t.Memory() // after the steps: the accumulated update compiles at the first
 	if math.IsNaN(res.LossEnd) || math.IsNaN(res.LossStart) {
 		return res, fmt.Errorf("train: every step was skipped: the loss is not finite (lower --lr, or check the data)")
 	}

@@ -103,6 +103,7 @@ func newTrainCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
 				res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
+			fmt.Fprintf(w, "device memory: %s\n", res.Memory)
 			c := res.Communication
 			fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
 				byteSize(c.AllReduceBytes), byteSize(c.FullFineTuneBytes), c.Saving, c.Ranks, 1e3*c.CommSecondsPerStep)
