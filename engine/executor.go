@@ -227,15 +227,24 @@ func (p *Program) plan() {
 	}
 	order := append([]*slot(nil), p.slots...)
 	sort.SliceStable(order, func(a, b int) bool { return order[a].bytes > order[b].bytes })
-	users := [][]*slot{} // the values assigned to each buffer
+	// users[j] are the values assigned to buffer j, by first step; their lifetimes are disjoint,
+	// so a lifetime fits when it overlaps neither neighbour of its place in that order.
+	users := [][]*slot{}
+	fits := func(us []*slot, s *slot) (int, bool) {
+		k, _ := slices.BinarySearchFunc(us, s.first, func(u *slot, first int) int { return u.first - first })
+		if k > 0 && us[k-1].lastUse >= s.first {
+			return k, false
+		}
+		return k, k == len(us) || us[k].first > s.lastUse
+	}
 	for _, s := range order {
-		best := -1
+		best, at := -1, 0
 		for j, us := range users {
 			if best >= 0 && p.bufSize[j] >= p.bufSize[best] {
 				continue
 			}
-			if !slices.ContainsFunc(us, func(u *slot) bool { return u.first <= s.lastUse && s.first <= u.lastUse }) {
-				best = j
+			if k, ok := fits(us, s); ok {
+				best, at = j, k
 			}
 		}
 		if best < 0 {
@@ -244,7 +253,7 @@ func (p *Program) plan() {
 			users = append(users, nil)
 		}
 		s.buf = best
-		users[best] = append(users[best], s)
+		users[best] = slices.Insert(users[best], at, s)
 	}
 	// The peak of live values' own bytes (the floor) and of the buffers they occupy.
 	exact := make([]int64, len(p.steps)+2)
