@@ -2,6 +2,8 @@ package train
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
 )
@@ -68,4 +70,110 @@ func (s *StepGraph) Memory(weights int64) Memory {
 		opt = s.opt.StateBytes()
 	}
 	return stepMemory(s.Program, weights, opt, 0, s.Params)
+}
+
+// buildStep compiles the training step for micro-batches of rows: one program with the update
+// when accum is 1, else a step program whose gradients are summed over accum micro-batches and an
+// update compiled by itself. It replaces a step built before.
+func (t *Trainer) buildStep(rows, accum int, recompute bool) error {
+	t.dropStep()
+	var err error
+	if accum > 1 {
+		// Micro-batches' gradients are summed, then one update runs by itself.
+		if t.step, err = NewStepGraph(t.Model, t.Adapter, rows, t.Cfg.Seq, true, recompute); err != nil {
+			return err
+		}
+		if t.acc, err = NewGradAccumulator(t.Backend, t.step.Params); err != nil {
+			return err
+		}
+		if t.opt.alone == nil {
+			t.opt.alone, err = t.opt.compileAlone()
+		}
+		return err
+	}
+	// One submission a step: the update is part of the step's program.
+	t.step, err = NewTrainStep(t.Model, t.Adapter, rows, t.Cfg.Seq, recompute, t.opt)
+	return err
+}
+
+// dropStep frees the training step and the accumulation buffers.
+func (t *Trainer) dropStep() {
+	if t.step != nil {
+		t.step.Close()
+		t.step = nil
+	}
+	if t.acc != nil {
+		t.acc.Close()
+		t.acc = nil
+	}
+}
+
+// fitMemory picks the plan of the step within Cfg.MaxMemory: the first that fits of the whole
+// batch, then smaller micro-batches (divisors of Batch, GradAccum raised to keep the rows of a
+// step), each without and then with gradient checkpointing (when not already asked for). Plans
+// are compiled, not run: nothing but the kept plan's buffers is ever allocated. It sets Cfg's
+// Batch, GradAccum and Recompute to the plan's, or fails with the bytes the smallest plan needs.
+func (t *Trainer) fitMemory() error {
+	limit, err := ParseBytes(t.Cfg.MaxMemory)
+	if err != nil {
+		return fmt.Errorf("train: max_memory: %w", err)
+	}
+	batch, accum := t.Cfg.Batch, t.Cfg.GradAccum
+	checkpointing := []bool{false, true}
+	if t.Cfg.Recompute {
+		checkpointing = []bool{true}
+	}
+	var last Memory
+	var plan string
+	for rows := batch; rows >= 1; rows-- {
+		if batch%rows != 0 {
+			continue
+		}
+		for _, recompute := range checkpointing {
+			k := accum * batch / rows
+			if err := t.buildStep(rows, k, recompute); err != nil {
+				return err
+			}
+			last, plan = t.Memory(), planName(rows, recompute)
+			if last.Peak <= limit {
+				t.Cfg.Batch, t.Cfg.GradAccum, t.Cfg.Recompute = rows, k, recompute
+				return nil
+			}
+		}
+	}
+	t.dropStep()
+	return fmt.Errorf("train: max_memory %s (%d bytes) is too small: the smallest plan (%s) needs %d bytes (%s); "+
+		"lower --seq or --rank, use --optim adamw8bit or --method qlora", t.Cfg.MaxMemory, limit, plan, last.Peak, last)
+}
+
+func planName(rows int, recompute bool) string {
+	s := fmt.Sprintf("micro-batch %d", rows)
+	if recompute {
+		s += ", gradient checkpointing"
+	}
+	return s
+}
+
+// ParseBytes reads a size: a byte count, or a number with a unit, binary (KiB, MiB, GiB, TiB)
+// or decimal (KB, MB, GB, TB; B), case-insensitive.
+func ParseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1}}
+	mult := 1.0
+	lower := strings.ToLower(t)
+	for _, u := range units {
+		if strings.HasSuffix(lower, u.suffix) {
+			mult, t = u.mult, strings.TrimSpace(t[:len(t)-len(u.suffix)])
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || !(v > 0) || v*mult > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size (a positive number of bytes, or with a unit: 4GiB, 512MB)", s)
+	}
+	return int64(v * mult), nil
 }

@@ -1,6 +1,10 @@
 package train
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -88,4 +92,52 @@ func TestRunReportsMemory(t *testing.T) {
 		}
 		require.Equal(t, int64(4*res.Params*int64(c.accum)), m.Gradients, "gradients, and their sums when accumulating")
 	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for s, want := range map[string]int64{"4GiB": 4 << 30, "512MB": 512e6, "1.5 kib": 1536, "100": 100, "2tb": 2e12, "7B": 7} {
+		got, err := ParseBytes(s)
+		require.NoError(t, err, s)
+		require.Equal(t, want, got, s)
+	}
+	for _, s := range []string{"", "GiB", "-1GiB", "0", "4 parsecs", "NaN", "1e30TB"} {
+		_, err := ParseBytes(s)
+		require.Error(t, err, s)
+	}
+}
+
+// --max-memory picks gradient checkpointing and a smaller micro-batch until the step fits, and
+// trains with them; a bound below the weights fails before the first step with the bytes needed.
+func TestMaxMemoryFitsTheStep(t *testing.T) {
+	cfg := fixture(t, "qlora")
+	cfg.Steps, cfg.Batch, cfg.Seq = 20, 4, 48
+	tr, err := New(cfg, cpu.New())
+	require.NoError(t, err)
+	full := tr.Memory()
+	tr.Close()
+
+	// Just below the whole batch's plan: a cheaper one is chosen, same rows a step.
+	c := cfg
+	c.MaxMemory = fmt.Sprint(full.Peak - 1)
+	c.Out = filepath.Join(t.TempDir(), "fit")
+	tr, err = New(c, cpu.New())
+	require.NoError(t, err)
+	defer tr.Close()
+	mem := tr.Memory()
+	t.Logf("whole batch: %s; under %d bytes: micro-batch %d × %d, checkpointing %v: %s", full, full.Peak-1,
+		tr.Cfg.Batch, tr.Cfg.GradAccum, tr.Cfg.Recompute, mem)
+	require.LessOrEqual(t, mem.Peak, full.Peak-1)
+	require.Equal(t, cfg.Batch*cfg.GradAccum, tr.Cfg.Batch*tr.Cfg.GradAccum, "the rows of a step are kept")
+	require.True(t, tr.Cfg.Recompute || tr.Cfg.Batch < cfg.Batch)
+	res, err := tr.Run(context.Background(), nil)
+	require.NoError(t, err)
+	require.Less(t, res.LossEnd, 0.8*res.LossStart, "the loss falls")
+	require.LessOrEqual(t, res.Memory.Peak, full.Peak-1)
+
+	// Below the weights nothing fits.
+	c.MaxMemory, c.Out = fmt.Sprint(full.Weights), filepath.Join(t.TempDir(), "none")
+	_, err = New(c, cpu.New())
+	require.ErrorContains(t, err, fmt.Sprintf("max_memory %d (%d bytes) is too small: the smallest plan (micro-batch 1, gradient checkpointing) needs", full.Weights, full.Weights))
+	_, statErr := os.Stat(filepath.Join(c.Out, "metrics.jsonl"))
+	require.True(t, os.IsNotExist(statErr), "no step ran")
 }

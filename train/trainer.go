@@ -48,6 +48,11 @@ type Config struct {
 	// Optim is "adamw" (f32 moments; "" reads as it) or "adamw8bit" (bitsandbytes' blockwise
 	// 8-bit moments, a quarter of the memory).
 	Optim string `json:"optim,omitempty"`
+	// MaxMemory bounds the training step's device memory (Memory.Peak): "4GiB", "512MB", a byte
+	// count. The trainer picks gradient checkpointing and the micro-batch (Batch split into
+	// micro-batches, GradAccum raised to keep Batch×GradAccum rows a step) to fit, or fails before
+	// the first step with the bytes it would need. "" is no bound.
+	MaxMemory string `json:"max_memory,omitempty"`
 
 	Seed         uint64  `json:"seed"`
 	EvalFraction float64 `json:"eval_fraction"`
@@ -95,6 +100,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
 	case c.Optim != "" && c.Optim != OptimAdamW && c.Optim != OptimAdamW8bit:
 		return fmt.Errorf("train: optim %q is not adamw or adamw8bit", c.Optim)
+	}
+	if c.MaxMemory != "" {
+		if _, err := ParseBytes(c.MaxMemory); err != nil {
+			return fmt.Errorf("train: max_memory: %w", err)
+		}
 	}
 	return nil
 }
@@ -263,6 +273,9 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		return nil, err
 	}
 	if comm.Size() > 1 {
+		if cfg.MaxMemory != "" {
+			return nil, fmt.Errorf("train: max_memory is for one process, not a data-parallel job")
+		}
 		// The step stops at the gradients: they are summed over the ranks before the update.
 		if t.dp, err = newDataParallel(comm, cfg.Batch, t.opt.Params(), b); err != nil {
 			return nil, err
@@ -270,16 +283,17 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		if t.step, err = NewStepGraph(t.Model, t.Adapter, t.dp.hi-t.dp.lo, cfg.Seq, true, cfg.Recompute); err != nil {
 			return nil, err
 		}
-	} else if cfg.GradAccum > 1 {
-		// Micro-batches' gradients are summed, then one update runs by itself.
-		if t.step, err = NewStepGraph(t.Model, t.Adapter, cfg.Batch, cfg.Seq, true, cfg.Recompute); err != nil {
+	} else if cfg.MaxMemory != "" {
+		if err := t.fitMemory(); err != nil {
 			return nil, err
 		}
-		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
-			return nil, err
+		if cfg = t.Cfg; cfg.Batch != t.batcher.rows {
+			// The micro-batch changed: batches of its size from the same data.
+			if t.batcher, err = NewBatcher(trainSet, cfg.Batch, cfg.Seq, cfg.Seed); err != nil {
+				return nil, err
+			}
 		}
-	} else if t.step, err = NewTrainStep(t.Model, t.Adapter, cfg.Batch, cfg.Seq, cfg.Recompute, t.opt); err != nil {
-		// One submission a step: the update is part of the step's program.
+	} else if err := t.buildStep(cfg.Batch, cfg.GradAccum, cfg.Recompute); err != nil {
 		return nil, err
 	}
 	if len(evalSet) > 0 && comm.Rank() == 0 {
