@@ -28,6 +28,10 @@ type Memory struct {
 	// Peak is what the device holds during a step: weights, adapters, optimizer state, and the
 	// buffers the step's plan allocates (plus the accumulation buffers).
 	Peak int64 `json:"peak"`
+	// HostOptimizer is the optimizer state kept in host memory (paged), and PagedBytesPerStep
+	// what a step streams between it and the device (the last step's; both ways).
+	HostOptimizer     int64 `json:"host_optimizer,omitempty"`
+	PagedBytesPerStep int64 `json:"paged_bytes_per_step,omitempty"`
 }
 
 // Ratio is Peak over Floor.
@@ -40,9 +44,13 @@ func (m Memory) Ratio() float64 {
 
 // String is one line: the peak, the floor and the parts.
 func (m Memory) String() string {
+	paged := ""
+	if m.HostOptimizer > 0 {
+		paged = fmt.Sprintf("; optimizer state in host memory %s, %s moved a step", byteSize(m.HostOptimizer), byteSize(m.PagedBytesPerStep))
+	}
 	return fmt.Sprintf("peak %s (%.2f× the floor %s): weights %s, adapters %s, optimizer %s, gradients %s, activations %s",
 		byteSize(m.Peak), m.Ratio(), byteSize(m.Floor), byteSize(m.Weights), byteSize(m.Adapters),
-		byteSize(m.Optimizer), byteSize(m.Gradients), byteSize(m.Activations))
+		byteSize(m.Optimizer), byteSize(m.Gradients), byteSize(m.Activations)) + paged
 }
 
 // stepMemory accounts for one step program: its planned buffers and their floor, with weights,
@@ -78,7 +86,7 @@ func (s *StepGraph) Memory(weights int64) Memory {
 func (t *Trainer) buildStep(rows, accum int, recompute bool) error {
 	t.dropStep()
 	var err error
-	if accum > 1 {
+	if accum > 1 || t.opt.pager != nil {
 		// Micro-batches' gradients are summed, then one update runs by itself.
 		if t.step, err = NewStepGraph(t.Model, t.Adapter, rows, t.Cfg.Seq, true, recompute); err != nil {
 			return err
@@ -86,7 +94,10 @@ func (t *Trainer) buildStep(rows, accum int, recompute bool) error {
 		if t.acc, err = NewGradAccumulator(t.Backend, t.step.Params); err != nil {
 			return err
 		}
-		if t.opt.alone == nil {
+		switch {
+		case t.opt.pager != nil && t.opt.pager.status == nil:
+			err = t.opt.compilePaged()
+		case t.opt.pager == nil && t.opt.alone == nil:
 			t.opt.alone, err = t.opt.compileAlone()
 		}
 		return err

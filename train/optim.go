@@ -27,6 +27,10 @@ type AdamWConfig struct {
 	// (engine.AdamW8bitStep): a quarter of the f32 state's memory. Unlike bitsandbytes, small
 	// tensors are quantized too (it keeps tensors under 4096 values in f32): LoRA's are small.
 	EightBit bool
+	// Paged keeps the optimizer state in host memory: each step streams it to the device one
+	// layer at a time for the update and back (see pager). On the CPU backend, whose device
+	// memory is host memory, it changes nothing.
+	Paged bool
 }
 
 // Name is the optimizer's name as --optim spells it: "adamw" or "adamw8bit".
@@ -91,8 +95,11 @@ type AdamW struct {
 	q, absmax []*engine.Tensor
 	qmap      *engine.Tensor
 	// ctl is the control vector the host writes before each update: lr, scale, step number.
-	ctl  *engine.Tensor
-	step int
+	ctl *engine.Tensor
+	// pager streams the state from host memory, layer by layer (Paged, on a GPU backend); the
+	// state tensors then live on its host backend.
+	pager *pager
+	step  int
 	// alone is the update compiled by itself, for Step.
 	alone *optimProgram
 }
@@ -127,6 +134,11 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		return nil, errors.New("adamw: no parameters")
 	}
 	o := &AdamW{b: b, cfg: cfg, params: params}
+	sb := b // where the state lives
+	if cfg.Paged && b.Device().Backend != "cpu" {
+		o.pager = newPager(params)
+		sb = o.pager.host
+	}
 	seen := map[string]bool{}
 	for _, p := range params {
 		if p.Tensor == nil || p.Tensor.DType() != engine.F32 {
@@ -141,13 +153,13 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		if cfg.EightBit {
 			q, absmax := o.state8Shapes(p)
 			// Zero scales: zero moments. Codes of zero throughout, as the kernel writes padding.
-			qt, err := engine.FromBytes(b, engine.U8, q, zeroCodes(p.Tensor.Shape().Numel()))
+			qt, err := engine.FromBytes(sb, engine.U8, q, zeroCodes(p.Tensor.Shape().Numel()))
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
 			}
 			o.q = append(o.q, qt)
-			at, err := zeros(b, absmax)
+			at, err := zeros(sb, absmax)
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
@@ -156,7 +168,7 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 			continue
 		}
 		for _, dst := range []*[]*engine.Tensor{&o.m, &o.v} {
-			t, err := zeros(b, p.Tensor.Shape())
+			t, err := zeros(sb, p.Tensor.Shape())
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
@@ -198,16 +210,38 @@ func zeroCodes(n int) []byte {
 }
 
 // StateBytes is the device memory the optimizer state takes: the moments (or their codes and
-// scales) and, for 8 bits, the codes' tables.
+// scales) and, for 8 bits, the codes' tables; paged, the staging buffers of one layer's state.
 func (o *AdamW) StateBytes() int64 {
 	var n int64
-	for _, t := range append(append(append(append([]*engine.Tensor(nil), o.m...), o.v...), o.q...), o.absmax...) {
-		n += t.Meta().Bytes()
-	}
 	if o.qmap != nil {
 		n += o.qmap.Meta().Bytes()
 	}
+	if o.pager != nil {
+		return n + o.pager.stagingBytes()
+	}
+	return n + o.HostStateBytes()
+}
+
+// HostStateBytes is the size of the whole state (in host memory when paged).
+func (o *AdamW) HostStateBytes() int64 {
+	var n int64
+	for _, t := range o.stateTensors() {
+		n += t.Meta().Bytes()
+	}
 	return n
+}
+
+// stateTensors are the state's tensors: m and v, or q and absmax, by parameter.
+func (o *AdamW) stateTensors() []*engine.Tensor {
+	return append(append(append(append([]*engine.Tensor(nil), o.m...), o.v...), o.q...), o.absmax...)
+}
+
+// MovedBytes is the state streamed between host and device by the last step (paged; else 0).
+func (o *AdamW) MovedBytes() int64 {
+	if o.pager == nil {
+		return 0
+	}
+	return o.pager.moved
 }
 
 // Config is the optimizer's configuration.
@@ -225,6 +259,9 @@ func (o *AdamW) StepCount() int { return o.step }
 
 // Close frees the moments and the control vector; the parameters stay with their owner.
 func (o *AdamW) Close() {
+	if o.pager != nil {
+		o.pager.close()
+	}
 	if o.alone != nil {
 		o.alone.p.Release()
 		o.alone.loss.Release()
@@ -252,38 +289,48 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 		return nil, fmt.Errorf("adamw: %d parameters and %d gradients for %d parameters", len(params), len(grads), len(o.params))
 	}
 	og := &OptimGraph{ctl: g.Input("optim.ctl", engine.F32, engine.Shape{engine.CtlLen})}
+	if o.pager != nil {
+		return nil, fmt.Errorf("adamw: a paged optimizer updates layer by layer (Step), not inside a step program")
+	}
 	og.Status = g.ClipStatus(loss, g.SumSquaresN(grads...), og.ctl, o.cfg.MaxGradNorm)
 	if o.cfg.EightBit {
 		og.qmap = g.Input("optim.qmap", engine.F32, o.qmap.Shape())
 	}
-	for i, p := range o.params {
-		wd := o.cfg.WeightDecay
-		if p.NoDecay {
-			wd = 0
-		}
-		gi := grads[i]
-		if !gi.Shape().Equal(p.Tensor.Shape()) {
-			gi = g.Reshape(gi, p.Tensor.Shape()...)
-		}
-		if o.cfg.EightBit {
-			qs, as := o.state8Shapes(p)
-			q := g.Input("optim.q."+p.Name, engine.U8, qs)
-			a := g.Input("optim.absmax."+p.Name, engine.F32, as)
-			og.q, og.absmax = append(og.q, q), append(og.absmax, a)
-			op := engine.AdamW8bitStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
-			og.Updates = append(og.Updates, g.Apply(op, params[i], gi, q, a, og.qmap, og.Status, og.ctl)...)
-			continue
-		}
-		m := g.Input("optim.m."+p.Name, engine.F32, p.Tensor.Shape())
-		v := g.Input("optim.v."+p.Name, engine.F32, p.Tensor.Shape())
-		og.m, og.v = append(og.m, m), append(og.v, v)
-		op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
-		og.Updates = append(og.Updates, g.Apply(op, params[i], gi, m, v, og.Status, og.ctl)...)
+	for i := range o.params {
+		o.recordParam(g, og, i, params[i], grads[i])
 	}
 	if err := g.Err(); err != nil {
 		return nil, fmt.Errorf("adamw: %w", err)
 	}
 	return og, nil
+}
+
+// recordParam adds the update of parameter i (node p, gradient grad) to og: its state as inputs
+// (og.m, og.v or og.q, og.absmax) and the in-place update (og.Updates), reading og.Status,
+// og.ctl and, for 8 bits, og.qmap.
+func (o *AdamW) recordParam(g *engine.Graph, og *OptimGraph, i int, p, grad *engine.Node) {
+	prm := o.params[i]
+	wd := o.cfg.WeightDecay
+	if prm.NoDecay {
+		wd = 0
+	}
+	if !grad.Shape().Equal(prm.Tensor.Shape()) {
+		grad = g.Reshape(grad, prm.Tensor.Shape()...)
+	}
+	if o.cfg.EightBit {
+		qs, as := o.state8Shapes(prm)
+		q := g.Input("optim.q."+prm.Name, engine.U8, qs)
+		a := g.Input("optim.absmax."+prm.Name, engine.F32, as)
+		og.q, og.absmax = append(og.q, q), append(og.absmax, a)
+		op := engine.AdamW8bitStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+		og.Updates = append(og.Updates, g.Apply(op, p, grad, q, a, og.qmap, og.Status, og.ctl)...)
+		return
+	}
+	m := g.Input("optim.m."+prm.Name, engine.F32, prm.Tensor.Shape())
+	v := g.Input("optim.v."+prm.Name, engine.F32, prm.Tensor.Shape())
+	og.m, og.v = append(og.m, m), append(og.v, v)
+	op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+	og.Updates = append(og.Updates, g.Apply(op, p, grad, m, v, og.Status, og.ctl)...)
 }
 
 // Bind binds the moments and the control vector of og's graph in p.
@@ -410,6 +457,9 @@ func (o *AdamW) compileAlone() (*optimProgram, error) {
 func (o *AdamW) Step(grads []engine.Arg, lr, scale float32) (StepInfo, error) {
 	if err := o.checkGrads(grads); err != nil {
 		return StepInfo{}, fmt.Errorf("adamw: %w", err)
+	}
+	if o.pager != nil {
+		return o.pagedStep(grads, lr, scale)
 	}
 	if o.alone == nil {
 		op, err := o.compileAlone()

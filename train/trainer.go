@@ -53,6 +53,10 @@ type Config struct {
 	// micro-batches, GradAccum raised to keep Batch×GradAccum rows a step) to fit, or fails before
 	// the first step with the bytes it would need. "" is no bound.
 	MaxMemory string `json:"max_memory,omitempty"`
+	// PagedOptim keeps the optimizer state in host memory on GPU backends, streamed to the device
+	// layer by layer for each update (the step then runs as a gradient program and the update);
+	// on the CPU backend, where device memory is host memory, it changes nothing.
+	PagedOptim bool `json:"paged_optim,omitempty"`
 
 	Seed         uint64  `json:"seed"`
 	EvalFraction float64 `json:"eval_fraction"`
@@ -268,7 +272,7 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 	}
 	ocfg := DefaultAdamW()
 	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
-	ocfg.EightBit = cfg.Optim == OptimAdamW8bit
+	ocfg.EightBit, ocfg.Paged = cfg.Optim == OptimAdamW8bit, cfg.PagedOptim
 	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
 		return nil, err
 	}
@@ -417,6 +421,13 @@ func (t *Trainer) Memory() Memory {
 		mem := stepMemory(t.step.Program, t.Model.WeightBytes(), t.opt.StateBytes(), accum, t.opt.Params())
 		if t.opt.alone != nil {
 			mem.Peak += t.opt.alone.p.PlannedBytes()
+		}
+		if pg := t.opt.pager; pg != nil && pg.status != nil {
+			mem.HostOptimizer, mem.PagedBytesPerStep = t.opt.HostStateBytes(), pg.moved
+			mem.Peak += pg.status.PlannedBytes()
+			for _, p := range pg.progs {
+				mem.Peak += p.p.PlannedBytes()
+			}
 		}
 		return mem
 	}

@@ -144,6 +144,7 @@ func newTrainCmd() *cobra.Command {
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
+	f.BoolVar(&cfg.PagedOptim, "paged-optim", cfg.PagedOptim, "keep the optimizer state in host memory, streamed to the GPU layer by layer for each update (the CPU backend: no change)")
 	f.StringVar(&cfg.MaxMemory, "max-memory", cfg.MaxMemory, "bound the step's device memory (4GiB, 512MB, bytes): picks gradient checkpointing and the micro-batch to fit, or fails before step 1 with the bytes it needs")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu or webgpu:N")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
