@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/peft"
 )
 
 // Memory is a training step's device memory by what holds it, against the floor: the same
@@ -187,4 +189,32 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (a positive number of bytes, or with a unit: 4GiB, 512MB)", s)
 	}
 	return int64(v * mult), nil
+}
+
+// PlanMemory is the device memory of a training step of m with a on batches of rows×seq tokens,
+// with an optimizer of ocfg, from the compiled plan (nothing runs; the optimizer's state and, when
+// paged, its staging buffers are allocated and freed). Unpaged, the step is one program with the
+// update; paged, a gradient program, the gradients' copy and the layers' update programs.
+func PlanMemory(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool, ocfg AdamWConfig) (Memory, error) {
+	opt, err := NewAdamW(m.Backend, AdapterParams(a), ocfg)
+	if err != nil {
+		return Memory{}, err
+	}
+	defer opt.Close()
+	if opt.pager == nil {
+		s, err := NewTrainStep(m, a, rows, seq, recompute, opt)
+		if err != nil {
+			return Memory{}, err
+		}
+		defer s.Close()
+		return s.Memory(m.WeightBytes()), nil
+	}
+	t := &Trainer{Cfg: Config{Seq: seq}, Backend: m.Backend, Model: m, Adapter: a, opt: opt}
+	defer t.dropStep()
+	if err := t.buildStep(rows, 1, recompute); err != nil {
+		return Memory{}, err
+	}
+	mem := t.Memory()
+	mem.PagedBytesPerStep = 2 * opt.HostStateBytes() // every step streams the state down and back
+	return mem, nil
 }
