@@ -90,6 +90,10 @@ func newTrainCmd() *cobra.Command {
 				fmt.Fprintf(w, " over %d ranks", comm.Size())
 			}
 			fmt.Fprintln(w)
+			if cfg.MaxMemory != "" {
+				fmt.Fprintf(w, "--max-memory %s: micro-batch %d × %d a step, gradient checkpointing %v: %s\n", cfg.MaxMemory,
+					tr.Cfg.Batch, tr.Cfg.GradAccum, tr.Cfg.Recompute, tr.Memory())
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			progress := cmd.ErrOrStderr()
