@@ -39,6 +39,24 @@ type TrainMeasurement struct {
 	// Submissions, Reads and Launches are per timed step: submissions to the device, host reads
 	// and kernel launches (engine.Counting); 0 when not counted.
 	Submissions, Reads, Launches float64
+	// Memory is the step's planned device memory with each optimizer (AdamW, 8-bit, paged).
+	Memory []MemoryRow
+}
+
+// MemoryRow is a training step's device memory with one optimizer, by part, against the floor
+// (the same values with ideal buffer reuse), from the compiled plan.
+type MemoryRow struct {
+	Optimizer   string `json:"optimizer"`
+	Weights     int64  `json:"weights"`
+	Adapters    int64  `json:"adapters"`
+	State       int64  `json:"optimizer_state"`
+	Gradients   int64  `json:"gradients"`
+	Activations int64  `json:"activations"`
+	Floor       int64  `json:"floor"`
+	Peak        int64  `json:"peak"`
+	// HostState is the state kept in host memory (paged) and Moved the bytes a step streams.
+	HostState int64 `json:"host_state,omitempty"`
+	Moved     int64 `json:"moved_per_step,omitempty"`
 }
 
 // TrainFunc runs training steps on be as req asks. bench calls it once for "lora" and once for
@@ -65,6 +83,8 @@ type TrainResult struct {
 	Submissions float64 `json:"submissions_per_step"`
 	Reads       float64 `json:"reads_per_step"`
 	Launches    float64 `json:"launches_per_step"`
+	// Memory is the step's planned device memory with each optimizer.
+	Memory []MemoryRow `json:"memory,omitempty"`
 	// Shape is the checkpoint's geometry, for the reference to build the same model.
 	Shape TrainShape `json:"shape"`
 	// RefSeconds is PyTorch's median step time on the same shapes (--reference), RefTokensPerSec
@@ -130,6 +150,7 @@ func trainSteps(ctx context.Context, be engine.Backend, e E2ESizes, methods []st
 			tr.TokensPerSec = float64(m.TokensPerStep) / tr.StepTime.Median
 			tr.PeakBytes = m.PeakBytes
 			tr.Submissions, tr.Reads, tr.Launches = m.Submissions, m.Reads, m.Launches
+			tr.Memory = m.Memory
 			if !math.IsNaN(m.Loss) && !math.IsInf(m.Loss, 0) { // JSON has no NaN
 				tr.Loss = m.Loss
 			}

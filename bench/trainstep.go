@@ -77,5 +77,19 @@ func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainM
 		d := cb.Counts().Sub(start)
 		res.Submissions, res.Reads, res.Launches = float64(d.Submissions)/k, float64(d.Reads)/k, float64(d.Launches)/k
 	}
+	// The same step planned with each optimizer (compiled, not run).
+	for _, o := range []struct {
+		name            string
+		eightBit, paged bool
+	}{{"adamw", false, false}, {"adamw8bit", true, false}, {"adamw paged", false, true}, {"adamw8bit paged", true, true}} {
+		oc := train.DefaultAdamW()
+		oc.EightBit, oc.Paged = o.eightBit, o.paged
+		mem, err := train.PlanMemory(m, a, req.Batch, req.Seq, false, oc)
+		if err != nil {
+			return res, err
+		}
+		res.Memory = append(res.Memory, MemoryRow{Optimizer: o.name, Weights: mem.Weights, Adapters: mem.Adapters, State: mem.Optimizer,
+			Gradients: mem.Gradients, Activations: mem.Activations, Floor: mem.Floor, Peak: mem.Peak, HostState: mem.HostOptimizer, Moved: mem.PagedBytesPerStep})
+	}
 	return res, nil
 }

@@ -27,6 +27,25 @@ func TestTrainStepSubmissions(t *testing.T) {
 			require.Greater(t, m.Launches, 20.0, "%s %s", name, method)
 			require.Len(t, m.StepSeconds, 2)
 			t.Logf("%s %s: %g launches a step", name, method, m.Launches)
+			// The memory table: AdamW, 8-bit, and both paged; 8-bit holds about a quarter of
+			// the state; paged on a GPU holds one layer's (the tiny model has 2), on the CPU all.
+			require.Len(t, m.Memory, 4)
+			f32, q8, paged, paged8 := m.Memory[0], m.Memory[1], m.Memory[2], m.Memory[3]
+			for _, r := range m.Memory {
+				require.Equal(t, r.Weights+r.Adapters+r.State+r.Gradients+r.Activations, r.Floor, r.Optimizer)
+				require.GreaterOrEqual(t, r.Peak, r.Floor, r.Optimizer)
+			}
+			require.Equal(t, 2*f32.Adapters, f32.State)
+			require.InDelta(t, 0.25, float64(q8.State)/float64(f32.State), 0.05)
+			if name == "cpu" {
+				require.Equal(t, f32, MemoryRow{Optimizer: f32.Optimizer, Weights: paged.Weights, Adapters: paged.Adapters, State: paged.State,
+					Gradients: paged.Gradients, Activations: paged.Activations, Floor: paged.Floor, Peak: paged.Peak})
+			} else {
+				require.Equal(t, f32.State, paged.HostState)
+				require.Equal(t, f32.State/2, paged.State)
+				require.Equal(t, 2*paged.HostState, paged.Moved)
+				require.Equal(t, 2*paged8.HostState, paged8.Moved)
+			}
 		}
 	}
 }

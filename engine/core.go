@@ -4,7 +4,7 @@ import "fmt"
 
 // The core op set: what every backend must implement. Everything else is a fast path: a fused or
 // adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
-// (see Decomposable). A new backend implements these 29 kernels (Reshape is a view and needs
+// (see Decomposable). A new backend implements these 30 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
 //	MatMul, Dequantize4                              matrix products, 4-bit weights decoded
@@ -17,6 +17,7 @@ import "fmt"
 //	SumRows, SumSquares, Fill                        reductions, constants
 //	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
 //	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
+//	AdamW8bitStep                                    its 8-bit moments (bitsandbytes' blockwise)
 //	TopK                                             sampling candidates on the device
 //	Reshape                                          a view (no kernel)
 //
@@ -31,7 +32,7 @@ var coreOps = []string{"matmul", "dequantize4", "rmsnorm", "rmsnorm_backward", "
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
 	"scale", "div_sqrt", "sum_rows", "sum_squares", "fill", "cast_f32", "cast_f16", "cast_bf16", "dropout",
-	"adamw", "reshape", "sum_squares_n", "clip_status", "adamw_step", "accumulate", "top_k"}
+	"adamw", "reshape", "sum_squares_n", "clip_status", "adamw_step", "adamw8bit_step", "accumulate", "top_k"}
 
 // IsCore reports whether op belongs to the core op set every backend implements.
 func IsCore(op Op) bool {

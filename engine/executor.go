@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -27,6 +28,8 @@ type Program struct {
 	bufSize []int64
 	outputs []*Node
 	peak    int64
+	// floor is the peak of live values' own bytes: the planned memory with ideal buffer reuse.
+	floor int64
 	// sub maps the graph's nodes to the nodes that replaced them where an op was decomposed.
 	sub map[*Node]*Node
 	// exec is the launch list prepared on the backend (nil until the first Run, or after a bind
@@ -49,6 +52,7 @@ type slot struct {
 	leaf    *Node // set for inputs and params
 	buf     int   // index into Program.bufs for planned values
 	bytes   int64
+	first   int // the step that writes it
 	lastUse int
 	output  bool
 }
@@ -175,7 +179,10 @@ func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
 	return order
 }
 
-// plan assigns every value a buffer, reusing the buffers of dead values (best fit by size).
+// plan assigns every value a buffer, sharing buffers between values whose lifetimes do not
+// overlap: largest values first, each into the smallest buffer free over its whole lifetime, else
+// a new one (the offline greedy-by-size assignment; the schedule is known in full). A value
+// produced by a step never shares with that step's operands.
 func (p *Program) plan() {
 	// Storage for leaves and produced values; views share their root's.
 	for _, n := range p.leaves {
@@ -202,7 +209,7 @@ func (p *Program) plan() {
 			continue
 		}
 		for _, o := range st.outs {
-			s := &slot{buf: -1, bytes: o.meta.Bytes(), lastUse: i}
+			s := &slot{buf: -1, bytes: o.meta.Bytes(), first: i, lastUse: i}
 			p.slotOf[o] = s
 			p.slots = append(p.slots, s)
 		}
@@ -212,53 +219,76 @@ func (p *Program) plan() {
 			s.output = true
 		}
 	}
-	// Walk the schedule: allocate outputs before a step, release what died after it.
-	type freeBuf struct {
-		idx  int
-		size int64
-	}
-	var free []freeBuf
-	var live, peak int64
-	dying := map[int][]*slot{}
+	// Outputs live to the end of the run (the caller reads them).
 	for _, s := range p.slots {
-		if !s.output {
-			dying[s.lastUse] = append(dying[s.lastUse], s)
+		if s.output {
+			s.lastUse = len(p.steps)
 		}
 	}
-	for i, st := range p.steps {
-		_, view := st.node.op.(viewOp)
-		_, inPlace := st.node.op.(inPlaceOp)
-		_, alias := st.node.op.(aliasOp)
-		if !view && !inPlace && !alias {
-			for _, o := range st.outs {
-				s := p.slotOf[o]
-				best := -1
-				for j, f := range free {
-					if f.size >= s.bytes && (best < 0 || f.size < free[best].size) {
-						best = j
-					}
-				}
-				if best >= 0 {
-					s.buf = free[best].idx
-					free = append(free[:best], free[best+1:]...)
-				} else {
-					s.buf = len(p.bufSize)
-					p.bufSize = append(p.bufSize, s.bytes)
-				}
-				live += p.bufSize[s.buf]
+	order := append([]*slot(nil), p.slots...)
+	sort.SliceStable(order, func(a, b int) bool { return order[a].bytes > order[b].bytes })
+	// users[j] are the values assigned to buffer j, by first step; their lifetimes are disjoint,
+	// so a lifetime fits when it overlaps neither neighbour of its place in that order.
+	users := [][]*slot{}
+	fits := func(us []*slot, s *slot) (int, bool) {
+		k, _ := slices.BinarySearchFunc(us, s.first, func(u *slot, first int) int { return u.first - first })
+		if k > 0 && us[k-1].lastUse >= s.first {
+			return k, false
+		}
+		return k, k == len(us) || us[k].first > s.lastUse
+	}
+	for _, s := range order {
+		best, at := -1, 0
+		for j, us := range users {
+			if best >= 0 && p.bufSize[j] >= p.bufSize[best] {
+				continue
+			}
+			if k, ok := fits(us, s); ok {
+				best, at = j, k
 			}
 		}
-		if live > peak {
-			peak = live
+		if best < 0 {
+			best = len(p.bufSize)
+			p.bufSize = append(p.bufSize, s.bytes)
+			users = append(users, nil)
 		}
-		for _, s := range dying[i] {
-			free = append(free, freeBuf{s.buf, p.bufSize[s.buf]})
-			live -= p.bufSize[s.buf]
-		}
-		sort.Slice(free, func(a, b int) bool { return free[a].size < free[b].size })
+		s.buf = best
+		users[best] = slices.Insert(users[best], at, s)
 	}
-	p.peak = peak
+	// The peak of live values' own bytes (the floor) and of the buffers they occupy.
+	exact := make([]int64, len(p.steps)+2)
+	for _, s := range p.slots {
+		exact[s.first] += s.bytes
+		exact[s.lastUse+1] -= s.bytes
+	}
+	var live, floor int64
+	for _, d := range exact {
+		live += d
+		floor = max(floor, live)
+	}
+	// A buffer counts at step i when one of its values is live then.
+	occupied := make([]int64, len(p.steps)+1)
+	busy := make([]bool, len(p.steps)+1)
+	for j, us := range users {
+		clear(busy)
+		for _, u := range us {
+			for k := u.first; k <= u.lastUse; k++ {
+				busy[k] = true
+			}
+		}
+		for k, b := range busy {
+			if b {
+				occupied[k] += p.bufSize[j]
+			}
+		}
+	}
+	p.floor, p.peak = floor, slices.Max(append(occupied, 0))
 }
+
+// FloorBytes is the least memory the planned values need: the largest sum of the sizes of the
+// values live at once during a run (bound inputs and parameters not included). PlannedBytes over
+// FloorBytes is how far the buffer plan is from ideal reuse.
+func (p *Program) FloorBytes() int64 { return p.floor }
 
 // PeakBytes is the largest number of bytes of planned buffers live at once during a run (bound
 // inputs and parameters not included).

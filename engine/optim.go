@@ -108,6 +108,61 @@ func (AdamWStep) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{in[0], in[0], in[0]}, nil
 }
 
+// Optim8Block is the blocksize of the 8-bit optimizer states: one absmax per 256 values, as
+// bitsandbytes' blockwise 8-bit optimizers use.
+const Optim8Block = 256
+
+// Optim8Blocks is the number of absmax blocks of an n-element parameter's 8-bit state.
+func Optim8Blocks(n int) int { return (n + Optim8Block - 1) / Optim8Block }
+
+// Optim8Codes is the length of one moment's codes for n elements: n rounded up to whole 4-byte
+// words, so that each moment starts on a word (GPU kernels write codes a word at a time).
+func Optim8Codes(n int) int { return (n + 3) &^ 3 }
+
+// AdamW8bitStep is AdamWStep with both moments stored in 8 bits, bitsandbytes' blockwise 8-bit
+// AdamW (kOptimizerStatic8bit2StateBlockwise): operands p, g (f32 of one shape, n elements),
+// q: u8 [2·Optim8Codes(n)] (the first moment's codes, then the second's, each padded to whole
+// words), absmax: f32 [2·nb], nb = Optim8Blocks(n) (the first moment's block scales, then the
+// second's), qmap: f32 [512] (the first moment's sorted signed code, then the second's unsigned
+// one: quant.DynamicCode and quant.DynamicCodeUnsigned), status: [StatusLen] and ctl: [CtlLen];
+// outputs p, q, absmax are written over the operands' buffers.
+//
+// Per block, in f32: each moment is decoded (code·absmax) and updated with g·coef; the new absmax
+// is the block's max |moment|; p ← p − lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + √(1−β₂ᵗ)·ε), then
+// p ← p·(1 − lr·wd) (bitsandbytes decays after the update); each moment/absmax is requantized to
+// its nearest code (quant.Quantize8), a first moment's code moved one step when rounding flipped
+// its sign, as bitsandbytes does. Padding codes are written as the code of 0. A block whose absmax
+// is 0 keeps the code of 0. A skipped step changes nothing.
+type AdamW8bitStep struct{ Beta1, Beta2, Eps, WeightDecay float32 }
+
+func (AdamW8bitStep) Name() string   { return "adamw8bit_step" }
+func (AdamW8bitStep) aliases() []int { return []int{0, 2, 3} }
+
+func (AdamW8bitStep) Infer(in []Meta) ([]Meta, error) {
+	if err := wantN(in, 7); err != nil {
+		return nil, err
+	}
+	if _, err := sameF32(in[:2], 2); err != nil {
+		return nil, err
+	}
+	nb := Optim8Blocks(in[0].Shape.Numel())
+	if err := want(in[2], U8, "q"); err != nil {
+		return nil, err
+	}
+	if nq := 2 * Optim8Codes(in[0].Shape.Numel()); len(in[2].Shape) != 1 || in[2].Shape[0] != nq {
+		return nil, fmt.Errorf("q must be [%d], got %s", nq, in[2].Shape)
+	}
+	for i, w := range []struct {
+		n    int
+		what string
+	}{{2 * nb, "absmax"}, {512, "qmap"}, {StatusLen, "status"}, {CtlLen, "ctl"}} {
+		if err := wantVec(in[3+i], w.n, w.what); err != nil {
+			return nil, err
+		}
+	}
+	return []Meta{in[0], in[2], in[3]}, nil
+}
+
 // Accumulate adds x to acc in place (acc ← acc + x), or copies it (acc ← x) with Overwrite: the
 // sum of micro-batches' gradients. Operands acc and x, f32 of one shape; the output is written over
 // acc's buffer.

@@ -7,22 +7,36 @@ import (
 
 // DynamicCode is bitsandbytes' signed 8-bit dynamic code, create_dynamic_map(signed=True,
 // max_exponent_bits=7, total_bits=8): 256 sorted values in [-1, 1] with an exact 0 (index 127)
-// and 1.0 (index 255). Double quantization maps the centred absmax values to it.
-var DynamicCode = createDynamicMap()
+// and 1.0 (index 255). Double quantization maps the centred absmax values to it, and the 8-bit
+// optimizers their first moment (bitsandbytes' qmap1, "dynamic").
+var DynamicCode = createDynamicMap(true)
 
-// createDynamicMap reproduces create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)
-// in float32: for exponent i in 0..6 the midpoints of torch.linspace(0.1, 1, 2^i+1) scaled by
-// 10^(i-6), with both signs, then 0 and 1, sorted.
-func createDynamicMap() [256]float32 {
+// DynamicCodeUnsigned is bitsandbytes' unsigned 8-bit dynamic code, create_dynamic_map(signed=False,
+// max_exponent_bits=7, total_bits=8): 256 sorted values in [0, 1], 0 at index 0 and 1.0 at 255, with
+// twice the signed code's resolution per decade. The 8-bit optimizers store their second moment
+// (non-negative) with it (bitsandbytes' qmap2, "udynamic").
+var DynamicCodeUnsigned = createDynamicMap(false)
+
+// createDynamicMap reproduces create_dynamic_map(signed, max_exponent_bits=7, total_bits=8) in
+// float32: for exponent i in 0..6 the midpoints of torch.linspace(0.1, 1, 2^i+1) (signed, both
+// signs) or torch.linspace(0.1, 1, 2^(i+1)+1) (unsigned) scaled by 10^(i-6), then 0 and 1, sorted.
+func createDynamicMap(signed bool) [256]float32 {
 	data := make([]float32, 0, 256)
 	// 10^(i-6) as Python computes it (a correctly rounded double), then rounded to float32.
 	scales := [7]float32{1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1}
 	for i, scale := range scales {
-		b := linspace32(0.1, 1, 1<<i+1)
+		items := 1<<i + 1
+		if !signed {
+			items = 1<<(i+1) + 1
+		}
+		b := linspace32(0.1, 1, items)
 		for k := 0; k+1 < len(b); k++ {
 			mean := (b[k] + b[k+1]) / 2
 			v := scale * mean
-			data = append(data, v, -v)
+			data = append(data, v)
+			if signed {
+				data = append(data, -v)
+			}
 		}
 	}
 	data = append(data, 0, 1)
@@ -55,11 +69,11 @@ func linspace32(start, end float32, steps int) []float32 {
 	return out
 }
 
-// quantize8 maps x (already normalised to [-1, 1]) to the index of its nearest value in code,
+// Quantize8 maps x (already normalised to [-1, 1]) to the index of its nearest value in code,
 // a sorted 256-entry table, exactly as bitsandbytes' dQuantize<0>: a 7-step binary search from
 // index 127, then a comparison with the float32 midpoint to the neighbour on the side of x.
 // Ties go to the index the search ended on.
-func quantize8(code *[256]float32, x float32) uint8 {
+func Quantize8(code *[256]float32, x float32) uint8 {
 	pivot, upperPivot, lowerPivot := 127, 255, 0
 	lower, upper := float32(-1), float32(1)
 	val := code[pivot]
@@ -108,7 +122,7 @@ func quantizeBlockwise8(x []float32, bs int, code *[256]float32) (q []uint8, abs
 		absmax[b] = m
 		out := q[b*bs : b*bs+len(blk)]
 		if m == 0 {
-			z := quantize8(code, 0)
+			z := Quantize8(code, 0)
 			for i := range out {
 				out[i] = z
 			}
@@ -116,7 +130,7 @@ func quantizeBlockwise8(x []float32, bs int, code *[256]float32) (q []uint8, abs
 		}
 		inv := 1 / m
 		for i, v := range blk {
-			out[i] = quantize8(code, v*inv)
+			out[i] = Quantize8(code, v*inv)
 		}
 	}
 	return q, absmax

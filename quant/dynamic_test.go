@@ -69,17 +69,17 @@ func TestQuantize8Nearest(t *testing.T) {
 		xs = append(xs, x)
 	}
 	for _, x := range xs {
-		q := quantize8(&DynamicCode, x)
+		q := Quantize8(&DynamicCode, x)
 		best := math.Inf(1)
 		for _, c := range DynamicCode {
 			best = min(best, math.Abs(float64(x)-float64(c)))
 		}
 		require.LessOrEqual(t, math.Abs(float64(x)-float64(DynamicCode[q])), best+1e-9, "x=%v q=%d", x, q)
 	}
-	require.Equal(t, uint8(127), quantize8(&DynamicCode, 0))
-	require.Equal(t, uint8(255), quantize8(&DynamicCode, 1))
-	require.Equal(t, uint8(0), quantize8(&DynamicCode, -1))
-	require.Equal(t, uint8(128), quantize8(&DynamicCode, 5.5e-7))
+	require.Equal(t, uint8(127), Quantize8(&DynamicCode, 0))
+	require.Equal(t, uint8(255), Quantize8(&DynamicCode, 1))
+	require.Equal(t, uint8(0), Quantize8(&DynamicCode, -1))
+	require.Equal(t, uint8(128), Quantize8(&DynamicCode, 5.5e-7))
 }
 
 func TestQuantizeBlockwise8(t *testing.T) {
@@ -91,4 +91,35 @@ func TestQuantizeBlockwise8(t *testing.T) {
 	require.Equal(t, []uint8{127, 127, 127}, q[3:])
 	require.InDelta(t, 0.25, DynamicCode[q[0]], 0.01)
 	require.InDelta(t, 0.5, DynamicCode[q[2]], 0.01)
+}
+
+// TestDynamicCodeUnsigned spot-checks create_dynamic_map(signed=False, max_exponent_bits=7,
+// total_bits=8), the code of bitsandbytes' 8-bit optimizers' second moment: 0, 254 midpoints with
+// twice the signed code's count per decade, and 1.
+func TestDynamicCodeUnsigned(t *testing.T) {
+	c := DynamicCodeUnsigned
+	for i := 1; i < 256; i++ {
+		require.Less(t, c[i-1], c[i], "sorted, no duplicates at %d", i)
+	}
+	require.Equal(t, float32(0), c[0])
+	require.Equal(t, float32(1), c[255])
+	// Decade i (scale 1e(i-6)) holds 2^(i+1) midpoints of linspace(0.1, 1, 2^(i+1)+1).
+	require.InDelta(t, 3.25e-7, c[1], 1e-13)      // 1e-6·(0.1+0.55)/2
+	require.InDelta(t, 7.75e-7, c[2], 1e-13)      // 1e-6·(0.55+1)/2
+	require.InDelta(t, 1e-5*0.2125, c[3], 1e-12)  // the first midpoint of linspace(0.1, 1, 5)
+	require.InDelta(t, 0.996484375, c[254], 1e-7) // 1 − 0.9/256, the last midpoint of 129 points
+	require.InDelta(t, 0.103515625, c[127], 1e-7) // the first midpoint of the last decade
+	// Nearest-value quantization works on it as on the signed code.
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		x := float32(math.Pow(10, -7*r.Float64()))
+		q := Quantize8(&c, x)
+		best := math.Inf(1)
+		for _, v := range c {
+			best = math.Min(best, math.Abs(float64(x)-float64(v)))
+		}
+		require.LessOrEqual(t, math.Abs(float64(x)-float64(c[q])), best+1e-9, "x=%v q=%d", x, q)
+	}
+	require.Equal(t, uint8(0), Quantize8(&c, 0))
+	require.Equal(t, uint8(255), Quantize8(&c, 1))
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/internal/atomicfile"
 	"github.com/lathe-ml/lathe/model/checkpoint"
 )
@@ -29,6 +31,12 @@ const (
 const (
 	expAvgSuffix   = ".exp_avg"
 	expAvgSqSuffix = ".exp_avg_sq"
+	// The 8-bit optimizer's tensors, bitsandbytes' state names: each moment's codes (U8 of the
+	// parameter's shape) and block scales (F32).
+	state1Suffix  = ".state1"
+	state2Suffix  = ".state2"
+	absmax1Suffix = ".absmax1"
+	absmax2Suffix = ".absmax2"
 )
 
 // ErrNoCheckpoint is returned by LatestCheckpoint when a folder holds no checkpoint.
@@ -256,8 +264,11 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 }
 
 // writeOptimizer writes the moments as <name>.exp_avg and <name>.exp_avg_sq F32 tensors, with
-// the step in the header's metadata.
+// the step in the header's metadata; an 8-bit state as its codes and scales (writeOptimizer8).
 func writeOptimizer(path string, s OptimizerState) error {
+	if s.Optim == OptimAdamW8bit {
+		return writeOptimizer8(path, s)
+	}
 	ts := make(map[string]checkpoint.Tensor, 2*len(s.Params))
 	for _, p := range s.Params {
 		n := 1
@@ -277,6 +288,78 @@ func writeOptimizer(path string, s OptimizerState) error {
 	return checkpoint.WriteSafetensors(path, ts, meta)
 }
 
+// writeOptimizer8 writes an 8-bit state as bitsandbytes' state dict holds it: per parameter
+// <name>.state1 and .state2 (U8 codes of the parameter's shape: the device's word padding, codes
+// of zero, is dropped) and .absmax1 and .absmax2 (F32 block scales); the metadata holds the step
+// and the blocksize.
+func writeOptimizer8(path string, s OptimizerState) error {
+	ts := make(map[string]checkpoint.Tensor, 4*len(s.Params))
+	meta := map[string]string{"format": "pt", "optimizer": OptimAdamW8bit, "step": strconv.Itoa(s.Step),
+		"blocksize": strconv.Itoa(engine.Optim8Block)}
+	for _, p := range s.Params {
+		n := engine.Shape(p.Shape).Numel()
+		nb, n4 := engine.Optim8Blocks(n), engine.Optim8Codes(n)
+		if len(p.Shape) == 0 || len(p.Q) != 2*n4 || len(p.Absmax) != 2*nb {
+			return fmt.Errorf("optimizer state %s: %d codes and %d scales for shape %v", p.Name, len(p.Q), len(p.Absmax), p.Shape)
+		}
+		if _, dup := ts[p.Name+state1Suffix]; dup {
+			return fmt.Errorf("optimizer state: parameter %s appears twice", p.Name)
+		}
+		shape := append([]int(nil), p.Shape...)
+		ts[p.Name+state1Suffix] = checkpoint.Tensor{DType: "U8", Shape: shape, Data: p.Q[:n]}
+		ts[p.Name+state2Suffix] = checkpoint.Tensor{DType: "U8", Shape: shape, Data: p.Q[n4 : n4+n]}
+		ts[p.Name+absmax1Suffix] = checkpoint.FromFloat32(p.Absmax[:nb], []int{nb})
+		ts[p.Name+absmax2Suffix] = checkpoint.FromFloat32(p.Absmax[nb:], []int{nb})
+	}
+	return checkpoint.WriteSafetensors(path, ts, meta)
+}
+
+// readOptimizer8 reads writeOptimizer8's file.
+func readOptimizer8(path string, f *checkpoint.File, s OptimizerState) (OptimizerState, error) {
+	if bs := f.Metadata["blocksize"]; bs != strconv.Itoa(engine.Optim8Block) {
+		return OptimizerState{}, fmt.Errorf("%s: 8-bit blocksize %q, want %d", path, bs, engine.Optim8Block)
+	}
+	names := f.Names()
+	sort.Strings(names)
+	for _, name := range names {
+		if !strings.HasSuffix(name, state1Suffix) {
+			continue
+		}
+		base := strings.TrimSuffix(name, state1Suffix)
+		s1, _ := f.Tensor(name)
+		shape := append([]int(nil), s1.Shape...)
+		if len(shape) == 0 || s1.DType != "U8" {
+			return OptimizerState{}, fmt.Errorf("%s: %s is %s%v, want U8 of the parameter's shape", path, name, s1.DType, s1.Shape)
+		}
+		n := int(s1.Numel()) // the reader checked the data's length against the shape
+		nb, n4 := engine.Optim8Blocks(n), engine.Optim8Codes(n)
+		ps := ParamState{Name: base, Shape: shape, Q: zeroCodes(n)}
+		for k, suf := range []string{state1Suffix, state2Suffix, absmax1Suffix, absmax2Suffix} {
+			t, ok := f.Tensor(base + suf)
+			if k < 2 {
+				if !ok || t.DType != "U8" || fmt.Sprint(t.Shape) != fmt.Sprint(shape) {
+					return OptimizerState{}, fmt.Errorf("%s: %s%s is missing or not U8%v", path, base, suf, shape)
+				}
+				copy(ps.Q[k*n4:], t.Data)
+				continue
+			}
+			if !ok || t.DType != "F32" || len(t.Shape) != 1 || t.Shape[0] != nb {
+				return OptimizerState{}, fmt.Errorf("%s: %s%s is missing or not F32[%d]", path, base, suf, nb)
+			}
+			v, err := checkpoint.ToFloat32(t)
+			if err != nil {
+				return OptimizerState{}, fmt.Errorf("%s: %s: %w", path, base, err)
+			}
+			ps.Absmax = append(ps.Absmax, v...)
+		}
+		s.Params = append(s.Params, ps)
+	}
+	if 4*len(s.Params) != len(names) {
+		return OptimizerState{}, fmt.Errorf("%s: %d tensors for %d parameters (each needs state1, state2, absmax1 and absmax2)", path, len(names), len(s.Params))
+	}
+	return s, nil
+}
+
 func readOptimizer(path string) (OptimizerState, error) {
 	f, err := checkpoint.OpenSafetensors(path)
 	if err != nil {
@@ -286,6 +369,13 @@ func readOptimizer(path string) (OptimizerState, error) {
 	var s OptimizerState
 	if s.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil || s.Step < 0 {
 		return OptimizerState{}, fmt.Errorf("%s: metadata step %q is not a step count", path, f.Metadata["step"])
+	}
+	switch s.Optim = cmp.Or(f.Metadata["optimizer"], OptimAdamW); s.Optim {
+	case OptimAdamW8bit:
+		return readOptimizer8(path, f, s)
+	case OptimAdamW:
+	default:
+		return OptimizerState{}, fmt.Errorf("%s: optimizer %q is not adamw or adamw8bit", path, s.Optim)
 	}
 	names := f.Names()
 	sort.Strings(names)

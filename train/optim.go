@@ -1,11 +1,13 @@
 package train
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // Param is one trainable parameter: an f32 tensor and the name it is saved under.
@@ -21,7 +23,29 @@ type AdamWConfig struct {
 	Beta1, Beta2, Eps, WeightDecay float32
 	// MaxGradNorm clips the global L2 norm of the gradients to this value; 0 disables clipping.
 	MaxGradNorm float32
+	// EightBit stores both moments blockwise in 8 bits, as bitsandbytes' AdamW8bit does
+	// (engine.AdamW8bitStep): a quarter of the f32 state's memory. Unlike bitsandbytes, small
+	// tensors are quantized too (it keeps tensors under 4096 values in f32): LoRA's are small.
+	EightBit bool
+	// Paged keeps the optimizer state in host memory: each step streams it to the device one
+	// layer at a time for the update and back (see pager). On the CPU backend, whose device
+	// memory is host memory, it changes nothing.
+	Paged bool
 }
+
+// Name is the optimizer's name as --optim spells it: "adamw" or "adamw8bit".
+func (c AdamWConfig) Name() string {
+	if c.EightBit {
+		return OptimAdamW8bit
+	}
+	return OptimAdamW
+}
+
+// The optimizers --optim names.
+const (
+	OptimAdamW     = "adamw"
+	OptimAdamW8bit = "adamw8bit"
+)
 
 // DefaultAdamW is transformers' TrainingArguments default: betas (0.9, 0.999), eps 1e-8, no
 // weight decay, gradients clipped to norm 1.
@@ -65,10 +89,17 @@ type AdamW struct {
 	b      engine.Backend
 	cfg    AdamWConfig
 	params []Param
-	m, v   []*engine.Tensor
+	// m, v are the f32 moments; with EightBit, q and absmax hold them instead (both moments'
+	// codes in one u8 tensor, their block scales in one f32 tensor) and qmap the two codes.
+	m, v      []*engine.Tensor
+	q, absmax []*engine.Tensor
+	qmap      *engine.Tensor
 	// ctl is the control vector the host writes before each update: lr, scale, step number.
-	ctl  *engine.Tensor
-	step int
+	ctl *engine.Tensor
+	// pager streams the state from host memory, layer by layer (Paged, on a GPU backend); the
+	// state tensors then live on its host backend.
+	pager *pager
+	step  int
 	// alone is the update compiled by itself, for Step.
 	alone *optimProgram
 }
@@ -87,9 +118,11 @@ type OptimGraph struct {
 	Status *engine.Node
 	// Updates are the in-place outputs (parameters and moments): a program must list them as
 	// outputs for the update to run.
-	Updates []*engine.Node
-	m, v    []*engine.Node
-	ctl     *engine.Node
+	Updates   []*engine.Node
+	m, v      []*engine.Node
+	q, absmax []*engine.Node
+	qmap      *engine.Node
+	ctl       *engine.Node
 }
 
 // NewAdamW allocates zeroed moments for params on b.
@@ -101,6 +134,11 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		return nil, errors.New("adamw: no parameters")
 	}
 	o := &AdamW{b: b, cfg: cfg, params: params}
+	sb := b // where the state lives
+	if cfg.Paged && b.Device().Backend != "cpu" {
+		o.pager = newPager(params)
+		sb = o.pager.host
+	}
 	seen := map[string]bool{}
 	for _, p := range params {
 		if p.Tensor == nil || p.Tensor.DType() != engine.F32 {
@@ -112,8 +150,25 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 			return nil, fmt.Errorf("adamw: parameter name %q is empty or repeated", p.Name)
 		}
 		seen[p.Name] = true
+		if cfg.EightBit {
+			q, absmax := o.state8Shapes(p)
+			// Zero scales: zero moments. Codes of zero throughout, as the kernel writes padding.
+			qt, err := engine.FromBytes(sb, engine.U8, q, zeroCodes(p.Tensor.Shape().Numel()))
+			if err != nil {
+				o.Close()
+				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
+			}
+			o.q = append(o.q, qt)
+			at, err := zeros(sb, absmax)
+			if err != nil {
+				o.Close()
+				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
+			}
+			o.absmax = append(o.absmax, at)
+			continue
+		}
 		for _, dst := range []*[]*engine.Tensor{&o.m, &o.v} {
-			t, err := zeros(b, p.Tensor.Shape())
+			t, err := zeros(sb, p.Tensor.Shape())
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("adamw: %s: %w", p.Name, err)
@@ -122,12 +177,75 @@ func NewAdamW(b engine.Backend, params []Param, cfg AdamWConfig) (*AdamW, error)
 		}
 	}
 	var err error
+	if cfg.EightBit {
+		codes := append(append([]float32(nil), quant.DynamicCode[:]...), quant.DynamicCodeUnsigned[:]...)
+		if o.qmap, err = engine.FromFloat32(b, engine.Shape{len(codes)}, codes); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("adamw: %w", err)
+		}
+	}
 	if o.ctl, err = zeros(b, engine.Shape{engine.CtlLen}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("adamw: %w", err)
 	}
 	return o, nil
 }
+
+// state8Shapes are the shapes of p's 8-bit state: both moments' codes (each padded to whole
+// words), and their block scales.
+func (o *AdamW) state8Shapes(p Param) (q, absmax engine.Shape) {
+	n := p.Tensor.Shape().Numel()
+	return engine.Shape{2 * engine.Optim8Codes(n)}, engine.Shape{2 * engine.Optim8Blocks(n)}
+}
+
+// zeroCodes is the 8-bit state of n zero moments' codes: each moment's code of 0, padding included.
+func zeroCodes(n int) []byte {
+	n4 := engine.Optim8Codes(n)
+	q := make([]byte, 2*n4)
+	z1, z2 := quant.Quantize8(&quant.DynamicCode, 0), quant.Quantize8(&quant.DynamicCodeUnsigned, 0)
+	for i := range n4 {
+		q[i], q[n4+i] = z1, z2
+	}
+	return q
+}
+
+// StateBytes is the device memory the optimizer state takes: the moments (or their codes and
+// scales) and, for 8 bits, the codes' tables; paged, the staging buffers of one layer's state.
+func (o *AdamW) StateBytes() int64 {
+	var n int64
+	if o.qmap != nil {
+		n += o.qmap.Meta().Bytes()
+	}
+	if o.pager != nil {
+		return n + o.pager.stagingBytes()
+	}
+	return n + o.HostStateBytes()
+}
+
+// HostStateBytes is the size of the whole state (in host memory when paged).
+func (o *AdamW) HostStateBytes() int64 {
+	var n int64
+	for _, t := range o.stateTensors() {
+		n += t.Meta().Bytes()
+	}
+	return n
+}
+
+// stateTensors are the state's tensors: m and v, or q and absmax, by parameter.
+func (o *AdamW) stateTensors() []*engine.Tensor {
+	return append(append(append(append([]*engine.Tensor(nil), o.m...), o.v...), o.q...), o.absmax...)
+}
+
+// MovedBytes is the state streamed between host and device by the last step (paged; else 0).
+func (o *AdamW) MovedBytes() int64 {
+	if o.pager == nil {
+		return 0
+	}
+	return o.pager.moved
+}
+
+// Config is the optimizer's configuration.
+func (o *AdamW) Config() AdamWConfig { return o.cfg }
 
 func zeros(b engine.Backend, shape engine.Shape) (*engine.Tensor, error) {
 	return engine.FromFloat32(b, shape, make([]float32, shape.Numel()))
@@ -141,15 +259,22 @@ func (o *AdamW) StepCount() int { return o.step }
 
 // Close frees the moments and the control vector; the parameters stay with their owner.
 func (o *AdamW) Close() {
+	if o.pager != nil {
+		o.pager.close()
+	}
 	if o.alone != nil {
 		o.alone.p.Release()
 		o.alone.loss.Release()
 		o.alone = nil
 	}
-	for _, t := range append(o.m, o.v...) {
+	for _, t := range append(append(append(o.m, o.v...), o.q...), o.absmax...) {
 		t.Release()
 	}
-	o.m, o.v = nil, nil
+	o.m, o.v, o.q, o.absmax = nil, nil, nil, nil
+	if o.qmap != nil {
+		o.qmap.Release()
+		o.qmap = nil
+	}
 	if o.ctl != nil {
 		o.ctl.Release()
 		o.ctl = nil
@@ -164,21 +289,15 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 		return nil, fmt.Errorf("adamw: %d parameters and %d gradients for %d parameters", len(params), len(grads), len(o.params))
 	}
 	og := &OptimGraph{ctl: g.Input("optim.ctl", engine.F32, engine.Shape{engine.CtlLen})}
+	if o.pager != nil {
+		return nil, fmt.Errorf("adamw: a paged optimizer updates layer by layer (Step), not inside a step program")
+	}
 	og.Status = g.ClipStatus(loss, g.SumSquaresN(grads...), og.ctl, o.cfg.MaxGradNorm)
-	for i, p := range o.params {
-		m := g.Input("optim.m."+p.Name, engine.F32, p.Tensor.Shape())
-		v := g.Input("optim.v."+p.Name, engine.F32, p.Tensor.Shape())
-		og.m, og.v = append(og.m, m), append(og.v, v)
-		wd := o.cfg.WeightDecay
-		if p.NoDecay {
-			wd = 0
-		}
-		gi := grads[i]
-		if !gi.Shape().Equal(p.Tensor.Shape()) {
-			gi = g.Reshape(gi, p.Tensor.Shape()...)
-		}
-		op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
-		og.Updates = append(og.Updates, g.Apply(op, params[i], gi, m, v, og.Status, og.ctl)...)
+	if o.cfg.EightBit {
+		og.qmap = g.Input("optim.qmap", engine.F32, o.qmap.Shape())
+	}
+	for i := range o.params {
+		o.recordParam(g, og, i, params[i], grads[i])
 	}
 	if err := g.Err(); err != nil {
 		return nil, fmt.Errorf("adamw: %w", err)
@@ -186,10 +305,52 @@ func (o *AdamW) Record(g *engine.Graph, params, grads []*engine.Node, loss *engi
 	return og, nil
 }
 
+// recordParam adds the update of parameter i (node p, gradient grad) to og: its state as inputs
+// (og.m, og.v or og.q, og.absmax) and the in-place update (og.Updates), reading og.Status,
+// og.ctl and, for 8 bits, og.qmap.
+func (o *AdamW) recordParam(g *engine.Graph, og *OptimGraph, i int, p, grad *engine.Node) {
+	prm := o.params[i]
+	wd := o.cfg.WeightDecay
+	if prm.NoDecay {
+		wd = 0
+	}
+	if !grad.Shape().Equal(prm.Tensor.Shape()) {
+		grad = g.Reshape(grad, prm.Tensor.Shape()...)
+	}
+	if o.cfg.EightBit {
+		qs, as := o.state8Shapes(prm)
+		q := g.Input("optim.q."+prm.Name, engine.U8, qs)
+		a := g.Input("optim.absmax."+prm.Name, engine.F32, as)
+		og.q, og.absmax = append(og.q, q), append(og.absmax, a)
+		op := engine.AdamW8bitStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+		og.Updates = append(og.Updates, g.Apply(op, p, grad, q, a, og.qmap, og.Status, og.ctl)...)
+		return
+	}
+	m := g.Input("optim.m."+prm.Name, engine.F32, prm.Tensor.Shape())
+	v := g.Input("optim.v."+prm.Name, engine.F32, prm.Tensor.Shape())
+	og.m, og.v = append(og.m, m), append(og.v, v)
+	op := engine.AdamWStep{Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, WeightDecay: wd}
+	og.Updates = append(og.Updates, g.Apply(op, p, grad, m, v, og.Status, og.ctl)...)
+}
+
 // Bind binds the moments and the control vector of og's graph in p.
 func (o *AdamW) Bind(p *engine.Program, og *OptimGraph) error {
 	if err := p.Bind(og.ctl, o.ctl); err != nil {
 		return fmt.Errorf("adamw: %w", err)
+	}
+	if o.cfg.EightBit {
+		if err := p.Bind(og.qmap, o.qmap); err != nil {
+			return fmt.Errorf("adamw: %w", err)
+		}
+		for i := range o.params {
+			if err := p.Bind(og.q[i], o.q[i]); err != nil {
+				return fmt.Errorf("adamw: %w", err)
+			}
+			if err := p.Bind(og.absmax[i], o.absmax[i]); err != nil {
+				return fmt.Errorf("adamw: %w", err)
+			}
+		}
+		return nil
 	}
 	for i := range o.params {
 		if err := p.Bind(og.m[i], o.m[i]); err != nil {
@@ -297,6 +458,9 @@ func (o *AdamW) Step(grads []engine.Arg, lr, scale float32) (StepInfo, error) {
 	if err := o.checkGrads(grads); err != nil {
 		return StepInfo{}, fmt.Errorf("adamw: %w", err)
 	}
+	if o.pager != nil {
+		return o.pagedStep(grads, lr, scale)
+	}
 	if o.alone == nil {
 		op, err := o.compileAlone()
 		if err != nil {
@@ -327,23 +491,41 @@ func (o *AdamW) Step(grads []engine.Arg, lr, scale float32) (StepInfo, error) {
 }
 
 // ParamState is one parameter's optimizer state: AdamW's first (M, torch's exp_avg) and second
-// (V, exp_avg_sq) moments.
+// (V, exp_avg_sq) moments, or for the 8-bit optimizer their codes and block scales as the device
+// holds them (Q: the first moment's codes then the second's, each padded to whole words with the
+// code of zero, engine.Optim8Codes; Absmax: the first moment's block scales then the second's).
 type ParamState struct {
-	Name  string
-	Shape []int
-	M, V  []float32
+	Name   string
+	Shape  []int
+	M, V   []float32
+	Q      []byte
+	Absmax []float32
 }
 
 // OptimizerState is everything AdamW needs to resume: the step count and the moments.
 type OptimizerState struct {
+	// Optim is the optimizer's name ("adamw" or "adamw8bit"; empty reads as "adamw").
+	Optim  string
 	Step   int
 	Params []ParamState
 }
 
 // State reads the optimizer state back from the device.
 func (o *AdamW) State() (OptimizerState, error) {
-	s := OptimizerState{Step: o.step, Params: make([]ParamState, len(o.params))}
+	s := OptimizerState{Optim: o.cfg.Name(), Step: o.step, Params: make([]ParamState, len(o.params))}
 	for i, p := range o.params {
+		if o.cfg.EightBit {
+			ps := ParamState{Name: p.Name, Shape: append([]int(nil), p.Tensor.Shape()...)}
+			var err error
+			if ps.Q, err = o.q[i].Bytes(); err != nil {
+				return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
+			}
+			if ps.Absmax, err = o.absmax[i].Float32(); err != nil {
+				return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
+			}
+			s.Params[i] = ps
+			continue
+		}
 		m, err := o.m[i].Float32()
 		if err != nil {
 			return OptimizerState{}, fmt.Errorf("adamw state %s: %w", p.Name, err)
@@ -363,6 +545,9 @@ func (o *AdamW) SetState(s OptimizerState) error {
 	if s.Step < 0 {
 		return fmt.Errorf("adamw: restore: step %d is negative", s.Step)
 	}
+	if kind := cmp.Or(s.Optim, OptimAdamW); kind != o.cfg.Name() {
+		return fmt.Errorf("adamw: restore: the state is %s's, the optimizer is %s", kind, o.cfg.Name())
+	}
 	byName := make(map[string]*ParamState, len(s.Params))
 	for i := range s.Params {
 		byName[s.Params[i].Name] = &s.Params[i]
@@ -376,6 +561,14 @@ func (o *AdamW) SetState(s OptimizerState) error {
 			return fmt.Errorf("adamw: restore: no state for %s", p.Name)
 		}
 		n := p.Tensor.Shape().Numel()
+		if o.cfg.EightBit {
+			qs, as := o.state8Shapes(p)
+			if !engine.Shape(ps.Shape).Equal(p.Tensor.Shape()) || len(ps.Q) != qs.Numel() || len(ps.Absmax) != as.Numel() {
+				return fmt.Errorf("adamw: restore %s: 8-bit state of shape %v (%d codes, %d scales) for a parameter of shape %v",
+					p.Name, ps.Shape, len(ps.Q), len(ps.Absmax), p.Tensor.Shape())
+			}
+			continue
+		}
 		if !engine.Shape(ps.Shape).Equal(p.Tensor.Shape()) || len(ps.M) != n || len(ps.V) != n {
 			return fmt.Errorf("adamw: restore %s: state of shape %v (%d, %d values) for a parameter of shape %v",
 				p.Name, ps.Shape, len(ps.M), len(ps.V), p.Tensor.Shape())
@@ -383,6 +576,15 @@ func (o *AdamW) SetState(s OptimizerState) error {
 	}
 	for i, p := range o.params {
 		ps := byName[p.Name]
+		if o.cfg.EightBit {
+			if err := o.q[i].SetBytes(ps.Q); err != nil {
+				return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
+			}
+			if err := o.absmax[i].SetFloat32(ps.Absmax); err != nil {
+				return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
+			}
+			continue
+		}
 		if err := o.m[i].SetFloat32(ps.M); err != nil {
 			return fmt.Errorf("adamw: restore %s: %w", p.Name, err)
 		}

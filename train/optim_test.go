@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -251,19 +252,31 @@ func TestGradAccumulation(t *testing.T) {
 }
 
 func TestOptimizerStateRoundTrip(t *testing.T) {
+	testOptimizerStateRoundTrip(t, DefaultAdamW())
+}
+
+func TestOptimizer8bitStateRoundTrip(t *testing.T) {
+	cfg := DefaultAdamW()
+	cfg.EightBit = true
+	testOptimizerStateRoundTrip(t, cfg)
+}
+
+// testOptimizerStateRoundTrip: a fresh optimizer restored from another's state (also through a
+// checkpoint file) continues exactly like it.
+func testOptimizerStateRoundTrip(t *testing.T, cfg AdamWConfig) {
 	b := cpu.New()
 	r := rand.New(rand.NewPCG(5, 6))
 	mk := func() []Param {
-		return []Param{{Name: "x", Tensor: tensor(t, b, engine.Shape{4}, []float32{1, 2, 3, 4})}}
+		return []Param{{Name: "x", Tensor: tensor(t, b, engine.Shape{5}, []float32{1, 2, 3, 4, 5})}}
 	}
 	pa, pb := mk(), mk()
-	oa, err := NewAdamW(b, pa, DefaultAdamW())
+	oa, err := NewAdamW(b, pa, cfg)
 	require.NoError(t, err)
 	defer oa.Close()
-	ob, err := NewAdamW(b, pb, DefaultAdamW())
+	ob, err := NewAdamW(b, pb, cfg)
 	require.NoError(t, err)
 	defer ob.Close()
-	g := func() []engine.Arg { return args(tensor(t, b, engine.Shape{4}, randVec(r, 4, 1))) }
+	g := func() []engine.Arg { return args(tensor(t, b, engine.Shape{5}, randVec(r, 5, 1))) }
 	for range 2 {
 		grads := g()
 		_, err := oa.Step(grads, 1e-2, 1)
@@ -273,11 +286,17 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 	}
 	st, err := oa.State()
 	require.NoError(t, err)
+	require.Equal(t, cfg.Name(), st.Optim)
+	path := filepath.Join(t.TempDir(), OptimizerFile)
+	require.NoError(t, writeOptimizer(path, st))
+	read, err := readOptimizer(path)
+	require.NoError(t, err)
+	require.Equal(t, st, read, "the checkpoint file holds the state as it is")
 	// A fresh optimizer restored from the state continues exactly like the original.
-	oc, err := NewAdamW(b, pb, DefaultAdamW())
+	oc, err := NewAdamW(b, pb, cfg)
 	require.NoError(t, err)
 	defer oc.Close()
-	require.NoError(t, oc.SetState(st))
+	require.NoError(t, oc.SetState(read))
 	require.Equal(t, 2, oc.StepCount())
 	grads := g()
 	_, err = oa.Step(grads, 1e-2, 1)
@@ -287,10 +306,13 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 	require.Equal(t, values(t, pa[0].Tensor), values(t, pb[0].Tensor))
 
 	bad := st
-	bad.Params = []ParamState{{Name: "y", Shape: []int{4}, M: make([]float32, 4), V: make([]float32, 4)}}
+	bad.Params = []ParamState{{Name: "y", Shape: []int{5}, M: make([]float32, 5), V: make([]float32, 5)}}
 	require.ErrorContains(t, oc.SetState(bad), "no state for x")
-	bad.Params = []ParamState{{Name: "x", Shape: []int{2, 2}, M: make([]float32, 4), V: make([]float32, 4)}}
+	bad.Params = []ParamState{{Name: "x", Shape: []int{5, 1}, M: make([]float32, 5), V: make([]float32, 5), Q: st.Params[0].Q, Absmax: st.Params[0].Absmax}}
 	require.ErrorContains(t, oc.SetState(bad), "shape")
+	bad = st
+	bad.Optim = map[bool]string{true: OptimAdamW, false: OptimAdamW8bit}[cfg.EightBit]
+	require.ErrorContains(t, oc.SetState(bad), "the optimizer is "+cfg.Name())
 
 	_, err = NewAdamW(b, []Param{{Name: "x", Tensor: pa[0].Tensor}, {Name: "x", Tensor: pa[0].Tensor}}, DefaultAdamW())
 	require.Error(t, err)
@@ -338,16 +360,28 @@ func TestSchedule(t *testing.T) {
 // checks them against the CPU backend: the GPU backend rejects an output that aliases an operand,
 // so this is where a launch sequence that only the CPU tolerates would fail.
 func TestOptimizerOnWebGPU(t *testing.T) {
+	for _, eightBit := range []bool{false, true} {
+		t.Run(map[bool]string{false: OptimAdamW, true: OptimAdamW8bit}[eightBit], func(t *testing.T) {
+			testOptimizerOnWebGPU(t, eightBit)
+		})
+	}
+}
+
+// testOptimizerOnWebGPU runs three accumulated, clipped updates on the CPU and on WebGPU.
+func testOptimizerOnWebGPU(t *testing.T, eightBit bool) {
 	gpu := testdevice.WebGPU(t)
 	run := func(b engine.Backend) ([][]float32, []StepInfo, OptimizerState) {
 		r := rand.New(rand.NewPCG(7, 8))
 		shapes := []engine.Shape{{16, 8}, {33}, {3, 5}}
+		if eightBit { // past one block of 256, the last partial
+			shapes[0] = engine.Shape{40, 9}
+		}
 		var params []Param
 		for i, s := range shapes {
 			params = append(params, Param{Name: fmt.Sprint("p", i), Tensor: tensor(t, b, s, randVec(r, s.Numel(), 1)), NoDecay: i == 1})
 		}
 		cfg := DefaultAdamW()
-		cfg.WeightDecay, cfg.MaxGradNorm = 0.01, 2
+		cfg.WeightDecay, cfg.MaxGradNorm, cfg.EightBit = 0.01, 2, eightBit
 		opt, err := NewAdamW(b, params, cfg)
 		require.NoError(t, err)
 		defer opt.Close()
@@ -385,6 +419,12 @@ func TestOptimizerOnWebGPU(t *testing.T) {
 	require.True(t, wantInfo[2].Clipped, "the test exercises clipping")
 	for i := range wantP {
 		requireClose(t, f64s(wantP[i]), gotP[i], 1e-5, "param")
+		if eightBit {
+			requireClose(t, f64s(wantSt.Params[i].Absmax), gotSt.Params[i].Absmax, 1e-5, "absmax")
+			// The same codes but at a rounding tie (none expected on these inputs).
+			require.Equal(t, wantSt.Params[i].Q, gotSt.Params[i].Q, "codes of %s", wantSt.Params[i].Name)
+			continue
+		}
 		requireClose(t, f64s(wantSt.Params[i].M), gotSt.Params[i].M, 1e-5, "m")
 		requireClose(t, f64s(wantSt.Params[i].V), gotSt.Params[i].V, 1e-5, "v")
 	}

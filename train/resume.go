@@ -51,7 +51,7 @@ func jsonText(v any) string {
 
 // structural are the settings (Config's JSON names) that shape the adapter or the base it
 // trains on: a resumed run must keep them, or it would train one adapter and save another.
-var structural = []string{"model", "method", "rank", "alpha", "rslora", "targets", "quant_blocksize"}
+var structural = []string{"model", "method", "rank", "alpha", "rslora", "targets", "quant_blocksize", "optim"}
 
 // notCompared are settings that say how to start, not what to train.
 var notCompared = []string{"resume", "overwrite", "out"}
@@ -115,6 +115,9 @@ func compareRuns(cfg Config, ck *Checkpoint, a *peft.Adapter, ev *ResumeEvent) e
 			}
 			if k == "model" && samePath(old[k], cur[k]) {
 				continue
+			}
+			if k == "optim" && old[k] == nil && cur[k] == OptimAdamW {
+				continue // a checkpoint from before --optim: f32 AdamW
 			}
 			if slices.Contains(structural, k) {
 				if ia3 && (k == "rank" || k == "alpha" || k == "rslora") {

@@ -53,6 +53,7 @@ func TestResumeRefusesStructuralChanges(t *testing.T) {
 		{func(c *Config) { c.Targets = []string{"q_proj", "v_proj"} }, `targets (checkpoint ["all-linear"], now ["q_proj","v_proj"])`},
 		{func(c *Config) { c.Model = other }, "model (checkpoint"},
 		{func(c *Config) { c.Rank, c.Alpha = 4, 3 }, "alpha (checkpoint 16, now 3)"},
+		{func(c *Config) { c.Optim = OptimAdamW8bit }, `optim (checkpoint "adamw", now "adamw8bit")`},
 	} {
 		c2 := cfg
 		c.edit(&c2)

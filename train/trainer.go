@@ -46,6 +46,18 @@ type Config struct {
 	Schedule    string  `json:"schedule"` // cosine, linear or constant
 	MinLRRatio  float64 `json:"min_lr_ratio"`
 	MaxGradNorm float64 `json:"max_grad_norm"`
+	// Optim is "adamw" (f32 moments; "" reads as it) or "adamw8bit" (bitsandbytes' blockwise
+	// 8-bit moments, a quarter of the memory).
+	Optim string `json:"optim,omitempty"`
+	// MaxMemory bounds the training step's device memory (Memory.Peak): "4GiB", "512MB", a byte
+	// count. The trainer picks gradient checkpointing and the micro-batch (Batch split into
+	// micro-batches, GradAccum raised to keep Batch×GradAccum rows a step) to fit, or fails before
+	// the first step with the bytes it would need. "" is no bound.
+	MaxMemory string `json:"max_memory,omitempty"`
+	// PagedOptim keeps the optimizer state in host memory on GPU backends, streamed to the device
+	// layer by layer for each update (the step then runs as a gradient program and the update);
+	// on the CPU backend, where device memory is host memory, it changes nothing.
+	PagedOptim bool `json:"paged_optim,omitempty"`
 
 	Seed         uint64  `json:"seed"`
 	EvalFraction float64 `json:"eval_fraction"`
@@ -79,7 +91,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Method: "lora", Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{peft.AllLinear},
 		Steps: 100, Batch: 4, Seq: 128, GradAccum: 1, LR: 2e-4, Warmup: 10, Schedule: string(Cosine),
-		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64}
+		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64, Optim: OptimAdamW}
 }
 
 // MaxBatchTokens bounds batch×seq, whatever the model's context: far above what fits a device,
@@ -111,26 +123,37 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: precision %q is not f32, f16 or bf16", c.Precision)
 	case c.LossScale != 0 && (!(c.LossScale >= 1) || math.IsInf(c.LossScale, 0)) || c.LossScaleGrowth < 0:
 		return fmt.Errorf("train: loss_scale %v must be 0 (off) or at least 1, loss_scale_growth not negative", c.LossScale)
+	case c.PagedOptim && c.LossScale != 0:
+		return fmt.Errorf("train: loss scaling with paged optimizer states is not supported yet")
+	case c.Optim != "" && c.Optim != OptimAdamW && c.Optim != OptimAdamW8bit:
+		return fmt.Errorf("train: optim %q is not adamw or adamw8bit", c.Optim)
+	}
+	if c.MaxMemory != "" {
+		if _, err := ParseBytes(c.MaxMemory); err != nil {
+			return fmt.Errorf("train: max_memory: %w", err)
+		}
 	}
 	return c.checkBudget()
 }
 
 // Result is what a run did: the last line `lathe train` prints.
 type Result struct {
-	Steps        int      `json:"steps"`
-	LossStart    float64  `json:"loss_start"`
-	LossEnd      float64  `json:"loss_end"`
-	EvalLoss     *float64 `json:"eval_loss,omitempty"`
-	Perplexity   *float64 `json:"eval_perplexity,omitempty"`
-	Adapter      string   `json:"adapter"`
-	Method       string   `json:"method"`
-	Device       string   `json:"device"`
-	TrainTokens  int64    `json:"train_tokens"`
-	TokensPerS   float64  `json:"tokens_per_s"`
-	PeakBytes    int64    `json:"peak_bytes"`
-	WeightBytes  int64    `json:"weight_bytes"`
-	Params       int64    `json:"trainable_params"`
-	SkippedSteps int      `json:"skipped_steps"`
+	Steps       int      `json:"steps"`
+	LossStart   float64  `json:"loss_start"`
+	LossEnd     float64  `json:"loss_end"`
+	EvalLoss    *float64 `json:"eval_loss,omitempty"`
+	Perplexity  *float64 `json:"eval_perplexity,omitempty"`
+	Adapter     string   `json:"adapter"`
+	Method      string   `json:"method"`
+	Device      string   `json:"device"`
+	TrainTokens int64    `json:"train_tokens"`
+	TokensPerS  float64  `json:"tokens_per_s"`
+	PeakBytes   int64    `json:"peak_bytes"`
+	// Memory is the step's device memory by part, against the floor (ideal buffer reuse).
+	Memory       Memory `json:"memory"`
+	WeightBytes  int64  `json:"weight_bytes"`
+	Params       int64  `json:"trainable_params"`
+	SkippedSteps int    `json:"skipped_steps"`
 	// LossScale is the dynamic loss scale at the end (loss scaling only).
 	LossScale float64 `json:"loss_scale,omitempty"`
 	// Warnings say what a resumed run changed or fell back from (also in the metrics log).
@@ -288,6 +311,7 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 	}
 	ocfg := DefaultAdamW()
 	ocfg.WeightDecay, ocfg.MaxGradNorm = float32(cfg.WeightDecay), float32(cfg.MaxGradNorm)
+	ocfg.EightBit, ocfg.Paged = cfg.Optim == OptimAdamW8bit, cfg.PagedOptim
 	if t.opt, err = NewAdamW(b, AdapterParams(t.Adapter), ocfg); err != nil {
 		return nil, err
 	}
@@ -305,6 +329,9 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		if scaled {
 			return nil, fmt.Errorf("train: loss scaling is not supported with data parallelism")
 		}
+		if cfg.MaxMemory != "" {
+			return nil, fmt.Errorf("train: max_memory is for one process, not a data-parallel job")
+		}
 		// The step stops at the gradients: they are summed over the ranks before the update.
 		if t.dp, err = newDataParallel(comm, cfg.Batch, t.opt.Params(), b); err != nil {
 			return nil, err
@@ -312,16 +339,17 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 		if t.step, err = NewStepGraph(t.Model, t.Adapter, t.dp.hi-t.dp.lo, cfg.Seq, true, cfg.Recompute); err != nil {
 			return nil, err
 		}
-	} else if cfg.GradAccum > 1 {
-		// Micro-batches' gradients are summed, then one update runs by itself.
-		if t.step, err = NewTrainStepWith(t.Model, t.Adapter, cfg.Batch, cfg.Seq, StepOptions{Recompute: cfg.Recompute, LossScaled: scaled}); err != nil {
+	} else if cfg.MaxMemory != "" {
+		if err := t.fitMemory(); err != nil {
 			return nil, err
 		}
-		if t.acc, err = NewGradAccumulator(b, t.step.Params); err != nil {
-			return nil, err
+		if cfg = t.Cfg; cfg.Batch != t.batcher.rows {
+			// The micro-batch changed: batches of its size from the same data.
+			if t.batcher, err = NewBatcher(trainSet, cfg.Batch, cfg.Seq, cfg.Seed); err != nil {
+				return nil, err
+			}
 		}
-	} else if t.step, err = NewTrainStepWith(t.Model, t.Adapter, cfg.Batch, cfg.Seq, StepOptions{Recompute: cfg.Recompute, Optimizer: t.opt, LossScaled: scaled}); err != nil {
-		// One submission a step: the update is part of the step's program.
+	} else if err := t.buildStep(cfg.Batch, cfg.GradAccum, cfg.Recompute); err != nil {
 		return nil, err
 	}
 	if len(evalSet) > 0 && comm.Rank() == 0 {
@@ -435,6 +463,34 @@ func (t *Trainer) Close() {
 
 // StepProgram is the compiled training step (for its peak memory).
 func (t *Trainer) StepProgram() *engine.Program { return t.step.Program }
+
+// Memory is the training step's device memory: weights, adapter, optimizer state, gradients
+// (with their accumulation buffers) and activations, against the floor. The evaluation program
+// runs between steps and is not counted.
+func (t *Trainer) Memory() Memory {
+	var accum int64
+	if t.acc != nil {
+		for _, a := range t.acc.acc {
+			accum += a.Meta().Bytes()
+		}
+	}
+	if t.dp != nil || t.acc != nil {
+		// The update runs as a program of its own after the step's: their buffers add up.
+		mem := stepMemory(t.step.Program, t.Model.WeightBytes(), t.opt.StateBytes(), accum, t.opt.Params())
+		if t.opt.alone != nil {
+			mem.Peak += t.opt.alone.p.PlannedBytes()
+		}
+		if pg := t.opt.pager; pg != nil && pg.status != nil {
+			mem.HostOptimizer, mem.PagedBytesPerStep = t.opt.HostStateBytes(), pg.moved
+			mem.Peak += pg.status.PlannedBytes()
+			for _, p := range pg.progs {
+				mem.Peak += p.p.PlannedBytes()
+			}
+		}
+		return mem
+	}
+	return t.step.Memory(t.Model.WeightBytes())
+}
 
 // Step takes one optimizer step over GradAccum micro-batches. A micro-batch whose loss is not
 // finite is left out; if all are, or the gradient norm is not finite, the step is skipped and the
@@ -667,6 +723,7 @@ func (t *Trainer) Run(ctx context.Context, progress io.Writer) (Result, error) {
 	if ls := t.state.LossScale; ls != nil {
 		res.LossScale = ls.Scale
 	}
+	res.Memory = t.Memory() // after the steps: the accumulated update compiles at the first
 	if math.IsNaN(res.LossEnd) || math.IsNaN(res.LossStart) {
 		return res, fmt.Errorf("train: every step was skipped: the loss is not finite (lower --lr, or check the data)")
 	}

@@ -103,6 +103,7 @@ func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) er
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per micro-batch")
 	f.IntVar(&cfg.Seq, "seq", cfg.Seq, "tokens per sequence (examples are packed)")
 	f.IntVar(&cfg.GradAccum, "grad-accum", cfg.GradAccum, "micro-batches per optimizer step")
+	f.StringVar(&cfg.Optim, "optim", cfg.Optim, "optimizer: adamw (f32 moments) or adamw8bit (bitsandbytes' blockwise 8-bit moments, a quarter of the state memory)")
 	f.Float64Var(&cfg.LR, "lr", cfg.LR, "peak learning rate")
 	f.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "AdamW weight decay")
 	f.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "linear warmup steps")
@@ -120,6 +121,8 @@ func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) er
 	f.Float64Var(&cfg.LossScale, "loss-scale", cfg.LossScale, "dynamic loss scaling from this scale (a power of two; 0: off)")
 	f.IntVar(&cfg.LossScaleGrowth, "loss-scale-growth", cfg.LossScaleGrowth, "clean steps before the loss scale doubles (0: 2000)")
 	f.IntVar(&cfg.RankBudget, "rank-budget", cfg.RankBudget, "prune the LoRA to this many directions in all, by singular value (AdaLoRA's schedule), saved with rank_pattern (0: off)")
+	f.BoolVar(&cfg.PagedOptim, "paged-optim", cfg.PagedOptim, "keep the optimizer state in host memory, streamed to the GPU layer by layer for each update (the CPU backend: no change)")
+	f.StringVar(&cfg.MaxMemory, "max-memory", cfg.MaxMemory, "bound the step's device memory (4GiB, 512MB, bytes): picks gradient checkpointing and the micro-batch to fit, or fails before step 1 with the bytes it needs")
 	return func(cmd *cobra.Command) error {
 		if configFile != "" {
 			raw, err := os.ReadFile(configFile)
@@ -163,6 +166,11 @@ func trainOne(ctx context.Context, w, progress io.Writer, cfg train.Config, devi
 	defer tr.Close()
 	fmt.Fprintf(w, "training %s (%d params) on %s: %d steps of %d×%d tokens\n", cfg.Method, tr.Params(), m.Device(),
 		cfg.Steps, cfg.Batch, cfg.Seq)
+	if cfg.MaxMemory != "" {
+		c := tr.Config()
+		fmt.Fprintf(w, "--max-memory %s: micro-batch %d × %d a step, gradient checkpointing %v\n", cfg.MaxMemory,
+			c.Batch, c.GradAccum, c.Recompute)
+	}
 	tr.ProgressBar = progress
 	res, err := tr.Run(ctx, nil)
 	if err != nil {
@@ -210,6 +218,7 @@ func trainParallel(ctx context.Context, w, progress io.Writer, cfg train.Config,
 func printTrainResult(w io.Writer, res train.Result) error {
 	fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
 		res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
+	fmt.Fprintf(w, "device memory: %s\n", res.Memory)
 	c := res.Communication
 	fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
 		byteSize(c.AllReduceBytes), byteSize(c.FullFineTuneBytes), c.Saving, c.Ranks, 1e3*c.CommSecondsPerStep)

@@ -175,7 +175,7 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Dequantize4, engine.Scale, engine.AddBias,
 		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
 		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
-		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.Accumulate, engine.TopK:
+		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.AdamW8bitStep, engine.Accumulate, engine.TopK:
 		return nil
 	}
 	return fmt.Errorf("the cpu backend has no kernel for %s", op.Name())
@@ -477,6 +477,21 @@ func run(l engine.Launch) error {
 		}
 		kernels.AdamWScaled(f32(out[0]), f32(in[1]), st[engine.StatusCoef], f32(out[1]), f32(out[2]), step,
 			ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	case engine.AdamW8bitStep:
+		st, ctl := f32(in[5]), f32(in[6])
+		if st[engine.StatusSkip] != 0 {
+			return nil
+		}
+		step := int(ctl[engine.CtlStep])
+		if step < 1 {
+			return fmt.Errorf("step %v does not count from 1", ctl[engine.CtlStep])
+		}
+		var c1, c2 [256]float32
+		qmap := f32(in[4])
+		copy(c1[:], qmap[:256])
+		copy(c2[:], qmap[256:])
+		kernels.AdamW8bit(f32(out[0]), f32(in[1]), st[engine.StatusCoef], u8(out[1]), f32(out[2]), &c1, &c2,
+			engine.Optim8Block, step, ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	case engine.TopK:
 		x := in[0].Meta.Shape
 		topK(f32(out[0]), f32(in[0]), x.Rows(), x.Last(), op.K)

@@ -524,6 +524,35 @@ func OpCases() []Case {
 			acc := g.Apply1(engine.Accumulate{}, g.Apply1(engine.Accumulate{Overwrite: true}, b.f32(engine.Shape{5003}, 1), g2), b.f32(engine.Shape{5003}, 1))
 			return append([]*engine.Node{ss, st, acc}, upd...)
 		}),
+		// The 8-bit update (bitsandbytes' blockwise AdamW8bit) from a random state: three
+		// blocks, the last one partial, clipped, with weight decay; then a zero state's first
+		// step (every block's absmax 0). Codes are compared as numbers: one code off at a
+		// rounding tie is a relative error of 1/255, above the tolerance.
+		c("optimizer_step_8bit", 1e-4, func(b *builder) []*engine.Node {
+			const n = 2*engine.Optim8Block + 77 // not a multiple of 4: the moments' codes are padded
+			nb := engine.Optim8Blocks(n)
+			g := b.g
+			qmap := b.vals(append(append([]float32(nil), quant.DynamicCode[:]...), quant.DynamicCodeUnsigned[:]...)...)
+			ctl := b.vals(3e-2, 0.5, 3)
+			grad := b.f32(engine.Shape{n}, 1)
+			st := g.ClipStatus(b.vals(2.75), g.SumSquaresN(grad), ctl, 1)
+			codes := func(zero bool) *engine.Node {
+				raw := make([]byte, 2*engine.Optim8Codes(n))
+				for i := range raw {
+					if !zero {
+						raw[i] = byte(b.r.IntN(256))
+					}
+				}
+				q := g.Input(leafName(len(b.leaves)), engine.U8, engine.Shape{len(raw)})
+				b.leaves = append(b.leaves, Leaf{Node: q, U8: raw})
+				return q
+			}
+			op := engine.AdamW8bitStep{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+			upd := g.Apply(op, b.f32(engine.Shape{n}, 1), grad, codes(false), b.pos(engine.Shape{2 * nb}, 0.01, 1), qmap, st, ctl)
+			zeroAbs := b.vals(make([]float32, 2*nb)...)
+			first := g.Apply(engine.AdamW8bitStep{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, b.f32(engine.Shape{n}, 1), grad, codes(true), zeroAbs, qmap, st, b.vals(1e-2, 1, 1))
+			return append(append([]*engine.Node{st}, upd...), first...)
+		}),
 		// Sampling candidates: the top k of rows longer than a workgroup, with ties (values
 		// rounded to a coarse grid) decided by the lower index, and k = 1 (greedy).
 		c("top_k", 0, func(b *builder) []*engine.Node {

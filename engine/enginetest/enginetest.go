@@ -272,6 +272,13 @@ func readAll(b engine.Backend, p *engine.Program, outs []*engine.Node) ([][]floa
 			if err := b.Read(a.Buf, 0, raw); err != nil {
 				return nil, err
 			}
+			if o.DType() == engine.U8 { // codes (the 8-bit optimizer's), compared as numbers
+				res[i] = make([]float32, len(raw))
+				for k, x := range raw {
+					res[i][k] = float32(x)
+				}
+				continue
+			}
 			res[i] = halfToFloat32(o.DType(), raw)
 			continue
 		}

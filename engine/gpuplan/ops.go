@@ -30,7 +30,7 @@ func Supports(d Device, op engine.Op, in []engine.Meta) error {
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
 		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
-		engine.Dequantize4, engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep,
+		engine.Dequantize4, engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.AdamW8bitStep,
 		engine.Accumulate, engine.TopK:
 		return nil
 	case engine.Unary:
@@ -115,7 +115,8 @@ func (q *planner) launch() error {
 	_, cacheWrite := l.Op.(engine.CacheWrite)
 	_, adamwStep := l.Op.(engine.AdamWStep)
 	_, accumulate := l.Op.(engine.Accumulate)
-	if !adamw && !cacheWrite && !adamwStep && !accumulate {
+	_, adamw8bit := l.Op.(engine.AdamW8bitStep)
+	if !adamw && !cacheWrite && !adamwStep && !accumulate && !adamw8bit {
 		for _, o := range l.Out {
 			for _, x := range l.In {
 				if o.Buf == x.Buf {
@@ -330,6 +331,8 @@ func (q *planner) launch() error {
 		q.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(Params).F(op.MaxNorm), in[0], in[1], in[2], out[0])
 	case engine.AdamWStep:
 		return q.adamwStep(op, l, in, out)
+	case engine.AdamW8bitStep:
+		return q.adamw8bitStep(op, l, in, out)
 	case engine.Accumulate:
 		// In place: out[0] is in[0]'s buffer, bound once as read_write.
 		g, err := q.items(n, WG)

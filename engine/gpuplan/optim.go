@@ -45,3 +45,18 @@ func (q *planner) adamwStep(op engine.AdamWStep, l engine.Launch, in, out []Ref)
 	q.dispatch("adamw_step", []shaders.Const{c("WG", WG)}, g, p, out[0], in[1], out[1], out[2], in[4], in[5])
 	return nil
 }
+
+// adamw8bitStep runs one workgroup per block of engine.Optim8Block values (each invocation owns one
+// u32 word of each moment's codes, which start on words: engine.Optim8Codes); p, the codes and the
+// absmax values are bound read-write once each.
+func (q *planner) adamw8bitStep(op engine.AdamW8bitStep, l engine.Launch, in, out []Ref) error {
+	n := l.In[0].Meta.Shape.Numel()
+	nb := engine.Optim8Blocks(n)
+	g, err := GroupsFor(nb, q.d.maxGroups())
+	if err != nil {
+		return err
+	}
+	p := new(Params).U(n, nb, engine.Optim8Codes(n)/4).F(op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
+	q.dispatch("adamw8bit_step", []shaders.Const{c("WG", engine.Optim8Block/4)}, g, p, out[0], in[1], out[1], out[2], in[4], in[5], in[6])
+	return nil
+}
