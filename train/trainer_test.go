@@ -167,7 +167,9 @@ func TestAdamW8bitMatchesAdamWOnTheDemoTask(t *testing.T) {
 		t.Logf("%s: loss %.4f → %.4f (last 10 steps %.4f), optimizer state %d bytes", optim, res.LossStart, res.LossEnd, losses[optim], stateBytes[optim])
 		require.Less(t, res.LossEnd, 0.5*res.LossStart, "the loss falls")
 	}
-	require.InEpsilon(t, losses[OptimAdamW], losses[OptimAdamW8bit], 0.02, "8-bit final loss against f32's")
+	// "Reaches the f32 optimizer's final loss within 2%": 8-bit may end lower (it did once the
+	// CPU's kernels changed their rounding), never more than 2% higher.
+	require.Less(t, losses[OptimAdamW8bit], 1.02*losses[OptimAdamW], "8-bit final loss against f32's")
 	ratio := float64(stateBytes[OptimAdamW8bit]) / float64(stateBytes[OptimAdamW])
 	require.InDelta(t, 0.25, ratio, 0.02, "8-bit state / f32 state")
 }
