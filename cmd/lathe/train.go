@@ -216,8 +216,12 @@ func trainParallel(ctx context.Context, w, progress io.Writer, cfg train.Config,
 
 // printTrainResult prints a run's summary lines and, last, its result as JSON.
 func printTrainResult(w io.Writer, res train.Result) error {
-	fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s, loss curve %s\n",
-		res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, res.LossCurve)
+	curve := ""
+	if res.LossCurve != "" { // the lite build draws no chart
+		curve = ", loss curve " + res.LossCurve
+	}
+	fmt.Fprintf(w, "loss %.4f → %.4f over %d steps, %.0f tokens/s; adapter in %s%s\n",
+		res.LossStart, res.LossEnd, res.Steps, res.TokensPerS, res.Adapter, curve)
 	fmt.Fprintf(w, "device memory: %s\n", res.Memory)
 	c := res.Communication
 	fmt.Fprintf(w, "all-reduce per step: %s of adapter gradients (full fine-tuning: %s, %.0f× more) over %d ranks, %.2f ms a step\n",
