@@ -37,6 +37,9 @@ var GLSLBuilds = []GLSLBuild{
 	{Name: "qgemv_sg", Source: "qgemv.comp"},
 	{Name: "qgemm_coopmat_nv", Source: "qgemm_coopmat.comp", Defines: []string{"COOP_NV"}},
 	{Name: "qgemm_coopmat_khr", Source: "qgemm_coopmat.comp", Defines: []string{"COOP_KHR"}, Needs: "GL_KHR_cooperative_matrix"},
+	// The coopmat kernel with its matrix operations emulated on shared memory: the tests run it
+	// where no device has cooperative matrices (lavapipe), to check all but those operations.
+	{Name: "qgemm_coopmat_emu", Source: "qgemm_coopmat.comp", Defines: []string{"COOP_EMU"}},
 }
 
 // TargetEnv is the Vulkan version the modules are compiled and validated for (SPIR-V 1.3).

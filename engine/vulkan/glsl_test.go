@@ -364,3 +364,73 @@ func runGEMMF16(t *testing.T, b *Backend, tr [2]bool, m, n, k, lda, ldb int, a16
 	}
 	return got
 }
+
+// coopmatTol is the tolerance of the cooperative-matrix GEMM: x and W are rounded to f16 (a
+// relative 2⁻¹¹ each) before their products, which accumulate in f32.
+const coopmatTol = 4e-3
+
+// The coopmat NF4 GEMM's source compiled with its matrix operations emulated on shared memory
+// (qgemm_coopmat_emu) runs every 4-bit product of the suite on this device (lavapipe in CI: no
+// cooperative matrices) against the CPU: the f16 tiles, the dequantization, both layouts of W,
+// the epilogue (alpha, LoRA, ACC) and the bounds off the 64×64 tiles, all but the three
+// cooperative-matrix calls the NV module makes instead.
+func TestCoopmatKernelEmulated(t *testing.T) {
+	b := openTest(t)
+	if !b.tier.f16 || b.tier.subgroupSize < 8 || 4*b.tier.subgroupSize > b.tier.maxInvocations {
+		if b.d.info.Type == "cpu" {
+			t.Fatalf("lavapipe's tier cannot run the emulated coopmat kernel: %+v", b.tier)
+		}
+		t.Skipf("no f16 or subgroups of 8 or more: %+v", b.tier)
+	}
+	saved := b.tier.coop
+	b.tier.coop = "emu"
+	defer func() { b.tier.coop = saved }()
+	used := map[string]bool{}
+	b.compiled = func(name string, code []uint32) { used[name] = true }
+	ref := cpu.New()
+	n := 0
+	for _, c := range enginetest.Cases(b.Caps().Tiles) {
+		if !strings.Contains(c.Name, "nf4") && !strings.Contains(c.Name, "qmatmul") {
+			continue
+		}
+		c.Tol = max(c.Tol, coopmatTol)
+		n++
+		t.Run(c.Name, func(t *testing.T) { enginetest.Check(t, c, b, ref) })
+	}
+	for _, s := range [][3]int{{70, 130, 96}, {129, 65, 40}, {3, 200, 67}} {
+		c := enginetest.Case{Name: fmt.Sprintf("qgemm/%dx%dx%d", s[0], s[1], s[2]), Tol: coopmatTol, Build: func(g *engine.Graph, r *rand.Rand) ([]enginetest.Leaf, []*engine.Node) {
+			m, nn, k := s[0], s[1], s[2]
+			var leaves []enginetest.Leaf
+			x := g.Input("x", engine.F32, engine.Shape{m, k})
+			xv := make([]float32, m*k)
+			for i := range xv {
+				xv[i] = float32(r.NormFloat64())
+			}
+			raw := make([]byte, (nn*k+1)/2)
+			for i := range raw {
+				raw[i] = byte(r.IntN(256))
+			}
+			packed := g.Input("packed", engine.U8, engine.Shape{len(raw)})
+			nb := (nn*k + 31) / 32
+			am := make([]float32, nb)
+			for i := range am {
+				am[i] = float32(0.05 + r.Float64())
+			}
+			absmax := g.Input("absmax", engine.F32, engine.Shape{nb})
+			leaves = append(leaves, enginetest.Leaf{Node: x, F32: xv}, enginetest.Leaf{Node: packed, U8: raw}, enginetest.Leaf{Node: absmax, F32: am})
+			q := engine.QuantSpec{Type: quant.NF4, Blocksize: 32, N: nn, K: k}
+			dy := g.Input("dy", engine.F32, engine.Shape{m, nn})
+			dyv := make([]float32, m*nn)
+			for i := range dyv {
+				dyv[i] = float32(r.NormFloat64())
+			}
+			leaves = append(leaves, enginetest.Leaf{Node: dy, F32: dyv})
+			return leaves, []*engine.Node{g.QMatMul(x, packed, absmax, q), g.Apply1(engine.QMatMul{Quant: q, TransW: true}, dy, packed, absmax)}
+		}}
+		n++
+		t.Run(c.Name, func(t *testing.T) { enginetest.Check(t, c, b, ref) })
+	}
+	if !used["qgemm_coopmat_emu"] || n < 10 {
+		t.Errorf("the emulated coopmat kernel ran on %d cases (modules: %v)", n, used)
+	}
+}

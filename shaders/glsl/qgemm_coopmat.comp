@@ -7,14 +7,19 @@
 // in f32. The accumulators go through shared memory to an epilogue that checks bounds (no size need
 // be a tile multiple) and applies alpha, the LoRA term and ACC in f32.
 //
-// One source, two compiles: -DCOOP_NV for GL_NV_cooperative_matrix (what NVIDIA drivers expose;
-// what glslang 11.13 knows), -DCOOP_KHR for GL_KHR_cooperative_matrix (AMD RDNA3, Intel, newer
-// NVIDIA) once the generator's glslang knows that extension. Only the macros below differ.
+// One source, three compiles: -DCOOP_NV for GL_NV_cooperative_matrix (what NVIDIA drivers
+// expose; what glslang 11.13 knows), -DCOOP_KHR for GL_KHR_cooperative_matrix (AMD RDNA3, Intel,
+// newer NVIDIA) once the generator's glslang knows that extension, and -DCOOP_EMU, where the
+// matrix types and their load, store and multiply-add are emulated on shared memory by each
+// subgroup's lanes: it runs on any device with f16 and subgroups (lavapipe), so that the tests
+// check everything of this kernel but the three cooperative-matrix calls. Only the macros differ.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
+#if !defined(COOP_EMU)
+#extension GL_KHR_memory_scope_semantics : require
+#endif
 #if defined(COOP_KHR)
 #extension GL_KHR_cooperative_matrix : require
 #define MAT_A coopmat<float16_t, gl_ScopeSubgroup, CM, CK, gl_MatrixUseA>
@@ -23,6 +28,7 @@
 #define LOAD(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define STORE(m, buf, at, stride) coopMatStore(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define MMA(x, y, acc) coopMatMulAdd(x, y, acc)
+#define ZERO_C MAT_C(0.0)
 #elif defined(COOP_NV)
 #extension GL_NV_cooperative_matrix : require
 #define MAT_A fcoopmatNV<16, gl_ScopeSubgroup, CM, CK>
@@ -31,8 +37,21 @@
 #define LOAD(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, false)
 #define STORE(m, buf, at, stride) coopMatStoreNV(m, buf, at, stride, false)
 #define MMA(x, y, acc) coopMatMulAddNV(x, y, acc)
+#define ZERO_C MAT_C(0.0)
+#elif defined(COOP_EMU)
+// A and B stay in shared memory (As, Bs do not change between a load and its products): a
+// "matrix" is its offset and row stride there. An accumulator is spread over the subgroup's lanes,
+// element e = lane + i·subgroup size (at most 32 a lane: subgroups of 8 or more).
+struct EmuC { float v[32]; };
+#define MAT_A uvec2
+#define MAT_B uvec2
+#define MAT_C EmuC
+#define LOAD(m, buf, at, stride) m = uvec2(at, stride)
+#define STORE(m, buf, at, stride) emuStore(m, at, stride)
+#define MMA(x, y, acc) emuMMA(x, y, acc)
+#define ZERO_C emuZero()
 #else
-#error compile with -DCOOP_NV or -DCOOP_KHR
+#error compile with -DCOOP_NV, -DCOOP_KHR or -DCOOP_EMU
 #endif
 
 // The product shape (the planner picks this kernel only where the device lists 16×16×16
@@ -68,6 +87,38 @@ shared float16_t Bs[BK * SB];
 shared float Cs[BM * SC];
 shared float code[16];
 
+#if defined(COOP_EMU)
+EmuC emuZero() {
+    EmuC c;
+    for (uint i = 0u; i < 32u; i++) {
+        c.v[i] = 0.0;
+    }
+    return c;
+}
+
+// emuMMA is acc + A·B for the 16×16 A at x in As and B at y in Bs, f16 products in f32.
+EmuC emuMMA(uvec2 x, uvec2 y, EmuC acc) {
+    for (uint i = 0u; i < CM * CN / gl_SubgroupSize; i++) {
+        uint e = gl_SubgroupInvocationID + i * gl_SubgroupSize;
+        uint r = e / CN;
+        uint c = e % CN;
+        float s = acc.v[i];
+        for (uint k = 0u; k < CK; k++) {
+            s = fma(float(As[x.x + r * x.y + k]), float(Bs[y.x + k * y.y + c]), s);
+        }
+        acc.v[i] = s;
+    }
+    return acc;
+}
+
+void emuStore(EmuC m, uint at, uint stride) {
+    for (uint i = 0u; i < CM * CN / gl_SubgroupSize; i++) {
+        uint e = gl_SubgroupInvocationID + i * gl_SubgroupSize;
+        Cs[at + (e / CN) * stride + e % CN] = m.v[i];
+    }
+}
+#endif
+
 // weight is op(W)(k, n), decoded; zero outside K × N.
 float weight(uint k, uint n) {
     if (k >= P.K || n >= P.N) {
@@ -96,7 +147,7 @@ void main() {
     uint pn = 2u * (sg % 2u);
     MAT_C acc[4];
     for (uint i = 0u; i < 4u; i++) {
-        acc[i] = MAT_C(0.0);
+        acc[i] = ZERO_C;
     }
     barrier();
     bool whole = P.kq % 8u == 0u; // W's rows are whole packed words
