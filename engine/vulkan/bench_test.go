@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkGLSLTier times the kernels the GLSL tier replaces against naga's translation of the
-// WGSL on the same device, interleaved (glsl, then naga, per shape; -count repeats the pair):
+// WGSL on the same device, back to back (glsl, then naga, per shape; -count repeats each):
 // NF4 decode GEMV, NF4 GEMM, f32 GEMM. On a software device (lavapipe) the shapes are small and
 // the figures show only that both paths run.
 //
