@@ -309,3 +309,42 @@ func TestUnknownBackend(t *testing.T) {
 	_, err := Run(context.Background(), Options{Backend: "tpu"})
 	require.ErrorContains(t, err, "unknown backend")
 }
+
+// On Vulkan the kernels the GLSL tier replaces are measured again with the tier off and on WebGPU
+// on the same device, in the same run, and the report has their ratios (lavapipe in CI: flagged
+// as a correctness device).
+func TestQuickRunVulkanTiers(t *testing.T) {
+	tiny := func(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
+		return Sizes{Models: []ModelShape{Tiny}, Kernels: []string{KernelGEMV, KernelGEMM, KernelRMSNorm}, Tokens: 16, Context: 32, Rank: 4,
+			BandwidthElems: 1 << 16, MatmulN: 64, Chain: 1, Replicas: 1,
+			Repeats: Repeats{Warmup: 1, Min: 2, Max: 3, Budget: 10 * time.Millisecond}}
+	}
+	var log bytes.Buffer
+	r, err := Run(context.Background(), Options{Backend: "vulkan", Quick: true, Sizes: tiny, Log: &log, Command: "test", SkipE2E: true})
+	if err != nil || len(r.Backends) == 0 || len(r.Backends[0].Kernels) == 0 {
+		if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+			t.Fatalf("LATHE_REQUIRE_GPU=1: %v\n%s", err, log.String())
+		}
+		t.Skipf("no Vulkan device: %v", err)
+	}
+	be := r.Backends[0]
+	require.Empty(t, be.Errors, log.String())
+	webgpu := false
+	for _, k := range be.Kernels {
+		require.Empty(t, k.Err, k.ID)
+		if k.Kernel == KernelRMSNorm {
+			require.Nil(t, k.NagaTime, "rmsnorm has no GLSL kernel")
+			continue
+		}
+		require.NotNil(t, k.NagaTime, k.ID)
+		require.Positive(t, k.NagaTime.Median, k.ID)
+		webgpu = webgpu || k.WebGPUTime != nil
+	}
+	md := r.Markdown()
+	require.Contains(t, md, "| kernel | model | shape | Vulkan GLSL | Vulkan naga | WebGPU | naga ÷ GLSL | WebGPU ÷ Vulkan |")
+	if be.Device.Type == "cpu" {
+		require.True(t, webgpu, "lavapipe is listed by WebGPU too: its WebGPU time is missing\n%s", log.String())
+		require.Contains(t, md, "software device (lavapipe)")
+	}
+	t.Log(log.String())
+}

@@ -94,6 +94,7 @@ func (r *Report) Markdown() string {
 			w("\n")
 		}
 		writeCPUVariants(w, be)
+		writeGPUVariants(w, be)
 		if len(be.E2E) > 0 {
 			w("End to end through `model.Cache.Step` with the KV cache, step programs compiled once (LoRA adapters: rank 16 on every linear layer, each sequence of the batch with its own):\n\n")
 			w("| run | checkpoint | weights | batch | LoRA adapters | prompt | time to first token | decode tokens/s | per step (min–max) | launches a step | submissions / host reads (bytes) a step |\n")

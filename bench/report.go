@@ -99,7 +99,12 @@ type KernelResult struct {
 	AVX2Time *Stats `json:"avx2_time,omitempty"`
 	// Time1 is the kernel on one thread (CPU only), and Efficiency the parallel efficiency of the
 	// all-thread time: Time1 ÷ (threads × Time).
-	Time1      *Stats  `json:"time_1thread,omitempty"`
+	Time1 *Stats `json:"time_1thread,omitempty"`
+	// NagaTime is the kernel on Vulkan with the GLSL tier off (naga's SPIR-V of the WGSL), and
+	// WebGPUTime the same case on WebGPU on the same device, both measured right after Time in the
+	// same run (Vulkan only, kernels the GLSL tier replaces).
+	NagaTime   *Stats  `json:"naga_time,omitempty"`
+	WebGPUTime *Stats  `json:"webgpu_time,omitempty"`
 	Efficiency float64 `json:"parallel_efficiency,omitempty"`
 	// RefSeconds is the reference's median time on the same shape and RefRatio its time over
 	// lathe's (>1: lathe is faster); both absent when no reference ran on a comparable device.

@@ -239,12 +239,20 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 	for _, m := range s.Models {
 		cases = append(cases, Cases(m, s.Tokens, s.Context, s.Rank, s.Kernels, s.LoRAProjs)...)
 	}
+	var peer engine.Backend // WebGPU on the same device, beside Vulkan
+	if d.Backend == "vulkan" {
+		if peer, err = openWebGPUPeer(br.Device.DeviceInfo); err != nil {
+			fail("webgpu on the same device: %v", err)
+		} else if peer != nil {
+			defer peer.Close()
+		}
+	}
 	for i, c := range cases {
 		if err := kctx.Err(); err != nil {
 			fail("kernels stopped (%v): %d of %d not measured", err, len(cases)-i, len(cases))
 			break
 		}
-		br.Kernels = append(br.Kernels, runCase(be, c, s, br.Ceilings.Roofline, done, br.Kernels, o.Log))
+		br.Kernels = append(br.Kernels, runCase(be, peer, c, s, br.Ceilings.Roofline, done, br.Kernels, o.Log))
 	}
 	if ctx.Err() != nil {
 		return br
@@ -272,8 +280,9 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 	return br
 }
 
-// runCase measures c, or copies an earlier measurement of the same kernel on the same shape.
-func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]string, prev []KernelResult, log io.Writer) KernelResult {
+// runCase measures c, or copies an earlier measurement of the same kernel on the same shape;
+// peer, when set, is WebGPU on the same device as be (Vulkan).
+func runCase(be, peer engine.Backend, c Case, s Sizes, rl Roofline, done map[string]string, prev []KernelResult, log io.Writer) KernelResult {
 	kr := KernelResult{ID: c.ID, Kernel: c.Kernel, Model: c.Model, Proj: c.Proj, Shape: c.Shape, Dims: c.Dims, Flops: c.Flops, Bytes: c.Bytes}
 	// Identical shapes (Mistral-7B and Llama-3-8B share every layer shape) are measured once.
 	key := fmt.Sprintf("%s/%+v", c.Kernel, c.Dims)
@@ -285,6 +294,7 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 			if p.ID == id && p.Err == "" {
 				kr.Time, kr.GPUTime, kr.SameAs = p.Time, p.GPUTime, p.Model
 				kr.ISA, kr.AVX2Time, kr.Time1 = p.ISA, p.AVX2Time, p.Time1
+				kr.NagaTime, kr.WebGPUTime = p.NagaTime, p.WebGPUTime
 				kr.fill(rl)
 				return kr
 			}
@@ -307,6 +317,7 @@ func runCase(be engine.Backend, c Case, s Sizes, rl Roofline, done map[string]st
 		gpuText = " (gpu " + fmtDur(gpu.Median) + ")"
 	}
 	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s%s %9.2f GFLOP/s %8.2f GB/s %5.1f%%\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), gpuText, kr.GFLOPS, kr.GBps, 100*kr.Roofline)
+	measureGPUVariants(be, peer, c, s, &kr, log)
 	return kr
 }
 

@@ -1,4 +1,6 @@
-// Package shaders holds lathe's GPU kernels as source: WGSL for the portable WebGPU tier under wgsl/.
+// Package shaders holds lathe's GPU kernels: WGSL for the portable tier under wgsl/ (WebGPU, and
+// Vulkan through naga), and the Vulkan performance tier's GLSL under glsl/ with its SPIR-V, compiled
+// by go generate, under spv/ (glsl.go).
 //
 // A WGSL kernel file is not a complete module: the backend prepends a header of specialisation
 // constants (`const WG: u32 = 256u;` and the like, chosen from device limits) and the shared helpers
@@ -14,10 +16,10 @@ import (
 	"strings"
 )
 
-//go:embed wgsl/*.wgsl
+//go:embed wgsl/*.wgsl glsl/*.comp glsl/*.glsl spv/*.spv
 var files embed.FS
 
-// FS returns the embedded shader tree (wgsl/*.wgsl), read-only.
+// FS returns the embedded shader tree (wgsl/*.wgsl, glsl/*, spv/*.spv), read-only.
 func FS() fs.FS { return files }
 
 // Common is the name of the WGSL file every kernel is compiled with.

@@ -39,6 +39,9 @@ type Backend struct {
 	d       *device
 	caps    engine.Caps
 	plain   bool // run the base kernel set whatever the caps (the suite runs both)
+	tier    glslTier
+	noGLSL  bool  // run naga's translation of every WGSL kernel (UseGLSL(false))
+	refused error // why the driver refused the tier's features, if it did
 	timeout time.Duration
 	closed  bool
 	lost    bool
@@ -134,10 +137,8 @@ func (b *Backend) init() error {
 	if !found {
 		return fmt.Errorf("no compute queue")
 	}
-	qci := []vk.DeviceQueueCreateInfo{{SType: vk.StructureTypeDeviceQueueCreateInfo, QueueFamilyIndex: b.family, QueueCount: 1, PQueuePriorities: []float32{1}}}
-	var dev vk.Device
-	if err := vkErr("create device", vk.CreateDevice(b.pd, &vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo,
-		QueueCreateInfoCount: 1, PQueueCreateInfos: qci}, nil, &dev)); err != nil {
+	dev, err := b.createDevice()
+	if err != nil {
 		return err
 	}
 	b.dev = dev
@@ -155,7 +156,6 @@ func (b *Backend) init() error {
 	}
 	b.caps = b.d.caps()
 	b.caps.Tiles = b.planDevice().Tiles()
-	var err error
 	if b.fault, err = b.alloc(16, false); err != nil {
 		return fmt.Errorf("fault flag: %w", err)
 	}
@@ -164,6 +164,65 @@ func (b *Backend) init() error {
 	}
 	return nil
 }
+
+// createDevice creates the logical device with one compute queue and what the GLSL tier's kernels
+// need enabled: f16 (VK_KHR_shader_float16_int8, 16-bit storage) and cooperative matrices with the
+// Vulkan memory model, where the device offers them (glslTier). A driver that refuses those gets a
+// plain device, and the tier runs without them.
+func (b *Backend) createDevice() (vk.Device, error) {
+	qci := []vk.DeviceQueueCreateInfo{{SType: vk.StructureTypeDeviceQueueCreateInfo, QueueFamilyIndex: b.family, QueueCount: 1, PQueuePriorities: []float32{1}}}
+	t := b.d.glslTier()
+	var exts []string
+	if t.f16 {
+		exts = append(exts, "VK_KHR_shader_float16_int8", "VK_KHR_16bit_storage")
+	}
+	coop := 0
+	switch t.coop {
+	case "nv":
+		coop = 1
+		exts = append(exts, "VK_KHR_vulkan_memory_model", "VK_NV_cooperative_matrix")
+	case "khr":
+		coop = 2
+		exts = append(exts, "VK_KHR_vulkan_memory_model", "VK_KHR_cooperative_matrix")
+	}
+	var keep []string
+	for _, e := range exts {
+		if b.d.exts[e] {
+			keep = append(keep, e+"\x00")
+		}
+	}
+	next, free := deviceFeatures(t.f16, coop)
+	defer free()
+	var dev vk.Device
+	err := vkErr("create device", vk.CreateDevice(b.pd, &vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo, PNext: next,
+		QueueCreateInfoCount: 1, PQueueCreateInfos: qci, EnabledExtensionCount: uint32(len(keep)), PpEnabledExtensionNames: keep}, nil, &dev))
+	if err == nil {
+		b.tier = t
+		return dev, nil
+	}
+	if next == nil {
+		return nil, err
+	}
+	first := err // kept in b.refused: the tier's f16 and coopmat kernels are off
+	if err := vkErr("create device", vk.CreateDevice(b.pd, &vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo,
+		QueueCreateInfoCount: 1, PQueueCreateInfos: qci}, nil, &dev)); err != nil {
+		return nil, err
+	}
+	t.f16, t.coop = false, ""
+	b.tier, b.refused = t, first
+	return dev, nil
+}
+
+// UseGLSL turns the GLSL tier on (the default) or off: off, every kernel is naga's translation of
+// its WGSL, as on WebGPU (benchmarks compare the two on the same device).
+func (b *Backend) UseGLSL(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.noGLSL = !on
+}
+
+// glslOn reports whether planned commands may run on the GLSL tier.
+func (b *Backend) glslOn() bool { return !b.plain && !b.noGLSL }
 
 // timeoutFromEnv reads LATHE_VULKAN_TIMEOUT (a Go duration). By default a GPU has two minutes; a
 // software device (lavapipe) fifteen: llvmpipe compiles a kernel when it first runs, which for the
@@ -185,8 +244,18 @@ func (b *Backend) planDevice() gpuplan.Device { return b.d.planDevice(b.plain) }
 // Device describes the physical device.
 func (b *Backend) Device() engine.DeviceInfo { return b.d.info }
 
-// Caps reports what the device offers and the tiles the kernels use.
-func (b *Backend) Caps() engine.Caps { return b.caps }
+// Caps reports what the device offers and the tiles the kernels use (the GLSL GEMM's where the
+// GLSL tier is on).
+func (b *Backend) Caps() engine.Caps {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.caps
+	if b.glslOn() {
+		tl := b.tier.gemmTiles()
+		c.Tiles.MatMul = [3]int{tl[0], tl[1], tl[2]}
+	}
+	return c
+}
 
 // Supports reports whether a kernel exists for op with these operands (gpuplan.Supports).
 func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {

@@ -64,6 +64,26 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, sg bool, nSto
 	if err != nil {
 		return nil, err
 	}
+	return b.newPipeline(key, name, code, nil, nStorage, uniform)
+}
+
+// getGLSLPipeline creates (once) the pipeline of a GLSL-tier module with its specialisation
+// constants, with getPipeline's bindings.
+func (b *Backend) getGLSLPipeline(c glslChoice, nStorage int, uniform bool) (*pipeline, error) {
+	key := fmt.Sprintf("%s|%d|%v", c.key(), nStorage, uniform)
+	if p := b.pipes[key]; p != nil {
+		return p, nil
+	}
+	code, err := shaders.SPIRV(c.module)
+	if err != nil {
+		return nil, err
+	}
+	return b.newPipeline(key, c.module, code, &c, nStorage, uniform)
+}
+
+// newPipeline creates and caches under key the pipeline of a SPIR-V module; spec, when set, gives
+// its specialisation constants.
+func (b *Backend) newPipeline(key, name string, code []uint32, spec *glslChoice, nStorage int, uniform bool) (*pipeline, error) {
 	if b.compiled != nil {
 		b.compiled(name, code)
 	}
@@ -96,10 +116,21 @@ func (b *Backend) getPipeline(name string, consts []shaders.Const, sg bool, nSto
 		return nil, err
 	}
 	p.layout = layout
+	stage := vk.PipelineShaderStageCreateInfo{SType: vk.StructureTypePipelineShaderStageCreateInfo, Stage: vk.ShaderStageComputeBit, Module: mod, PName: "main\x00"}
+	if spec != nil && len(spec.spec) > 0 {
+		entries := make([]vk.SpecializationMapEntry, len(spec.spec))
+		for i, s := range spec.spec {
+			entries[i] = vk.SpecializationMapEntry{ConstantID: s.id, Offset: uint32(4 * i), Size: 4}
+		}
+		data := spec.specData()
+		cdata, free := cBytes(data)
+		defer free()
+		stage.PSpecializationInfo = []vk.SpecializationInfo{{MapEntryCount: uint32(len(entries)), PMapEntries: entries, DataSize: uint64(len(data)), PData: cdata}}
+	}
 	pipes := make([]vk.Pipeline, 1)
 	if err := vkErr("create compute pipeline "+name, vk.CreateComputePipelines(b.dev, nil, 1, []vk.ComputePipelineCreateInfo{{
 		SType:  vk.StructureTypeComputePipelineCreateInfo,
-		Stage:  vk.PipelineShaderStageCreateInfo{SType: vk.StructureTypePipelineShaderStageCreateInfo, Stage: vk.ShaderStageComputeBit, Module: mod, PName: "main\x00"},
+		Stage:  stage,
 		Layout: layout,
 	}}, nil, pipes)); err != nil {
 		vk.DestroyPipelineLayout(b.dev, layout, nil)

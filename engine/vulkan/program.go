@@ -165,17 +165,34 @@ func (p *program) plan(dev gpuplan.Device, l engine.Launch, seen map[*buffer]boo
 			p.steps = append(p.steps, step{src: resolve(c.Src).buf, dst: resolve(c.Dst).buf, copyLen: c.CopyBytes})
 			continue
 		}
-		pl, err := b.getPipeline(c.Kernel, c.Consts, c.Subgroups, len(c.Binds), len(c.Params) > 0)
+		pl, grid, err := b.pipelineFor(c)
 		if err != nil {
 			return err
 		}
-		s := step{pipe: pl, params: c.Params, grid: c.Grid}
+		s := step{pipe: pl, params: c.Params, grid: grid}
 		for _, r := range c.Binds {
 			s.binds = append(s.binds, resolve(r))
 		}
 		p.steps = append(p.steps, s)
 	}
 	return nil
+}
+
+// pipelineFor returns the pipeline and grid of a planned dispatch: the GLSL tier's module where it
+// replaces the kernel (glslTier.choose), else naga's translation of the WGSL.
+func (b *Backend) pipelineFor(c gpuplan.Cmd) (*pipeline, [3]uint32, error) {
+	if b.glslOn() {
+		ch, ok, err := b.tier.choose(c)
+		if err != nil {
+			return nil, c.Grid, err
+		}
+		if ok {
+			pl, err := b.getGLSLPipeline(ch, len(c.Binds), len(c.Params) > 0)
+			return pl, ch.grid, err
+		}
+	}
+	pl, err := b.getPipeline(c.Kernel, c.Consts, c.Subgroups, len(c.Binds), len(c.Params) > 0)
+	return pl, c.Grid, err
 }
 
 // record lays the parameters out in one uniform buffer, writes one descriptor set per dispatch

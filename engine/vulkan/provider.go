@@ -2,9 +2,11 @@
 // shim, shim.go). It runs the same plans as engine/webgpu (engine/gpuplan: kernel, variant, grid,
 // parameters, binding order) and the same WGSL kernels, translated to SPIR-V in process by naga
 // (github.com/gogpu/naga, pure Go) when a pipeline is first needed, so every kernel is written
-// once. It owns one compute queue, sub-allocates buffers from large device memory blocks, uploads
-// and reads back through a host-visible staging buffer, records a prepared program's command
-// buffer once and resubmits it, and waits on fences with a timeout (never an unbounded wait).
+// once, except where its GLSL tier (glsl.go: hand-written kernels precompiled to SPIR-V, chosen
+// from the device's queried properties) replaces one. It owns one compute queue, sub-allocates
+// buffers from large device memory blocks, uploads and reads back through a host-visible staging
+// buffer, records a prepared program's command buffer once and resubmits it, and waits on fences
+// with a timeout (never an unbounded wait).
 package vulkan
 
 import (

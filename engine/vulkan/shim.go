@@ -53,6 +53,7 @@ typedef struct { uint32_t sType; void* pNext; uint32_t driverID; char driverName
 typedef struct { uint32_t sType; void* pNext; uint32_t shaderFloat16, shaderInt8; } lathe_f16i8;
 typedef struct { uint32_t sType; void* pNext; uint32_t storageBuffer16BitAccess, uniformAndStorageBuffer16BitAccess, storagePushConstant16, storageInputOutput16; } lathe_storage16;
 typedef struct { uint32_t sType; void* pNext; uint32_t storageBuffer8BitAccess, uniformAndStorageBuffer8BitAccess, storagePushConstant8; } lathe_storage8;
+typedef struct { uint32_t sType; void* pNext; uint32_t a, b, c; } lathe_bools3;
 typedef struct { uint32_t sType; void* pNext; uint32_t M, N, K, A, B, C, D, scope; } lathe_coopnv;
 typedef struct { uint32_t sType; void* pNext; uint32_t M, N, K, A, B, C, R, saturating, scope; } lathe_coopkhr;
 
@@ -63,6 +64,8 @@ typedef struct {
 	char driverName[256];
 	char driverInfo[256];
 	uint32_t f16, int8, storage16, storage8;
+	uint32_t coopFeature;   // cooperativeMatrix (the NV or KHR feature, whichever is listed)
+	uint32_t memoryModel;   // vulkanMemoryModel (cooperative-matrix kernels are compiled for it)
 	uint32_t nCoop;         // shapes written to coop (at most 32)
 	uint32_t coopKHR;       // 1: the shapes are the KHR query's
 	uint32_t coop[32][7];   // M, N, K, A, B, C(accumulator), scope
@@ -90,12 +93,18 @@ static int lathe_vk_query(void* inst, void* pd, int nv, int khr, lathe_query* q)
 	memcpy(q->driverInfo, drv.driverInfo, 256); q->driverInfo[255] = 0;
 	lathe_storage8 s8; memset(&s8, 0, sizeof s8); s8.sType = 1000177000;
 	lathe_storage16 s16; memset(&s16, 0, sizeof s16); s16.sType = 1000083000; s16.pNext = &s8;
+	// VkPhysicalDeviceVulkanMemoryModelFeatures, then the NV (1000249000) or KHR (1000506000)
+	// cooperative-matrix features when the device lists the extension.
+	lathe_bools3 vmm; memset(&vmm, 0, sizeof vmm); vmm.sType = 1000211000; vmm.pNext = &s8;
+	lathe_bools3 cf; memset(&cf, 0, sizeof cf); cf.sType = khr ? 1000506000 : 1000249000; cf.pNext = &vmm;
+	s16.pNext = (khr || nv) ? (void*)&cf : (void*)&vmm;
 	lathe_f16i8 fi; memset(&fi, 0, sizeof fi); fi.sType = 1000082000; fi.pNext = &s16;
 	lathe_feats2* f = calloc(1, sizeof *f); f->sType = 1000059000; f->pNext = &fi;
 	feats2(pd, f);
 	free(f);
 	q->f16 = fi.shaderFloat16; q->int8 = fi.shaderInt8;
 	q->storage16 = s16.storageBuffer16BitAccess; q->storage8 = s8.storageBuffer8BitAccess;
+	q->coopFeature = (khr || nv) ? cf.a : 0; q->memoryModel = vmm.a;
 	if (khr || nv) {
 		const char* name = khr ? "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR" : "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV";
 		lathe_coop_fn coop = (lathe_coop_fn)lathe_gipa(inst, name);
@@ -128,6 +137,25 @@ static int lathe_vk_query(void* inst, void* pd, int nv, int khr, lathe_query* q)
 		}
 	}
 	return 0;
+}
+
+// lathe_device_features allocates the pNext chain of VkDeviceCreateInfo that enables what the GLSL
+// tier's kernels use: shaderFloat16 and storageBuffer16BitAccess (f16), and vulkanMemoryModel with
+// the NV or KHR cooperativeMatrix feature (coop: 1 NV, 2 KHR). *head is the chain's first struct
+// (NULL when nothing is enabled); free the allocation after vkCreateDevice.
+typedef struct { lathe_f16i8 fi; lathe_storage16 s16; lathe_bools3 vmm; lathe_bools3 coop; } lathe_chain;
+static void* lathe_device_features(int f16, int coop, void** head) {
+	lathe_chain* c = calloc(1, sizeof *c);
+	*head = NULL;
+	if (coop) {
+		c->coop.sType = coop == 2 ? 1000506000 : 1000249000; c->coop.a = 1; c->coop.pNext = *head; *head = &c->coop;
+		c->vmm.sType = 1000211000; c->vmm.a = 1; c->vmm.pNext = *head; *head = &c->vmm;
+	}
+	if (f16) {
+		c->s16.sType = 1000083000; c->s16.storageBuffer16BitAccess = 1; c->s16.pNext = *head; *head = &c->s16;
+		c->fi.sType = 1000082000; c->fi.shaderFloat16 = 1; c->fi.pNext = *head; *head = &c->fi;
+	}
+	return c;
 }
 */
 import "C"
@@ -203,6 +231,8 @@ type extended struct {
 	f16, int8      bool
 	storage16      bool
 	storage8       bool
+	coopFeature    bool // cooperativeMatrix may be enabled
+	memoryModel    bool // vulkanMemoryModel may be enabled
 	coop           []coopShape
 }
 
@@ -229,7 +259,8 @@ func query(inst vk.Instance, pd vk.PhysicalDevice, nv, khr bool) (extended, erro
 	}
 	e := extended{subgroupSize: int(q.subgroupSize), subgroupStages: uint32(q.subgroupStages), subgroupOps: uint32(q.subgroupOps),
 		driverName: C.GoString(&q.driverName[0]), driverInfo: C.GoString(&q.driverInfo[0]),
-		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0}
+		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0,
+		coopFeature: q.coopFeature != 0, memoryModel: q.memoryModel != 0}
 	for i := 0; i < int(q.nCoop); i++ {
 		r := q.coop[i]
 		s := coopShape{M: int(r[0]), N: int(r[1]), K: int(r[2]), A: int(r[3]), B: int(r[4]), C: int(r[5]), Scope: int(r[6]), KHR: q.coopKHR != 0}
@@ -237,4 +268,23 @@ func query(inst vk.Instance, pd vk.PhysicalDevice, nv, khr bool) (extended, erro
 		e.coop = append(e.coop, s)
 	}
 	return e, nil
+}
+
+// deviceFeatures is the VkDeviceCreateInfo pNext chain enabling f16 (shaderFloat16 and 16-bit
+// storage) and, with coop 1 (NV) or 2 (KHR), cooperative matrices and the Vulkan memory model; nil
+// when nothing is enabled. free releases it after vkCreateDevice.
+func deviceFeatures(f16 bool, coop int) (next unsafe.Pointer, free func()) {
+	f := C.int(0)
+	if f16 {
+		f = 1
+	}
+	var head unsafe.Pointer
+	c := C.lathe_device_features(f, C.int(coop), &head)
+	return head, func() { C.free(c) }
+}
+
+// cBytes copies b to C memory (a specialisation block handed to the driver); free it after use.
+func cBytes(b []byte) (unsafe.Pointer, func()) {
+	p := C.CBytes(b)
+	return p, func() { C.free(p) }
 }
