@@ -816,14 +816,9 @@ func (o Dropout) Infer(in []Meta) ([]Meta, error) {
 
 // DropoutKeep reports whether element i survives dropout with probability p under seed and salt:
 // the mask every backend reproduces. The hash is a 32-bit integer mix (lowbias32) of the index,
-// seed and salt.
+// seed and salt (Hash32).
 func DropoutKeep(seed int32, salt, i uint32, p float32) bool {
-	h := i*0x9E3779B9 ^ uint32(seed) ^ salt*0x85EBCA6B
-	h ^= h >> 16
-	h *= 0x7feb352d
-	h ^= h >> 15
-	h *= 0x846ca68b
-	h ^= h >> 16
+	h := Hash32(i*0x9E3779B9 ^ uint32(seed) ^ salt*0x85EBCA6B)
 	// The top 24 bits as a uniform number in [0, 1).
 	return float32(h>>8)*(1.0/16777216.0) >= p
 }

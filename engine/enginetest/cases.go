@@ -562,6 +562,22 @@ func OpCases() []Case {
 			}
 			return []*engine.Node{b.g.TopK(x, 40), b.g.TopK(x, 1), b.g.TopK(b.f32(engine.Shape{3, 7}, 1), 7)}
 		}),
+		// Sampling candidates (TopK's Sample): rows ranked by value (greedy, top-k, top-p) beside
+		// rows ranked by their Gumbel score at several temperatures, each with its mass; a row
+		// with NaN and −inf values. The tolerance is the mass's, an f32 sum; an index that differs fails.
+		c("top_k_sample", 1e-5, func(b *builder) []*engine.Node {
+			const rows, v = 5, 613
+			x := b.f32(engine.Shape{rows, v}, 2)
+			xs := b.leaves[len(b.leaves)-1].F32
+			xs[3*v+5], xs[3*v+100], xs[3*v+200] = float32(math.NaN()), float32(math.Inf(-1)), float32(math.Inf(-1))
+			var ctl []int32
+			for r, t := range []float64{1, 0.7, 1.3, 0.9, 2} {
+				gumbel := 1 - int32(r%2) // rows 1 and 3 rank by value
+				ctl = append(ctl, int32(math.Float32bits(float32(1/t))), gumbel, int32(b.r.Uint32()), int32(b.r.Uint32()))
+			}
+			ctlN := b.g.Reshape(b.i32(ctl), rows, engine.SampleCtlWords)
+			return []*engine.Node{b.g.SampleTopK(x, ctlN, 8), b.g.SampleTopK(x, ctlN, 1)}
+		}),
 		// A non-finite gradient skips the update: p, m and v come back as they were.
 		c("optimizer_skip", 0, func(b *builder) []*engine.Node {
 			s := engine.Shape{7, 5}

@@ -326,7 +326,12 @@ func (q *planner) launch() error {
 		if err != nil {
 			return err
 		}
-		q.dispatch("top_k", []shaders.Const{wgc}, g, new(Params).U(x.Rows(), x.Last(), op.K), in[0], out[0])
+		// Without Sample the kernel reads neither ctl nor its score scratch: small stand-ins.
+		ctl, score := q.dummy(), q.temp(16)
+		if op.Sample {
+			ctl, score = in[1], q.temp(int64(x.Numel())*4)
+		}
+		q.dispatch("top_k", []shaders.Const{wgc, c("SAMPLE", op.Sample)}, g, new(Params).U(x.Rows(), x.Last(), op.K), in[0], ctl, score, out[0])
 	case engine.ClipStatus:
 		q.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(Params).F(op.MaxNorm), in[0], in[1], in[2], out[0])
 	case engine.AdamWStep:
