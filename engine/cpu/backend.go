@@ -173,8 +173,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Dequantize4, engine.Scale, engine.AddBias,
-		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
+		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape,
+		engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
 		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.AdamW8bitStep, engine.Accumulate, engine.TopK:
 		return nil
 	}
@@ -411,8 +411,6 @@ func run(l engine.Launch) error {
 		kernels.SumRows(f32(out[0]), f32(in[0]), x.Rows(), x.Last())
 	case engine.Sum:
 		f32(out[0])[0] = float32(kernels.Sum(f32(in[0])))
-	case engine.SumSquares:
-		f32(out[0])[0] = float32(kernels.SumSquares(f32(in[0])))
 	case engine.Expand:
 		v := f32(in[0])[0]
 		y := f32(out[0])
@@ -505,13 +503,6 @@ func run(l engine.Launch) error {
 		} else {
 			kernels.AddScaled(f32(out[0]), f32(in[1]), 1)
 		}
-	case engine.AdamW:
-		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
-		p, m, v := f32(out[0]), f32(out[1]), f32(out[2])
-		copyIfDistinct(p, f32(in[0]))
-		copyIfDistinct(m, f32(in[2]))
-		copyIfDistinct(v, f32(in[3]))
-		kernels.AdamW(p, f32(in[1]), m, v, op.Step, op.LR, op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	default:
 		return fmt.Errorf("no cpu kernel")
 	}
@@ -563,14 +554,6 @@ func gather(y, table []float32, ids []int32, vocab, dim int, pad float32) error 
 		copy(row, table[int(id)*dim:(int(id)+1)*dim])
 	}
 	return nil
-}
-
-// copyIfDistinct copies src into dst unless they are the same memory (the in-place optimizer).
-func copyIfDistinct(dst, src []float32) {
-	if len(dst) > 0 && &dst[0] == &src[0] {
-		return
-	}
-	copy(dst, src)
 }
 
 // outputs maps the outputs of a backward op that computes only the needed gradients onto
