@@ -4,7 +4,7 @@ import "fmt"
 
 // The core op set: what every backend must implement. Everything else is a fast path: a fused or
 // adapter op that a backend may refuse in Supports, and that Compile then rewrites into core ops
-// (see Decomposable). A new backend implements these 30 kernels (Reshape is a view and needs
+// (see Decomposable). A new backend implements these 28 kernels (Reshape is a view and needs
 // none) and passes engine/enginetest.
 //
 //	MatMul, Dequantize4                              matrix products, 4-bit weights decoded
@@ -14,8 +14,8 @@ import "fmt"
 //	Embedding, EmbeddingBackward                     token embeddings, gathers
 //	CrossEntropy, CrossEntropyBackward               the loss
 //	Binary, Scale, DivSqrt                           elementwise (DivSqrt: DoRA's detached norm)
-//	SumRows, SumSquares, Fill                        reductions, constants
-//	Cast, Dropout, AdamW                             conversion, dropout, the optimizer
+//	SumRows, Fill                                    reductions, constants
+//	Cast, Dropout                                    conversion, dropout
 //	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
 //	AdamW8bitStep                                    its 8-bit moments (bitsandbytes' blockwise)
 //	TopK                                             sampling candidates on the device
@@ -26,13 +26,12 @@ import "fmt"
 // LoRABackward (fused LoRA, dense or 4-bit, with dropout), SwiGLU and
 // SwiGLUBackward, the adapter pool's GatherLoRA and GatherScaleCols, and the broadcasts and
 // reductions with a plain formulation: ScaleCols, ScaleColsBackward, AddBias, Sum, Expand and
-// SoftmaxBackward. (Scale, SumSquares, Binary and AdamW stay core: the optimizer launches them
-// directly.)
+// SoftmaxBackward.
 var coreOps = []string{"matmul", "dequantize4", "rmsnorm", "rmsnorm_backward", "rope", "attention",
 	"attention_backward", "cache_write", "silu", "silu_backward", "softmax",
 	"embedding", "embedding_backward", "cross_entropy", "cross_entropy_backward", "add", "mul",
-	"scale", "div_sqrt", "sum_rows", "sum_squares", "fill", "cast_f32", "cast_f16", "cast_bf16", "dropout",
-	"adamw", "reshape", "sum_squares_n", "clip_status", "adamw_step", "adamw8bit_step", "accumulate", "top_k"}
+	"scale", "div_sqrt", "sum_rows", "fill", "cast_f32", "cast_f16", "cast_bf16", "dropout",
+	"reshape", "sum_squares_n", "clip_status", "adamw_step", "adamw8bit_step", "accumulate", "top_k"}
 
 // IsCore reports whether op belongs to the core op set every backend implements.
 func IsCore(op Op) bool {

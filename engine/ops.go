@@ -761,35 +761,6 @@ func (o Reshape) Infer(in []Meta) ([]Meta, error) {
 	return []Meta{{o.Shape.Clone(), in[0].DType}}, nil
 }
 
-// AdamW is torch.optim.AdamW's update, in place: operands p, g, m, v (all f32 of one shape) and
-// outputs p, m, v written over the operands' buffers. It runs outside graphs, from the optimizer.
-type AdamW struct {
-	Step                               int
-	LR, Beta1, Beta2, Eps, WeightDecay float32
-}
-
-func (AdamW) Name() string { return "adamw" }
-
-func (AdamW) Infer(in []Meta) ([]Meta, error) {
-	if _, err := sameF32(in, 4); err != nil {
-		return nil, err
-	}
-	return []Meta{in[0], in[0], in[0]}, nil
-}
-
-// SumSquares reduces x to y: [1] = Σ x², the building block of gradient-norm clipping. A non-finite
-// element makes the result non-finite.
-type SumSquares struct{}
-
-func (SumSquares) Name() string { return "sum_squares" }
-
-func (SumSquares) Infer(in []Meta) ([]Meta, error) {
-	if err := wantN(in, 1); err != nil {
-		return nil, err
-	}
-	return []Meta{{Shape{1}, F32}}, want(in[0], F32, "x")
-}
-
 // Dropout zeroes each element of x with probability P and scales the rest by 1/(1−P). The mask is
 // a pure function of (seed, Salt, element index) — a counter-based hash every backend computes the
 // same way — so the backward pass and a recomputed forward see the same mask, and ops with other
@@ -816,14 +787,9 @@ func (o Dropout) Infer(in []Meta) ([]Meta, error) {
 
 // DropoutKeep reports whether element i survives dropout with probability p under seed and salt:
 // the mask every backend reproduces. The hash is a 32-bit integer mix (lowbias32) of the index,
-// seed and salt.
+// seed and salt (Hash32).
 func DropoutKeep(seed int32, salt, i uint32, p float32) bool {
-	h := i*0x9E3779B9 ^ uint32(seed) ^ salt*0x85EBCA6B
-	h ^= h >> 16
-	h *= 0x7feb352d
-	h ^= h >> 15
-	h *= 0x846ca68b
-	h ^= h >> 16
+	h := Hash32(i*0x9E3779B9 ^ uint32(seed) ^ salt*0x85EBCA6B)
 	// The top 24 bits as a uniform number in [0, 1).
 	return float32(h>>8)*(1.0/16777216.0) >= p
 }

@@ -151,7 +151,7 @@ type Seq struct {
 
 // Step feeds each sequence's tokens at its positions, writes their keys and values into its slot,
 // and returns the logits of each sequence's last fed token, [len(seqs)·vocab].
-func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false, 0) }
+func (c *Cache) Step(seqs []Seq) ([]float32, error) { return c.step(seqs, false, 0, nil) }
 
 // StepTopK is Step returning, instead of the logits, each sequence's k largest logits with their
 // token ids: [len(seqs)·k·2] as (logit, id) pairs, best first, ties by the lower id (engine.TopK),
@@ -161,12 +161,27 @@ func (c *Cache) StepTopK(seqs []Seq, k int) ([]float32, error) {
 	if k < 1 || k > c.m.Cfg.VocabSize {
 		return nil, fmt.Errorf("step: top %d of a vocabulary of %d", k, c.m.Cfg.VocabSize)
 	}
-	return c.step(seqs, false, k)
+	return c.step(seqs, false, k, nil)
+}
+
+// StepSample is StepTopK with engine.TopK's sampling control: ctl holds engine.SampleCtlWords
+// words a sequence (1/T, the Gumbel flag and keys), and each sequence's k+1 pairs come back,
+// [len(seqs)·(k+1)·2]: its k candidates (by logit, or by Gumbel score for a Gumbel row) and then
+// (mass, 0), mass = Σ exp((logit − max)/T) over the vocabulary. Top-p and temperature sampling
+// decode from these without reading the vocabulary back.
+func (c *Cache) StepSample(seqs []Seq, k int, ctl []int32) ([]float32, error) {
+	if k < 1 || k > c.m.Cfg.VocabSize {
+		return nil, fmt.Errorf("step: top %d of a vocabulary of %d", k, c.m.Cfg.VocabSize)
+	}
+	if len(ctl) != len(seqs)*engine.SampleCtlWords {
+		return nil, fmt.Errorf("step: %d sampling control words for %d sequences, want %d a sequence", len(ctl), len(seqs), engine.SampleCtlWords)
+	}
+	return c.step(seqs, false, k, ctl)
 }
 
 // StepAll is Step returning the logits of every fed token, [len(seqs)·n·vocab], sequence-major;
 // every sequence must feed the same number of tokens, n.
-func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true, 0) }
+func (c *Cache) StepAll(seqs []Seq) ([]float32, error) { return c.step(seqs, true, 0, nil) }
 
 // stepProgram is a compiled step with its per-step inputs, kept for reuse: a step's graph depends
 // only on the number of sequences and tokens and on the adapters' signatures, not on slots,
@@ -178,11 +193,12 @@ type stepProgram struct {
 	p                   *engine.Program
 	ids, pos, rows, sel *engine.Node
 	last, selLast       *engine.Node
+	ctl                 *engine.Node // TopK's sampling control, when sampling on the device
 	logits              *engine.Node
 	inputs              map[*engine.Node]*engine.Tensor
 }
 
-func (c *Cache) step(seqs []Seq, all bool, topK int) ([]float32, error) {
+func (c *Cache) step(seqs []Seq, all bool, topK int, ctl []int32) ([]float32, error) {
 	if c.K == nil {
 		return nil, fmt.Errorf("step: the cache was released")
 	}
@@ -247,7 +263,7 @@ func (c *Cache) step(seqs []Seq, all bool, topK int) ([]float32, error) {
 		}
 		c.dropOldPooled()
 	}
-	sp, err := c.program(len(seqs), width, all, topK, adapters, rowwise, kvLen)
+	sp, err := c.program(len(seqs), width, all, topK, ctl != nil, adapters, rowwise, kvLen)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
 	}
@@ -269,7 +285,7 @@ func (c *Cache) step(seqs []Seq, all bool, topK int) ([]float32, error) {
 		}
 		last[b], selLast[b] = int32(b*width+len(s.IDs)-1), slotOf[b]
 	}
-	for node, v := range map[*engine.Node][]int32{sp.ids: ids, sp.pos: pos, sp.rows: rows, sp.sel: sel, sp.last: last, sp.selLast: selLast} {
+	for node, v := range map[*engine.Node][]int32{sp.ids: ids, sp.pos: pos, sp.rows: rows, sp.sel: sel, sp.last: last, sp.selLast: selLast, sp.ctl: ctl} {
 		if node == nil {
 			continue
 		}
@@ -325,9 +341,9 @@ func distinctAdapters(seqs []Seq) ([]Adapter, []int32) {
 
 // program returns the compiled step for batch sequences of width tokens with these adapters
 // (rowwise: each on its own rows), compiling it on first use.
-func (c *Cache) program(batch, width int, all bool, topK int, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+func (c *Cache) program(batch, width int, all bool, topK int, sample bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
 	var key strings.Builder
-	fmt.Fprintf(&key, "%d×%d all=%v top=%d", batch, width, all, topK)
+	fmt.Fprintf(&key, "%d×%d all=%v top=%d sample=%v", batch, width, all, topK, sample)
 	if rowwise {
 		fmt.Fprintf(&key, " pool=%d", c.pool.gen)
 	} else if len(adapters) == 1 {
@@ -342,10 +358,10 @@ func (c *Cache) program(batch, width int, all bool, topK int, adapters []Adapter
 		c.lru.MoveToFront(e)
 		return e.Value.(*stepProgram), nil
 	}
-	return c.compile(key.String(), batch, width, all, topK, adapters, rowwise, kvLen)
+	return c.compile(key.String(), batch, width, all, topK, sample, adapters, rowwise, kvLen)
 }
 
-func (c *Cache) compile(key string, batch, width int, all bool, topK int, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
+func (c *Cache) compile(key string, batch, width int, all bool, topK int, sample bool, adapters []Adapter, rowwise bool, kvLen int) (*stepProgram, error) {
 	m := c.m
 	g := engine.NewGraph()
 	mg := m.Declare(g)
@@ -389,8 +405,12 @@ func (c *Cache) compile(key string, batch, width int, all bool, topK int, adapte
 		}
 	}
 	sp.logits = mg.ForwardCached(sp.ids, sp.pos, batch, width, lin, kv, sp.last)
-	if topK > 0 {
-		sp.logits = g.TopK(sp.logits, topK) // the candidates are the step's only output
+	switch {
+	case topK > 0 && sample:
+		sp.ctl = g.Input("sample.ctl", engine.I32, engine.Shape{batch, engine.SampleCtlWords})
+		sp.logits = g.SampleTopK(sp.logits, sp.ctl, topK) // the candidates are the step's only output
+	case topK > 0:
+		sp.logits = g.TopK(sp.logits, topK)
 	}
 	p, err := engine.Compile(g, m.Backend, []*engine.Node{sp.logits}, engine.CompileOptions{})
 	if err != nil {
@@ -420,7 +440,7 @@ func (c *Cache) compile(key string, batch, width int, all bool, topK int, adapte
 			return fail(err)
 		}
 	}
-	for _, node := range []*engine.Node{sp.ids, sp.pos, sp.rows, sp.sel, sp.last, sp.selLast} {
+	for _, node := range []*engine.Node{sp.ids, sp.pos, sp.rows, sp.sel, sp.last, sp.selLast, sp.ctl} {
 		if node == nil {
 			continue
 		}

@@ -92,6 +92,9 @@ type Stats struct {
 	ReusedTokens int
 	// Panics counts panics in the loop's steps; each failed the requests holding a slot.
 	Panics int
+	// SampleFallbacks counts the tokens sampled on the device whose candidates did not settle
+	// the draw (Sampler.NextCandidate), drawn from the step's whole row instead.
+	SampleFallbacks int
 }
 
 // ErrAdapterUnloaded is the error of a request whose adapter was unloaded before it started.

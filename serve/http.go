@@ -742,6 +742,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 		{"lathe_adapters_retired_total", "counter", "Unloaded or replaced adapters freed.", int64(st.Retired)},
 		{"lathe_prompt_tokens_reused_total", "counter", "Prompt tokens whose keys and values a request found in its slot.", int64(st.ReusedTokens)},
 		{"lathe_loop_panics_total", "counter", "Panics in the generation loop (their requests failed).", int64(st.Panics)},
+		{"lathe_sample_fallbacks_total", "counter", "Tokens whose device candidates did not settle the draw (sampled from the whole row).", int64(st.SampleFallbacks)},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 	}

@@ -298,6 +298,7 @@ func TestHTTPCompletionsAndAdapters(t *testing.T) {
 	require.Contains(t, string(body), "# TYPE lathe_decode_tokens_total counter\n")
 	require.Contains(t, string(body), fmt.Sprintf("\nlathe_decode_tokens_total %d\n", st.DecodeTokens))
 	require.Contains(t, string(body), "\nlathe_adapters_loaded 1\n")
+	require.Contains(t, string(body), fmt.Sprintf("\nlathe_sample_fallbacks_total %d\n", st.SampleFallbacks))
 	require.Positive(t, st.DecodeTokens)
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -408,14 +409,24 @@ func (t *turns) decode() {
 	if len(jobs) == 0 {
 		return
 	}
-	// Requests that sample from their top logits get them from the device: k a row, not the
-	// vocabulary.
+	// Requests that sample from candidates get them from the device: k a row (and the row's mass
+	// when k > 1), not the vocabulary.
 	k := t.g.deviceK(jobs)
 	var logits []float32
 	var err error
-	if k > 0 {
+	stride := 2 * k
+	switch {
+	case k > 1:
+		stride += 2
+		ctl := make([]int32, 0, len(jobs)*engine.SampleCtlWords)
+		for _, j := range jobs {
+			c := j.sampler.Ctl()
+			ctl = append(ctl, c[:]...)
+		}
+		logits, err = t.cache.StepSample(seqs, k, ctl)
+	case k == 1:
 		logits, err = t.cache.StepTopK(seqs, k)
-	} else {
+	default:
 		logits, err = t.cache.Step(seqs)
 	}
 	t.g.count(func(s *Stats) {
@@ -430,8 +441,29 @@ func (t *turns) decode() {
 	toks := make([]int32, len(jobs))
 	lps := make([]*TokenLogprob, len(jobs))
 	if err == nil && k > 0 {
+		var again []int
 		for i, j := range jobs {
-			toks[i] = j.sampler.NextCandidate(logits[i*2*k : (i+1)*2*k])
+			row := logits[i*stride : (i+1)*stride]
+			mass := 0.0
+			if k > 1 {
+				mass = float64(row[2*k])
+			}
+			var ok bool
+			if toks[i], ok = j.sampler.NextCandidate(row[:2*k], mass); !ok {
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			// Rare: the candidates did not settle some draws (a top-p nucleus past them, a
+			// near tie). The same step again, rows read back whole: it writes the same keys and
+			// values at the same positions, so running it twice changes nothing else.
+			var full []float32
+			if full, err = t.cache.Step(seqs); err == nil {
+				for _, i := range again {
+					toks[i], lps[i] = t.g.sample(jobs[i], full[i*vocab:(i+1)*vocab])
+				}
+			}
+			t.g.count(func(s *Stats) { s.SampleFallbacks += len(again) })
 		}
 	} else if err == nil {
 		var wg sync.WaitGroup

@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/lathe-ml/lathe/engine"
 )
 
 // Sampling are the decoding parameters of a request, with OpenAI's and transformers' meanings.
@@ -74,6 +76,8 @@ func (s Sampling) Validate() error {
 type Sampler struct {
 	s   Sampling
 	rng *rand.Rand
+	// draws counts the tokens drawn: with the seed, it keys each Gumbel-max draw (gumbelKeys).
+	draws uint64
 	// scratch
 	idx   []int
 	probs []float64
@@ -88,7 +92,13 @@ func NewSampler(s Sampling) *Sampler {
 // the prompt then the generated tokens, of which the last `generated` (for the presence and
 // frequency penalties, which count only those; the repetition penalty counts all). logits is
 // modified.
+//
+// Temperature alone (no top-k, no top-p) draws by the Gumbel-max trick: the token with the largest
+// logit/T + engine.GumbelNoise, the noise keyed by the seed and the draw's number, which a device
+// computes as well (NextCandidate). Top-k and top-p draw one uniform number from the seeded stream
+// over the kept tokens' weights.
 func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
+	defer func() { p.draws++ }()
 	if p.s.PresencePenalty != 0 || p.s.FrequencyPenalty != 0 {
 		count := map[int32]int{}
 		for _, t := range seen[len(seen)-min(generated, len(seen)):] {
@@ -124,6 +134,9 @@ func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
 		}
 		return int32(best)
 	}
+	if p.s.TopK == 0 && p.s.TopP >= 1 {
+		return p.gumbelMax(logits)
+	}
 	// Every token's weight at the temperature, relative to the largest logit.
 	mx := float64(logits[0])
 	for _, v := range logits {
@@ -138,17 +151,6 @@ func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
 		w[i] = math.Exp((float64(v) - mx) / p.s.Temperature)
 		z += w[i]
 	}
-	if p.s.TopK == 0 && p.s.TopP >= 1 {
-		// Every token is a candidate: no ordering needed.
-		r := p.rng.Float64() * z
-		for i, e := range w {
-			r -= e
-			if r < 0 {
-				return int32(i)
-			}
-		}
-		return int32(len(w) - 1)
-	}
 	cand := p.nucleus(logits, w, z)
 	total := 0.0
 	for _, i := range cand {
@@ -162,6 +164,52 @@ func (p *Sampler) Next(logits []float32, seen []int32, generated int) int32 {
 		}
 	}
 	return int32(cand[len(cand)-1])
+}
+
+// invTemp is 1/T as the f32 that TopK's sampling control carries: the host and the device scale
+// logits by the same number.
+func (p *Sampler) invTemp() float64 { return float64(float32(1 / p.s.Temperature)) }
+
+// gumbelKeys are the keys of the current draw's noise: a mix of the seed and the draw's number
+// (SplitMix64's finaliser), so that every draw of every seed has its own noise.
+func (p *Sampler) gumbelKeys() (uint32, uint32) {
+	z := p.s.Seed + (p.draws+1)*0x9E3779B97F4A7C15
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	z ^= z >> 31
+	return uint32(z), uint32(z >> 32)
+}
+
+// gumbelScore is token id's Gumbel-max score at the sampler's temperature.
+func gumbelScore(v float32, invT float64, k0, k1 uint32, id int) float64 {
+	return float64(v)*invT + engine.GumbelNoise(k0, k1, uint32(id))
+}
+
+// gumbelNoiseSpan bounds the spread of GumbelNoise (its 23-bit uniform numbers give noise in
+// [−2.82, 16.65]): a token whose logit/T lies further below the largest cannot win.
+const gumbelNoiseSpan = 19.5
+
+// gumbelMax returns the token with the largest Gumbel score (ties by id), NaNs never: a draw from
+// softmax(logits/T). Only tokens within gumbelNoiseSpan of the largest logit/T are scored.
+func (p *Sampler) gumbelMax(logits []float32) int32 {
+	invT := p.invTemp()
+	k0, k1 := p.gumbelKeys()
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		if v == v {
+			mx = max(mx, float64(v))
+		}
+	}
+	best, bestS := len(logits)-1, math.Inf(-1)
+	for i, v := range logits {
+		if !(float64(v) >= mx-gumbelNoiseSpan/invT) || math.IsInf(mx, -1) {
+			continue
+		}
+		if sc := gumbelScore(v, invT, k0, k1, i); sc > bestS {
+			best, bestS = i, sc
+		}
+	}
+	return int32(best)
 }
 
 // nucleus returns the tokens sampling may pick under top-k and top-p, by descending logit (ties
@@ -307,34 +355,128 @@ func logprobs(logits []float32, tok int32, k int) (float64, []int32, []float64) 
 // device; the step programs come in two widths, 1 (every request greedy) and this.
 const maxDeviceK = 64
 
-// Candidates says whether the sampler picks its tokens from the top k logits alone, and the k it
-// needs (1 for greedy): true for greedy decoding and for top-k sampling (with any temperature and
-// top-p among the k) without repetition, presence or frequency penalties, which change logits
-// outside the k. Its NextCandidate then gives the token Next would.
+// Candidates says whether the sampler can pick its tokens from a step's top candidates
+// (model.Cache.StepSample), and the k it needs (1 for greedy): true without repetition, presence
+// or frequency penalties, which change logits outside the candidates, and without log-probabilities.
+// Greedy and top-k take the top k logits; top-p alone the top maxDeviceK logits and the row's mass
+// (its nucleus is usually among them); temperature alone the maxDeviceK best Gumbel scores.
+// NextCandidate then gives the token Next would, or says that the step's whole row is needed.
 func (p *Sampler) Candidates() (int, bool) {
 	s := p.s
 	if (s.RepetitionPenalty != 1 && s.RepetitionPenalty != 0) || s.PresencePenalty != 0 || s.FrequencyPenalty != 0 || s.Logprobs {
 		return 0, false
 	}
-	if s.Temperature == 0 {
+	switch {
+	case s.Temperature == 0:
 		return 1, true
-	}
-	if s.TopK > 0 {
+	case s.TopK > 0:
 		return s.TopK, true
 	}
-	return 0, false
+	return maxDeviceK, true
 }
 
-// NextCandidate returns the next token from a step's candidates: the top logits as (logit, id)
-// pairs, best first, ties by id (model.Cache.StepTopK), at least Candidates() of them. It draws
-// from the random stream exactly as Next does on the whole row, and so returns the same token.
-func (p *Sampler) NextCandidate(cand []float32) int32 {
+// Ctl is the sampler's row of engine.TopK's sampling control for its next draw: 1/T, and for
+// temperature alone the Gumbel flag and the draw's keys.
+func (p *Sampler) Ctl() [engine.SampleCtlWords]int32 {
+	var c [engine.SampleCtlWords]int32
 	if p.s.Temperature == 0 {
-		return int32(cand[1])
+		return c
 	}
-	k := min(p.s.TopK, len(cand)/2)
-	// The weights of the candidates at the temperature, relative to the largest logit (the
-	// first candidate), as Next computes them for every token.
+	c[engine.SampleInvTemp] = int32(math.Float32bits(float32(p.invTemp())))
+	if p.s.TopK == 0 && p.s.TopP >= 1 {
+		k0, k1 := p.gumbelKeys()
+		c[engine.SampleGumbel], c[engine.SampleKey0], c[engine.SampleKey1] = 1, int32(k0), int32(k1)
+	}
+	return c
+}
+
+// NextCandidate returns the next token from a step's candidates, as (logit, id) pairs, at least
+// Candidates() of them: for greedy, top-k and top-p the top logits, best first, ties by id; for
+// temperature alone the best Gumbel scores under Ctl's keys. mass is the row's Σ exp((logit −
+// max)/T) (engine.TopK's Sample, within engine.MassTol), which top-p alone needs. It draws from the
+// random stream exactly as Next does on the whole row, and so returns the same token, or reports
+// false, having drawn nothing, when the candidates cannot settle the draw: top-p's nucleus reaches
+// past them or its edge lies within the mass's error; or a Gumbel winner is within the device's
+// error (engine.GumbelTol) of a token outside them. The caller then gives Next the whole row.
+func (p *Sampler) NextCandidate(cand []float32, mass float64) (int32, bool) {
+	if p.s.Temperature == 0 {
+		p.draws++
+		return int32(cand[1]), true
+	}
+	n := len(cand) / 2
+	for j := range n {
+		if cand[2*j+1] < 0 {
+			return 0, false // fewer values than candidates (NaNs): the host decides
+		}
+	}
+	var tok int32
+	var ok bool
+	switch {
+	case p.s.TopK > 0:
+		tok, ok = p.fromTop(cand[:2*min(p.s.TopK, n)], true), true
+	case p.s.TopP < 1:
+		tok, ok = p.nucleusCandidate(cand, mass)
+	default:
+		tok, ok = p.gumbelCandidate(cand)
+	}
+	if ok {
+		p.draws++
+	}
+	return tok, ok
+}
+
+// gumbelCandidate is the Gumbel-max draw among the candidates, exact when the winner's float64
+// score beats the last candidate's by more than the device's error on both: every token outside
+// had a device score at most the last candidate's (see engine.GumbelTol; a token whose logit/T is
+// larger than mag would have outranked it, and one below −mag cannot reach the winner).
+func (p *Sampler) gumbelCandidate(cand []float32) (int32, bool) {
+	invT := p.invTemp()
+	k0, k1 := p.gumbelKeys()
+	n := len(cand) / 2
+	best, bestS := -1, math.Inf(-1)
+	for j := range n {
+		id := int(cand[2*j+1])
+		if sc := gumbelScore(cand[2*j], invT, k0, k1, id); sc > bestS || (sc == bestS && id < best) {
+			best, bestS = id, sc
+		}
+	}
+	last := gumbelScore(cand[2*(n-1)], invT, k0, k1, int(cand[2*n-1]))
+	mag := 2 * (math.Abs(last) + 40)
+	if !(bestS > last+engine.GumbelTol(math.Abs(float64(cand[2*(n-1)])*invT))+engine.GumbelTol(mag)) {
+		return 0, false
+	}
+	return int32(best), true
+}
+
+// nucleusCandidate is top-p alone from the top logits and the row's mass: the nucleus's edge is
+// where the candidates' cumulative weight reaches p of the mass, taken only where the mass's
+// error cannot move it.
+func (p *Sampler) nucleusCandidate(cand []float32, mass float64) (int32, bool) {
+	if !(mass > 0) {
+		return 0, false
+	}
+	n := len(cand) / 2
+	mx := float64(cand[0])
+	// z, the host's sum over the whole row, lies in [lo, hi]; 1e-9 covers the host's own rounding.
+	lo, hi := mass/(1+engine.MassTol), mass/(1-engine.MassTol)
+	top, sum := p.s.TopP*(1+1e-9), 0.0
+	for j := range n {
+		sum += math.Exp((float64(cand[2*j]) - mx) / p.s.Temperature)
+		switch {
+		case sum/hi >= top:
+			return p.fromTop(cand[:2*(j+1)], false), true
+		case sum/lo >= p.s.TopP*(1-1e-9):
+			return 0, false // the edge is within the mass's error
+		}
+	}
+	return 0, false // the nucleus reaches past the candidates
+}
+
+// fromTop draws from the top candidates (logit, id pairs, best first) as Next does from its kept
+// tokens, after top-p among them with topP (top-k's cut; top-p alone has cut its nucleus): one
+// uniform number over their weights at the temperature, relative to the largest logit.
+func (p *Sampler) fromTop(cand []float32, topP bool) int32 {
+	k := len(cand) / 2
 	mx := float64(cand[0])
 	if cap(p.probs) < k {
 		p.probs = make([]float64, k)
@@ -349,7 +491,7 @@ func (p *Sampler) NextCandidate(cand []float32) int32 {
 	n, mass := k, 0.0
 	for j := range k {
 		mass += w[j] / z
-		if mass >= p.s.TopP {
+		if topP && mass >= p.s.TopP {
 			n = j + 1
 			break
 		}
@@ -369,9 +511,10 @@ func (p *Sampler) NextCandidate(cand []float32) int32 {
 }
 
 // deviceK is how many candidates a decode step of jobs reads back a sequence when every job
-// samples from its top logits (Sampler.Candidates): 1 when all are greedy, else maxDeviceK; 0
-// when some job needs the whole row (penalties, log-probabilities, top-p or temperature without
-// top-k, top-k above maxDeviceK) or the output layer is padded past the tokenizer's vocabulary.
+// samples from them (Sampler.Candidates): 1 when all are greedy, else maxDeviceK (with the row's
+// mass and each row's sampling control); 0 when some job needs the whole row (penalties,
+// log-probabilities, top-k above maxDeviceK) or the output layer is padded past the tokenizer's
+// vocabulary.
 func (g *Generator) deviceK(jobs []*job) int {
 	if g.HostSampling {
 		return 0

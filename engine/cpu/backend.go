@@ -173,8 +173,8 @@ func (b *Backend) Supports(op engine.Op, in []engine.Meta) error {
 		engine.AttentionBackward, engine.Unary, engine.UnaryBackward, engine.SwiGLU, engine.SwiGLUBackward,
 		engine.Softmax, engine.SoftmaxBackward, engine.Embedding, engine.EmbeddingBackward,
 		engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary, engine.Dequantize4, engine.Scale, engine.AddBias,
-		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape, engine.AdamW,
-		engine.SumSquares, engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
+		engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Cast, engine.Reshape,
+		engine.Dropout, engine.CacheWrite, engine.GatherLoRA, engine.GatherScaleCols,
 		engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.AdamW8bitStep, engine.Accumulate, engine.TopK:
 		return nil
 	}
@@ -411,8 +411,6 @@ func run(l engine.Launch) error {
 		kernels.SumRows(f32(out[0]), f32(in[0]), x.Rows(), x.Last())
 	case engine.Sum:
 		f32(out[0])[0] = float32(kernels.Sum(f32(in[0])))
-	case engine.SumSquares:
-		f32(out[0])[0] = float32(kernels.SumSquares(f32(in[0])))
 	case engine.Expand:
 		v := f32(in[0])[0]
 		y := f32(out[0])
@@ -494,20 +492,17 @@ func run(l engine.Launch) error {
 			engine.Optim8Block, step, ctl[engine.CtlLR], op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	case engine.TopK:
 		x := in[0].Meta.Shape
-		topK(f32(out[0]), f32(in[0]), x.Rows(), x.Last(), op.K)
+		var ctl []int32
+		if op.Sample {
+			ctl = i32(in[1])
+		}
+		topK(f32(out[0]), f32(in[0]), ctl, x.Rows(), x.Last(), op.K)
 	case engine.Accumulate:
 		if op.Overwrite {
 			copy(f32(out[0]), f32(in[1]))
 		} else {
 			kernels.AddScaled(f32(out[0]), f32(in[1]), 1)
 		}
-	case engine.AdamW:
-		// Outputs may alias the operands (the optimizer updates in place) or not (a graph).
-		p, m, v := f32(out[0]), f32(out[1]), f32(out[2])
-		copyIfDistinct(p, f32(in[0]))
-		copyIfDistinct(m, f32(in[2]))
-		copyIfDistinct(v, f32(in[3]))
-		kernels.AdamW(p, f32(in[1]), m, v, op.Step, op.LR, op.Beta1, op.Beta2, op.Eps, op.WeightDecay)
 	default:
 		return fmt.Errorf("no cpu kernel")
 	}
@@ -559,14 +554,6 @@ func gather(y, table []float32, ids []int32, vocab, dim int, pad float32) error 
 		copy(row, table[int(id)*dim:(int(id)+1)*dim])
 	}
 	return nil
-}
-
-// copyIfDistinct copies src into dst unless they are the same memory (the in-place optimizer).
-func copyIfDistinct(dst, src []float32) {
-	if len(dst) > 0 && &dst[0] == &src[0] {
-		return
-	}
-	copy(dst, src)
 }
 
 // outputs maps the outputs of a backward op that computes only the needed gradients onto
@@ -758,13 +745,33 @@ func gatherLoRA(op engine.GatherLoRA, in, out []engine.Arg) error {
 }
 
 // topK writes each row's k best (value, index) pairs, best first, ties by the lower index, NaNs
-// skipped: a selection through a min-heap of k (O(V log k) a row, no sort of the row).
-func topK(out, x []float32, rows, v, k int) {
+// skipped: a selection through a min-heap of k (O(V log k) a row, no sort of the row). With ctl
+// (engine.TopK's Sample), a Gumbel row ranks by its float64 Gumbel score, and every row ends with
+// its mass.
+func topK(out, x []float32, ctl []int32, rows, v, k int) {
+	type cand struct {
+		s float64 // the rank score: the value, or the Gumbel score
+		i int32
+	}
+	// better: a before b in the output order.
+	better := func(a, b cand) bool { return a.s > b.s || (a.s == b.s && a.i < b.i) }
+	heap := make([]cand, 0, k) // the worst kept on top
+	stride := 2 * k
+	if ctl != nil {
+		stride += 2
+	}
 	for r := range rows {
 		row := x[r*v : (r+1)*v]
-		// better: a before b in the output order.
-		better := func(a, b int32) bool { return row[a] > row[b] || (row[a] == row[b] && a < b) }
-		heap := make([]int32, 0, k) // the worst kept on top
+		var invT float64
+		var gumbel bool
+		var k0, k1 uint32
+		if ctl != nil {
+			c := ctl[r*engine.SampleCtlWords : (r+1)*engine.SampleCtlWords]
+			invT = float64(math.Float32frombits(uint32(c[engine.SampleInvTemp])))
+			gumbel = c[engine.SampleGumbel] != 0
+			k0, k1 = uint32(c[engine.SampleKey0]), uint32(c[engine.SampleKey1])
+		}
+		heap = heap[:0]
 		down := func(i int) {
 			for {
 				w, l, rr := i, 2*i+1, 2*i+2
@@ -781,12 +788,19 @@ func topK(out, x []float32, rows, v, k int) {
 				i = w
 			}
 		}
+		mx := math.Inf(-1)
 		for i := range int32(v) {
-			if row[i] != row[i] { // NaN
+			xv := row[i]
+			if xv != xv { // NaN
 				continue
 			}
+			mx = max(mx, float64(xv))
+			c := cand{float64(xv), i}
+			if gumbel {
+				c.s = float64(xv)*invT + engine.GumbelNoise(k0, k1, uint32(i))
+			}
 			if len(heap) < k {
-				heap = append(heap, i)
+				heap = append(heap, c)
 				for j := len(heap) - 1; j > 0; {
 					p := (j - 1) / 2
 					if !better(heap[p], heap[j]) {
@@ -795,12 +809,12 @@ func topK(out, x []float32, rows, v, k int) {
 					heap[p], heap[j] = heap[j], heap[p]
 					j = p
 				}
-			} else if better(i, heap[0]) {
-				heap[0] = i
+			} else if better(c, heap[0]) {
+				heap[0] = c
 				down(0)
 			}
 		}
-		o := out[r*2*k : (r+1)*2*k]
+		o := out[r*stride : (r+1)*stride]
 		for j := k - 1; j >= 0; j-- {
 			if j >= len(heap) {
 				o[2*j], o[2*j+1] = float32(math.Inf(-1)), -1
@@ -812,7 +826,16 @@ func topK(out, x []float32, rows, v, k int) {
 			heap[0] = heap[last]
 			heap = heap[:last]
 			down(0)
-			o[2*j], o[2*j+1] = row[top], float32(top)
+			o[2*j], o[2*j+1] = row[top.i], float32(top.i)
+		}
+		if ctl != nil {
+			mass := 0.0
+			for _, xv := range row {
+				if xv == xv && !math.IsInf(float64(xv), -1) { // −inf adds nothing, even at 1/T = 0
+					mass += math.Exp((float64(xv) - mx) * invT)
+				}
+			}
+			o[2*k], o[2*k+1] = float32(mass), 0
 		}
 	}
 }

@@ -232,7 +232,7 @@ func TileCases(t engine.Tiles) []Case {
 		for _, n := range append(around(t.Reduce), 3*t.Reduce+7, 100003) {
 			cs = append(cs, c(fmt.Sprintf("tiles/reduce/%d", n), 1e-5, func(b *builder) []*engine.Node {
 				x := b.f32(engine.Shape{n}, 1)
-				return []*engine.Node{b.g.Sum(x), b.g.Apply1(engine.SumSquares{}, x)}
+				return []*engine.Node{b.g.Sum(x), b.g.SumSquaresN(x)}
 			}))
 		}
 	}
@@ -492,7 +492,7 @@ func OpCases() []Case {
 			x, y := b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{13, 37}, 1)
 			g := b.g
 			return []*engine.Node{g.Add(x, y), g.Mul(x, y), g.Scale(x, -0.7), g.AddBias(x, b.f32(engine.Shape{37}, 1)),
-				g.Apply1(engine.SumRows{}, x), g.Sum(y), g.Apply1(engine.SumSquares{}, x),
+				g.Apply1(engine.SumRows{}, x), g.Sum(y),
 				g.Apply1(engine.Expand{Shape: engine.Shape{3, 5}}, b.f32(engine.Shape{1}, 1)),
 				g.Apply1(engine.Fill{Shape: engine.Shape{7}, Value: 2.5})}
 		}),
@@ -503,11 +503,6 @@ func OpCases() []Case {
 			x := b.f32(engine.Shape{13, 37}, 10)
 			g := b.g
 			return []*engine.Node{g.Cast(x, engine.F16), g.Cast(x, engine.BF16), g.Cast(g.Cast(x, engine.BF16), engine.F32)}
-		}),
-		c("adamw", 1e-5, func(b *builder) []*engine.Node {
-			s := engine.Shape{13, 37}
-			op := engine.AdamW{Step: 3, LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
-			return b.g.Apply(op, b.f32(s, 1), b.f32(s, 1), b.f32(s, 0.1), b.pos(s, 0.001, 0.01))[:3]
 		}),
 		// A training step's update on the device: the multi-tensor sum of squares (one operand
 		// past the single-pass size), the clip decision (clipped: the norm is far above 1) and
@@ -561,6 +556,22 @@ func OpCases() []Case {
 				b.leaves[len(b.leaves)-1].F32[i] = float32(math.Round(float64(v)*4) / 4)
 			}
 			return []*engine.Node{b.g.TopK(x, 40), b.g.TopK(x, 1), b.g.TopK(b.f32(engine.Shape{3, 7}, 1), 7)}
+		}),
+		// Sampling candidates (TopK's Sample): rows ranked by value (greedy, top-k, top-p) beside
+		// rows ranked by their Gumbel score at several temperatures, each with its mass; a row
+		// with NaN and −inf values. The tolerance is the mass's, an f32 sum; an index that differs fails.
+		c("top_k_sample", 1e-5, func(b *builder) []*engine.Node {
+			const rows, v = 5, 613
+			x := b.f32(engine.Shape{rows, v}, 2)
+			xs := b.leaves[len(b.leaves)-1].F32
+			xs[3*v+5], xs[3*v+100], xs[3*v+200] = float32(math.NaN()), float32(math.Inf(-1)), float32(math.Inf(-1))
+			var ctl []int32
+			for r, t := range []float64{1, 0.7, 1.3, 0.9, 2} {
+				gumbel := 1 - int32(r%2) // rows 1 and 3 rank by value
+				ctl = append(ctl, int32(math.Float32bits(float32(1/t))), gumbel, int32(b.r.Uint32()), int32(b.r.Uint32()))
+			}
+			ctlN := b.g.Reshape(b.i32(ctl), rows, engine.SampleCtlWords)
+			return []*engine.Node{b.g.SampleTopK(x, ctlN, 8), b.g.SampleTopK(x, ctlN, 1)}
 		}),
 		// A non-finite gradient skips the update: p, m and v come back as they were.
 		c("optimizer_skip", 0, func(b *builder) []*engine.Node {

@@ -3,6 +3,7 @@ package enginetest
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/lathe-ml/lathe/engine"
 )
@@ -78,12 +79,11 @@ func VerifyError(c ErrorCase, be engine.Backend) error {
 	return fmt.Errorf("%s: %s ran a bad launch without an error", c.Name, be.Device().Backend)
 }
 
-// VerifyInPlace runs AdamW as the optimizer launches it, outputs over its operands' buffers (a
-// kernel must bind each buffer once), and compares with ref.
+// VerifyInPlace runs AdamWStep as a step program launches it, outputs over its operands' buffers
+// (a kernel must bind each buffer once), and compares with ref.
 func VerifyInPlace(b, ref engine.Backend) error {
 	const n = 301
-	op := engine.AdamW{Step: 5, LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}
-	meta := engine.Meta{Shape: engine.Shape{n}, DType: engine.F32}
+	op := engine.AdamWStep{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}
 	r := rand.New(rand.NewPCG(Seed("adamw_in_place"), 1))
 	vals := make([][]float32, 4)
 	for k := range vals {
@@ -95,24 +95,31 @@ func VerifyInPlace(b, ref engine.Backend) error {
 			}
 		}
 	}
+	var status [engine.StatusLen]float32
+	status[engine.StatusCoef] = 0.7 // clipped
+	var ctl [engine.CtlLen]float32
+	ctl[engine.CtlLR], ctl[engine.CtlStep] = 1e-2, 5
+	vals = append(vals, status[:], ctl[:])
 	var res [2][][]float32
 	for bi, be := range []engine.Backend{b, ref} {
-		args := make([]engine.Arg, 4)
-		ts := make([]*engine.Tensor, 4)
+		args := make([]engine.Arg, len(vals))
+		ts := make([]*engine.Tensor, len(vals))
+		metas := make([]engine.Meta, len(vals))
 		for k := range ts {
-			x, err := engine.FromFloat32(be, meta.Shape, vals[k])
+			metas[k] = engine.Meta{Shape: engine.Shape{len(vals[k])}, DType: engine.F32}
+			x, err := engine.FromFloat32(be, metas[k].Shape, vals[k])
 			if err != nil {
 				return err
 			}
 			defer x.Release()
 			ts[k] = x
-			args[k] = engine.Arg{Buf: x.Buffer(), Meta: meta}
+			args[k] = engine.Arg{Buf: x.Buffer(), Meta: metas[k]}
 		}
-		if err := be.Supports(op, []engine.Meta{meta, meta, meta, meta}); err != nil {
+		if err := be.Supports(op, metas); err != nil {
 			return err
 		}
 		if err := be.Run([]engine.Launch{{Op: op, In: args, Out: []engine.Arg{args[0], args[2], args[3]}}}); err != nil {
-			return fmt.Errorf("adamw in place on %s: %w", be.Device().Backend, err)
+			return fmt.Errorf("adamw_step in place on %s: %w", be.Device().Backend, err)
 		}
 		for _, k := range []int{0, 2, 3} {
 			v, err := ts[k].Float32()
@@ -124,7 +131,12 @@ func VerifyInPlace(b, ref engine.Backend) error {
 	}
 	for k := range res[0] {
 		if err := Compare(res[1][k], res[0][k], 1e-5); err != nil {
-			return fmt.Errorf("adamw in place, output %d: %w", k, err)
+			return fmt.Errorf("adamw_step in place, output %d: %w", k, err)
+		}
+	}
+	for k, v := range res[1] {
+		if k := []int{0, 2, 3}[k]; slices.Equal(v, vals[k]) {
+			return fmt.Errorf("adamw_step in place: operand %d unchanged", k)
 		}
 	}
 	return nil

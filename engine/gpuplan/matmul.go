@@ -299,27 +299,31 @@ func (q *planner) loraDx(op engine.LoRABackward, fwd []Ref, dy, t, a, dx Ref, ro
 	return q.map2(0, base, ud, dx, rows*din, 1)
 }
 
-// attention: the tiled online-softmax kernel, WG queries a workgroup, KT keys a tile, as many as the
-// device's workgroup memory holds (K and V tiles) up to 64; over a KV cache of slots (KVStride) its
-// rows variant. For few queries (decoding) a workgroup per query and head instead, so that every
+// attention: one kernel family over contiguous keys or a KV cache of slots (constant ROWS, from
+// KVStride; the same parameter block and bindings): the tiled online-softmax kernel, WG queries a
+// workgroup, KT keys a tile, as many as the device's workgroup memory holds (K and V tiles) up to
+// 64; for few queries (decoding) attention_query, a workgroup per query and head, so that every
 // invocation is busy on the keys. kvRows is the number of rows of k and v.
 func (q *planner) attention(op engine.Attention, kvRows int, in, out []Ref) error {
 	const queries = 64
-	rowsP := func() *Params {
-		return new(Params).U(op.Batch, op.QLen, op.Heads, op.KVHeads, op.KVStride, kvRows).F(op.Scale)
+	rows := op.KVStride > 0
+	docs := 0
+	if op.Docs {
+		docs = 1
 	}
-	if op.QLen <= DecodeQueries || (op.KVStride > 0 && q.d.PerQueryRows) {
+	p := new(Params).U(op.Batch, op.QLen, op.KVLen, op.Heads, op.KVHeads, op.KVStride, kvRows).F(op.Scale).U(docs)
+	idx := startsBind(op, in, 3) // the document starts, or the cache rows
+	if rows {
+		idx = in[3]
+	}
+	if op.QLen <= DecodeQueries || (rows && q.d.PerQueryRows) {
 		const threads = 64
 		grid, err := GroupsFor(op.Batch*op.Heads*op.QLen, q.d.maxGroups())
 		if err != nil {
 			return err
 		}
-		consts := []shaders.Const{c("WG", threads), c("HD", op.HeadDim), c("DPT", CeilDiv(op.HeadDim, threads))}
-		if op.KVStride > 0 {
-			q.dispatch("attention_rows", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
-			return nil
-		}
-		q.dispatch("attention_decode", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1], startsBind(op, in, 3))
+		consts := []shaders.Const{c("WG", threads), c("HD", op.HeadDim), c("DPT", CeilDiv(op.HeadDim, threads)), c("ROWS", rows)}
+		q.dispatch("attention_query", consts, grid, p, in[0], in[1], in[2], idx, out[0], out[1])
 		return nil
 	}
 	grid, err := GroupsFor(op.Batch*op.Heads*CeilDiv(op.QLen, queries), q.d.maxGroups())
@@ -327,16 +331,12 @@ func (q *planner) attention(op engine.Attention, kvRows int, in, out []Ref) erro
 		return err
 	}
 	kt := q.d.keyTile(op.HeadDim, queries)
-	consts := []shaders.Const{c("WG", queries), c("HD", op.HeadDim), c("KT", kt), c("KTHD", kt*op.HeadDim)}
-	if op.KVStride > 0 {
-		q.dispatch("attention_rows_tiled", consts, grid, rowsP(), in[0], in[1], in[2], in[3], out[0], out[1])
-		return nil
-	}
-	q.dispatch("attention", consts, grid, attnParams(op), in[0], in[1], in[2], out[0], out[1], startsBind(op, in, 3))
+	consts := []shaders.Const{c("WG", queries), c("HD", op.HeadDim), c("KT", kt), c("KTHD", kt*op.HeadDim), c("ROWS", rows)}
+	q.dispatch("attention", consts, grid, p, in[0], in[1], in[2], idx, out[0], out[1])
 	return nil
 }
 
-// attnParams packs the uniform block of the kernels over contiguous k and v (KVLen rows a
+// attnParams packs the uniform block of the backward kernels (contiguous k and v, KVLen rows a
 // sequence), Docs last.
 func attnParams(op engine.Attention) *Params {
 	docs := 0

@@ -29,7 +29,7 @@ func Supports(d Device, op engine.Op, in []engine.Meta) error {
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
 		engine.Scale, engine.AddBias, engine.SumRows, engine.Sum, engine.Expand, engine.Fill, engine.Reshape,
-		engine.AdamW, engine.SumSquares, engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
+		engine.Cast, engine.Dropout, engine.CacheWrite, engine.GatherLoRA,
 		engine.Dequantize4, engine.GatherScaleCols, engine.SumSquaresN, engine.ClipStatus, engine.AdamWStep, engine.AdamW8bitStep,
 		engine.Accumulate, engine.TopK:
 		return nil
@@ -111,12 +111,11 @@ func (q *planner) launch() error {
 	for i := range l.Out {
 		out[i] = Ref{Kind: Out, Index: i, RW: true}
 	}
-	_, adamw := l.Op.(engine.AdamW)
 	_, cacheWrite := l.Op.(engine.CacheWrite)
 	_, adamwStep := l.Op.(engine.AdamWStep)
 	_, accumulate := l.Op.(engine.Accumulate)
 	_, adamw8bit := l.Op.(engine.AdamW8bitStep)
-	if !adamw && !cacheWrite && !adamwStep && !accumulate && !adamw8bit {
+	if !cacheWrite && !adamwStep && !accumulate && !adamw8bit {
 		for _, o := range l.Out {
 			for _, x := range l.In {
 				if o.Buf == x.Buf {
@@ -214,9 +213,7 @@ func (q *planner) launch() error {
 		d := q.dummy()
 		return q.colsum(0, in[0], d, d, out[0], x.Rows(), x.Last())
 	case engine.Sum:
-		return q.reduce(0, in[0], out[0], l.In[0].Meta.Shape.Numel())
-	case engine.SumSquares:
-		return q.reduce(1, in[0], out[0], l.In[0].Meta.Shape.Numel())
+		return q.reduce(in[0], out[0], l.In[0].Meta.Shape.Numel())
 	case engine.RMSNorm:
 		x := l.In[0].Meta.Shape
 		g, err := q.items(x.Rows(), 1)
@@ -316,8 +313,6 @@ func (q *planner) launch() error {
 		q.dispatch("rope", []shaders.Const{wgc, c("MAXF", MaxHead/4)}, g, p, in[0], in[1], out[0])
 	case engine.Cast:
 		return q.cast(l.In[0].Meta.DType, op.To, in[0], out[0], n)
-	case engine.AdamW:
-		return q.adamw(op, l, in, out)
 	case engine.SumSquaresN:
 		return q.sumSquaresN(l, in, out[0])
 	case engine.TopK:
@@ -326,7 +321,12 @@ func (q *planner) launch() error {
 		if err != nil {
 			return err
 		}
-		q.dispatch("top_k", []shaders.Const{wgc}, g, new(Params).U(x.Rows(), x.Last(), op.K), in[0], out[0])
+		// Without Sample the kernel reads neither ctl nor its score scratch: small stand-ins.
+		ctl, score := q.dummy(), q.temp(16)
+		if op.Sample {
+			ctl, score = in[1], q.temp(int64(x.Numel())*4)
+		}
+		q.dispatch("top_k", []shaders.Const{wgc, c("SAMPLE", op.Sample)}, g, new(Params).U(x.Rows(), x.Last(), op.K), in[0], ctl, score, out[0])
 	case engine.ClipStatus:
 		q.dispatch("clip_status", []shaders.Const{wgc}, [3]uint32{1, 1, 1}, new(Params).F(op.MaxNorm), in[0], in[1], in[2], out[0])
 	case engine.AdamWStep:
@@ -436,42 +436,12 @@ func (q *planner) cast(from, to engine.DType, x, y Ref, n int) error {
 	return nil
 }
 
-// adamw updates in place on the output buffers: outputs that are not their operand's buffer are
-// first filled with a copy of it, so one kernel (bound once per buffer) serves both cases.
-func (q *planner) adamw(op engine.AdamW, l engine.Launch, in, out []Ref) error {
-	n := l.In[0].Meta.Shape.Numel()
-	bytes := l.In[0].Meta.Bytes()
-	for i, src := range []int{0, 2, 3} {
-		if l.Out[i].Buf == l.In[1].Buf {
-			return fmt.Errorf("the gradient shares its buffer with an output")
-		}
-		for j := 0; j < i; j++ {
-			if l.Out[i].Buf == l.Out[j].Buf {
-				return fmt.Errorf("outputs %d and %d share a buffer", j, i)
-			}
-		}
-		if l.Out[i].Buf != l.In[src].Buf {
-			q.copy(out[i], in[src], bytes)
-		}
-	}
-	g, err := q.items(n, WG)
-	if err != nil {
-		return err
-	}
-	t := float64(op.Step)
-	bc1 := 1 - math.Pow(float64(op.Beta1), t)
-	bc2 := 1 - math.Pow(float64(op.Beta2), t)
-	p := new(Params).U(n).F(op.LR, op.Beta1, op.Beta2, op.Eps, op.WeightDecay, float32(bc1), float32(math.Sqrt(bc2)))
-	q.dispatch("adamw", []shaders.Const{c("WG", WG)}, g, p, out[0], in[1], out[1], out[2])
-	return nil
-}
-
 // reduce sums f(x) (fn 0 x, 1 x²) into y[0]: one workgroup when x is small, else partial sums of
 // fixed chunks (at most 1024 of them) and a second pass over the partials.
-func (q *planner) reduce(fn int, x, y Ref, n int) error {
+func (q *planner) reduce(x, y Ref, n int) error {
 	perGroup := ReducePerGroup
 	if n <= perGroup {
-		q.dispatch("reduce", []shaders.Const{c("WG", WG), c("OP", fn)}, [3]uint32{1, 1, 1}, new(Params).U(n, n), x, y)
+		q.dispatch("reduce", []shaders.Const{c("WG", WG)}, [3]uint32{1, 1, 1}, new(Params).U(n, n), x, y)
 		return nil
 	}
 	chunk := CeilDiv(n, 1024)
@@ -484,8 +454,8 @@ func (q *planner) reduce(fn int, x, y Ref, n int) error {
 	if err != nil {
 		return err
 	}
-	q.dispatch("reduce", []shaders.Const{c("WG", WG), c("OP", fn)}, g, new(Params).U(n, chunk), x, part)
+	q.dispatch("reduce", []shaders.Const{c("WG", WG)}, g, new(Params).U(n, chunk), x, part)
 	part.RW = false
-	q.dispatch("reduce", []shaders.Const{c("WG", WG), c("OP", 0)}, [3]uint32{1, 1, 1}, new(Params).U(groups, groups), part, y)
+	q.dispatch("reduce", []shaders.Const{c("WG", WG)}, [3]uint32{1, 1, 1}, new(Params).U(groups, groups), part, y)
 	return nil
 }

@@ -187,7 +187,7 @@ func (d *device) features() []string {
 
 // planDevice is what gpuplan needs to know of the device. On a software device (lavapipe) cached
 // attention runs its per-query kernel: llvmpipe needs more than ten minutes to compile naga's
-// SPIR-V of the tiled one (attention_rows_tiled; LLVM's coroutine splitting at its barriers), the
+// SPIR-V of the tiled one (attention.wgsl with ROWS; LLVM's coroutine splitting at its barriers), the
 // same WGSL whose translation by wgpu runs WebGPU's whole suite in seconds there. GPUs run the
 // tiled kernel.
 func (d *device) planDevice(plain bool) gpuplan.Device {

@@ -55,7 +55,7 @@ type Backend struct {
 	// it along with its data (no extra wait) and reports ErrIndex.
 	fault *wgpu.Buffer
 
-	perQueryRows bool // cached attention always runs attention_rows.wgsl (benchmarks compare)
+	perQueryRows bool // cached attention always runs attention_query.wgsl (benchmarks compare)
 	// plain runs the base kernel set (no subgroup variants) whatever the caps: the conformance
 	// suite runs both sets, benchmarks compare them.
 	plain bool

@@ -78,6 +78,47 @@ fn row_max_sumexp(base: u32, dim: u32, lid: u32) -> vec2<f32> {
 
 //! end
 
+//! section attention
+// The shared part of the attention kernels (attention.wgsl, tiled; attention_query.wgsl, one query a
+// workgroup). Both declare q, k, v, idx, o, lse and P: AttnParams, and take a constant ROWS. Keys
+// and values are rows of k and v, [rows, KVH·HD]. With ROWS they are a KV cache of slots of KVS rows
+// and idx holds each query's row (engine.Attention with KVStride); else each sequence has KVL rows
+// and idx, with P.docs, each query's document start.
+struct AttnParams { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, KVS: u32, R: u32, scale: f32, docs: u32 }
+
+// query_keys returns the rows [first, end) that query tq (= sequence·QL + i) attends to: with ROWS
+// its slot's rows up to its own (none when its row lies outside the cache's R rows: it gets zeros,
+// and the CPU backend reports an error); else its sequence's rows from its document start (0
+// without docs) through its causal position.
+fn query_keys(tq: u32) -> vec2<u32> {
+    if (ROWS) {
+        let r = idx[tq];
+        if (r < 0 || u32(r) >= P.R) {
+            return vec2<u32>(0u, 0u);
+        }
+        let last = u32(r);
+        return vec2<u32>(last - last % P.KVS, last + 1u);
+    }
+    let base = (tq / P.QL) * P.KVL;
+    var first = 0u;
+    if (P.docs != 0u) {
+        first = u32(idx[tq]);
+    }
+    return vec2<u32>(base + first, base + P.KVL - P.QL + tq % P.QL + 1u);
+}
+
+// attn_inv is the softmax's 1/l, 0 for a query that saw no key (l = 0).
+fn attn_inv(l: f32) -> f32 {
+    return select(0.0, 1.0 / l, l > 0.0);
+}
+
+// lse_at is where query tq's log-sum-exp for head h goes: lse is [B, H, QL].
+fn lse_at(tq: u32, h: u32) -> u32 {
+    return ((tq / P.QL) * P.H + h) * P.QL + tq % P.QL;
+}
+
+//! end
+
 //! section subgroups
 // The subgroup variant of block_sum and block_max, compiled instead of the tree above into the
 // subgroup variant of a kernel marked "//! subgroups" (see shaders.ComposeVariant), which sets the

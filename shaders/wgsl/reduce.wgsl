@@ -1,6 +1,5 @@
-// Deterministic full reduction in two passes. Pass 1 (one workgroup per chunk of x): y[w] = Σ f(x)
-// over x[w·chunk, (w+1)·chunk), f by OP: 0 x, 1 x². Pass 2 runs this kernel again with OP 0 over
-// the partials with one chunk. The order of every sum is fixed, so results repeat bit for bit.
+// Deterministic full sum in two passes (engine.Sum). Pass 1 (one workgroup per chunk of x): y[w] =
+// Σ x over x[w·chunk, (w+1)·chunk). Pass 2 runs this kernel again over the partials with one chunk. The order of every sum is fixed, so results repeat bit for bit.
 struct Params { n: u32, chunk: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -13,12 +12,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let hi = min(P.n, lo + P.chunk);
     var s = 0.0;
     for (var i = lo + lid; i < hi; i = i + WG) {
-        let v = x[i];
-        if (OP == 1u) {
-            s = fma(v, v, s);
-        } else {
-            s = s + v;
-        }
+        s = s + x[i];
     }
     let t = block_sum(s, lid);
     if (lid == 0u) {

@@ -1,17 +1,19 @@
-// Causal grouped-query attention for few queries (decode): a workgroup owns one (batch, head,
-// query) and splits its keys WG at a time: each invocation scores one key, the workgroup takes the
-// chunk's max and sum (fixed-order trees) for the online softmax, and each invocation then
+// Causal grouped-query attention, one query a workgroup (decode, and cached attention on software
+// devices): a workgroup owns one (query, head), heads of a query adjacent (those of a kv group read
+// the same keys), and splits the query's keys (query_keys: contiguous with ROWS false, a KV cache
+// of slots with ROWS true) WG at a time: each invocation scores one key, the workgroup takes the
+// chunk's max and sum (fixed-order reductions) for the online softmax, and each invocation then
 // accumulates DPT of the HD output dims over the chunk's values (coalesced reads of v). Writes out
-// and lse like attention.wgsl; with P.docs, from the query's document start (starts) on.
+// and the log-sum-exp of the scaled scores, as attention.wgsl.
 //! subgroups
-struct Params { B: u32, QL: u32, KVL: u32, H: u32, KVH: u32, HD: u32, scale: f32, docs: u32 }
+//! use attention
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(5) var<storage, read> starts: array<i32>;
-@group(0) @binding(6) var<uniform> P: Params;
+@group(0) @binding(3) var<storage, read> idx: array<i32>;
+@group(0) @binding(4) var<storage, read_write> o: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<uniform> P: AttnParams;
 
 var<workgroup> qs: array<f32, HD>;
 var<workgroup> S: array<f32, WG>;
@@ -19,21 +21,17 @@ var<workgroup> S: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wgid(wid, nwg);
-    if (t >= P.B * P.H * P.QL) {
+    if (t >= P.B * P.QL * P.H) {
         return;
     }
-    let i = t % P.QL;
-    let h = (t / P.QL) % P.H;
-    let bb = t / (P.QL * P.H);
+    let h = t % P.H;
+    let tq = t / P.H;
     let g = h / (P.H / P.KVH);
-    let qoff = (bb * P.QL + i) * P.H * HD + h * HD;
-    let kbase = bb * P.KVL * P.KVH * HD + g * HD;
+    let qoff = tq * P.H * HD + h * HD;
     let kstride = P.KVH * HD;
-    let nkeys = P.KVL - P.QL + i + 1u;
-    var first = 0u;
-    if (P.docs != 0u) {
-        first = u32(starts[bb * P.QL + i]);
-    }
+    let keys = query_keys(tq);
+    let nkeys = keys.y - keys.x;
+    let kbase = keys.x * kstride + g * HD;
     for (var d = lid; d < HD; d = d + WG) {
         qs[d] = q[qoff + d] * P.scale;
     }
@@ -44,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var m = NEG_MAX;
     var l = 0.0;
-    for (var j0 = first; j0 < nkeys; j0 = j0 + WG) {
+    for (var j0 = 0u; j0 < nkeys; j0 = j0 + WG) {
         let j = j0 + lid;
         var s = NEG_MAX;
         if (j < nkeys) {
@@ -75,7 +73,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         m = mn;
         workgroupBarrier();
     }
-    let inv = 1.0 / l;
+    let inv = attn_inv(l);
     for (var dd = 0u; dd < DPT; dd = dd + 1u) {
         let d = lid + dd * WG;
         if (d < HD) {
@@ -83,6 +81,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     if (lid == 0u) {
-        lse[(bb * P.H + h) * P.QL + i] = m + log(l);
+        lse[lse_at(tq, h)] = m + log(l);
     }
 }
