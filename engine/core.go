@@ -16,7 +16,8 @@ import "fmt"
 //	Binary, Scale, DivSqrt                           elementwise (DivSqrt: DoRA's detached norm)
 //	SumRows, Fill                                    reductions, constants
 //	Cast, Dropout                                    conversion, dropout
-//	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program
+//	SumSquaresN, ClipStatus, AdamWStep, Accumulate   the optimizer inside the step program (Accumulate
+//	                                                 on spans also packs data parallelism's gradients)
 //	AdamW8bitStep                                    its 8-bit moments (bitsandbytes' blockwise)
 //	TopK                                             sampling candidates on the device
 //	Reshape                                          a view (no kernel)

@@ -166,12 +166,47 @@ func (AdamW8bitStep) Infer(in []Meta) ([]Meta, error) {
 // Accumulate adds x to acc in place (acc ← acc + x), or copies it (acc ← x) with Overwrite: the
 // sum of micro-batches' gradients. Operands acc and x, f32 of one shape; the output is written over
 // acc's buffer.
-type Accumulate struct{ Overwrite bool }
+//
+// With N > 0 it works on a span: acc[Dst+i] (+)= x[Src+i] for i < N, the operands of any shapes
+// that hold their spans. That packs tensors into one flat buffer (Src 0, Dst each one's offset)
+// and unpacks them (Dst 0, Src the offset), so that data parallelism reads and writes all the
+// gradients of a step as one transfer.
+type Accumulate struct {
+	Overwrite bool
+	// Dst and Src are the span's first elements in acc and in x; N is its length (0: the whole
+	// of operands of one shape, Dst and Src 0).
+	Dst, Src, N int
+}
 
 func (Accumulate) Name() string   { return "accumulate" }
 func (Accumulate) aliases() []int { return []int{0} }
 
-func (Accumulate) Infer(in []Meta) ([]Meta, error) { return sameF32(in, 2) }
+func (o Accumulate) Infer(in []Meta) ([]Meta, error) {
+	if o.N == 0 {
+		if o.Dst != 0 || o.Src != 0 {
+			return nil, fmt.Errorf("offsets %d, %d need a span length N", o.Dst, o.Src)
+		}
+		return sameF32(in, 2)
+	}
+	if err := wantN(in, 2); err != nil {
+		return nil, err
+	}
+	if in[0].DType != F32 || in[1].DType != F32 {
+		return nil, fmt.Errorf("operands must be f32")
+	}
+	if o.N < 0 || o.Dst < 0 || o.Src < 0 || o.Dst > in[0].Shape.Numel()-o.N || o.Src > in[1].Shape.Numel()-o.N {
+		return nil, fmt.Errorf("span of %d at %d of %s and %d of %s lies outside them", o.N, o.Dst, in[0].Shape, o.Src, in[1].Shape)
+	}
+	return []Meta{in[0]}, nil
+}
+
+// Span returns the span's offsets and length, N resolved for operands of one shape.
+func (o Accumulate) Span(acc Meta) (dst, src, n int) {
+	if o.N == 0 {
+		return 0, 0, acc.Shape.Numel()
+	}
+	return o.Dst, o.Src, o.N
+}
 
 // ClipStatus records the status of a step (see the op).
 func (g *Graph) ClipStatus(loss, sumsq, ctl *Node, maxNorm float32) *Node {

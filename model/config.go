@@ -8,6 +8,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/lathe-ml/lathe/model/checkpoint"
 )
 
 // Config is the part of a Hugging Face config.json that defines a Llama-family decoder.
@@ -35,6 +37,10 @@ type Config struct {
 	BOSTokenID    *int   `json:"bos_token_id"`
 	EOSTokenID    any    `json:"eos_token_id"` // an int or a list of ints
 	SlidingWindow *int   `json:"sliding_window"`
+	// RopeFreqFactors, when set, divide the RoPE frequencies one by one (head_dim/2 of them),
+	// after rope_scaling: llama.cpp's per-dimension freq_factors, which a GGUF carries as
+	// rope_freqs.weight in place of Llama 3.1's rope_scaling. No config.json has them.
+	RopeFreqFactors []float64 `json:"-"`
 }
 
 // RopeScaling is config.json's rope_scaling: the context-extension variants of these models.
@@ -83,6 +89,10 @@ func LoadConfig(dir string) (*Config, error) {
 		}
 		c, err := ParseConfig(raw)
 		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", dir, err)
+		}
+		c.RopeFreqFactors = gf.RopeFreqFactors()
+		if err := c.Validate(); err != nil {
 			return nil, fmt.Errorf("load %s: %w", dir, err)
 		}
 		return c, nil
@@ -185,6 +195,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: rope_scaling type %q is not supported", k)
 	}
+	if f := c.RopeFreqFactors; f != nil {
+		if len(f) != c.HeadDim/2 {
+			return fmt.Errorf("config: %d RoPE frequency factors for head_dim %d (want %d)", len(f), c.HeadDim, c.HeadDim/2)
+		}
+		for i, v := range f {
+			if !(v > 0) || math.IsInf(v, 0) {
+				return fmt.Errorf("config: RoPE frequency factor %d is %v, want a positive finite number", i, v)
+			}
+		}
+	}
 	return nil
 }
 
@@ -211,18 +231,9 @@ func (c *Config) Rope(seqLen int) (invFreq []float32, attnScale float32) {
 			inv[i] /= rs.Factor
 		}
 	case "llama3":
-		orig := float64(rs.OriginalMaxPositionEmbeddings)
-		lowWave, highWave := orig/rs.LowFreqFactor, orig/rs.HighFreqFactor
-		for i, f := range inv {
-			wave := 2 * math.Pi / f
-			switch {
-			case wave < highWave:
-			case wave > lowWave:
-				inv[i] = f / rs.Factor
-			default:
-				s := (orig/wave - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
-				inv[i] = (1-s)*f/rs.Factor + s*f
-			}
+		ff := checkpoint.Llama3RopeFactors(base, d, rs.Factor, rs.LowFreqFactor, rs.HighFreqFactor, rs.OriginalMaxPositionEmbeddings)
+		for i := range inv {
+			inv[i] /= ff[i]
 		}
 	case "yarn":
 		orig := float64(rs.OriginalMaxPositionEmbeddings)
@@ -253,6 +264,10 @@ func (c *Config) Rope(seqLen int) (invFreq []float32, attnScale float32) {
 		if attn == 0 {
 			attn = 0.1*math.Log(rs.Factor) + 1
 		}
+	}
+	// A GGUF's rope_freqs divide after the scaling, as ggml's rope applies freq_factors.
+	for i, f := range c.RopeFreqFactors {
+		inv[i] /= f
 	}
 	invFreq = make([]float32, len(inv))
 	for i, f := range inv {

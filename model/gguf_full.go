@@ -8,6 +8,8 @@ import "github.com/lathe-ml/lathe/model/gguf"
 type ggufFile interface {
 	tensorSource
 	Config() map[string]any
+	// RopeFreqFactors are the file's per-dimension RoPE frequency divisors (rope_freqs), or nil.
+	RopeFreqFactors() []float64
 }
 
 // isGGUF reports whether path names a GGUF file rather than a folder.

@@ -13,6 +13,8 @@ import (
 type ggufFile interface {
 	tensorSource
 	Config() map[string]any
+	// RopeFreqFactors are the file's per-dimension RoPE frequency divisors (rope_freqs), or nil.
+	RopeFreqFactors() []float64
 }
 
 // isGGUF reports whether path names a GGUF file rather than a folder, as package gguf does.

@@ -12,18 +12,28 @@ import (
 
 // dataParallel is a trainer's part in a job of several ranks. Every rank packs the same global
 // batch (the data position is global, so a job resumes with any number of ranks) and trains on its
-// own rows of it; the step program stops at the gradients, which are read into one fused vector
-// weighted by the rank's share of the global batch's tokens, summed over the ranks in one
-// all-reduce, written back, and applied by the same optimizer program on every rank.
+// own rows of it; the step program stops at the gradients of the loss weighted by the rank's share
+// of the global batch's tokens. On the device they are packed (engine.Accumulate on spans) into one
+// fused buffer, summed over micro-batches there, read back in one transfer, summed over the ranks
+// in one all-reduce, written back in one transfer, unpacked on the device, and applied by the same
+// optimizer program on every rank.
 type dataParallel struct {
 	comm dist.Comm
+	b    engine.Backend
 	// lo, hi are this rank's rows of every global batch.
 	lo, hi int
-	// fused holds every adapter gradient, in Params order, then the loss: the all-reduce's buffer.
-	fused []float32
-	offs  []int
+	// fused holds every adapter gradient, in Params order (n values), then one weighted loss per
+	// micro-batch: the all-reduce's buffer. fusedT is its copy on the device.
+	fused  []float32
+	fusedT *engine.Tensor
+	offs   []int
+	n      int
 	// grads receive the summed gradients for the optimizer.
 	grads []*engine.Tensor
+	// pack[k] packs a micro-batch's gradients and loss into fusedT; k = 2·slot + (1 for the
+	// first micro-batch of the step, which overwrites the gradients). unpack copies them out.
+	pack   map[int]*packProgram
+	unpack *engine.Program
 	// commSeconds is the time spent in all-reduces so far this run, over commSteps steps.
 	commSeconds float64
 	commSteps   int
@@ -57,8 +67,15 @@ func (b Batch) Shard(lo, hi int) Batch {
 	return s
 }
 
-func newDataParallel(comm dist.Comm, rows int, params []Param, b engine.Backend) (*dataParallel, error) {
-	d := &dataParallel{comm: comm}
+// packProgram is a compiled pack: its inputs are the step's gradients and weighted loss.
+type packProgram struct {
+	p     *engine.Program
+	grads []*engine.Node
+	loss  *engine.Node
+}
+
+func newDataParallel(comm dist.Comm, rows, microBatches int, params []Param, b engine.Backend) (*dataParallel, error) {
+	d := &dataParallel{comm: comm, b: b, pack: map[int]*packProgram{}}
 	if rows < comm.Size() {
 		return nil, fmt.Errorf("train: batch %d has fewer rows than the job's %d ranks: each rank needs a row of every batch", rows, comm.Size())
 	}
@@ -74,27 +91,129 @@ func newDataParallel(comm dist.Comm, rows int, params []Param, b engine.Backend)
 		}
 		d.grads = append(d.grads, t)
 	}
-	d.fused = make([]float32, n+1)
+	d.n = n
+	d.fused = make([]float32, n+microBatches)
+	var err error
+	if d.fusedT, err = engine.NewTensor(b, engine.F32, engine.Shape{len(d.fused)}); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if d.unpack, err = d.compileUnpack(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("train: unpack the gradients: %w", err)
+	}
 	return d, nil
 }
 
-// Close frees the gradient tensors.
+// compileUnpack compiles the copy of each gradient's span of fusedT into its tensor.
+func (d *dataParallel) compileUnpack() (*engine.Program, error) {
+	g := engine.NewGraph()
+	fused := g.Input("fused", engine.F32, d.fusedT.Shape())
+	var ins, outs []*engine.Node
+	for j, t := range d.grads {
+		in := g.Input(fmt.Sprintf("grad.%d", j), engine.F32, t.Shape())
+		ins = append(ins, in)
+		outs = append(outs, g.Apply1(engine.Accumulate{Overwrite: true, Src: d.offs[j], N: t.Shape().Numel()}, in, fused))
+	}
+	p, err := engine.Compile(g, d.b, outs, engine.CompileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Bind(fused, d.fusedT); err != nil {
+		p.Release()
+		return nil, err
+	}
+	for j, in := range ins {
+		if err := p.Bind(in, d.grads[j]); err != nil {
+			p.Release()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// packInto adds (or, first, copies) the last run of step's gradients into fusedT's spans and its
+// weighted loss into the micro-batch's slot: one submission, nothing read.
+func (d *dataParallel) packInto(step *StepGraph, slot int, first bool) error {
+	k := 2 * slot
+	if first {
+		k++
+	}
+	pp := d.pack[k]
+	if pp == nil {
+		g := engine.NewGraph()
+		fused := g.Input("fused", engine.F32, d.fusedT.Shape())
+		pp = &packProgram{}
+		acc := fused
+		for j, t := range d.grads {
+			in := g.Input(fmt.Sprintf("grad.%d", j), engine.F32, t.Shape())
+			pp.grads = append(pp.grads, in)
+			acc = g.Apply1(engine.Accumulate{Overwrite: first, Dst: d.offs[j], N: t.Shape().Numel()}, acc, in)
+		}
+		pp.loss = g.Input("loss", engine.F32, engine.Shape{1})
+		acc = g.Apply1(engine.Accumulate{Overwrite: true, Dst: d.n + slot, N: 1}, acc, pp.loss)
+		var err error
+		if pp.p, err = engine.Compile(g, d.b, []*engine.Node{acc}, engine.CompileOptions{}); err != nil {
+			return fmt.Errorf("train: pack the gradients: %w", err)
+		}
+		if err := pp.p.Bind(fused, d.fusedT); err != nil {
+			pp.p.Release()
+			return fmt.Errorf("train: pack the gradients: %w", err)
+		}
+		d.pack[k] = pp
+	}
+	bind := func(in, out *engine.Node) error {
+		a, err := step.Program.Arg(out)
+		if err != nil {
+			return err
+		}
+		v, err := engine.View(d.b, a.Buf, in.Meta())
+		if err != nil {
+			return err
+		}
+		return pp.p.Bind(in, v)
+	}
+	for j, in := range pp.grads {
+		if err := bind(in, step.Grads[j]); err != nil {
+			return fmt.Errorf("train: pack the gradients: %w", err)
+		}
+	}
+	if err := bind(pp.loss, step.ScaledLoss); err != nil {
+		return fmt.Errorf("train: pack the gradients: %w", err)
+	}
+	return pp.p.Run()
+}
+
+// Close frees the gradient tensors and the programs.
 func (d *dataParallel) Close() {
 	for _, t := range d.grads {
 		t.Release()
 	}
 	d.grads = nil
+	for k, pp := range d.pack {
+		pp.p.Release()
+		delete(d.pack, k)
+	}
+	if d.unpack != nil {
+		d.unpack.Release()
+		d.unpack = nil
+	}
+	if d.fusedT != nil {
+		d.fusedT.Release()
+		d.fusedT = nil
+	}
 }
 
 // parallelStep takes one optimizer step as one rank of several: the result equals one process's
 // step on the global batch (GradAccum micro-batches of Batch rows each). Each micro-batch's mean
-// gradient is Σ_ranks tokens_rank·g_rank / tokens, so a rank adds its gradients weighted by its
-// share of the micro-batch's tokens (known to every rank: each packs the whole batch); micro-batches
-// are then averaged, and the loss is token-weighted, as on one process. A non-finite loss or
-// gradient on any rank makes the sum non-finite, and the step is skipped on every rank alike.
+// gradient is Σ_ranks tokens_rank·g_rank / tokens, so a rank differentiates its loss weighted by
+// its share of the micro-batch's tokens (known to every rank: each packs the whole batch) and by
+// 1/(micro-batches); the packed sums are the step's mean gradient. The weighted losses keep a slot
+// per micro-batch, from which the token-weighted loss is taken, as on one process. A non-finite
+// loss or gradient on any rank makes the sum non-finite, and the step is skipped on every rank
+// alike. The device's traffic is one read and one write of the fused buffer.
 func (t *Trainer) parallelStep() (StepMetrics, error) {
 	d := t.dp
-	clear(d.fused)
 	batches := make([]Batch, t.Cfg.GradAccum)
 	seeds := make([]int32, len(batches))
 	tokens, counted := 0, 0
@@ -106,7 +225,8 @@ func (t *Trainer) parallelStep() (StepMetrics, error) {
 			counted++
 		}
 	}
-	last := len(d.fused) - 1
+	ran := make([]bool, len(batches))
+	packed := false
 	for i, b := range batches {
 		if b.Tokens == 0 {
 			continue
@@ -115,22 +235,30 @@ func (t *Trainer) parallelStep() (StepMetrics, error) {
 		if s.Tokens == 0 {
 			continue
 		}
-		loss, err := t.step.Run(s, seeds[i])
+		if err := t.step.SetLossScale(float32(s.Tokens) / float32(b.Tokens) / float32(counted)); err != nil {
+			return StepMetrics{}, err
+		}
+		if err := t.step.Exec(s, seeds[i]); err != nil {
+			return StepMetrics{}, err
+		}
+		if err := d.packInto(t.step, i, !packed); err != nil {
+			return StepMetrics{}, err
+		}
+		ran[i], packed = true, true
+	}
+	if packed {
+		v, err := d.fusedT.Float32()
 		if err != nil {
 			return StepMetrics{}, err
 		}
-		w := float32(s.Tokens) / float32(b.Tokens) / float32(counted)
-		for j, node := range t.step.Grads {
-			g, err := t.step.Program.Float32(node)
-			if err != nil {
-				return StepMetrics{}, err
-			}
-			dst := d.fused[d.offs[j] : d.offs[j]+len(g)]
-			for k, v := range g {
-				dst[k] += w * v
+		copy(d.fused, v)
+		for i, r := range ran {
+			if !r { // a slot this rank did not write this step
+				d.fused[d.n+i] = 0
 			}
 		}
-		d.fused[last] += float32(loss * float64(s.Tokens) / float64(tokens))
+	} else {
+		clear(d.fused)
 	}
 	start := time.Now()
 	if err := d.comm.AllReduceSum(d.fused); err != nil {
@@ -141,17 +269,24 @@ func (t *Trainer) parallelStep() (StepMetrics, error) {
 	d.commSteps++
 	m := t.beginStep(tokens, t.sched.LR(t.opt.StepCount(), t.Cfg.LR))
 	m.CommSeconds = comm
-	loss := float64(d.fused[last])
+	// Slot i holds micro-batch i's token-mean loss / counted; weigh them by their tokens.
+	loss := 0.0
+	for i, b := range batches {
+		loss += float64(d.fused[d.n+i]) * float64(counted) * float64(b.Tokens) / float64(tokens)
+	}
 	if tokens == 0 || math.IsNaN(loss) || math.IsInf(loss, 0) {
 		m.Loss, m.Skipped = math.NaN(), true
 		return m, nil
 	}
 	m.Loss = loss
+	if err := d.fusedT.SetFloat32(d.fused); err != nil {
+		return m, err
+	}
+	if err := d.unpack.Run(); err != nil {
+		return m, err
+	}
 	args := make([]engine.Arg, len(d.grads))
 	for j, g := range d.grads {
-		if err := g.SetFloat32(d.fused[d.offs[j] : d.offs[j]+g.Shape().Numel()]); err != nil {
-			return m, err
-		}
 		args[j] = engine.Arg{Buf: g.Buffer(), Meta: g.Meta()}
 	}
 	info, err := t.opt.Step(args, float32(m.LR), 1)
@@ -181,7 +316,7 @@ type Communication struct {
 	// Ranks is the job's number of processes.
 	Ranks int `json:"ranks"`
 	// AllReduceBytes is the size of the buffer all-reduced each step: the adapter's gradients in
-	// f32 and the loss. A ring all-reduce sends 2(Ranks-1)/Ranks times this from every rank.
+	// f32 and a loss per micro-batch. A ring all-reduce sends 2(Ranks-1)/Ranks times this from every rank.
 	AllReduceBytes int64 `json:"allreduce_bytes_per_step"`
 	// FullFineTuneBytes is what the same all-reduce would be for every weight of the base model
 	// (full fine-tuning, f32 gradients).
@@ -222,7 +357,7 @@ func BaseParams(c *model.Config) int64 {
 
 // communication reports this run's data-parallel traffic.
 func (t *Trainer) communication() Communication {
-	c := Communication{Ranks: 1, AllReduceBytes: 4 * (t.Adapter.NumParams() + 1), FullFineTuneBytes: 4 * BaseParams(t.Model.Cfg)}
+	c := Communication{Ranks: 1, AllReduceBytes: 4 * (t.Adapter.NumParams() + int64(t.Cfg.GradAccum)), FullFineTuneBytes: 4 * BaseParams(t.Model.Cfg)}
 	c.Saving = float64(c.FullFineTuneBytes) / float64(c.AllReduceBytes)
 	if t.dp != nil {
 		c.Ranks = t.dp.comm.Size()

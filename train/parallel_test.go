@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/dist"
+	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
 	"github.com/lathe-ml/lathe/peft"
@@ -87,7 +89,7 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 			got := runRanks(t, many, c.ranks)
 			require.Equal(t, c.ranks, got.Communication.Ranks)
 			require.Greater(t, got.Communication.CommSecondsPerStep, 0.0)
-			require.Equal(t, 4*(got.Params+1), got.Communication.AllReduceBytes)
+			require.Equal(t, 4*(got.Params+int64(c.accum)), got.Communication.AllReduceBytes)
 
 			lr, lg := stepLosses(t, one.Out), stepLosses(t, many.Out)
 			require.Len(t, lg, cfg.Steps, "rank 0 alone logged each step once")
@@ -158,7 +160,7 @@ func TestShardRowsCoverTheBatch(t *testing.T) {
 			require.Equal(t, rows, next)
 		}
 	}
-	_, err := newDataParallel(dist.Local(3)[0], 2, nil, cpu.New())
+	_, err := newDataParallel(dist.Local(3)[0], 2, 1, nil, cpu.New())
 	require.ErrorContains(t, err, "fewer rows than the job's 3 ranks")
 }
 
@@ -176,5 +178,78 @@ func TestBaseParamsCountsTheLoadedWeights(t *testing.T) {
 		require.Equal(t, m.Cfg.TieWordEmbeddings, tied)
 		require.Equal(t, m.WeightBytes(), 4*BaseParams(m.Cfg), "tied %v", tied)
 		m.Release()
+	}
+}
+
+// TestDataParallelOneTransferEachWay counts what crosses between host and device in a step of a
+// 2-rank job accumulating 2 micro-batches, on the CPU and on WebGPU (lavapipe in CI): the
+// gradients of every adapter tensor and the losses come back in one read of the fused buffer and
+// go back in one write (unpacked on the device), whatever the number of tensors. The rest is the
+// batches' uploads (ids, positions, document starts, targets, dropout seed and the rank's loss
+// weight: 6 per micro-batch) and the optimizer's own control write and status read. WebGPU's
+// losses are the CPU's. (Not Vulkan: two Vulkan devices building pipelines at once in one process
+// crash in lavapipe's vkCreateComputePipelines; MPI's ranks are processes of their own.)
+func TestDataParallelOneTransferEachWay(t *testing.T) {
+	cfg := fixture(t, "lora")
+	cfg.Steps, cfg.Batch, cfg.GradAccum, cfg.Seq, cfg.Warmup = 3, 4, 2, 32, 1
+	var want []float64
+	for _, dev := range []string{"cpu", "webgpu"} {
+		t.Run(dev, func(t *testing.T) {
+			open := map[string]func(testing.TB) engine.Backend{
+				"cpu": func(testing.TB) engine.Backend { return cpu.New() }, "webgpu": testdevice.WebGPU,
+			}[dev]
+			backends := []engine.Backend{open(t), open(t)}
+			comms := dist.Local(2)
+			counts := make([]engine.Counts, 2)
+			fused, tensors := make([]int, 2), make([]int, 2)
+			losses := make([][]float64, 2)
+			errs := make([]error, 2)
+			var wg sync.WaitGroup
+			for r := range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					b := engine.NewCounting(backends[r])
+					c := cfg
+					c.Out = filepath.Join(t.TempDir(), "out")
+					tr, err := NewParallel(c, b, comms[r])
+					if err != nil {
+						errs[r] = err
+						return
+					}
+					defer tr.Close()
+					for step := range 3 {
+						before := b.Counts()
+						m, err := tr.Step() // the first compiles the pack programs
+						if err != nil {
+							errs[r] = err
+							return
+						}
+						losses[r] = append(losses[r], m.Loss)
+						if step == 2 {
+							counts[r], fused[r], tensors[r] = b.Counts().Sub(before), len(tr.dp.fused), len(tr.dp.grads)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for r := range 2 {
+				require.NoError(t, errs[r], "rank %d", r)
+				c := counts[r]
+				require.Greater(t, tensors[r], 4, "several adapter tensors")
+				require.Equal(t, int64(2), c.Reads, "rank %d: the fused buffer and the optimizer's status", r)
+				require.Equal(t, int64(4*fused[r]+4*engine.StatusLen), c.ReadBytes, "rank %d", r)
+				require.Equal(t, int64(2*6+2), c.Writes, "rank %d: the batches, the fused buffer, the optimizer's control", r)
+				require.Equal(t, losses[0], losses[r], "every rank logs the same loss")
+			}
+			if want == nil {
+				want = losses[0]
+				require.NotEqual(t, want[0], want[2], "the adapter trained")
+				return
+			}
+			for i := range want {
+				require.InDelta(t, want[i], losses[0][i], 1e-3*math.Abs(want[i]), "step %d: %s against the CPU", i+1, dev)
+			}
+		})
 	}
 }

@@ -30,6 +30,9 @@ type StepGraph struct {
 	lossScale  float32
 	lossScaleN *engine.Node
 	lossScaleT *engine.Tensor
+	// ScaledLoss is loss·scale, an output of a loss-scaled step without an optimizer (data
+	// parallelism weights each rank's gradients and loss this way).
+	ScaledLoss *engine.Node
 }
 
 // NewStepGraph records and compiles the step for batches of rows×seq tokens. recompute turns on
@@ -137,6 +140,10 @@ func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute b
 		}
 		if opt == nil {
 			outs = append(outs, s.Grads...)
+			if scaled {
+				s.ScaledLoss = diff
+				outs = append(outs, diff)
+			}
 		} else {
 			// The update reads the gradients on the device: they are not outputs.
 			var pn, gn []*engine.Node
@@ -208,13 +215,7 @@ func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute b
 // Run uploads a batch, runs the step and returns the batch's mean loss. The gradients stay on the
 // device (GradArgs). A step from NewTrainStep runs with Update instead.
 func (s *StepGraph) Run(b Batch, seed int32) (float64, error) {
-	if s.opt != nil {
-		return 0, fmt.Errorf("train: the step updates the weights: run it with Update")
-	}
-	if err := s.upload(b, seed); err != nil {
-		return 0, err
-	}
-	if err := s.Program.Run(); err != nil {
+	if err := s.Exec(b, seed); err != nil {
 		return 0, err
 	}
 	l, err := s.Program.Float32(s.Loss)
@@ -222,6 +223,18 @@ func (s *StepGraph) Run(b Batch, seed int32) (float64, error) {
 		return 0, err
 	}
 	return float64(l[0]), nil
+}
+
+// Exec uploads a batch and runs the step, reading nothing back: the loss, the gradients and
+// ScaledLoss stay on the device (Program.Arg).
+func (s *StepGraph) Exec(b Batch, seed int32) error {
+	if s.opt != nil {
+		return fmt.Errorf("train: the step updates the weights: run it with Update")
+	}
+	if err := s.upload(b, seed); err != nil {
+		return err
+	}
+	return s.Program.Run()
 }
 
 // Update runs a step of NewTrainStep on a batch with learning rate lr: forward, backward and the

@@ -333,10 +333,11 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 			return nil, fmt.Errorf("train: max_memory is for one process, not a data-parallel job")
 		}
 		// The step stops at the gradients: they are summed over the ranks before the update.
-		if t.dp, err = newDataParallel(comm, cfg.Batch, t.opt.Params(), b); err != nil {
+		if t.dp, err = newDataParallel(comm, cfg.Batch, cfg.GradAccum, t.opt.Params(), b); err != nil {
 			return nil, err
 		}
-		if t.step, err = NewStepGraph(t.Model, t.Adapter, t.dp.hi-t.dp.lo, cfg.Seq, true, cfg.Recompute); err != nil {
+		// Loss-scaled: each rank weighs its loss (and so its gradients) by its share of the tokens.
+		if t.step, err = NewTrainStepWith(t.Model, t.Adapter, t.dp.hi-t.dp.lo, cfg.Seq, StepOptions{Recompute: cfg.Recompute, LossScaled: true}); err != nil {
 			return nil, err
 		}
 	} else if cfg.MaxMemory != "" {

@@ -91,6 +91,28 @@ func TestLlamaCppJudge(t *testing.T) {
 		require.Contains(t, w, "Once upon a time")
 		jobs, want = append(jobs, job{Model: path, Tokens: 24}), append(want, w)
 	}
+	// Llama 3.1's rope_scaling, written as rope_freqs.weight: an original context of 64 puts
+	// stories260K's frequencies in all three llama3 bands, so llama.cpp must divide by the factors.
+	l3 := filepath.Join(tmp, "stories-llama3")
+	_, err = llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), l3)
+	require.NoError(t, err)
+	cfgPath := filepath.Join(l3, "config.json")
+	raw, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	var cfg map[string]any
+	require.NoError(t, json.Unmarshal(raw, &cfg))
+	cfg["rope_scaling"] = map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+	raw, err = json.Marshal(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfgPath, raw, 0o644))
+	l3gguf := filepath.Join(tmp, "stories-llama3.gguf")
+	_, _, err = run(t, "export", "--model", l3, "--type", "F32", "--out", l3gguf)
+	require.NoError(t, err)
+	w3 := lathe(l3gguf)
+	require.Equal(t, lathe(l3), w3, "the GGUF generates as its folder")
+	require.NotEqual(t, want[0], w3, "the llama3 scaling changes the text")
+	jobs, want = append(jobs, job{Model: l3gguf, Tokens: 24}), append(want, w3)
+
 	base := filepath.Join(tmp, "stories-F32.gguf")
 	ad := filepath.Join(tmp, "ad")
 	_, _, err = run(t, "train", "--model", base, "--data", data, "--steps", "30", "--lr", "0.01", "--rslora", "--device", "cpu", "--out", ad)
@@ -101,5 +123,5 @@ func TestLlamaCppJudge(t *testing.T) {
 	w := lathe(base, "--adapter", ad)
 	require.NotEqual(t, want[0], w, "the adapter changes the text")
 	jobs, want = append(jobs, job{Model: base, LoRA: lora, Tokens: 24}), append(want, w)
-	require.Equal(t, want, judge(jobs), "llama.cpp's greedy text: F32, Q8_0, F32 with lathe's GGUF LoRA")
+	require.Equal(t, want, judge(jobs), "llama.cpp's greedy text: F32, Q8_0, llama3 RoPE (rope_freqs), F32 with lathe's GGUF LoRA")
 }

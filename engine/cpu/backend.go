@@ -498,10 +498,11 @@ func run(l engine.Launch) error {
 		}
 		topK(f32(out[0]), f32(in[0]), ctl, x.Rows(), x.Last(), op.K)
 	case engine.Accumulate:
+		d, s, n := op.Span(out[0].Meta)
 		if op.Overwrite {
-			copy(f32(out[0]), f32(in[1]))
+			copy(f32(out[0])[d:d+n], f32(in[1])[s:s+n])
 		} else {
-			kernels.AddScaled(f32(out[0]), f32(in[1]), 1)
+			kernels.AddScaled(f32(out[0])[d:d+n], f32(in[1])[s:s+n], 1)
 		}
 	default:
 		return fmt.Errorf("no cpu kernel")

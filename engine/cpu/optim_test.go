@@ -166,3 +166,34 @@ func TestTopKReference(t *testing.T) {
 		}
 	}
 }
+
+// Accumulate on spans packs tensors into one buffer at offsets and unpacks them, leaving the rest
+// of the destination as it was; spans outside an operand are refused when the graph is built, on
+// every backend alike (Infer).
+func TestAccumulateSpanReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 13))
+	g := engine.NewGraph()
+	a, b := g.Input("a", engine.F32, engine.Shape{3, 5}), g.Input("b", engine.F32, engine.Shape{4})
+	fused := g.Input("fused", engine.F32, engine.Shape{23})
+	f := g.Apply1(engine.Accumulate{Overwrite: true, Dst: 1, N: 15}, fused, a)
+	f = g.Apply1(engine.Accumulate{Overwrite: true, Dst: 17, N: 4}, f, b)
+	f = g.Apply1(engine.Accumulate{Dst: 17, N: 4}, f, b)
+	backIn := g.Input("back", engine.F32, engine.Shape{3, 5})
+	back := g.Apply1(engine.Accumulate{Overwrite: true, Src: 1, N: 15}, backIn, f)
+	av, bv, fv := randn(r, 15, 1), randn(r, 4, 1), randn(r, 23, 3)
+	res := runGraph(t, g, map[*engine.Node][]float32{a: av, b: bv, fused: append([]float32(nil), fv...),
+		backIn: randn(r, 15, 1)}, f, back)
+	want := append([]float32(nil), fv...)
+	copy(want[1:], av)
+	for i, v := range bv {
+		want[17+i] = v + v
+	}
+	require.Equal(t, want, res[0])
+	require.Equal(t, av, res[1])
+
+	for _, bad := range []engine.Accumulate{{N: 16}, {Dst: 9, N: 15}, {Src: 1, N: 15}, {Dst: 3}, {N: -1}} {
+		g := engine.NewGraph()
+		g.Apply1(bad, g.Input("acc", engine.F32, engine.Shape{23}), g.Input("x", engine.F32, engine.Shape{15}))
+		require.Error(t, g.Err(), "%+v", bad)
+	}
+}

@@ -519,6 +519,30 @@ func OpCases() []Case {
 			acc := g.Apply1(engine.Accumulate{}, g.Apply1(engine.Accumulate{Overwrite: true}, b.f32(engine.Shape{5003}, 1), g2), b.f32(engine.Shape{5003}, 1))
 			return append([]*engine.Node{ss, st, acc}, upd...)
 		}),
+		// Gradients packed into one flat buffer at offsets (copied, then a second micro-batch's
+		// added) and unpacked from it, as data parallelism moves a step's gradients: spans of
+		// odd lengths at odd offsets, one past a workgroup.
+		c("accumulate_span", 0, func(b *builder) []*engine.Node {
+			g := b.g
+			x := []*engine.Node{b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{3}, 1), b.f32(engine.Shape{301}, 1)}
+			y := []*engine.Node{b.f32(engine.Shape{13, 37}, 1), b.f32(engine.Shape{3}, 1), b.f32(engine.Shape{301}, 1)}
+			fused := b.f32(engine.Shape{13*37 + 3 + 301 + 5}, 1)
+			off := []int{2, 2 + 13*37, 5 + 13*37}
+			for i := range x {
+				n := x[i].Shape().Numel()
+				fused = g.Apply1(engine.Accumulate{Overwrite: true, Dst: off[i], N: n}, fused, x[i])
+			}
+			for i := range y {
+				fused = g.Apply1(engine.Accumulate{Dst: off[i], N: y[i].Shape().Numel()}, fused, y[i])
+			}
+			out := []*engine.Node{fused}
+			for i, sh := range []engine.Shape{{13, 37}, {3}, {301}} {
+				out = append(out, g.Apply1(engine.Accumulate{Overwrite: true, Src: off[i], N: sh.Numel()}, b.f32(sh, 1), fused))
+			}
+			// Part of a tensor added into part of another.
+			out = append(out, g.Apply1(engine.Accumulate{Dst: 7, Src: 11, N: 250}, b.f32(engine.Shape{17, 19}, 1), b.f32(engine.Shape{290}, 1)))
+			return out
+		}),
 		// The 8-bit update (bitsandbytes' blockwise AdamW8bit) from a random state: three
 		// blocks, the last one partial, clipped, with weight decay; then a zero state's first
 		// step (every block's absmax 0). Codes are compared as numbers: one code off at a

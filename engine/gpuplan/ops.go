@@ -335,11 +335,12 @@ func (q *planner) launch() error {
 		return q.adamw8bitStep(op, l, in, out)
 	case engine.Accumulate:
 		// In place: out[0] is in[0]'s buffer, bound once as read_write.
+		d, s, n := op.Span(l.Out[0].Meta)
 		g, err := q.items(n, WG)
 		if err != nil {
 			return err
 		}
-		q.dispatch("accumulate", []shaders.Const{wgc, c("OVERWRITE", op.Overwrite)}, g, new(Params).U(n), out[0], in[1])
+		q.dispatch("accumulate", []shaders.Const{wgc, c("OVERWRITE", op.Overwrite)}, g, new(Params).U(n, d, s), out[0], in[1])
 	case engine.MatMul:
 		a, bm := l.In[0].Meta.Shape, l.In[1].Meta.Shape
 		m, nn, k := op.Dims(a, bm)

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 )
@@ -106,6 +107,30 @@ func RoPEInterleaved(w []float32, heads, rows, cols int) []float32 {
 		for j := 0; j < half; j++ {
 			copy(out[(h*hd+2*j)*cols:(h*hd+2*j+1)*cols], w[(h*hd+j)*cols:(h*hd+j+1)*cols])
 			copy(out[(h*hd+2*j+1)*cols:(h*hd+2*j+2)*cols], w[(h*hd+half+j)*cols:(h*hd+half+j+1)*cols])
+		}
+	}
+	return out
+}
+
+// Llama3RopeFactors returns the per-dimension divisors of the RoPE frequencies base^(-2i/headDim)
+// that Llama 3.1's rope_scaling (rope_type llama3) applies: 1 for wavelengths under
+// orig/high, factor for those over orig/low, and a smooth blend between. They are the values
+// llama.cpp's convert_hf_to_gguf.py writes as rope_freqs.weight and that ggml divides each
+// frequency by; transformers' _compute_llama3_parameters multiplies by their reciprocals.
+func Llama3RopeFactors(theta float64, headDim int, factor, low, high float64, orig int) []float64 {
+	o := float64(orig)
+	lowWave, highWave := o/low, o/high
+	out := make([]float64, headDim/2)
+	for i := range out {
+		wave := 2 * math.Pi * math.Pow(theta, float64(2*i)/float64(headDim))
+		switch {
+		case wave < highWave:
+			out[i] = 1
+		case wave > lowWave:
+			out[i] = factor
+		default:
+			s := (o/wave - low) / (high - low)
+			out[i] = 1 / ((1-s)/factor + s)
 		}
 	}
 	return out

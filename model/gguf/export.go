@@ -30,6 +30,8 @@ type ExportResult struct {
 	Type    string `json:"type"`
 	Tensors int    `json:"tensors"`
 	Bytes   int64  `json:"bytes"`
+	// Shards are the files of a split model, the first being Out.
+	Shards []string `json:"shards,omitempty"`
 }
 
 // ModelConfig is the subset of a transformers config.json the exporter writes as {arch}.* keys.
@@ -46,10 +48,15 @@ type modelConfig struct {
 	Theta         float64  `json:"rope_theta"`
 	MaxPos        int      `json:"max_position_embeddings"`
 	RopeScaling   *struct {
-		Type, RopeType string
-		Factor         float64
-		Orig           int `json:"original_max_position_embeddings"`
+		Type     string  `json:"type"`
+		RopeType string  `json:"rope_type"`
+		Factor   float64 `json:"factor"`
+		Orig     int     `json:"original_max_position_embeddings"`
+		LowFreq  float64 `json:"low_freq_factor"`
+		HighFreq float64 `json:"high_freq_factor"`
 	} `json:"rope_scaling"`
+	// Orig is a top-level original_max_position_embeddings, which some configs carry.
+	Orig int `json:"original_max_position_embeddings"`
 }
 
 // WriteModel writes the Hugging Face model folder dir (a Llama or Qwen2 checkpoint with its
@@ -58,6 +65,12 @@ type modelConfig struct {
 // interleaved RoPE pairs. Matrices are stored as typ when their rows are whole blocks of it (else
 // Q8_0 or F16, as llama.cpp falls back), vectors as F32. Tensors stream one at a time.
 func WriteModel(dir, out string, typ parser.GGMLType) (ExportResult, error) {
+	return WriteModelSplit(dir, out, typ, 1)
+}
+
+// WriteModelSplit is WriteModel writing the model as shards split files (see Writer.WriteSplit),
+// named after out (NAME-00001-of-0000N.gguf) when shards > 1.
+func WriteModelSplit(dir, out string, typ parser.GGMLType, shards int) (ExportResult, error) {
 	if _, err := rowBytes(typ, 0); err != nil {
 		return ExportResult{}, fmt.Errorf("export gguf: %w", err)
 	}
@@ -123,14 +136,23 @@ func WriteModel(dir, out string, typ parser.GGMLType) (ExportResult, error) {
 			if rs.Orig > 0 {
 				w.Uint32(a+"rope.scaling.original_context_length", uint32(rs.Orig))
 			}
+		case "llama3":
+			// As convert_hf_to_gguf.py: no scaling keys, per-dimension frequency divisors instead.
+			factors, err := llama3Factors(c)
+			if err != nil {
+				return ExportResult{}, fmt.Errorf("export gguf: %w", err)
+			}
+			if err := w.Tensor("rope_freqs.weight", parser.GGMLTypeF32, []int{len(factors)}, func() ([]float32, error) { return factors, nil }); err != nil {
+				return ExportResult{}, fmt.Errorf("export gguf: %w", err)
+			}
 		default:
-			return ExportResult{}, fmt.Errorf("export gguf: rope_scaling %q is not written (linear and yarn are)", kind)
+			return ExportResult{}, fmt.Errorf("export gguf: rope_scaling %q is not written (linear, yarn and llama3 are)", kind)
 		}
 	}
 	if err := writeVocab(&w, dir, c.Vocab); err != nil {
 		return ExportResult{}, fmt.Errorf("export gguf: %w", err)
 	}
-	count := 0
+	count := len(w.tensors) // rope_freqs.weight, when written
 	for _, name := range ck.Names() {
 		gname := GGUFName(name)
 		if gname == "" {
@@ -179,14 +201,57 @@ func WriteModel(dir, out string, typ parser.GGMLType) (ExportResult, error) {
 		}
 		count++
 	}
-	if err := w.WriteFile(out); err != nil {
+	paths := []string{out}
+	if shards > 1 {
+		if paths, err = w.WriteSplit(out, shards); err != nil {
+			return ExportResult{}, fmt.Errorf("export gguf: %w", err)
+		}
+	} else if err := w.WriteFile(out); err != nil {
 		return ExportResult{}, fmt.Errorf("export gguf: %w", err)
 	}
-	st, err := os.Stat(out)
-	if err != nil {
-		return ExportResult{}, fmt.Errorf("export gguf: %w", err)
+	res := ExportResult{Out: paths[0], Type: typ.String(), Tensors: count}
+	if shards > 1 {
+		res.Shards = paths
 	}
-	return ExportResult{Out: out, Type: typ.String(), Tensors: count, Bytes: st.Size()}, nil
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return ExportResult{}, fmt.Errorf("export gguf: %w", err)
+		}
+		res.Bytes += st.Size()
+	}
+	return res, nil
+}
+
+// llama3Factors returns rope_freqs.weight for a Llama 3.1-style rope_scaling, with the defaults
+// convert_hf_to_gguf.py takes for absent fields (factor 8, low 1, high 4, original context 8192).
+// The original context comes from rope_scaling, where transformers reads it, before the top level.
+func llama3Factors(c modelConfig) ([]float32, error) {
+	rs := *c.RopeScaling
+	def := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&rs.Factor, 8)
+	def(&rs.LowFreq, 1)
+	def(&rs.HighFreq, 4)
+	orig := rs.Orig
+	if orig == 0 {
+		orig = c.Orig
+	}
+	if orig == 0 {
+		orig = 8192
+	}
+	if rs.Factor < 0 || rs.LowFreq <= 0 || rs.HighFreq <= rs.LowFreq {
+		return nil, fmt.Errorf("rope_scaling llama3: factor %v, low_freq_factor %v, high_freq_factor %v: want a positive factor and 0 < low < high", rs.Factor, rs.LowFreq, rs.HighFreq)
+	}
+	f := checkpoint.Llama3RopeFactors(c.Theta, c.HeadDim, rs.Factor, rs.LowFreq, rs.HighFreq, orig)
+	out := make([]float32, len(f))
+	for i, v := range f {
+		out[i] = float32(v)
+	}
+	return out, nil
 }
 
 // writeVocab adds tokenizer.ggml.* (and tokenizer.chat_template) from dir's tokenizer.json and

@@ -2,6 +2,7 @@ package gguf_test
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -353,4 +354,141 @@ func TestExportPadsTheVocabulary(t *testing.T) {
 	require.Equal(t, "[PAD3999]", names[vocab-1])
 	require.Equal(t, int32(tokenizer.GGUFUnused), kinds[vocab-1])
 	require.NotEqual(t, int32(tokenizer.GGUFUnused), kinds[n-1], "the tokenizer's own tokens keep their types")
+}
+
+// A Llama 3.1-style rope_scaling (rope_type llama3) is exported as convert_hf_to_gguf.py writes
+// it, a rope_freqs.weight of per-dimension frequency divisors and no scaling keys, and loads back
+// to the folder's logits. The original context of 64 puts stories260K's four frequencies (head_dim
+// 8) in all three of llama3's bands, so the factors change the logits; a GGUF without them is far off.
+func TestLlama3RopeThroughGGUF(t *testing.T) {
+	src := testdata.Path(t, "stories260K")
+	dir := t.TempDir()
+	_, err := llama2c.Convert(filepath.Join(src, "stories260K.bin"), filepath.Join(src, "tok512.bin"), dir)
+	require.NoError(t, err)
+	plain := logitsOf(t, dir, storyIDs(t, dir))
+	setLlama3Rope(t, dir)
+	ids := storyIDs(t, dir)
+	want := logitsOf(t, dir, ids)
+	require.Greater(t, maxDiff(plain, want), 1e-2, "the llama3 scaling changes the logits")
+
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	_, err = gguf.WriteModel(dir, path, parser.GGMLTypeF32)
+	require.NoError(t, err)
+	f, err := gguf.Open(path)
+	require.NoError(t, err)
+	// The factors llama.cpp's converter computes (float32 arithmetic) for theta 10000, head_dim 8,
+	// factor 8, low 1, high 4, original context 64: wavelengths 2π, 20π, 200π and 2000π.
+	s := (64/(20*math.Pi) - 1) / 3
+	require.InDeltaSlice(t, []float64{1, 1 / ((1-s)/8 + s), 8, 8}, f.RopeFreqFactors(), 1e-6)
+	_, ok := f.Meta.Header.MetadataKV.Get("llama.rope.scaling.type")
+	require.False(t, ok, "llama3 scaling is rope_freqs alone, as llama.cpp's converter writes it")
+	require.NoError(t, f.Close())
+	got := logitsOf(t, path, ids)
+	require.Less(t, maxDiff(want, got), 1e-4, "GGUF with rope_freqs against the folder with rope_scaling llama3")
+
+	// Refused: factors of the wrong length, and non-positive ones.
+	for _, bad := range []struct {
+		v    []float32
+		want string
+	}{{[]float32{1, 2}, "want [4]"}, {[]float32{1, 0, 8, 8}, "factor 1 is 0"}} {
+		var w gguf.Writer
+		w.String("general.architecture", "llama")
+		w.Uint32("llama.vocab_size", 8)
+		w.Uint32("llama.embedding_length", 16)
+		w.Uint32("llama.feed_forward_length", 16)
+		w.Uint32("llama.block_count", 1)
+		w.Uint32("llama.attention.head_count", 2)
+		w.Float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+		v := bad.v
+		require.NoError(t, w.Tensor("rope_freqs.weight", parser.GGMLTypeF32, []int{len(v)}, func() ([]float32, error) { return v, nil }))
+		p := filepath.Join(t.TempDir(), "bad.gguf")
+		require.NoError(t, w.WriteFile(p))
+		_, err := gguf.Open(p)
+		require.ErrorContains(t, err, bad.want)
+	}
+}
+
+func storyIDs(t *testing.T, dir string) []int32 {
+	tk, err := tokenizer.Load(dir)
+	require.NoError(t, err)
+	e, err := tk.Encode(texts[0]+" "+texts[2], true)
+	require.NoError(t, err)
+	ids := make([]int32, len(e))
+	for i, id := range e {
+		ids[i] = int32(id)
+	}
+	return ids
+}
+
+// setLlama3Rope gives dir's config.json Llama 3.1's rope_scaling with a short original context.
+func setLlama3Rope(t *testing.T, dir string) {
+	p := filepath.Join(dir, "config.json")
+	raw, err := os.ReadFile(p)
+	require.NoError(t, err)
+	var c map[string]any
+	require.NoError(t, json.Unmarshal(raw, &c))
+	c["rope_scaling"] = map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+	raw, err = json.Marshal(c)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(p, raw, 0o644))
+}
+
+// A model split as llama-gguf-split splits it (here into 3 shards, the first with all the
+// metadata) loads from its first shard to the logits of the single file, tensors read from every
+// shard. A missing shard, or a shard other than the first, is refused by name.
+func TestSplitGGUF(t *testing.T) {
+	dir := t.TempDir()
+	_, err := synth.Write(dir, synth.Options{Seed: 7, DType: "F32", Preset: synth.Preset{Name: "s", Vocab: 384, Hidden: 64,
+		Intermediate: 96, Layers: 2, Heads: 4, KVHeads: 2, MaxPos: 128}})
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	one := filepath.Join(tmp, "one.gguf")
+	_, err = gguf.WriteModel(dir, one, parser.GGMLTypeQ8_0)
+	require.NoError(t, err)
+	res, err := gguf.WriteModelSplit(dir, filepath.Join(tmp, "m.gguf"), parser.GGMLTypeQ8_0, 3)
+	require.NoError(t, err)
+	require.Equal(t, gguf.ShardPaths(filepath.Join(tmp, "m.gguf"), 3), res.Shards)
+	require.Equal(t, filepath.Join(tmp, "m-00001-of-00003.gguf"), res.Out)
+
+	// The shards hold what gguf-split writes: the metadata in the first, split.* keys in each.
+	total := 0
+	for i, p := range res.Shards {
+		raw, err := os.ReadFile(p)
+		require.NoError(t, err)
+		n := int(binary.LittleEndian.Uint64(raw[8:]))
+		require.Positive(t, n, "shard %d holds tensors", i)
+		total += n
+		kvs := binary.LittleEndian.Uint64(raw[16:])
+		if i == 0 {
+			require.Greater(t, kvs, uint64(20), "the first shard has all the metadata")
+		} else {
+			require.Equal(t, uint64(3), kvs, "split.no, split.count, split.tensors.count")
+		}
+	}
+	f, err := gguf.Open(res.Out)
+	require.NoError(t, err)
+	require.Len(t, f.Meta.TensorInfos, total)
+	c, _ := f.Meta.Header.MetadataKV.Get("split.count")
+	require.Equal(t, parser.GGUFMetadataValueTypeUint16, c.ValueType)
+	require.NoError(t, f.Close())
+
+	ids := storyIDs(t, dir)
+	want := logitsOf(t, one, ids)
+	got := logitsOf(t, res.Out, ids)
+	require.Equal(t, want, got, "the split model's logits are the single file's")
+	a, err := tokenizer.Load(one)
+	require.NoError(t, err)
+	b, err := tokenizer.Load(res.Out)
+	require.NoError(t, err)
+	ea, err := a.Encode(texts[1], true)
+	require.NoError(t, err)
+	eb, err := b.Encode(texts[1], true)
+	require.NoError(t, err)
+	require.Equal(t, ea, eb, "the tokenizer from the first shard")
+
+	_, err = gguf.Open(res.Shards[1])
+	require.ErrorContains(t, err, "not the first shard")
+	require.NoError(t, os.Remove(res.Shards[2]))
+	_, err = gguf.Open(res.Out)
+	require.ErrorContains(t, err, "m-00003-of-00003.gguf")
 }

@@ -6,7 +6,9 @@
 package gguf
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"sort"
@@ -28,23 +30,35 @@ func filepathExt(p string) string {
 	return ""
 }
 
-// File is an open GGUF model. Its tensors are named as transformers names them and read on
-// demand; Close it when done.
+// File is an open GGUF model, one file or the shards of a split one. Its tensors are named as
+// transformers names them and read on demand; Close it when done.
 type File struct {
+	// Path is the file, or the first shard of a split model.
 	Path string
 	// Arch is general.architecture ("llama" or "qwen2").
 	Arch string
 	// Meta is the parsed header: metadata and tensor infos.
 	Meta *parser.GGUFFile
 
-	f       *os.File
+	shards  []shard
 	cfg     map[string]any
 	tensors map[string]tensorRef // by Hugging Face name
 	names   []string
+	// ropeFreqs are rope_freqs.weight's values: llama.cpp's per-dimension RoPE frequency divisors.
+	ropeFreqs []float64
+}
+
+// shard is one file of the model: the whole model, or one part of a split one.
+type shard struct {
+	path string
+	f    *os.File
+	// data is where the tensor data starts; size is the file's size.
+	data, size int64
 }
 
 type tensorRef struct {
 	info  parser.GGUFTensorInfo
+	shard int   // index in File.shards
 	shape []int // Hugging Face shape (GGUF dimensions reversed)
 	heads int   // > 0: rows are in llama.cpp's interleaved RoPE order for this many heads
 }
@@ -98,17 +112,28 @@ func GGUFName(hf string) string {
 var blkName = regexp.MustCompile(`^blk\.(\d+)\.(.+)$`)
 
 // Open parses the GGUF file at path and checks that lathe can load it: a llama or qwen2
-// architecture, one file (not split), tensor types it dequantizes, shapes and offsets within the
-// file. Errors name the file and the key or tensor.
+// architecture, tensor types it dequantizes, shapes and offsets within the file. A split model
+// (llama-gguf-split's NAME-00001-of-0000N.gguf) opens from its first shard; the other shards are
+// found beside it. Errors name the file and the key or tensor.
 func Open(path string) (*File, error) {
+	if parser.IsShardGGUFFilename(path) && parser.CompleteShardGGUFFilename(path)[0] != path {
+		return nil, fmt.Errorf("gguf %s: this is not the first shard of the split model: give %s", path, parser.CompleteShardGGUFFilename(path)[0])
+	}
 	gf, err := tokenizer.ParseGGUFFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf %s: %w", path, err)
 	}
-	if len(gf.SplitTensorDataStartOffsets) > 1 {
-		return nil, fmt.Errorf("gguf %s: split GGUF files are not supported (merge them with llama-gguf-split --merge)", path)
-	}
 	g := &File{Path: path, Meta: gf, tensors: map[string]tensorRef{}}
+	ok := false
+	defer func() {
+		if !ok {
+			g.Close()
+		}
+	}()
+	first, err := g.openShards()
+	if err != nil {
+		return nil, fmt.Errorf("gguf %s: %w", path, err)
+	}
 	g.Arch = g.str("general.architecture")
 	if g.Arch != "llama" && g.Arch != "qwen2" {
 		return nil, fmt.Errorf("gguf %s: general.architecture %q is not supported (llama and qwen2 are)", path, g.Arch)
@@ -117,7 +142,10 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("gguf %s: %w", path, err)
 	}
 	kvHeads := g.cfg["num_key_value_heads"].(int)
-	for _, ti := range gf.TensorInfos {
+	var ropeFreqs *tensorRef
+	for i, ti := range gf.TensorInfos {
+		si := sort.SearchInts(first, i+1) - 1 // the shard whose tensors start at or before i
+		sh := g.shards[si]
 		hf, ok := globalNames[ti.Name]
 		heads := 0
 		if m := blkName.FindStringSubmatch(ti.Name); m != nil {
@@ -134,10 +162,9 @@ func Open(path string) (*File, error) {
 				}
 			}
 		}
-		if !ok {
-			if ti.Name == "rope_freqs.weight" {
-				return nil, fmt.Errorf("gguf %s: tensor rope_freqs.weight (Llama 3.1-style RoPE scaling factors) is not supported", path)
-			}
+		// Llama 3.1's rope_scaling, as convert_hf_to_gguf.py writes it: read once it is checked.
+		isRope := ti.Name == "rope_freqs.weight"
+		if !ok && !isRope {
 			return nil, fmt.Errorf("gguf %s: tensor %s has no transformers equivalent lathe knows", path, ti.Name)
 		}
 		if !Supported(ti.Type) {
@@ -159,8 +186,16 @@ func Open(path string) (*File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gguf %s: tensor %s: %w", path, ti.Name, err)
 		}
-		if end := uint64(gf.TensorDataStartOffset) + ti.Offset + uint64(size); ti.Offset > uint64(gf.Size) || end > uint64(gf.Size) {
-			return nil, fmt.Errorf("gguf %s: tensor %s lies beyond the end of the file (truncated?)", path, ti.Name)
+		if end := uint64(sh.data) + ti.Offset + uint64(size); ti.Offset > uint64(sh.size) || end > uint64(sh.size) {
+			return nil, fmt.Errorf("gguf %s: tensor %s lies beyond the end of %s (truncated?)", path, ti.Name, sh.path)
+		}
+		ref := tensorRef{info: ti, shard: si, shape: shape, heads: heads}
+		if isRope {
+			if ropeFreqs != nil {
+				return nil, fmt.Errorf("gguf %s: tensor %s appears twice", path, ti.Name)
+			}
+			ropeFreqs = &ref
+			continue
 		}
 		if heads > 0 && (shape[0]%heads != 0 || (shape[0]/heads)%2 != 0) {
 			return nil, fmt.Errorf("gguf %s: tensor %s has %d rows, not %d heads of an even size", path, ti.Name, shape[0], heads)
@@ -168,7 +203,7 @@ func Open(path string) (*File, error) {
 		if _, dup := g.tensors[hf]; dup {
 			return nil, fmt.Errorf("gguf %s: tensor %s appears twice", path, ti.Name)
 		}
-		g.tensors[hf] = tensorRef{info: ti, shape: shape, heads: heads}
+		g.tensors[hf] = ref
 		g.names = append(g.names, hf)
 	}
 	if _, ok := g.tensors["lm_head.weight"]; !ok {
@@ -178,11 +213,95 @@ func Open(path string) (*File, error) {
 		g.cfg["attention_bias"] = true
 	}
 	sort.Strings(g.names)
-	if g.f, err = os.Open(path); err != nil {
-		return nil, fmt.Errorf("gguf: %w", err)
+	if ropeFreqs != nil {
+		if g.ropeFreqs, err = g.readRopeFreqs(*ropeFreqs); err != nil {
+			return nil, fmt.Errorf("gguf %s: %w", path, err)
+		}
 	}
+	ok = true
 	return g, nil
 }
+
+// openShards opens the model's files, one or the shards gguf-parser-go parsed, and returns the
+// index of each shard's first tensor: the parser lists the shards' tensors one shard after the
+// other but not where each shard's begin, so each shard's own header count is read (bytes 8–16
+// of a version 2 or 3 GGUF). A split model's split.count and split.tensors.count must agree.
+func (g *File) openShards() ([]int, error) {
+	gf := g.Meta
+	paths := []string{g.Path}
+	if parser.IsShardGGUFFilename(g.Path) {
+		paths = parser.CompleteShardGGUFFilename(g.Path)
+	}
+	if len(paths) != len(gf.SplitTensorDataStartOffsets) || len(paths) != len(gf.SplitSizes) {
+		return nil, fmt.Errorf("%d files, but the parser read %d", len(paths), len(gf.SplitTensorDataStartOffsets))
+	}
+	var first []int
+	total := 0
+	for i, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		g.shards = append(g.shards, shard{path: p, f: f, data: gf.SplitTensorDataStartOffsets[i], size: int64(gf.SplitSizes[i])})
+		n := uint64(len(gf.TensorInfos))
+		if len(paths) > 1 {
+			var b [8]byte
+			if _, err := f.ReadAt(b[:], 8); err != nil || gf.Header.Version < parser.GGUFVersionV2 {
+				return nil, fmt.Errorf("%s: not a GGUF version 2 or 3 header", p)
+			}
+			n = binary.LittleEndian.Uint64(b[:])
+		}
+		if n > uint64(len(gf.TensorInfos)) {
+			return nil, fmt.Errorf("%s: tensor count %d", p, n)
+		}
+		first = append(first, total)
+		total += int(n)
+	}
+	if total != len(gf.TensorInfos) {
+		return nil, fmt.Errorf("the shards count %d tensors, the parser read %d", total, len(gf.TensorInfos))
+	}
+	if len(paths) > 1 {
+		for key, want := range map[string]int{"split.count": len(paths), "split.tensors.count": total} {
+			v, ok, err := g.num(key)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || v != float64(want) {
+				return nil, fmt.Errorf("metadata %s is %v, the shards have %d", key, v, want)
+			}
+		}
+	}
+	return first, nil
+}
+
+// readRopeFreqs reads rope_freqs.weight: head_dim/2 positive factors, each dividing one RoPE
+// frequency (ggml_rope_ext's freq_factors).
+func (g *File) readRopeFreqs(r tensorRef) ([]float64, error) {
+	half := g.cfg["head_dim"].(int) / 2
+	if len(r.shape) != 1 || r.shape[0] != half {
+		return nil, fmt.Errorf("tensor rope_freqs.weight has shape %v, want [%d] (head_dim/2)", r.shape, half)
+	}
+	raw, err := g.read(r)
+	if err != nil {
+		return nil, err
+	}
+	v, err := Dequantize(r.info.Type, raw, half)
+	if err != nil {
+		return nil, fmt.Errorf("tensor rope_freqs.weight: %w", err)
+	}
+	out := make([]float64, half)
+	for i, f := range v {
+		if !(f > 0) || math.IsInf(float64(f), 0) {
+			return nil, fmt.Errorf("tensor rope_freqs.weight: factor %d is %v, want a positive finite number", i, f)
+		}
+		out[i] = float64(f)
+	}
+	return out, nil
+}
+
+// RopeFreqFactors returns the per-dimension divisors of the RoPE frequencies that the file's
+// rope_freqs.weight gives (Llama 3.1-style scaling, head_dim/2 of them), or nil when it has none.
+func (g *File) RopeFreqFactors() []float64 { return g.ropeFreqs }
 
 func (g *File) kv(key string) (parser.GGUFMetadataKV, bool) { return g.Meta.Header.MetadataKV.Get(key) }
 
@@ -337,14 +456,20 @@ func (g *File) Raw(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("gguf %s: no tensor %s", g.Path, name)
 	}
+	return g.read(r)
+}
+
+// read reads a tensor's bytes from its shard (Open checked that they lie within it).
+func (g *File) read(r tensorRef) ([]byte, error) {
 	n := 1
 	for _, d := range r.shape {
 		n *= d
 	}
 	size, _ := rowBytes(r.info.Type, n)
 	buf := make([]byte, size)
-	if _, err := g.f.ReadAt(buf, g.Meta.TensorDataStartOffset+int64(r.info.Offset)); err != nil {
-		return nil, fmt.Errorf("gguf %s: tensor %s: %w", g.Path, r.info.Name, err)
+	sh := g.shards[r.shard]
+	if _, err := sh.f.ReadAt(buf, sh.data+int64(r.info.Offset)); err != nil {
+		return nil, fmt.Errorf("gguf %s: tensor %s: %w", sh.path, r.info.Name, err)
 	}
 	return buf, nil
 }
@@ -373,10 +498,12 @@ func (g *File) Float32(name string) ([]float32, []int, error) {
 
 // Close closes the file.
 func (g *File) Close() error {
-	if g.f == nil {
-		return nil
+	var err error
+	for _, sh := range g.shards {
+		if e := sh.f.Close(); e != nil && err == nil {
+			err = e
+		}
 	}
-	err := g.f.Close()
-	g.f = nil
+	g.shards = nil
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 
 	parser "github.com/gpustack/gguf-parser-go"
 	"github.com/x448/float16"
@@ -45,6 +46,16 @@ func (w *Writer) String(key, v string) {
 // Uint32 adds a uint32 value.
 func (w *Writer) Uint32(key string, v uint32) {
 	w.kvs = append(w.kvs, kv{key, parser.GGUFMetadataValueTypeUint32, v})
+}
+
+// Uint16 adds a uint16 value.
+func (w *Writer) Uint16(key string, v uint16) {
+	w.kvs = append(w.kvs, kv{key, parser.GGUFMetadataValueTypeUint16, v})
+}
+
+// Int32 adds an int32 value.
+func (w *Writer) Int32(key string, v int32) {
+	w.kvs = append(w.kvs, kv{key, parser.GGUFMetadataValueTypeInt32, v})
 }
 
 // Float32 adds a float32 value.
@@ -114,6 +125,46 @@ func (w *Writer) WriteFile(path string) error {
 	})
 }
 
+// ShardPaths returns the names llama.cpp gives the n shards of out (NAME.gguf):
+// NAME-00001-of-0000n.gguf and on.
+func ShardPaths(out string, n int) []string {
+	prefix := strings.TrimSuffix(out, filepathExt(out))
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("%s-%05d-of-%05d.gguf", prefix, i+1, n)
+	}
+	return paths
+}
+
+// WriteSplit writes the file as n shards (see ShardPaths) as llama-gguf-split
+// --split-max-tensors lays them out: the tensors in order, as evenly as they go, the first shard
+// with all the metadata, and every shard with split.no, split.count and split.tensors.count.
+// Each shard is written atomically.
+func (w *Writer) WriteSplit(out string, n int) ([]string, error) {
+	if n < 1 || n > len(w.tensors) || n > math.MaxUint16 {
+		return nil, fmt.Errorf("gguf %s: %d shards for %d tensors", out, n, len(w.tensors))
+	}
+	per := (len(w.tensors) + n - 1) / n
+	paths := ShardPaths(out, n)
+	for i, p := range paths {
+		var sw Writer
+		if i == 0 {
+			sw.kvs = append(sw.kvs, w.kvs...)
+		}
+		sw.Uint16("split.no", uint16(i))
+		sw.Uint16("split.count", uint16(n))
+		sw.Int32("split.tensors.count", int32(len(w.tensors)))
+		sw.tensors = w.tensors[min(i*per, len(w.tensors)):min((i+1)*per, len(w.tensors))]
+		if len(sw.tensors) == 0 {
+			return nil, fmt.Errorf("gguf %s: shard %d of %d would hold no tensor", out, i+1, n)
+		}
+		if err := sw.WriteFile(p); err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
 func (w *Writer) write(out *bufio.Writer) error {
 	c := &counter{w: out}
 	le := func(v any) { binary.Write(c, binary.LittleEndian, v) }
@@ -128,7 +179,7 @@ func (w *Writer) write(out *bufio.Writer) error {
 		switch v := e.val.(type) {
 		case string:
 			str(v)
-		case uint32, float32:
+		case uint16, uint32, int32, float32:
 			le(v)
 		case bool:
 			b := uint8(0)

@@ -1,5 +1,6 @@
-// acc += x, or acc = x with OVERWRITE (engine.Accumulate): the sum of micro-batches' gradients.
-struct Params { n: u32 }
+// acc += x, or acc = x with OVERWRITE (engine.Accumulate): the sum of micro-batches' gradients;
+// on a span, acc[dst + i] and x[src + i] for i < n (packing gradients into one buffer and back).
+struct Params { n: u32, dst: u32, src: u32 }
 @group(0) @binding(0) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> P: Params;
@@ -9,9 +10,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = lin(wid, nwg, lid);
     if (i < P.n) {
         if (OVERWRITE) {
-            acc[i] = x[i];
+            acc[P.dst + i] = x[P.src + i];
         } else {
-            acc[i] = acc[i] + x[i];
+            acc[P.dst + i] = acc[P.dst + i] + x[P.src + i];
         }
     }
 }
