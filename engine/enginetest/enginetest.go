@@ -134,22 +134,12 @@ func Verify(c Case, b, ref engine.Backend) error {
 	return errors.Join(errs...)
 }
 
-// Time runs a case's program on b until about 50 ms have passed (at least 3 runs, each waited
-// for) and returns the mean time of one run and its number of launches.
-func Time(c Case, b engine.Backend) (time.Duration, int, error) {
-	wall, _, launches, err := timeRuns(c, b, false)
-	return wall, launches, err
-}
-
-// TimeGPU is Time that also returns the kernel time a run takes as the device measures it
-// (engine.GPUTimer, on devices with timestamps; 0 elsewhere).
+// TimeGPU runs a case's program on b until about 50 ms have passed (at least 3 runs, each waited
+// for) and returns the mean wall time of one run, the kernel time a run takes as the device
+// measures it (engine.GPUTimer, on devices with timestamps; 0 elsewhere) and its launches.
 func TimeGPU(c Case, b engine.Backend) (wall, gpu time.Duration, launches int, err error) {
-	return timeRuns(c, b, true)
-}
-
-func timeRuns(c Case, b engine.Backend, withGPU bool) (wall, gpu time.Duration, launches int, err error) {
 	timer, _ := b.(engine.GPUTimer)
-	if !withGPU || !b.Caps().Timestamps {
+	if !b.Caps().Timestamps {
 		timer = nil
 	}
 	g := engine.NewGraph()

@@ -229,11 +229,6 @@ func (q *planner) dispatch(name string, consts []shaders.Const, grid [3]uint32, 
 	q.p.Cmds = append(q.p.Cmds, Cmd{Kernel: name, Consts: consts, Subgroups: sg, Grid: grid, Params: pb, Binds: binds})
 }
 
-// copy appends a copy of n bytes (rounded up to whole words).
-func (q *planner) copy(dst, src Ref, n int64) {
-	q.p.Cmds = append(q.p.Cmds, Cmd{Src: src, Dst: dst, CopyBytes: (n + 3) &^ 3})
-}
-
 // keyTile is how many keys (with their values) of head dim hd fit the workgroup memory left after
 // the reduction scratch of wg floats, at most 64.
 func (d Device) keyTile(hd, wg int) int {
