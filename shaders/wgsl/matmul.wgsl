@@ -6,7 +6,9 @@
 // Flags: TA/TB transpose A/B; BQ: B is a 4-bit quantized weight [N, kq] (two codes a byte, first
 // element in the high nibble, blockwise absmax) dequantized once per tile into workgroup memory;
 // EPI: add the LoRA term lscale·Σ_r xa[i, r]·bl(j, r), with bl(j, r) = bl[j·ldbl + r] or, with
-// EPIT, bl[r·ldbl + j]; ACC: accumulate into c.
+// EPIT, bl[r·ldbl + j]; ACC: accumulate into c. BH: B's storage, 0 f32, 1 f16, 2 bf16 (a frozen
+// 16-bit weight, packed two to a word, widened exactly to f32 as it is staged).
+//! use half
 struct Params {
     M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, alpha: f32,
     kq: u32, bs: u32, rank: u32, lscale: f32, ldxa: u32, ldbl: u32,
@@ -51,6 +53,9 @@ fn loadB(k: u32, n: u32) -> f32 {
         let byte = (b[idx >> 3u] >> (8u * ((idx >> 1u) & 3u))) & 0xffu;
         let q = select(byte & 15u, byte >> 4u, (idx & 1u) == 0u);
         return code[q] * absmax[idx / P.bs];
+    }
+    if (BH != 0u) {
+        return widen16(b[idx >> 1u], (idx & 1u) == 1u, BH == 2u);
     }
     return bitcast<f32>(b[idx]);
 }
