@@ -72,7 +72,7 @@ func (q *planner) matmul(g mm) error {
 	}
 	consts := []shaders.Const{c("WG", WG), c("BM", TileM), c("BN", TileN), c("BK", TileK), c("TM", ThreadsM), c("TN", ThreadsN),
 		c("ASZ", TileK*TileM), c("BSZ", TileK*TileN), c("TMN", ThreadsM*ThreadsN),
-		c("TA", g.transA), c("TB", g.transB), c("BQ", g.quant != nil), c("EPI", g.epi), c("EPIT", g.epiT), c("ACC", g.acc), c("BH", g.bh)}
+		c("TA", g.transA), c("TB", g.transB), c("BQ", g.quant != nil), c("EPI", g.epi), c("EPIT", g.epiT), c("ACC", g.acc), c("BH", g.bh), c(shaders.F16Const, q.d.F16)}
 	g.a.RW, g.b.RW, g.absmax.RW, g.xa.RW, g.bl.RW, g.c.RW = false, false, false, false, false, true
 	q.dispatch("matmul", consts, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
 	return nil

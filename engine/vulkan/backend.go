@@ -39,6 +39,7 @@ type Backend struct {
 	d       *device
 	caps    engine.Caps
 	plain   bool // run the base kernel set whatever the caps (the suite runs both)
+	f16     bool // the f16-arithmetic variants (SetF16Arithmetic)
 	timeout time.Duration
 	closed  bool
 	lost    bool
@@ -136,8 +137,13 @@ func (b *Backend) init() error {
 	}
 	qci := []vk.DeviceQueueCreateInfo{{SType: vk.StructureTypeDeviceQueueCreateInfo, QueueFamilyIndex: b.family, QueueCount: 1, PQueuePriorities: []float32{1}}}
 	var dev vk.Device
-	if err := vkErr("create device", vk.CreateDevice(b.pd, &vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo,
-		QueueCreateInfoCount: 1, PQueueCreateInfos: qci}, nil, &dev)); err != nil {
+	info := vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo, QueueCreateInfoCount: 1, PQueueCreateInfos: qci}
+	if b.d.ext.f16 { // the f16 kernel variants (SetF16Arithmetic) need shaderFloat16 enabled
+		chain, free := f16Chain()
+		defer free()
+		info.PNext = chain
+	}
+	if err := vkErr("create device", vk.CreateDevice(b.pd, &info, nil, &dev)); err != nil {
 		return err
 	}
 	b.dev = dev
@@ -180,7 +186,23 @@ func timeoutFromEnv(software bool) time.Duration {
 	return 2 * time.Minute
 }
 
-func (b *Backend) planDevice() gpuplan.Device { return b.d.planDevice(b.plain) }
+func (b *Backend) planDevice() gpuplan.Device {
+	d := b.d.planDevice(b.plain)
+	d.F16 = b.f16
+	return d
+}
+
+// SetF16Arithmetic selects the f16-arithmetic kernel variants for the programs prepared after it
+// (engine.F16Arithmetic); the device must have shaderFloat16 (enabled at Open where it does).
+func (b *Backend) SetF16Arithmetic(on bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on && !b.caps.ShaderF16 {
+		return fmt.Errorf("vulkan: %s has no shaderFloat16 for the f16 kernels", b.d.info.Name)
+	}
+	b.f16 = on
+	return nil
+}
 
 // Device describes the physical device.
 func (b *Backend) Device() engine.DeviceInfo { return b.d.info }

@@ -45,6 +45,16 @@ static void* lathe_vk_open(const char* name) {
 
 static const char* lathe_vk_error(void) { return lathe_err; }
 
+// lathe_f16_features is a VkPhysicalDeviceShaderFloat16Int8Features asking for shaderFloat16, to
+// chain into VkDeviceCreateInfo (freed by the caller after vkCreateDevice).
+static void* lathe_f16_features(void) {
+	uint32_t* f = calloc(1, 32);
+	if (!f) return NULL;
+	f[0] = 1000082000; // sType; pNext (bytes 8..16) stays NULL
+	f[4] = 1;          // shaderFloat16
+	return f;
+}
+
 typedef struct { uint32_t sType; void* pNext; } lathe_base;
 typedef struct { uint32_t sType; void* pNext; uint8_t props[4096]; } lathe_props2;
 typedef struct { uint32_t sType; void* pNext; uint32_t features[256]; } lathe_feats2;
@@ -213,6 +223,13 @@ func componentName(t int) string {
 		return n
 	}
 	return fmt.Sprint(t)
+}
+
+// f16Chain returns a pNext chain for vkCreateDevice that enables shaderFloat16 (the f16 kernel
+// variants' Float16 capability) and the function that frees it.
+func f16Chain() (unsafe.Pointer, func()) {
+	p := C.lathe_f16_features()
+	return p, func() { C.free(p) }
 }
 
 // query reads the extended properties of pd (an instance of Vulkan >= 1.1).

@@ -63,6 +63,23 @@ func TestConformance(t *testing.T) {
 		defer func() { b.plain = false }()
 		enginetest.Run(t, b, cpu.New())
 	})
+	// The f16-arithmetic set (engine.F16Arithmetic), first against its float64 reference.
+	t.Run("f16", func(t *testing.T) {
+		if !b.Caps().ShaderF16 {
+			if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+				t.Fatalf("LATHE_REQUIRE_GPU=1 and %s has no shaderFloat16", b.Device().Name)
+			}
+			t.Skip("no shaderFloat16")
+		}
+		if err := b.SetF16Arithmetic(true); err != nil {
+			t.Fatal(err)
+		}
+		defer b.SetF16Arithmetic(false)
+		if err := enginetest.VerifyF16MatMul(b); err != nil {
+			t.Fatal(err)
+		}
+		enginetest.RunWith(t, b, cpu.New(), enginetest.F16Options)
+	})
 	validate(t, mods)
 }
 

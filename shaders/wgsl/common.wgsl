@@ -132,3 +132,14 @@ fn widen16(word: u32, hi: bool, bf: bool) -> f32 {
     return unpack2x16float(h).x;
 }
 //! end
+
+//! section f32
+// ST is the staging type of a kernel with an f16 variant: tiles in f32 here.
+alias ST = f32;
+//! end
+
+//! section f16
+// ST is the staging type of a kernel's f16 variant (Caps.ShaderF16): tiles in f16, half the
+// workgroup memory and its traffic; products of two f16 are exact in f32, where they accumulate.
+alias ST = f16;
+//! end
