@@ -139,7 +139,7 @@ func (b *Backend) init() error {
 	var dev vk.Device
 	info := vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo, QueueCreateInfoCount: 1, PQueueCreateInfos: qci}
 	if b.d.ext.f16 { // the f16 kernel variants (SetF16Arithmetic) need shaderFloat16 enabled
-		chain, free := f16Chain()
+		chain, free := b.d.ext.f16Chain()
 		defer free()
 		info.PNext = chain
 	}
@@ -188,7 +188,10 @@ func timeoutFromEnv(software bool) time.Duration {
 
 func (b *Backend) planDevice() gpuplan.Device {
 	d := b.d.planDevice(b.plain)
-	d.F16 = b.f16
+	// On a software device (lavapipe) llvmpipe compiles naga's f16 SPIR-V of the matmul for minutes
+	// a module (as it does the tiled attention, see device.planDevice), so the f16 tiles are for
+	// GPUs; there the f32 kernels run whatever SetF16Arithmetic asked.
+	d.F16 = b.f16 && b.d.info.Type != "cpu"
 	return d
 }
 

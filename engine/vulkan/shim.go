@@ -45,13 +45,20 @@ static void* lathe_vk_open(const char* name) {
 
 static const char* lathe_vk_error(void) { return lathe_err; }
 
-// lathe_f16_features is a VkPhysicalDeviceShaderFloat16Int8Features asking for shaderFloat16, to
-// chain into VkDeviceCreateInfo (freed by the caller after vkCreateDevice).
-static void* lathe_f16_features(void) {
-	uint32_t* f = calloc(1, 32);
+// lathe_f16_features is a VkPhysicalDeviceShaderFloat16Int8Features asking for shaderFloat16,
+// chained to a VkPhysicalDevice16BitStorageFeatures asking for the 16-bit storage access naga's
+// f16 modules declare (each only where the device has it), for VkDeviceCreateInfo's pNext (one
+// allocation, freed by the caller after vkCreateDevice).
+static void* lathe_f16_features(uint32_t storage16, uint32_t ustorage16) {
+	uint32_t* f = calloc(1, 64);
 	if (!f) return NULL;
-	f[0] = 1000082000; // sType; pNext (bytes 8..16) stays NULL
+	uint32_t* s = f + 8;
+	f[0] = 1000082000; // sType
+	*(void**)(f + 2) = s; // pNext
 	f[4] = 1;          // shaderFloat16
+	s[0] = 1000083000; // sType; pNext stays NULL
+	s[4] = storage16;  // storageBuffer16BitAccess
+	s[5] = ustorage16; // uniformAndStorageBuffer16BitAccess
 	return f;
 }
 
@@ -72,7 +79,7 @@ typedef struct {
 	uint32_t driverID;
 	char driverName[256];
 	char driverInfo[256];
-	uint32_t f16, int8, storage16, storage8;
+	uint32_t f16, int8, storage16, storage8, ustorage16;
 	uint32_t nCoop;         // shapes written to coop (at most 32)
 	uint32_t coopKHR;       // 1: the shapes are the KHR query's
 	uint32_t coop[32][7];   // M, N, K, A, B, C(accumulator), scope
@@ -106,6 +113,7 @@ static int lathe_vk_query(void* inst, void* pd, int nv, int khr, lathe_query* q)
 	free(f);
 	q->f16 = fi.shaderFloat16; q->int8 = fi.shaderInt8;
 	q->storage16 = s16.storageBuffer16BitAccess; q->storage8 = s8.storageBuffer8BitAccess;
+	q->ustorage16 = s16.uniformAndStorageBuffer16BitAccess;
 	if (khr || nv) {
 		const char* name = khr ? "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR" : "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV";
 		lathe_coop_fn coop = (lathe_coop_fn)lathe_gipa(inst, name);
@@ -212,6 +220,7 @@ type extended struct {
 	driverInfo     string
 	f16, int8      bool
 	storage16      bool
+	ustorage16     bool // uniformAndStorageBuffer16BitAccess
 	storage8       bool
 	coop           []coopShape
 }
@@ -225,10 +234,16 @@ func componentName(t int) string {
 	return fmt.Sprint(t)
 }
 
-// f16Chain returns a pNext chain for vkCreateDevice that enables shaderFloat16 (the f16 kernel
-// variants' Float16 capability) and the function that frees it.
-func f16Chain() (unsafe.Pointer, func()) {
-	p := C.lathe_f16_features()
+// f16Chain returns a pNext chain for vkCreateDevice that enables shaderFloat16 and the 16-bit
+// storage access the f16 kernel variants' modules declare, and the function that frees it.
+func (e extended) f16Chain() (unsafe.Pointer, func()) {
+	b := func(v bool) C.uint32_t {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	p := C.lathe_f16_features(b(e.storage16), b(e.ustorage16))
 	return p, func() { C.free(p) }
 }
 
@@ -246,7 +261,7 @@ func query(inst vk.Instance, pd vk.PhysicalDevice, nv, khr bool) (extended, erro
 	}
 	e := extended{subgroupSize: int(q.subgroupSize), subgroupStages: uint32(q.subgroupStages), subgroupOps: uint32(q.subgroupOps),
 		driverName: C.GoString(&q.driverName[0]), driverInfo: C.GoString(&q.driverInfo[0]),
-		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0}
+		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0, ustorage16: q.ustorage16 != 0}
 	for i := 0; i < int(q.nCoop); i++ {
 		r := q.coop[i]
 		s := coopShape{M: int(r[0]), N: int(r[1]), K: int(r[2]), A: int(r[3]), B: int(r[4]), C: int(r[5]), Scope: int(r[6]), KHR: q.coopKHR != 0}
