@@ -48,6 +48,15 @@ type DeviceInfo struct {
 	Caps *Caps `json:"caps,omitempty"`
 }
 
+// F16Arithmetic is implemented by backends whose kernels have f16-arithmetic variants (the tiled
+// matmul staging its tiles in f16 and accumulating in f32). SetF16Arithmetic(true) makes programs
+// prepared after it run them; it is an error on a device without Caps.ShaderF16. Mixed-precision
+// training (train.Options.Precision f16) turns it on; results then differ from the f32 kernels by
+// f16 rounding of the matmul operands.
+type F16Arithmetic interface {
+	SetF16Arithmetic(on bool) error
+}
+
 // Caps are what a backend sets from its device to decide which kernel variants it runs, and what
 // callers may plan with. Variants are chosen from these, never by vendor name.
 type Caps struct {

@@ -12,6 +12,12 @@ type CompileOptions struct {
 	// pass and recomputes each block just before its backward pass (gradient checkpointing): less
 	// memory for one more forward pass of the blocks.
 	Recompute bool
+	// Save, F16 or BF16, keeps the forward activations that the backward pass reads in that type
+	// between the two passes (mixed precision): each is cast right after it is computed, its f32
+	// buffer freed after its last forward use, and widened to f32 before its first backward use,
+	// so arithmetic stays f32. Values of one row (vectors, scalars), program outputs and
+	// attention's log-sum-exp (its backward needs it exactly) stay f32. Zero (F32): off.
+	Save DType
 }
 
 // Program is a graph compiled for one backend: a schedule of launches over a static buffer plan in
@@ -84,7 +90,10 @@ func Compile(g *Graph, b Backend, outputs []*Node, opts CompileOptions) (*Progra
 	}
 	p := &Program{backend: b, slotOf: map[*Node]*slot{}, bound: map[*Node]*Tensor{}, outputs: outs, sub: sub}
 	seen := map[*Node]bool{}
-	for _, st := range schedule(nodes, g, outs, opts.Recompute) {
+	if opts.Save != F32 && !IsHalf(opts.Save) {
+		return nil, fmt.Errorf("compile: saved activations must be f16 or bf16, not %s", opts.Save)
+	}
+	for _, st := range saveHalf(schedule(nodes, g, outs, opts.Recompute), outs, opts.Save, opts.Recompute) {
 		n, in := st.node, st.in
 		for _, s := range in {
 			if (s.kind == kindInput || s.kind == kindParam) && !seen[s] {
@@ -177,6 +186,87 @@ func schedule(nodes []*Node, g *Graph, outputs []*Node, recompute bool) []step {
 		order = append(order, step{node: n, in: in, outs: outsOf(n)})
 	}
 	return order
+}
+
+// saveHalf rewrites a schedule so that the f32 forward activations backward steps read are kept in
+// dt between the passes (CompileOptions.Save): a Cast to dt after the step that makes one, a Cast
+// back to f32 before the first backward step that reads it, which the later ones share. With
+// recompute, checkpointed activations are recomputed rather than kept, and stay f32.
+func saveHalf(order []step, outputs []*Node, dt DType, recompute bool) []step {
+	if !IsHalf(dt) {
+		return order
+	}
+	keep := map[*Node]bool{}
+	for _, o := range outputs {
+		keep[o] = true
+	}
+	forward := map[*Node]bool{} // values made by forward steps (recomputed clones included)
+	for _, st := range order {
+		if !st.node.backward {
+			for _, o := range st.outs {
+				forward[o] = true
+			}
+		}
+	}
+	saved := map[*Node]bool{}
+	for _, st := range order {
+		if !st.node.backward {
+			continue
+		}
+		for _, x := range st.in {
+			lse := x.kind == kindOutput && x.index == 1 && isAttention(x.src[0].op)
+			recomputed := recompute && x.block >= 0
+			if forward[x] && !keep[x] && !lse && !recomputed && x.meta.DType == F32 && x.meta.Shape.Rows() > 1 {
+				saved[x] = true
+			}
+		}
+	}
+	if len(saved) == 0 {
+		return order
+	}
+	half, wide := map[*Node]*Node{}, map[*Node]*Node{}
+	res := make([]step, 0, len(order)+2*len(saved))
+	for _, st := range order {
+		if st.node.backward {
+			var in []*Node
+			for i, x := range st.in {
+				h, ok := half[x]
+				if !ok {
+					continue
+				}
+				w := wide[x]
+				if w == nil {
+					w = &Node{g: x.g, id: -1, kind: kindOp, op: Cast{To: F32}, meta: x.meta, src: []*Node{h}, block: -1, backward: true}
+					wide[x] = w
+					res = append(res, step{node: w, in: w.src, outs: outsOf(w)})
+				}
+				if in == nil {
+					in = append([]*Node(nil), st.in...)
+				}
+				in[i] = w
+			}
+			if in != nil {
+				st.in = in
+			}
+		}
+		res = append(res, st)
+		if st.node.backward {
+			continue
+		}
+		for _, o := range st.outs {
+			if saved[o] && half[o] == nil {
+				h := &Node{g: o.g, id: -1, kind: kindOp, op: Cast{To: dt}, meta: Meta{o.meta.Shape, dt}, src: []*Node{o}, block: -1}
+				half[o] = h
+				res = append(res, step{node: h, in: h.src, outs: outsOf(h)})
+			}
+		}
+	}
+	return res
+}
+
+func isAttention(op Op) bool {
+	_, ok := op.(Attention)
+	return ok
 }
 
 // plan assigns every value a buffer, sharing buffers between values whose lifetimes do not

@@ -69,6 +69,19 @@ func Enables(body string) (subgroups, f16 bool) {
 	return strings.Contains(body, "//! enable subgroups\n"), strings.Contains(body, "//! enable f16\n")
 }
 
+// F16Const is the constant that selects the f16-arithmetic variant of a kernel marked "//! f16"
+// (HasF16Variant): with the value true the module is composed with `enable f16;` and common.wgsl's
+// "f16" section (alias ST = f16: tiles staged in f16), otherwise with its "f32" section (ST = f32),
+// so one kernel file holds both and the device's pipeline cache keys them by the constant.
+const F16Const = "F16"
+
+// HasF16Variant reports whether a kernel has an f16-arithmetic variant: its source has the line
+// "//! f16" and its staging type is the alias ST.
+func HasF16Variant(name string) bool {
+	body, err := WGSL(name)
+	return err == nil && strings.Contains(body, "//! f16\n")
+}
+
 // Compose returns the full WGSL module for a kernel: its enable directives, the constants, then
 // common.wgsl, then the kernel. common.wgsl's sections ("//! section NAME" to "//! end") are
 // helpers that read a storage buffer the kernel declares; they are included only in kernels with
@@ -103,7 +116,17 @@ func ComposeVariant(name string, consts []Const, subgroups bool) (string, error)
 	if err != nil {
 		return "", err
 	}
-	uses := body + "//! use tree\n"
+	// The staging type of a kernel with an f16 variant: common.wgsl's "f16" or "f32" section.
+	sel, f16 := "", false
+	if strings.Contains(body, "//! f16\n") {
+		sel = "//! use f32\n"
+		for _, c := range consts {
+			if c.Name == F16Const && c.Value == "true" {
+				sel, f16 = "//! use f16\n", true
+			}
+		}
+	}
+	uses := body + sel + "//! use tree\n"
 	if subgroups {
 		if !strings.Contains(body, "//! subgroups\n") {
 			return "", fmt.Errorf("shaders: %s has no subgroup variant", name)
@@ -111,7 +134,7 @@ func ComposeVariant(name string, consts []Const, subgroups bool) (string, error)
 		if body, err = addSubgroupBuiltins(body); err != nil {
 			return "", fmt.Errorf("shaders: %s: %w", name, err)
 		}
-		uses = body + "//! use subgroups\n"
+		uses = body + sel + "//! use subgroups\n"
 	}
 	common, err := sections(src, uses)
 	if err != nil {
@@ -119,11 +142,11 @@ func ComposeVariant(name string, consts []Const, subgroups bool) (string, error)
 	}
 	var sb strings.Builder
 	// Directives come before every declaration.
-	sub, f16 := Enables(body)
+	sub, enableF16 := Enables(body)
 	if (sub || subgroups) && SubgroupsEnable != "" {
 		sb.WriteString(SubgroupsEnable + "\n")
 	}
-	if f16 {
+	if enableF16 || f16 {
 		sb.WriteString(F16Enable + "\n")
 	}
 	for _, c := range consts {

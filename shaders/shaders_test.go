@@ -1,6 +1,7 @@
 package shaders
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -103,5 +104,22 @@ func TestSubgroupVariant(t *testing.T) {
 	}
 	if _, err := addSubgroupBuiltins("fn main(a: u32"); err == nil {
 		t.Error("an unclosed main was accepted")
+	}
+}
+
+// A kernel marked "//! f16" composes to two modules by its F16 constant: `enable f16;` first and
+// the f16 staging type, or neither (f32 staging); others have no such variant.
+func TestF16Variant(t *testing.T) {
+	if !HasF16Variant("matmul") || HasF16Variant("fill") {
+		t.Fatal("matmul should have an f16 variant, fill none")
+	}
+	for _, on := range []bool{false, true} {
+		src, err := Compose("matmul", []Const{{"WG", "256u"}, {F16Const, fmt.Sprint(on)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(src, F16Enable+"\n") != on || strings.Contains(src, "alias ST = f16;") != on || strings.Contains(src, "alias ST = f32;") == on {
+			t.Errorf("F16=%v: wrong directive or staging type:\n%.200s", on, src)
+		}
 	}
 }

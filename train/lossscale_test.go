@@ -132,13 +132,26 @@ func TestLossScaleOverflowSkipsAndHalves(t *testing.T) {
 	}
 }
 
-func TestPrecisionRefused(t *testing.T) {
+func TestPrecisionChecked(t *testing.T) {
 	cfg := fixture(t, "lora")
-	for p, want := range map[string]string{"f16": "no backend computes activations in 16 bits yet", "bf16": "no backend computes activations in 16 bits yet", "f8": `precision "f8" is not f32, f16 or bf16`} {
+	for _, c := range []struct {
+		precision string
+		paged     bool
+		want      string
+	}{{"f8", false, `precision "f8" is not f32, f16 or bf16`}, {"f16", true, "precision f16 needs loss scaling"}} {
+		c2 := cfg
+		c2.Precision, c2.PagedOptim = c.precision, c.paged
+		_, err := New(c2, cpu.New())
+		require.ErrorContains(t, err, c.want)
+	}
+	// f16 turns dynamic loss scaling on; bf16 (f32's range) does not.
+	for p, scaled := range map[string]bool{"f16": true, "bf16": false} {
 		c := cfg
 		c.Precision = p
-		_, err := New(c, cpu.New())
-		require.ErrorContains(t, err, want)
+		tr, err := New(c, cpu.New())
+		require.NoError(t, err)
+		require.Equal(t, scaled, tr.state.LossScale != nil, p)
+		tr.Close()
 	}
 	cfg.Precision = "f32"
 	cfg.LossScale = 0.5

@@ -90,7 +90,7 @@ func (t *Trainer) buildStep(rows, accum int, recompute bool) error {
 	var err error
 	if accum > 1 || t.opt.pager != nil {
 		// Micro-batches' gradients are summed, then one update runs by itself.
-		if t.step, err = NewTrainStepWith(t.Model, t.Adapter, rows, t.Cfg.Seq, StepOptions{Recompute: recompute, LossScaled: t.Cfg.LossScale > 0}); err != nil {
+		if t.step, err = NewTrainStepWith(t.Model, t.Adapter, rows, t.Cfg.Seq, StepOptions{Recompute: recompute, LossScaled: t.Cfg.LossScale > 0, Save: t.Cfg.SaveDType()}); err != nil {
 			return err
 		}
 		if t.acc, err = NewGradAccumulator(t.Backend, t.step.Params); err != nil {
@@ -105,7 +105,7 @@ func (t *Trainer) buildStep(rows, accum int, recompute bool) error {
 		return err
 	}
 	// One submission a step: the update is part of the step's program.
-	t.step, err = NewTrainStepWith(t.Model, t.Adapter, rows, t.Cfg.Seq, StepOptions{Recompute: recompute, Optimizer: t.opt, LossScaled: t.Cfg.LossScale > 0})
+	t.step, err = NewTrainStepWith(t.Model, t.Adapter, rows, t.Cfg.Seq, StepOptions{Recompute: recompute, Optimizer: t.opt, LossScaled: t.Cfg.LossScale > 0, Save: t.Cfg.SaveDType()})
 	return err
 }
 

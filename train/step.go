@@ -39,7 +39,7 @@ type StepGraph struct {
 // gradient checkpointing (each decoder layer's activations recomputed in the backward pass). For
 // evaluation (train false) the adapter may be nil: the base model alone.
 func NewStepGraph(m *model.Model, a *peft.Adapter, rows, seq int, train, recompute bool) (*StepGraph, error) {
-	return newStepGraph(m, trainable(a), rows, seq, train, recompute, nil, false)
+	return newStepGraph(m, trainable(a), rows, seq, train, recompute, nil, false, engine.F32)
 }
 
 // StepOptions are a training step's optional parts.
@@ -53,11 +53,14 @@ type StepOptions struct {
 	// loss scaling. Update divides the gradients by S again before the norm and clipping; the
 	// gradients of Run stay scaled.
 	LossScaled bool
+	// Save, F16 or BF16, keeps the activations the backward pass reads in 16 bits between the
+	// passes (engine.CompileOptions.Save); zero is f32.
+	Save engine.DType
 }
 
 // NewTrainStepWith compiles a training step for batches of rows×seq tokens with the options o.
 func NewTrainStepWith(m *model.Model, a *peft.Adapter, rows, seq int, o StepOptions) (*StepGraph, error) {
-	return newStepGraph(m, trainable(a), rows, seq, true, o.Recompute, o.Optimizer, o.LossScaled)
+	return newStepGraph(m, trainable(a), rows, seq, true, o.Recompute, o.Optimizer, o.LossScaled, o.Save)
 }
 
 // SetLossScale sets the factor the next runs multiply the loss by before differentiating (a step
@@ -92,10 +95,10 @@ func NewTrainStep(m *model.Model, a *peft.Adapter, rows, seq int, recompute bool
 	if opt == nil {
 		return nil, fmt.Errorf("train: no optimizer")
 	}
-	return newStepGraph(m, trainable(a), rows, seq, true, recompute, opt, false)
+	return newStepGraph(m, trainable(a), rows, seq, true, recompute, opt, false, engine.F32)
 }
 
-func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute bool, opt *AdamW, scaled bool) (*StepGraph, error) {
+func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute bool, opt *AdamW, scaled bool, save engine.DType) (*StepGraph, error) {
 	g := engine.NewGraph()
 	mg := m.Declare(g)
 	n := rows * seq
@@ -162,7 +165,10 @@ func newStepGraph(m *model.Model, a Trainable, rows, seq int, train, recompute b
 			outs = append([]*engine.Node{og.Status}, og.Updates...)
 		}
 	}
-	prog, err := engine.Compile(g, m.Backend, outs, engine.CompileOptions{Recompute: recompute})
+	if !train {
+		save = engine.F32 // nothing is kept for a backward pass
+	}
+	prog, err := engine.Compile(g, m.Backend, outs, engine.CompileOptions{Recompute: recompute, Save: save})
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}

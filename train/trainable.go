@@ -42,5 +42,5 @@ func NewTrainableStep(m *model.Model, t Trainable, rows, seq int, train, recompu
 	if t == nil {
 		return nil, fmt.Errorf("train: nothing to train")
 	}
-	return newStepGraph(m, t, rows, seq, train, recompute, opt, false)
+	return newStepGraph(m, t, rows, seq, train, recompute, opt, false, engine.F32)
 }

@@ -71,9 +71,12 @@ type Config struct {
 	// Recompute turns on gradient checkpointing: less memory for one more forward pass.
 	Recompute bool `json:"gradient_checkpointing"`
 	Blocksize int  `json:"quant_blocksize"`
-	// Precision is the activations' type: "f32" (or "", the default). "f16" and "bf16" are
-	// refused: no backend has 16-bit activation kernels yet (the CPU computes in f32; frozen 16-bit
-	// weights stay 16-bit whatever the precision, see model.LoadOptions).
+	// Precision is the type the step keeps its activations in between the forward and the
+	// backward pass: "f32" (or "", the default), "f16" or "bf16" (engine.CompileOptions.Save).
+	// Arithmetic, the adapter's master weights and the optimizer stay f32; f16 turns dynamic loss
+	// scaling on (from DefaultLossScale unless LossScale is set) and, on a device with shader-f16,
+	// the f16-arithmetic matmul (engine.F16Arithmetic). Frozen 16-bit weights stay 16-bit whatever
+	// the precision (model.LoadOptions).
 	Precision string `json:"precision"`
 	// LossScale > 0 turns on dynamic loss scaling from that scale (see LossScale); 0 is off (f16
 	// activations would default it to DefaultLossScale). LossScaleGrowth is its growth interval
@@ -92,6 +95,18 @@ func DefaultConfig() Config {
 	return Config{Method: "lora", Rank: 8, Alpha: 16, Dropout: 0.05, Targets: []string{peft.AllLinear},
 		Steps: 100, Batch: 4, Seq: 128, GradAccum: 1, LR: 2e-4, Warmup: 10, Schedule: string(Cosine),
 		MaxGradNorm: 1, Seed: 1, EvalFraction: 0.1, KeepCkpts: 2, Blocksize: 64, Optim: OptimAdamW}
+}
+
+// SaveDType is the type the training step keeps its activations in between the passes
+// (Precision; engine.F32 for f32).
+func (c *Config) SaveDType() engine.DType {
+	switch c.Precision {
+	case "f16":
+		return engine.F16
+	case "bf16":
+		return engine.BF16
+	}
+	return engine.F32
 }
 
 // MaxBatchTokens bounds batch×seq, whatever the model's context: far above what fits a device,
@@ -117,9 +132,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("train: lr %v must be positive", c.LR)
 	case c.EvalEvery < 0 || c.SaveEvery < 0 || c.Warmup < 0:
 		return fmt.Errorf("train: eval_every, save_every and warmup must not be negative")
-	case c.Precision == "f16" || c.Precision == "bf16":
-		return fmt.Errorf("train: precision %s: no backend computes activations in 16 bits yet (the CPU computes in f32; WebGPU's f16 kernels are issue 13); use f32", c.Precision)
-	case c.Precision != "" && c.Precision != "f32":
+	case c.Precision == "f16" && c.PagedOptim:
+		return fmt.Errorf("train: precision f16 needs loss scaling, which paged optimizer states do not support yet; use bf16 or f32")
+	case c.Precision != "" && c.Precision != "f32" && c.Precision != "f16" && c.Precision != "bf16":
 		return fmt.Errorf("train: precision %q is not f32, f16 or bf16", c.Precision)
 	case c.LossScale != 0 && (!(c.LossScale >= 1) || math.IsInf(c.LossScale, 0)) || c.LossScaleGrowth < 0:
 		return fmt.Errorf("train: loss_scale %v must be 0 (off) or at least 1, loss_scale_growth not negative", c.LossScale)
@@ -190,6 +205,8 @@ type Trainer struct {
 	dp   *dataParallel
 	// sharedModel: the model was given to NewWithModel, so Close leaves it to its owner.
 	sharedModel bool
+	// f16Math is the backend whose f16 kernels --precision f16 turned on (off again at Close).
+	f16Math engine.F16Arithmetic
 
 	// OnStep, if set, is called by Run after each step is logged (for progress reports).
 	OnStep func(StepMetrics)
@@ -242,6 +259,9 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
+	if cfg.Precision == "f16" && cfg.LossScale == 0 {
+		cfg.LossScale = DefaultLossScale // f16 gradients underflow without it
+	}
 	t := &Trainer{Cfg: cfg, Backend: b, Model: shared, sharedModel: shared != nil, comm: comm}
 	ok := false
 	defer func() {
@@ -249,6 +269,12 @@ func newTrainer(cfg Config, b engine.Backend, shared *model.Model, comm dist.Com
 			t.Close()
 		}
 	}()
+	if fa, can := b.(engine.F16Arithmetic); can && cfg.Precision == "f16" && b.Caps().ShaderF16 {
+		if err := fa.SetF16Arithmetic(true); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		t.f16Math = fa
+	}
 	cks, err := ListCheckpoints(cfg.Out)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -440,6 +466,10 @@ func (c *Config) adapterConfig() peft.Config {
 
 // Close frees everything the trainer holds on the device.
 func (t *Trainer) Close() {
+	if t.f16Math != nil {
+		_ = t.f16Math.SetF16Arithmetic(false) // cannot fail: turning off needs nothing
+		t.f16Math = nil
+	}
 	for _, s := range []*StepGraph{t.step, t.eval} {
 		if s != nil {
 			s.Close()

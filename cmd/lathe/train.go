@@ -117,7 +117,7 @@ func bindTrainFlags(f *pflag.FlagSet, cfg *train.Config) func(*cobra.Command) er
 	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the latest checkpoint in --out")
 	f.BoolVar(&cfg.Overwrite, "overwrite", cfg.Overwrite, "start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
 	f.BoolVar(&cfg.Recompute, "gradient-checkpointing", cfg.Recompute, "recompute activations in the backward pass (less memory)")
-	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "activations: f32 (f16 and bf16 need 16-bit activation kernels, which no backend has yet)")
+	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "activations kept for the backward pass: f32, f16 (dynamic loss scaling on; f16 matmul tiles where the GPU has shader-f16) or bf16; arithmetic, adapter and optimizer stay f32")
 	f.Float64Var(&cfg.LossScale, "loss-scale", cfg.LossScale, "dynamic loss scaling from this scale (a power of two; 0: off)")
 	f.IntVar(&cfg.LossScaleGrowth, "loss-scale-growth", cfg.LossScaleGrowth, "clean steps before the loss scale doubles (0: 2000)")
 	f.IntVar(&cfg.RankBudget, "rank-budget", cfg.RankBudget, "prune the LoRA to this many directions in all, by singular value (AdaLoRA's schedule), saved with rank_pattern (0: off)")

@@ -183,6 +183,46 @@ func TestRecomputeGivesSameGradientsWithLessMemory(t *testing.T) {
 	t.Logf("peak bytes: %d plain, %d with recomputation; launches %d vs %d", plain.PeakBytes(), re.PeakBytes(), plain.Launches(), re.Launches())
 }
 
+// Mixed precision (CompileOptions.Save): the activations the backward pass reads are kept in 16
+// bits between the passes, so the peak is lower, and the gradients are the f32 program's within
+// the 16-bit rounding of those activations (relative to each gradient's scale: f16 2⁻¹¹, bf16 2⁻⁸
+// per value, stated bounds 5e-3 and 3e-2), the loss exactly (the forward is untouched).
+func TestSaveHalfActivations(t *testing.T) {
+	n := buildTinyNet(t, 8, 4)
+	plain := n.compile(t, engine.CompileOptions{})
+	want := lossOf(t, plain, n)
+	for _, c := range []struct {
+		dt  engine.DType
+		tol float64
+	}{{engine.F16, 5e-3}, {engine.BF16, 3e-2}} {
+		p := n.compile(t, engine.CompileOptions{Save: c.dt})
+		require.Equal(t, want, lossOf(t, p, n), "%s: the forward pass is unchanged", c.dt)
+		for _, tr := range n.trainables {
+			a, err := plain.Float32(n.grads[tr])
+			require.NoError(t, err)
+			b, err := p.Float32(n.grads[tr])
+			require.NoError(t, err)
+			var scale, worst, sd, sw float64
+			for i := range a {
+				scale = math.Max(scale, math.Abs(float64(a[i])))
+				d := math.Abs(float64(a[i] - b[i]))
+				worst = math.Max(worst, d)
+				sd += d * d
+				sw += float64(a[i]) * float64(a[i])
+			}
+			require.Positive(t, scale)
+			require.LessOrEqual(t, worst, c.tol*scale, "%s: gradient of %s", c.dt, tr.Name())
+			require.LessOrEqual(t, sd/sw, c.tol*c.tol, "%s: NMSE of the gradient of %s", c.dt, tr.Name())
+			require.Positive(t, worst, "%s: gradient of %s is bit-identical: nothing was kept in 16 bits", c.dt, tr.Name())
+		}
+		require.Less(t, float64(p.PeakBytes()), 0.8*float64(plain.PeakBytes()), "%s activations must lower peak memory", c.dt)
+		t.Logf("%s: peak bytes %d (f32 %d)", c.dt, p.PeakBytes(), plain.PeakBytes())
+	}
+	if _, err := engine.Compile(n.g, cpuBackend, []*engine.Node{n.loss}, engine.CompileOptions{Save: engine.I32}); err == nil {
+		t.Error("activations saved as i32 were accepted")
+	}
+}
+
 func TestBufferReuseByLiveness(t *testing.T) {
 	n := buildTinyNet(t, 9, 3)
 	p := n.compile(t, engine.CompileOptions{})

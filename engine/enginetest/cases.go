@@ -110,6 +110,21 @@ func halfCases() []Case {
 				w := b.half(dt, engine.Shape{29, 53}, 1)
 				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{37, 29}, 1), w, false, false), b.g.MatMul(b.f32(engine.Shape{1, 29}, 1), w, false, false)}
 			}),
+			// Every 16-bit pattern (subnormals, infinities, NaNs included) widened exactly.
+			c("embedding16/every_pattern/"+dt.String(), 0, func(b *builder) []*engine.Node {
+				const dim = 64
+				raw := make([]byte, 2<<16)
+				for i := range 1 << 16 {
+					binary.LittleEndian.PutUint16(raw[2*i:], uint16(i))
+				}
+				t := b.g.Input(leafName(len(b.leaves)), dt, engine.Shape{(1 << 16) / dim, dim})
+				b.leaves = append(b.leaves, Leaf{Node: t, U8: raw})
+				ids := make([]int32, (1<<16)/dim)
+				for i := range ids {
+					ids[i] = int32(len(ids) - 1 - i)
+				}
+				return []*engine.Node{b.g.Embedding(t, b.i32(ids))}
+			}),
 			c("embedding16/"+dt.String(), 0, func(b *builder) []*engine.Node {
 				return []*engine.Node{b.g.Embedding(b.half(dt, engine.Shape{13, 37}, 1), b.i32([]int32{4, 0, 12, 4, 7}))}
 			}),
@@ -200,15 +215,17 @@ func TileCases(t engine.Tiles) []Case {
 			cs = append(cs, matmulCase(fmt.Sprintf("tiles/matmul/%s/%dx%dx%d", trName(tr), s[0], s[1], s[2]), tr, s[0], s[1], s[2]))
 		}
 	}
-	for _, s := range shapes[2:5] {
-		for _, transW := range []bool{false, true} {
-			cs = append(cs, c(fmt.Sprintf("tiles/matmul16/transW=%v/%dx%dx%d", transW, s[0], s[1], s[2]), 1e-4, func(b *builder) []*engine.Node {
-				m, n, k := s[0], s[1], s[2]
-				if transW {
-					return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, n}, 1), b.half(engine.BF16, engine.Shape{n, k}, 1), false, false)}
-				}
-				return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, k}, 1), b.half(engine.F16, engine.Shape{n, k}, 1), false, true)}
-			}))
+	for _, s := range shapes {
+		for _, dt := range halves {
+			for _, transW := range []bool{false, true} {
+				cs = append(cs, c(fmt.Sprintf("tiles/matmul16/%s/transW=%v/%dx%dx%d", dt, transW, s[0], s[1], s[2]), 1e-4, func(b *builder) []*engine.Node {
+					m, n, k := s[0], s[1], s[2]
+					if transW {
+						return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, n}, 1), b.half(dt, engine.Shape{n, k}, 1), false, false)}
+					}
+					return []*engine.Node{b.g.MatMul(b.f32(engine.Shape{m, k}, 1), b.half(dt, engine.Shape{n, k}, 1), false, true)}
+				}))
+			}
 		}
 	}
 	for _, n := range around(max(t.Group, 1)) {

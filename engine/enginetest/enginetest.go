@@ -52,17 +52,42 @@ type Case struct {
 }
 
 // Run runs the whole suite on b, with ref (engine/cpu) as the reference of check mode.
-func Run(t *testing.T, b, ref engine.Backend) {
+func Run(t *testing.T, b, ref engine.Backend) { RunWith(t, b, ref, Options{}) }
+
+// Options adapt the suite to a kernel set whose arithmetic is less exact than the f32 reference by
+// design (the f16-arithmetic variants, engine.F16Arithmetic). The zero value is the strict suite.
+type Options struct {
+	// MinTol raises the tolerance of every inexact check case (Tol > 0) to at least MinTol; exact
+	// cases (Tol 0: gathers, casts, copies) stay exact.
+	MinTol float64
+	// GradTol and GradEps, when positive, replace the finite-difference checks' tolerance and step
+	// (a step of 1e-2 is below f16's resolution of operands near 1 after rounding).
+	GradTol float64
+	GradEps float32
+}
+
+// RunWith is Run with the suite's tolerances adapted by o.
+func RunWith(t *testing.T, b, ref engine.Backend, o Options) {
 	tiles := b.Caps().Tiles
 	t.Run("check", func(t *testing.T) {
 		for _, c := range Cases(tiles) {
+			if c.Tol > 0 && c.Tol < o.MinTol {
+				c.Tol = o.MinTol
+			}
 			t.Run(c.Name, func(t *testing.T) { Check(t, c, b, ref) })
 		}
 	})
+	eps := float32(1e-2)
+	if o.GradEps > 0 {
+		eps = o.GradEps
+	}
 	t.Run("grad", func(t *testing.T) {
 		for _, c := range GradCases() {
+			if o.GradTol > 0 {
+				c.Tol = o.GradTol
+			}
 			t.Run(c.Name, func(t *testing.T) {
-				if err := VerifyGrad(c, b); err != nil {
+				if err := verifyGrad(c, b, eps); err != nil {
 					t.Fatal(err)
 				}
 			})

@@ -128,7 +128,10 @@ func (b *builder) param(shape engine.Shape, scale float64) *engine.Node {
 // VerifyGrad checks a GradCase on b: for every parameter, the gradient at its largest element and
 // at three random ones against central differences (ε = 1e-2) of L = Σ out⊙R, which the host sums
 // in float64 from the forward outputs the backend computed.
-func VerifyGrad(c GradCase, be engine.Backend) error {
+func VerifyGrad(c GradCase, be engine.Backend) error { return verifyGrad(c, be, 1e-2) }
+
+// verifyGrad is VerifyGrad with central differences of step eps.
+func verifyGrad(c GradCase, be engine.Backend, eps float32) error {
 	g := engine.NewGraph()
 	b := &builder{g: g, r: rand.New(rand.NewPCG(Seed(c.Name), 0x9ad))}
 	outs := c.Build(b)
@@ -199,7 +202,6 @@ func VerifyGrad(c GradCase, be engine.Backend) error {
 		}
 		return l, nil
 	}
-	const eps = 1e-2
 	for pi, p := range params {
 		gv := got[pi]
 		scale, top := 0.0, 0
@@ -230,7 +232,7 @@ func VerifyGrad(c GradCase, be engine.Backend) error {
 			if err := t.SetFloat32At(j, []float32{v}); err != nil {
 				return err
 			}
-			fd := (l[0] - l[1]) / (2 * eps)
+			fd := (l[0] - l[1]) / (2 * float64(eps))
 			if d := math.Abs(fd - float64(gv[j])); d > c.Tol*scale {
 				return fmt.Errorf("%s: d/d%s[%d]: backend gradient %v, finite difference %v (|diff| %.3g > %.3g)", c.Name, p.Node.Name(), j, gv[j], fd, d, c.Tol*scale)
 			}

@@ -16,6 +16,8 @@ type mm struct {
 	lda, ldb, ldc  int
 	alpha          float32
 	acc            bool // add to c instead of overwriting it
+	// bh is b's storage when it is a frozen 16-bit weight: 0 f32, 1 f16, 2 bf16 (dtypeCode).
+	bh int
 
 	quant  *engine.QuantSpec
 	absmax Ref
@@ -70,7 +72,7 @@ func (q *planner) matmul(g mm) error {
 	}
 	consts := []shaders.Const{c("WG", WG), c("BM", TileM), c("BN", TileN), c("BK", TileK), c("TM", ThreadsM), c("TN", ThreadsN),
 		c("ASZ", TileK*TileM), c("BSZ", TileK*TileN), c("TMN", ThreadsM*ThreadsN),
-		c("TA", g.transA), c("TB", g.transB), c("BQ", g.quant != nil), c("EPI", g.epi), c("EPIT", g.epiT), c("ACC", g.acc)}
+		c("TA", g.transA), c("TB", g.transB), c("BQ", g.quant != nil), c("EPI", g.epi), c("EPIT", g.epiT), c("ACC", g.acc), c("BH", g.bh), c(shaders.F16Const, q.d.F16)}
 	g.a.RW, g.b.RW, g.absmax.RW, g.xa.RW, g.bl.RW, g.c.RW = false, false, false, false, false, true
 	q.dispatch("matmul", consts, grid, g.params(), g.a, g.b, g.absmax, g.xa, g.bl, g.c)
 	return nil
@@ -93,7 +95,7 @@ func (q *planner) gemv(g mm) error {
 		return err
 	}
 	g.a.RW, g.b.RW, g.xa.RW, g.bl.RW, g.c.RW = false, false, false, false, true
-	q.dispatch("gemv", []shaders.Const{c("WG", WG), c("TB", g.transB), c("EPI", g.epi)}, grid, g.params(), g.a, g.b, g.xa, g.bl, g.c)
+	q.dispatch("gemv", []shaders.Const{c("WG", WG), c("TB", g.transB), c("EPI", g.epi), c("BH", g.bh)}, grid, g.params(), g.a, g.b, g.xa, g.bl, g.c)
 	return nil
 }
 
@@ -152,7 +154,7 @@ func (q *planner) lora(op engine.LoRA, l engine.Launch, in, out []Ref) error {
 	if op.Quant != nil {
 		return q.qmatmul(op.Quant, false, rows, x, in[1], in[2], y, &epi)
 	}
-	g := mm{transB: true, m: rows, n: dout, k: din, a: x, lda: din, b: in[1], ldb: din, c: y, ldc: dout, alpha: 1}
+	g := mm{transB: true, m: rows, n: dout, k: din, a: x, lda: din, b: in[1], ldb: din, c: y, ldc: dout, alpha: 1, bh: dtypeCode(l.In[1].Meta.DType)}
 	g.epi, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, xr, bl, rank, op.Scale, rank, rank
 	return q.matmul(g)
 }
@@ -170,6 +172,21 @@ func (q *planner) loraDropout(op engine.LoRA, fwd []Ref, x Ref, n int) (Ref, err
 	}
 	t.RW = false
 	return t, nil
+}
+
+// matmul16 records y = x·Wᵀ (or x·W with transW) for a frozen 16-bit W [n, k] (MatMul16): the
+// tiled GEMM or the GEMV, widening W exactly as it is read.
+func (q *planner) matmul16(transW bool, rows int, w engine.Meta, x, wb, y Ref) error {
+	nw, kw := w.Shape[0], w.Shape[1]
+	g := mm{m: rows, a: x, b: wb, c: y, alpha: 1, ldb: kw, bh: dtypeCode(w.DType)}
+	if transW {
+		g.n, g.k = kw, nw
+	} else {
+		g.transB = true
+		g.n, g.k = nw, kw
+	}
+	g.lda, g.ldc = g.k, g.n
+	return q.matmul(g)
 }
 
 // dropout records y = dropout(x) under the seed binding (dropout.wgsl).
@@ -236,7 +253,7 @@ func (q *planner) loraBackward(op engine.LoRABackward, l engine.Launch, in, out 
 		}
 		t.RW = false
 		if op.NeedX {
-			if err := q.loraDx(op, fwd, dy, t, a, dx, rows, din, dout, rank); err != nil {
+			if err := q.loraDx(op, fwd, dtypeCode(l.In[2].Meta.DType), dy, t, a, dx, rows, din, dout, rank); err != nil {
 				return err
 			}
 		}
@@ -257,8 +274,8 @@ func (q *planner) loraBackward(op engine.LoRABackward, l engine.Launch, in, out 
 }
 
 // loraDx records dx = dy·W + s·d(t·A): without dropout one GEMM over W with the LoRA term in its
-// epilogue; with it, the two terms apart and summed.
-func (q *planner) loraDx(op engine.LoRABackward, fwd []Ref, dy, t, a, dx Ref, rows, din, dout, rank int) error {
+// epilogue; with it, the two terms apart and summed. bh is a dense W's storage (dtypeCode).
+func (q *planner) loraDx(op engine.LoRABackward, fwd []Ref, bh int, dy, t, a, dx Ref, rows, din, dout, rank int) error {
 	s := op.Scale
 	base := dx
 	if op.Dropout > 0 {
@@ -274,7 +291,7 @@ func (q *planner) loraDx(op engine.LoRABackward, fwd []Ref, dy, t, a, dx Ref, ro
 			return err
 		}
 	} else {
-		g := mm{m: rows, n: din, k: dout, a: dy, lda: dout, b: fwd[1], ldb: din, c: base, ldc: din, alpha: 1}
+		g := mm{m: rows, n: din, k: dout, a: dy, lda: dout, b: fwd[1], ldb: din, c: base, ldc: din, alpha: 1, bh: bh}
 		if epi != nil {
 			g.epi, g.epiT, g.xa, g.bl, g.rank, g.lscale, g.ldxa, g.ldbl = true, true, t, a, rank, s, rank, din
 		}

@@ -24,7 +24,12 @@ func Supports(d Device, op engine.Op, in []engine.Meta) error {
 			return fmt.Errorf("%s: operand %s has too many elements for 32-bit indexing", op.Name(), m)
 		}
 	}
+	if err := checkHalf(op, in); err != nil {
+		return fmt.Errorf("%s: %w", op.Name(), err)
+	}
 	switch o := op.(type) {
+	case engine.MatMul16, engine.Embedding16:
+		return nil
 	case engine.MatMul, engine.ScaleCols, engine.DivSqrt, engine.ScaleColsBackward, engine.RMSNorm, engine.RMSNormBackward,
 		engine.SwiGLU, engine.SwiGLUBackward, engine.Softmax, engine.SoftmaxBackward, engine.Embedding,
 		engine.EmbeddingBackward, engine.CrossEntropy, engine.CrossEntropyBackward, engine.Binary,
@@ -66,6 +71,31 @@ func Supports(d Device, op engine.Op, in []engine.Meta) error {
 		return checkAttention(o.Attention)
 	}
 	return fmt.Errorf("no kernel for %s", op.Name())
+}
+
+// checkHalf refuses 16-bit float operands where no kernel reads them: the kernels of MatMul16,
+// Embedding16 and the dense LoRA ops read a frozen 16-bit weight (operand 1 of LoRA, 2 of
+// LoRABackward) and Cast converts; any other op with one is decomposed by Compile.
+func checkHalf(op engine.Op, in []engine.Meta) error {
+	at := -1
+	switch o := op.(type) {
+	case engine.Cast, engine.MatMul16, engine.Embedding16:
+		return nil
+	case engine.LoRA:
+		if o.Quant == nil {
+			at = 1
+		}
+	case engine.LoRABackward:
+		if o.Quant == nil {
+			at = 2
+		}
+	}
+	for i, m := range in {
+		if engine.IsHalf(m.DType) && i != at {
+			return fmt.Errorf("no kernel reads the 16-bit operand %d (%s)", i, m)
+		}
+	}
+	return nil
 }
 
 func checkQuant(q *engine.QuantSpec) error {
@@ -285,7 +315,17 @@ func (q *planner) launch() error {
 		if op.Pad {
 			pad = 1
 		}
-		q.dispatch("embedding", []shaders.Const{wgc}, g, new(Params).U(ids, t[1], t[0], pad).F(op.PadValue), in[0], in[1], out[0], q.fault())
+		q.dispatch("embedding", []shaders.Const{wgc, c("TH", 0)}, g, new(Params).U(ids, t[1], t[0], pad).F(op.PadValue), in[0], in[1], out[0], q.fault())
+	case engine.Embedding16:
+		t := l.In[0].Meta.Shape
+		ids := l.In[1].Meta.Shape.Numel()
+		g, err := q.items(ids*t[1], WG)
+		if err != nil {
+			return err
+		}
+		q.dispatch("embedding", []shaders.Const{wgc, c("TH", dtypeCode(l.In[0].Meta.DType))}, g, new(Params).U(ids, t[1], t[0], 0).F(0), in[0], in[1], out[0], q.fault())
+	case engine.MatMul16:
+		return q.matmul16(op.TransW, l.In[0].Meta.Shape.Rows(), l.In[1].Meta, in[0], in[1], out[0])
 	case engine.EmbeddingBackward:
 		dim := l.In[0].Meta.Shape.Last()
 		ids := l.In[1].Meta.Shape.Numel()

@@ -50,6 +50,9 @@ type Device struct {
 	Subgroups bool
 	// PerQueryRows makes cached attention always run the per-query kernel (benchmarks compare).
 	PerQueryRows bool
+	// F16 selects the f16-arithmetic variants (shaders.HasF16Variant: the tiled matmul stages its
+	// tiles in f16 and accumulates in f32); only for a device with engine.Caps.ShaderF16.
+	F16 bool
 }
 
 // Tiles are the block sizes the plans cut work into on d (engine.Caps.Tiles).

@@ -125,3 +125,59 @@ func TestPlanVariantFromDevice(t *testing.T) {
 		}
 	}
 }
+
+func half(dt engine.DType, shape ...int) engine.Arg {
+	m := engine.Meta{Shape: engine.Shape(shape), DType: dt}
+	return engine.Arg{Buf: &fakeBuf{m.Bytes()}, Meta: m}
+}
+
+func constOf(c Cmd, name string) string {
+	for _, k := range c.Consts {
+		if k.Name == name {
+			return k.Value
+		}
+	}
+	return ""
+}
+
+// A 16-bit frozen weight is read as stored: MatMul16 is one matmul (or gemv) dispatch whose BH
+// names the type and whose B is the weight's own buffer (no cast, no f32 copy); Embedding16 one
+// gather with TH; an op without a 16-bit kernel is refused so that Compile decomposes it.
+func TestPlanWeights16(t *testing.T) {
+	d := Device{MaxGroups: 65535, WorkgroupStorage: 32 << 10, MaxBinding: 1 << 30}
+	for _, c := range []struct {
+		l      engine.Launch
+		kernel string
+		name   string
+		value  string
+		n, k   int
+	}{
+		{engine.Launch{Op: engine.MatMul16{}, In: []engine.Arg{arg(70, 33), half(engine.F16, 130, 33)}, Out: []engine.Arg{arg(70, 130)}}, "matmul", "BH", "1u", 130, 33},
+		{engine.Launch{Op: engine.MatMul16{TransW: true}, In: []engine.Arg{arg(70, 130), half(engine.BF16, 130, 33)}, Out: []engine.Arg{arg(70, 33)}}, "matmul", "BH", "2u", 33, 130},
+		{engine.Launch{Op: engine.MatMul16{}, In: []engine.Arg{arg(1, 33), half(engine.BF16, 130, 33)}, Out: []engine.Arg{arg(1, 130)}}, "gemv", "BH", "2u", 130, 33},
+		{engine.Launch{Op: engine.Embedding16{}, In: []engine.Arg{half(engine.F16, 50, 8), {Buf: &fakeBuf{12}, Meta: engine.Meta{Shape: engine.Shape{3}, DType: engine.I32}}}, Out: []engine.Arg{arg(3, 8)}}, "embedding", "TH", "1u", 0, 0},
+	} {
+		if err := Supports(d, c.l.Op, []engine.Meta{c.l.In[0].Meta, c.l.In[1].Meta}); err != nil {
+			t.Fatalf("%s: %v", c.l.Op.Name(), err)
+		}
+		p, err := Launch(d, c.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Cmds) != 1 || p.Cmds[0].Kernel != c.kernel || constOf(p.Cmds[0], c.name) != c.value {
+			t.Fatalf("%s: plan %+v, want one %s with %s=%s", c.l.Op.Name(), p.Cmds, c.kernel, c.name, c.value)
+		}
+		if w := p.Cmds[0].Binds[1]; c.kernel != "embedding" && w != (Ref{Kind: In, Index: 1}) {
+			t.Errorf("%s: B is %+v, want the weight's buffer", c.l.Op.Name(), w)
+		}
+		if c.n > 0 {
+			if n, k := binary.LittleEndian.Uint32(p.Cmds[0].Params[4:]), binary.LittleEndian.Uint32(p.Cmds[0].Params[8:]); int(n) != c.n || int(k) != c.k {
+				t.Errorf("%s: n, k = %d, %d, want %d, %d", c.l.Op.Name(), n, k, c.n, c.k)
+			}
+		}
+	}
+	f16 := engine.Meta{Shape: engine.Shape{4, 8}, DType: engine.F16}
+	if err := Supports(d, engine.Binary{Fn: engine.Add}, []engine.Meta{f16, f16}); err == nil {
+		t.Error("an add of 16-bit operands was accepted: no kernel reads them")
+	}
+}

@@ -42,6 +42,7 @@ type Backend struct {
 	tier    glslTier
 	noGLSL  bool  // run naga's translation of every WGSL kernel (UseGLSL(false))
 	refused error // why the driver refused the tier's features, if it did
+	f16     bool // the f16-arithmetic variants (SetF16Arithmetic)
 	timeout time.Duration
 	closed  bool
 	lost    bool
@@ -191,7 +192,8 @@ func (b *Backend) createDevice() (vk.Device, error) {
 			keep = append(keep, e+"\x00")
 		}
 	}
-	next, free := deviceFeatures(t.f16, coop)
+	// The f16 variants of the WGSL kernels (SetF16Arithmetic) need shaderFloat16 too.
+	next, free := deviceFeatures(t.f16 || b.d.ext.f16, b.d.ext.storage16, b.d.ext.ustorage16, coop)
 	defer free()
 	var dev vk.Device
 	err := vkErr("create device", vk.CreateDevice(b.pd, &vk.DeviceCreateInfo{SType: vk.StructureTypeDeviceCreateInfo, PNext: next,
@@ -209,6 +211,7 @@ func (b *Backend) createDevice() (vk.Device, error) {
 		return nil, err
 	}
 	t.f16, t.coop = false, ""
+	b.d.ext.f16 = false // no shaderFloat16: no f16 variant either
 	b.tier, b.refused = t, first
 	return dev, nil
 }
@@ -239,7 +242,26 @@ func timeoutFromEnv(software bool) time.Duration {
 	return 2 * time.Minute
 }
 
-func (b *Backend) planDevice() gpuplan.Device { return b.d.planDevice(b.plain) }
+func (b *Backend) planDevice() gpuplan.Device {
+	d := b.d.planDevice(b.plain)
+	// On a software device (lavapipe) llvmpipe compiles naga's f16 SPIR-V of the matmul for minutes
+	// a module (as it does the tiled attention, see device.planDevice), so the f16 tiles are for
+	// GPUs; there the f32 kernels run whatever SetF16Arithmetic asked.
+	d.F16 = b.f16 && b.d.info.Type != "cpu"
+	return d
+}
+
+// SetF16Arithmetic selects the f16-arithmetic kernel variants for the programs prepared after it
+// (engine.F16Arithmetic); the device must have shaderFloat16 (enabled at Open where it does).
+func (b *Backend) SetF16Arithmetic(on bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on && !b.caps.ShaderF16 {
+		return fmt.Errorf("vulkan: %s has no shaderFloat16 for the f16 kernels", b.d.info.Name)
+	}
+	b.f16 = on
+	return nil
+}
 
 // Device describes the physical device.
 func (b *Backend) Device() engine.DeviceInfo { return b.d.info }

@@ -151,9 +151,10 @@ func (d *device) subgroups() bool {
 	return d.ext.subgroupStages&stageCompute != 0 && d.ext.subgroupOps&(subgroupBasic|subgroupArithmetic) == subgroupBasic|subgroupArithmetic && d.ext.subgroupSize > 0
 }
 
-// caps are the caps known before opening (the tiles come with the plan device at Open).
+// caps are the caps known before opening (the tiles come with the plan device at Open). Weights16
+// needs no feature: the kernels read 16-bit weights as packed words (gpuplan).
 func (d *device) caps() engine.Caps {
-	c := engine.Caps{ShaderF16: d.ext.f16 && d.ext.storage16, Subgroups: d.subgroups(),
+	c := engine.Caps{ShaderF16: d.ext.f16 && d.ext.storage16, Subgroups: d.subgroups(), Weights16: true,
 		MaxBufferBytes: int64(d.limits.MaxStorageBufferRange)}
 	if c.Subgroups {
 		c.SubgroupSize = d.ext.subgroupSize

@@ -63,7 +63,7 @@ typedef struct {
 	uint32_t driverID;
 	char driverName[256];
 	char driverInfo[256];
-	uint32_t f16, int8, storage16, storage8;
+	uint32_t f16, int8, storage16, storage8, ustorage16;
 	uint32_t coopFeature;   // cooperativeMatrix (the NV or KHR feature, whichever is listed)
 	uint32_t memoryModel;   // vulkanMemoryModel (cooperative-matrix kernels are compiled for it)
 	uint32_t nCoop;         // shapes written to coop (at most 32)
@@ -105,6 +105,7 @@ static int lathe_vk_query(void* inst, void* pd, int nv, int khr, lathe_query* q)
 	q->f16 = fi.shaderFloat16; q->int8 = fi.shaderInt8;
 	q->storage16 = s16.storageBuffer16BitAccess; q->storage8 = s8.storageBuffer8BitAccess;
 	q->coopFeature = (khr || nv) ? cf.a : 0; q->memoryModel = vmm.a;
+	q->ustorage16 = s16.uniformAndStorageBuffer16BitAccess;
 	if (khr || nv) {
 		const char* name = khr ? "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR" : "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV";
 		lathe_coop_fn coop = (lathe_coop_fn)lathe_gipa(inst, name);
@@ -144,7 +145,7 @@ static int lathe_vk_query(void* inst, void* pd, int nv, int khr, lathe_query* q)
 // the NV or KHR cooperativeMatrix feature (coop: 1 NV, 2 KHR). *head is the chain's first struct
 // (NULL when nothing is enabled); free the allocation after vkCreateDevice.
 typedef struct { lathe_f16i8 fi; lathe_storage16 s16; lathe_bools3 vmm; lathe_bools3 coop; } lathe_chain;
-static void* lathe_device_features(int f16, int coop, void** head) {
+static void* lathe_device_features(int f16, int storage16, int ustorage16, int coop, void** head) {
 	lathe_chain* c = calloc(1, sizeof *c);
 	*head = NULL;
 	if (coop) {
@@ -152,7 +153,7 @@ static void* lathe_device_features(int f16, int coop, void** head) {
 		c->vmm.sType = 1000211000; c->vmm.a = 1; c->vmm.pNext = *head; *head = &c->vmm;
 	}
 	if (f16) {
-		c->s16.sType = 1000083000; c->s16.storageBuffer16BitAccess = 1; c->s16.pNext = *head; *head = &c->s16;
+		c->s16.sType = 1000083000; c->s16.storageBuffer16BitAccess = storage16; c->s16.uniformAndStorageBuffer16BitAccess = ustorage16; c->s16.pNext = *head; *head = &c->s16;
 		c->fi.sType = 1000082000; c->fi.shaderFloat16 = 1; c->fi.pNext = *head; *head = &c->fi;
 	}
 	return c;
@@ -230,6 +231,7 @@ type extended struct {
 	driverInfo     string
 	f16, int8      bool
 	storage16      bool
+	ustorage16     bool // uniformAndStorageBuffer16BitAccess
 	storage8       bool
 	coopFeature    bool // cooperativeMatrix may be enabled
 	memoryModel    bool // vulkanMemoryModel may be enabled
@@ -259,7 +261,7 @@ func query(inst vk.Instance, pd vk.PhysicalDevice, nv, khr bool) (extended, erro
 	}
 	e := extended{subgroupSize: int(q.subgroupSize), subgroupStages: uint32(q.subgroupStages), subgroupOps: uint32(q.subgroupOps),
 		driverName: C.GoString(&q.driverName[0]), driverInfo: C.GoString(&q.driverInfo[0]),
-		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0,
+		f16: q.f16 != 0, int8: q.int8 != 0, storage16: q.storage16 != 0, storage8: q.storage8 != 0, ustorage16: q.ustorage16 != 0,
 		coopFeature: q.coopFeature != 0, memoryModel: q.memoryModel != 0}
 	for i := 0; i < int(q.nCoop); i++ {
 		r := q.coop[i]
@@ -270,16 +272,18 @@ func query(inst vk.Instance, pd vk.PhysicalDevice, nv, khr bool) (extended, erro
 	return e, nil
 }
 
-// deviceFeatures is the VkDeviceCreateInfo pNext chain enabling f16 (shaderFloat16 and 16-bit
-// storage) and, with coop 1 (NV) or 2 (KHR), cooperative matrices and the Vulkan memory model; nil
+// deviceFeatures is the VkDeviceCreateInfo pNext chain enabling f16 (shaderFloat16 and the 16-bit
+// storage accesses the device lists) and, with coop 1 (NV) or 2 (KHR), cooperative matrices and the Vulkan memory model; nil
 // when nothing is enabled. free releases it after vkCreateDevice.
-func deviceFeatures(f16 bool, coop int) (next unsafe.Pointer, free func()) {
-	f := C.int(0)
-	if f16 {
-		f = 1
+func deviceFeatures(f16, storage16, ustorage16 bool, coop int) (next unsafe.Pointer, free func()) {
+	b := func(v bool) C.int {
+		if v {
+			return 1
+		}
+		return 0
 	}
 	var head unsafe.Pointer
-	c := C.lathe_device_features(f, C.int(coop), &head)
+	c := C.lathe_device_features(b(f16), b(storage16), b(ustorage16), C.int(coop), &head)
 	return head, func() { C.free(c) }
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/engine/enginetest"
+	"github.com/lathe-ml/lathe/shaders"
 )
 
 // openTest opens the best Vulkan device. Without one the test skips, unless LATHE_REQUIRE_GPU=1,
@@ -63,7 +64,66 @@ func TestConformance(t *testing.T) {
 		defer func() { b.plain = false }()
 		enginetest.Run(t, b, cpu.New())
 	})
+	// The f16-arithmetic set (engine.F16Arithmetic), first against its float64 reference.
+	t.Run("f16", func(t *testing.T) {
+		if !b.Caps().ShaderF16 {
+			if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+				t.Fatalf("LATHE_REQUIRE_GPU=1 and %s has no shaderFloat16", b.Device().Name)
+			}
+			t.Skip("no shaderFloat16")
+		}
+		if err := b.SetF16Arithmetic(true); err != nil {
+			t.Fatal(err)
+		}
+		defer b.SetF16Arithmetic(false)
+		if b.Device().Type == "cpu" {
+			// llvmpipe takes minutes to compile each f16 module (Backend.planDevice): a software
+			// device keeps f32 tiles, and the f16 modules are checked by spirv-val only.
+			if b.planDevice().F16 {
+				t.Fatal("a software device planned the f16 matmul")
+			}
+			mods = append(mods, f16Modules(t, dir)...)
+			return
+		}
+		if err := enginetest.VerifyF16MatMul(b); err != nil {
+			t.Fatal(err)
+		}
+		enginetest.RunWith(t, b, cpu.New(), enginetest.F16Options)
+	})
 	validate(t, mods)
+}
+
+// f16Modules translates the matmul's f16 variant in each of its forms (transposes, dense f32,
+// f16 and bf16 B, 4-bit B, LoRA epilogue, accumulation) to SPIR-V files in dir.
+func f16Modules(t *testing.T, dir string) []string {
+	var out []string
+	for i := range 64 {
+		ta, tb, bq, epi, acc := i&1 != 0, i&2 != 0, i&4 != 0, i&8 != 0, i&16 != 0
+		for bh := range 3 {
+			if bq && bh > 0 {
+				continue
+			}
+			v := func(x bool) string { return fmt.Sprint(x) }
+			consts := []shaders.Const{{Name: "WG", Value: "256u"}, {Name: "BM", Value: "64u"}, {Name: "BN", Value: "64u"}, {Name: "BK", Value: "16u"},
+				{Name: "TM", Value: "4u"}, {Name: "TN", Value: "4u"}, {Name: "ASZ", Value: "1024u"}, {Name: "BSZ", Value: "1024u"}, {Name: "TMN", Value: "16u"},
+				{Name: "TA", Value: v(ta)}, {Name: "TB", Value: v(tb)}, {Name: "BQ", Value: v(bq)}, {Name: "EPI", Value: v(epi)}, {Name: "EPIT", Value: v(i&32 != 0)},
+				{Name: "ACC", Value: v(acc)}, {Name: "BH", Value: fmt.Sprintf("%du", bh)}, {Name: shaders.F16Const, Value: "true"}}
+			code, err := SPIRV("matmul", consts, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := make([]byte, 4*len(code))
+			for k, w := range code {
+				binary.LittleEndian.PutUint32(raw[4*k:], w)
+			}
+			f := filepath.Join(dir, fmt.Sprintf("matmul_f16_%d_%d.spv", i, bh))
+			if err := os.WriteFile(f, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // validate runs spirv-val (SPIRV-Tools) on each module for Vulkan 1.1. Without spirv-val the check

@@ -59,6 +59,7 @@ type Backend struct {
 	// plain runs the base kernel set (no subgroup variants) whatever the caps: the conformance
 	// suite runs both sets, benchmarks compare them.
 	plain bool
+	f16   bool   // the f16-arithmetic variants (SetF16Arithmetic)
 	timer *timer // GPU timing, nil while off (timing.go)
 }
 

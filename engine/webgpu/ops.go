@@ -10,7 +10,19 @@ import (
 // planDevice is what the shared planner (engine/gpuplan) needs to know of this device.
 func (b *Backend) planDevice() gpuplan.Device {
 	return gpuplan.Device{MaxGroups: b.maxGroups(), WorkgroupStorage: int(b.limits.MaxComputeWorkgroupStorageSize),
-		MaxBinding: int64(b.limits.MaxStorageBufferBindingSize), Subgroups: b.subgroups(), PerQueryRows: b.perQueryRows}
+		MaxBinding: int64(b.limits.MaxStorageBufferBindingSize), Subgroups: b.subgroups(), PerQueryRows: b.perQueryRows, F16: b.f16}
+}
+
+// SetF16Arithmetic selects the f16-arithmetic kernel variants for the programs prepared after it
+// (engine.F16Arithmetic); the device must have shader-f16.
+func (b *Backend) SetF16Arithmetic(on bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on && !b.caps.ShaderF16 {
+		return fmt.Errorf("webgpu: %s has no shader-f16 for the f16 kernels", b.info.Name)
+	}
+	b.f16 = on
+	return nil
 }
 
 // Supports reports whether a kernel exists for op with these operands (gpuplan.Supports): what

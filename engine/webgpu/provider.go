@@ -206,9 +206,10 @@ var (
 	featureTimestamps = wgpu.FeatureNameTimestampQuery
 )
 
-// featureCaps sets the caps that follow from the adapter's (or device's) features.
+// featureCaps sets the caps that follow from the adapter's (or device's) features. Weights16 needs
+// none: the kernels read 16-bit weights as packed words (gpuplan).
 func featureCaps(has func(wgpu.FeatureName) bool) engine.Caps {
-	return engine.Caps{ShaderF16: has(featureF16), Subgroups: has(featureSubgroups), Timestamps: has(featureTimestamps)}
+	return engine.Caps{ShaderF16: has(featureF16), Subgroups: has(featureSubgroups), Timestamps: has(featureTimestamps), Weights16: true}
 }
 
 // wantedFeatures are the features of featureCaps the adapter has, to request with the device.

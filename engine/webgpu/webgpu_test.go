@@ -45,6 +45,22 @@ func TestConformance(t *testing.T) {
 	enginetest.Run(t, b, cpu.New())
 }
 
+// TestConformanceF16 runs the suite on the f16-arithmetic variants (engine.F16Arithmetic), which
+// devices with shader-f16 run for mixed-precision training.
+func TestConformanceF16(t *testing.T) {
+	b := openTest(t)
+	if !b.Caps().ShaderF16 {
+		if os.Getenv("LATHE_REQUIRE_GPU") == "1" {
+			t.Fatalf("LATHE_REQUIRE_GPU=1 and %s has no shader-f16", b.Device().Name)
+		}
+		t.Skip("no shader-f16")
+	}
+	if err := b.SetF16Arithmetic(true); err != nil {
+		t.Fatal(err)
+	}
+	enginetest.RunWith(t, b, cpu.New(), enginetest.F16Options)
+}
+
 func TestConformancePlain(t *testing.T) {
 	b := openTest(t)
 	b.plain = true

@@ -160,3 +160,27 @@ fn block_max(v: f32, lid: u32) -> f32 {
 }
 
 //! end
+
+//! section half
+// widen16 is the 16-bit float in the low (hi false) or high half of a packed word as f32, exactly:
+// bf16 (bf true) is the top half of an f32, f16 is widened by unpack2x16float (core WGSL, no f16
+// feature needed). Element 2w of a packed array is the low half of word w.
+fn widen16(word: u32, hi: bool, bf: bool) -> f32 {
+    let h = select(word & 0xffffu, word >> 16u, hi);
+    if (bf) {
+        return bitcast<f32>(h << 16u);
+    }
+    return unpack2x16float(h).x;
+}
+//! end
+
+//! section f32
+// ST is the staging type of a kernel with an f16 variant: tiles in f32 here.
+alias ST = f32;
+//! end
+
+//! section f16
+// ST is the staging type of a kernel's f16 variant (Caps.ShaderF16): tiles in f16, half the
+// workgroup memory and its traffic; products of two f16 are exact in f32, where they accumulate.
+alias ST = f16;
+//! end

@@ -1,7 +1,9 @@
 // y[i, d] = table[ids[i], d]; an id out of range gives 0 and raises the fault flag, except a
-// negative id with pad set, whose row is padv (a gather in which a row picks nothing).
+// negative id with pad set, whose row is padv (a gather in which a row picks nothing). TH: the
+// table's storage, 0 f32, 1 f16, 2 bf16 (a frozen 16-bit table packed two to a word, widened exactly).
+//! use half
 struct Params { n: u32, dim: u32, vocab: u32, pad: u32, padv: f32 }
-@group(0) @binding(0) var<storage, read> table: array<f32>;
+@group(0) @binding(0) var<storage, read> table: array<u32>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> fault: array<atomic<u32>>;
@@ -22,6 +24,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         y[i] = 0.0;
         atomicOr(&fault[0], FAULT_INDEX);
     } else {
-        y[i] = table[u32(id) * P.dim + d];
+        let at = u32(id) * P.dim + d;
+        if (TH != 0u) {
+            y[i] = widen16(table[at >> 1u], (at & 1u) == 1u, TH == 2u);
+        } else {
+            y[i] = bitcast<f32>(table[at]);
+        }
     }
 }

@@ -6,7 +6,12 @@
 // Flags: TA/TB transpose A/B; BQ: B is a 4-bit quantized weight [N, kq] (two codes a byte, first
 // element in the high nibble, blockwise absmax) dequantized once per tile into workgroup memory;
 // EPI: add the LoRA term lscale·Σ_r xa[i, r]·bl(j, r), with bl(j, r) = bl[j·ldbl + r] or, with
-// EPIT, bl[r·ldbl + j]; ACC: accumulate into c.
+// EPIT, bl[r·ldbl + j]; ACC: accumulate into c. BH: B's storage, 0 f32, 1 f16, 2 bf16 (a frozen
+// 16-bit weight, packed two to a word, widened exactly to f32 as it is staged).
+// F16 (the f16 variant, shaders.F16Const): the tiles are staged in f16 (ST), products taken in f32
+// (exact for f16 factors) and accumulated in f32.
+//! use half
+//! f16
 struct Params {
     M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, alpha: f32,
     kq: u32, bs: u32, rank: u32, lscale: f32, ldxa: u32, ldbl: u32,
@@ -20,8 +25,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<uniform> P: Params;
 
-var<workgroup> As: array<f32, ASZ>;
-var<workgroup> Bs: array<f32, BSZ>;
+var<workgroup> As: array<ST, ASZ>;
+var<workgroup> Bs: array<ST, BSZ>;
 var<private> code: array<f32, 16>;
 
 const RM: u32 = BM / TM; // invocations along m
@@ -37,7 +42,8 @@ fn loadA(m: u32, k: u32) -> f32 {
     return a[m * P.lda + k];
 }
 
-fn loadB(k: u32, n: u32) -> f32 {
+// loadB is op(B)(k, n) in the staging type.
+fn loadB(k: u32, n: u32) -> ST {
     if (k >= P.K || n >= P.N) {
         return 0.0;
     }
@@ -50,9 +56,13 @@ fn loadB(k: u32, n: u32) -> f32 {
     if (BQ) {
         let byte = (b[idx >> 3u] >> (8u * ((idx >> 1u) & 3u))) & 0xffu;
         let q = select(byte & 15u, byte >> 4u, (idx & 1u) == 0u);
-        return code[q] * absmax[idx / P.bs];
+        return ST(code[q] * absmax[idx / P.bs]);
     }
-    return bitcast<f32>(b[idx]);
+    if (BH != 0u) {
+        // Exact in f32; an f16 weight is exact in the f16 variant too.
+        return ST(widen16(b[idx >> 1u], (idx & 1u) == 1u, BH == 2u));
+    }
+    return ST(bitcast<f32>(b[idx]));
 }
 
 // decode8 writes the 8 weights W[row, col..col+8) (col a multiple of 8, W's rows kq long, kq a
@@ -60,7 +70,7 @@ fn loadB(k: u32, n: u32) -> f32 {
 fn decode8(row: u32, col: u32, rows: u32, cols: u32, at: u32, stride: u32) {
     if (row >= rows || col >= cols) {
         for (var j = 0u; j < 8u; j = j + 1u) {
-            Bs[at + j * stride] = 0.0;
+            Bs[at + j * stride] = ST(0.0);
         }
         return;
     }
@@ -70,7 +80,7 @@ fn decode8(row: u32, col: u32, rows: u32, cols: u32, at: u32, stride: u32) {
     for (var j = 0u; j < 8u; j = j + 1u) {
         let byte = (word >> (8u * (j >> 1u))) & 0xffu;
         let q = select(byte & 15u, byte >> 4u, (j & 1u) == 0u);
-        Bs[at + j * stride] = code[q] * am;
+        Bs[at + j * stride] = ST(code[q] * am);
     }
 }
 
@@ -105,7 +115,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 kk = e % BK;
                 mm = e / BK;
             }
-            As[kk * BM + mm] = loadA(m0 + mm, k0 + kk);
+            As[kk * BM + mm] = ST(loadA(m0 + mm, k0 + kk));
         }
         if (BQ && P.kq % 8u == 0u) {
             // Rows of W hold whole packed words: decode 8 codes per u32 read (one absmax each,
@@ -142,10 +152,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var ar: array<f32, TM>;
             var br: array<f32, TN>;
             for (var i = 0u; i < TM; i = i + 1u) {
-                ar[i] = As[kk * BM + ty + i * RM];
+                ar[i] = f32(As[kk * BM + ty + i * RM]);
             }
             for (var j = 0u; j < TN; j = j + 1u) {
-                br[j] = Bs[kk * BN + tx + j * RN];
+                br[j] = f32(Bs[kk * BN + tx + j * RN]);
             }
             for (var i = 0u; i < TM; i = i + 1u) {
                 for (var j = 0u; j < TN; j = j + 1u) {
