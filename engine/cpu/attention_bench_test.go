@@ -8,6 +8,7 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 	"github.com/lathe-ml/lathe/engine/cpu/kernels"
+	"github.com/lathe-ml/lathe/internal/cputime"
 )
 
 // BenchmarkAttentionPaths: Llama-3.2-1B's attention (32 query heads, 8 KV heads × 64), decode (one
@@ -41,11 +42,11 @@ func BenchmarkAttentionPaths(b *testing.B) {
 						b.Skip(err)
 					}
 					defer gemm.SetISA(prev)
-					c0 := cpuSeconds()
+					c0 := cputime.Seconds()
 					for b.Loop() {
 						f()
 					}
-					b.ReportMetric((cpuSeconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
+					b.ReportMetric((cputime.Seconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
 				})
 			}
 			run("gemm", func() { gemmAttentionForward(a, out, lse, q, k, v, nil) })
