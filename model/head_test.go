@@ -16,6 +16,7 @@ import (
 	"github.com/lathe-ml/lathe/model/checkpoint"
 	"github.com/lathe-ml/lathe/model/llama2c"
 	"github.com/lathe-ml/lathe/model/synth"
+	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -192,4 +193,53 @@ func TestGenerationHeadAccuracyOnStories260K(t *testing.T) {
 func TestLoadRefusesAnUnknownHead(t *testing.T) {
 	_, err := model.Load(tinyModel(t, 1), cpu.New(), model.LoadOptions{Head: "int8"})
 	require.ErrorContains(t, err, `head "int8"`)
+}
+
+// An adapter on lm_head applies on the generation head's copy: its change of the logits (LoRA on
+// lm_head: s·B·A·h, whatever the head's weights) is the same with an NF4 copy as with the loaded
+// head, through the fused layers (one adapter for the step) and the row-wise pool (each sequence
+// its own).
+func TestGenerationHeadTakesAnAdapter(t *testing.T) {
+	dir := tinyModel(t, 9)
+	cfg, err := model.LoadConfig(dir)
+	require.NoError(t, err)
+	ids := testIDs(cfg.VocabSize, 7)
+	delta := func(head string, rowwise bool) []float32 {
+		m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4", Head: head})
+		require.NoError(t, err)
+		defer m.Release()
+		lc := peft.LoRAConfig()
+		lc.R, lc.LoraAlpha, lc.TargetModules, lc.InitLoraWeights = 4, 8, peft.Names("lm_head"), false
+		a, err := peft.New(lc, m.Cfg, m.Backend, 3)
+		require.NoError(t, err)
+		defer a.Release()
+		c, err := m.NewCache(2, len(ids))
+		require.NoError(t, err)
+		defer c.Release()
+		second := model.Adapter(a) // the same adapter on every row: its fused layers
+		if rowwise {
+			second = nil // a row without it: the row-wise pool
+		}
+		with, err := c.StepAll([]model.Seq{{Slot: 0, IDs: ids, Adapter: a}, {Slot: 1, IDs: ids, Adapter: second}})
+		require.NoError(t, err)
+		without, err := c.StepAll([]model.Seq{{Slot: 0, IDs: ids}, {Slot: 1, IDs: ids}})
+		require.NoError(t, err)
+		n := len(ids) * cfg.VocabSize
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = with[i] - without[i]
+		}
+		return d
+	}
+	for _, rowwise := range []bool{false, true} {
+		want, got := delta(model.HeadBase, rowwise), delta("nf4", rowwise)
+		scale := 0.0
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(float64(w)))
+		}
+		require.Greater(t, scale, 1e-3, "the adapter changes the logits")
+		for i := range want {
+			require.InDelta(t, want[i], got[i], 1e-5*scale, "rowwise=%v [%d]", rowwise, i)
+		}
+	}
 }
