@@ -16,6 +16,7 @@
 package lathe
 
 import (
+	"cmp"
 	"errors"
 	"sync"
 
@@ -39,6 +40,9 @@ type Options struct {
 	DoubleQuant bool
 	// Blocksize is the 4-bit block size (default 64).
 	Blocksize int
+	// Head is the output projection generation reads (model.LoadOptions.Head); "" is
+	// model.HeadAuto. Training and evaluation use the loaded one.
+	Head string
 	// Slots is the most generations decoded together (default 4); more wait for a slot.
 	Slots int
 	// Context is the most tokens, prompt and completion, a generation holds (default: the
@@ -82,7 +86,7 @@ func Open(dir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.Load(dir, b, model.LoadOptions{Quantize: o.Quantize, DoubleQuant: o.DoubleQuant, Blocksize: o.Blocksize})
+	m, err := model.Load(dir, b, model.LoadOptions{Quantize: o.Quantize, DoubleQuant: o.DoubleQuant, Blocksize: o.Blocksize, Head: cmp.Or(o.Head, model.HeadAuto)})
 	if err != nil {
 		b.Close()
 		return nil, err

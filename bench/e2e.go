@@ -22,7 +22,9 @@ type E2ESizes struct {
 	DecodeTokens int
 	// Repeats is how many times time-to-first-token is measured (a fresh cache each time).
 	Repeats int
-	// Weights lists the weight formats loaded: "f32", "nf4".
+	// Weights lists the weight formats loaded: "f32", "nf4" (its generation head bf16, the
+	// default), "nf4/head-nf4" (the head NF4 too, as an exported Q4_0 GGUF has its output Q4_0;
+	// batch 1 only).
 	Weights []string
 	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
 	Batches []int
@@ -39,9 +41,13 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
 			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
 		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
-		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4"}, Adapters: 8,
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4Head4}, Adapters: 8,
 	}
 }
+
+// nf4Head4 is the weight format of NF4 linear layers with an NF4 output layer for decoding
+// (model.LoadOptions.Head "nf4"): the bytes of llama.cpp's Q4_0 file as lathe exports it.
+const nf4Head4 = "nf4/head-nf4"
 
 // qwen3Vocab is Qwen3's vocabulary size.
 const qwen3Vocab = 151936
@@ -81,6 +87,9 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer, after func(dir string,
 	}
 	for _, w := range s.Weights {
 		for _, b := range batches {
+			if w == nf4Head4 && b != 1 {
+				continue
+			}
 			adapters := []int{0}
 			if b > 1 && s.Adapters > 0 {
 				adapters = append(adapters, min(s.Adapters, b))
@@ -110,9 +119,12 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 	if adapters > 0 {
 		r.Name += fmt.Sprintf("_lora%d", adapters)
 	}
-	lo := model.LoadOptions{}
-	if weights == "nf4" {
+	lo := model.LoadOptions{Head: model.HeadAuto}
+	switch weights {
+	case "nf4":
 		lo.Quantize = "nf4"
+	case nf4Head4:
+		lo.Quantize, lo.Head = "nf4", "nf4"
 	}
 	cb := engine.NewCounting(be)
 	be = cb

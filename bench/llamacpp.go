@@ -93,7 +93,7 @@ var llamaCppTypes = []struct {
 	typ   parser.GGMLType
 	name  string
 	lathe string
-}{{parser.GGMLTypeQ4_0, "Q4_0", "nf4"}, {parser.GGMLTypeF16, "F16", "f32"}}
+}{{parser.GGMLTypeQ4_0, "Q4_0", nf4Head4}, {parser.GGMLTypeF16, "F16", "f32"}}
 
 // runLlamaCpp exports the checkpoint in dir to GGUF and times llama.cpp on it with the prompt and
 // decode lengths of s, then sets the ratios against lathe's batch-1 runs in e2e.
@@ -101,7 +101,7 @@ func runLlamaCpp(ctx context.Context, dir string, s E2ESizes, e2e []E2EResult, l
 	threads := runtime.GOMAXPROCS(0)
 	fail := func(err error) []LlamaCppResult {
 		fmt.Fprintf(log, "  llama.cpp: %v\n", err)
-		return []LlamaCppResult{{Type: "Q4_0", Lathe: "nf4", Threads: threads, Err: err.Error()}}
+		return []LlamaCppResult{{Type: "Q4_0", Lathe: nf4Head4, Threads: threads, Err: err.Error()}}
 	}
 	module, err := llamaCppModule()
 	if err != nil {

@@ -43,18 +43,19 @@ func needLlamaCpp(t *testing.T) {
 }
 
 // The llama.cpp reference runs on the end-to-end checkpoint exported to GGUF (Q4_0 and F16) and
-// gives decode and prefill ratios against lathe's NF4 and f32 runs of the same run.
+// gives decode and prefill ratios against lathe's NF4 (its decoding head NF4 too) and f32 runs of
+// the same run.
 func TestLlamaCppSideBySide(t *testing.T) {
 	needLlamaCpp(t)
 	s := E2ETiny()
-	s.Weights, s.Batches, s.Adapters, s.Repeats, s.DecodeTokens = []string{"f32", "nf4"}, []int{1}, 0, 1, 4
+	s.Weights, s.Batches, s.Adapters, s.Repeats, s.DecodeTokens = []string{"f32", nf4Head4}, []int{1}, 0, 1, 4
 	var got []LlamaCppResult
 	res := runE2E(cpu.New(), s, io.Discard, func(dir string, res []E2EResult) {
 		got = runLlamaCpp(context.Background(), dir, s, res, io.Discard)
 	})
 	require.Len(t, res, 2)
 	require.Len(t, got, 2)
-	for i, want := range [][2]string{{"Q4_0", "nf4"}, {"F16", "f32"}} {
+	for i, want := range [][2]string{{"Q4_0", nf4Head4}, {"F16", "f32"}} {
 		r := got[i]
 		require.Empty(t, r.Err, r.Type)
 		require.Equal(t, want[0], r.Type)

@@ -191,7 +191,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	measured := false
 	for _, b := range rep.Backends {
-		measured = measured || len(b.Kernels) > 0
+		measured = measured || len(b.Kernels) > 0 || len(b.E2E) > 0
 	}
 	if !measured {
 		var errs []string

@@ -397,7 +397,7 @@ func (c *Cache) compile(key string, batch, width int, all bool, topK int, sample
 			sp.selLast = g.Input("sel.last", engine.I32, engine.Shape{batch})
 			lastLin := c.pool.linear(sp.selLast)
 			lin = func(g *engine.Graph, l *Linear, x *engine.Node) *engine.Node {
-				if l == mg.LMHead {
+				if l == mg.LMHead || l == mg.Out {
 					return lastLin(g, l, x)
 				}
 				return rowsLin(g, l, x)

@@ -63,6 +63,10 @@ type Graph struct {
 	Norm   *engine.Node
 	// LMHead is nil when the output projection is tied to the embedding.
 	LMHead *Linear
+	// Out, when not nil, is the output projection of generation steps (ForwardCached): the
+	// 16- or 4-bit copy LoadOptions.Head made of lm_head or of the tied embedding, named
+	// "lm_head" for adapters. Forward and the other graphs use LMHead or the embedding.
+	Out *Linear
 }
 
 // QuantFunc says whether (and how) the linear layer with the given module name is stored in 4 bits;
@@ -190,6 +194,12 @@ func (m *Graph) forward(ids, pos, starts *engine.Node, batch, seq int, lin Linea
 		lin = PlainLinear
 	}
 	h := m.hidden(ids, pos, starts, batch, seq, lin, cache, last)
+	if cache != nil && m.Out != nil {
+		if m.LMHead == nil {
+			return m.Out.Forward(m.G, h) // a tied embedding is no adapter's target
+		}
+		return lin(m.G, m.Out, h)
+	}
 	if m.LMHead == nil {
 		return m.G.MatMul(h, m.Embed, false, true)
 	}

@@ -22,6 +22,8 @@ type Model struct {
 	Tensors map[string]*engine.Tensor
 	// Quant holds the 4-bit layout of each quantized linear layer, by module name.
 	Quant map[string]*engine.QuantSpec
+	// headQuant is the 4-bit layout of the generation head's copy (LoadOptions.Head), if any.
+	headQuant *engine.QuantSpec
 }
 
 // LoadOptions choose how the weights are stored on the device.
@@ -36,6 +38,10 @@ type LoadOptions struct {
 	// f32. By default they stay 16-bit as stored, and the kernels that read them widen a tile at a
 	// time (engine.MatMul16, engine.Embedding16); vectors (norms, biases) are always f32.
 	Widen bool
+	// Head chooses the output projection of generation steps (see HeadAuto, HeadBase; "bf16",
+	// "f16", "nf4" or "fp4" force a copy in that type); "" is HeadBase. Other graphs always
+	// use the loaded matrix.
+	Head string
 }
 
 // Load reads a Hugging Face model folder (config.json, model.safetensors or a sharded index) and
@@ -48,6 +54,9 @@ type LoadOptions struct {
 // A path ending in .gguf loads that GGUF file instead (see package gguf): its weights are
 // dequantized to float32 (and, with Quantize, re-quantized to 4 bits as from any checkpoint).
 func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
+	if err := checkHead(o.Head); err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -160,6 +169,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 			return nil, err
 		}
 		drop(name)
+	}
+	if err := m.loadHead(ck, where, o); err != nil {
+		return nil, err
 	}
 	ok = true
 	return m, nil
@@ -339,12 +351,14 @@ func (m *Model) quantFunc() QuantFunc {
 // Declare records the model's parameters in g, matching the loaded weights (dense f32 or 16-bit,
 // or 4-bit).
 func (m *Model) Declare(g *engine.Graph) *Graph {
-	return newGraph(m.Cfg, g, m.quantFunc(), func(name string) engine.DType {
+	mg := newGraph(m.Cfg, g, m.quantFunc(), func(name string) engine.DType {
 		if t, ok := m.Tensors[name]; ok && engine.IsHalf(t.DType()) {
 			return t.DType()
 		}
 		return engine.F32
 	})
+	m.declareHead(mg)
+	return mg
 }
 
 // Bind binds every leaf of p that is one of the model's weights; other leaves (inputs, adapter

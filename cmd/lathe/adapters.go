@@ -10,14 +10,14 @@ import (
 	"github.com/lathe-ml/lathe/serve"
 )
 
-// openModel opens the device, loads the model in dir onto it and its tokenizer; done releases
-// both.
-func openModel(device, dir, quantize string) (m *model.Model, tok *tokenizer.Tokenizer, done func(), err error) {
+// openModel opens the device, loads the model in dir onto it (head: the output projection of
+// generation, model.LoadOptions.Head) and its tokenizer; done releases both.
+func openModel(device, dir, quantize, head string) (m *model.Model, tok *tokenizer.Tokenizer, done func(), err error) {
 	b, err := backends.Open(device)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if m, err = model.Load(dir, b, model.LoadOptions{Quantize: quantize}); err != nil {
+	if m, err = model.Load(dir, b, model.LoadOptions{Quantize: quantize, Head: head}); err != nil {
 		b.Close()
 		return nil, nil, nil, err
 	}
@@ -28,6 +28,9 @@ func openModel(device, dir, quantize string) (m *model.Model, tok *tokenizer.Tok
 	}
 	return m, tok, func() { m.Release(); b.Close() }, nil
 }
+
+// headUsage is the help of generate's and serve's --head.
+const headUsage = "the output layer's copy decoding reads: auto (bf16 beside a 4-bit base whose output matrix is f32; else as loaded), base (as loaded), bf16, f16, nf4 or fp4 (llama.cpp Q4_0's bytes; less exact)"
 
 // adapterLoader loads PEFT adapter folders for m.
 func adapterLoader(m *model.Model) serve.AdapterLoader {

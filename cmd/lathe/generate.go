@@ -8,13 +8,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lathe-ml/lathe"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/serve"
 )
 
 func newGenerateCmd() *cobra.Command {
 	var (
 		dir, adapterDir, prompt string
-		device, quantize        string
+		device, quantize, head  string
 		chat, asJSON            bool
 		s                       = serve.DefaultSampling()
 	)
@@ -29,7 +30,7 @@ func newGenerateCmd() *cobra.Command {
 			if err := s.Validate(); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
-			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize, Slots: 1})
+			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize, Head: head, Slots: 1})
 			if err != nil {
 				return err
 			}
@@ -74,6 +75,7 @@ func newGenerateCmd() *cobra.Command {
 	f.BoolVar(&chat, "chat", false, "send the prompt as a user message through the model's chat template")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
+	f.StringVar(&head, "head", model.HeadAuto, headUsage)
 	f.IntVar(&s.MaxTokens, "max-tokens", s.MaxTokens, "most tokens to generate")
 	f.Float64Var(&s.Temperature, "temperature", s.Temperature, "sampling temperature; 0 is greedy")
 	f.Float64Var(&s.TopP, "top-p", s.TopP, "nucleus sampling mass")

@@ -18,20 +18,21 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/peft"
 	"github.com/lathe-ml/lathe/serve"
 )
 
 func newServeCmd() *cobra.Command {
 	var (
-		dir, name, host, apiKey, device, quantize, merge string
-		adapterDir, chatTemplate                         string
-		port, maxConcurrent, maxWaiting, contextLen      int
-		maxAdapters, maxConns                            int
-		maxAdapterBytes                                  int64
-		readTimeout, idleTimeout, writeTimeout           time.Duration
-		tokenTimeout                                     time.Duration
-		adapters, allowedHosts, corsOrigins              []string
+		dir, name, host, apiKey, device, quantize, merge, head string
+		adapterDir, chatTemplate                               string
+		port, maxConcurrent, maxWaiting, contextLen            int
+		maxAdapters, maxConns                                  int
+		maxAdapterBytes                                        int64
+		readTimeout, idleTimeout, writeTimeout                 time.Duration
+		tokenTimeout                                           time.Duration
+		adapters, allowedHosts, corsOrigins                    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--adapter-dir DIR] [--merge DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
@@ -45,7 +46,10 @@ func newServeCmd() *cobra.Command {
 			if dir == "" {
 				return fmt.Errorf("serve: --model is required")
 			}
-			m, tok, done, err := openModel(device, dir, quantize)
+			if merge != "" && head != model.HeadAuto && head != model.HeadBase {
+				return fmt.Errorf("serve: --merge changes the loaded weights after --head %s copied the output projection; leave --head out", head)
+			}
+			m, tok, done, err := openModel(device, dir, quantize, head)
 			if err != nil {
 				return err
 			}
@@ -156,6 +160,7 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&contextLen, "context", 0, "most tokens (prompt and completion) a request holds; the KV cache takes max-concurrent × context positions (default: the model's context, at most 2048)")
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
+	f.StringVar(&head, "head", model.HeadAuto, headUsage)
 	return cmd
 }
 

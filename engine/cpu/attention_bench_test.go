@@ -8,17 +8,21 @@ import (
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 	"github.com/lathe-ml/lathe/engine/cpu/kernels"
+	"github.com/lathe-ml/lathe/internal/cputime"
 )
 
 // BenchmarkAttentionPaths: Llama-3.2-1B's attention (32 query heads, 8 KV heads × 64), decode (one
-// query over 512 keys) and a 512-token causal prefill, each path beside the others in the same
-// run: the plain float64 kernel, and the fast path on each instruction set.
+// query over 512 and 4096 keys), a 512-token causal prefill and its backward pass, each path beside
+// the others in the same run: the plain float64 kernel, the previous GEMM path (scores
+// materialised, attention_gemm_test.go) and flash attention on each instruction set. cpu-ms/op is
+// the CPU time a call used (all threads), steadier than the wall time on a shared host.
 //
 //	go test -run '^$' -bench AttentionPaths -count 3 ./engine/cpu/
 func BenchmarkAttentionPaths(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, a := range []engine.Attention{
 		{Batch: 1, QLen: 1, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 1, KVLen: 4096, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 512, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 	} {
 		nq, nkv := a.Batch*a.QLen*a.Heads*a.HeadDim, a.Batch*a.KVLen*a.KVHeads*a.HeadDim
@@ -31,16 +35,29 @@ func BenchmarkAttentionPaths(b *testing.B) {
 			}
 		})
 		for _, isa := range []gemm.ISA{gemm.ISAAVX512, gemm.ISAAVX2} {
-			b.Run(name+"/fast/isa="+string(isa), func(b *testing.B) {
-				prev, err := gemm.SetISA(isa)
-				if err != nil {
-					b.Skip(err)
-				}
-				defer gemm.SetISA(prev)
-				for b.Loop() {
-					attentionForward(a, out, lse, q, k, v, nil)
-				}
-			})
+			run := func(path string, f func()) {
+				b.Run(name+"/"+path+"/isa="+string(isa), func(b *testing.B) {
+					prev, err := gemm.SetISA(isa)
+					if err != nil {
+						b.Skip(err)
+					}
+					defer gemm.SetISA(prev)
+					c0 := cputime.Seconds()
+					for b.Loop() {
+						f()
+					}
+					b.ReportMetric((cputime.Seconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
+				})
+			}
+			run("gemm", func() { gemmAttentionForward(a, out, lse, q, k, v, nil) })
+			run("flash", func() { flashForward(a, out, lse, q, k, v, nil) })
+			if a.QLen > 1 {
+				dout := randn(r, nq, 1)
+				dq, dk, dv := make([]float32, nq), make([]float32, nkv), make([]float32, nkv)
+				flashForward(a, out, lse, q, k, v, nil)
+				run("bwd-gemm", func() { gemmAttentionBackward(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
+				run("bwd-flash", func() { flashBackward(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
+			}
 		}
 	}
 }

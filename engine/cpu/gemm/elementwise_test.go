@@ -68,3 +68,68 @@ func TestRMSNormMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// RoPE against the float64 references (forward and backward) on every path: half head widths
+// below, at and above sixteen lanes with a tail (10, 16, 18, 64), enough tokens for several tasks,
+// YaRN's attention scale, in place and not.
+func TestRoPEMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, isa := range isas(t) {
+		useISA(t, isa)
+		for _, d := range [][3]int{{3, 2, 20}, {5, 3, 32}, {7, 4, 36}, {300, 8, 128}} {
+			tokens, heads, hd := d[0], d[1], d[2]
+			x := randn(r, tokens*heads*hd)
+			pos := make([]int32, tokens)
+			for i := range pos {
+				pos[i] = int32(r.IntN(5000))
+			}
+			invFreq := kernels.RoPEInvFreq(hd, 500000)
+			for _, inverse := range []bool{false, true} {
+				want := make([]float32, len(x))
+				if inverse {
+					kernels.RoPEBackward(want, x, tokens, heads, hd, pos, invFreq, 1.1)
+				} else {
+					kernels.RoPE(want, x, tokens, heads, hd, pos, invFreq, 1.1)
+				}
+				for _, inPlace := range []bool{false, true} {
+					xi := append([]float32(nil), x...)
+					y := make([]float32, len(x))
+					if inPlace {
+						y = xi
+					}
+					RoPE(y, xi, tokens, heads, hd, pos, invFreq, 1.1, inverse)
+					for i := range want {
+						if e := math.Abs(float64(y[i] - want[i])); e > 1e-6*(math.Abs(float64(x[i]))+math.Abs(float64(want[i])))+1e-7 {
+							t.Fatalf("%s %v inverse=%v: y[%d] = %v, reference %v", isa, d, inverse, i, y[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRoPE: a 512-token prefill's queries at Llama-3.2-1B's shape (32 heads × 64), the float64
+// reference beside this float32 path in the same run.
+//
+//	go test -run '^$' -bench RoPE -count 3 ./engine/cpu/gemm/
+func BenchmarkRoPE(b *testing.B) {
+	const tokens, heads, hd = 512, 32, 64
+	r := rand.New(rand.NewPCG(1, 2))
+	x, y := randn(r, tokens*heads*hd), make([]float32, tokens*heads*hd)
+	pos := make([]int32, tokens)
+	for i := range pos {
+		pos[i] = int32(i)
+	}
+	invFreq := kernels.RoPEInvFreq(hd, 500000)
+	b.Run("reference", func(b *testing.B) {
+		for b.Loop() {
+			kernels.RoPE(y, x, tokens, heads, hd, pos, invFreq, 1)
+		}
+	})
+	b.Run("isa="+string(BestISA()), func(b *testing.B) {
+		for b.Loop() {
+			RoPE(y, x, tokens, heads, hd, pos, invFreq, 1, false)
+		}
+	})
+}

@@ -578,3 +578,129 @@ g58next:
 	VMOVUPS       X4, 16(AX)
 	VZEROUPPER
 	RET
+
+// func ropeAVX512(n int, x0, x1, c, s, y0, y1 *float32)
+// y0[i] = x0[i]·c[i] − x1[i]·s[i], y1[i] = x1[i]·c[i] + x0[i]·s[i] for i < n (a multiple of 16):
+// RoPE's rotation of a head's two halves. Both inputs are loaded before either output is stored,
+// so y may be x.
+TEXT ·ropeAVX512(SB), NOSPLIT, $0-56
+	MOVQ n+0(FP), CX
+	MOVQ x0+8(FP), SI
+	MOVQ x1+16(FP), DX
+	MOVQ c+24(FP), R8
+	MOVQ s+32(FP), R9
+	MOVQ y0+40(FP), DI
+	MOVQ y1+48(FP), R10
+	SHRQ $4, CX
+	JZ   ropedone
+
+roploop:
+	VMOVUPS     (SI), Z0
+	VMOVUPS     (DX), Z1
+	VMOVUPS     (R8), Z2
+	VMOVUPS     (R9), Z3
+	VMULPS      Z3, Z1, Z4
+	VFMSUB231PS Z2, Z0, Z4
+	VMULPS      Z3, Z0, Z5
+	VFMADD231PS Z2, Z1, Z5
+	VMOVUPS     Z4, (DI)
+	VMOVUPS     Z5, (R10)
+	ADDQ        $64, SI
+	ADDQ        $64, DX
+	ADDQ        $64, R8
+	ADDQ        $64, R9
+	ADDQ        $64, DI
+	ADDQ        $64, R10
+	DECQ        CX
+	JNZ         roploop
+
+ropedone:
+	VZEROUPPER
+	RET
+
+// func dotBF16AVX512(n int, x *float32, w *uint16) float32
+// Σ x[i]·w[i] for bfloat16 w, i < n (a multiple of 64): each 16 weights widened in registers
+// (zero-extended to 32 bits and shifted up), exactly, into four accumulators.
+TEXT ·dotBF16AVX512(SB), NOSPLIT, $0-28
+	MOVQ   n+0(FP), CX
+	MOVQ   x+8(FP), SI
+	MOVQ   w+16(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	SHRQ   $6, CX
+	JZ     dbdone
+
+dbloop:
+	VPMOVZXWD   (DX), Z4
+	VPMOVZXWD   32(DX), Z5
+	VPMOVZXWD   64(DX), Z6
+	VPMOVZXWD   96(DX), Z7
+	VPSLLD      $16, Z4, Z4
+	VPSLLD      $16, Z5, Z5
+	VPSLLD      $16, Z6, Z6
+	VPSLLD      $16, Z7, Z7
+	VFMADD231PS (SI), Z4, Z0
+	VFMADD231PS 64(SI), Z5, Z1
+	VFMADD231PS 128(SI), Z6, Z2
+	VFMADD231PS 192(SI), Z7, Z3
+	ADDQ        $128, DX
+	ADDQ        $256, SI
+	DECQ        CX
+	JNZ         dbloop
+
+dbdone:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func dotF16AVX512(n int, x *float32, w *uint16) float32
+// dotBF16AVX512 for IEEE halves (VCVTPH2PS widens exactly).
+TEXT ·dotF16AVX512(SB), NOSPLIT, $0-28
+	MOVQ   n+0(FP), CX
+	MOVQ   x+8(FP), SI
+	MOVQ   w+16(FP), DX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	SHRQ   $6, CX
+	JZ     dhdone
+
+dhloop:
+	VCVTPH2PS   (DX), Z4
+	VCVTPH2PS   32(DX), Z5
+	VCVTPH2PS   64(DX), Z6
+	VCVTPH2PS   96(DX), Z7
+	VFMADD231PS (SI), Z4, Z0
+	VFMADD231PS 64(SI), Z5, Z1
+	VFMADD231PS 128(SI), Z6, Z2
+	VFMADD231PS 192(SI), Z7, Z3
+	ADDQ        $128, DX
+	ADDQ        $256, SI
+	DECQ        CX
+	JNZ         dhloop
+
+dhdone:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -117,6 +117,23 @@ func sumSquaresAVX512(n int, x *float32) float32
 //go:noescape
 func scaleMulAVX512(n int, x, w, y *float32, r float32)
 
+// ropeAVX512 sets y0 = x0·c − x1·s and y1 = x1·c + x0·s elementwise for n elements (a multiple
+// of 16); y may be x.
+//
+//go:noescape
+func ropeAVX512(n int, x0, x1, c, s, y0, y1 *float32)
+
+// dotBF16AVX512 is Σ x[i]·w[i] over bfloat16 weights for i < n (a multiple of 64), each widened
+// exactly in registers.
+//
+//go:noescape
+func dotBF16AVX512(n int, x *float32, w *uint16) float32
+
+// dotF16AVX512 is dotBF16AVX512 for IEEE halves.
+//
+//go:noescape
+func dotF16AVX512(n int, x *float32, w *uint16) float32
+
 // gemv4x4AVX512 is gemv4x4AVX2 with ZMM registers.
 //
 //go:noescape

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/x448/float16"
+
+	"github.com/lathe-ml/lathe/internal/cputime"
 )
 
 // withF16C runs f with the assembly widening on, then off (the Go conversion).
@@ -141,27 +143,37 @@ func checkMatMul16(t *testing.T, r *rand.Rand, bf, transW bool, m, n, k int, w [
 	}
 }
 
-// The fast path (16-bit W widened a tile at a time) against the plain one (all of W widened to
-// float32, then Sgemm) on shapes that are not tile multiples, on both sides of smallM16.
+// MatMul16 on every instruction set (the AVX-512 GEMV widens in registers, the others into a row
+// buffer or the packed panels) against the plain path, Sgemm on the widened weights with the
+// portable Go kernels: f16 and bf16, both transposes, rows on both sides of the GEMV switch, and
+// inner lengths that are a multiple of the 64-wide dot (128) and not (263).
 func TestMatMul16FastMatchesPlain(t *testing.T) {
 	r := rand.New(rand.NewPCG(23, 24))
-	const n, k = 70, 263
-	for _, bf := range []bool{false, true} {
-		w, _ := rand16(r, n*k, bf)
-		wf := make([]float32, n*k)
-		Widen(wf, w, bf)
-		for _, m := range []int{1, 3, smallM16, smallM16 + 1, 9, 31} {
-			for _, transW := range []bool{false, true} {
-				in, out := k, n
-				if transW {
-					in, out = n, k
-				}
-				x := randn(r, m*in)
-				got, want := make([]float32, m*out), make([]float32, m*out)
-				MatMul16(transW, m, n, k, x, w, bf, 0, got)
-				Sgemm(false, !transW, m, out, in, 1, x, in, wf, k, 0, want, out)
-				for i := range got {
-					require.InDelta(t, want[i], got[i], 1e-5*(1+math.Abs(float64(want[i]))), "bf=%v transW=%v m=%d [%d]", bf, transW, m, i)
+	const n = 70
+	for _, k := range []int{128, 263} {
+		for _, bf := range []bool{false, true} {
+			w, _ := rand16(r, n*k, bf)
+			wf := make([]float32, n*k)
+			Widen(wf, w, bf)
+			for _, m := range []int{1, 3, smallM16, smallM16 + 1, 9, 31} {
+				for _, transW := range []bool{false, true} {
+					in, out := k, n
+					if transW {
+						in, out = n, k
+					}
+					x := randn(r, m*in)
+					want := make([]float32, m*out)
+					prev, err := SetISA(ISAGo)
+					require.NoError(t, err)
+					Sgemm(false, !transW, m, out, in, 1, x, in, wf, k, 0, want, out)
+					_, _ = SetISA(prev)
+					withAVX2(t, func(t *testing.T) {
+						got := make([]float32, m*out)
+						MatMul16(transW, m, n, k, x, w, bf, 0, got)
+						for i := range got {
+							require.InDelta(t, want[i], got[i], 1e-5*(1+math.Abs(float64(want[i]))), "k=%d bf=%v transW=%v m=%d [%d]", k, bf, transW, m, i)
+						}
+					})
 				}
 			}
 		}
@@ -201,6 +213,38 @@ func BenchmarkMatMul16(b *testing.B) {
 				}
 				report(b, flops, 4*float64(len(wf))+io)
 			})
+		}
+	}
+}
+
+// BenchmarkGEMV16Paths: decoding's 16-bit GEMV (one row of x, bf16 and f16 weights) on the
+// AVX-512 path, which widens in registers inside the dot product, beside the AVX2 path, which
+// widens each row into a buffer and then dots it, in the same run; cpu-ms/op is the CPU time a
+// call used (all threads).
+//
+//	go test -run '^$' -bench GEMV16Paths -count 3 ./engine/cpu/gemm/
+func BenchmarkGEMV16Paths(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, l := range [][2]int{{8192, 2048}, {2048, 8192}} {
+		n, k := l[0], l[1]
+		x, y := randn(r, k), make([]float32, n)
+		for _, bf := range []bool{true, false} {
+			w, _ := rand16(r, n*k, bf)
+			for _, isa := range []ISA{ISAAVX512, ISAAVX2} {
+				b.Run(fmt.Sprintf("bf16=%v/%dx%d/isa=%s", bf, n, k, isa), func(b *testing.B) {
+					prev, err := SetISA(isa)
+					if err != nil {
+						b.Skip(err)
+					}
+					defer SetISA(prev)
+					c0 := cputime.Seconds()
+					for b.Loop() {
+						MatMul16(false, 1, n, k, x, w, bf, 0, y)
+					}
+					report(b, 2*float64(n*k), 2*float64(n*k))
+					b.ReportMetric((cputime.Seconds()-c0)*1e3/float64(b.N), "cpu-ms/op")
+				})
+			}
 		}
 	}
 }

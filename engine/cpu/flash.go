@@ -1,0 +1,367 @@
+package cpu
+
+import (
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
+)
+
+// Flash attention on the CPU (FlashAttention-2's loop order, on the blocked SGEMM).
+//
+// Layouts are engine.Attention's: q and out [batch, qLen, heads, headDim], k and v [batch, kvLen,
+// kvHeads, headDim]. The query heads of KV head kh are heads kh·group … kh·group+group−1, so a
+// position's group is group·headDim contiguous floats: a tile of positions i0..i1 gathers into a
+// [(i1−i0)·group, headDim] matrix with one copy a position, row (i−i0)·group+r. The keys of a
+// block are read in place (row stride kvHeads·headDim).
+//
+// Each row of a tile sees the keys [start_i, off+i] (off = kvLen − qLen; start_i its document's
+// first key, or 0): an interval, so a block's mask is a range a row and the exponentials of a row
+// are one ExpSub over it, zero elsewhere.
+
+// flashPlan holds the sizes shared by the forward and backward passes.
+type flashPlan struct {
+	a                      engine.Attention
+	group, off, ld, rowsPQ int // ld: a key row's stride; rowsPQ: rows a query position
+	bq, bk                 int // positions a query tile, keys a block
+	starts                 []int32
+}
+
+func newFlashPlan(a engine.Attention, starts []int32) flashPlan {
+	p := flashPlan{a: a, group: a.Heads / a.KVHeads, off: a.KVLen - a.QLen, ld: a.KVHeads * a.HeadDim, starts: starts}
+	p.rowsPQ = p.group
+	// About 64 rows a tile (the GEMMs' m) and 128 keys a block: the score block (32 KiB) and the
+	// gathered tiles stay in L2. A decoding tile (a few positions) takes longer blocks: its
+	// GEMMs are thin, and each block costs a rescale of the output rows.
+	p.bq = max(1, 64/p.group)
+	p.bk = 128
+	if a.QLen*p.group <= 16 {
+		p.bk = 512
+	}
+	return p
+}
+
+// flashBufs recycles the tasks' working memory (a few hundred KiB each), which a fresh
+// allocation a task would turn into garbage-collector work at every step.
+var flashBufs sync.Pool
+
+// flashBuf is a zeroed slice of n floats from flashBufs.
+func flashBuf(n int) *[]float32 {
+	p, _ := flashBufs.Get().(*[]float32)
+	if p == nil || cap(*p) < n {
+		b := make([]float32, n)
+		return &b
+	}
+	*p = (*p)[:n]
+	clear(*p)
+	return p
+}
+
+// visible is the interval of keys [lo, hi) query i of sequence b sees.
+func (p *flashPlan) visible(b, i int) (lo, hi int) {
+	if p.starts != nil {
+		lo = int(p.starts[b*p.a.QLen+i])
+	}
+	return lo, p.off + i + 1
+}
+
+// gather copies the group's rows of positions i0..i1 of sequence b, KV head kh, from x (q, out or
+// dout layout) into dst [(i1−i0)·group, headDim].
+func (p *flashPlan) gather(dst, x []float32, b, kh, i0, i1 int) {
+	a, gd := p.a, p.group*p.a.HeadDim
+	for i := i0; i < i1; i++ {
+		src := ((b*a.QLen+i)*a.Heads + kh*p.group) * a.HeadDim
+		copy(dst[(i-i0)*gd:(i-i0+1)*gd], x[src:src+gd])
+	}
+}
+
+// scatter is gather's inverse.
+func (p *flashPlan) scatter(x, src []float32, b, kh, i0, i1 int) {
+	a, gd := p.a, p.group*p.a.HeadDim
+	for i := i0; i < i1; i++ {
+		dst := ((b*a.QLen+i)*a.Heads + kh*p.group) * a.HeadDim
+		copy(x[dst:dst+gd], src[(i-i0)*gd:(i-i0+1)*gd])
+	}
+}
+
+// keyRange is the keys any query of positions i0..i1 of sequence b sees: [lo, hi).
+func (p *flashPlan) keyRange(b, i0, i1 int) (lo, hi int) {
+	lo, hi = p.a.KVLen, 0
+	for i := i0; i < i1; i++ {
+		l, h := p.visible(b, i)
+		lo, hi = min(lo, l), max(hi, h)
+	}
+	return lo, hi
+}
+
+// rowMax is the largest of x (not empty), eight independent lanes so the compare chain does not
+// serialise.
+func rowMax(x []float32) float32 {
+	m := [8]float32{x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]}
+	i := 0
+	for ; i+8 <= len(x); i += 8 {
+		c := (*[8]float32)(x[i : i+8])
+		m[0], m[1], m[2], m[3] = max(m[0], c[0]), max(m[1], c[1]), max(m[2], c[2]), max(m[3], c[3])
+		m[4], m[5], m[6], m[7] = max(m[4], c[4]), max(m[5], c[5]), max(m[6], c[6]), max(m[7], c[7])
+	}
+	for ; i < len(x); i++ {
+		m[0] = max(m[0], x[i])
+	}
+	return max(max(max(m[0], m[1]), max(m[2], m[3])), max(max(m[4], m[5]), max(m[6], m[7])))
+}
+
+// flashForward is attention's forward pass; one task a (sequence, KV head, query tile).
+func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
+	p := newFlashPlan(a, starts)
+	D, G := a.HeadDim, p.group
+	tiles := (a.QLen + p.bq - 1) / p.bq
+	gemm.Parallel(a.Batch*a.KVHeads*tiles, func(t int) {
+		b, kh, i0 := t/(a.KVHeads*tiles), t/tiles%a.KVHeads, t%tiles*p.bq
+		i1 := min(i0+p.bq, a.QLen)
+		rows := (i1 - i0) * G
+		bp := flashBuf(2*rows*D + rows*p.bk + 2*rows)
+		defer flashBufs.Put(bp)
+		buf := *bp
+		qt, ot := buf[:rows*D], buf[rows*D:2*rows*D]
+		s := buf[2*rows*D : 2*rows*D+rows*p.bk]
+		m, l := buf[2*rows*D+rows*p.bk:2*rows*D+rows*p.bk+rows], buf[2*rows*D+rows*p.bk+rows:]
+		p.gather(qt, q, b, kh, i0, i1)
+		for r := range m {
+			m[r] = float32(math.Inf(-1))
+		}
+		kvBase := b*a.KVLen*p.ld + kh*D
+		lo, hi := p.keyRange(b, i0, i1)
+		for j0 := lo; j0 < hi; j0 += p.bk {
+			n := min(p.bk, hi-j0)
+			gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, k[kvBase+j0*p.ld:], p.ld, 0, s, n)
+			for r := 0; r < rows; r++ {
+				vl, vh := p.visible(b, i0+r/G)
+				c0, c1 := max(vl-j0, 0), min(vh-j0, n)
+				sr := s[r*n : (r+1)*n]
+				if c0 >= c1 {
+					clear(sr)
+					continue
+				}
+				mn := max(m[r], rowMax(sr[c0:c1]))
+				corr := float32(math.Exp(float64(m[r] - mn))) // 0 for the first block a row sees
+				sum := gemm.ExpSub(sr[c0:c1], sr[c0:c1], mn)
+				clear(sr[:c0])
+				clear(sr[c1:])
+				l[r] = l[r]*corr + sum
+				m[r] = mn
+				if corr != 1 {
+					or := ot[r*D : (r+1)*D]
+					for d := range or {
+						or[d] *= corr
+					}
+				}
+			}
+			gemm.Sgemm(false, false, rows, D, n, 1, s, n, v[kvBase+j0*p.ld:], p.ld, 1, ot, D)
+		}
+		for r := 0; r < rows; r++ {
+			i, h := i0+r/G, kh*G+r%G
+			inv := 1 / l[r]
+			or := ot[r*D : (r+1)*D]
+			for d := range or {
+				or[d] *= inv
+			}
+			lse[(b*a.Heads+h)*a.QLen+i] = m[r] + float32(math.Log(float64(l[r])))
+		}
+		p.scatter(out, ot, b, kh, i0, i1)
+	})
+}
+
+// flashProbs turns the score block s [rows, n] (keys j0..j0+n−1 of the tile of positions from i0)
+// into probabilities exp(s − lse) of the keys each row sees, zero elsewhere, and returns whether
+// any row sees any of them.
+func (p *flashPlan) flashProbs(s, lseT []float32, rows, n, b, i0, j0 int) bool {
+	seen := false
+	for r := 0; r < rows; r++ {
+		vl, vh := p.visible(b, i0+r/p.group)
+		c0, c1 := max(vl-j0, 0), min(vh-j0, n)
+		sr := s[r*n : (r+1)*n]
+		if c0 >= c1 {
+			clear(sr)
+			continue
+		}
+		seen = true
+		gemm.ExpSub(sr[c0:c1], sr[c0:c1], lseT[r])
+		clear(sr[:c0])
+		clear(sr[c1:])
+	}
+	return seen
+}
+
+// rowStats sets the log-sum-exp and Δ = dO·O of the gathered rows of positions from i0.
+func (p *flashPlan) rowStats(lseT, delta, ot, dot, lse []float32, b, kh, i0, rows int) {
+	a, D, G := p.a, p.a.HeadDim, p.group
+	for r := 0; r < rows; r++ {
+		i, h := i0+r/G, kh*G+r%G
+		lseT[r] = lse[(b*a.Heads+h)*a.QLen+i]
+		s := float32(0)
+		for d := 0; d < D; d++ {
+			s += dot[r*D+d] * ot[r*D+d]
+		}
+		delta[r] = s
+	}
+}
+
+// dScores sets dS = P ⊙ (dP − Δ) in place of dP.
+func dScores(ps, dp, delta []float32, rows, n int) {
+	for r := 0; r < rows; r++ {
+		pr, dr := ps[r*n:(r+1)*n], dp[r*n:(r+1)*n]
+		dl := delta[r]
+		for j := range dr {
+			dr[j] = pr[j] * (dr[j] - dl)
+		}
+	}
+}
+
+// flashBackward is attention's backward pass. Every task writes only what it owns, so no sum
+// depends on the split into tasks: with at least two (sequence, KV head) pairs a core, one pass a
+// pair, key blocks outer and query tiles inner (dk and dv of a block summed while it is hot, dq
+// summed over the blocks); with fewer, two passes that split finer: dq a query tile at a time
+// over the key blocks it sees, then dk and dv a key block at a time over the query tiles that see
+// it. All recompute the probabilities from lse: P = exp(scale·q·k − lse), dS = P ⊙ (dO·vᵀ − Δ)
+// with Δ_i = dO_i·O_i.
+func flashBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32, starts []int32) {
+	if a.Batch*a.KVHeads >= 2*runtime.GOMAXPROCS(0) {
+		flashBackwardPairs(a, dq, dk, dv, dout, q, k, v, out, lse, starts)
+	} else {
+		flashBackwardSplit(a, dq, dk, dv, dout, q, k, v, out, lse, starts)
+	}
+}
+
+// flashBackwardPairs is the backward pass one (sequence, KV head) pair a task.
+func flashBackwardPairs(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32, starts []int32) {
+	p := newFlashPlan(a, starts)
+	D, G := a.HeadDim, p.group
+	gemm.Parallel(a.Batch*a.KVHeads, func(t int) {
+		b, kh := t/a.KVHeads, t%a.KVHeads
+		all := a.QLen * G
+		bp := flashBuf(4*all*D + 2*p.bk*D + 2*p.bq*G*p.bk + 2*all)
+		defer flashBufs.Put(bp)
+		buf := *bp
+		qa, oa, doa, dqa := buf[:all*D], buf[all*D:2*all*D], buf[2*all*D:3*all*D], buf[3*all*D:4*all*D]
+		rest := buf[4*all*D:]
+		dkt, dvt := rest[:p.bk*D], rest[p.bk*D:2*p.bk*D]
+		rest = rest[2*p.bk*D:]
+		ps, dp := rest[:p.bq*G*p.bk], rest[p.bq*G*p.bk:2*p.bq*G*p.bk]
+		lseA, deltaA := rest[2*p.bq*G*p.bk:2*p.bq*G*p.bk+all], rest[2*p.bq*G*p.bk+all:]
+		p.gather(qa, q, b, kh, 0, a.QLen)
+		p.gather(oa, out, b, kh, 0, a.QLen)
+		p.gather(doa, dout, b, kh, 0, a.QLen)
+		p.rowStats(lseA, deltaA, oa, doa, lse, b, kh, 0, all)
+		kvBase := b*a.KVLen*p.ld + kh*D
+		for j0 := 0; j0 < a.KVLen; j0 += p.bk {
+			n := min(p.bk, a.KVLen-j0)
+			kb, vb := k[kvBase+j0*p.ld:], v[kvBase+j0*p.ld:]
+			clear(dkt)
+			clear(dvt)
+			for i0 := max(0, j0-p.off) / p.bq * p.bq; i0 < a.QLen; i0 += p.bq {
+				i1 := min(i0+p.bq, a.QLen)
+				rows, r0 := (i1-i0)*G, i0*G
+				if lo, hi := p.keyRange(b, i0, i1); lo >= j0+n || hi <= j0 {
+					continue
+				}
+				qt, dot := qa[r0*D:], doa[r0*D:]
+				gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, kb, p.ld, 0, ps, n)
+				if !p.flashProbs(ps[:rows*n], lseA[r0:], rows, n, b, i0, j0) {
+					continue
+				}
+				gemm.Sgemm(true, false, n, D, rows, 1, ps, n, dot, D, 1, dvt, D)
+				gemm.Sgemm(false, true, rows, n, D, 1, dot, D, vb, p.ld, 0, dp, n)
+				dScores(ps, dp, deltaA[r0:], rows, n)
+				gemm.Sgemm(true, false, n, D, rows, a.Scale, dp, n, qt, D, 1, dkt, D)
+				gemm.Sgemm(false, false, rows, D, n, a.Scale, dp, n, kb, p.ld, 1, dqa[r0*D:], D)
+			}
+			for j := 0; j < n; j++ {
+				dst := kvBase + (j0+j)*p.ld
+				copy(dk[dst:dst+D], dkt[j*D:(j+1)*D])
+				copy(dv[dst:dst+D], dvt[j*D:(j+1)*D])
+			}
+		}
+		p.scatter(dq, dqa, b, kh, 0, a.QLen)
+	})
+}
+
+// flashBackwardSplit is the backward pass in two passes split a query tile and a key block a task.
+func flashBackwardSplit(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32, starts []int32) {
+	p := newFlashPlan(a, starts)
+	D, G := a.HeadDim, p.group
+	tiles := (a.QLen + p.bq - 1) / p.bq
+	// Pass 1: dq.
+	gemm.Parallel(a.Batch*a.KVHeads*tiles, func(t int) {
+		b, kh, i0 := t/(a.KVHeads*tiles), t/tiles%a.KVHeads, t%tiles*p.bq
+		i1 := min(i0+p.bq, a.QLen)
+		rows := (i1 - i0) * G
+		bp := flashBuf(4*rows*D + 2*rows*p.bk + 2*rows)
+		defer flashBufs.Put(bp)
+		buf := *bp
+		qt, ot, dot, dqt := buf[:rows*D], buf[rows*D:2*rows*D], buf[2*rows*D:3*rows*D], buf[3*rows*D:4*rows*D]
+		rest := buf[4*rows*D:]
+		ps, dp, lseT, delta := rest[:rows*p.bk], rest[rows*p.bk:2*rows*p.bk], rest[2*rows*p.bk:2*rows*p.bk+rows], rest[2*rows*p.bk+rows:]
+		p.gather(qt, q, b, kh, i0, i1)
+		p.gather(ot, out, b, kh, i0, i1)
+		p.gather(dot, dout, b, kh, i0, i1)
+		p.rowStats(lseT, delta, ot, dot, lse, b, kh, i0, rows)
+		kvBase := b*a.KVLen*p.ld + kh*D
+		lo, hi := p.keyRange(b, i0, i1)
+		for j0 := lo; j0 < hi; j0 += p.bk {
+			n := min(p.bk, hi-j0)
+			gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, k[kvBase+j0*p.ld:], p.ld, 0, ps, n)
+			p.flashProbs(ps, lseT, rows, n, b, i0, j0)
+			gemm.Sgemm(false, true, rows, n, D, 1, dot, D, v[kvBase+j0*p.ld:], p.ld, 0, dp, n)
+			dScores(ps, dp, delta, rows, n)
+			gemm.Sgemm(false, false, rows, D, n, a.Scale, dp, n, k[kvBase+j0*p.ld:], p.ld, 1, dqt, D)
+		}
+		p.scatter(dq, dqt, b, kh, i0, i1)
+	})
+	// Pass 2: dk and dv, a block of keys of one (sequence, KV head) a task.
+	blocks := (a.KVLen + p.bk - 1) / p.bk
+	gemm.Parallel(a.Batch*a.KVHeads*blocks, func(t int) {
+		b, kh, j0 := t/(a.KVHeads*blocks), t/blocks%a.KVHeads, t%blocks*p.bk
+		n := min(p.bk, a.KVLen-j0)
+		maxRows := p.bq * G
+		bp := flashBuf(2*n*D + 4*maxRows*D + 2*maxRows*n + 2*maxRows)
+		defer flashBufs.Put(bp)
+		buf := *bp
+		dkt, dvt := buf[:n*D], buf[n*D:2*n*D]
+		rest := buf[2*n*D:]
+		qt, ot, dot := rest[:maxRows*D], rest[maxRows*D:2*maxRows*D], rest[2*maxRows*D:3*maxRows*D]
+		rest = rest[4*maxRows*D:]
+		ps, dp, lseT, delta := rest[:maxRows*n], rest[maxRows*n:2*maxRows*n], rest[2*maxRows*n:2*maxRows*n+maxRows], rest[2*maxRows*n+maxRows:]
+		kvBase := b*a.KVLen*p.ld + kh*D
+		kb, vb := k[kvBase+j0*p.ld:], v[kvBase+j0*p.ld:]
+		// Queries at positions before j0 − off see none of these keys.
+		first := max(0, j0-p.off) / p.bq * p.bq
+		for i0 := first; i0 < a.QLen; i0 += p.bq {
+			i1 := min(i0+p.bq, a.QLen)
+			rows := (i1 - i0) * G
+			if lo, hi := p.keyRange(b, i0, i1); lo >= j0+n || hi <= j0 {
+				continue
+			}
+			p.gather(qt, q, b, kh, i0, i1)
+			gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, kb, p.ld, 0, ps, n)
+			p.gather(ot, out, b, kh, i0, i1)
+			p.gather(dot, dout, b, kh, i0, i1)
+			p.rowStats(lseT, delta, ot, dot, lse, b, kh, i0, rows)
+			if !p.flashProbs(ps[:rows*n], lseT, rows, n, b, i0, j0) {
+				continue
+			}
+			// dV += Pᵀ·dO
+			gemm.Sgemm(true, false, n, D, rows, 1, ps, n, dot, D, 1, dvt, D)
+			gemm.Sgemm(false, true, rows, n, D, 1, dot, D, vb, p.ld, 0, dp, n)
+			dScores(ps, dp, delta, rows, n)
+			// dK += scale·dSᵀ·Q
+			gemm.Sgemm(true, false, n, D, rows, a.Scale, dp, n, qt, D, 1, dkt, D)
+		}
+		for j := 0; j < n; j++ {
+			dst := kvBase + (j0+j)*p.ld
+			copy(dk[dst:dst+D], dkt[j*D:(j+1)*D])
+			copy(dv[dst:dst+D], dvt[j*D:(j+1)*D])
+		}
+	})
+}
