@@ -90,3 +90,40 @@ func TestPagedResumeIsExact(t *testing.T) {
 		})
 	}
 }
+
+// Every memory mode trains on lavapipe (WebGPU and Vulkan) with the loss falling as the f32 AdamW
+// run's does: 8-bit moments, paged state and dynamic loss scaling each stay within 3% of its loss
+// at every step (paging and power-of-two loss scales change no arithmetic; 8-bit rounds the
+// moments), and the loss falls. bench/curves.sh prints the longer curves.
+func TestMemoryModesFollowF32OnGPUs(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) engine.Backend{"webgpu": testdevice.WebGPU, "vulkan": testdevice.Vulkan} {
+		t.Run(name, func(t *testing.T) {
+			gpu := open(t)
+			base := fixture(t, "qlora")
+			base.Steps, base.EvalFraction = 6, 0
+			curve := func(mode string, set func(*Config)) []float64 {
+				cfg := base
+				cfg.Out = filepath.Join(t.TempDir(), mode)
+				set(&cfg)
+				res := train(t, cfg, gpu)
+				require.Zero(t, res.SkippedSteps, mode)
+				return stepLosses(t, cfg.Out)
+			}
+			f32 := curve("adamw", func(*Config) {})
+			require.Len(t, f32, base.Steps)
+			require.Less(t, f32[len(f32)-1], 0.8*f32[0], "f32 AdamW's loss falls")
+			for mode, set := range map[string]func(*Config){
+				"adamw8bit":  func(c *Config) { c.Optim = OptimAdamW8bit },
+				"paged":      func(c *Config) { c.PagedOptim = true },
+				"loss-scale": func(c *Config) { c.LossScale = 65536 },
+			} {
+				got := curve(mode, set)
+				t.Logf("%s %s: %.4f (f32 AdamW: %.4f)", name, mode, got, f32)
+				require.Len(t, got, len(f32), mode)
+				for i := range got {
+					require.InEpsilon(t, f32[i], got[i], 0.03, "%s: step %d", mode, i+1)
+				}
+			}
+		})
+	}
+}
