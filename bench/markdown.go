@@ -137,12 +137,12 @@ func (r *Report) Markdown() string {
 				if len(t.Memory) == 0 {
 					continue
 				}
-				w("Device memory of the %s step (planned; MiB) by optimizer, against the floor (ideal buffer reuse). Paged: the state in host memory, streamed layer by layer; on the CPU backend paging changes nothing.\n\n", t.Method)
-				w("| optimizer | weights | adapters | optimizer state | gradients | activations | floor | peak | peak/floor | host state | moved a step |\n")
-				w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+				w("Device memory of the %s step (planned; MiB) by base weights and optimizer, against the floor (ideal buffer reuse). A bf16 or f16 base stays 16-bit. Paged: the state in host memory, streamed layer by layer; on the CPU backend paging changes nothing.\n\n", t.Method)
+				w("| base | optimizer | weights | adapters | optimizer state | gradients | activations | floor | peak | peak/floor | host state | moved a step |\n")
+				w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 				mib := func(n int64) string { return fmt.Sprintf("%.2f", float64(n)/(1<<20)) }
 				for _, r := range t.Memory {
-					w("| %s | %s | %s | %s | %s | %s | %s | %s | %.2f× | %s | %s |\n", r.Optimizer, mib(r.Weights), mib(r.Adapters), mib(r.State),
+					w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f× | %s | %s |\n", r.Base, r.Optimizer, mib(r.Weights), mib(r.Adapters), mib(r.State),
 						mib(r.Gradients), mib(r.Activations), mib(r.Floor), mib(r.Peak), float64(r.Peak)/float64(max(r.Floor, 1)), mib(r.HostState), mib(r.Moved))
 				}
 				w("\n")

@@ -16,7 +16,7 @@ go build -o "$work/lathe" "$root/cmd/lathe"
 ck="$work/llama-$shape-$dtype"
 [ -f "$ck/config.json" ] || go run "$root/bench/synthckpt" --shape "$shape" --dtype "$dtype" --out "$ck" >/dev/null
 "$work/lathe" init-data --out "$work/stories.jsonl" --kind stories --n 50 >/dev/null
-rss() { awk '/Maximum resident/ {print $6 * 1024}' "$1"; }
+rss() { awk '/Maximum resident/ {printf "%.0f\n", $6 * 1024}' "$1"; }
 /usr/bin/time -v "$work/lathe" generate --model "$ck" --quantize nf4 --device cpu --prompt "Once upon a time" \
 	--max-tokens 4 --json >"$work/gen.out" 2>"$work/gen.time"
 batch=4 seq=128
@@ -31,6 +31,6 @@ gen=$(rss "$work/gen.time") train=$(rss "$work/train.time")
 echo "generate --quantize nf4: peak RSS $gen bytes"
 echo "train --method qlora (batch $batch, seq $seq): peak RSS $train bytes; weights $weights + planned $planned"
 awk -v g="$gen" -v t="$train" -v w="$weights" -v p="$planned" -v s="$shape" -v d="$dtype" 'BEGIN {
-	printf "{\"shape\":\"%s\",\"dtype\":\"%s\",\"generate_peak_rss\":%d,\"train_peak_rss\":%d,\"weight_bytes\":%d,\"planned_bytes\":%d,\"train_ratio\":%.3f}\n", s, d, g, t, w, p, t / (w + p) }'
+	printf "{\"shape\":\"%s\",\"dtype\":\"%s\",\"generate_peak_rss\":%.0f,\"train_peak_rss\":%.0f,\"weight_bytes\":%.0f,\"planned_bytes\":%.0f,\"train_ratio\":%.3f}\n", s, d, g, t, w, p, t / (w + p) }'
 [ "$shape" = 8b ] && rm -rf "$ck"
 exit 0

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/model/synth"
@@ -22,6 +24,9 @@ type TrainRequest struct {
 	Batch, Seq, Rank int
 	// Warmup untimed steps, then Steps timed ones.
 	Warmup, Steps int
+	// Bases16 are the same weights stored 16-bit, by dtype ("BF16", "F16"): a "lora" request
+	// also plans its step's memory over each, the base kept 16-bit.
+	Bases16 map[string]string
 }
 
 // TrainMeasurement is what a TrainFunc reports.
@@ -46,6 +51,8 @@ type TrainMeasurement struct {
 // MemoryRow is a training step's device memory with one optimizer, by part, against the floor
 // (the same values with ideal buffer reuse), from the compiled plan.
 type MemoryRow struct {
+	// Base is how the frozen weights are held: "f32", "bf16", "f16" or "nf4".
+	Base        string `json:"base"`
 	Optimizer   string `json:"optimizer"`
 	Weights     int64  `json:"weights"`
 	Adapters    int64  `json:"adapters"`
@@ -114,16 +121,17 @@ func runTrain(ctx context.Context, be engine.Backend, s Sizes, o Options) []Trai
 	if s.E2E.Layers == 0 {
 		return nil
 	}
-	out := trainSteps(ctx, be, s.E2E, []string{"lora", "qlora"}, trainSeq(s), s, o)
+	out := trainSteps(ctx, be, s.E2E, []string{"lora", "qlora"}, trainSeq(s), true, s, o)
 	if s.Qwen3Train.Layers > 0 {
 		// QVAC Fabric's shape: a LoRA step of Qwen3-1.7B at context 128.
-		out = append(out, trainSteps(ctx, be, s.Qwen3Train, []string{"lora"}, 128, s, o)...)
+		out = append(out, trainSteps(ctx, be, s.Qwen3Train, []string{"lora"}, 128, false, s, o)...)
 	}
 	return out
 }
 
-// trainSteps writes the synthetic checkpoint e describes and times a training step of each method.
-func trainSteps(ctx context.Context, be engine.Backend, e E2ESizes, methods []string, seq int, s Sizes, o Options) []TrainResult {
+// trainSteps writes the synthetic checkpoint e describes and times a training step of each method;
+// with bases16 it also writes the checkpoint in bf16 and f16, for the memory table.
+func trainSteps(ctx context.Context, be engine.Backend, e E2ESizes, methods []string, seq int, bases16 bool, s Sizes, o Options) []TrainResult {
 	dir, err := os.MkdirTemp("", "lathe-bench-train-")
 	if err != nil {
 		return []TrainResult{{Method: methods[0], Model: e.Label, Err: err.Error()}}
@@ -132,10 +140,22 @@ func trainSteps(ctx context.Context, be engine.Backend, e E2ESizes, methods []st
 	if _, err := synth.Write(dir, synth.Options{Preset: e.Preset, Seed: 1}); err != nil {
 		return []TrainResult{{Method: methods[0], Model: e.Label, Err: err.Error()}}
 	}
+	// The same weights stored 16-bit, for the memory of a LoRA step over a bf16 or f16 base.
+	dirs16 := map[string]string{}
+	for _, dt := range []string{"BF16", "F16"} {
+		if !bases16 {
+			break
+		}
+		d := filepath.Join(dir, strings.ToLower(dt))
+		if _, err := synth.Write(d, synth.Options{Preset: e.Preset, Seed: 1, DType: dt}); err != nil {
+			return []TrainResult{{Method: methods[0], Model: e.Label, Err: err.Error()}}
+		}
+		dirs16[dt] = d
+	}
 	var out []TrainResult
 	for _, method := range methods {
 		req := TrainRequest{Method: method, ModelDir: dir, Label: e.Label, Batch: 1, Seq: seq, Rank: s.Rank,
-			Warmup: 1, Steps: max(s.Repeats.Min, 3)}
+			Warmup: 1, Steps: max(s.Repeats.Min, 3), Bases16: dirs16}
 		p := e.Preset
 		tr := TrainResult{Method: method, Model: req.Label, Batch: req.Batch, Seq: req.Seq, Rank: req.Rank,
 			Shape: TrainShape{Hidden: p.Hidden, Intermediate: p.Intermediate, Heads: p.Heads, KVHeads: p.KVHeads, Layers: p.Layers, Vocab: p.Vocab}}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -78,6 +79,7 @@ func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainM
 		res.Submissions, res.Reads, res.Launches = float64(d.Submissions)/k, float64(d.Reads)/k, float64(d.Launches)/k
 	}
 	// The same step planned with each optimizer (compiled, not run).
+	base := map[string]string{"lora": "f32", "qlora": "nf4"}[req.Method]
 	for _, o := range []struct {
 		name            string
 		eightBit, paged bool
@@ -88,8 +90,41 @@ func TrainStep(ctx context.Context, be engine.Backend, req TrainRequest) (TrainM
 		if err != nil {
 			return res, err
 		}
-		res.Memory = append(res.Memory, MemoryRow{Optimizer: o.name, Weights: mem.Weights, Adapters: mem.Adapters, State: mem.Optimizer,
-			Gradients: mem.Gradients, Activations: mem.Activations, Floor: mem.Floor, Peak: mem.Peak, HostState: mem.HostOptimizer, Moved: mem.PagedBytesPerStep})
+		res.Memory = append(res.Memory, memoryRow(base, o.name, mem))
+	}
+	if req.Method == "lora" {
+		// Over a 16-bit base, kept 16-bit (AdamW): only the weights differ.
+		for _, dt := range []string{"BF16", "F16"} {
+			dir, ok := req.Bases16[dt]
+			if !ok {
+				continue
+			}
+			mem, err := planOver(dir, be, req, cfg)
+			if err != nil {
+				return res, err
+			}
+			res.Memory = append(res.Memory, memoryRow(strings.ToLower(dt), "adamw", mem))
+		}
 	}
 	return res, nil
+}
+
+// planOver plans the step's memory with AdamW over the checkpoint in dir, with a LoRA of cfg.
+func planOver(dir string, be engine.Backend, req TrainRequest, cfg peft.Config) (train.Memory, error) {
+	m, err := model.Load(dir, be, model.LoadOptions{})
+	if err != nil {
+		return train.Memory{}, err
+	}
+	defer m.Release()
+	a16, err := peft.New(cfg, m.Cfg, be, 1)
+	if err != nil {
+		return train.Memory{}, err
+	}
+	defer a16.Release()
+	return train.PlanMemory(m, a16, req.Batch, req.Seq, false, train.DefaultAdamW())
+}
+
+func memoryRow(base, optimizer string, mem train.Memory) MemoryRow {
+	return MemoryRow{Base: base, Optimizer: optimizer, Weights: mem.Weights, Adapters: mem.Adapters, State: mem.Optimizer,
+		Gradients: mem.Gradients, Activations: mem.Activations, Floor: mem.Floor, Peak: mem.Peak, HostState: mem.HostOptimizer, Moved: mem.PagedBytesPerStep}
 }

@@ -210,7 +210,7 @@ func zeroCodes(n int) []byte {
 }
 
 // StateBytes is the device memory the optimizer state takes: the moments (or their codes and
-// scales) and, for 8 bits, the codes' tables; paged, the staging buffers of one layer's state.
+// scales) and, for 8 bits, the codes' tables; paged, the staging buffers of two layers' state.
 func (o *AdamW) StateBytes() int64 {
 	var n int64
 	if o.qmap != nil {

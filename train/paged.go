@@ -13,7 +13,10 @@ import (
 // transfers): the state lives on a host backend, and each step, after one program has measured
 // the gradients' norm and decided the clip and the skip (the status), each layer's state is
 // written to staging buffers on the device, updated there by that layer's program, and read back.
-// Device memory holds one layer's state instead of all of it; every step moves the whole state
+// Two sets of staging buffers alternate between the layers, so that the next layer's state is
+// written while this layer's update runs (a backend whose writes are queued, as WebGPU's are,
+// overlaps the upload with the compute; one whose writes wait for the device serialises them).
+// Device memory holds two layers' state instead of all of it; every step moves the whole state
 // twice (host → device → host).
 type pager struct {
 	host engine.Backend
@@ -26,7 +29,8 @@ type pager struct {
 	grads      []*engine.Node
 	loss       *engine.Tensor
 	statusT    *engine.Tensor // a view of status's output, bound in every layer's program
-	// progs are the layers' update programs; staging the device buffers they share.
+	// progs are the layers' update programs; staging the device buffers they share (layer i
+	// uses set i%2).
 	progs   []*pagedProgram
 	staging []*engine.Tensor
 	moved   int64
@@ -97,7 +101,8 @@ func (o *AdamW) stateOf(i int) []*engine.Tensor {
 }
 
 // compilePaged compiles the status program and the layers' update programs, and allocates the
-// staging tensors: for each dtype and shape, as many as the layer that needs the most.
+// staging tensors: two sets (even and odd layers) of, for each dtype and shape, as many as the
+// layer that needs the most.
 func (o *AdamW) compilePaged() error {
 	pg := o.pager
 	g := engine.NewGraph()
@@ -121,8 +126,9 @@ func (o *AdamW) compilePaged() error {
 	if err := pg.status.Bind(ctl, o.ctl); err != nil {
 		return err
 	}
-	pool := map[string][]*engine.Tensor{}
-	for _, group := range pg.groups {
+	pools := [2]map[string][]*engine.Tensor{{}, {}}
+	for gi, group := range pg.groups {
+		pool := pools[gi%2]
 		g := engine.NewGraph()
 		og := &OptimGraph{ctl: g.Input("optim.ctl", engine.F32, engine.Shape{engine.CtlLen}),
 			Status: g.Input("optim.status", engine.F32, engine.Shape{engine.StatusLen})}
@@ -234,7 +240,27 @@ func (o *AdamW) pagedStep(grads []engine.Arg, lr, scale float32) (StepInfo, erro
 			return StepInfo{}, fmt.Errorf("adamw: %w", err)
 		}
 	}
-	for _, pp := range pg.progs {
+	// Layer j's update is submitted, then layer j+1's state written into the other staging set
+	// (while j's update runs), then j's state read back.
+	upload := func(pp *pagedProgram) error {
+		for k, h := range pp.host {
+			raw, err := h.Bytes()
+			if err != nil {
+				return fmt.Errorf("adamw: paged: %w", err)
+			}
+			if err := pp.staging[k].SetBytes(raw); err != nil {
+				return fmt.Errorf("adamw: paged: %w", err)
+			}
+			pg.moved += int64(len(raw))
+		}
+		return nil
+	}
+	if len(pg.progs) > 0 {
+		if err := upload(pg.progs[0]); err != nil {
+			return StepInfo{}, err
+		}
+	}
+	for j, pp := range pg.progs {
 		if err := pp.p.Bind(pp.status, pg.statusT); err != nil {
 			return StepInfo{}, fmt.Errorf("adamw: %w", err)
 		}
@@ -243,18 +269,13 @@ func (o *AdamW) pagedStep(grads []engine.Arg, lr, scale float32) (StepInfo, erro
 				return StepInfo{}, fmt.Errorf("adamw: %w", err)
 			}
 		}
-		for k, h := range pp.host {
-			raw, err := h.Bytes()
-			if err != nil {
-				return StepInfo{}, fmt.Errorf("adamw: paged: %w", err)
-			}
-			if err := pp.staging[k].SetBytes(raw); err != nil {
-				return StepInfo{}, fmt.Errorf("adamw: paged: %w", err)
-			}
-			pg.moved += int64(len(raw))
-		}
 		if err := pp.p.Run(); err != nil {
 			return StepInfo{}, fmt.Errorf("adamw: step %d: %w", o.step+1, err)
+		}
+		if j+1 < len(pg.progs) {
+			if err := upload(pg.progs[j+1]); err != nil {
+				return StepInfo{}, err
+			}
 		}
 		for k, h := range pp.host {
 			raw, err := pp.staging[k].Bytes()

@@ -101,16 +101,19 @@ func TestResumeContinuesToTheSameWeights(t *testing.T) {
 
 // testResume trains cfg straight, and in two runs with a checkpoint between; the weights agree bit
 // for bit (the 8-bit state is saved as the device holds it).
-func testResume(t *testing.T, cfg Config) {
+func testResume(t *testing.T, cfg Config) { testResumeOn(t, cfg, cpu.New()) }
+
+// testResumeOn is testResume on backend b.
+func testResumeOn(t *testing.T, cfg Config, b engine.Backend) {
 	cfg.Steps, cfg.Dropout, cfg.EvalFraction = 8, 0.1, 0 // dropout seeds resume too
 	if cfg.GradAccum == 1 && cfg.Optim == OptimAdamW {
 		cfg.GradAccum = 2 // accumulation resumes too
 	}
 	straight := cfg
 	straight.Out = filepath.Join(t.TempDir(), "straight")
-	train(t, straight, cpu.New())
+	train(t, straight, b)
 
-	tr, err := New(cfg, cpu.New())
+	tr, err := New(cfg, b)
 	require.NoError(t, err)
 	for range 3 {
 		_, err := tr.Step()
@@ -119,12 +122,12 @@ func testResume(t *testing.T, cfg Config) {
 	require.NoError(t, tr.checkpoint())
 	tr.Close()
 	cfg.Resume = true
-	res := train(t, cfg, cpu.New())
+	res := train(t, cfg, b)
 	require.Equal(t, 3, res.ResumedFrom)
 	require.Equal(t, 8, res.Steps)
 
 	load := func(dir string) map[string][]float32 {
-		tr, err := New(cfg, cpu.New())
+		tr, err := New(cfg, b)
 		require.NoError(t, err)
 		defer tr.Close()
 		a, err := peft.Load(dir, tr.Model.Cfg, tr.Backend)

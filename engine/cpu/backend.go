@@ -600,15 +600,15 @@ func cast(in, out engine.Arg) {
 	}
 }
 
-// dropout returns x with dropout applied (the mask of engine.DropoutKeep), or x itself when p
-// is 0.
-func dropout(x []float32, seed int32, salt uint32, p float32) []float32 {
+// dropout returns x with dropout applied (the mask of engine.DropoutKeep) in a scratch buffer,
+// or x itself when p is 0; done gives the scratch back.
+func dropout(x []float32, seed int32, salt uint32, p float32) (y []float32, done func()) {
 	if p == 0 {
-		return x
+		return x, func() {}
 	}
-	y := make([]float32, len(x))
-	dropoutInto(y, x, seed, salt, p)
-	return y
+	buf := gemm.Scratch(len(x))
+	dropoutInto(*buf, x, seed, salt, p)
+	return *buf, func() { gemm.Recycle(buf) }
 }
 
 func dropoutInto(y, x []float32, seed int32, salt uint32, p float32) {
@@ -646,8 +646,9 @@ func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	} else {
 		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
 	}
-	xd := dropout(x, loraSeed(op, in), op.Salt, op.Dropout)
+	xd, done := dropout(x, loraSeed(op, in), op.Salt, op.Dropout)
 	gemm.Sgemm(false, true, rows, r, din, 1, xd, din, a, din, 0, xa, r)
+	done()
 	gemm.Sgemm(false, true, rows, dout, r, op.Scale, xa, r, b, r, 1, y, dout)
 }
 
@@ -663,7 +664,9 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 	o := outputs(out, op.NeedX, op.NeedA, op.NeedB)
 	s := op.Scale
 	if o[0] != nil || o[1] != nil {
-		t := make([]float32, rows*r)
+		tb := gemm.Scratch(rows * r)
+		defer gemm.Recycle(tb)
+		t := *tb
 		gemm.Sgemm(false, false, rows, r, dout, 1, dy, dout, b, r, 0, t, r)
 		if dx := o[0]; dx != nil {
 			if op.Quant != nil {
@@ -678,15 +681,18 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 			if op.Dropout == 0 {
 				gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 1, dx, din)
 			} else {
-				u := make([]float32, rows*din)
+				ub := gemm.Scratch(rows * din)
+				u := *ub
 				gemm.Sgemm(false, false, rows, din, r, s, t, r, a, din, 0, u, din)
 				dropoutInto(u, u, seed, op.Salt, op.Dropout)
 				kernels.Add(dx, dx, u)
+				gemm.Recycle(ub)
 			}
 		}
 		if dA := o[1]; dA != nil {
-			xd := dropout(x, seed, op.Salt, op.Dropout)
+			xd, done := dropout(x, seed, op.Salt, op.Dropout)
 			gemm.Sgemm(true, false, r, din, rows, s, t, r, xd, din, 0, dA, din)
+			done()
 		}
 	}
 	if dB := o[2]; dB != nil {

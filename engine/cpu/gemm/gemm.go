@@ -48,6 +48,10 @@ const (
 	smallM = 4
 )
 
+// aBig bounds the floats of op(A) packed at once (16 MiB), cutting a deep product's k into parts
+// (a variable for the test that checks the parts against one whole depth).
+var aBig = 1 << 22
+
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C, row-major; op(X) = X or Xᵀ.
 // op(A) is m×k, op(B) is k×n, C is m×n; lda/ldb/ldc are row strides. beta==0 means C is not read
 // (it may hold NaN). Elements of C outside the m×n matrix (the stride padding) are never touched.
@@ -150,6 +154,15 @@ func putBuf(p *[]float32) {
 	bufPools[bits.Len(uint(cap(*p)-1))].Put(p)
 }
 
+// Scratch returns a recycled buffer of n floats with undefined contents, for a kernel's
+// temporaries; give it back with Recycle. A training step's temporaries taken from the heap each
+// call were most of its garbage, and the collector lets garbage grow to a share of the live heap
+// (the weights and planned buffers) before reclaiming it, so they set the step's peak memory.
+func Scratch(n int) *[]float32 { return getBuf(n) }
+
+// Recycle returns a buffer from Scratch; it must not be used afterwards.
+func Recycle(p *[]float32) { putBuf(p) }
+
 // aPacker packs rows i0..i0+rows (rows ≤ mr) of op(A), columns p0..p0+kcur, into dst[:kcur*mr] as
 // kcur groups of mr floats, zero-padding missing rows.
 type aPacker func(i0, p0, rows, kcur int, dst []float32)
@@ -173,11 +186,24 @@ func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta floa
 	// Cut the rows into near-equal chunks of at most mBig rows, each a multiple of mr.
 	chunks := (m + mBig - 1) / mBig
 	rowsPer := ((m+chunks-1)/chunks + mr - 1) / mr * mr
+	// Cut the depth into parts of whole kc blocks, so that packed op(A) (rows × depth floats)
+	// stays under aBig: with k the vocabulary (the output projection's backward) the whole depth
+	// was a 256 MiB temporary. The parts add into C in the order the kc blocks do within one, so
+	// the result has the same bits.
+	depth := max(kc, aBig/rowsPer/kc*kc)
 	for i0 := 0; i0 < m; i0 += rowsPer {
 		mcur := min(rowsPer, m-i0)
-		blockedRows(mcur, n, k, w, alpha, func(i, p0, rows, kcur int, dst []float32) {
-			packA(i0+i, p0, rows, kcur, dst)
-		}, packB, beta, c[i0*ldc:], ldc)
+		for d0 := 0; d0 < k; d0 += depth {
+			bet := beta
+			if d0 > 0 {
+				bet = 1
+			}
+			blockedRows(mcur, n, min(depth, k-d0), w, alpha, func(i, p0, rows, kcur int, dst []float32) {
+				packA(i0+i, d0+p0, rows, kcur, dst)
+			}, func(p0, j0, kcur, cols int, dst []float32) {
+				packB(d0+p0, j0, kcur, cols, dst)
+			}, bet, c[i0*ldc:], ldc)
+		}
 	}
 }
 
@@ -371,21 +397,27 @@ func packT(src []float32, ld, kcur, rows int, dst []float32) {
 // corner that exists (beta == 0: C is not read).
 func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
 	if useAVX2 {
-		kern := kern6x16
-		if useAVX512 {
-			kern = kern6x16AVX512
-		}
+		// The kernels are called directly, not through a func value: through one the compiler
+		// loses their noescape, and the edge tile below moved to the heap on every call.
 		if rows == mr && cols == nr {
 			_ = a[k*mr-1]
 			_ = b[k*nr-1]
 			_ = c[(mr-1)*ldc+nr-1]
-			kern(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			if useAVX512 {
+				kern6x16AVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			} else {
+				kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+			}
 			return
 		}
 		var tile [mr * nr]float32
 		_ = a[k*mr-1]
 		_ = b[k*nr-1]
-		kern(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		if useAVX512 {
+			kern6x16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		} else {
+			kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+		}
 		store(&tile, rows, cols, alpha, beta, c, ldc)
 		return
 	}
