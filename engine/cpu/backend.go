@@ -317,7 +317,11 @@ func run(l engine.Launch) error {
 		if scale == 0 {
 			scale = 1
 		}
-		gemm.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale, op.Inverse)
+		if op.Inverse {
+			kernels.RoPEBackward(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
+		} else {
+			kernels.RoPE(f32(out[0]), f32(in[0]), x.Rows(), op.Heads, op.HeadDim, i32(in[1]), op.InvFreq, scale)
+		}
 	case engine.Attention:
 		if op.KVStride > 0 {
 			return attentionRows(op, f32(out[0]), f32(out[1]), f32(in[0]), f32(in[1]), f32(in[2]), i32(in[3]))

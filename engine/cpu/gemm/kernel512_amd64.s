@@ -579,45 +579,6 @@ g58next:
 	VZEROUPPER
 	RET
 
-// func ropeAVX512(n int, x0, x1, c, s, y0, y1 *float32)
-// y0[i] = x0[i]·c[i] − x1[i]·s[i], y1[i] = x1[i]·c[i] + x0[i]·s[i] for i < n (a multiple of 16):
-// RoPE's rotation of a head's two halves. Both inputs are loaded before either output is stored,
-// so y may be x.
-TEXT ·ropeAVX512(SB), NOSPLIT, $0-56
-	MOVQ n+0(FP), CX
-	MOVQ x0+8(FP), SI
-	MOVQ x1+16(FP), DX
-	MOVQ c+24(FP), R8
-	MOVQ s+32(FP), R9
-	MOVQ y0+40(FP), DI
-	MOVQ y1+48(FP), R10
-	SHRQ $4, CX
-	JZ   ropedone
-
-roploop:
-	VMOVUPS     (SI), Z0
-	VMOVUPS     (DX), Z1
-	VMOVUPS     (R8), Z2
-	VMOVUPS     (R9), Z3
-	VMULPS      Z3, Z1, Z4
-	VFMSUB231PS Z2, Z0, Z4
-	VMULPS      Z3, Z0, Z5
-	VFMADD231PS Z2, Z1, Z5
-	VMOVUPS     Z4, (DI)
-	VMOVUPS     Z5, (R10)
-	ADDQ        $64, SI
-	ADDQ        $64, DX
-	ADDQ        $64, R8
-	ADDQ        $64, R9
-	ADDQ        $64, DI
-	ADDQ        $64, R10
-	DECQ        CX
-	JNZ         roploop
-
-ropedone:
-	VZEROUPPER
-	RET
-
 // func dotBF16AVX512(n int, x *float32, w *uint16) float32
 // Σ x[i]·w[i] for bfloat16 w, i < n (a multiple of 64): each 16 weights widened in registers
 // (zero-extended to 32 bits and shifted up), exactly, into four accumulators.

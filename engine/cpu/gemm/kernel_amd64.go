@@ -117,12 +117,6 @@ func sumSquaresAVX512(n int, x *float32) float32
 //go:noescape
 func scaleMulAVX512(n int, x, w, y *float32, r float32)
 
-// ropeAVX512 sets y0 = x0·c − x1·s and y1 = x1·c + x0·s elementwise for n elements (a multiple
-// of 16); y may be x.
-//
-//go:noescape
-func ropeAVX512(n int, x0, x1, c, s, y0, y1 *float32)
-
 // dotBF16AVX512 is Σ x[i]·w[i] over bfloat16 weights for i < n (a multiple of 64), each widened
 // exactly in registers.
 //

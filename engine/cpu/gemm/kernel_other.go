@@ -82,10 +82,6 @@ func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *f
 	panic("gemm: no assembly kernels in this build")
 }
 
-func ropeAVX512(n int, x0, x1, c, s, y0, y1 *float32) {
-	panic("gemm: no assembly kernels in this build")
-}
-
 func dotBF16AVX512(n int, x *float32, w *uint16) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
