@@ -42,7 +42,7 @@ type Backend struct {
 	tier    glslTier
 	noGLSL  bool  // run naga's translation of every WGSL kernel (UseGLSL(false))
 	refused error // why the driver refused the tier's features, if it did
-	f16     bool // the f16-arithmetic variants (SetF16Arithmetic)
+	f16     bool  // the f16-arithmetic variants (SetF16Arithmetic)
 	timeout time.Duration
 	closed  bool
 	lost    bool

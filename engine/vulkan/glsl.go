@@ -154,6 +154,16 @@ func flags(consts []shaders.Const) map[string]bool {
 	return f
 }
 
+// constValue is a planned command's constant named name, "" when it has none.
+func constValue(consts []shaders.Const, name string) string {
+	for _, c := range consts {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
 // b32 is a boolean specialisation constant's value.
 func b32(v bool) uint32 {
 	if v {
@@ -174,6 +184,11 @@ func (t glslTier) choose(c gpuplan.Cmd) (glslChoice, bool, error) {
 	var groups int
 	switch c.Kernel {
 	case "matmul":
+		// The GLSL kernels read f32 (or 4-bit) weights in f32 arithmetic: a 16-bit weight (BH) or
+		// the f16-arithmetic variant runs the WGSL kernel that has those forms.
+		if f[shaders.F16Const] || constValue(c.Consts, "BH") != "0u" && constValue(c.Consts, "BH") != "" {
+			return glslChoice{}, false, nil
+		}
 		common := []specConst{{6, b32(f["TA"])}, {7, b32(f["TB"])}, {9, b32(f["EPI"])}, {10, b32(f["EPIT"])}, {11, b32(f["ACC"])}}
 		if f["BQ"] && t.coop != "" {
 			ch = glslChoice{module: "qgemm_coopmat_" + t.coop, spec: append([]specConst{{0, uint32(4 * t.subgroupSize)}}, common...)}

@@ -112,6 +112,11 @@ func TestGLSLTierChoice(t *testing.T) {
 	if got := modules(t, tier, plan(t, d, qmm, x1, packed, absmax)); strings.Join(got, ",") != "qgemv_sg" {
 		t.Errorf("NF4 GEMV runs %v", got)
 	}
+	// A 16-bit frozen weight is read by the WGSL kernel, which has the 16-bit forms.
+	half := engine.Meta{Shape: engine.Shape{65, 33}, DType: engine.BF16}
+	if got := modules(t, tier, plan(t, d, engine.MatMul16{}, dense[0], half)); strings.Join(got, ",") != "wgsl:matmul" {
+		t.Errorf("bf16-weight GEMM runs %v, want naga's WGSL", got)
+	}
 
 	for name, mut := range map[string]func(d *device){
 		"no f32-accumulating shape": func(d *device) { d.ext.coop = d.ext.coop[:1] },
