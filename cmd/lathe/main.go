@@ -18,10 +18,10 @@ import (
 // gcPercent is the collector's target for the CLI (unless GOGC is set): the CPU backend keeps the
 // weights and a program's planned buffers in the Go heap, so Go's default of 100% would let
 // garbage (a step's transient buffers) grow as large as the model before each collection. Measured
-// on one QLoRA step of a Llama-3.2-1B-shaped f16 checkpoint (bench/peakmem.sh): peak resident 4.12
-// GB at 20% against 4.33 GB at 100%, for 1.07 GB of weights and 1.85 GB of planned buffers. The
-// collector does not scan those buffers (they hold no pointers); its cost on step time is not
-// measured yet.
+// on one QLoRA step of a Llama-3.2-1B-shaped f16 checkpoint (bench/peakmem.sh), before the step's
+// temporaries came from pools: peak resident 4.12 GB at 20% against 4.33 GB at 100%, for 1.07 GB of
+// weights and 1.77 GB of planned buffers (3.14 GB at 20% since). The collector does not scan those
+// buffers (they hold no pointers); its cost on step time is not measured yet.
 const gcPercent = 20
 
 func main() {
