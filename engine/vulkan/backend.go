@@ -35,6 +35,7 @@ type Backend struct {
 	pd      vk.PhysicalDevice
 	dev     vk.Device
 	queue   vk.Queue
+	calls   *calls // the calls that take arrays of structs (calls.go)
 	family  uint32
 	d       *device
 	caps    engine.Caps
@@ -123,14 +124,10 @@ func OpenBest() (*Backend, error) {
 }
 
 func (b *Backend) init() error {
-	var n uint32
-	vk.GetPhysicalDeviceQueueFamilyProperties(b.pd, &n, nil)
-	fams := make([]vk.QueueFamilyProperties, n)
-	vk.GetPhysicalDeviceQueueFamilyProperties(b.pd, &n, fams)
+	flags, counts := queueFamilies(b.inst, b.pd)
 	found := false
-	for i, f := range fams {
-		f.Deref()
-		if f.QueueFlags&vk.QueueFlags(vk.QueueComputeBit) != 0 && f.QueueCount > 0 {
+	for i, f := range flags {
+		if f&uint32(vk.QueueComputeBit) != 0 && counts[i] > 0 {
 			b.family, found = uint32(i), true
 			break
 		}
@@ -143,6 +140,9 @@ func (b *Backend) init() error {
 		return err
 	}
 	b.dev = dev
+	if b.calls, err = newCalls(b.inst, dev); err != nil {
+		return err
+	}
 	var q vk.Queue
 	vk.GetDeviceQueue(dev, b.family, 0, &q)
 	b.queue = q
@@ -392,7 +392,7 @@ func (b *Backend) Write(dst engine.Buffer, off int64, src []byte) error {
 	}
 	copy(unsafe.Slice((*byte)(b.staging.ptr), len(src)), src)
 	err = b.runCmd(func(cb vk.CommandBuffer) {
-		vk.CmdCopyBuffer(cb, b.staging.buf, buf.buf, 1, []vk.BufferCopy{{SrcOffset: 0, DstOffset: vk.DeviceSize(off), Size: vk.DeviceSize(len(src))}})
+		b.calls.copy(cb, b.staging.buf, buf.buf, 0, uint64(off), uint64(len(src)))
 	})
 	if err != nil {
 		return fmt.Errorf("vulkan: write: %w", err)
@@ -423,11 +423,11 @@ func (b *Backend) Read(src engine.Buffer, off int64, dst []byte) error {
 		return err
 	}
 	err = b.runCmd(func(cb vk.CommandBuffer) {
-		vk.CmdCopyBuffer(cb, buf.buf, b.staging.buf, 1, []vk.BufferCopy{{SrcOffset: vk.DeviceSize(off), DstOffset: 0, Size: vk.DeviceSize(len(dst))}})
-		vk.CmdCopyBuffer(cb, b.fault.buf, b.staging.buf, 1, []vk.BufferCopy{{SrcOffset: 0, DstOffset: vk.DeviceSize(n), Size: 4}})
-		barrier(cb)
+		b.calls.copy(cb, buf.buf, b.staging.buf, uint64(off), 0, uint64(len(dst)))
+		b.calls.copy(cb, b.fault.buf, b.staging.buf, 0, uint64(n), 4)
+		b.barrier(cb)
 		vk.CmdFillBuffer(cb, b.fault.buf, 0, 16, 0)
-		hostBarrier(cb)
+		b.hostBarrier(cb)
 	})
 	if err != nil {
 		return fmt.Errorf("vulkan: read: %w", err)
@@ -509,6 +509,7 @@ func (b *Backend) destroy() {
 			vk.DestroyCommandPool(b.dev, b.cmdPool, nil)
 		}
 		vk.DestroyDevice(b.dev, nil)
+		b.calls.free()
 	}
 	if b.inst != nil {
 		vk.DestroyInstance(b.inst, nil)

@@ -134,11 +134,19 @@ func (c glslChoice) key() string {
 	return sb.String()
 }
 
-// specData is the VkSpecializationInfo data block (one uint32 per constant, in spec order).
-func (c glslChoice) specData() []byte {
-	out := make([]byte, 4*len(c.spec))
+// specIDs and specValues are the specialisation constants' ids and 32-bit values, in spec order.
+func (c glslChoice) specIDs() []uint32 {
+	out := make([]uint32, len(c.spec))
 	for i, s := range c.spec {
-		binary.LittleEndian.PutUint32(out[4*i:], s.value)
+		out[i] = s.id
+	}
+	return out
+}
+
+func (c glslChoice) specValues() []uint32 {
+	out := make([]uint32, len(c.spec))
+	for i, s := range c.spec {
+		out[i] = s.value
 	}
 	return out
 }

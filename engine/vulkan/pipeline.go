@@ -116,29 +116,18 @@ func (b *Backend) newPipeline(key, name string, code []uint32, spec *glslChoice,
 		return nil, err
 	}
 	p.layout = layout
-	stage := vk.PipelineShaderStageCreateInfo{SType: vk.StructureTypePipelineShaderStageCreateInfo, Stage: vk.ShaderStageComputeBit, Module: mod, PName: "main\x00"}
-	if spec != nil && len(spec.spec) > 0 {
-		entries := make([]vk.SpecializationMapEntry, len(spec.spec))
-		for i, s := range spec.spec {
-			entries[i] = vk.SpecializationMapEntry{ConstantID: s.id, Offset: uint32(4 * i), Size: 4}
-		}
-		data := spec.specData()
-		cdata, free := cBytes(data)
-		defer free()
-		stage.PSpecializationInfo = []vk.SpecializationInfo{{MapEntryCount: uint32(len(entries)), PMapEntries: entries, DataSize: uint64(len(data)), PData: cdata}}
+	var ids, vals []uint32
+	if spec != nil {
+		ids, vals = spec.specIDs(), spec.specValues()
 	}
-	pipes := make([]vk.Pipeline, 1)
-	if err := vkErr("create compute pipeline "+name, vk.CreateComputePipelines(b.dev, nil, 1, []vk.ComputePipelineCreateInfo{{
-		SType:  vk.StructureTypeComputePipelineCreateInfo,
-		Stage:  stage,
-		Layout: layout,
-	}}, nil, pipes)); err != nil {
+	pipe, r := b.calls.createComputePipeline(mod, layout, ids, vals)
+	if err := vkErr("create compute pipeline "+name, r); err != nil {
 		vk.DestroyPipelineLayout(b.dev, layout, nil)
 		vk.DestroyDescriptorSetLayout(b.dev, dsl, nil)
 		vk.DestroyShaderModule(b.dev, mod, nil)
 		return nil, fmt.Errorf("the driver rejects kernel %s: %w", name, err)
 	}
-	p.pipe = pipes[0]
+	p.pipe = pipe
 	b.pipes[key] = p
 	return p, nil
 }

@@ -258,16 +258,16 @@ func (p *program) record(usage vk.CommandBufferUsageFlagBits) error {
 				return err
 			}
 			descSets[i] = set
-			writes := make([]vk.WriteDescriptorSet, 0, len(s.binds)+1)
-			for j, bd := range s.binds {
-				writes = append(writes, vk.WriteDescriptorSet{SType: vk.StructureTypeWriteDescriptorSet, DstSet: set, DstBinding: uint32(j), DescriptorCount: 1,
-					DescriptorType: vk.DescriptorTypeStorageBuffer, PBufferInfo: []vk.DescriptorBufferInfo{{Buffer: bd.buf, Offset: 0, Range: vk.DeviceSize(bd.size)}}})
+			binds := make([]bufferBinding, 0, len(s.binds)+1)
+			for _, bd := range s.binds {
+				binds = append(binds, bufferBinding{buf: bd.buf, size: uint64(bd.size)})
 			}
 			if len(s.params) > 0 {
-				writes = append(writes, vk.WriteDescriptorSet{SType: vk.StructureTypeWriteDescriptorSet, DstSet: set, DstBinding: uint32(len(s.binds)), DescriptorCount: 1,
-					DescriptorType: vk.DescriptorTypeUniformBuffer, PBufferInfo: []vk.DescriptorBufferInfo{{Buffer: p.uniform.buf, Offset: vk.DeviceSize(offs[i]), Range: vk.DeviceSize(len(s.params))}}})
+				binds = append(binds, bufferBinding{buf: p.uniform.buf, off: uint64(offs[i]), size: uint64(len(s.params)), uniform: true})
 			}
-			vk.UpdateDescriptorSets(b.dev, uint32(len(writes)), writes, 0, nil)
+			if err := b.calls.writeBuffers(set, binds); err != nil {
+				return err
+			}
 		}
 	}
 	cb, err := b.newCommandBuffer(usage)
@@ -277,10 +277,10 @@ func (p *program) record(usage vk.CommandBufferUsageFlagBits) error {
 	p.cb = cb
 	for i, s := range p.steps {
 		if i > 0 {
-			barrier(cb)
+			b.barrier(cb)
 		}
 		if s.pipe == nil {
-			vk.CmdCopyBuffer(cb, s.src, s.dst, 1, []vk.BufferCopy{{Size: vk.DeviceSize(s.copyLen)}})
+			b.calls.copy(cb, s.src, s.dst, 0, 0, uint64(s.copyLen))
 			continue
 		}
 		vk.CmdBindPipeline(cb, vk.PipelineBindPointCompute, s.pipe.pipe)

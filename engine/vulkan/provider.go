@@ -98,16 +98,11 @@ func describe(inst vk.Instance, pd vk.PhysicalDevice, index int) (*device, error
 	d.props.Deref()
 	d.limits = d.props.Limits
 	d.limits.Deref()
-	var n uint32
-	if vk.EnumerateDeviceExtensionProperties(pd, "", &n, nil) == vk.Success && n > 0 {
-		ep := make([]vk.ExtensionProperties, n)
-		if vk.EnumerateDeviceExtensionProperties(pd, "", &n, ep) == vk.Success {
-			for _, e := range ep[:n] {
-				e.Deref()
-				d.exts[vk.ToString(e.ExtensionName[:])] = true
-			}
-		}
+	exts, err := deviceExtensions(inst, pd)
+	if err != nil {
+		return nil, err
 	}
+	d.exts = exts
 	ext, err := query(inst, pd, d.exts["VK_NV_cooperative_matrix"], d.exts["VK_KHR_cooperative_matrix"])
 	if err != nil {
 		return nil, err

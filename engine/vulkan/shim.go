@@ -178,6 +178,9 @@ var (
 	loadErr  error
 )
 
+// gipa is the loader's vkGetInstanceProcAddr, once load has succeeded.
+var gipa unsafe.Pointer
+
 // loaderNames are the Vulkan loader's names, tried in order: the runtime's soname (Debian's
 // libvulkan1), then the development link that goki/vulkan itself would dlopen.
 var loaderNames = []string{"libvulkan.so.1", "libvulkan.so"}
@@ -190,6 +193,7 @@ func load() error {
 			loadErr = err
 			return
 		}
+		gipa = p
 		vk.SetGetInstanceProcAddr(p)
 		if err := vk.Init(); err != nil {
 			loadErr = fmt.Errorf("%w: %v", ErrNoVulkan, err)
@@ -285,10 +289,4 @@ func deviceFeatures(f16, storage16, ustorage16 bool, coop int) (next unsafe.Poin
 	var head unsafe.Pointer
 	c := C.lathe_device_features(b(f16), b(storage16), b(ustorage16), C.int(coop), &head)
 	return head, func() { C.free(c) }
-}
-
-// cBytes copies b to C memory (a specialisation block handed to the driver); free it after use.
-func cBytes(b []byte) (unsafe.Pointer, func()) {
-	p := C.CBytes(b)
-	return p, func() { C.free(p) }
 }

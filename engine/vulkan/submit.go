@@ -10,20 +10,15 @@ import (
 // barrier makes every earlier transfer and compute write visible to every later transfer and
 // compute access. Kernels of one program depend on each other's outputs, so each dispatch is
 // separated by one; at the start of a command buffer it orders it after earlier submissions.
-func barrier(cb vk.CommandBuffer) {
-	stages := vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit | vk.PipelineStageTransferBit)
-	vk.CmdPipelineBarrier(cb, vk.PipelineStageFlags(vk.PipelineStageAllCommandsBit), stages, 0, 1, []vk.MemoryBarrier{{
-		SType:         vk.StructureTypeMemoryBarrier,
-		SrcAccessMask: vk.AccessFlags(vk.AccessShaderWriteBit | vk.AccessTransferWriteBit | vk.AccessHostWriteBit),
-		DstAccessMask: vk.AccessFlags(vk.AccessShaderReadBit | vk.AccessShaderWriteBit | vk.AccessTransferReadBit | vk.AccessTransferWriteBit | vk.AccessUniformReadBit),
-	}}, 0, nil, 0, nil)
+func (b *Backend) barrier(cb vk.CommandBuffer) {
+	b.calls.barrier(cb, vk.PipelineStageAllCommandsBit, vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit,
+		vk.AccessShaderWriteBit|vk.AccessTransferWriteBit|vk.AccessHostWriteBit,
+		vk.AccessShaderReadBit|vk.AccessShaderWriteBit|vk.AccessTransferReadBit|vk.AccessTransferWriteBit|vk.AccessUniformReadBit)
 }
 
 // hostBarrier makes transfer writes visible to the host (a read's staging copy).
-func hostBarrier(cb vk.CommandBuffer) {
-	vk.CmdPipelineBarrier(cb, vk.PipelineStageFlags(vk.PipelineStageTransferBit), vk.PipelineStageFlags(vk.PipelineStageHostBit), 0, 1, []vk.MemoryBarrier{{
-		SType: vk.StructureTypeMemoryBarrier, SrcAccessMask: vk.AccessFlags(vk.AccessTransferWriteBit), DstAccessMask: vk.AccessFlags(vk.AccessHostReadBit),
-	}}, 0, nil, 0, nil)
+func (b *Backend) hostBarrier(cb vk.CommandBuffer) {
+	b.calls.barrier(cb, vk.PipelineStageTransferBit, vk.PipelineStageHostBit, vk.AccessTransferWriteBit, vk.AccessHostReadBit)
 }
 
 // newCommandBuffer allocates a primary command buffer and begins it.
@@ -38,7 +33,7 @@ func (b *Backend) newCommandBuffer(flags vk.CommandBufferUsageFlagBits) (vk.Comm
 		vk.FreeCommandBuffers(b.dev, b.cmdPool, 1, cbs)
 		return nil, err
 	}
-	barrier(cbs[0])
+	b.barrier(cbs[0])
 	return cbs[0], nil
 }
 
@@ -69,7 +64,7 @@ func (b *Backend) submit(cb vk.CommandBuffer, cleanup func()) error {
 	if err != nil {
 		return err
 	}
-	r := vk.QueueSubmit(b.queue, 1, []vk.SubmitInfo{{SType: vk.StructureTypeSubmitInfo, CommandBufferCount: 1, PCommandBuffers: []vk.CommandBuffer{cb}}}, f)
+	r := b.calls.submit(b.queue, cb, f)
 	if err := vkErr("queue submit", r); err != nil {
 		b.fences = append(b.fences, f)
 		if r == vk.ErrorDeviceLost {
