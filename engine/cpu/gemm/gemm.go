@@ -112,6 +112,9 @@ func parallel(n, w int, f func(i int)) {
 		}
 		return
 	}
+	if poolRun(n, min(w, n), f) {
+		return
+	}
 	var next atomic.Int64
 	run := func() {
 		for {

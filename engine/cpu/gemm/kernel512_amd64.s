@@ -594,6 +594,8 @@ TEXT ·dotBF16AVX512(SB), NOSPLIT, $0-28
 	JZ     dbdone
 
 dbloop:
+	PREFETCHT0  4096(DX)          // a row streams once: keep lines in flight (see gemv4g128AVX512)
+	PREFETCHT0  4160(DX)
 	VPMOVZXWD   (DX), Z4
 	VPMOVZXWD   32(DX), Z5
 	VPMOVZXWD   64(DX), Z6
@@ -639,6 +641,8 @@ TEXT ·dotF16AVX512(SB), NOSPLIT, $0-28
 	JZ     dhdone
 
 dhloop:
+	PREFETCHT0  4096(DX)          // a row streams once: keep lines in flight (see gemv4g128AVX512)
+	PREFETCHT0  4160(DX)
 	VCVTPH2PS   (DX), Z4
 	VCVTPH2PS   32(DX), Z5
 	VCVTPH2PS   64(DX), Z6
@@ -663,5 +667,80 @@ dhdone:
 	VHADDPS       X0, X0, X0
 	VHADDPS       X0, X0, X0
 	VMOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32)
+// The m = 1 NF4/FP4 GEMV of rows consecutive rows of n128 groups of 128 codes (64 bytes) each,
+// y[r] = the row's dot product with x, with fewer shuffles than gemv4AVX512: a group's 64 bytes
+// are loaded as 16 dwords and dword lane l's nibble s (bits 4s..4s+3) is code 8l + (s^1) of the
+// group, so seven shifts by 4s (VPERMPS reads only the low four bits of an index) and eight
+// VPERMPS decode the whole group. xp holds each group's x in that order (xp[16s+l] =
+// x[8l + (s^1)]). Lanes 0-7 are the group's first 64 codes and lanes 8-15 its last 64: scales
+// holds two scales a group (its halves' blocks), applied once a group, consecutive across rows.
+// W streams from memory once: a prefetch 4 KiB ahead keeps enough lines in flight (measured
+// on a 2-core EPYC: 15 GB/s without, 23-26 with, from DRAM).
+TEXT ·gemv4g128AVX512(SB), NOSPLIT, $0-56
+	MOVQ    rows+0(FP), DX
+	MOVQ    w+24(FP), DI
+	MOVQ    scales+32(FP), BX
+	MOVQ    table+40(FP), AX
+	MOVQ    y+48(FP), R8
+	VMOVUPS (AX), Z14
+
+g7row:
+	MOVQ    n128+8(FP), CX
+	MOVQ    xp+16(FP), SI
+	VPXORD  Z0, Z0, Z0
+
+g7loop:
+	PREFETCHT0    4096(DI)
+	VMOVDQU32     (DI), Z1
+	VPSRLD        $4, Z1, Z2
+	VPSRLD        $8, Z1, Z3
+	VPSRLD        $12, Z1, Z4
+	VPSRLD        $16, Z1, Z5
+	VPSRLD        $20, Z1, Z6
+	VPSRLD        $24, Z1, Z7
+	VPSRLD        $28, Z1, Z8
+	VPERMPS       Z14, Z1, Z1
+	VPERMPS       Z14, Z2, Z2
+	VPERMPS       Z14, Z3, Z3
+	VPERMPS       Z14, Z4, Z4
+	VPERMPS       Z14, Z5, Z5
+	VPERMPS       Z14, Z6, Z6
+	VPERMPS       Z14, Z7, Z7
+	VPERMPS       Z14, Z8, Z8
+	VMULPS        (SI), Z1, Z16
+	VMULPS        64(SI), Z2, Z17
+	VMULPS        128(SI), Z3, Z18
+	VMULPS        192(SI), Z4, Z19
+	VFMADD231PS   256(SI), Z5, Z16
+	VFMADD231PS   320(SI), Z6, Z17
+	VFMADD231PS   384(SI), Z7, Z18
+	VFMADD231PS   448(SI), Z8, Z19
+	VADDPS        Z17, Z16, Z16
+	VADDPS        Z19, Z18, Z18
+	VADDPS        Z18, Z16, Z16
+	VBROADCASTSS  (BX), Z12
+	VBROADCASTSS  4(BX), Y13
+	VINSERTF32X8  $1, Y13, Z12, Z12
+	VFMADD231PS   Z12, Z16, Z0
+	ADDQ          $64, DI
+	ADDQ          $512, SI
+	ADDQ          $8, BX
+	DECQ          CX
+	JNZ           g7loop
+
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)
+	ADDQ          $4, R8
+	DECQ          DX
+	JNZ           g7row
 	VZEROUPPER
 	RET

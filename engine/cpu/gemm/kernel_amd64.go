@@ -137,3 +137,10 @@ func gemv4x4AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *f
 //
 //go:noescape
 func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *float32, table *[16]float32, out *[8]float32)
+
+// gemv4g128AVX512 is the m = 1 GEMV of rows ≥ 1 consecutive rows of n128 ≥ 1 whole 128-code
+// groups each, with xp permuted a group at a time as gemv4 describes and two scales a group (see
+// the assembly); it writes y[0:rows].
+//
+//go:noescape
+func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32)

@@ -113,8 +113,9 @@ func packRows16(w []uint16, k int, bf bool) bPacker {
 // AVX-512 the widening happens in registers inside the dot product instead (dot16), the row (a few
 // KiB, in L1 after the first row of x) read once a row of x.
 func gemv16(m, n, k int, x []float32, w []uint16, bf bool, beta float32, y []float32) {
-	const chunk = 32
-	parallel((n+chunk-1)/chunk, workers(2*m*n*k), func(t int) {
+	wk := workers(2 * m * n * k)
+	chunk := max(32, n/(4*wk)) // long runs of rows: each core streams W, and the prefetchers follow
+	parallel((n+chunk-1)/chunk, wk, func(t int) {
 		if useAVX512 && k >= 64 {
 			for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
 				for i := 0; i < m; i++ {

@@ -135,6 +135,10 @@ func (q *quant4) packRows(k int) bPacker {
 // gemv4 is y = x·Wᵀ for a few tokens (m ≤ smallM4): every output is the dot product of a row of x
 // with a row of W dequantized on the fly, so W is read once, whatever m. Parallel over rows of W.
 func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	if m == 1 && useAVX512 && k%128 == 0 && q.bs%64 == 0 {
+		gemv4g128(q, n, k, x, beta, y)
+		return
+	}
 	// The AVX2 kernels take whole 16-element groups that never straddle a block, and x with each
 	// group's even elements first (the high nibbles of its 8 bytes), then the odd ones. Beyond one
 	// row, x goes four rows at a time up to four, else eight (zero rows pad the last pass).
@@ -199,6 +203,54 @@ func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 				for i := 0; i < m; i++ {
 					put(i, j, q.dotRow(j*k, x[i*k:(i+1)*k], pairs))
 				}
+			}
+		}
+	})
+}
+
+// gemv4g128 is gemv4 for one row of x on AVX-512 with k a multiple of 128 and the blocksize of 64:
+// whole 128-code groups, each half within one block (gemv4g128AVX512).
+func gemv4g128(q *quant4, n, k int, x []float32, beta float32, y []float32) {
+	buf := getBuf(k)
+	defer putBuf(buf)
+	xp := (*buf)[:k]
+	for g := 0; g < k; g += 128 {
+		for s := 0; s < 8; s++ {
+			for l := 0; l < 16; l++ {
+				xp[g+16*s+l] = x[g+8*l+(s^1)]
+			}
+		}
+	}
+	_ = q.absmax[(n*k-1)/q.bs]
+	_ = q.packed[n*k/2-1]
+	// A GEMV does far less arithmetic a byte than a GEMM: weigh its flops eightfold, so that a
+	// k_proj-sized layer (512×2048) is shared between cores too.
+	w := workers(16 * n * k)
+	chunk := max(16, n/(4*w)) // long runs of rows: each core streams W, and the prefetchers follow
+	parallel((n+chunk-1)/chunk, w, func(t int) {
+		j0, j1 := t*chunk, min(n, (t+1)*chunk)
+		out := y[j0:j1]
+		if beta != 0 { // the kernel writes y: keep the old values to add
+			b := getBuf(j1 - j0)
+			defer putBuf(b)
+			out = (*b)[:j1-j0]
+		}
+		if q.bs == 64 {
+			// Two scales a group are the halves' consecutive absmax entries, across rows too.
+			gemv4g128AVX512(j1-j0, k/128, &xp[0], &q.packed[j0*k/2], &q.absmax[j0*k/64], q.code, &out[0])
+		} else {
+			// Each half's scale repeated from the row's blocks.
+			halves := make([]float32, k/64)
+			for j := j0; j < j1; j++ {
+				for h := range halves {
+					halves[h] = q.absmax[(j*k+64*h)/q.bs]
+				}
+				gemv4g128AVX512(1, k/128, &xp[0], &q.packed[j*k/2], &halves[0], q.code, &out[j-j0])
+			}
+		}
+		if beta != 0 {
+			for j := j0; j < j1; j++ {
+				y[j] = out[j-j0] + beta*y[j]
 			}
 		}
 	})
