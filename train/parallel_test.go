@@ -186,17 +186,17 @@ func TestBaseParamsCountsTheLoadedWeights(t *testing.T) {
 // gradients of every adapter tensor and the losses come back in one read of the fused buffer and
 // go back in one write (unpacked on the device), whatever the number of tensors. The rest is the
 // batches' uploads (ids, positions, document starts, targets, dropout seed and the rank's loss
-// weight: 6 per micro-batch) and the optimizer's own control write and status read. WebGPU's
-// losses are the CPU's. (Not Vulkan: two Vulkan devices building pipelines at once in one process
-// crash in lavapipe's vkCreateComputePipelines; MPI's ranks are processes of their own.)
+// weight: 6 per micro-batch) and the optimizer's own control write and status read. WebGPU's and
+// Vulkan's losses are the CPU's; on Vulkan the two ranks' devices build their pipelines at the
+// same time in one process.
 func TestDataParallelOneTransferEachWay(t *testing.T) {
 	cfg := fixture(t, "lora")
 	cfg.Steps, cfg.Batch, cfg.GradAccum, cfg.Seq, cfg.Warmup = 3, 4, 2, 32, 1
 	var want []float64
-	for _, dev := range []string{"cpu", "webgpu"} {
+	for _, dev := range []string{"cpu", "webgpu", "vulkan"} {
 		t.Run(dev, func(t *testing.T) {
 			open := map[string]func(testing.TB) engine.Backend{
-				"cpu": func(testing.TB) engine.Backend { return cpu.New() }, "webgpu": testdevice.WebGPU,
+				"cpu": func(testing.TB) engine.Backend { return cpu.New() }, "webgpu": testdevice.WebGPU, "vulkan": testdevice.Vulkan,
 			}[dev]
 			backends := []engine.Backend{open(t), open(t)}
 			comms := dist.Local(2)
