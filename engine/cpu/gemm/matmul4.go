@@ -179,8 +179,9 @@ func gemv4(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 		}
 		y[i*n+j] = v
 	}
-	const chunk = 32
-	parallel((n+chunk-1)/chunk, workers(2*m*n*k), func(t int) {
+	w := workers(2 * m * n * k)
+	chunk := max(32, n/(4*w)) // long runs of rows, as in gemv4g128
+	parallel((n+chunk-1)/chunk, w, func(t int) {
 		for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
 			switch {
 			case fast && m == 1:
