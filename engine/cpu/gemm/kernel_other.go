@@ -18,6 +18,10 @@ func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, tab
 	panic("gemm: no assembly kernels in this build")
 }
 
+func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func dequant4AVX512(n16 int, w *byte, scale float32, table *[16]float32, dst *float32) {
 	panic("gemm: no assembly kernels in this build")
 }
