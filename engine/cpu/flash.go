@@ -24,8 +24,9 @@ import (
 // flashPlan holds the sizes shared by the forward and backward passes.
 type flashPlan struct {
 	a                      engine.Attention
-	group, off, ld, rowsPQ int // ld: a key row's stride; rowsPQ: rows a query position
-	bq, bk                 int // positions a query tile, keys a block
+	group, off, ld, rowsPQ int  // ld: a key row's stride; rowsPQ: rows a query position
+	bq, bk                 int  // positions a query tile, keys a block
+	decoding               bool // a tile is a few rows: gemm.Attend* rather than Sgemm
 	starts                 []int32
 }
 
@@ -39,6 +40,7 @@ func newFlashPlan(a engine.Attention, starts []int32) flashPlan {
 	p.bk = 128
 	if a.QLen*p.group <= 16 {
 		p.bk = 512
+		p.decoding = true
 	}
 	return p
 }
@@ -96,22 +98,6 @@ func (p *flashPlan) keyRange(b, i0, i1 int) (lo, hi int) {
 	return lo, hi
 }
 
-// rowMax is the largest of x (not empty), eight independent lanes so the compare chain does not
-// serialise.
-func rowMax(x []float32) float32 {
-	m := [8]float32{x[0], x[0], x[0], x[0], x[0], x[0], x[0], x[0]}
-	i := 0
-	for ; i+8 <= len(x); i += 8 {
-		c := (*[8]float32)(x[i : i+8])
-		m[0], m[1], m[2], m[3] = max(m[0], c[0]), max(m[1], c[1]), max(m[2], c[2]), max(m[3], c[3])
-		m[4], m[5], m[6], m[7] = max(m[4], c[4]), max(m[5], c[5]), max(m[6], c[6]), max(m[7], c[7])
-	}
-	for ; i < len(x); i++ {
-		m[0] = max(m[0], x[i])
-	}
-	return max(max(max(m[0], m[1]), max(m[2], m[3])), max(max(m[4], m[5]), max(m[6], m[7])))
-}
-
 // flashForward is attention's forward pass; one task a (sequence, KV head, query tile).
 func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
 	p := newFlashPlan(a, starts)
@@ -135,7 +121,11 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 		lo, hi := p.keyRange(b, i0, i1)
 		for j0 := lo; j0 < hi; j0 += p.bk {
 			n := min(p.bk, hi-j0)
-			gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, k[kvBase+j0*p.ld:], p.ld, 0, s, n)
+			if p.decoding {
+				gemm.AttendScores(rows, n, D, a.Scale, qt, k[kvBase+j0*p.ld:], p.ld, s, n)
+			} else {
+				gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, k[kvBase+j0*p.ld:], p.ld, 0, s, n)
+			}
 			for r := 0; r < rows; r++ {
 				vl, vh := p.visible(b, i0+r/G)
 				c0, c1 := max(vl-j0, 0), min(vh-j0, n)
@@ -144,7 +134,7 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 					clear(sr)
 					continue
 				}
-				mn := max(m[r], rowMax(sr[c0:c1]))
+				mn := max(m[r], gemm.Max(sr[c0:c1]))
 				corr := float32(math.Exp(float64(m[r] - mn))) // 0 for the first block a row sees
 				sum := gemm.ExpSub(sr[c0:c1], sr[c0:c1], mn)
 				clear(sr[:c0])
@@ -158,7 +148,11 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 					}
 				}
 			}
-			gemm.Sgemm(false, false, rows, D, n, 1, s, n, v[kvBase+j0*p.ld:], p.ld, 1, ot, D)
+			if p.decoding {
+				gemm.AttendValues(rows, n, D, s, n, v[kvBase+j0*p.ld:], p.ld, ot, D)
+			} else {
+				gemm.Sgemm(false, false, rows, D, n, 1, s, n, v[kvBase+j0*p.ld:], p.ld, 1, ot, D)
+			}
 		}
 		for r := 0; r < rows; r++ {
 			i, h := i0+r/G, kh*G+r%G

@@ -144,3 +144,20 @@ func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *f
 //
 //go:noescape
 func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32)
+
+// attendScoresAVX512 sets s[r·lds + j] = scale·q_r·k_j for 16·n16 keys (row stride ldk floats) and
+// rows r < rows ≥ 1 of q, 16·d16 floats each.
+//
+//go:noescape
+func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int)
+
+// attendValuesAVX512 adds Σ_j p[r·ldp + j]·v[j·ldv + 0:32] to out[r·ldo + 0:32] for four rows r,
+// n ≥ 1 keys.
+//
+//go:noescape
+func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+
+// maxAVX512 is the largest of x[:n], n a positive multiple of 16.
+//
+//go:noescape
+func maxAVX512(n int, x *float32) float32

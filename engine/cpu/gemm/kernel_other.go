@@ -93,3 +93,13 @@ func dotBF16AVX512(n int, x *float32, w *uint16) float32 {
 func dotF16AVX512(n int, x *float32, w *uint16) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func maxAVX512(n int, x *float32) float32 { panic("gemm: no assembly kernels in this build") }

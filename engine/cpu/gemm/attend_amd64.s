@@ -1,0 +1,297 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Attention's decoding kernels (attend.go): a few query rows against a block of keys in place.
+
+// func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int)
+// s[r·lds + j] = scale·q_r·k_j for 16·n16 keys of k (row stride ldk floats) and rows r < rows of q
+// (row stride 16·d16), 16·d16 floats each. Sixteen keys at a time, every row against them while
+// they are in L1: one accumulator a key (Z16-Z31), the row's 16 floats loaded once for all sixteen
+// FMAs, then the sixteen accumulators summed into one register by a tree of shuffles
+// (512→256→128→64→32 bits). The tree leaves lane 4t+u holding accumulator 4u+t, so key j goes to
+// accumulator (j%4)·4 + j/4.
+TEXT ·attendScoresAVX512(SB), NOSPLIT, $0-72
+	MOVQ         n16+0(FP), CX
+	MOVQ         k+32(FP), SI
+	MOVQ         ldk+40(FP), R8
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R10
+	VBROADCASTSS scale+48(FP), Z15
+	MOVQ         s+56(FP), DX
+	MOVQ         lds+64(FP), R14
+	SHLQ         $2, R14
+
+sblock:
+	MOVQ q+24(FP), AX
+	MOVQ rows+16(FP), R9
+	MOVQ DX, R15
+
+srow:
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	MOVQ   d16+8(FP), BX
+	MOVQ   SI, DI
+	LEAQ   (SI)(R8*4), R11
+	LEAQ   (SI)(R8*8), R12
+	LEAQ   (R12)(R8*4), R13
+
+sdepth:
+	VMOVUPS     (AX), Z0
+	VFMADD231PS (DI), Z0, Z16
+	VFMADD231PS (DI)(R8*1), Z0, Z20
+	VFMADD231PS (DI)(R8*2), Z0, Z24
+	VFMADD231PS (DI)(R10*1), Z0, Z28
+	VFMADD231PS (R11), Z0, Z17
+	VFMADD231PS (R11)(R8*1), Z0, Z21
+	VFMADD231PS (R11)(R8*2), Z0, Z25
+	VFMADD231PS (R11)(R10*1), Z0, Z29
+	VFMADD231PS (R12), Z0, Z18
+	VFMADD231PS (R12)(R8*1), Z0, Z22
+	VFMADD231PS (R12)(R8*2), Z0, Z26
+	VFMADD231PS (R12)(R10*1), Z0, Z30
+	VFMADD231PS (R13), Z0, Z19
+	VFMADD231PS (R13)(R8*1), Z0, Z23
+	VFMADD231PS (R13)(R8*2), Z0, Z27
+	VFMADD231PS (R13)(R10*1), Z0, Z31
+	ADDQ        $64, AX
+	ADDQ        $64, DI
+	ADDQ        $64, R11
+	ADDQ        $64, R12
+	ADDQ        $64, R13
+	DECQ        BX
+	JNZ         sdepth
+
+	// 512 → 256 bits: w_i = the halves of accumulators 2i and 2i+1 added.
+	VSHUFF32X4 $0x44, Z17, Z16, Z8
+	VSHUFF32X4 $0xEE, Z17, Z16, Z9
+	VADDPS     Z9, Z8, Z0
+	VSHUFF32X4 $0x44, Z19, Z18, Z8
+	VSHUFF32X4 $0xEE, Z19, Z18, Z9
+	VADDPS     Z9, Z8, Z1
+	VSHUFF32X4 $0x44, Z21, Z20, Z8
+	VSHUFF32X4 $0xEE, Z21, Z20, Z9
+	VADDPS     Z9, Z8, Z2
+	VSHUFF32X4 $0x44, Z23, Z22, Z8
+	VSHUFF32X4 $0xEE, Z23, Z22, Z9
+	VADDPS     Z9, Z8, Z3
+	VSHUFF32X4 $0x44, Z25, Z24, Z8
+	VSHUFF32X4 $0xEE, Z25, Z24, Z9
+	VADDPS     Z9, Z8, Z4
+	VSHUFF32X4 $0x44, Z27, Z26, Z8
+	VSHUFF32X4 $0xEE, Z27, Z26, Z9
+	VADDPS     Z9, Z8, Z5
+	VSHUFF32X4 $0x44, Z29, Z28, Z8
+	VSHUFF32X4 $0xEE, Z29, Z28, Z9
+	VADDPS     Z9, Z8, Z6
+	VSHUFF32X4 $0x44, Z31, Z30, Z8
+	VSHUFF32X4 $0xEE, Z31, Z30, Z9
+	VADDPS     Z9, Z8, Z7
+
+	// 256 → 128 bits.
+	VSHUFF32X4 $0x88, Z1, Z0, Z12
+	VSHUFF32X4 $0xDD, Z1, Z0, Z13
+	VADDPS     Z13, Z12, Z8
+	VSHUFF32X4 $0x88, Z3, Z2, Z12
+	VSHUFF32X4 $0xDD, Z3, Z2, Z13
+	VADDPS     Z13, Z12, Z9
+	VSHUFF32X4 $0x88, Z5, Z4, Z12
+	VSHUFF32X4 $0xDD, Z5, Z4, Z13
+	VADDPS     Z13, Z12, Z10
+	VSHUFF32X4 $0x88, Z7, Z6, Z12
+	VSHUFF32X4 $0xDD, Z7, Z6, Z13
+	VADDPS     Z13, Z12, Z11
+
+	// 128 → 64 bits.
+	VUNPCKLPD Z9, Z8, Z12
+	VUNPCKHPD Z9, Z8, Z13
+	VADDPS    Z13, Z12, Z0
+	VUNPCKLPD Z11, Z10, Z12
+	VUNPCKHPD Z11, Z10, Z13
+	VADDPS    Z13, Z12, Z1
+
+	// 64 → 32 bits: lane j is key j's dot product.
+	VSHUFPS $0x88, Z1, Z0, Z12
+	VSHUFPS $0xDD, Z1, Z0, Z13
+	VADDPS  Z13, Z12, Z2
+	VMULPS  Z15, Z2, Z2
+	VMOVUPS Z2, (R15)
+	ADDQ    R14, R15
+	DECQ    R9
+	JNZ     srow
+	ADDQ    $64, DX
+	LEAQ    (SI)(R8*8), SI
+	LEAQ    (SI)(R8*8), SI
+	DECQ    CX
+	JNZ     sblock
+	VZEROUPPER
+	RET
+
+// func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+// out[r, 0:32] += Σ_j p[r·ldp + j]·v[j·ldv + 0:32] for the four rows r < 4, n ≥ 1 keys. Each value
+// row's 32 floats are loaded once for the four rows, whose weights are broadcast inside the FMAs;
+// even and odd keys go to two sets of accumulators (Z16-Z23, Z24-Z31), so that no FMA waits for
+// the one before it.
+TEXT ·attendValuesAVX512(SB), NOSPLIT, $0-56
+	MOVQ   n+0(FP), CX
+	MOVQ   p+8(FP), AX
+	MOVQ   ldp+16(FP), R8
+	SHLQ   $2, R8
+	LEAQ   (R8)(R8*2), R10
+	MOVQ   v+24(FP), SI
+	MOVQ   ldv+32(FP), R9
+	SHLQ   $2, R9
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	MOVQ   CX, BX
+	SHRQ   $1, CX
+	JZ     vtail
+
+vloop:
+	VMOVUPS          (SI), Z0
+	VMOVUPS          64(SI), Z1
+	VMOVUPS          (SI)(R9*1), Z2
+	VMOVUPS          64(SI)(R9*1), Z3
+	VFMADD231PS.BCST (AX), Z0, Z16
+	VFMADD231PS.BCST (AX), Z1, Z17
+	VFMADD231PS.BCST (AX)(R8*1), Z0, Z18
+	VFMADD231PS.BCST (AX)(R8*1), Z1, Z19
+	VFMADD231PS.BCST (AX)(R8*2), Z0, Z20
+	VFMADD231PS.BCST (AX)(R8*2), Z1, Z21
+	VFMADD231PS.BCST (AX)(R10*1), Z0, Z22
+	VFMADD231PS.BCST (AX)(R10*1), Z1, Z23
+	VFMADD231PS.BCST 4(AX), Z2, Z24
+	VFMADD231PS.BCST 4(AX), Z3, Z25
+	VFMADD231PS.BCST 4(AX)(R8*1), Z2, Z26
+	VFMADD231PS.BCST 4(AX)(R8*1), Z3, Z27
+	VFMADD231PS.BCST 4(AX)(R8*2), Z2, Z28
+	VFMADD231PS.BCST 4(AX)(R8*2), Z3, Z29
+	VFMADD231PS.BCST 4(AX)(R10*1), Z2, Z30
+	VFMADD231PS.BCST 4(AX)(R10*1), Z3, Z31
+	ADDQ             $8, AX
+	LEAQ             (SI)(R9*2), SI
+	DECQ             CX
+	JNZ              vloop
+
+vtail:
+	ANDQ             $1, BX
+	JZ               vsum
+	VMOVUPS          (SI), Z0
+	VMOVUPS          64(SI), Z1
+	VFMADD231PS.BCST (AX), Z0, Z16
+	VFMADD231PS.BCST (AX), Z1, Z17
+	VFMADD231PS.BCST (AX)(R8*1), Z0, Z18
+	VFMADD231PS.BCST (AX)(R8*1), Z1, Z19
+	VFMADD231PS.BCST (AX)(R8*2), Z0, Z20
+	VFMADD231PS.BCST (AX)(R8*2), Z1, Z21
+	VFMADD231PS.BCST (AX)(R10*1), Z0, Z22
+	VFMADD231PS.BCST (AX)(R10*1), Z1, Z23
+
+vsum:
+	MOVQ    out+40(FP), DX
+	MOVQ    ldo+48(FP), R11
+	SHLQ    $2, R11
+	VADDPS  Z24, Z16, Z16
+	VADDPS  Z25, Z17, Z17
+	VADDPS  Z26, Z18, Z18
+	VADDPS  Z27, Z19, Z19
+	VADDPS  Z28, Z20, Z20
+	VADDPS  Z29, Z21, Z21
+	VADDPS  Z30, Z22, Z22
+	VADDPS  Z31, Z23, Z23
+	VADDPS  (DX), Z16, Z16
+	VADDPS  64(DX), Z17, Z17
+	VMOVUPS Z16, (DX)
+	VMOVUPS Z17, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z18, Z18
+	VADDPS  64(DX), Z19, Z19
+	VMOVUPS Z18, (DX)
+	VMOVUPS Z19, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z20, Z20
+	VADDPS  64(DX), Z21, Z21
+	VMOVUPS Z20, (DX)
+	VMOVUPS Z21, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z22, Z22
+	VADDPS  64(DX), Z23, Z23
+	VMOVUPS Z22, (DX)
+	VMOVUPS Z23, 64(DX)
+	VZEROUPPER
+	RET
+
+// func maxAVX512(n int, x *float32) float32
+// The largest of x[:n], n a positive multiple of 16: four accumulators of sixteen lanes (so the
+// compares do not wait on each other), then folded to one lane.
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ    n+0(FP), CX
+	MOVQ    x+8(FP), SI
+	VMOVUPS (SI), Z0
+	VMOVAPS Z0, Z1
+	VMOVAPS Z0, Z2
+	VMOVAPS Z0, Z3
+	SHRQ    $4, CX
+
+mloop4:
+	CMPQ    CX, $4
+	JLT     mloop1
+	VMAXPS  (SI), Z0, Z0
+	VMAXPS  64(SI), Z1, Z1
+	VMAXPS  128(SI), Z2, Z2
+	VMAXPS  192(SI), Z3, Z3
+	ADDQ    $256, SI
+	SUBQ    $4, CX
+	JMP     mloop4
+
+mloop1:
+	TESTQ   CX, CX
+	JZ      mfold
+	VMAXPS  (SI), Z0, Z0
+	ADDQ    $64, SI
+	DECQ    CX
+	JMP     mloop1
+
+mfold:
+	VMAXPS        Z1, Z0, Z0
+	VMAXPS        Z3, Z2, Z2
+	VMAXPS        Z2, Z0, Z0
+	VEXTRACTF32X8 $1, Z0, Y1
+	VMAXPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0x4E, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xB1, X0, X1
+	VMAXPS        X1, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+16(FP)
+	RET
