@@ -161,3 +161,8 @@ func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *fl
 //
 //go:noescape
 func maxAVX512(n int, x *float32) float32
+
+// kern6x64AVX512 is kern6x16AVX512 over four adjacent packed B strips, bstride floats apart: C[6×64].
+//
+//go:noescape
+func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
