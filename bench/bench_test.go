@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu"
 	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 )
 
@@ -238,7 +239,7 @@ func TestQuickRunCPU(t *testing.T) {
 	e2e := E2ETiny()
 	tiny := func(d engine.DeviceInfo, caps engine.Caps, quick bool) Sizes {
 		return Sizes{Models: []ModelShape{Tiny}, Kernels: []string{KernelGEMV, KernelRMSNorm}, Tokens: 16, Context: 32, Rank: 4,
-			BandwidthElems: 1 << 16, MatmulN: 64, Chain: 1, Replicas: 2,
+			BandwidthElems: 1 << 16, MatmulN: 64, Chain: 1, Replicas: 2, ColdBytes: 1 << 18,
 			Repeats: Repeats{Warmup: 1, Min: 2, Max: 3, Budget: 10 * time.Millisecond},
 			E2E:     E2ESizes{Preset: e2e.Preset, Label: e2e.Label, Layers: e2e.Layers, PromptTokens: 4, DecodeTokens: 2, Repeats: 1, Weights: []string{"nf4"}}}
 	}
@@ -347,4 +348,22 @@ func TestQuickRunVulkanTiers(t *testing.T) {
 		require.Contains(t, md, "software device (lavapipe)")
 	}
 	t.Log(log.String())
+}
+
+// TestColdCopiesReadTheirOwnWeights: a case with cold inputs compiles, on the CPU, into copies
+// that each bind their own weights (and share the rest), enough of them to read ColdBytes.
+func TestColdCopiesReadTheirOwnWeights(t *testing.T) {
+	c := GEMVCase(Tiny, "q_proj", 64, 128)
+	require.Equal(t, []string{"packed", "absmax"}, c.cold)
+	const replicas = 5
+	cc, err := compileCase(cpu.New(), c.build, replicas, c.cold, 1)
+	require.NoError(t, err)
+	defer cc.release()
+	names := map[string]int{}
+	for _, n := range cc.prog.Leaves() {
+		names[strings.SplitN(n.Name(), "#", 2)[0]]++
+	}
+	require.Equal(t, map[string]int{"packed": replicas, "absmax": replicas, "x": 1}, names)
+	// A GEMM (prefill) reads its weights from cache like every other kernel.
+	require.Empty(t, GEMMCase(Tiny, "q_proj", 16, 64, 128).cold)
 }

@@ -53,6 +53,10 @@ type Case struct {
 	Flops  float64
 	Bytes  float64
 	build  func(g *engine.Graph, in leafFunc) []*engine.Node
+	// cold names the inputs (the weights) that decoding reads from memory, not from cache: on
+	// the CPU each replica of the case gets its own copy of them, and enough replicas run that
+	// their copies outgrow the last-level cache (coldBytes).
+	cold []string
 }
 
 const nf4Blocksize = 64
@@ -103,10 +107,15 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 	d := Dims{M: rows, N: n, K: k}
 	flops := 2 * float64(rows) * float64(n) * float64(k)
 	bytes := nf4Bytes(n*k) + 4*float64(rows*(n+k))
-	return newCase(kernel, m, proj, d, flops, bytes, func(g *engine.Graph, in leafFunc) []*engine.Node {
+	c := newCase(kernel, m, proj, d, flops, bytes, func(g *engine.Graph, in leafFunc) []*engine.Node {
 		p, a := nf4Leaves(in, n, k)
 		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, nf4Spec(n, k))}
 	})
+	if rows == 1 {
+		// A decoding step reads every weight once: from memory, as the roofline's bandwidth is.
+		c.cold = []string{"packed", "absmax"}
+	}
+	return c
 }
 
 // loraScale is alpha/r for the common alpha = 2r.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/lathe-ml/lathe/engine"
@@ -29,17 +30,21 @@ type compiled struct {
 }
 
 // compileCase builds c replicas times over the same inputs in one graph (so one submission runs
-// the kernel replicas times) and binds random inputs.
-func compileCase(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, seed uint64) (*compiled, error) {
+// the kernel replicas times), except that each replica gets its own copy of the inputs named in
+// cold, and binds random inputs.
+func compileCase(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, cold []string, seed uint64) (*compiled, error) {
 	g := engine.NewGraph()
-	in := func(name string, dt engine.DType, shape engine.Shape) *engine.Node {
-		if n := g.Lookup(name); n != nil {
-			return n
-		}
-		return g.Input(name, dt, shape)
-	}
 	var outs []*engine.Node
-	for range max(replicas, 1) {
+	for r := range max(replicas, 1) {
+		in := func(name string, dt engine.DType, shape engine.Shape) *engine.Node {
+			if r > 0 && slices.Contains(cold, name) {
+				name = fmt.Sprintf("%s#%d", name, r)
+			}
+			if n := g.Lookup(name); n != nil {
+				return n
+			}
+			return g.Input(name, dt, shape)
+		}
 		outs = append(outs, build(g, in)...)
 	}
 	if err := g.Err(); err != nil {
@@ -144,10 +149,30 @@ func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer) (wall, gpu []float
 	return wall, gpu, nil
 }
 
+// maxColdReplicas bounds the copies of a kernel with cold inputs (a tiny one would need
+// thousands to fill ColdBytes).
+const maxColdReplicas = 4096
+
+// measureCase measures c with s.Replicas copies a submission, or on the CPU, where c has cold
+// inputs, with as many copies (each with its own cold inputs) as read s.ColdBytes.
+func measureCase(be engine.Backend, c Case, s Sizes) (wall Stats, gpu *Stats, err error) {
+	replicas, cold := s.Replicas, []string(nil)
+	if len(c.cold) > 0 && s.ColdBytes > 0 && be.Device().Backend == "cpu" && c.Bytes > 0 {
+		replicas = max(replicas, min(maxColdReplicas, int(math.Ceil(float64(s.ColdBytes)/c.Bytes))))
+		cold = c.cold
+	}
+	return measureCold(be, c.build, replicas, cold, s.Repeats)
+}
+
 // measure compiles build with replicas copies, times it and returns per-replica statistics of
 // the wall clock and, on a device with timestamps (engine.GPUTimer), of the device's kernel time.
 func measure(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, rp Repeats) (wall Stats, gpu *Stats, err error) {
-	c, err := compileCase(be, build, replicas, 1)
+	return measureCold(be, build, replicas, nil, rp)
+}
+
+// measureCold is measure with each replica's own copy of the inputs named in cold.
+func measureCold(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, cold []string, rp Repeats) (wall Stats, gpu *Stats, err error) {
+	c, err := compileCase(be, build, replicas, cold, 1)
 	if err != nil {
 		return Stats{}, nil, err
 	}

@@ -36,13 +36,23 @@ func newFlashPlan(a engine.Attention, starts []int32) flashPlan {
 	// About 64 rows a tile (the GEMMs' m) and 128 keys a block: the score block (32 KiB) and the
 	// gathered tiles stay in L2. A decoding tile (a few positions) takes longer blocks: its
 	// GEMMs are thin, and each block costs a rescale of the output rows.
-	p.bq = max(1, 64/p.group)
+	// Rows a tile a multiple of the micro-kernel's (six): 64 rows left a 4-row edge tile for each
+	// GEMM, on the slower edge path.
+	step := gemm.MR / gcd(gemm.MR, p.group)
+	p.bq = ((64+p.group-1)/p.group + step - 1) / step * step
 	p.bk = 128
 	if a.QLen*p.group <= 16 {
 		p.bk = 512
 		p.decoding = true
 	}
 	return p
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // flashBufs recycles the tasks' working memory (a few hundred KiB each), which a fresh
@@ -107,12 +117,16 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 		b, kh, i0 := t/(a.KVHeads*tiles), t/tiles%a.KVHeads, t%tiles*p.bq
 		i1 := min(i0+p.bq, a.QLen)
 		rows := (i1 - i0) * G
-		bp := flashBuf(2*rows*D + rows*p.bk + 2*rows)
+		bp := flashBuf(2*rows*D + rows*p.bk + 5*rows)
 		defer flashBufs.Put(bp)
 		buf := *bp
 		qt, ot := buf[:rows*D], buf[rows*D:2*rows*D]
 		s := buf[2*rows*D : 2*rows*D+rows*p.bk]
-		m, l := buf[2*rows*D+rows*p.bk:2*rows*D+rows*p.bk+rows], buf[2*rows*D+rows*p.bk+rows:]
+		stats := buf[2*rows*D+rows*p.bk:]
+		// m, l: each row's running maximum and sum; shift, corr: a block's m_old − m_new and its
+		// exponential (the rescale of the row's sum and output), one vector call for all rows;
+		// sums: the block's own sums.
+		m, l, shift, corr, sums := stats[:rows], stats[rows:2*rows], stats[2*rows:3*rows], stats[3*rows:4*rows], stats[4*rows:5*rows]
 		p.gather(qt, q, b, kh, i0, i1)
 		for r := range m {
 			m[r] = float32(math.Inf(-1))
@@ -132,19 +146,32 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 				sr := s[r*n : (r+1)*n]
 				if c0 >= c1 {
 					clear(sr)
+					shift[r], sums[r] = 0, 0
 					continue
 				}
 				mn := max(m[r], gemm.Max(sr[c0:c1]))
-				corr := float32(math.Exp(float64(m[r] - mn))) // 0 for the first block a row sees
-				sum := gemm.ExpSub(sr[c0:c1], sr[c0:c1], mn)
-				clear(sr[:c0])
-				clear(sr[c1:])
-				l[r] = l[r]*corr + sum
+				shift[r] = m[r] - mn // −∞ for the first block a row sees: no old sum to keep
+				// The exponentials over whole vectors around [c0, c1), the unseen keys among them
+				// −∞ (so 0); zeros beyond.
+				e0, e1 := c0&^15, min(n, (c1+15)&^15)
+				for j := e0; j < c0; j++ {
+					sr[j] = float32(math.Inf(-1))
+				}
+				for j := c1; j < e1; j++ {
+					sr[j] = float32(math.Inf(-1))
+				}
+				sums[r] = gemm.ExpSub(sr[e0:e1], sr[e0:e1], mn)
+				clear(sr[:e0])
+				clear(sr[e1:])
 				m[r] = mn
-				if corr != 1 {
+			}
+			gemm.ExpSub(corr, shift, 0)
+			for r := 0; r < rows; r++ {
+				l[r] = l[r]*corr[r] + sums[r]
+				if corr[r] != 1 {
 					or := ot[r*D : (r+1)*D]
 					for d := range or {
-						or[d] *= corr
+						or[d] *= corr[r]
 					}
 				}
 			}
