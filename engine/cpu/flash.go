@@ -4,6 +4,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu/gemm"
@@ -108,14 +109,49 @@ func (p *flashPlan) keyRange(b, i0, i1 int) (lo, hi int) {
 	return lo, hi
 }
 
+// headPanels are one (sequence, KV head)'s keys and values packed once for all its query tiles
+// (gemm.Panel): Kᵀ (depth headDim, a column a key) and V (depth the keys). The first tile of the
+// head to run packs them; the last to finish releases them, so only the heads in progress hold
+// packed copies.
+type headPanels struct {
+	once  sync.Once
+	left  atomic.Int32
+	kt, v gemm.Panel
+}
+
 // flashForward is attention's forward pass; one task a (sequence, KV head, query tile).
 func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
 	p := newFlashPlan(a, starts)
 	D, G := a.HeadDim, p.group
 	tiles := (a.QLen + p.bq - 1) / p.bq
+	var heads []headPanels
+	if !p.decoding {
+		// Longer key blocks than the backward's: half the online-softmax rescales and calls (the
+		// backward keeps 128, measured faster there).
+		p.bk = 256
+		heads = make([]headPanels, a.Batch*a.KVHeads)
+		for h := range heads {
+			heads[h].left.Store(int32(tiles))
+		}
+	}
 	gemm.Parallel(a.Batch*a.KVHeads*tiles, func(t int) {
 		b, kh, i0 := t/(a.KVHeads*tiles), t/tiles%a.KVHeads, t%tiles*p.bq
 		i1 := min(i0+p.bq, a.QLen)
+		kvBase := b*a.KVLen*p.ld + kh*D
+		var hp *headPanels
+		if heads != nil {
+			hp = &heads[b*a.KVHeads+kh]
+			hp.once.Do(func() {
+				hp.kt = gemm.PackPanel(true, D, a.KVLen, k[kvBase:], p.ld)
+				hp.v = gemm.PackPanel(false, a.KVLen, D, v[kvBase:], p.ld)
+			})
+			defer func() {
+				if hp.left.Add(-1) == 0 {
+					hp.kt.Release()
+					hp.v.Release()
+				}
+			}()
+		}
 		rows := (i1 - i0) * G
 		bp := flashBuf(2*rows*D + rows*p.bk + 5*rows)
 		defer flashBufs.Put(bp)
@@ -131,14 +167,16 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 		for r := range m {
 			m[r] = float32(math.Inf(-1))
 		}
-		kvBase := b*a.KVLen*p.ld + kh*D
 		lo, hi := p.keyRange(b, i0, i1)
+		if hp != nil {
+			lo &^= gemm.NR - 1 // blocks start on a panel strip; the keys before lo are masked
+		}
 		for j0 := lo; j0 < hi; j0 += p.bk {
 			n := min(p.bk, hi-j0)
 			if p.decoding {
 				gemm.AttendScores(rows, n, D, a.Scale, qt, k[kvBase+j0*p.ld:], p.ld, s, n)
 			} else {
-				gemm.Sgemm(false, true, rows, n, D, a.Scale, qt, D, k[kvBase+j0*p.ld:], p.ld, 0, s, n)
+				gemm.MulPanel(rows, a.Scale, qt, D, hp.kt, 0, D, j0, n, 0, s, n)
 			}
 			for r := 0; r < rows; r++ {
 				vl, vh := p.visible(b, i0+r/G)
@@ -178,7 +216,7 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 			if p.decoding {
 				gemm.AttendValues(rows, n, D, s, n, v[kvBase+j0*p.ld:], p.ld, ot, D)
 			} else {
-				gemm.Sgemm(false, false, rows, D, n, 1, s, n, v[kvBase+j0*p.ld:], p.ld, 1, ot, D)
+				gemm.MulPanel(rows, 1, s, n, hp.v, j0, n, 0, D, 1, ot, D)
 			}
 		}
 		for r := 0; r < rows; r++ {

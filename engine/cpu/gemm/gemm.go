@@ -261,7 +261,7 @@ func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, be
 				if useAVX512 && rows == mr {
 					// Four whole strips at a time (a 6×64 tile: see kern6x64AVX512).
 					for ; js+4 <= nstrips && j0+(js+4)*nr <= n; js += 4 {
-						micro4(kcur, as, bp[js*stripStride(kcur):], alpha, bet, c[i*ldc+j0+js*nr:], ldc)
+						micro4(kcur, as, bp[js*stripStride(kcur):], stripStride(kcur), alpha, bet, c[i*ldc+j0+js*nr:], ldc)
 					}
 				}
 				for ; js < nstrips; js++ {
@@ -436,13 +436,13 @@ func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float
 	store(&tile, rows, cols, alpha, beta, c, ldc)
 }
 
-// micro4 adds a whole mr×4nr tile, four adjacent packed B strips against one A strip, into C
-// (AVX-512 only): C = alpha·(a·b) + beta·C.
-func micro4(k int, a, b []float32, alpha, beta float32, c []float32, ldc int) {
+// micro4 adds a whole mr×4nr tile, four adjacent packed B strips (bstride floats apart) against
+// one A strip, into C (AVX-512 only): C = alpha·(a·b) + beta·C.
+func micro4(k int, a, b []float32, bstride int, alpha, beta float32, c []float32, ldc int) {
 	_ = a[k*mr-1]
-	_ = b[3*stripStride(k)+k*nr-1]
+	_ = b[3*bstride+k*nr-1]
 	_ = c[(mr-1)*ldc+4*nr-1]
-	kern6x64AVX512(k, &a[0], &b[0], stripStride(k), &c[0], ldc, alpha, beta)
+	kern6x64AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta)
 }
 
 // store writes the valid corner of a tile into C: C = alpha·tile + beta·C.
