@@ -205,13 +205,12 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 			}
 			gemm.ExpSub(corr, shift, 0)
 			for r := 0; r < rows; r++ {
-				l[r] = l[r]*corr[r] + sums[r]
-				if corr[r] != 1 {
-					or := ot[r*D : (r+1)*D]
-					for d := range or {
-						or[d] *= corr[r]
-					}
+				// The output rows so far, rescaled to the new maximum; none yet before a row's
+				// first block (corr 0, the row still zero).
+				if c := corr[r]; c != 1 && l[r] != 0 {
+					gemm.Scale(ot[r*D:(r+1)*D], c)
 				}
+				l[r] = l[r]*corr[r] + sums[r]
 			}
 			if p.decoding {
 				gemm.AttendValues(rows, n, D, s, n, v[kvBase+j0*p.ld:], p.ld, ot, D)
@@ -221,11 +220,7 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 		}
 		for r := 0; r < rows; r++ {
 			i, h := i0+r/G, kh*G+r%G
-			inv := 1 / l[r]
-			or := ot[r*D : (r+1)*D]
-			for d := range or {
-				or[d] *= inv
-			}
+			gemm.Scale(ot[r*D:(r+1)*D], 1/l[r])
 			lse[(b*a.Heads+h)*a.QLen+i] = m[r] + float32(math.Log(float64(l[r])))
 		}
 		p.scatter(out, ot, b, kh, i0, i1)

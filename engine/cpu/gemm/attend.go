@@ -93,3 +93,15 @@ func Max(x []float32) float32 {
 	}
 	return m
 }
+
+// Scale multiplies x by a in place (a softmax row's output, rescaled as its maximum grows).
+func Scale(x []float32, a float32) {
+	i := 0
+	if useAVX512 && len(x) >= 16 {
+		i = len(x) &^ 15
+		scaleAVX512(i, &x[0], a)
+	}
+	for ; i < len(x); i++ {
+		x[i] *= a
+	}
+}

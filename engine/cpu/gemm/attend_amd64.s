@@ -295,3 +295,20 @@ mfold:
 	VZEROUPPER
 	MOVSS         X0, ret+16(FP)
 	RET
+
+// func scaleAVX512(n int, x *float32, a float32)
+// x[i] *= a for i < n, n a positive multiple of 16.
+TEXT ·scaleAVX512(SB), NOSPLIT, $0-20
+	MOVQ         n+0(FP), CX
+	MOVQ         x+8(FP), SI
+	VBROADCASTSS a+16(FP), Z1
+	SHRQ         $4, CX
+
+sloop:
+	VMULPS  (SI), Z1, Z0
+	VMOVUPS Z0, (SI)
+	ADDQ    $64, SI
+	DECQ    CX
+	JNZ     sloop
+	VZEROUPPER
+	RET

@@ -84,3 +84,18 @@ func TestMax(t *testing.T) {
 		}
 	})
 }
+
+// TestScale checks Scale on every instruction set, on lengths around the 16-float step.
+func TestScale(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	withAVX2(t, func(t *testing.T) {
+		for _, n := range []int{1, 15, 16, 17, 64, 70} {
+			x := randn(r, n)
+			y := append([]float32(nil), x...)
+			Scale(y, -0.37)
+			for i := range x {
+				require.Equal(t, x[i]*-0.37, y[i], "n=%d [%d]", n, i)
+			}
+		}
+	})
+}

@@ -107,3 +107,5 @@ func maxAVX512(n int, x *float32) float32 { panic("gemm: no assembly kernels in 
 func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32) {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func scaleAVX512(n int, x *float32, a float32) { panic("gemm: no assembly kernels in this build") }
