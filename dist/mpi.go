@@ -19,6 +19,13 @@ func init() {
 	runtime.LockOSThread()
 }
 
+var releaseOnce sync.Once
+
+// ReleaseMainThread undoes this package's lock of the main goroutine to the main OS thread, for a
+// command that makes no MPI call (see studio.ReleaseMainThread for what the lock costs). It must
+// be called from the main goroutine; later calls do nothing.
+func ReleaseMainThread() { releaseOnce.Do(runtime.UnlockOSThread) }
+
 var (
 	openOnce, finalizeOnce sync.Once
 	world                  Comm

@@ -19,3 +19,6 @@ func Open() (Comm, error) {
 
 // Finalize ends MPI after a successful run; without MPI it does nothing.
 func Finalize() {}
+
+// ReleaseMainThread does nothing: without MPI this package does not lock the main thread.
+func ReleaseMainThread() {}

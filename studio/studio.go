@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/go-gl/glfw/v3.3/glfw"
@@ -34,6 +35,15 @@ func init() {
 	// GLFW's calls must come from the main thread; init runs on it.
 	runtime.LockOSThread()
 }
+
+var releaseOnce sync.Once
+
+// ReleaseMainThread undoes this package's lock of the main goroutine to the main OS thread, for a
+// program that links the studio but does not open its window: a locked goroutine hands its
+// thread over at every block and wake-up, and the CPU backend's kernels, which the main goroutine
+// joins, lost up to half their speed to it (lathe bench's 1B decode: 24-35 tokens/s locked, 40-44
+// not). It must be called from the main goroutine; later calls do nothing.
+func ReleaseMainThread() { releaseOnce.Do(runtime.UnlockOSThread) }
 
 // Options are a studio session's settings.
 type Options struct {

@@ -14,7 +14,14 @@ import (
 
 // The window links GLFW and X11 (and their shared libraries at run time): a build with -tags
 // nostudio leaves `lathe studio` out, for servers without them.
-func init() { extraCommands = append(extraCommands, newStudioCmd) }
+func init() {
+	extraCommands = append(extraCommands, newStudioCmd)
+	mainThreadReleases = append(mainThreadReleases, func(path string) {
+		if path != "lathe studio" {
+			studio.ReleaseMainThread()
+		}
+	})
+}
 
 func newStudioCmd() *cobra.Command {
 	var cfg train.Config

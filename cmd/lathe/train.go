@@ -21,6 +21,16 @@ import (
 	"github.com/lathe-ml/lathe/train"
 )
 
+// Only train makes MPI calls: every other command gives back the main thread dist's init locks in
+// a build with MPI.
+func init() {
+	mainThreadReleases = append(mainThreadReleases, func(path string) {
+		if path != "lathe train" {
+			dist.ReleaseMainThread()
+		}
+	})
+}
+
 func newTrainCmd() *cobra.Command {
 	var cfg train.Config
 	var device string
