@@ -364,6 +364,9 @@ func TestColdCopiesReadTheirOwnWeights(t *testing.T) {
 		names[strings.SplitN(n.Name(), "#", 2)[0]]++
 	}
 	require.Equal(t, map[string]int{"packed": replicas, "absmax": replicas, "x": 1}, names)
-	// A GEMM (prefill) reads its weights from cache like every other kernel.
+	// A GEMM (prefill) reads its weights from cache like every other kernel; decoding attention
+	// reads its KV cache from memory.
 	require.Empty(t, GEMMCase(Tiny, "q_proj", 16, 64, 128).cold)
+	require.Empty(t, AttentionCase(Tiny, 16, 16, false).cold)
+	require.Equal(t, []string{"k", "v"}, AttentionCase(Tiny, 1, 64, false).cold)
 }

@@ -211,9 +211,14 @@ func AttentionCase(m ModelShape, qlen, kvlen int, backward bool) Case {
 			kernel = KernelAttnDecode
 		}
 		by := 4 * (2*q*hd + 2*kv*kvd + float64(m.Heads)*q)
-		return newCase(kernel, m, proj, d, fwd, by, func(g *engine.Graph, in leafFunc) []*engine.Node {
+		c := newCase(kernel, m, proj, d, fwd, by, func(g *engine.Graph, in leafFunc) []*engine.Node {
 			return g.Apply(a, f32(in, "q", qlen, m.Heads*m.HeadDim), f32(in, "k", kvlen, m.KVHeads*m.HeadDim), f32(in, "v", kvlen, m.KVHeads*m.HeadDim))[:1]
 		})
+		if qlen == 1 {
+			// A decoding step reads every layer's KV cache once, beside the weights: from memory.
+			c.cold = []string{"k", "v"}
+		}
+		return c
 	}
 	// Backward recomputes the scores and runs four more matmuls: 2.5× the forward's flops.
 	by := 4 * (4*q*hd + 4*kv*kvd + float64(m.Heads)*q)

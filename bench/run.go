@@ -41,9 +41,9 @@ type Sizes struct {
 	// submit-and-wait overhead that wall-clock timing includes).
 	Replicas int
 	// ColdBytes, on the CPU, is what the copies of a kernel with cold inputs (a decoding GEMV's
-	// weights) read in all at least, each copy its own weights, and the least size of the
-	// streaming-read ceiling's buffer: several times the last-level cache, so that both come from
-	// memory. 0: the weights are read from cache like the other kernels' inputs.
+	// weights, decoding attention's KV cache) read in all at least, each copy its own, and the
+	// least size of the streaming-read ceiling's buffer: several times the last-level cache, so
+	// that both come from memory. 0: those inputs are read from cache like the others.
 	ColdBytes int
 	Repeats   Repeats
 	// E2E is the synthetic checkpoint of the end-to-end measurements (none when Layers is 0).
@@ -155,7 +155,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		"Times are wall clock around Program.Run plus a 4-byte read of the last output (which waits for the submission): the wgpu binding exposes no timestamp period, so GPU timestamp queries cannot be turned into seconds.",
 		"GPU ceilings: an f32 Scale over a large buffer (bytes read plus written) and lathe's f32 MatMul on a large square matrix. CPU ceilings are the CPU's own, with no lathe kernel involved: an FMA loop on independent accumulators at the widest vector width on all threads, and a streaming read with vector loads on all threads; lathe's scale and matmul are reported against them. Each is measured before and after the kernels and the better figure kept. Roofline fraction = achieved flop/s ÷ min(peak, intensity × bandwidth).",
 		"NF4 kernels move 4.5 bits a weight (packed nibbles plus f32 block scales, blocksize 64); LoRA kernels use an NF4 base (QLoRA), rank 16, scale 2.",
-		"On the CPU the NF4 GEMV (decoding) runs as many copies a submission, each with its own weights, as read 256 MiB, and the streaming read runs over at least 256 MiB: both come from memory, as a model's weights do when decoding, not from the last-level cache.")
+		"On the CPU the decoding kernels (the NF4 GEMV, attention over the KV cache) run as many copies a submission, each with its own weights or cache, as read 256 MiB, and the streaming read runs over at least 256 MiB: both come from memory, as a model's weights do when decoding, not from the last-level cache.")
 	kctx := ctx
 	if o.Budget > 0 {
 		var cancel context.CancelFunc

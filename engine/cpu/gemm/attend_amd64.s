@@ -23,6 +23,25 @@ TEXT ·attendScoresAVX512(SB), NOSPLIT, $0-72
 	SHLQ         $2, R14
 
 sblock:
+	// Ask for the next block's sixteen key rows: they are strided (the other KV heads' rows lie
+	// between), and a decoding step reads the cache from memory.
+	LEAQ (SI)(R8*8), AX
+	LEAQ (AX)(R8*8), AX
+	MOVQ $16, BX
+
+spfrow:
+	MOVQ AX, R11
+	MOVQ d16+8(FP), R9
+
+spfline:
+	PREFETCHT0 (R11)
+	ADDQ       $64, R11
+	DECQ       R9
+	JNZ        spfline
+	ADDQ       R8, AX
+	DECQ       BX
+	JNZ        spfrow
+
 	MOVQ q+24(FP), AX
 	MOVQ rows+16(FP), R9
 	MOVQ DX, R15
