@@ -43,6 +43,10 @@ type Options struct {
 	// Head is the output projection generation reads (model.LoadOptions.Head); "" is
 	// model.HeadAuto. Training and evaluation use the loaded one.
 	Head string
+	// Compute is the precision of the 4-bit layers' products (model.LoadOptions.Compute): "" or
+	// "f32" exact, "bf16" as bitsandbytes' bnb_4bit_compute_dtype=bfloat16 (faster decoding on
+	// CPUs with AVX512_BF16).
+	Compute string
 	// Slots is the most generations decoded together (default 4); more wait for a slot.
 	Slots int
 	// Context is the most tokens, prompt and completion, a generation holds (default: the
@@ -86,7 +90,7 @@ func Open(dir string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.Load(dir, b, model.LoadOptions{Quantize: o.Quantize, DoubleQuant: o.DoubleQuant, Blocksize: o.Blocksize, Head: cmp.Or(o.Head, model.HeadAuto)})
+	m, err := model.Load(dir, b, model.LoadOptions{Quantize: o.Quantize, DoubleQuant: o.DoubleQuant, Blocksize: o.Blocksize, Head: cmp.Or(o.Head, model.HeadAuto), Compute: o.Compute})
 	if err != nil {
 		b.Close()
 		return nil, err

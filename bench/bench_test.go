@@ -129,7 +129,7 @@ func TestCaseWork(t *testing.T) {
 		require.False(t, seen[c.ID], "duplicate case %s", c.ID)
 		seen[c.ID] = true
 	}
-	require.Len(t, cs, 4+4+4+2+3+1)
+	require.Len(t, cs, 4+4+4+4+2+3+1) // GEMV, its bfloat16 form, GEMM, LoRA, IA3, attention, RMSNorm
 }
 
 func fakeReport() *Report {

@@ -24,7 +24,8 @@ type E2ESizes struct {
 	Repeats int
 	// Weights lists the weight formats loaded: "f32", "nf4" (its generation head bf16, the
 	// default), "nf4/head-nf4" (the head NF4 too, as an exported Q4_0 GGUF has its output Q4_0;
-	// batch 1 only).
+	// batch 1 only), "nf4/head-nf4/bf16" (that, its products in bfloat16: model.LoadOptions.Compute;
+	// batch 1, on the CPU only, where the allowance changes the kernel).
 	Weights []string
 	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
 	Batches []int
@@ -41,13 +42,16 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
 			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
 		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
-		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4Head4}, Adapters: 8,
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4Head4, nf4Head4BF16}, Adapters: 8,
 	}
 }
 
 // nf4Head4 is the weight format of NF4 linear layers with an NF4 output layer for decoding
 // (model.LoadOptions.Head "nf4"): the bytes of llama.cpp's Q4_0 file as lathe exports it.
 const nf4Head4 = "nf4/head-nf4"
+
+// nf4Head4BF16 is nf4Head4 with bfloat16 products (model.LoadOptions.Compute "bf16").
+const nf4Head4BF16 = nf4Head4 + "/bf16"
 
 // qwen3Vocab is Qwen3's vocabulary size.
 const qwen3Vocab = 151936
@@ -87,8 +91,11 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer, after func(dir string,
 	}
 	for _, w := range s.Weights {
 		for _, b := range batches {
-			if w == nf4Head4 && b != 1 {
+			if (w == nf4Head4 || w == nf4Head4BF16) && b != 1 {
 				continue
+			}
+			if w == nf4Head4BF16 && be.Device().Backend != "cpu" {
+				continue // GPU backends compute in f32 or f16 whatever the allowance
 			}
 			adapters := []int{0}
 			if b > 1 && s.Adapters > 0 {
@@ -125,6 +132,8 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 		lo.Quantize = "nf4"
 	case nf4Head4:
 		lo.Quantize, lo.Head = "nf4", "nf4"
+	case nf4Head4BF16:
+		lo.Quantize, lo.Head, lo.Compute = "nf4", "nf4", "bf16"
 	}
 	cb := engine.NewCounting(be)
 	be = cb

@@ -11,6 +11,7 @@ import (
 // The kernel names, as they appear in reports.
 const (
 	KernelGEMV          = "nf4_gemv"
+	KernelGEMVBF16      = "nf4_gemv_bf16"
 	KernelGEMM          = "nf4_gemm"
 	KernelLoRAFwd       = "lora_fwd_fused"
 	KernelLoRAFwdUnfuse = "lora_fwd_unfused"
@@ -25,7 +26,7 @@ const (
 )
 
 // AllKernels lists every kernel in report order.
-var AllKernels = []string{KernelGEMV, KernelGEMM, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
+var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMM, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
 	KernelIA3Fwd, KernelIA3Bwd, KernelAttnPrefill, KernelAttnDecode, KernelAttnBwd, KernelRMSNorm}
 
 // Dims are a case's sizes: M rows (tokens), N outputs, K inputs, R the LoRA rank; for attention
@@ -98,6 +99,12 @@ func newCase(kernel string, m ModelShape, proj string, d Dims, flops, bytes floa
 // GEMVCase is y = x·Wᵀ for one token and an NF4 W: [n, k].
 func GEMVCase(m ModelShape, proj string, n, k int) Case { return qmmCase(KernelGEMV, m, proj, 1, n, k) }
 
+// GEMVBF16Case is GEMVCase with bfloat16 products allowed (engine.QuantSpec.Compute), which the
+// CPU takes where it has AVX512_BF16 (measured on the CPU only).
+func GEMVBF16Case(m ModelShape, proj string, n, k int) Case {
+	return qmmCase(KernelGEMVBF16, m, proj, 1, n, k)
+}
+
 // GEMMCase is y = x·Wᵀ for rows tokens and an NF4 W: [n, k].
 func GEMMCase(m ModelShape, proj string, rows, n, k int) Case {
 	return qmmCase(KernelGEMM, m, proj, rows, n, k)
@@ -109,7 +116,11 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 	bytes := nf4Bytes(n*k) + 4*float64(rows*(n+k))
 	c := newCase(kernel, m, proj, d, flops, bytes, func(g *engine.Graph, in leafFunc) []*engine.Node {
 		p, a := nf4Leaves(in, n, k)
-		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, nf4Spec(n, k))}
+		q := nf4Spec(n, k)
+		if kernel == KernelGEMVBF16 {
+			q.Compute = engine.BF16
+		}
+		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, q)}
 	})
 	if rows == 1 {
 		// A decoding step reads every weight once: from memory, as the roofline's bandwidth is.
@@ -253,6 +264,9 @@ func Cases(m ModelShape, tokens, context, rank int, kernels []string, loraProjs 
 	ups := m.UniqueProjections()
 	for _, p := range ups {
 		add(GEMVCase(m, p.Name, p.Out, p.In))
+	}
+	for _, p := range ups {
+		add(GEMVBF16Case(m, p.Name, p.Out, p.In))
 	}
 	for _, p := range ups {
 		add(GEMMCase(m, p.Name, tokens, p.Out, p.In))

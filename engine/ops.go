@@ -88,6 +88,12 @@ type QuantSpec struct {
 	Type      quant.Type
 	Blocksize int
 	N, K      int
+	// Compute is the precision the forward product x·Wᵀ may take (bitsandbytes'
+	// bnb_4bit_compute_dtype): F32 (the zero value) computes it exactly in float32; BF16 allows a
+	// backend to round x and the codebook to bfloat16 and sum their products in float32, as
+	// PyTorch's "medium" float32 matmul precision allows, where that is faster (the CPU's
+	// decoding GEMV on AVX512_BF16). It is an allowance: a backend may compute in float32 anyway.
+	Compute DType
 }
 
 // Code is the type's codebook, defined once in package quant.
@@ -99,6 +105,9 @@ func (q *QuantSpec) check(packed, absmax Meta) error {
 	}
 	if q.Blocksize < 32 || q.Blocksize&(q.Blocksize-1) != 0 {
 		return fmt.Errorf("blocksize %d is not a power of two ≥ 32", q.Blocksize)
+	}
+	if q.Compute != F32 && q.Compute != BF16 {
+		return fmt.Errorf("compute precision %s: want f32 or bf16", q.Compute)
 	}
 	numel := q.N * q.K
 	if q.N <= 0 || q.K <= 0 {

@@ -42,6 +42,22 @@ type LoadOptions struct {
 	// "f16", "nf4" or "fp4" force a copy in that type); "" is HeadBase. Other graphs always
 	// use the loaded matrix.
 	Head string
+	// Compute is the precision the 4-bit layers' products may take (engine.QuantSpec.Compute):
+	// "" or "f32" exact in float32, "bf16" with x and the codebook rounded to bfloat16 as
+	// bitsandbytes computes with bnb_4bit_compute_dtype=bfloat16 (the CPU decodes faster so where
+	// it has AVX512_BF16). Layers kept in 16 or 32 bits are not affected.
+	Compute string
+}
+
+// computeDType is the engine.QuantSpec.Compute a LoadOptions.Compute value names.
+func computeDType(s string) (engine.DType, error) {
+	switch s {
+	case "", "f32":
+		return engine.F32, nil
+	case "bf16":
+		return engine.BF16, nil
+	}
+	return engine.F32, fmt.Errorf("compute %q: want f32 or bf16", s)
 }
 
 // Load reads a Hugging Face model folder (config.json, model.safetensors or a sharded index) and
@@ -55,6 +71,10 @@ type LoadOptions struct {
 // dequantized to float32 (and, with Quantize, re-quantized to 4 bits as from any checkpoint).
 func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	if err := checkHead(o.Head); err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	compute, err := computeDType(o.Compute)
+	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
 	cfg, err := LoadConfig(dir)
@@ -172,6 +192,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	}
 	if err := m.loadHead(ck, where, o); err != nil {
 		return nil, err
+	}
+	for _, q := range m.Quant {
+		q.Compute = compute
 	}
 	ok = true
 	return m, nil

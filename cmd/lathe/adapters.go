@@ -12,12 +12,12 @@ import (
 
 // openModel opens the device, loads the model in dir onto it (head: the output projection of
 // generation, model.LoadOptions.Head) and its tokenizer; done releases both.
-func openModel(device, dir, quantize, head string) (m *model.Model, tok *tokenizer.Tokenizer, done func(), err error) {
+func openModel(device, dir, quantize, head, compute string) (m *model.Model, tok *tokenizer.Tokenizer, done func(), err error) {
 	b, err := backends.Open(device)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if m, err = model.Load(dir, b, model.LoadOptions{Quantize: quantize, Head: head}); err != nil {
+	if m, err = model.Load(dir, b, model.LoadOptions{Quantize: quantize, Head: head, Compute: compute}); err != nil {
 		b.Close()
 		return nil, nil, nil, err
 	}
@@ -31,6 +31,9 @@ func openModel(device, dir, quantize, head string) (m *model.Model, tok *tokeniz
 
 // headUsage is the help of generate's and serve's --head.
 const headUsage = "the output layer's copy decoding reads: auto (bf16 beside a 4-bit base whose output matrix is f32; else as loaded), base (as loaded), bf16, f16, nf4 or fp4 (llama.cpp Q4_0's bytes; less exact)"
+
+// computeUsage is the help of generate's and serve's --compute.
+const computeUsage = "precision of the 4-bit layers' products: f32 (exact) or bf16 (x and the codes rounded to bfloat16, as bitsandbytes' bnb_4bit_compute_dtype=bfloat16; faster decoding on a CPU with AVX512_BF16)"
 
 // adapterLoader loads PEFT adapter folders for m.
 func adapterLoader(m *model.Model) serve.AdapterLoader {

@@ -16,6 +16,7 @@ func newGenerateCmd() *cobra.Command {
 	var (
 		dir, adapterDir, prompt string
 		device, quantize, head  string
+		compute                 string
 		chat, asJSON            bool
 		s                       = serve.DefaultSampling()
 	)
@@ -30,7 +31,7 @@ func newGenerateCmd() *cobra.Command {
 			if err := s.Validate(); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
-			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize, Head: head, Slots: 1})
+			m, err := lathe.Open(dir, lathe.Options{Device: device, Quantize: quantize, Head: head, Compute: compute, Slots: 1})
 			if err != nil {
 				return err
 			}
@@ -76,6 +77,7 @@ func newGenerateCmd() *cobra.Command {
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	f.StringVar(&head, "head", model.HeadAuto, headUsage)
+	f.StringVar(&compute, "compute", "f32", computeUsage)
 	f.IntVar(&s.MaxTokens, "max-tokens", s.MaxTokens, "most tokens to generate")
 	f.Float64Var(&s.Temperature, "temperature", s.Temperature, "sampling temperature; 0 is greedy")
 	f.Float64Var(&s.TopP, "top-p", s.TopP, "nucleus sampling mass")

@@ -25,14 +25,14 @@ import (
 
 func newServeCmd() *cobra.Command {
 	var (
-		dir, name, host, apiKey, device, quantize, merge, head string
-		adapterDir, chatTemplate                               string
-		port, maxConcurrent, maxWaiting, contextLen            int
-		maxAdapters, maxConns                                  int
-		maxAdapterBytes                                        int64
-		readTimeout, idleTimeout, writeTimeout                 time.Duration
-		tokenTimeout                                           time.Duration
-		adapters, allowedHosts, corsOrigins                    []string
+		dir, name, host, apiKey, device, quantize, merge, head, compute string
+		adapterDir, chatTemplate                                        string
+		port, maxConcurrent, maxWaiting, contextLen                     int
+		maxAdapters, maxConns                                           int
+		maxAdapterBytes                                                 int64
+		readTimeout, idleTimeout, writeTimeout                          time.Duration
+		tokenTimeout                                                    time.Duration
+		adapters, allowedHosts, corsOrigins                             []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--adapter-dir DIR] [--merge DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]",
@@ -49,7 +49,7 @@ func newServeCmd() *cobra.Command {
 			if merge != "" && head != model.HeadAuto && head != model.HeadBase {
 				return fmt.Errorf("serve: --merge changes the loaded weights after --head %s copied the output projection; leave --head out", head)
 			}
-			m, tok, done, err := openModel(device, dir, quantize, head)
+			m, tok, done, err := openModel(device, dir, quantize, head, compute)
 			if err != nil {
 				return err
 			}
@@ -161,6 +161,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&device, "device", "auto", "auto, cpu, webgpu, webgpu:N, vulkan or vulkan:N")
 	f.StringVar(&quantize, "quantize", "", "store the base weights in 4 bits: nf4 or fp4")
 	f.StringVar(&head, "head", model.HeadAuto, headUsage)
+	f.StringVar(&compute, "compute", "f32", computeUsage)
 	return cmd
 }
 

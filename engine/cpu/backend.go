@@ -276,9 +276,7 @@ func run(l engine.Launch) error {
 		}
 		gemm.Sgemm(op.TransA, op.TransB, m, n, k, 1, f32(in[0]), lda, f32(in[1]), ldb, 0, f32(out[0]), n)
 	case engine.QMatMul:
-		q := op.Quant
-		code := q.Code()
-		gemm.MatMul4(op.TransW, in[0].Meta.Shape.Rows(), q.N, q.K, f32(in[0]), u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, f32(out[0]))
+		matMul4(&op.Quant, op.TransW, in[0].Meta.Shape.Rows(), f32(in[0]), u8(in[1]), f32(in[2]), f32(out[0]))
 	case engine.MatMul16:
 		w := in[1].Meta.Shape
 		gemm.MatMul16(op.TransW, in[0].Meta.Shape.Rows(), w[0], w[1], f32(in[0]), u16(in[1]), in[1].Meta.DType == engine.BF16, 0, f32(out[0]))
@@ -635,6 +633,17 @@ func loraSeed(op engine.LoRA, fwd []engine.Arg) int32 {
 	return i32(fwd[3+nw])[0]
 }
 
+// matMul4 is gemm.MatMul4 for the 4-bit weight q, its forward product in bfloat16 where q.Compute
+// allows it (gemm.MatMul4BF16).
+func matMul4(q *engine.QuantSpec, transW bool, rows int, x []float32, packed []byte, absmax, y []float32) {
+	code := q.Code()
+	if q.Compute == engine.BF16 && !transW {
+		gemm.MatMul4BF16(rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
+		return
+	}
+	gemm.MatMul4(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
+}
+
 // loraForward: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ, writing xa = d(x)·Aᵀ for the backward pass.
 func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	rows, din, dout, r := op.Dims(metas(in))
@@ -642,9 +651,7 @@ func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	x, y, xa := f32(in[0]), f32(out[0]), f32(out[1])
 	a, b := f32(in[1+nw]), f32(in[2+nw])
 	if op.Quant != nil {
-		q := op.Quant
-		code := q.Code()
-		gemm.MatMul4(false, rows, q.N, q.K, x, u8(in[1]), f32(in[2]), q.Blocksize, &code, 0, y)
+		matMul4(op.Quant, false, rows, x, u8(in[1]), f32(in[2]), y)
 	} else if w := in[1]; engine.IsHalf(w.Meta.DType) {
 		gemm.MatMul16(false, rows, dout, din, x, u16(w), w.Meta.DType == engine.BF16, 0, y)
 	} else {
@@ -674,9 +681,7 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 		gemm.Sgemm(false, false, rows, r, dout, 1, dy, dout, b, r, 0, t, r)
 		if dx := o[0]; dx != nil {
 			if op.Quant != nil {
-				q := op.Quant
-				code := q.Code()
-				gemm.MatMul4(true, rows, q.N, q.K, dy, u8(fwd[1]), f32(fwd[2]), q.Blocksize, &code, 0, dx)
+				matMul4(op.Quant, true, rows, dy, u8(fwd[1]), f32(fwd[2]), dx)
 			} else if w := fwd[1]; engine.IsHalf(w.Meta.DType) {
 				gemm.MatMul16(true, rows, dout, din, dy, u16(w), w.Meta.DType == engine.BF16, 0, dx)
 			} else {

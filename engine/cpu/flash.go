@@ -178,40 +178,7 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 			} else {
 				gemm.MulPanel(rows, a.Scale, qt, D, hp.kt, 0, D, j0, n, 0, s, n)
 			}
-			for r := 0; r < rows; r++ {
-				vl, vh := p.visible(b, i0+r/G)
-				c0, c1 := max(vl-j0, 0), min(vh-j0, n)
-				sr := s[r*n : (r+1)*n]
-				if c0 >= c1 {
-					clear(sr)
-					shift[r], sums[r] = 0, 0
-					continue
-				}
-				mn := max(m[r], gemm.Max(sr[c0:c1]))
-				shift[r] = m[r] - mn // −∞ for the first block a row sees: no old sum to keep
-				// The exponentials over whole vectors around [c0, c1), the unseen keys among them
-				// −∞ (so 0); zeros beyond.
-				e0, e1 := c0&^15, min(n, (c1+15)&^15)
-				for j := e0; j < c0; j++ {
-					sr[j] = float32(math.Inf(-1))
-				}
-				for j := c1; j < e1; j++ {
-					sr[j] = float32(math.Inf(-1))
-				}
-				sums[r] = gemm.ExpSub(sr[e0:e1], sr[e0:e1], mn)
-				clear(sr[:e0])
-				clear(sr[e1:])
-				m[r] = mn
-			}
-			gemm.ExpSub(corr, shift, 0)
-			for r := 0; r < rows; r++ {
-				// The output rows so far, rescaled to the new maximum; none yet before a row's
-				// first block (corr 0, the row still zero).
-				if c := corr[r]; c != 1 && l[r] != 0 {
-					gemm.Scale(ot[r*D:(r+1)*D], c)
-				}
-				l[r] = l[r]*corr[r] + sums[r]
-			}
+			p.online(s, rows, n, b, i0, j0, m, l, shift, corr, sums, ot)
 			if p.decoding {
 				gemm.AttendValues(rows, n, D, s, n, v[kvBase+j0*p.ld:], p.ld, ot, D)
 			} else {
@@ -225,6 +192,48 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 		}
 		p.scatter(out, ot, b, kh, i0, i1)
 	})
+}
+
+// online folds the score block s [rows, n] (keys j0..j0+n−1 of the tile of positions from i0)
+// into the tile's online softmax: s becomes the block's exponentials exp(s − m_new) (zero for
+// unseen keys), each row's output ot so far is rescaled to its new maximum, and m and l (each
+// row's running maximum and sum) move on. shift, corr and sums are rows floats of scratch.
+func (p *flashPlan) online(s []float32, rows, n, b, i0, j0 int, m, l, shift, corr, sums, ot []float32) {
+	D := p.a.HeadDim
+	for r := 0; r < rows; r++ {
+		vl, vh := p.visible(b, i0+r/p.group)
+		c0, c1 := max(vl-j0, 0), min(vh-j0, n)
+		sr := s[r*n : (r+1)*n]
+		if c0 >= c1 {
+			clear(sr)
+			shift[r], sums[r] = 0, 0
+			continue
+		}
+		mn := max(m[r], gemm.Max(sr[c0:c1]))
+		shift[r] = m[r] - mn // −∞ for the first block a row sees: no old sum to keep
+		// The exponentials over whole vectors around [c0, c1), the unseen keys among them −∞
+		// (so 0); zeros beyond.
+		e0, e1 := c0&^15, min(n, (c1+15)&^15)
+		for j := e0; j < c0; j++ {
+			sr[j] = float32(math.Inf(-1))
+		}
+		for j := c1; j < e1; j++ {
+			sr[j] = float32(math.Inf(-1))
+		}
+		sums[r] = gemm.ExpSub(sr[e0:e1], sr[e0:e1], mn)
+		clear(sr[:e0])
+		clear(sr[e1:])
+		m[r] = mn
+	}
+	gemm.ExpSub(corr[:rows], shift[:rows], 0)
+	for r := 0; r < rows; r++ {
+		// The output rows so far, rescaled to the new maximum; none yet before a row's first
+		// block (corr 0, the row still zero).
+		if c := corr[r]; c != 1 && l[r] != 0 {
+			gemm.Scale(ot[r*D:(r+1)*D], c)
+		}
+		l[r] = l[r]*corr[r] + sums[r]
+	}
 }
 
 // flashProbs turns the score block s [rows, n] (keys j0..j0+n−1 of the tile of positions from i0)

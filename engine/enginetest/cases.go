@@ -349,6 +349,13 @@ func OpCases() []Case {
 			p, a, q := b.quant4(45, 67, 64, nf4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{1, 67}, 1), p, a, q)}
 		}),
+		// bfloat16 compute allowed (QuantSpec.Compute): a decoding step's GEMV, k a multiple of 128
+		// (the CPU's AVX512_BF16 kernel takes it), within bfloat16's rounding of x and the codes.
+		c("qmatmul/gemv-bf16", 1e-2, func(b *builder) []*engine.Node {
+			p, a, q := b.quant4(45, 256, 64, nf4)
+			q.Compute = engine.BF16
+			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{1, 256}, 1), p, a, q)}
+		}),
 		c("qmatmul/gemm", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 32, nf4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q)}

@@ -106,7 +106,8 @@ func BenchmarkSgemmBackward(b *testing.B) {
 }
 
 // BenchmarkMatMul4: the fused NF4 matmul beside the unfused path (dequantize all of W into a float
-// buffer, then Sgemm) in the same run, named MatMul4/{fused,unfused}/shape=m×n×k/layer. GB/s counts
+// buffer, then Sgemm) and, where the CPU has AVX512_BF16, the bfloat16 one (MatMul4BF16) in the
+// same run, named MatMul4/{fused,unfused,bf16}/shape=m×n×k/layer. GB/s counts
 // the 4-bit weights with their block scales (which dominate the GEMV) plus x and y.
 func BenchmarkMatMul4(b *testing.B) {
 	r := rand.New(rand.NewPCG(2, 2))
@@ -127,6 +128,14 @@ func BenchmarkMatMul4(b *testing.B) {
 				}
 				report(b, flops, bytes)
 			})
+			if HasBF16() {
+				b.Run("bf16/"+shape, func(b *testing.B) {
+					for b.Loop() {
+						MatMul4BF16(m, l.out, l.in, x, packed, absmax, bs, &quant.NF4Code, 0, y)
+					}
+					report(b, flops, bytes)
+				})
+			}
 			b.Run("unfused/"+shape, func(b *testing.B) {
 				for b.Loop() {
 					parallel(l.out, workers(l.out*l.in), func(j int) { q.span(j*l.in, wbuf[j*l.in:(j+1)*l.in]) })

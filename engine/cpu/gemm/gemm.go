@@ -72,7 +72,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	blocked(m, n, k, alpha,
 		func(i0, p0, rows, kcur int, dst []float32) { packA(transA, a, lda, i0, p0, rows, kcur, dst) },
 		func(p0, j0, kcur, cols int, dst []float32) { packB(transB, b, ldb, p0, j0, kcur, cols, dst) },
-		beta, c, ldc)
+		beta, c, ldc, false)
 }
 
 func scaleC(m, n int, beta float32, c []float32, ldc int) {
@@ -184,8 +184,15 @@ func stripStride(kcur int) int { return kcur*nr + nr }
 
 // blocked is the packed GEMM: C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B) k×n given
 // by their packers.
-func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int) {
-	w := workers(2 * m * n * k)
+//
+// With bf, the packed strips hold bfloat16 pairs (two depths a float slot: k counts pairs) and the
+// VDPBF16PS tiles multiply them (MatMul4BF16).
+func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int, bf bool) {
+	flops := 2 * m * n * k
+	if bf {
+		flops *= 2
+	}
+	w := workers(flops)
 	// Cut the rows into near-equal chunks of at most mBig rows, each a multiple of mr.
 	chunks := (m + mBig - 1) / mBig
 	rowsPer := ((m+chunks-1)/chunks + mr - 1) / mr * mr
@@ -205,12 +212,12 @@ func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta floa
 				packA(i0+i, d0+p0, rows, kcur, dst)
 			}, func(p0, j0, kcur, cols int, dst []float32) {
 				packB(d0+p0, j0, kcur, cols, dst)
-			}, bet, c[i0*ldc:], ldc)
+			}, bet, c[i0*ldc:], ldc, bf)
 		}
 	}
 }
 
-func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int) {
+func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int, bf bool) {
 	mstrips := (m + mr - 1) / mr
 	// Pack all of op(A): the kc block starting at column pc holds mstrips strips of mr×kcur floats
 	// from offset pc·mstrips·mr. Every column panel reads all of it.
@@ -261,11 +268,15 @@ func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, be
 				if useAVX512 && rows == mr {
 					// Four whole strips at a time (a 6×64 tile: see kern6x64AVX512).
 					for ; js+4 <= nstrips && j0+(js+4)*nr <= n; js += 4 {
-						micro4(kcur, as, bp[js*stripStride(kcur):], stripStride(kcur), alpha, bet, c[i*ldc+j0+js*nr:], ldc)
+						micro4(kcur, as, bp[js*stripStride(kcur):], stripStride(kcur), alpha, bet, c[i*ldc+j0+js*nr:], ldc, bf)
 					}
 				}
 				for ; js < nstrips; js++ {
 					j := j0 + js*nr
+					if bf {
+						microBF16(kcur, as, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
+						continue
+					}
 					micro(kcur, as, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
 				}
 			}
@@ -438,11 +449,30 @@ func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float
 
 // micro4 adds a whole mr×4nr tile, four adjacent packed B strips (bstride floats apart) against
 // one A strip, into C (AVX-512 only): C = alpha·(a·b) + beta·C.
-func micro4(k int, a, b []float32, bstride int, alpha, beta float32, c []float32, ldc int) {
+// With bf the strips hold bfloat16 pairs (kern6x64BF16AVX512).
+func micro4(k int, a, b []float32, bstride int, alpha, beta float32, c []float32, ldc int, bf bool) {
 	_ = a[k*mr-1]
 	_ = b[3*bstride+k*nr-1]
 	_ = c[(mr-1)*ldc+4*nr-1]
+	if bf {
+		kern6x64BF16AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta)
+		return
+	}
 	kern6x64AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta)
+}
+
+// microBF16 is micro on strips of bfloat16 pairs (AVX512_BF16 only: kern6x16BF16AVX512).
+func microBF16(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
+	_ = a[k*mr-1]
+	_ = b[k*nr-1]
+	if rows == mr && cols == nr {
+		_ = c[(mr-1)*ldc+nr-1]
+		kern6x16BF16AVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+		return
+	}
+	var tile [mr * nr]float32
+	kern6x16BF16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0)
+	store(&tile, rows, cols, alpha, beta, c, ldc)
 }
 
 // store writes the valid corner of a tile into C: C = alpha·tile + beta·C.

@@ -919,3 +919,395 @@ k64store:
 	VMOVUPS Z23, 192(DX)
 	VZEROUPPER
 	RET
+
+// func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32)
+// The m = 1 NF4/FP4 GEMV in bfloat16 (MatMul4BF16): rows consecutive rows of n128 groups of 128
+// codes (64 bytes, two 64-code blocks) each. A block's 32 bytes widen to 32 words (VPMOVZXBW):
+// masked to the low nibble (the block's odd elements) and shifted down by four (its even ones),
+// they index the 16 bfloat16 codes in Y14 (VPERMW), and VDPBF16PS multiplies each pair of adjacent
+// words by xb's pair and adds both products into a float32 lane. xb holds each block's x rounded
+// to bfloat16, odd elements then even (xb[64h + i] = x[64h + 2i + 1], xb[64h + 32 + i] =
+// x[64h + 2i] for block h of the group, i < 32). A block's sum is scaled once (its scale
+// broadcast from scales, two a group, consecutive across rows) into one of two accumulators.
+// Half the instructions of gemv4g128AVX512 for the same bytes: 32 codes a VPERMW and 32
+// products a VDPBF16PS, where VPERMPS and an FMA take 16.
+TEXT ·gemv4bf16AVX512(SB), NOSPLIT, $0-56
+	MOVQ         rows+0(FP), DX
+	MOVQ         w+24(FP), DI
+	MOVQ         scales+32(FP), BX
+	MOVQ         table+40(FP), AX
+	MOVQ         y+48(FP), R8
+	VMOVDQU      (AX), Y14
+	MOVL         $0x000F000F, AX
+	VPBROADCASTD AX, Z15
+
+b16row:
+	MOVQ   n128+8(FP), CX
+	MOVQ   xb+16(FP), SI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z5, Z5, Z5
+
+b16loop:
+	PREFETCHT0 8192(DI)
+	VPMOVZXBW  (DI), Z1
+	VPMOVZXBW  32(DI), Z3
+	VPSRLW     $4, Z1, Z2
+	VPSRLW     $4, Z3, Z4
+	VPANDD     Z15, Z1, Z1
+	VPANDD     Z15, Z3, Z3
+	VPERMW     Z14, Z1, Z1
+	VPERMW     Z14, Z2, Z2
+	VPERMW     Z14, Z3, Z3
+	VPERMW     Z14, Z4, Z4
+	VPXORD     Z16, Z16, Z16
+	VPXORD     Z17, Z17, Z17
+	VMOVDQU32  (SI), Z6
+	VMOVDQU32  64(SI), Z7
+	VMOVDQU32  128(SI), Z8
+	VMOVDQU32  192(SI), Z9
+	// VDPBF16PS Z6, Z1, Z16 (Go's assembler has no AVX512_BF16 mnemonics)
+	BYTE $0x62; BYTE $0xe2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xc6
+	// VDPBF16PS Z7, Z2, Z16 (Go's assembler has no AVX512_BF16 mnemonics)
+	BYTE $0x62; BYTE $0xe2; BYTE $0x6e; BYTE $0x48; BYTE $0x52; BYTE $0xc7
+	// VDPBF16PS Z8, Z3, Z17 (Go's assembler has no AVX512_BF16 mnemonics)
+	BYTE $0x62; BYTE $0xc2; BYTE $0x66; BYTE $0x48; BYTE $0x52; BYTE $0xc8
+	// VDPBF16PS Z9, Z4, Z17 (Go's assembler has no AVX512_BF16 mnemonics)
+	BYTE $0x62; BYTE $0xc2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc9
+	VFMADD231PS.BCST (BX), Z16, Z0
+	VFMADD231PS.BCST 4(BX), Z17, Z5
+	ADDQ             $64, DI
+	ADDQ             $256, SI
+	ADDQ             $8, BX
+	DECQ             CX
+	JNZ              b16loop
+
+	VADDPS        Z5, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)
+	ADDQ          $4, R8
+	DECQ          DX
+	JNZ           b16row
+	VZEROUPPER
+	RET
+
+// func kern6x16BF16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// kern6x16AVX512 on bfloat16 pairs: a "float" of the packed A and B strips holds two bfloat16 (two
+// consecutive depths, the first in the low half), k counts the pairs, and VDPBF16PS adds both
+// products of a pair into a float32 lane where the FMA added one (Go's assembler has no AVX512_BF16
+// mnemonics: the bytes are spelled out). Each a pair is broadcast (VPBROADCASTD) into Z14 or Z15
+// first. C and its alpha, beta are float32 as in kern6x16AVX512.
+TEXT ·kern6x16BF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ   k+0(FP), CX
+	MOVQ   a+8(FP), SI
+	MOVQ   b+16(FP), DI
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   CX, R9
+	SHRQ   $1, CX
+	JZ     b512tail
+
+b512loop:
+	VMOVUPS          (DI), Z12
+	VMOVUPS          64(DI), Z13
+	VPBROADCASTD (SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4 // VDPBF16PS Z12, Z14, Z0
+	VPBROADCASTD 4(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xcc // VDPBF16PS Z12, Z15, Z1
+	VPBROADCASTD 8(SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4 // VDPBF16PS Z12, Z14, Z2
+	VPBROADCASTD 12(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xdc // VDPBF16PS Z12, Z15, Z3
+	VPBROADCASTD 16(SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4 // VDPBF16PS Z12, Z14, Z4
+	VPBROADCASTD 20(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xec // VDPBF16PS Z12, Z15, Z5
+	VPBROADCASTD 24(SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xf5 // VDPBF16PS Z13, Z14, Z6
+	VPBROADCASTD 28(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xfd // VDPBF16PS Z13, Z15, Z7
+	VPBROADCASTD 32(SI), Z14
+	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc5 // VDPBF16PS Z13, Z14, Z8
+	VPBROADCASTD 36(SI), Z15
+	BYTE $0x62; BYTE $0x52; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xcd // VDPBF16PS Z13, Z15, Z9
+	VPBROADCASTD 40(SI), Z14
+	BYTE $0x62; BYTE $0x52; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd5 // VDPBF16PS Z13, Z14, Z10
+	VPBROADCASTD 44(SI), Z15
+	BYTE $0x62; BYTE $0x52; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xdd // VDPBF16PS Z13, Z15, Z11
+	ADDQ             $48, SI
+	ADDQ             $128, DI
+	DECQ             CX
+	JNZ              b512loop
+
+b512tail:
+	ANDQ             $1, R9
+	JZ               b512sum
+	VMOVUPS          (DI), Z12
+	VPBROADCASTD (SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xc4 // VDPBF16PS Z12, Z14, Z0
+	VPBROADCASTD 4(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xcc // VDPBF16PS Z12, Z15, Z1
+	VPBROADCASTD 8(SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xd4 // VDPBF16PS Z12, Z14, Z2
+	VPBROADCASTD 12(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xdc // VDPBF16PS Z12, Z15, Z3
+	VPBROADCASTD 16(SI), Z14
+	BYTE $0x62; BYTE $0xd2; BYTE $0x0e; BYTE $0x48; BYTE $0x52; BYTE $0xe4 // VDPBF16PS Z12, Z14, Z4
+	VPBROADCASTD 20(SI), Z15
+	BYTE $0x62; BYTE $0xd2; BYTE $0x06; BYTE $0x48; BYTE $0x52; BYTE $0xec // VDPBF16PS Z12, Z15, Z5
+
+b512sum:
+	VADDPS       Z6, Z0, Z0
+	VADDPS       Z7, Z1, Z1
+	VADDPS       Z8, Z2, Z2
+	VADDPS       Z9, Z3, Z3
+	VADDPS       Z10, Z4, Z4
+	VADDPS       Z11, Z5, Z5
+	MOVQ         c+24(FP), DX
+	MOVQ         ldc+32(FP), R8
+	SHLQ         $2, R8
+	VBROADCASTSS alpha+40(FP), Z12
+	VMULPS       Z12, Z0, Z0
+	VMULPS       Z12, Z1, Z1
+	VMULPS       Z12, Z2, Z2
+	VMULPS       Z12, Z3, Z3
+	VMULPS       Z12, Z4, Z4
+	VMULPS       Z12, Z5, Z5
+	MOVL         beta+44(FP), AX
+	ANDL         $0x7fffffff, AX
+	JZ           b512store
+
+	VBROADCASTSS beta+44(FP), Z13
+	MOVQ         DX, BX
+	VFMADD231PS  (BX), Z13, Z0
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z1
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z2
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z3
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z4
+	ADDQ         R8, BX
+	VFMADD231PS  (BX), Z13, Z5
+
+b512store:
+	VMOVUPS Z0, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z1, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z2, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z3, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z4, (DX)
+	ADDQ    R8, DX
+	VMOVUPS Z5, (DX)
+	VZEROUPPER
+	RET
+
+// func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
+// kern6x64AVX512 on bfloat16 pairs, as kern6x16BF16AVX512 is kern6x16AVX512's: 24 VDPBF16PS a step
+// of two depths.
+TEXT ·kern6x64BF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ bstride+24(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R10
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+
+b64loop:
+	VMOVUPS (DI), Z24
+	VMOVUPS (DI)(R8*1), Z25
+	VMOVUPS (DI)(R8*2), Z26
+	VMOVUPS (DI)(R10*1), Z27
+	VPBROADCASTD 0(SI), Z28
+	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc0 // VDPBF16PS Z24, Z28, Z0
+	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc9 // VDPBF16PS Z25, Z28, Z1
+	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2 // VDPBF16PS Z26, Z28, Z2
+	BYTE $0x62; BYTE $0x92; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb // VDPBF16PS Z27, Z28, Z3
+	VPBROADCASTD 4(SI), Z29
+	BYTE $0x62; BYTE $0x92; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe0 // VDPBF16PS Z24, Z29, Z4
+	BYTE $0x62; BYTE $0x92; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe9 // VDPBF16PS Z25, Z29, Z5
+	BYTE $0x62; BYTE $0x92; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xf2 // VDPBF16PS Z26, Z29, Z6
+	BYTE $0x62; BYTE $0x92; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xfb // VDPBF16PS Z27, Z29, Z7
+	VPBROADCASTD 8(SI), Z28
+	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc0 // VDPBF16PS Z24, Z28, Z8
+	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc9 // VDPBF16PS Z25, Z28, Z9
+	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2 // VDPBF16PS Z26, Z28, Z10
+	BYTE $0x62; BYTE $0x12; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb // VDPBF16PS Z27, Z28, Z11
+	VPBROADCASTD 12(SI), Z29
+	BYTE $0x62; BYTE $0x12; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe0 // VDPBF16PS Z24, Z29, Z12
+	BYTE $0x62; BYTE $0x12; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe9 // VDPBF16PS Z25, Z29, Z13
+	BYTE $0x62; BYTE $0x12; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xf2 // VDPBF16PS Z26, Z29, Z14
+	BYTE $0x62; BYTE $0x12; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xfb // VDPBF16PS Z27, Z29, Z15
+	VPBROADCASTD 16(SI), Z28
+	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc0 // VDPBF16PS Z24, Z28, Z16
+	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xc9 // VDPBF16PS Z25, Z28, Z17
+	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xd2 // VDPBF16PS Z26, Z28, Z18
+	BYTE $0x62; BYTE $0x82; BYTE $0x1e; BYTE $0x40; BYTE $0x52; BYTE $0xdb // VDPBF16PS Z27, Z28, Z19
+	VPBROADCASTD 20(SI), Z29
+	BYTE $0x62; BYTE $0x82; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe0 // VDPBF16PS Z24, Z29, Z20
+	BYTE $0x62; BYTE $0x82; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xe9 // VDPBF16PS Z25, Z29, Z21
+	BYTE $0x62; BYTE $0x82; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xf2 // VDPBF16PS Z26, Z29, Z22
+	BYTE $0x62; BYTE $0x82; BYTE $0x16; BYTE $0x40; BYTE $0x52; BYTE $0xfb // VDPBF16PS Z27, Z29, Z23
+	ADDQ $24, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ b64loop
+
+	MOVQ         c+32(FP), DX
+	MOVQ         ldc+40(FP), R9
+	SHLQ         $2, R9
+	VBROADCASTSS alpha+48(FP), Z24
+	VMULPS Z24, Z0, Z0
+	VMULPS Z24, Z1, Z1
+	VMULPS Z24, Z2, Z2
+	VMULPS Z24, Z3, Z3
+	VMULPS Z24, Z4, Z4
+	VMULPS Z24, Z5, Z5
+	VMULPS Z24, Z6, Z6
+	VMULPS Z24, Z7, Z7
+	VMULPS Z24, Z8, Z8
+	VMULPS Z24, Z9, Z9
+	VMULPS Z24, Z10, Z10
+	VMULPS Z24, Z11, Z11
+	VMULPS Z24, Z12, Z12
+	VMULPS Z24, Z13, Z13
+	VMULPS Z24, Z14, Z14
+	VMULPS Z24, Z15, Z15
+	VMULPS Z24, Z16, Z16
+	VMULPS Z24, Z17, Z17
+	VMULPS Z24, Z18, Z18
+	VMULPS Z24, Z19, Z19
+	VMULPS Z24, Z20, Z20
+	VMULPS Z24, Z21, Z21
+	VMULPS Z24, Z22, Z22
+	VMULPS Z24, Z23, Z23
+	MOVL         beta+52(FP), AX
+	ANDL         $0x7fffffff, AX
+	JZ           b64store
+	VBROADCASTSS beta+52(FP), Z25
+	MOVQ         DX, BX
+	VFMADD231PS 0(BX), Z25, Z0
+	VFMADD231PS 64(BX), Z25, Z1
+	VFMADD231PS 128(BX), Z25, Z2
+	VFMADD231PS 192(BX), Z25, Z3
+	ADDQ R9, BX
+	VFMADD231PS 0(BX), Z25, Z4
+	VFMADD231PS 64(BX), Z25, Z5
+	VFMADD231PS 128(BX), Z25, Z6
+	VFMADD231PS 192(BX), Z25, Z7
+	ADDQ R9, BX
+	VFMADD231PS 0(BX), Z25, Z8
+	VFMADD231PS 64(BX), Z25, Z9
+	VFMADD231PS 128(BX), Z25, Z10
+	VFMADD231PS 192(BX), Z25, Z11
+	ADDQ R9, BX
+	VFMADD231PS 0(BX), Z25, Z12
+	VFMADD231PS 64(BX), Z25, Z13
+	VFMADD231PS 128(BX), Z25, Z14
+	VFMADD231PS 192(BX), Z25, Z15
+	ADDQ R9, BX
+	VFMADD231PS 0(BX), Z25, Z16
+	VFMADD231PS 64(BX), Z25, Z17
+	VFMADD231PS 128(BX), Z25, Z18
+	VFMADD231PS 192(BX), Z25, Z19
+	ADDQ R9, BX
+	VFMADD231PS 0(BX), Z25, Z20
+	VFMADD231PS 64(BX), Z25, Z21
+	VFMADD231PS 128(BX), Z25, Z22
+	VFMADD231PS 192(BX), Z25, Z23
+
+b64store:
+	VMOVUPS Z0, 0(DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ R9, DX
+	VMOVUPS Z4, 0(DX)
+	VMOVUPS Z5, 64(DX)
+	VMOVUPS Z6, 128(DX)
+	VMOVUPS Z7, 192(DX)
+	ADDQ R9, DX
+	VMOVUPS Z8, 0(DX)
+	VMOVUPS Z9, 64(DX)
+	VMOVUPS Z10, 128(DX)
+	VMOVUPS Z11, 192(DX)
+	ADDQ R9, DX
+	VMOVUPS Z12, 0(DX)
+	VMOVUPS Z13, 64(DX)
+	VMOVUPS Z14, 128(DX)
+	VMOVUPS Z15, 192(DX)
+	ADDQ R9, DX
+	VMOVUPS Z16, 0(DX)
+	VMOVUPS Z17, 64(DX)
+	VMOVUPS Z18, 128(DX)
+	VMOVUPS Z19, 192(DX)
+	ADDQ R9, DX
+	VMOVUPS Z20, 0(DX)
+	VMOVUPS Z21, 64(DX)
+	VMOVUPS Z22, 128(DX)
+	VMOVUPS Z23, 192(DX)
+	VZEROUPPER
+	RET
+
+// func toBF16AVX512(n32 int, src *float32, dst *uint16)
+// dst[i] = src[i] rounded to bfloat16 (to nearest, ties to even) for i < 32·n32: VCVTNE2PS2BF16
+// turns two registers of floats into one of 32 bfloat16 in order (the second operand's sixteen
+// low, the first's high). Denormal inputs become zero.
+TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ n32+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ dst+16(FP), DI
+
+cvtloop:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	BYTE $0x62; BYTE $0xf2; BYTE $0x77; BYTE $0x48; BYTE $0x72; BYTE $0xd0 // VCVTNE2PS2BF16 Z0, Z1, Z2
+	VMOVDQU32 Z2, (DI)
+	ADDQ      $128, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       cvtloop
+	VZEROUPPER
+	RET

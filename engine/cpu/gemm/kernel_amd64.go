@@ -10,6 +10,8 @@ import "golang.org/x/sys/cpu"
 var (
 	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
+	// hasBF16: the AVX-512 BF16 products (VDPBF16PS) and the word permutes (AVX-512BW) beside them.
+	hasBF16   = hasAVX512 && cpu.X86.HasAVX512BF16 && cpu.X86.HasAVX512BW
 	useAVX2   = hasAVX2
 	useAVX512 = hasAVX512
 )
@@ -144,6 +146,27 @@ func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *f
 //
 //go:noescape
 func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32)
+
+// gemv4bf16AVX512 is gemv4g128AVX512 in bfloat16 (x rounded, as xb, and the codebook, as table):
+// see the assembly for xb's order.
+//
+//go:noescape
+func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32)
+
+// kern6x16BF16AVX512 is kern6x16AVX512 on bfloat16 pairs (k pairs; see the assembly).
+//
+//go:noescape
+func kern6x16BF16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// kern6x64BF16AVX512 is kern6x64AVX512 on bfloat16 pairs (k pairs; see the assembly).
+//
+//go:noescape
+func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
+
+// toBF16AVX512 rounds src[:32·n32] to bfloat16 into dst.
+//
+//go:noescape
+func toBF16AVX512(n32 int, src *float32, dst *uint16)
 
 // attendScoresAVX512 sets s[r·lds + j] = scale·q_r·k_j for 16·n16 keys (row stride ldk floats) and
 // rows r < rows ≥ 1 of q, 16·d16 floats each.

@@ -8,6 +8,7 @@ var (
 	hasAVX512 = false
 	useAVX2   = false
 	useAVX512 = false
+	hasBF16   = false
 )
 
 func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
@@ -19,6 +20,22 @@ func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, tab
 }
 
 func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func kern6x16BF16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func toBF16AVX512(n32 int, src *float32, dst *uint16) {
 	panic("gemm: no assembly kernels in this build")
 }
 

@@ -44,7 +44,7 @@ func MatMul4(transW bool, m, n, k int, x []float32, packed []byte, absmax []floa
 		}
 		blocked(m, out, red, 1, func(i0, p0, rows, kcur int, dst []float32) {
 			packA(false, x, red, i0, p0, rows, kcur, dst)
-		}, pb, beta, y, out)
+		}, pb, beta, y, out, false)
 	}
 }
 

@@ -52,7 +52,7 @@ func MulPanel(m int, alpha float32, a []float32, lda int, p Panel, p0, kd, j0, c
 			if useAVX512 && rows == mr {
 				for ; js+4 <= nstrips && (js+4)*nr <= cols; js += 4 {
 					b := data[(j0/nr+js)*p.stride+(p0+pc)*nr:]
-					micro4(kcur, as, b, p.stride, alpha, bet, c[i*ldc+js*nr:], ldc)
+					micro4(kcur, as, b, p.stride, alpha, bet, c[i*ldc+js*nr:], ldc, false)
 				}
 			}
 			for ; js < nstrips; js++ {

@@ -35,7 +35,7 @@ func BenchmarkSmallMTransB(b *testing.B) {
 				blocked(m, n, k, 1,
 					func(i0, p0, rows, kcur int, dst []float32) { packA(false, x, k, i0, p0, rows, kcur, dst) },
 					func(p0, j0, kcur, cols int, dst []float32) { packB(true, w, k, p0, j0, kcur, cols, dst) },
-					0, c, n)
+					0, c, n, false)
 			}
 		})
 	}

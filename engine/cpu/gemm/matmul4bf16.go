@@ -1,0 +1,154 @@
+package gemm
+
+import (
+	"sync"
+	"unsafe"
+
+	"github.com/lathe-ml/lathe/internal/half"
+)
+
+// HasBF16 reports whether MatMul4BF16 runs in bfloat16 on this CPU now: it has AVX512_BF16 (with
+// AVX-512BW) and the kernels are not limited below AVX-512 (SetISA).
+func HasBF16() bool { return hasBF16 && useAVX512 }
+
+// MatMul4BF16 is MatMul4's forward product (y = β·y + x·Wᵀ) computed in bfloat16, as bitsandbytes
+// computes with bnb_4bit_compute_dtype=bfloat16, where this CPU has VDPBF16PS (HasBF16):
+//   - one row of x (a decoding step's GEMV), k a multiple of 128 and a blocksize of 64 or a
+//     multiple of 128: x and the codebook rounded to bfloat16, their products summed in float32,
+//     each block's sum scaled by its absmax in float32;
+//   - more than 16 rows (prefill, training's forward pass): x and the dequantized weight
+//     code·absmax rounded to bfloat16, products summed in float32, through the packed GEMM with
+//     VDPBF16PS tiles (twice the products an instruction of the float32 FMA).
+//
+// Every other call, and every call elsewhere, is MatMul4, exact in float32: bfloat16 is an
+// allowance, as PyTorch's "medium" float32 matmul precision is. Rounding to bfloat16 is to
+// nearest, ties to even; the kernels flush denormal inputs to zero.
+func MatMul4BF16(m, n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
+	q := &quant4{packed: packed, absmax: absmax, bs: blocksize, code: code}
+	switch {
+	case !HasBF16() || n <= 0 || k <= 0:
+	case m == 1 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
+		gemv4bf16(q, n, k, x[:k], beta, y[:n])
+		return
+	case m > smallM4:
+		gemm4bf16(q, m, n, k, x[:m*k], beta, y[:m*n])
+		return
+	}
+	MatMul4(false, m, n, k, x, packed, absmax, blocksize, code, beta, y)
+}
+
+// pairsBF16 rounds src to bfloat16 into dst's halves, in order: dst[j] holds src[2j] in its low
+// half and src[2j+1] in its high half (0 past the end of src), the layout VDPBF16PS multiplies
+// pairwise. len(dst) is ⌈len(src)/2⌉.
+func pairsBF16(dst, src []float32) {
+	w := unsafe.Slice((*uint16)(unsafe.Pointer(&dst[0])), 2*len(dst))
+	i := 0
+	if n := len(src) / 32; n > 0 {
+		toBF16AVX512(n, &src[0], &w[0])
+		i = 32 * n
+	}
+	for ; i < len(src); i++ {
+		w[i] = half.BF16(src[i])
+	}
+	if len(src)%2 == 1 {
+		w[len(src)] = 0
+	}
+}
+
+// gemm4bf16 is MatMul4BF16's GEMM: x and W as bfloat16 pairs (a float slot holds two depths)
+// through the packed driver, whose packers only move slots, with the VDPBF16PS tiles.
+func gemm4bf16(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	k2 := (k + 1) / 2
+	xb := getBuf(m * k2)
+	defer putBuf(xb)
+	xp := (*xb)[:m*k2]
+	for i := 0; i < m; i++ {
+		pairsBF16(xp[i*k2:(i+1)*k2], x[i*k:(i+1)*k])
+	}
+	blocked(m, n, k2, 1, func(i0, p0, rows, kcur int, dst []float32) {
+		packA(false, xp, k2, i0, p0, rows, kcur, dst)
+	}, q.packColsBF16(k), beta, y, n, true)
+}
+
+// packColsBF16 is packCols in bfloat16 pairs: p0 and kcur count pairs of depths. Each of a strip's
+// rows of W is dequantized in float32 (code·absmax, as MatMul4), rounded into pairs, and the
+// strip transposed from those slots.
+func (q *quant4) packColsBF16(k int) bPacker {
+	return func(p0, j0, kcur, cols int, dst []float32) {
+		e0 := 2 * p0
+		cnt := min(2*kcur, k-e0) // elements of a row in this block: one short at an odd k's end
+		tb := getBuf(cnt)
+		pb := getBuf(nr * kcur)
+		tile, pairs := (*tb)[:cnt], *pb
+		for s := 0; s*nr < cols; s++ {
+			rows := min(nr, cols-s*nr)
+			for j := 0; j < rows; j++ {
+				q.span((j0+s*nr+j)*k+e0, tile)
+				pairsBF16(pairs[j*kcur:(j+1)*kcur], tile)
+			}
+			packT(pairs, kcur, kcur, rows, dst[s*stripStride(kcur):])
+		}
+		putBuf(pb)
+		putBuf(tb)
+	}
+}
+
+// bf16Block is the layout of x the bfloat16 GEMV kernel reads (see gemv4bf16AVX512): each
+// 64-element block's odd elements, then its even ones, rounded to bfloat16.
+func bf16Block(xb []uint16, x []float32) {
+	for h := 0; h < len(x); h += 64 {
+		for i := 0; i < 32; i++ {
+			xb[h+i] = half.BF16(x[h+2*i+1])
+			xb[h+32+i] = half.BF16(x[h+2*i])
+		}
+	}
+}
+
+// xbPool recycles the bfloat16 copies of x: one a decoding step's linear layer.
+var xbPool sync.Pool
+
+// gemv4bf16 is MatMul4BF16's kernel call, rows split across cores as gemv4g128 splits them.
+func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
+	xp, _ := xbPool.Get().(*[]uint16)
+	if xp == nil || cap(*xp) < k {
+		b := make([]uint16, k)
+		xp = &b
+	}
+	defer xbPool.Put(xp)
+	xb := (*xp)[:k]
+	bf16Block(xb, x)
+	var table [16]uint16
+	for i, c := range q.code {
+		table[i] = half.BF16(c)
+	}
+	_ = q.absmax[(n*k-1)/q.bs]
+	_ = q.packed[n*k/2-1]
+	w := workers(16 * n * k)
+	chunk := max(16, n/(4*w))
+	parallel((n+chunk-1)/chunk, w, func(t int) {
+		j0, j1 := t*chunk, min(n, (t+1)*chunk)
+		out := y[j0:j1]
+		if beta != 0 { // the kernel writes y: keep the old values to add
+			b := getBuf(j1 - j0)
+			defer putBuf(b)
+			out = (*b)[:j1-j0]
+		}
+		if q.bs == 64 {
+			gemv4bf16AVX512(j1-j0, k/128, &xb[0], &q.packed[j0*k/2], &q.absmax[j0*k/64], &table, &out[0])
+		} else {
+			// Each half's scale repeated from the row's blocks.
+			halves := make([]float32, k/64)
+			for j := j0; j < j1; j++ {
+				for h := range halves {
+					halves[h] = q.absmax[(j*k+64*h)/q.bs]
+				}
+				gemv4bf16AVX512(1, k/128, &xb[0], &q.packed[j*k/2], &halves[0], &table, &out[j-j0])
+			}
+		}
+		if beta != 0 {
+			for i, v := range out {
+				y[j0+i] = beta*y[j0+i] + v
+			}
+		}
+	})
+}
