@@ -27,7 +27,14 @@ func readsHalf(op Op, in []Meta) bool {
 // MatMul16: y = x·Wᵀ for a frozen W: f16 or bf16 [N, K], x: f32 [..., K], y: f32 [..., N],
 // accumulated in f32. With TransW, y = x·W: x: [..., N], y: [..., K] (the backward pass). W takes
 // no gradient. Graph.MatMul records it when its second operand is 16-bit.
-type MatMul16 struct{ TransW bool }
+//
+// Compute, for the forward product of a bf16 W, is the precision it may take: F32 (the zero
+// value) exact on the widened W, BF16 with x rounded to bfloat16 (products summed in float32), as
+// QuantSpec.Compute allows for a 4-bit W; a backend may compute in float32 anyway.
+type MatMul16 struct {
+	TransW  bool
+	Compute DType
+}
 
 func (MatMul16) Name() string { return "matmul16" }
 
@@ -41,6 +48,9 @@ func (o MatMul16) Infer(in []Meta) ([]Meta, error) {
 	}
 	if err := want(x, F32, "x"); err != nil {
 		return nil, err
+	}
+	if o.Compute != F32 && o.Compute != BF16 {
+		return nil, fmt.Errorf("compute precision %s: want f32 or bf16", o.Compute)
 	}
 	kin, nout := w.Shape[1], w.Shape[0]
 	if o.TransW {

@@ -174,12 +174,14 @@ func (o Dequantize4) Infer(in []Meta) ([]Meta, error) {
 // 1/(1−Dropout)), as PEFT applies lora_dropout to the adapter's input only. Operands: x: [..., in],
 // then W: [out, in] (f32, or a frozen f16 or bf16: see MatMul16) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r], then
 // with Dropout the seed: i32 [1]. Outputs: y: [..., out] and xa = d(x)·Aᵀ: [..., r], kept for the
-// backward pass.
+// backward pass. Compute is the precision a bf16 W's product x·Wᵀ may take (MatMul16.Compute); a
+// 4-bit W's is its Quant.Compute.
 type LoRA struct {
 	Scale   float32
 	Quant   *QuantSpec
 	Dropout float32
 	Salt    uint32
+	Compute DType
 }
 
 func (LoRA) Name() string { return "lora" }
@@ -212,6 +214,9 @@ func (o LoRA) Infer(in []Meta) ([]Meta, error) {
 	}
 	if o.Dropout < 0 || o.Dropout >= 1 {
 		return nil, fmt.Errorf("dropout probability %v is not in [0, 1)", o.Dropout)
+	}
+	if o.Compute != F32 && o.Compute != BF16 {
+		return nil, fmt.Errorf("compute precision %s: want f32 or bf16", o.Compute)
 	}
 	if ns > 0 && (in[3+nw].DType != I32 || in[3+nw].Shape.Numel() != 1) {
 		return nil, fmt.Errorf("seed must be i32 [1], got %s", in[3+nw])

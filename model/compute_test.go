@@ -18,32 +18,51 @@ import (
 // ones: on a CPU with AVX512_BF16 they differ (the allowance is taken), elsewhere they are the
 // same bits. A value other than f32 or bf16 is refused.
 func TestComputeBF16Decodes(t *testing.T) {
+	t.Run("nf4", func(t *testing.T) { checkComputeBF16(t, "F32", "nf4") })
+	t.Run("bf16", func(t *testing.T) { checkComputeBF16(t, "BF16", "") })
+}
+
+// checkComputeBF16 writes a checkpoint in dtype, loads it with quantize (and the head "nf4" when
+// quantized) in f32 and bf16 compute, and compares a prompt's logits (the GEMM paths) and each
+// decoding step's (the GEMVs).
+func checkComputeBF16(t *testing.T, dtype, quantize string) {
 	dir := t.TempDir()
 	// Widths that are multiples of 128, as the CPU's bfloat16 GEMV takes them.
 	p := synth.Preset{Name: "bf16", Vocab: 384, Hidden: 128, Intermediate: 256, Layers: 2, Heads: 4, KVHeads: 2, MaxPos: 256}
-	_, err := synth.Write(dir, synth.Options{Preset: p, Seed: 9})
+	_, err := synth.Write(dir, synth.Options{Preset: p, Seed: 9, DType: dtype})
 	require.NoError(t, err)
 
-	_, err = model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4", Compute: "fp8"})
+	_, err = model.Load(dir, cpu.New(), model.LoadOptions{Quantize: quantize, Compute: "fp8"})
 	require.ErrorContains(t, err, `compute "fp8": want f32 or bf16`)
 
+	head := model.HeadBase
+	if quantize != "" {
+		head = "nf4"
+	}
+	ids := []int32{1, 17, 250, 3, 99, 42, 7, 300}
 	decode := func(compute string) []float32 {
-		m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "nf4", Head: "nf4", Compute: compute})
+		m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: quantize, Head: head, Compute: compute})
 		require.NoError(t, err)
 		defer m.Release()
 		want := engine.F32
 		if compute == "bf16" {
 			want = engine.BF16
 		}
-		require.NotEmpty(t, m.Quant)
 		for name, q := range m.Quant {
 			require.Equal(t, want, q.Compute, name)
 		}
+		if quantize == "" {
+			require.Empty(t, m.Quant)
+			for _, l := range m.Declare(engine.NewGraph()).Layers {
+				require.Equal(t, engine.BF16, l.Q.W.DType())
+				require.Equal(t, want, l.Q.Compute)
+			}
+		}
+		all := stepAll(t, m, ids) // the prompt: GEMMs
 		c, err := m.NewCache(1, 16)
 		require.NoError(t, err)
 		defer c.Release()
-		var all []float32
-		for pos, id := range []int32{1, 17, 250, 3, 99, 42, 7, 300} {
+		for pos, id := range ids { // decoding: GEMVs
 			y, err := c.Step([]model.Seq{{Slot: 0, Pos: pos, IDs: []int32{id}}})
 			require.NoError(t, err)
 			all = append(all, y...)

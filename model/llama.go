@@ -19,14 +19,20 @@ type Linear struct {
 	Absmax  *engine.Node
 	Quant   *engine.QuantSpec
 	Bias    *engine.Node
+	// Compute is the precision a 16-bit W's product may take (engine.MatMul16.Compute,
+	// LoadOptions.Compute); a 4-bit W's is in its Quant.
+	Compute engine.DType
 }
 
 // Forward records the plain projection.
 func (l *Linear) Forward(g *engine.Graph, x *engine.Node) *engine.Node {
 	var y *engine.Node
-	if l.Quant != nil {
+	switch {
+	case l.Quant != nil:
 		y = g.QMatMul(x, l.Packed, l.Absmax, *l.Quant)
-	} else {
+	case l.Compute != engine.F32 && engine.IsHalf(l.W.DType()):
+		y = g.Apply1(engine.MatMul16{Compute: l.Compute}, x, l.W)
+	default:
 		y = g.MatMul(x, l.W, false, true)
 	}
 	return l.AddBias(g, y)
@@ -128,6 +134,20 @@ func newGraph(cfg *Config, g *engine.Graph, quant QuantFunc, dtype func(name str
 		m.LMHead = &Linear{Name: "lm_head", In: cfg.HiddenSize, Out: cfg.VocabSize, W: param("lm_head.weight", cfg.VocabSize, cfg.HiddenSize)}
 	}
 	return m
+}
+
+// linears lists every projection of the graph: the layers', lm_head and the generation head.
+func (m *Graph) linears() []*Linear {
+	var ls []*Linear
+	for _, l := range m.Layers {
+		ls = append(ls, l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down)
+	}
+	for _, l := range []*Linear{m.LMHead, m.Out} {
+		if l != nil {
+			ls = append(ls, l)
+		}
+	}
+	return ls
 }
 
 func quantOf(f QuantFunc, name string, out, in int) *engine.QuantSpec {

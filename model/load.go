@@ -24,6 +24,8 @@ type Model struct {
 	Quant map[string]*engine.QuantSpec
 	// headQuant is the 4-bit layout of the generation head's copy (LoadOptions.Head), if any.
 	headQuant *engine.QuantSpec
+	// compute is LoadOptions.Compute: Declare gives it to the bf16 layers (Linear.Compute).
+	compute engine.DType
 }
 
 // LoadOptions choose how the weights are stored on the device.
@@ -42,10 +44,11 @@ type LoadOptions struct {
 	// "f16", "nf4" or "fp4" force a copy in that type); "" is HeadBase. Other graphs always
 	// use the loaded matrix.
 	Head string
-	// Compute is the precision the 4-bit layers' products may take (engine.QuantSpec.Compute):
-	// "" or "f32" exact in float32, "bf16" with x and the codebook rounded to bfloat16 as
-	// bitsandbytes computes with bnb_4bit_compute_dtype=bfloat16 (the CPU decodes faster so where
-	// it has AVX512_BF16). Layers kept in 16 or 32 bits are not affected.
+	// Compute is the precision the products of the 4-bit and bf16 layers may take
+	// (engine.QuantSpec.Compute, engine.MatMul16.Compute): "" or "f32" exact in float32, "bf16"
+	// with x rounded to bfloat16, and a 4-bit layer's codebook too, as bitsandbytes computes with
+	// bnb_4bit_compute_dtype=bfloat16 (on a CPU with AVX512_BF16, decoding and prompts run
+	// faster so). float32 and f16 layers are not affected.
 	Compute string
 }
 
@@ -196,6 +199,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 	for _, q := range m.Quant {
 		q.Compute = compute
 	}
+	m.compute = compute
 	ok = true
 	return m, nil
 }
@@ -381,6 +385,11 @@ func (m *Model) Declare(g *engine.Graph) *Graph {
 		return engine.F32
 	})
 	m.declareHead(mg)
+	for _, l := range mg.linears() {
+		if l.W != nil && engine.IsHalf(l.W.DType()) {
+			l.Compute = m.compute
+		}
+	}
 	return mg
 }
 

@@ -438,7 +438,7 @@ func (a *Adapter) LinearFunc(g *engine.Graph, dropoutSeed *engine.Node) model.Li
 // dropout > 0 and a seed it draws the layer's own mask (salted by its name), as PEFT's per-layer
 // nn.Dropout does; a nil seed is evaluation.
 func LoRALinear(g *engine.Graph, l *model.Linear, x, A, B *engine.Node, scale, dropout float32, seed *engine.Node) *engine.Node {
-	op := engine.LoRA{Scale: scale}
+	op := engine.LoRA{Scale: scale, Compute: l.Compute}
 	in := []*engine.Node{x, l.W}
 	if l.Quant != nil {
 		q := *l.Quant

@@ -279,7 +279,7 @@ func run(l engine.Launch) error {
 		matMul4(&op.Quant, op.TransW, in[0].Meta.Shape.Rows(), f32(in[0]), u8(in[1]), f32(in[2]), f32(out[0]))
 	case engine.MatMul16:
 		w := in[1].Meta.Shape
-		gemm.MatMul16(op.TransW, in[0].Meta.Shape.Rows(), w[0], w[1], f32(in[0]), u16(in[1]), in[1].Meta.DType == engine.BF16, 0, f32(out[0]))
+		matMul16(op.Compute, op.TransW, in[0].Meta.Shape.Rows(), w[0], w[1], f32(in[0]), in[1], f32(out[0]))
 	case engine.Embedding16:
 		return embedding16(f32(out[0]), u16(in[0]), in[0].Meta, i32(in[1]))
 	case engine.Dequantize4:
@@ -644,6 +644,17 @@ func matMul4(q *engine.QuantSpec, transW bool, rows int, x []float32, packed []b
 	gemm.MatMul4(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
 }
 
+// matMul16 is gemm.MatMul16 for the 16-bit weight w, its forward product in bfloat16 where compute
+// allows it and w is bf16 (gemm.MatMul16BF16).
+func matMul16(compute engine.DType, transW bool, rows, n, k int, x []float32, w engine.Arg, y []float32) {
+	bf := w.Meta.DType == engine.BF16
+	if compute == engine.BF16 && bf && !transW {
+		gemm.MatMul16BF16(rows, n, k, x, u16(w), 0, y)
+		return
+	}
+	gemm.MatMul16(transW, rows, n, k, x, u16(w), bf, 0, y)
+}
+
 // loraForward: y = x·Wᵀ + s·(d(x)·Aᵀ)·Bᵀ, writing xa = d(x)·Aᵀ for the backward pass.
 func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	rows, din, dout, r := op.Dims(metas(in))
@@ -653,7 +664,7 @@ func loraForward(op engine.LoRA, in, out []engine.Arg) {
 	if op.Quant != nil {
 		matMul4(op.Quant, false, rows, x, u8(in[1]), f32(in[2]), y)
 	} else if w := in[1]; engine.IsHalf(w.Meta.DType) {
-		gemm.MatMul16(false, rows, dout, din, x, u16(w), w.Meta.DType == engine.BF16, 0, y)
+		matMul16(op.Compute, false, rows, dout, din, x, w, y)
 	} else {
 		gemm.Sgemm(false, true, rows, dout, din, 1, x, din, f32(in[1]), din, 0, y, dout)
 	}

@@ -132,6 +132,17 @@ func halfCases() []Case {
 				return b.g.Apply(engine.LoRA{Scale: 1.5, Dropout: 0.2, Salt: 9}, b.f32(engine.Shape{11, 41}, 1), b.half(dt, engine.Shape{23, 41}, 0.5),
 					b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.i32([]int32{4242}))[:2]
 			}),
+			// bfloat16 compute allowed (MatMul16.Compute, LoRA.Compute): the CPU takes it for a bf16 W
+			// with an even depth, one row or more than four; within bfloat16's rounding of x.
+			c("matmul16/compute-bf16/"+dt.String(), 1e-2, func(b *builder) []*engine.Node {
+				w := b.half(dt, engine.Shape{29, 130}, 1)
+				mm := engine.MatMul16{Compute: engine.BF16}
+				return []*engine.Node{b.g.Apply1(mm, b.f32(engine.Shape{1, 130}, 1), w), b.g.Apply1(mm, b.f32(engine.Shape{9, 130}, 1), w)}
+			}),
+			c("lora/compute-bf16/"+dt.String(), 1e-2, func(b *builder) []*engine.Node {
+				return b.g.Apply(engine.LoRA{Scale: 1.5, Compute: engine.BF16}, b.f32(engine.Shape{11, 64}, 1), b.half(dt, engine.Shape{23, 64}, 0.5),
+					b.f32(engine.Shape{5, 64}, 0.5), b.f32(engine.Shape{23, 5}, 0.5))[:2]
+			}),
 			c("lora_backward/"+dt.String(), tol, func(b *builder) []*engine.Node {
 				dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 41}, 1)
 				w, a, bb, xa := b.half(dt, engine.Shape{23, 41}, 0.5), b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.f32(engine.Shape{11, 5}, 1)

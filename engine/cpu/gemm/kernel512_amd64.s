@@ -1311,3 +1311,39 @@ cvtloop:
 	JNZ       cvtloop
 	VZEROUPPER
 	RET
+
+// func dot16BF16AVX512(n64 int, x, w *uint16) float32
+// Σ x[i]·w[i] over 64·n64 bfloat16 pairs of x and w (two registers of 32 a step, two accumulators
+// of VDPBF16PS products), summed in float32: MatMul16BF16's GEMV, a row of W against x. W streams
+// from memory once: a prefetch 4 KiB ahead.
+TEXT ·dot16BF16AVX512(SB), NOSPLIT, $0-28
+	MOVQ   n64+0(FP), CX
+	MOVQ   x+8(FP), SI
+	MOVQ   w+16(FP), DI
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+
+d16loop:
+	PREFETCHT0 4096(DI)
+	PREFETCHT0 4160(DI)
+	VMOVDQU32  (SI), Z0
+	VMOVDQU32  64(SI), Z1
+	VMOVDQU32  (DI), Z2
+	VMOVDQU32  64(DI), Z3
+	BYTE $0x62; BYTE $0xf2; BYTE $0x7e; BYTE $0x48; BYTE $0x52; BYTE $0xe2 // VDPBF16PS Z2, Z0, Z4
+	BYTE $0x62; BYTE $0xf2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xeb // VDPBF16PS Z3, Z1, Z5
+	ADDQ       $128, SI
+	ADDQ       $128, DI
+	DECQ       CX
+	JNZ        d16loop
+
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $1, Z4, Y1
+	VADDPS        Y1, Y4, Y4
+	VEXTRACTF128  $1, Y4, X1
+	VADDPS        X1, X4, X4
+	VHADDPS       X4, X4, X4
+	VHADDPS       X4, X4, X4
+	VMOVSS        X4, ret+24(FP)
+	VZEROUPPER
+	RET

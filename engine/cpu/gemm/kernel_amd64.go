@@ -163,6 +163,11 @@ func kern6x16BF16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
 
+// dot16BF16AVX512 is Σ x[i]·w[i] over 64·n64 bfloat16 of x and w, products summed in float32.
+//
+//go:noescape
+func dot16BF16AVX512(n64 int, x, w *uint16) float32
+
 // toBF16AVX512 rounds src[:32·n32] to bfloat16 into dst.
 //
 //go:noescape

@@ -35,6 +35,10 @@ func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, 
 	panic("gemm: no assembly kernels in this build")
 }
 
+func dot16BF16AVX512(n64 int, x, w *uint16) float32 {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func toBF16AVX512(n32 int, src *float32, dst *uint16) {
 	panic("gemm: no assembly kernels in this build")
 }

@@ -181,7 +181,8 @@ func TestMatMul16FastMatchesPlain(t *testing.T) {
 }
 
 // BenchmarkMatMul16: the 16-bit product beside Sgemm on a float32 copy of the same weights (the
-// memory the 16-bit path saves), interleaved in one run: MatMul16/{f16,bf16,f32}/shape=m×n×k/layer.
+// memory the 16-bit path saves) and, where the CPU has AVX512_BF16, the bf16 weights multiplied in
+// bfloat16 (MatMul16BF16), interleaved in one run: MatMul16/{f16,bf16,bf16-compute,f32}/shape=m×n×k/layer.
 func BenchmarkMatMul16(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 5))
 	for _, l := range layers {
@@ -207,6 +208,14 @@ func BenchmarkMatMul16(b *testing.B) {
 				}
 				report(b, flops, 2*float64(len(w))+io)
 			})
+			if HasBF16() {
+				b.Run("bf16-compute/"+shape, func(b *testing.B) {
+					for b.Loop() {
+						MatMul16BF16(m, l.out, l.in, x, wb, 0, y)
+					}
+					report(b, flops, 2*float64(len(w))+io)
+				})
+			}
 			b.Run("f32/"+shape, func(b *testing.B) {
 				for b.Loop() {
 					Sgemm(false, true, m, l.out, l.in, 1, x, l.in, wf, l.in, 0, y, l.out)

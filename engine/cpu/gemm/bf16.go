@@ -152,3 +152,67 @@ func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 		}
 	})
 }
+
+// MatMul16BF16 is MatMul16's forward product (y = β·y + x·Wᵀ) for a bfloat16 W computed without
+// widening it: x rounded to bfloat16 and the products summed in float32 (VDPBF16PS), where
+// HasBF16 and k is even: for one row (a GEMV streaming W once), or for more than four rows (the
+// packed GEMM, W's rows already being bfloat16 pairs, so packing only moves them). Every other
+// call is MatMul16, exact in float32 on the widened W.
+func MatMul16BF16(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
+	switch {
+	case !HasBF16() || n <= 0 || k <= 0 || k%2 != 0:
+	case m == 1:
+		gemv16bf16(n, k, x[:k], w[:n*k], beta, y[:n])
+		return
+	case m > smallM16:
+		gemm16bf16(m, n, k, x[:m*k], w[:n*k], beta, y[:m*n])
+		return
+	}
+	MatMul16(false, m, n, k, x, w, true, beta, y)
+}
+
+// gemv16bf16 is MatMul16BF16's GEMV, rows split across cores as gemv4bf16 splits them.
+func gemv16bf16(n, k int, x []float32, w []uint16, beta float32, y []float32) {
+	xb := getBuf(k / 2)
+	defer putBuf(xb)
+	xp := (*xb)[:k/2]
+	pairsBF16(xp, x)
+	xw := unsafe.Slice((*uint16)(unsafe.Pointer(&xp[0])), k)
+	n64 := k / 64
+	wk := workers(8 * n * k)
+	chunk := max(16, n/(4*wk))
+	parallel((n+chunk-1)/chunk, wk, func(t int) {
+		for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
+			row := w[j*k : (j+1)*k]
+			var s float32
+			if n64 > 0 {
+				s = dot16BF16AVX512(n64, &xw[0], &row[0])
+			}
+			for i := 64 * n64; i < k; i++ {
+				s += half.BF16ToFloat32(xw[i]) * half.BF16ToFloat32(row[i])
+			}
+			if beta != 0 {
+				s += beta * y[j]
+			}
+			y[j] = s
+		}
+	})
+}
+
+// gemm16bf16 is MatMul16BF16's GEMM: x rounded into bfloat16 pairs, W's rows read as pairs in
+// place (k even), through the packed driver with the VDPBF16PS tiles.
+func gemm16bf16(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
+	k2 := k / 2
+	xb := getBuf(m * k2)
+	defer putBuf(xb)
+	xp := (*xb)[:m*k2]
+	for i := 0; i < m; i++ {
+		pairsBF16(xp[i*k2:(i+1)*k2], x[i*k:(i+1)*k])
+	}
+	wp := unsafe.Slice((*float32)(unsafe.Pointer(&w[0])), n*k2)
+	blocked(m, n, k2, 1, func(i0, p0, rows, kcur int, dst []float32) {
+		packA(false, xp, k2, i0, p0, rows, kcur, dst)
+	}, func(p0, j0, kcur, cols int, dst []float32) {
+		packB(true, wp, k2, p0, j0, kcur, cols, dst)
+	}, beta, y, n, true)
+}
