@@ -78,6 +78,13 @@ func TestRoofline(t *testing.T) {
 	require.InDelta(t, 200.0/220, efficiency(110e9, 200e9, 2), 1e-12)
 	// A one-thread figure above the all-thread one (other work took a core) is the ceiling.
 	require.Equal(t, Roofline{PeakFLOPS: 120e9, Bandwidth: 9e9}, CPUCeilings{FMAPeak1: 120e9, FMAPeakAll: 100e9, Read1: 9e9, ReadAll: 4e9}.roofline())
+	// The bfloat16 dot product's peak is the compute ceiling of the bfloat16 GEMM only.
+	rl := CPUCeilings{FMAPeak1: 120e9, FMAPeakAll: 200e9, BF16Peak1: 230e9, BF16PeakAll: 410e9, Read1: 9e9, ReadAll: 15e9}.roofline()
+	require.Equal(t, Roofline{PeakFLOPS: 200e9, Bandwidth: 15e9, PeakBF16: 410e9}, rl)
+	require.Equal(t, 410e9, rl.forKernel(KernelGEMMBF16).PeakFLOPS)
+	require.Equal(t, 200e9, rl.forKernel(KernelGEMM).PeakFLOPS)
+	require.Equal(t, 200e9, rl.forKernel(KernelGEMVBF16).PeakFLOPS) // memory-bound: the read ceiling decides
+	require.Equal(t, 200e9, Roofline{PeakFLOPS: 200e9, Bandwidth: 15e9}.forKernel(KernelGEMMBF16).PeakFLOPS)
 }
 
 // The published configs (config.json of each repository), written out independently of shapes.go.
@@ -129,7 +136,7 @@ func TestCaseWork(t *testing.T) {
 		require.False(t, seen[c.ID], "duplicate case %s", c.ID)
 		seen[c.ID] = true
 	}
-	require.Len(t, cs, 4+4+4+4+2+3+1) // GEMV, its bfloat16 form, GEMM, LoRA, IA3, attention, RMSNorm
+	require.Len(t, cs, 4+4+4+4+4+2+3+1) // GEMV and GEMM, each also in bfloat16, LoRA, IA3, attention, RMSNorm
 }
 
 func fakeReport() *Report {

@@ -13,6 +13,7 @@ const (
 	KernelGEMV          = "nf4_gemv"
 	KernelGEMVBF16      = "nf4_gemv_bf16"
 	KernelGEMM          = "nf4_gemm"
+	KernelGEMMBF16      = "nf4_gemm_bf16"
 	KernelLoRAFwd       = "lora_fwd_fused"
 	KernelLoRAFwdUnfuse = "lora_fwd_unfused"
 	KernelLoRABwd       = "lora_bwd_fused"
@@ -26,7 +27,7 @@ const (
 )
 
 // AllKernels lists every kernel in report order.
-var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMM, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
+var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMM, KernelGEMMBF16, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
 	KernelIA3Fwd, KernelIA3Bwd, KernelAttnPrefill, KernelAttnDecode, KernelAttnBwd, KernelRMSNorm}
 
 // Dims are a case's sizes: M rows (tokens), N outputs, K inputs, R the LoRA rank; for attention
@@ -117,7 +118,7 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 	c := newCase(kernel, m, proj, d, flops, bytes, func(g *engine.Graph, in leafFunc) []*engine.Node {
 		p, a := nf4Leaves(in, n, k)
 		q := nf4Spec(n, k)
-		if kernel == KernelGEMVBF16 {
+		if kernel == KernelGEMVBF16 || kernel == KernelGEMMBF16 {
 			q.Compute = engine.BF16
 		}
 		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, q)}
@@ -131,6 +132,12 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 
 // loraScale is alpha/r for the common alpha = 2r.
 const loraScale = 2
+
+// GEMMBF16Case is GEMMCase with bfloat16 products allowed, which the CPU takes where it has
+// AVX512_BF16 (measured on the CPU only, against the bfloat16 dot product's peak).
+func GEMMBF16Case(m ModelShape, proj string, rows, n, k int) Case {
+	return qmmCase(KernelGEMMBF16, m, proj, rows, n, k)
+}
 
 // LoRAFwdCase is QLoRA's forward y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with an NF4 W: [n, k], fused in one op
 // or recorded as separate matmuls.
@@ -270,6 +277,9 @@ func Cases(m ModelShape, tokens, context, rank int, kernels []string, loraProjs 
 	}
 	for _, p := range ups {
 		add(GEMMCase(m, p.Name, tokens, p.Out, p.In))
+	}
+	for _, p := range ups {
+		add(GEMMBF16Case(m, p.Name, tokens, p.Out, p.In))
 	}
 	for _, p := range m.Projections() {
 		for _, lp := range loraProjs {

@@ -18,6 +18,18 @@ type Roofline struct {
 	PeakFLOPS float64 `json:"peak_flops"`
 	// Bandwidth is in bytes (read + written) per second.
 	Bandwidth float64 `json:"bandwidth"`
+	// PeakBF16 is the bfloat16 dot product's flop/s (VDPBF16PS, CPUs with AVX512_BF16 only): the
+	// compute ceiling of kernels that multiply in bfloat16 (forKernel).
+	PeakBF16 float64 `json:"peak_bf16_flops,omitempty"`
+}
+
+// forKernel is the roofline of kernel: its compute ceiling the bfloat16 one for a kernel that
+// multiplies in bfloat16, where that was measured.
+func (r Roofline) forKernel(kernel string) Roofline {
+	if kernel == KernelGEMMBF16 && r.PeakBF16 > 0 {
+		r.PeakFLOPS = r.PeakBF16
+	}
+	return r
 }
 
 // Valid reports whether both ceilings were measured.
@@ -61,6 +73,10 @@ type CPUCeilings struct {
 	FMAPeak1    float64 `json:"fma_peak_1"`
 	FMAPeakAll  float64 `json:"fma_peak_all"`
 	FMAPeakAVX2 float64 `json:"fma_peak_avx2_1,omitempty"`
+	// BF16Peak1 and BF16PeakAll are flop/s of the bfloat16 dot product (VDPBF16PS) on independent
+	// accumulators, one thread and all, where the CPU has AVX512_BF16.
+	BF16Peak1   float64 `json:"bf16_peak_1,omitempty"`
+	BF16PeakAll float64 `json:"bf16_peak_all,omitempty"`
 	// Read1 and ReadAll are bytes/s of a streaming read with Unit's vector loads, one thread and
 	// all; CopyAll is bytes read plus written per second by a copy on all threads.
 	Read1   float64 `json:"read_1"`
@@ -74,7 +90,7 @@ type CPUCeilings struct {
 // figure where that is higher (all cores can do what one does; a lower all-core figure means other
 // work on the host took cores during the measurement).
 func (c CPUCeilings) roofline() Roofline {
-	return Roofline{PeakFLOPS: max(c.FMAPeakAll, c.FMAPeak1), Bandwidth: max(c.ReadAll, c.Read1)}
+	return Roofline{PeakFLOPS: max(c.FMAPeakAll, c.FMAPeak1), Bandwidth: max(c.ReadAll, c.Read1), PeakBF16: max(c.BF16PeakAll, c.BF16Peak1)}
 }
 
 // widestUnit is the widest vector unit this CPU runs.
@@ -96,6 +112,10 @@ func measureCPUCeilings(elems int, d time.Duration) CPUCeilings {
 	if u == ceiling.AVX512 {
 		c.FMAPeakAVX2 = ceiling.FMAPeak(ceiling.AVX2, 1, d)
 	}
+	if ceiling.Has(ceiling.AVX512BF16) {
+		c.BF16Peak1 = ceiling.FMAPeak(ceiling.AVX512BF16, 1, d)
+		c.BF16PeakAll = ceiling.FMAPeak(ceiling.AVX512BF16, th, d)
+	}
 	src, dst := make([]float32, elems), make([]float32, elems)
 	for i := range src {
 		src[i] = float32(i&1023) * 0x1p-10
@@ -109,6 +129,7 @@ func measureCPUCeilings(elems int, d time.Duration) CPUCeilings {
 // bestCPU keeps the higher of each figure of two measurements.
 func bestCPU(a, b CPUCeilings) CPUCeilings {
 	a.FMAPeak1, a.FMAPeakAll, a.FMAPeakAVX2 = max(a.FMAPeak1, b.FMAPeak1), max(a.FMAPeakAll, b.FMAPeakAll), max(a.FMAPeakAVX2, b.FMAPeakAVX2)
+	a.BF16Peak1, a.BF16PeakAll = max(a.BF16Peak1, b.BF16Peak1), max(a.BF16PeakAll, b.BF16PeakAll)
 	a.Read1, a.ReadAll, a.CopyAll = max(a.Read1, b.Read1), max(a.ReadAll, b.ReadAll), max(a.CopyAll, b.CopyAll)
 	return a
 }
@@ -119,6 +140,9 @@ func (c CPUCeilings) describe() string {
 		c.Features, c.Unit, c.FMAPeak1/1e9, c.FMAPeakAll/1e9, c.Threads, 100*efficiency(c.FMAPeak1, c.FMAPeakAll, c.Threads))
 	if c.FMAPeakAVX2 > 0 {
 		s += fmt.Sprintf("; at AVX2 width %.1f on 1 thread", c.FMAPeakAVX2/1e9)
+	}
+	if c.BF16PeakAll > 0 {
+		s += fmt.Sprintf("; bfloat16 dot products (VDPBF16PS, the ceiling of the bf16 kernels) %.1f on 1 thread, %.1f on %d", c.BF16Peak1/1e9, c.BF16PeakAll/1e9, c.Threads)
 	}
 	s += fmt.Sprintf(". Streaming read with %s loads over %d MiB: **%.1f GB/s on 1 thread, %.1f on %d**; copy %.1f GB/s (read + written) on %d.",
 		c.Unit, c.BufferBytes>>20, c.Read1/1e9, c.ReadAll/1e9, c.Threads, c.CopyAll/1e9, c.Threads)
@@ -135,7 +159,7 @@ func efficiency(one, all float64, threads int) float64 {
 
 // cpuVariants are the kernels measured again on the CPU backend, on one thread and on the AVX2
 // path (where the CPU is wider), beside their all-thread, widest-path figure.
-var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMM: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
+var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMM: true, KernelGEMMBF16: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
 	KernelAttnDecode: true, KernelAttnBwd: true, KernelRMSNorm: true}
 
 // withISA runs f with the CPU kernels limited to isa, then restores the previous path.

@@ -244,7 +244,7 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 	var cases []Case
 	for _, m := range s.Models {
 		for _, c := range Cases(m, s.Tokens, s.Context, s.Rank, s.Kernels, s.LoRAProjs) {
-			if c.Kernel == KernelGEMVBF16 && (d.Backend != "cpu" || !gemm.HasBF16()) {
+			if (c.Kernel == KernelGEMVBF16 || c.Kernel == KernelGEMMBF16) && (d.Backend != "cpu" || !gemm.HasBF16()) {
 				continue // elsewhere the allowance changes nothing: nf4_gemv again
 			}
 			cases = append(cases, c)
@@ -342,7 +342,7 @@ func (k *KernelResult) fill(rl Roofline) {
 	if k.Bytes > 0 {
 		k.Intensity = k.Flops / k.Bytes
 	}
-	k.Roofline = rl.Fraction(k.Flops, k.Bytes, k.Time.Median)
+	k.Roofline = rl.forKernel(k.Kernel).Fraction(k.Flops, k.Bytes, k.Time.Median)
 	if k.Time1 != nil {
 		k.Efficiency = efficiency(1/k.Time1.Median, 1/k.Time.Median, runtime.GOMAXPROCS(0))
 	}

@@ -19,11 +19,17 @@ const (
 	AVX512 Unit = "avx512" // 16 f32 lanes (AVX-512F)
 	AVX2   Unit = "avx2"   // 8 f32 lanes with FMA3
 	Scalar Unit = "go"     // portable Go, no vector unit assumed
+	// AVX512BF16 is the bfloat16 dot product VDPBF16PS: 16 f32 lanes, each adding two products.
+	// It is not a unit for reads (readSum): FMAPeak only.
+	AVX512BF16 Unit = "avx512_bf16"
 )
 
-// Lanes is the number of f32 lanes of the unit.
+// Lanes is the number of multiply-adds one instruction of the unit does: its f32 lanes, or for
+// AVX512BF16 its 32 bfloat16 products.
 func (u Unit) Lanes() int {
 	switch u {
+	case AVX512BF16:
+		return 32
 	case AVX512:
 		return 16
 	case AVX2:

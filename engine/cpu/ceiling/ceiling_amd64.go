@@ -9,6 +9,8 @@ func Has(u Unit) bool {
 	switch u {
 	case AVX512:
 		return cpu.X86.HasAVX512F
+	case AVX512BF16:
+		return cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16
 	case AVX2:
 		return cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	case Scalar:
@@ -45,6 +47,9 @@ func fma512(n int) float32
 func fma256(n int) float32
 
 //go:noescape
+func dpbf16512(n int) float32
+
+//go:noescape
 func read512(n int, x *float32) float32
 
 //go:noescape
@@ -54,6 +59,8 @@ func fmaLoop(u Unit, n int) float32 {
 	switch u {
 	case AVX512:
 		return fma512(n)
+	case AVX512BF16:
+		return dpbf16512(n)
 	case AVX2:
 		return fma256(n)
 	}

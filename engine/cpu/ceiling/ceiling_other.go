@@ -14,5 +14,6 @@ func readSum(u Unit, x []float32) float32 { return readSumGo(x) }
 
 // fma512 and fma256 are never called here (Has reports no vector unit); they exist so that the
 // tests build on every platform.
-func fma512(n int) float32 { panic("ceiling: no AVX-512 loop in this build") }
-func fma256(n int) float32 { panic("ceiling: no AVX2 loop in this build") }
+func fma512(n int) float32    { panic("ceiling: no AVX-512 loop in this build") }
+func fma256(n int) float32    { panic("ceiling: no AVX2 loop in this build") }
+func dpbf16512(n int) float32 { panic("ceiling: no AVX-512 BF16 loop in this build") }

@@ -54,6 +54,12 @@ func TestFMALoop(t *testing.T) {
 				t.Errorf("avx512 n=%d: %v, want %v", n, got, 3*acc)
 			}
 		}
+		if Has(AVX512BF16) {
+			// Each accumulator gains 2·2⁻⁸·2⁻⁸ a round, exactly; three are summed.
+			if got, want := float64(dpbf16512(n)), 3*float64(n)*0x1p-15; got != want {
+				t.Errorf("avx512_bf16 n=%d: %v, want %v", n, got, want)
+			}
+		}
 		if Has(AVX2) {
 			// Y0 and Y1 take two FMAs a round: 2·(1 − 0.999²ⁿ) + (1 − 0.999ⁿ).
 			want := 2*(1-math.Pow(0.999, float64(2*n))) + acc
@@ -93,6 +99,13 @@ func TestProbes(t *testing.T) {
 	for i := range dst {
 		if dst[i] != buf[i] {
 			t.Fatalf("copy: dst[%d] = %v, want %v", i, dst[i], buf[i])
+		}
+	}
+	if Has(AVX512BF16) {
+		// Two products an instruction: more flops than the f32 FMA, at most 128 a cycle at 6 GHz.
+		f, fma := FMAPeak(AVX512BF16, 1, d), FMAPeak(AVX512, 1, d)
+		if f < fma || f > 128*6e9 {
+			t.Errorf("avx512_bf16 peak %.3g flop/s (f32 FMA %.3g)", f, fma)
 		}
 	}
 	if FMAPeak(Unit("nope"), 1, d) != 0 {
