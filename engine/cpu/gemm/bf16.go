@@ -107,7 +107,7 @@ func bf16Block(xb []uint16, x []float32) {
 // xbPool recycles the bfloat16 copies of x: one a decoding step's linear layer.
 var xbPool sync.Pool
 
-// gemv4bf16 is MatMul4BF16's kernel call, rows split across cores as gemv4g128 splits them.
+// gemv4bf16 is MatMul4BF16's GEMV (gemvRows with the bfloat16 kernel).
 func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 	xp, _ := xbPool.Get().(*[]uint16)
 	if xp == nil || cap(*xp) < k {
@@ -121,35 +121,8 @@ func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 	for i, c := range q.code {
 		table[i] = half.BF16(c)
 	}
-	_ = q.absmax[(n*k-1)/q.bs]
-	_ = q.packed[n*k/2-1]
-	w := workers(16 * n * k)
-	chunk := max(16, n/(4*w))
-	parallel((n+chunk-1)/chunk, w, func(t int) {
-		j0, j1 := t*chunk, min(n, (t+1)*chunk)
-		out := y[j0:j1]
-		if beta != 0 { // the kernel writes y: keep the old values to add
-			b := getBuf(j1 - j0)
-			defer putBuf(b)
-			out = (*b)[:j1-j0]
-		}
-		if q.bs == 64 {
-			gemv4bf16AVX512(j1-j0, k/128, &xb[0], &q.packed[j0*k/2], &q.absmax[j0*k/64], &table, &out[0])
-		} else {
-			// Each half's scale repeated from the row's blocks.
-			halves := make([]float32, k/64)
-			for j := j0; j < j1; j++ {
-				for h := range halves {
-					halves[h] = q.absmax[(j*k+64*h)/q.bs]
-				}
-				gemv4bf16AVX512(1, k/128, &xb[0], &q.packed[j*k/2], &halves[0], &table, &out[j-j0])
-			}
-		}
-		if beta != 0 {
-			for i, v := range out {
-				y[j0+i] = beta*y[j0+i] + v
-			}
-		}
+	q.gemvRows(n, k, beta, y, func(rows int, w *byte, scales, out *float32) {
+		gemv4bf16AVX512(rows, k/128, &xb[0], w, scales, &table, out)
 	})
 }
 

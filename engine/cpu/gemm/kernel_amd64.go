@@ -153,6 +153,15 @@ func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, tabl
 //go:noescape
 func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32)
 
+// kern6x16StoreAVX512 and kern6x64StoreAVX512 are the shared ends of the 6×16 and 6×64 kernels
+// (f32 and bfloat16), which jump to them with the tile's sums in registers; never called from Go.
+//
+//go:noescape
+func kern6x16StoreAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func kern6x64StoreAVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
+
 // kern6x16BF16AVX512 is kern6x16AVX512 on bfloat16 pairs (k pairs; see the assembly).
 //
 //go:noescape

@@ -222,6 +222,16 @@ func gemv4g128(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 			}
 		}
 	}
+	q.gemvRows(n, k, beta, y, func(rows int, w *byte, scales, out *float32) {
+		gemv4g128AVX512(rows, k/128, &xp[0], w, scales, q.code, out)
+	})
+}
+
+// gemvRows runs kernel, a GEMV of whole 128-code groups with two scales a group, over the n rows
+// of W split across cores, and sets y = its results + beta·y. kernel gets runs of consecutive rows
+// with blocksize 64 (the halves' scales are consecutive absmax entries, across rows too), single
+// rows with each half's scale repeated from the row's blocks otherwise.
+func (q *quant4) gemvRows(n, k int, beta float32, y []float32, kernel func(rows int, w *byte, scales, out *float32)) {
 	_ = q.absmax[(n*k-1)/q.bs]
 	_ = q.packed[n*k/2-1]
 	// A GEMV does far less arithmetic a byte than a GEMM: weigh its flops eightfold, so that a
@@ -237,16 +247,14 @@ func gemv4g128(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 			out = (*b)[:j1-j0]
 		}
 		if q.bs == 64 {
-			// Two scales a group are the halves' consecutive absmax entries, across rows too.
-			gemv4g128AVX512(j1-j0, k/128, &xp[0], &q.packed[j0*k/2], &q.absmax[j0*k/64], q.code, &out[0])
+			kernel(j1-j0, &q.packed[j0*k/2], &q.absmax[j0*k/64], &out[0])
 		} else {
-			// Each half's scale repeated from the row's blocks.
 			halves := make([]float32, k/64)
 			for j := j0; j < j1; j++ {
 				for h := range halves {
 					halves[h] = q.absmax[(j*k+64*h)/q.bs]
 				}
-				gemv4g128AVX512(1, k/128, &xp[0], &q.packed[j*k/2], &halves[0], q.code, &out[j-j0])
+				kernel(1, &q.packed[j*k/2], &halves[0], &out[j-j0])
 			}
 		}
 		if beta != 0 {
