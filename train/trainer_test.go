@@ -10,6 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/engine"
 	"github.com/lathe-ml/lathe/engine/cpu"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 	"github.com/lathe-ml/lathe/engine/enginetest"
 	"github.com/lathe-ml/lathe/internal/testdevice"
 	"github.com/lathe-ml/lathe/model"
@@ -321,4 +322,28 @@ func TestPiSSARun(t *testing.T) {
 	l, _, err := Evaluate(ev, tr.evalSet, cfg.Batch, cfg.Seq)
 	require.NoError(t, err)
 	require.InDelta(t, *res.EvalLoss, l, 1e-3**res.EvalLoss)
+}
+
+// Compute "bf16" (QLoRA's usual bnb_4bit_compute_dtype) trains: the loss falls as with f32
+// products, by a different path where the CPU multiplies in bfloat16 (the same bits elsewhere).
+// Other values are refused.
+func TestComputeBF16TrainsQLoRA(t *testing.T) {
+	bad := fixture(t, "qlora")
+	bad.Compute = "f8"
+	_, err := New(bad, cpu.New())
+	require.ErrorContains(t, err, `compute "f8" is not f32 or bf16`)
+
+	exact := fixture(t, "qlora")
+	exact.Steps = 30
+	bf := exact
+	bf.Compute, bf.Out = "bf16", filepath.Join(t.TempDir(), "out")
+	re, rb := train(t, exact, cpu.New()), train(t, bf, cpu.New())
+	t.Logf("loss %.4f → %.4f with f32 products, %.4f → %.4f with bf16", re.LossStart, re.LossEnd, rb.LossStart, rb.LossEnd)
+	require.Less(t, rb.LossEnd, 0.8*rb.LossStart, "the loss falls")
+	if gemm.HasBF16() {
+		require.NotEqual(t, re.LossEnd, rb.LossEnd, "bf16 products changed nothing on a CPU with AVX512_BF16")
+		require.InDelta(t, re.LossStart, rb.LossStart, 0.01*re.LossStart, "the first step's loss is within bfloat16's rounding")
+	} else {
+		require.Equal(t, re.LossEnd, rb.LossEnd)
+	}
 }

@@ -367,6 +367,14 @@ func OpCases() []Case {
 			q.Compute = engine.BF16
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{1, 256}, 1), p, a, q)}
 		}),
+		// The same allowance on a prefill's GEMM (more than 16 rows) and on the backward pass's
+		// transposed product, odd depths included.
+		c("qmatmul/gemm-bf16", 1e-2, func(b *builder) []*engine.Node {
+			p, a, q := b.quant4(45, 67, 64, nf4)
+			q.Compute = engine.BF16
+			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{19, 67}, 1), p, a, q),
+				b.g.Apply1(engine.QMatMul{Quant: q, TransW: true}, b.f32(engine.Shape{19, 45}, 1), p, a)}
+		}),
 		c("qmatmul/gemm", tol, func(b *builder) []*engine.Node {
 			p, a, q := b.quant4(45, 67, 32, nf4)
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{9, 67}, 1), p, a, q)}

@@ -131,7 +131,7 @@ func BenchmarkMatMul4(b *testing.B) {
 			if HasBF16() {
 				b.Run("bf16/"+shape, func(b *testing.B) {
 					for b.Loop() {
-						MatMul4BF16(m, l.out, l.in, x, packed, absmax, bs, &quant.NF4Code, 0, y)
+						MatMul4BF16(false, m, l.out, l.in, x, packed, absmax, bs, &quant.NF4Code, 0, y)
 					}
 					report(b, flops, bytes)
 				})
@@ -147,7 +147,8 @@ func BenchmarkMatMul4(b *testing.B) {
 	}
 }
 
-// BenchmarkMatMul4Backward: dx = dy·W through the 4-bit weight (transW), one token and 512.
+// BenchmarkMatMul4Backward: dx = dy·W through the 4-bit weight (transW), one token and 512, and
+// where the CPU has AVX512_BF16 the same in bfloat16 (MatMul4BF16) in the same run.
 func BenchmarkMatMul4Backward(b *testing.B) {
 	r := rand.New(rand.NewPCG(4, 4))
 	const bs = 64
@@ -163,5 +164,13 @@ func BenchmarkMatMul4Backward(b *testing.B) {
 			}
 			report(b, flops, bytes)
 		})
+		if HasBF16() {
+			b.Run(fmt.Sprintf("bf16/shape=%dx%dx%d/%s", m, l.in, l.out, l.name), func(b *testing.B) {
+				for b.Loop() {
+					MatMul4BF16(true, m, l.out, l.in, dy, packed, absmax, bs, &quant.NF4Code, 0, dx)
+				}
+				report(b, flops, bytes)
+			})
+		}
 	}
 }

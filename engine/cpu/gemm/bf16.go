@@ -11,30 +11,34 @@ import (
 // AVX-512BW) and the kernels are not limited below AVX-512 (SetISA).
 func HasBF16() bool { return hasBF16 && useAVX512 }
 
-// MatMul4BF16 is MatMul4's forward product (y = β·y + x·Wᵀ) computed in bfloat16, as bitsandbytes
-// computes with bnb_4bit_compute_dtype=bfloat16, where this CPU has VDPBF16PS (HasBF16):
-//   - one row of x (a decoding step's GEMV), k a multiple of 128 and a blocksize of 64 or a
-//     multiple of 128: x and the codebook rounded to bfloat16, their products summed in float32,
-//     each block's sum scaled by its absmax in float32;
-//   - more than 16 rows (prefill, training's forward pass): x and the dequantized weight
-//     code·absmax rounded to bfloat16, products summed in float32, through the packed GEMM with
-//     VDPBF16PS tiles (twice the products an instruction of the float32 FMA).
+// MatMul4BF16 is MatMul4 (y = β·y + x·Wᵀ, or with transW y = β·y + x·W, the backward pass's
+// dx) computed in bfloat16, as bitsandbytes computes with bnb_4bit_compute_dtype=bfloat16, where
+// this CPU has VDPBF16PS (HasBF16):
+//   - one row of x (a decoding step's GEMV; not transW), k a multiple of 128 and a blocksize of
+//     64 or a multiple of 128: x and the codebook rounded to bfloat16, their products summed in
+//     float32, each block's sum scaled by its absmax in float32;
+//   - more than 16 rows (prefill, training): x and the dequantized weight code·absmax rounded to
+//     bfloat16, products summed in float32, through the packed GEMM with VDPBF16PS tiles (twice
+//     the products an instruction of the float32 FMA).
 //
 // Every other call, and every call elsewhere, is MatMul4, exact in float32: bfloat16 is an
 // allowance, as PyTorch's "medium" float32 matmul precision is. Rounding to bfloat16 is to
 // nearest, ties to even; the kernels flush denormal inputs to zero.
-func MatMul4BF16(m, n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
+func MatMul4BF16(transW bool, m, n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
 	q := &quant4{packed: packed, absmax: absmax, bs: blocksize, code: code}
 	switch {
 	case !HasBF16() || n <= 0 || k <= 0:
-	case m == 1 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
+	case m == 1 && !transW && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
 		gemv4bf16(q, n, k, x[:k], beta, y[:n])
 		return
-	case m > smallM4:
+	case m > smallM4 && !transW:
 		gemm4bf16(q, m, n, k, x[:m*k], beta, y[:m*n])
 		return
+	case m > smallM4:
+		gemm4bf16T(q, m, n, k, x[:m*n], beta, y[:m*k])
+		return
 	}
-	MatMul4(false, m, n, k, x, packed, absmax, blocksize, code, beta, y)
+	MatMul4(transW, m, n, k, x, packed, absmax, blocksize, code, beta, y)
 }
 
 // pairsBF16 rounds src to bfloat16 into dst's halves, in order: dst[j] holds src[2j] in its low
@@ -68,6 +72,44 @@ func gemm4bf16(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 	blocked(m, n, k2, 1, func(i0, p0, rows, kcur int, dst []float32) {
 		packA(false, xp, k2, i0, p0, rows, kcur, dst)
 	}, q.packColsBF16(k), beta, y, n, true)
+}
+
+// gemm4bf16T is MatMul4BF16's transposed GEMM, y = x·W (x: m×n, y: m×k): the depth is W's rows,
+// paired two at a time (packRowsBF16).
+func gemm4bf16T(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	n2 := (n + 1) / 2
+	xb := getBuf(m * n2)
+	defer putBuf(xb)
+	xp := (*xb)[:m*n2]
+	for i := 0; i < m; i++ {
+		pairsBF16(xp[i*n2:(i+1)*n2], x[i*n:(i+1)*n])
+	}
+	blocked(m, k, n2, 1, func(i0, p0, rows, kcur int, dst []float32) {
+		packA(false, xp, n2, i0, p0, rows, kcur, dst)
+	}, q.packRowsBF16(n, k), beta, y, k, true)
+}
+
+// packRowsBF16 is packRows in bfloat16 pairs: depth pair p is W's rows 2p and 2p+1 (the second
+// zero past W's n rows), dequantized in float32 along the panel and interleaved, a strip row of
+// 16 pairs at a time (interleaveBF16AVX512).
+func (q *quant4) packRowsBF16(n, k int) bPacker {
+	return func(p0, j0, kcur, cols int, dst []float32) {
+		nstrips := (cols + nr - 1) / nr
+		var r0, r1 [nc]float32 // padded to whole strips with zeros
+		for p := 0; p < kcur; p++ {
+			row := 2 * (p0 + p)
+			a, b := r0[:nstrips*nr], r1[:nstrips*nr]
+			clear(a[cols:])
+			q.span(row*k+j0, a[:cols])
+			if row+1 < n {
+				clear(b[cols:])
+				q.span((row+1)*k+j0, b[:cols])
+			} else {
+				clear(b)
+			}
+			interleaveBF16AVX512(nstrips, &a[0], &b[0], &dst[p*nr], stripStride(kcur))
+		}
+	}
 }
 
 // packColsBF16 is packCols in bfloat16 pairs: p0 and kcur count pairs of depths. Each of a strip's

@@ -12,10 +12,11 @@ import (
 func bf16Round(v float32) float64 { return float64(half.BF16ToFloat32(half.BF16(v))) }
 
 // MatMul4BF16 on every instruction set, where it runs in bfloat16 (a CPU with AVX512_BF16), matches
-// the float64 product of its rounded operands: for one row (k a multiple of 128, blocksize 64 or a
-// multiple of 128) x and the codebook rounded, for more than 16 rows x and the dequantized weight
-// rounded; and it differs from the exact product by more than float32 rounding could. Every other
-// call is MatMul4, exact in float32. Odd depths, rows and columns that fill no tile.
+// the float64 product of its rounded operands: for one row (not transposed; k a multiple of 128,
+// blocksize 64 or a multiple of 128) x and the codebook rounded, for more than 16 rows (either
+// way) x and the dequantized weight rounded; and it differs from the exact product by more than
+// float32 rounding could. Every other call is MatMul4, exact in float32. Odd depths (W's rows for
+// the transposed product), rows and columns that fill no tile.
 func TestMatMul4BF16AgainstFloat64(t *testing.T) {
 	withAVX2(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(11, 12))
@@ -24,59 +25,68 @@ func TestMatMul4BF16AgainstFloat64(t *testing.T) {
 			for _, bs := range []int{32, 64, 128, 256} {
 				for _, m := range []int{1, 2, smallM4 + 1, 40} {
 					for _, dims := range [][2]int{{1, 128}, {37, 256}, {19, 384}, {70, 1024}, {5, 301}, {33, 80}, {67, 53}} {
-						n, k := dims[0], dims[1]
-						packed, absmax := randQuant4(r, n, k, bs)
-						x := randn(r, m*k)
-						y := randn(r, m*n)
-						beta := float32(0)
-						if n%2 == 1 {
-							beta = 0.75
-						}
-						y0 := append([]float32(nil), y...)
-						MatMul4BF16(m, n, k, x, packed, absmax, bs, code, beta, y)
-						gemv := m == 1 && HasBF16() && k%128 == 0 && (bs == 64 || bs%128 == 0)
-						gemm := m > smallM4 && HasBF16()
-						bf := gemv || gemm
-						ranBF16 = ranBF16 || bf
-						maxDiff := 0.0 // between the bfloat16 and the exact products
-						for i := 0; i < m; i++ {
-							for o := 0; o < n; o++ {
-								exact, rounded, g := 0.0, 0.0, 0.0 // rounded: the path's own rounding
-								for c := 0; c < k; c++ {
-									e := o*k + c
-									q := packed[e/2] >> 4
-									if e%2 == 1 {
-										q = packed[e/2] & 15
-									}
-									s := float64(absmax[e/bs])
-									xv := x[i*k+c]
-									exact += float64(xv) * float64(code[q]) * s
-									if gemm {
-										rounded += bf16Round(xv) * bf16Round(code[q]*absmax[e/bs])
-									} else {
-										rounded += bf16Round(xv) * bf16Round(code[q]) * s
-									}
-									g += math.Abs(float64(xv) * float64(code[q]) * s)
-								}
-								if beta != 0 {
-									exact += float64(beta) * float64(y0[i*n+o])
-									rounded += float64(beta) * float64(y0[i*n+o])
-									g += math.Abs(float64(beta) * float64(y0[i*n+o]))
-								}
-								want := exact
-								if bf {
-									want = rounded
-								}
-								got := float64(y[i*n+o])
-								tol := 2e-7*g*math.Sqrt(float64(k)+1) + 1e-6
-								if math.IsNaN(got) || math.Abs(got-want) > tol {
-									t.Fatalf("MatMul4BF16(%s, m=%d, n=%d, k=%d, bs=%d, β=%v, bf16 %v) y[%d,%d] = %v, want %v (tol %g)", name, m, n, k, bs, beta, bf, i, o, got, want, tol)
-								}
-								maxDiff = max(maxDiff, math.Abs(rounded-exact)/(g*1e-6+1e-9))
+						for _, transW := range []bool{false, true} {
+							n, k := dims[0], dims[1]
+							packed, absmax := randQuant4(r, n, k, bs)
+							in, out := k, n
+							if transW {
+								in, out = n, k
 							}
-						}
-						if bf && k >= 256 && maxDiff < 1 {
-							t.Fatalf("%s n=%d k=%d: the bfloat16 and exact products agree to 1e-6 of their magnitude: the test cannot tell them apart", name, n, k)
+							x := randn(r, m*in)
+							y := randn(r, m*out)
+							beta := float32(0)
+							if n%2 == 1 {
+								beta = 0.75
+							}
+							y0 := append([]float32(nil), y...)
+							MatMul4BF16(transW, m, n, k, x, packed, absmax, bs, code, beta, y)
+							gemv := m == 1 && !transW && HasBF16() && k%128 == 0 && (bs == 64 || bs%128 == 0)
+							gemm := m > smallM4 && HasBF16()
+							bf := gemv || gemm
+							ranBF16 = ranBF16 || bf
+							maxDiff := 0.0 // between the bfloat16 and the exact products
+							for i := 0; i < m; i++ {
+								for o := 0; o < out; o++ {
+									exact, rounded, g := 0.0, 0.0, 0.0 // rounded: the path's own rounding
+									for c := 0; c < in; c++ {
+										e := o*k + c
+										if transW {
+											e = c*k + o
+										}
+										q := packed[e/2] >> 4
+										if e%2 == 1 {
+											q = packed[e/2] & 15
+										}
+										s := float64(absmax[e/bs])
+										xv := x[i*in+c]
+										exact += float64(xv) * float64(code[q]) * s
+										if gemm {
+											rounded += bf16Round(xv) * bf16Round(code[q]*absmax[e/bs])
+										} else {
+											rounded += bf16Round(xv) * bf16Round(code[q]) * s
+										}
+										g += math.Abs(float64(xv) * float64(code[q]) * s)
+									}
+									if beta != 0 {
+										exact += float64(beta) * float64(y0[i*out+o])
+										rounded += float64(beta) * float64(y0[i*out+o])
+										g += math.Abs(float64(beta) * float64(y0[i*out+o]))
+									}
+									want := exact
+									if bf {
+										want = rounded
+									}
+									got := float64(y[i*out+o])
+									tol := 2e-7*g*math.Sqrt(float64(in)+1) + 1e-6
+									if math.IsNaN(got) || math.Abs(got-want) > tol {
+										t.Fatalf("MatMul4BF16(%s, transW=%v, m=%d, n=%d, k=%d, bs=%d, β=%v, bf16 %v) y[%d,%d] = %v, want %v (tol %g)", name, transW, m, n, k, bs, beta, bf, i, o, got, want, tol)
+									}
+									maxDiff = max(maxDiff, math.Abs(rounded-exact)/(g*1e-6+1e-9))
+								}
+							}
+							if bf && in >= 50 && maxDiff < 1 {
+								t.Fatalf("%s transW=%v n=%d k=%d: the bfloat16 and exact products agree to 1e-6 of their magnitude: the test cannot tell them apart", name, transW, n, k)
+							}
 						}
 					}
 				}

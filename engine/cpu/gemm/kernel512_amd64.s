@@ -1219,3 +1219,66 @@ s64store:
 	VMOVUPS Z23, 192(DX)
 	VZEROUPPER
 	RET
+
+// interleaveIdx takes word j of the low half and word j of the high half to words 2j and 2j+1.
+DATA interleaveIdx<>+0(SB)/2, $0
+DATA interleaveIdx<>+2(SB)/2, $16
+DATA interleaveIdx<>+4(SB)/2, $1
+DATA interleaveIdx<>+6(SB)/2, $17
+DATA interleaveIdx<>+8(SB)/2, $2
+DATA interleaveIdx<>+10(SB)/2, $18
+DATA interleaveIdx<>+12(SB)/2, $3
+DATA interleaveIdx<>+14(SB)/2, $19
+DATA interleaveIdx<>+16(SB)/2, $4
+DATA interleaveIdx<>+18(SB)/2, $20
+DATA interleaveIdx<>+20(SB)/2, $5
+DATA interleaveIdx<>+22(SB)/2, $21
+DATA interleaveIdx<>+24(SB)/2, $6
+DATA interleaveIdx<>+26(SB)/2, $22
+DATA interleaveIdx<>+28(SB)/2, $7
+DATA interleaveIdx<>+30(SB)/2, $23
+DATA interleaveIdx<>+32(SB)/2, $8
+DATA interleaveIdx<>+34(SB)/2, $24
+DATA interleaveIdx<>+36(SB)/2, $9
+DATA interleaveIdx<>+38(SB)/2, $25
+DATA interleaveIdx<>+40(SB)/2, $10
+DATA interleaveIdx<>+42(SB)/2, $26
+DATA interleaveIdx<>+44(SB)/2, $11
+DATA interleaveIdx<>+46(SB)/2, $27
+DATA interleaveIdx<>+48(SB)/2, $12
+DATA interleaveIdx<>+50(SB)/2, $28
+DATA interleaveIdx<>+52(SB)/2, $13
+DATA interleaveIdx<>+54(SB)/2, $29
+DATA interleaveIdx<>+56(SB)/2, $14
+DATA interleaveIdx<>+58(SB)/2, $30
+DATA interleaveIdx<>+60(SB)/2, $15
+DATA interleaveIdx<>+62(SB)/2, $31
+GLOBL interleaveIdx<>(SB), RODATA|NOPTR, $64
+
+// func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int)
+// For each of n16 groups of 16 columns: dst[g·dstStride + j] (a float slot) = the bfloat16 pair
+// (r0[16g + j], r1[16g + j]), r0's in the low half, both rounded to nearest even: two rows of
+// the dequantized W packed as one depth pair of 16-column B strips (MatMul4BF16's transposed
+// product). VCVTNE2PS2BF16 puts r0's 16 in the low words and r1's in the high; VPERMW interleaves.
+TEXT ·interleaveBF16AVX512(SB), NOSPLIT, $0-40
+	MOVQ    n16+0(FP), CX
+	MOVQ    r0+8(FP), SI
+	MOVQ    r1+16(FP), DX
+	MOVQ    dst+24(FP), DI
+	MOVQ    dstStride+32(FP), R8
+	SHLQ    $2, R8
+	VMOVDQU16 interleaveIdx<>(SB), Z3
+
+ilvloop:
+	VMOVUPS (SI), Z0
+	VMOVUPS (DX), Z1
+	BYTE $0x62; BYTE $0xf2; BYTE $0x77; BYTE $0x48; BYTE $0x72; BYTE $0xd0 // VCVTNE2PS2BF16 Z0, Z1, Z2
+	VPERMW    Z2, Z3, Z2
+	VMOVDQU32 Z2, (DI)
+	ADDQ      $64, SI
+	ADDQ      $64, DX
+	ADDQ      R8, DI
+	DECQ      CX
+	JNZ       ilvloop
+	VZEROUPPER
+	RET

@@ -177,6 +177,12 @@ func kern6x64BF16AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, 
 //go:noescape
 func dot16BF16AVX512(n64 int, x, w *uint16) float32
 
+// interleaveBF16AVX512 packs rows r0 and r1 (16·n16 floats each) as bfloat16 pairs into n16
+// strip rows of 16 slots, dstStride floats apart.
+//
+//go:noescape
+func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int)
+
 // toBF16AVX512 rounds src[:32·n32] to bfloat16 into dst.
 //
 //go:noescape

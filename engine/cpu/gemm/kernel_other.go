@@ -39,6 +39,10 @@ func dot16BF16AVX512(n64 int, x, w *uint16) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
 
+func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func toBF16AVX512(n32 int, src *float32, dst *uint16) {
 	panic("gemm: no assembly kernels in this build")
 }
