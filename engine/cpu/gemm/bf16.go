@@ -14,9 +14,9 @@ func HasBF16() bool { return hasBF16 && useAVX512 }
 // MatMul4BF16 is MatMul4 (y = β·y + x·Wᵀ, or with transW y = β·y + x·W, the backward pass's
 // dx) computed in bfloat16, as bitsandbytes computes with bnb_4bit_compute_dtype=bfloat16, where
 // this CPU has VDPBF16PS (HasBF16):
-//   - one row of x (a decoding step's GEMV; not transW), k a multiple of 128 and a blocksize of
-//     64 or a multiple of 128: x and the codebook rounded to bfloat16, their products summed in
-//     float32, each block's sum scaled by its absmax in float32;
+//   - up to 16 rows of x (a decoding step's GEMV, batched or not; not transW), k a multiple of 128
+//     and a blocksize of 64 or a multiple of 128: x and the codebook rounded to bfloat16, their
+//     products summed in float32, each block's sum scaled by its absmax in float32;
 //   - more than 16 rows (prefill, training): x and the dequantized weight code·absmax rounded to
 //     bfloat16, products summed in float32, through the packed GEMM with VDPBF16PS tiles (twice
 //     the products an instruction of the float32 FMA).
@@ -30,6 +30,9 @@ func MatMul4BF16(transW bool, m, n, k int, x []float32, packed []byte, absmax []
 	case !HasBF16() || n <= 0 || k <= 0:
 	case m == 1 && !transW && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
 		gemv4bf16(q, n, k, x[:k], beta, y[:n])
+		return
+	case m <= smallM4 && !transW && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
+		gemv4bf16Rows(q, m, n, k, x[:m*k], beta, y[:m*n])
 		return
 	case m > smallM4 && !transW:
 		gemm4bf16(q, m, n, k, x[:m*k], beta, y[:m*n])
@@ -159,13 +162,68 @@ func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 	defer xbPool.Put(xp)
 	xb := (*xp)[:k]
 	bf16Block(xb, x)
-	var table [16]uint16
-	for i, c := range q.code {
-		table[i] = half.BF16(c)
+	table := bf16Codes(q.code)
+	out := y
+	if beta != 0 { // the kernel writes its results: keep the old values to add
+		b := getBuf(n)
+		defer putBuf(b)
+		out = (*b)[:n]
 	}
-	q.gemvRows(n, k, beta, y, func(rows int, w *byte, scales, out *float32) {
-		gemv4bf16AVX512(rows, k/128, &xb[0], w, scales, &table, out)
+	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+		gemv4bf16AVX512(rows, k/128, &xb[0], w, scales, &table, &out[j0])
 	})
+	if beta != 0 {
+		for j := range y {
+			y[j] = out[j] + beta*y[j]
+		}
+	}
+}
+
+// bf16Codes is the codebook rounded to bfloat16, the table of the GEMV kernels' VPERMW.
+func bf16Codes(code *[16]float32) (t [16]uint16) {
+	for i, c := range code {
+		t[i] = half.BF16(c)
+	}
+	return t
+}
+
+// gemv4bf16Rows is MatMul4BF16's GEMV for 2 to 16 rows of x (batched decoding): each stretch of 32
+// rows of W is decoded once for four rows of x at a time (gemv4bf16x4AVX512), and read again from
+// cache for the next four; a last pass runs on zero rows.
+func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	m4 := (m + 3) &^ 3
+	xbb := getBuf(m4 * k / 2)
+	defer putBuf(xbb)
+	xf := (*xbb)[:m4*k/2]
+	clear(xf[m*k/2:])
+	xb := unsafe.Slice((*uint16)(unsafe.Pointer(&xf[0])), m4*k)
+	for i := 0; i < m; i++ {
+		bf16Block(xb[i*k:(i+1)*k], x[i*k:(i+1)*k])
+	}
+	table := bf16Codes(q.code)
+	ob := getBuf(m4 * n)
+	defer putBuf(ob)
+	o := (*ob)[:m4*n]
+	scalesPerRow := k / 64
+	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+		ws := unsafe.Slice(w, rows*k/2)
+		ss := unsafe.Slice(scales, rows*scalesPerRow)
+		for r0 := 0; r0 < rows; r0 += 32 {
+			rr := min(32, rows-r0)
+			for i0 := 0; i0 < m4; i0 += 4 {
+				gemv4bf16x4AVX512(rr, k/128, &xb[i0*k], k, &ws[r0*k/2], &ss[r0*scalesPerRow], &table, &o[i0*n+j0+r0], n)
+			}
+		}
+	})
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			if beta != 0 {
+				y[i*n+j] = o[i*n+j] + beta*y[i*n+j]
+			} else {
+				y[i*n+j] = o[i*n+j]
+			}
+		}
+	}
 }
 
 // MatMul16BF16 is MatMul16's forward product (y = β·y + x·Wᵀ) for a bfloat16 W computed without

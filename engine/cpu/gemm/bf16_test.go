@@ -12,9 +12,9 @@ import (
 func bf16Round(v float32) float64 { return float64(half.BF16ToFloat32(half.BF16(v))) }
 
 // MatMul4BF16 on every instruction set, where it runs in bfloat16 (a CPU with AVX512_BF16), matches
-// the float64 product of its rounded operands: for one row (not transposed; k a multiple of 128,
-// blocksize 64 or a multiple of 128) x and the codebook rounded, for more than 16 rows (either
-// way) x and the dequantized weight rounded; and it differs from the exact product by more than
+// the float64 product of its rounded operands: for up to 16 rows (not transposed; k a multiple of
+// 128, blocksize 64 or a multiple of 128) x and the codebook rounded, for more than 16 rows
+// (either way) x and the dequantized weight rounded; and it differs from the exact product by more than
 // float32 rounding could. Every other call is MatMul4, exact in float32. Odd depths (W's rows for
 // the transposed product), rows and columns that fill no tile.
 func TestMatMul4BF16AgainstFloat64(t *testing.T) {
@@ -23,8 +23,9 @@ func TestMatMul4BF16AgainstFloat64(t *testing.T) {
 		ranBF16 := false
 		for name, code := range codebooks {
 			for _, bs := range []int{32, 64, 128, 256} {
-				for _, m := range []int{1, 2, smallM4 + 1, 40} {
-					for _, dims := range [][2]int{{1, 128}, {37, 256}, {19, 384}, {70, 1024}, {5, 301}, {33, 80}, {67, 53}} {
+				for _, m := range []int{1, 2, 5, smallM4, smallM4 + 1, 40} {
+					// n = 300: several 32-row stretches a core in the batched GEMV.
+					for _, dims := range [][2]int{{1, 128}, {37, 256}, {19, 384}, {70, 1024}, {5, 301}, {33, 80}, {67, 53}, {300, 128}} {
 						for _, transW := range []bool{false, true} {
 							n, k := dims[0], dims[1]
 							packed, absmax := randQuant4(r, n, k, bs)
@@ -40,7 +41,7 @@ func TestMatMul4BF16AgainstFloat64(t *testing.T) {
 							}
 							y0 := append([]float32(nil), y...)
 							MatMul4BF16(transW, m, n, k, x, packed, absmax, bs, code, beta, y)
-							gemv := m == 1 && !transW && HasBF16() && k%128 == 0 && (bs == 64 || bs%128 == 0)
+							gemv := m <= smallM4 && !transW && HasBF16() && k%128 == 0 && (bs == 64 || bs%128 == 0)
 							gemm := m > smallM4 && HasBF16()
 							bf := gemv || gemm
 							ranBF16 = ranBF16 || bf

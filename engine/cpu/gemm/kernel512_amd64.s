@@ -1282,3 +1282,144 @@ ilvloop:
 	JNZ       ilvloop
 	VZEROUPPER
 	RET
+
+// func gemv4bf16x4AVX512(wrows, n128 int, xb *uint16, ldx int, w *byte, scales *float32, table *[16]uint16, out *float32, ldo int)
+// gemv4bf16AVX512 for four rows of x at once (batched decoding: MatMul4BF16 with 2 to 16 rows):
+// each group of W is decoded once (VPMOVZXBW, mask, shift, VPERMW) and multiplied by the four
+// rows of xb (ldx words apart, each in gemv4bf16AVX512's order) into two accumulators a row.
+// W's wrows consecutive rows go to out[j], out[ldo + j], out[2·ldo + j], out[3·ldo + j]; scales
+// as in gemv4bf16AVX512 (two a group, consecutive across rows).
+TEXT ·gemv4bf16x4AVX512(SB), NOSPLIT, $0-72
+	MOVQ         wrows+0(FP), DX
+	MOVQ         ldx+24(FP), R9
+	SHLQ         $1, R9
+	LEAQ         (R9)(R9*2), R10
+	MOVQ         w+32(FP), DI
+	MOVQ         scales+40(FP), BX
+	MOVQ         table+48(FP), AX
+	VMOVDQU      (AX), Y14
+	MOVQ         out+56(FP), R8
+	MOVQ         ldo+64(FP), R11
+	SHLQ         $2, R11
+	MOVL         $0x000F000F, AX
+	VPBROADCASTD AX, Z15
+
+x4row:
+	MOVQ   n128+8(FP), CX
+	MOVQ   xb+16(FP), SI
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+x4loop:
+	PREFETCHNTA 8192(DI)
+	VPMOVZXBW   (DI), Z1
+	VPMOVZXBW   32(DI), Z3
+	VPSRLW      $4, Z1, Z2
+	VPSRLW      $4, Z3, Z4
+	VPANDD      Z15, Z1, Z1
+	VPANDD      Z15, Z3, Z3
+	VPERMW      Z14, Z1, Z1
+	VPERMW      Z14, Z2, Z2
+	VPERMW      Z14, Z3, Z3
+	VPERMW      Z14, Z4, Z4
+	VPXORD     Z16, Z16, Z16
+	VPXORD     Z17, Z17, Z17
+	VMOVDQU32  (SI), Z5
+	VMOVDQU32  64(SI), Z6
+	VMOVDQU32  128(SI), Z7
+	VMOVDQU32  192(SI), Z8
+	BYTE $0x62; BYTE $0xe2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xc5 // VDPBF16PS Z5, Z1, Z16
+	BYTE $0x62; BYTE $0xe2; BYTE $0x6e; BYTE $0x48; BYTE $0x52; BYTE $0xc6 // VDPBF16PS Z6, Z2, Z16
+	BYTE $0x62; BYTE $0xe2; BYTE $0x66; BYTE $0x48; BYTE $0x52; BYTE $0xcf // VDPBF16PS Z7, Z3, Z17
+	BYTE $0x62; BYTE $0xc2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xc8 // VDPBF16PS Z8, Z4, Z17
+	VFMADD231PS.BCST (BX), Z16, Z24
+	VFMADD231PS.BCST 4(BX), Z17, Z25
+	VPXORD     Z18, Z18, Z18
+	VPXORD     Z19, Z19, Z19
+	VMOVDQU32  (SI)(R9*1), Z5
+	VMOVDQU32  64(SI)(R9*1), Z6
+	VMOVDQU32  128(SI)(R9*1), Z7
+	VMOVDQU32  192(SI)(R9*1), Z8
+	BYTE $0x62; BYTE $0xe2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xd5 // VDPBF16PS Z5, Z1, Z18
+	BYTE $0x62; BYTE $0xe2; BYTE $0x6e; BYTE $0x48; BYTE $0x52; BYTE $0xd6 // VDPBF16PS Z6, Z2, Z18
+	BYTE $0x62; BYTE $0xe2; BYTE $0x66; BYTE $0x48; BYTE $0x52; BYTE $0xdf // VDPBF16PS Z7, Z3, Z19
+	BYTE $0x62; BYTE $0xc2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xd8 // VDPBF16PS Z8, Z4, Z19
+	VFMADD231PS.BCST (BX), Z18, Z26
+	VFMADD231PS.BCST 4(BX), Z19, Z27
+	VPXORD     Z20, Z20, Z20
+	VPXORD     Z21, Z21, Z21
+	VMOVDQU32  (SI)(R9*2), Z5
+	VMOVDQU32  64(SI)(R9*2), Z6
+	VMOVDQU32  128(SI)(R9*2), Z7
+	VMOVDQU32  192(SI)(R9*2), Z8
+	BYTE $0x62; BYTE $0xe2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xe5 // VDPBF16PS Z5, Z1, Z20
+	BYTE $0x62; BYTE $0xe2; BYTE $0x6e; BYTE $0x48; BYTE $0x52; BYTE $0xe6 // VDPBF16PS Z6, Z2, Z20
+	BYTE $0x62; BYTE $0xe2; BYTE $0x66; BYTE $0x48; BYTE $0x52; BYTE $0xef // VDPBF16PS Z7, Z3, Z21
+	BYTE $0x62; BYTE $0xc2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xe8 // VDPBF16PS Z8, Z4, Z21
+	VFMADD231PS.BCST (BX), Z20, Z28
+	VFMADD231PS.BCST 4(BX), Z21, Z29
+	VPXORD     Z22, Z22, Z22
+	VPXORD     Z23, Z23, Z23
+	VMOVDQU32  (SI)(R10*1), Z5
+	VMOVDQU32  64(SI)(R10*1), Z6
+	VMOVDQU32  128(SI)(R10*1), Z7
+	VMOVDQU32  192(SI)(R10*1), Z8
+	BYTE $0x62; BYTE $0xe2; BYTE $0x76; BYTE $0x48; BYTE $0x52; BYTE $0xf5 // VDPBF16PS Z5, Z1, Z22
+	BYTE $0x62; BYTE $0xe2; BYTE $0x6e; BYTE $0x48; BYTE $0x52; BYTE $0xf6 // VDPBF16PS Z6, Z2, Z22
+	BYTE $0x62; BYTE $0xe2; BYTE $0x66; BYTE $0x48; BYTE $0x52; BYTE $0xff // VDPBF16PS Z7, Z3, Z23
+	BYTE $0x62; BYTE $0xc2; BYTE $0x5e; BYTE $0x48; BYTE $0x52; BYTE $0xf8 // VDPBF16PS Z8, Z4, Z23
+	VFMADD231PS.BCST (BX), Z22, Z30
+	VFMADD231PS.BCST 4(BX), Z23, Z31
+	ADDQ        $64, DI
+	ADDQ        $256, SI
+	ADDQ        $8, BX
+	DECQ        CX
+	JNZ         x4loop
+
+	MOVQ R8, R12
+	VADDPS        Z25, Z24, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R12)
+	ADDQ          R11, R12
+	VADDPS        Z27, Z26, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R12)
+	ADDQ          R11, R12
+	VADDPS        Z29, Z28, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R12)
+	ADDQ          R11, R12
+	VADDPS        Z31, Z30, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R12)
+	ADDQ $4, R8
+	DECQ DX
+	JNZ  x4row
+	VZEROUPPER
+	RET

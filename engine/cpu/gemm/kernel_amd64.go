@@ -188,6 +188,12 @@ func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int)
 //go:noescape
 func toBF16AVX512(n32 int, src *float32, dst *uint16)
 
+// gemv4bf16x4AVX512 is gemv4bf16AVX512 for four rows of x (ldx words apart) against wrows rows of
+// W, row r's result for W's row j at out[r·ldo + j].
+//
+//go:noescape
+func gemv4bf16x4AVX512(wrows, n128 int, xb *uint16, ldx int, w *byte, scales *float32, table *[16]uint16, out *float32, ldo int)
+
 // attendScoresAVX512 sets s[r·lds + j] = scale·q_r·k_j for 16·n16 keys (row stride ldk floats) and
 // rows r < rows ≥ 1 of q, 16·d16 floats each.
 //

@@ -39,6 +39,10 @@ func dot16BF16AVX512(n64 int, x, w *uint16) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
 
+func gemv4bf16x4AVX512(wrows, n128 int, xb *uint16, ldx int, w *byte, scales *float32, table *[16]uint16, out *float32, ldo int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int) {
 	panic("gemm: no assembly kernels in this build")
 }

@@ -222,16 +222,28 @@ func gemv4g128(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 			}
 		}
 	}
-	q.gemvRows(n, k, beta, y, func(rows int, w *byte, scales, out *float32) {
-		gemv4g128AVX512(rows, k/128, &xp[0], w, scales, q.code, out)
+	out := y
+	if beta != 0 { // the kernel writes its results: keep the old values to add
+		b := getBuf(n)
+		defer putBuf(b)
+		out = (*b)[:n]
+	}
+	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+		gemv4g128AVX512(rows, k/128, &xp[0], w, scales, q.code, &out[j0])
 	})
+	if beta != 0 {
+		for j := range y {
+			y[j] = out[j] + beta*y[j]
+		}
+	}
 }
 
 // gemvRows runs kernel, a GEMV of whole 128-code groups with two scales a group, over the n rows
-// of W split across cores, and sets y = its results + beta·y. kernel gets runs of consecutive rows
-// with blocksize 64 (the halves' scales are consecutive absmax entries, across rows too), single
-// rows with each half's scale repeated from the row's blocks otherwise.
-func (q *quant4) gemvRows(n, k int, beta float32, y []float32, kernel func(rows int, w *byte, scales, out *float32)) {
+// of W split across cores: kernel(j0, rows, w, scales) takes W's rows j0..j0+rows (w their first
+// byte). With blocksize 64 it gets long runs of rows, the halves' scales being consecutive absmax
+// entries across rows too; otherwise single rows, each half's scale repeated from the row's
+// blocks.
+func (q *quant4) gemvRows(n, k int, kernel func(j0, rows int, w *byte, scales *float32)) {
 	_ = q.absmax[(n*k-1)/q.bs]
 	_ = q.packed[n*k/2-1]
 	// A GEMV does far less arithmetic a byte than a GEMM: weigh its flops eightfold, so that a
@@ -240,27 +252,16 @@ func (q *quant4) gemvRows(n, k int, beta float32, y []float32, kernel func(rows 
 	chunk := max(16, n/(4*w)) // long runs of rows: each core streams W, and the prefetchers follow
 	parallel((n+chunk-1)/chunk, w, func(t int) {
 		j0, j1 := t*chunk, min(n, (t+1)*chunk)
-		out := y[j0:j1]
-		if beta != 0 { // the kernel writes y: keep the old values to add
-			b := getBuf(j1 - j0)
-			defer putBuf(b)
-			out = (*b)[:j1-j0]
-		}
 		if q.bs == 64 {
-			kernel(j1-j0, &q.packed[j0*k/2], &q.absmax[j0*k/64], &out[0])
-		} else {
-			halves := make([]float32, k/64)
-			for j := j0; j < j1; j++ {
-				for h := range halves {
-					halves[h] = q.absmax[(j*k+64*h)/q.bs]
-				}
-				kernel(1, &q.packed[j*k/2], &halves[0], &out[j-j0])
-			}
+			kernel(j0, j1-j0, &q.packed[j0*k/2], &q.absmax[j0*k/64])
+			return
 		}
-		if beta != 0 {
-			for j := j0; j < j1; j++ {
-				y[j] = out[j-j0] + beta*y[j]
+		halves := make([]float32, k/64)
+		for j := j0; j < j1; j++ {
+			for h := range halves {
+				halves[h] = q.absmax[(j*k+64*h)/q.bs]
 			}
+			kernel(j, 1, &q.packed[j*k/2], &halves[0])
 		}
 	})
 }

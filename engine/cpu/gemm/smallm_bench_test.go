@@ -42,7 +42,8 @@ func BenchmarkSmallMTransB(b *testing.B) {
 }
 
 // BenchmarkMatMul4Rows: the fused NF4 GEMV for a decode batch of m rows, 2048 → 8192 (up_proj),
-// in GB/s of 4-bit weights read.
+// in GB/s of 4-bit weights read, and where the CPU has AVX512_BF16 the same in bfloat16
+// (MatMul4BF16) in the same run.
 //
 //	go test -run '^$' -bench MatMul4Rows -benchtime 20x ./engine/cpu/gemm/
 func BenchmarkMatMul4Rows(b *testing.B) {
@@ -58,5 +59,13 @@ func BenchmarkMatMul4Rows(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*k)/2*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 		})
+		if HasBF16() {
+			b.Run(fmt.Sprintf("bf16/m=%d", m), func(b *testing.B) {
+				for range b.N {
+					MatMul4BF16(false, m, n, k, x, packed, absmax, bs, &quant.NF4Code, 0, y)
+				}
+				b.ReportMetric(float64(n*k)/2*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
 	}
 }
