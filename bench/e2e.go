@@ -25,7 +25,8 @@ type E2ESizes struct {
 	// Weights lists the weight formats loaded: "f32", "nf4" (its generation head bf16, the
 	// default), "nf4/head-nf4" (the head NF4 too, as an exported Q4_0 GGUF has its output Q4_0;
 	// batch 1 only), "nf4/head-nf4/bf16" (that, its products in bfloat16: model.LoadOptions.Compute;
-	// batch 1, on the CPU only, where the allowance changes the kernel).
+	// batch 1), "nf4/bf16" ("nf4" with bfloat16 products, every batch); the bfloat16 runs on the
+	// CPU only, where the allowance changes the kernels.
 	Weights []string
 	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
 	Batches []int
@@ -42,7 +43,7 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
 			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
 		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
-		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4Head4, nf4Head4BF16}, Adapters: 8,
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4BF16, nf4Head4, nf4Head4BF16}, Adapters: 8,
 	}
 }
 
@@ -50,8 +51,12 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 // (model.LoadOptions.Head "nf4"): the bytes of llama.cpp's Q4_0 file as lathe exports it.
 const nf4Head4 = "nf4/head-nf4"
 
-// nf4Head4BF16 is nf4Head4 with bfloat16 products (model.LoadOptions.Compute "bf16").
-const nf4Head4BF16 = nf4Head4 + "/bf16"
+// nf4Head4BF16 is nf4Head4 with bfloat16 products (model.LoadOptions.Compute "bf16"), and
+// nf4BF16 the default NF4 load (its head bf16) with them.
+const (
+	nf4Head4BF16 = nf4Head4 + "/bf16"
+	nf4BF16      = "nf4/bf16"
+)
 
 // qwen3Vocab is Qwen3's vocabulary size.
 const qwen3Vocab = 151936
@@ -94,7 +99,7 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer, after func(dir string,
 			if (w == nf4Head4 || w == nf4Head4BF16) && b != 1 {
 				continue
 			}
-			if w == nf4Head4BF16 && be.Device().Backend != "cpu" {
+			if (w == nf4Head4BF16 || w == nf4BF16) && be.Device().Backend != "cpu" {
 				continue // GPU backends compute in f32 or f16 whatever the allowance
 			}
 			adapters := []int{0}
@@ -134,6 +139,8 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 		lo.Quantize, lo.Head = "nf4", "nf4"
 	case nf4Head4BF16:
 		lo.Quantize, lo.Head, lo.Compute = "nf4", "nf4", "bf16"
+	case nf4BF16:
+		lo.Quantize, lo.Compute = "nf4", "bf16"
 	}
 	cb := engine.NewCounting(be)
 	be = cb
