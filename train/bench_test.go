@@ -11,6 +11,18 @@ import (
 	"github.com/lathe-ml/lathe/peft"
 )
 
+// randomBatch is one row of seq random tokens (a fixed seed) whose targets are the next tokens.
+func randomBatch(vocab, seq int) Batch {
+	r := rand.New(rand.NewPCG(1, 2))
+	batch := Batch{Rows: 1, Seq: seq, IDs: make([]int32, seq), Pos: make([]int32, seq), Targets: make([]int32, seq), Tokens: seq}
+	for i := range batch.IDs {
+		batch.IDs[i], batch.Pos[i] = int32(r.IntN(vocab)), int32(i)
+	}
+	copy(batch.Targets, batch.IDs[1:])
+	batch.Targets[seq-1] = IgnoreIndex
+	return batch
+}
+
 // BenchmarkTrainStep times a LoRA training step (1×128 tokens, synth's "small" model, rank 8 on
 // every linear layer) on the CPU, the update inside the step's program (one submission, one
 // read) against the step and then the update as a second program (two submissions, two reads),
@@ -29,13 +41,7 @@ func BenchmarkTrainStep(b *testing.B) {
 	}
 	defer m.Release()
 	const rows, seq = 1, 128
-	r := rand.New(rand.NewPCG(1, 2))
-	batch := Batch{Rows: rows, Seq: seq, IDs: make([]int32, seq), Pos: make([]int32, seq), Targets: make([]int32, seq), Tokens: seq}
-	for i := range batch.IDs {
-		batch.IDs[i], batch.Pos[i] = int32(r.IntN(m.Cfg.VocabSize)), int32(i)
-	}
-	copy(batch.Targets, batch.IDs[1:])
-	batch.Targets[seq-1] = IgnoreIndex
+	batch := randomBatch(m.Cfg.VocabSize, seq)
 	setup := func(b *testing.B) (*peft.Adapter, *AdamW) {
 		cfg := peft.LoRAConfig()
 		cfg.R, cfg.LoraAlpha, cfg.LoraDropout, cfg.TargetModules = 8, 16, 0, peft.Modules{Pattern: peft.AllLinear}
@@ -117,13 +123,7 @@ func BenchmarkQLoRAStepCompute(b *testing.B) {
 			}
 			defer m.Release()
 			const rows, seq = 1, 128
-			r := rand.New(rand.NewPCG(1, 2))
-			batch := Batch{Rows: rows, Seq: seq, IDs: make([]int32, seq), Pos: make([]int32, seq), Targets: make([]int32, seq), Tokens: seq}
-			for i := range batch.IDs {
-				batch.IDs[i], batch.Pos[i] = int32(r.IntN(m.Cfg.VocabSize)), int32(i)
-			}
-			copy(batch.Targets, batch.IDs[1:])
-			batch.Targets[seq-1] = IgnoreIndex
+			batch := randomBatch(m.Cfg.VocabSize, seq)
 			cfg := peft.LoRAConfig()
 			cfg.R, cfg.LoraAlpha, cfg.LoraDropout, cfg.TargetModules = 16, 32, 0, peft.Modules{Pattern: peft.AllLinear}
 			a, err := peft.New(cfg, m.Cfg, be, 1)

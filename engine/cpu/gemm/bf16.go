@@ -1,7 +1,6 @@
 package gemm
 
 import (
-	"sync"
 	"unsafe"
 
 	"github.com/lathe-ml/lathe/internal/half"
@@ -149,34 +148,23 @@ func bf16Block(xb []uint16, x []float32) {
 	}
 }
 
-// xbPool recycles the bfloat16 copies of x: one a decoding step's linear layer.
-var xbPool sync.Pool
+// bf16Scratch is a recycled buffer (give it back with putBuf) seen as n bfloat16 words, n even.
+func bf16Scratch(n int) (*[]float32, []uint16) {
+	b := getBuf(n / 2)
+	return b, unsafe.Slice((*uint16)(unsafe.Pointer(&(*b)[0])), n)
+}
 
 // gemv4bf16 is MatMul4BF16's GEMV (gemvRows with the bfloat16 kernel).
 func gemv4bf16(q *quant4, n, k int, x []float32, beta float32, y []float32) {
-	xp, _ := xbPool.Get().(*[]uint16)
-	if xp == nil || cap(*xp) < k {
-		b := make([]uint16, k)
-		xp = &b
-	}
-	defer xbPool.Put(xp)
-	xb := (*xp)[:k]
+	xbb, xb := bf16Scratch(k)
+	defer putBuf(xbb)
 	bf16Block(xb, x)
 	table := bf16Codes(q.code)
-	out := y
-	if beta != 0 { // the kernel writes its results: keep the old values to add
-		b := getBuf(n)
-		defer putBuf(b)
-		out = (*b)[:n]
-	}
-	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
-		gemv4bf16AVX512(rows, k/128, &xb[0], w, scales, &table, &out[j0])
+	intoY(y, beta, func(out []float32) {
+		q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+			gemv4bf16AVX512(rows, k/128, &xb[0], w, scales, &table, &out[j0])
+		})
 	})
-	if beta != 0 {
-		for j := range y {
-			y[j] = out[j] + beta*y[j]
-		}
-	}
 }
 
 // bf16Codes is the codebook rounded to bfloat16, the table of the GEMV kernels' VPERMW.
@@ -192,11 +180,9 @@ func bf16Codes(code *[16]float32) (t [16]uint16) {
 // cache for the next four; a last pass runs on zero rows.
 func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 	m4 := (m + 3) &^ 3
-	xbb := getBuf(m4 * k / 2)
+	xbb, xb := bf16Scratch(m4 * k)
 	defer putBuf(xbb)
-	xf := (*xbb)[:m4*k/2]
-	clear(xf[m*k/2:])
-	xb := unsafe.Slice((*uint16)(unsafe.Pointer(&xf[0])), m4*k)
+	clear(xb[m*k:])
 	for i := 0; i < m; i++ {
 		bf16Block(xb[i*k:(i+1)*k], x[i*k:(i+1)*k])
 	}
@@ -215,15 +201,7 @@ func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float3
 			}
 		}
 	})
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			if beta != 0 {
-				y[i*n+j] = o[i*n+j] + beta*y[i*n+j]
-			} else {
-				y[i*n+j] = o[i*n+j]
-			}
-		}
-	}
+	addScaled(y, o, beta) // the first m rows
 }
 
 // MatMul16BF16 is MatMul16's forward product (y = β·y + x·Wᵀ) for a bfloat16 W computed without

@@ -222,19 +222,36 @@ func gemv4g128(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 			}
 		}
 	}
-	out := y
-	if beta != 0 { // the kernel writes its results: keep the old values to add
-		b := getBuf(n)
-		defer putBuf(b)
-		out = (*b)[:n]
-	}
-	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
-		gemv4g128AVX512(rows, k/128, &xp[0], w, scales, q.code, &out[j0])
+	intoY(y, beta, func(out []float32) {
+		q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+			gemv4g128AVX512(rows, k/128, &xp[0], w, scales, q.code, &out[j0])
+		})
 	})
-	if beta != 0 {
-		for j := range y {
-			y[j] = out[j] + beta*y[j]
-		}
+}
+
+// intoY calls f with where a kernel that writes (not adds) its results should put them: y itself,
+// or with beta ≠ 0 a scratch buffer, whose results are then added to beta·y (addScaled).
+func intoY(y []float32, beta float32, f func(out []float32)) {
+	if beta == 0 {
+		f(y)
+		return
+	}
+	b := getBuf(len(y))
+	defer putBuf(b)
+	out := (*b)[:len(y)]
+	f(out)
+	addScaled(y, out, beta)
+}
+
+// addScaled sets y = out + beta·y (y = out when beta is 0: y is not read).
+func addScaled(y, out []float32, beta float32) {
+	out = out[:len(y)]
+	if beta == 0 {
+		copy(y, out)
+		return
+	}
+	for j := range y {
+		y[j] = out[j] + beta*y[j]
 	}
 }
 
