@@ -98,8 +98,13 @@ func (q *quant4) packRowsBF16(n, k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
 		nstrips := (cols + nr - 1) / nr
 		var r0, r1 [nc]float32 // padded to whole strips with zeros
+		for r := 2 * p0; r < 2*p0+min(rowsAhead, 2*kcur); r++ {
+			q.prefetch(r*k+j0, cols)
+		}
 		for p := 0; p < kcur; p++ {
 			row := 2 * (p0 + p)
+			q.prefetch((row+rowsAhead)*k+j0, cols)
+			q.prefetch((row+rowsAhead+1)*k+j0, cols)
 			a, b := r0[:nstrips*nr], r1[:nstrips*nr]
 			clear(a[cols:])
 			q.span(row*k+j0, a[:cols])
@@ -124,8 +129,10 @@ func (q *quant4) packColsBF16(k int) bPacker {
 		tb := getBuf(cnt)
 		pb := getBuf(nr * kcur)
 		tile, pairs := (*tb)[:cnt], *pb
+		q.prefetchCols(k, j0, min(nr, cols), e0, cnt)
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
+			q.prefetchAhead(k, j0, cols, s, e0, cnt)
 			for j := 0; j < rows; j++ {
 				q.span((j0+s*nr+j)*k+e0, tile)
 				pairsBF16(pairs[j*kcur:(j+1)*kcur], tile)

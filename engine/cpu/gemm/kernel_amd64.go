@@ -72,6 +72,12 @@ func gemv4AVX2(n16, first, gpb int, xp *float32, w *byte, scales *float32, table
 //go:noescape
 func dequant4AVX2(n16 int, w *byte, scale float32, table *[16]float32, dst *float32)
 
+// prefetchSpan asks for every cache line of p[0:n] (n > 0) to be brought into the cache: a hint,
+// which never faults.
+//
+//go:noescape
+func prefetchSpan(p *byte, n int)
+
 // transpose16AVX2 sets dst[p·16+j] = src[j·ld+p] for j < 16 and p < k8, a multiple of 8.
 //
 //go:noescape

@@ -714,3 +714,19 @@ g48next:
 	VMOVUPS      X4, 16(AX)
 	VZEROUPPER
 	RET
+
+// func prefetchSpan(p *byte, n int)
+// PREFETCHT0 on every cache line of p[0:n] (n > 0).
+TEXT ·prefetchSpan(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	LEAQ -1(SI)(CX*1), CX // the last byte
+	ANDQ $-64, SI
+	ANDQ $-64, CX
+
+pfloop:
+	PREFETCHT0 (SI)
+	ADDQ       $64, SI
+	CMPQ       SI, CX
+	JLE        pfloop
+	RET

@@ -71,6 +71,8 @@ func dequant4AVX2(n16 int, w *byte, scale float32, table *[16]float32, dst *floa
 	panic("gemm: no assembly kernels in this build")
 }
 
+func prefetchSpan(p *byte, n int) {} // a hint: none here
+
 func transpose16AVX2(k8 int, src *float32, ld int, dst *float32) {
 	panic("gemm: no assembly kernels in this build")
 }

@@ -1,5 +1,7 @@
 package gemm
 
+import "unsafe"
+
 // smallM4 is the most rows of x that MatMul4 runs as GEMVs (four rows a pass over W) rather than as
 // a GEMM with W dequantized into packed panels, whose fixed cost per weight only pays off beyond
 // (measured on 2048×2048: 16 rows as GEMVs 4.9 ms, as a GEMM 7.6 ms; 24 rows about even).
@@ -103,8 +105,10 @@ func (q *quant4) packCols(k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
 		tb := getBuf(nr * kcur)
 		tile := *tb
+		q.prefetchCols(k, j0, min(nr, cols), p0, kcur)
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
+			q.prefetchAhead(k, j0, cols, s, p0, kcur)
 			for j := 0; j < rows; j++ {
 				q.span((j0+s*nr+j)*k+p0, tile[j*kcur:(j+1)*kcur])
 			}
@@ -114,13 +118,56 @@ func (q *quant4) packCols(k int) bPacker {
 	}
 }
 
+// prefetchCols asks for rows j0..j0+rows of W, elements p0..p0+cnt of each, and their block
+// scales to be fetched: what a packer of op(B) = Wᵀ reads for one strip. Those rows are k elements
+// apart, so the hardware prefetcher sees short unrelated runs; read cold (a prompt's GEMM reads its
+// weights once, from memory), each waited on DRAM in turn, and packing took a quarter of the
+// prefill.
+func (q *quant4) prefetchCols(k, j0, rows, p0, cnt int) {
+	for j := j0; j < j0+rows; j++ {
+		q.prefetch(j*k+p0, cnt)
+	}
+}
+
+// prefetchAhead is prefetchCols for the strip after strip s of a packCols call (columns j0..j0+cols,
+// depths p0..p0+kcur), or after the last, for the first strip of the next depth block, which
+// blockedRows packs next.
+func (q *quant4) prefetchAhead(k, j0, cols, s, p0, kcur int) {
+	switch next := (s + 1) * nr; {
+	case next < cols:
+		q.prefetchCols(k, j0+next, min(nr, cols-next), p0, kcur)
+	case p0+kcur < k:
+		q.prefetchCols(k, j0, min(nr, cols), p0+kcur, min(kcur, k-p0-kcur))
+	}
+}
+
+// rowsAhead is how many rows of W ahead packRows and packRowsBF16 ask for: each reads a panel's
+// stretch of a row (up to nc elements, 128 bytes), rows k elements apart.
+const rowsAhead = 8
+
+// prefetch asks for elements e..e+cnt of W's flat layout and their block scales to be fetched.
+func (q *quant4) prefetch(e, cnt int) {
+	b0, b1 := e/2, min((e+cnt+1)/2, len(q.packed))
+	if cnt <= 0 || b0 >= b1 {
+		return
+	}
+	prefetchSpan(&q.packed[b0], b1-b0)
+	if s0, s1 := e/q.bs, min((e+cnt-1)/q.bs+1, len(q.absmax)); s0 < s1 {
+		prefetchSpan((*byte)(unsafe.Pointer(&q.absmax[s0])), 4*(s1-s0))
+	}
+}
+
 // packRows is the bPacker for op(B) = W (n×k): each of the kcur rows of W is dequantized along the
 // panel, then cut into the strips.
 func (q *quant4) packRows(k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
 		nstrips := (cols + nr - 1) / nr
 		var row [nc]float32
+		for p := 0; p < min(rowsAhead, kcur); p++ {
+			q.prefetch((p0+p)*k+j0, cols)
+		}
 		for p := 0; p < kcur; p++ {
+			q.prefetch((p0+p+rowsAhead)*k+j0, cols) // past kcur: the next depth block's first rows
 			r := row[:cols]
 			q.span((p0+p)*k+j0, r)
 			for s := 0; s < nstrips; s++ {
