@@ -289,3 +289,23 @@ func TestStepContinuesAndStartsPromptsTogether(t *testing.T) {
 		m.Release()
 	})
 }
+
+// TestBucket: a prompt's width is at least its length, a multiple of 16, four widths an octave
+// past 128, with padding under an eighth of the next power of two.
+func TestBucket(t *testing.T) {
+	for n, want := range map[int]int{1: 16, 16: 16, 17: 32, 33: 48, 70: 80, 128: 128, 129: 160, 257: 320, 1000: 1024, 1025: 1280} {
+		require.Equal(t, want, model.Bucket(n), "n=%d", n)
+	}
+	widths := map[int]bool{}
+	for n := 1; n <= 4096; n++ {
+		b, p := model.Bucket(n), 16
+		for p < n {
+			p *= 2
+		}
+		require.GreaterOrEqual(t, b, n)
+		require.Zero(t, b%16, "n=%d: width %d", n, b)
+		require.Less(t, b-n, max(16, p/8), "n=%d: width %d", n, b)
+		widths[b] = true
+	}
+	require.Len(t, widths, 8+4*5, "widths for prompts up to 4096 tokens")
+}

@@ -304,14 +304,22 @@ func (c *Cache) step(seqs []Seq, all bool, topK int, ctl []int32) ([]float32, er
 	return out, nil
 }
 
-// Bucket is the width a step pads a prompt of n tokens to (when the cache has room): the next
-// power of two, at least 16. Prompts of one bucket can share a step at no extra padding.
+// Bucket is the width a step pads a prompt of n tokens to (when the cache has room): n rounded up
+// to a multiple of an eighth of the next power of two, and of 16 (16, 32, 48, … 128, 160, 192, …
+// 256, 320, …). Prompts of many lengths share few compiled programs, four widths an octave past
+// 128, and padding stays under an eighth of that power of two (a quarter of the prompt at worst,
+// 9% on average over lengths 128-4096). Prompts of one bucket can share a step at no extra
+// padding.
+//
+// Padded rows cost as much as real ones: with the next power of two itself, a 70-token prompt ran
+// as 128 rows, and its first token took 1.5 times as long on the CPU as at 80.
 func Bucket(n int) int {
-	b := 16
-	for b < n {
-		b *= 2
+	p := 16
+	for p < n {
+		p *= 2
 	}
-	return b
+	step := max(16, p/8)
+	return (max(n, 1) + step - 1) / step * step
 }
 
 // distinctAdapters lists the step's adapters in order of first use and gives each sequence its
