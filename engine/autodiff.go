@@ -146,7 +146,7 @@ func (o LoRA) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 		return make([]*Node, len(n.src))
 	}
 	needX, needA, needB := need[0], need[1+nw], need[2+nw]
-	bop := LoRABackward{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt, NeedX: needX, NeedA: needA, NeedB: needB}
+	bop := LoRABackward{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt, NeedX: needX, NeedA: needA, NeedB: needB, Compute: o.Compute}
 	in := append(append([]*Node{dy}, n.src...), n.outs[1])
 	got := split(g.Apply(bop, in...), needX, needA, needB)
 	res := make([]*Node, len(n.src))

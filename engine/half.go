@@ -28,9 +28,9 @@ func readsHalf(op Op, in []Meta) bool {
 // accumulated in f32. With TransW, y = x·W: x: [..., N], y: [..., K] (the backward pass). W takes
 // no gradient. Graph.MatMul records it when its second operand is 16-bit.
 //
-// Compute, for the forward product of a bf16 W, is the precision it may take: F32 (the zero
-// value) exact on the widened W, BF16 with x rounded to bfloat16 (products summed in float32), as
-// QuantSpec.Compute allows for a 4-bit W; a backend may compute in float32 anyway.
+// Compute, for a bf16 W, is the precision its product may take (the backward pass's too): F32 (the
+// zero value) exact on the widened W, BF16 with x rounded to bfloat16 (products summed in
+// float32), as QuantSpec.Compute allows for a 4-bit W; a backend may compute in float32 anyway.
 type MatMul16 struct {
 	TransW  bool
 	Compute DType
@@ -72,7 +72,7 @@ func (o MatMul16) grad(g *Graph, n *Node, dout []*Node, need []bool) []*Node {
 		g.fail(fmt.Errorf("16-bit weights are frozen and take no gradient"))
 		return nil
 	}
-	return []*Node{g.Apply1(MatMul16{TransW: !o.TransW}, dout[0], n.src[1]), nil}
+	return []*Node{g.Apply1(MatMul16{TransW: !o.TransW, Compute: o.Compute}, dout[0], n.src[1]), nil}
 }
 
 // Embedding16 gathers rows of a frozen 16-bit table: table f16 or bf16 [vocab, dim], ids i32

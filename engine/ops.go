@@ -88,9 +88,10 @@ type QuantSpec struct {
 	Type      quant.Type
 	Blocksize int
 	N, K      int
-	// Compute is the precision the forward product x·Wᵀ may take (bitsandbytes'
-	// bnb_4bit_compute_dtype): F32 (the zero value) computes it exactly in float32; BF16 allows a
-	// backend to round x and the codebook to bfloat16 and sum their products in float32, as
+	// Compute is the precision the products with W may take (x·Wᵀ, and dy·W in the backward pass;
+	// bitsandbytes' bnb_4bit_compute_dtype): F32 (the zero value) computes them exactly in float32;
+	// BF16 allows a backend to round x and the codebook to bfloat16 and sum their products in
+	// float32, as
 	// PyTorch's "medium" float32 matmul precision allows, where that is faster (the CPU's
 	// decoding GEMV on AVX512_BF16). It is an allowance: a backend may compute in float32 anyway.
 	Compute DType
@@ -174,8 +175,8 @@ func (o Dequantize4) Infer(in []Meta) ([]Meta, error) {
 // 1/(1−Dropout)), as PEFT applies lora_dropout to the adapter's input only. Operands: x: [..., in],
 // then W: [out, in] (f32, or a frozen f16 or bf16: see MatMul16) or, with Quant, packed and absmax, then A: [r, in] and B: [out, r], then
 // with Dropout the seed: i32 [1]. Outputs: y: [..., out] and xa = d(x)·Aᵀ: [..., r], kept for the
-// backward pass. Compute is the precision a bf16 W's product x·Wᵀ may take (MatMul16.Compute); a
-// 4-bit W's is its Quant.Compute.
+// backward pass. Compute is the precision a bf16 W's products (x·Wᵀ, and dy·W in the backward
+// pass) may take (MatMul16.Compute); a 4-bit W's is its Quant.Compute.
 type LoRA struct {
 	Scale   float32
 	Quant   *QuantSpec
@@ -257,13 +258,15 @@ type LoRABackward struct {
 	Dropout             float32
 	Salt                uint32
 	NeedX, NeedA, NeedB bool
+	// Compute is the forward op's (LoRA.Compute): the precision dx = dy·W may take for a bf16 W.
+	Compute DType
 }
 
 func (LoRABackward) Name() string { return "lora_backward" }
 
 // Forward returns the forward op whose gradient this is.
 func (o LoRABackward) Forward() LoRA {
-	return LoRA{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt}
+	return LoRA{Scale: o.Scale, Quant: o.Quant, Dropout: o.Dropout, Salt: o.Salt, Compute: o.Compute}
 }
 
 func (o LoRABackward) Infer(in []Meta) ([]Meta, error) {

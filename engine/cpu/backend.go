@@ -648,8 +648,8 @@ func matMul4(q *engine.QuantSpec, transW bool, rows int, x []float32, packed []b
 // allows it and w is bf16 (gemm.MatMul16BF16).
 func matMul16(compute engine.DType, transW bool, rows, n, k int, x []float32, w engine.Arg, y []float32) {
 	bf := w.Meta.DType == engine.BF16
-	if compute == engine.BF16 && bf && !transW {
-		gemm.MatMul16BF16(rows, n, k, x, u16(w), 0, y)
+	if compute == engine.BF16 && bf {
+		gemm.MatMul16BF16(transW, rows, n, k, x, u16(w), 0, y)
 		return
 	}
 	gemm.MatMul16(transW, rows, n, k, x, u16(w), bf, 0, y)
@@ -694,7 +694,7 @@ func loraBackward(op engine.LoRABackward, in, out []engine.Arg) {
 			if op.Quant != nil {
 				matMul4(op.Quant, true, rows, dy, u8(fwd[1]), f32(fwd[2]), dx)
 			} else if w := fwd[1]; engine.IsHalf(w.Meta.DType) {
-				gemm.MatMul16(true, rows, dout, din, dy, u16(w), w.Meta.DType == engine.BF16, 0, dx)
+				matMul16(fop.Compute, true, rows, dout, din, dy, w, dx)
 			} else {
 				gemm.Sgemm(false, false, rows, din, dout, 1, dy, dout, f32(fwd[1]), din, 0, dx, din)
 			}

@@ -133,11 +133,18 @@ func halfCases() []Case {
 					b.f32(engine.Shape{5, 41}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.i32([]int32{4242}))[:2]
 			}),
 			// bfloat16 compute allowed (MatMul16.Compute, LoRA.Compute): the CPU takes it for a bf16 W
-			// with an even depth, one row or more than four; within bfloat16's rounding of x.
+			// (forward: an even depth, any rows; backward: more than four rows); within bfloat16's
+			// rounding of x.
 			c("matmul16/compute-bf16/"+dt.String(), 1e-2, func(b *builder) []*engine.Node {
 				w := b.half(dt, engine.Shape{29, 130}, 1)
-				mm := engine.MatMul16{Compute: engine.BF16}
-				return []*engine.Node{b.g.Apply1(mm, b.f32(engine.Shape{1, 130}, 1), w), b.g.Apply1(mm, b.f32(engine.Shape{9, 130}, 1), w)}
+				mm, mt := engine.MatMul16{Compute: engine.BF16}, engine.MatMul16{TransW: true, Compute: engine.BF16}
+				return []*engine.Node{b.g.Apply1(mm, b.f32(engine.Shape{1, 130}, 1), w), b.g.Apply1(mm, b.f32(engine.Shape{3, 130}, 1), w),
+					b.g.Apply1(mm, b.f32(engine.Shape{9, 130}, 1), w), b.g.Apply1(mt, b.f32(engine.Shape{9, 29}, 1), w)}
+			}),
+			c("lora_backward/compute-bf16/"+dt.String(), 1e-2, func(b *builder) []*engine.Node {
+				dy, x := b.f32(engine.Shape{11, 23}, 1), b.f32(engine.Shape{11, 64}, 1)
+				w, a, bb, xa := b.half(dt, engine.Shape{23, 64}, 0.5), b.f32(engine.Shape{5, 64}, 0.5), b.f32(engine.Shape{23, 5}, 0.5), b.f32(engine.Shape{11, 5}, 1)
+				return b.g.Apply(engine.LoRABackward{Scale: 1.5, NeedX: true, NeedA: true, NeedB: true, Compute: engine.BF16}, dy, x, w, a, bb, xa)[:3]
 			}),
 			c("lora/compute-bf16/"+dt.String(), 1e-2, func(b *builder) []*engine.Node {
 				return b.g.Apply(engine.LoRA{Scale: 1.5, Compute: engine.BF16}, b.f32(engine.Shape{11, 64}, 1), b.half(dt, engine.Shape{23, 64}, 0.5),

@@ -91,6 +91,44 @@ func gemm4bf16T(q *quant4, m, n, k int, x []float32, beta float32, y []float32) 
 	}, q.packRowsBF16(n, k), beta, y, k, true)
 }
 
+// gemm16bf16T is MatMul16BF16's transposed GEMM, y = x·W (x: m×n, y: m×k): the depth is W's
+// rows, paired two at a time (packRows16BF16).
+func gemm16bf16T(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
+	n2 := (n + 1) / 2
+	xb := getBuf(m * n2)
+	defer putBuf(xb)
+	xp := (*xb)[:m*n2]
+	for i := 0; i < m; i++ {
+		pairsBF16(xp[i*n2:(i+1)*n2], x[i*n:(i+1)*n])
+	}
+	blocked(m, k, n2, 1, func(i0, p0, rows, kcur int, dst []float32) {
+		packA(false, xp, n2, i0, p0, rows, kcur, dst)
+	}, packRows16BF16(w, n, k), beta, y, k, true)
+}
+
+// packRows16BF16 is packRowsBF16 for a bfloat16 W: depth pair p is W's rows 2p and 2p+1 (the
+// second zero past W's n rows), widened along the panel (exactly) and interleaved, a strip row of
+// 16 pairs at a time.
+func packRows16BF16(w []uint16, n, k int) bPacker {
+	return func(p0, j0, kcur, cols int, dst []float32) {
+		nstrips := (cols + nr - 1) / nr
+		var r0, r1 [nc]float32 // padded to whole strips with zeros
+		for p := 0; p < kcur; p++ {
+			row := 2 * (p0 + p)
+			a, b := r0[:nstrips*nr], r1[:nstrips*nr]
+			clear(a[cols:])
+			Widen(a[:cols], w[row*k+j0:], true)
+			if row+1 < n {
+				clear(b[cols:])
+				Widen(b[:cols], w[(row+1)*k+j0:], true)
+			} else {
+				clear(b)
+			}
+			interleaveBF16AVX512(nstrips, &a[0], &b[0], &dst[p*nr], stripStride(kcur))
+		}
+	}
+}
+
 // packRowsBF16 is packRows in bfloat16 pairs: depth pair p is W's rows 2p and 2p+1 (the second
 // zero past W's n rows), dequantized in float32 along the panel and interleaved, a strip row of
 // 16 pairs at a time (interleaveBF16AVX512).
@@ -211,48 +249,64 @@ func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float3
 	addScaled(y, o, beta) // the first m rows
 }
 
-// MatMul16BF16 is MatMul16's forward product (y = β·y + x·Wᵀ) for a bfloat16 W computed without
-// widening it: x rounded to bfloat16 and the products summed in float32 (VDPBF16PS), where
-// HasBF16 and k is even: for one row (a GEMV streaming W once), or for more than four rows (the
-// packed GEMM, W's rows already being bfloat16 pairs, so packing only moves them). Every other
-// call is MatMul16, exact in float32 on the widened W.
-func MatMul16BF16(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
+// MatMul16BF16 is MatMul16 (y = β·y + x·Wᵀ, or with transW y = β·y + x·W, the backward pass's
+// dx) for a bfloat16 W computed without widening it: x rounded to bfloat16 and the products summed
+// in float32 (VDPBF16PS), where HasBF16, for
+//   - up to four rows of x, k even (decoding, batched or not): a GEMV streaming W once, each of its
+//     rows dotted with every row of x;
+//   - more than four rows, k even (prefill, training): the packed GEMM, W's rows already being
+//     bfloat16 pairs, so packing only moves them;
+//   - with transW, more than four rows: the packed GEMM with W's rows paired two at a time.
+//
+// Every other call is MatMul16, exact in float32 on the widened W.
+func MatMul16BF16(transW bool, m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
 	switch {
-	case !HasBF16() || n <= 0 || k <= 0 || k%2 != 0:
-	case m == 1:
-		gemv16bf16(n, k, x[:k], w[:n*k], beta, y[:n])
+	case !HasBF16() || n <= 0 || k <= 0:
+	case !transW && k%2 == 0 && m <= smallM16:
+		gemv16bf16(m, n, k, x[:m*k], w[:n*k], beta, y[:m*n])
 		return
-	case m > smallM16:
+	case !transW && k%2 == 0:
 		gemm16bf16(m, n, k, x[:m*k], w[:n*k], beta, y[:m*n])
 		return
+	case transW && m > smallM16:
+		gemm16bf16T(m, n, k, x[:m*n], w[:n*k], beta, y[:m*k])
+		return
 	}
-	MatMul16(false, m, n, k, x, w, true, beta, y)
+	MatMul16(transW, m, n, k, x, w, true, beta, y)
 }
 
-// gemv16bf16 is MatMul16BF16's GEMV, rows split across cores as gemv4bf16 splits them.
-func gemv16bf16(n, k int, x []float32, w []uint16, beta float32, y []float32) {
-	xb := getBuf(k / 2)
+// gemv16bf16 is MatMul16BF16's GEMV for m ≤ smallM16 rows of x: each row of W, read once, is
+// dotted with every row of x (from L1 after the first); rows of W are split across cores as
+// gemv4bf16 splits them.
+func gemv16bf16(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
+	k2 := k / 2
+	xb := getBuf(m * k2)
 	defer putBuf(xb)
-	xp := (*xb)[:k/2]
-	pairsBF16(xp, x)
-	xw := unsafe.Slice((*uint16)(unsafe.Pointer(&xp[0])), k)
+	xp := (*xb)[:m*k2]
+	for i := 0; i < m; i++ {
+		pairsBF16(xp[i*k2:(i+1)*k2], x[i*k:(i+1)*k])
+	}
+	xw := unsafe.Slice((*uint16)(unsafe.Pointer(&xp[0])), m*k)
 	n64 := k / 64
-	wk := workers(8 * n * k)
+	wk := workers(8 * m * n * k)
 	chunk := max(16, n/(4*wk))
 	parallel((n+chunk-1)/chunk, wk, func(t int) {
 		for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
 			row := w[j*k : (j+1)*k]
-			var s float32
-			if n64 > 0 {
-				s = dot16BF16AVX512(n64, &xw[0], &row[0])
+			for i := 0; i < m; i++ {
+				xi := xw[i*k : (i+1)*k]
+				var s float32
+				if n64 > 0 {
+					s = dot16BF16AVX512(n64, &xi[0], &row[0])
+				}
+				for c := 64 * n64; c < k; c++ {
+					s += half.BF16ToFloat32(xi[c]) * half.BF16ToFloat32(row[c])
+				}
+				if beta != 0 {
+					s += beta * y[i*n+j]
+				}
+				y[i*n+j] = s
 			}
-			for i := 64 * n64; i < k; i++ {
-				s += half.BF16ToFloat32(xw[i]) * half.BF16ToFloat32(row[i])
-			}
-			if beta != 0 {
-				s += beta * y[j]
-			}
-			y[j] = s
 		}
 	})
 }

@@ -106,57 +106,69 @@ func TestMatMul4BF16AgainstFloat64(t *testing.T) {
 func TestMatMul16BF16AgainstFloat64(t *testing.T) {
 	withAVX2(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(13, 14))
-		ranBF16 := false
-		for _, m := range []int{1, 3, smallM16 + 1, 23} {
-			for _, dims := range [][2]int{{1, 64}, {37, 130}, {19, 384}, {70, 1000}, {5, 301}, {33, 80}} {
-				n, k := dims[0], dims[1]
-				w := make([]uint16, n*k)
-				for i := range w {
-					w[i] = half.BF16(float32(r.NormFloat64()))
-				}
-				x, y := randn(r, m*k), randn(r, m*n)
-				beta := float32(0)
-				if n%2 == 1 {
-					beta = 0.5
-				}
-				y0 := append([]float32(nil), y...)
-				MatMul16BF16(m, n, k, x, w, beta, y)
-				bf := HasBF16() && k%2 == 0 && (m == 1 || m > smallM16)
-				ranBF16 = ranBF16 || bf
-				maxDiff := 0.0
-				for i := 0; i < m; i++ {
-					for o := 0; o < n; o++ {
-						exact, rounded, g := 0.0, 0.0, 0.0
-						for c := 0; c < k; c++ {
-							wv := float64(half.BF16ToFloat32(w[o*k+c]))
-							exact += float64(x[i*k+c]) * wv
-							rounded += bf16Round(x[i*k+c]) * wv
-							g += math.Abs(float64(x[i*k+c]) * wv)
-						}
-						if beta != 0 {
-							exact += float64(beta) * float64(y0[i*n+o])
-							rounded += float64(beta) * float64(y0[i*n+o])
-							g += math.Abs(float64(beta) * float64(y0[i*n+o]))
-						}
-						want := exact
-						if bf {
-							want = rounded
-						}
-						got := float64(y[i*n+o])
-						tol := 2e-7*g*math.Sqrt(float64(k)+1) + 1e-6
-						if math.IsNaN(got) || math.Abs(got-want) > tol {
-							t.Fatalf("MatMul16BF16(m=%d, n=%d, k=%d, β=%v, bf16 %v) y[%d,%d] = %v, want %v (tol %g)", m, n, k, beta, bf, i, o, got, want, tol)
-						}
-						maxDiff = max(maxDiff, math.Abs(rounded-exact)/(g*1e-6+1e-9))
+		ranBF16 := map[bool]bool{}
+		for _, transW := range []bool{false, true} {
+			for _, m := range []int{1, 3, smallM16 + 1, 23} {
+				for _, dims := range [][2]int{{1, 64}, {37, 130}, {19, 384}, {70, 1000}, {5, 301}, {33, 80}} {
+					n, k := dims[0], dims[1]
+					w := make([]uint16, n*k)
+					for i := range w {
+						w[i] = half.BF16(float32(r.NormFloat64()))
 					}
-				}
-				if bf && k >= 128 && maxDiff < 1 {
-					t.Fatalf("m=%d n=%d k=%d: the bfloat16 and exact products agree to 1e-6 of their magnitude", m, n, k)
+					in, out := k, n // x's columns (the depth) and y's
+					if transW {
+						in, out = n, k
+					}
+					x, y := randn(r, m*in), randn(r, m*out)
+					beta := float32(0)
+					if n%2 == 1 {
+						beta = 0.5
+					}
+					y0 := append([]float32(nil), y...)
+					MatMul16BF16(transW, m, n, k, x, w, beta, y)
+					bf := HasBF16() && (!transW && k%2 == 0 || transW && m > smallM16)
+					ranBF16[transW] = ranBF16[transW] || bf
+					wAt := func(o, c int) float64 { // op(W)[c][o]: the depth c, the output o
+						if transW {
+							return float64(half.BF16ToFloat32(w[c*k+o]))
+						}
+						return float64(half.BF16ToFloat32(w[o*k+c]))
+					}
+					maxDiff := 0.0
+					for i := 0; i < m; i++ {
+						for o := 0; o < out; o++ {
+							exact, rounded, g := 0.0, 0.0, 0.0
+							for c := 0; c < in; c++ {
+								wv := wAt(o, c)
+								exact += float64(x[i*in+c]) * wv
+								rounded += bf16Round(x[i*in+c]) * wv
+								g += math.Abs(float64(x[i*in+c]) * wv)
+							}
+							if beta != 0 {
+								exact += float64(beta) * float64(y0[i*out+o])
+								rounded += float64(beta) * float64(y0[i*out+o])
+								g += math.Abs(float64(beta) * float64(y0[i*out+o]))
+							}
+							want := exact
+							if bf {
+								want = rounded
+							}
+							got := float64(y[i*out+o])
+							tol := 2e-7*g*math.Sqrt(float64(in)+1) + 1e-6
+							if math.IsNaN(got) || math.Abs(got-want) > tol {
+								t.Fatalf("MatMul16BF16(transW=%v, m=%d, n=%d, k=%d, β=%v, bf16 %v) y[%d,%d] = %v, want %v (tol %g)", transW, m, n, k, beta, bf, i, o, got, want, tol)
+							}
+							maxDiff = max(maxDiff, math.Abs(rounded-exact)/(g*1e-6+1e-9))
+						}
+					}
+					if bf && in >= 128 && maxDiff < 1 {
+						t.Fatalf("transW=%v m=%d n=%d k=%d: the bfloat16 and exact products agree to 1e-6 of their magnitude", transW, m, n, k)
+					}
 				}
 			}
 		}
-		if HasBF16() && !ranBF16 {
-			t.Fatal("no call ran in bfloat16 on a CPU that has it")
+		if HasBF16() && (!ranBF16[false] || !ranBF16[true]) {
+			t.Fatalf("a CPU with bfloat16 ran no call in it: %v (by transW)", ranBF16)
 		}
 	})
 }

@@ -211,7 +211,7 @@ func BenchmarkMatMul16(b *testing.B) {
 			if HasBF16() {
 				b.Run("bf16-compute/"+shape, func(b *testing.B) {
 					for b.Loop() {
-						MatMul16BF16(m, l.out, l.in, x, wb, 0, y)
+						MatMul16BF16(false, m, l.out, l.in, x, wb, 0, y)
 					}
 					report(b, flops, 2*float64(len(w))+io)
 				})
@@ -221,6 +221,46 @@ func BenchmarkMatMul16(b *testing.B) {
 					Sgemm(false, true, m, l.out, l.in, 1, x, l.in, wf, l.in, 0, y, l.out)
 				}
 				report(b, flops, 4*float64(len(wf))+io)
+			})
+		}
+	}
+}
+
+// BenchmarkMatMul16BF16Paths: the products a bfloat16 base gains from bfloat16 compute beyond the
+// forward GEMM, widened (MatMul16) beside MatMul16BF16 in the same run: the backward pass's
+// dx = dy·W at 512 tokens, and a decode batch of 4 rows.
+//
+//	go test -run '^$' -bench MatMul16BF16Paths ./engine/cpu/gemm/
+func BenchmarkMatMul16BF16Paths(b *testing.B) {
+	if !HasBF16() {
+		b.Skip("no AVX512_BF16 here: MatMul16BF16 is MatMul16")
+	}
+	r := rand.New(rand.NewPCG(6, 6))
+	for _, l := range layers {
+		wb, _ := rand16(r, l.out*l.in, true)
+		for _, c := range []struct {
+			name   string
+			transW bool
+			m      int
+		}{{"backward", true, 512}, {"rows4", false, 4}} {
+			in, out := l.in, l.out
+			if c.transW {
+				in, out = out, in
+			}
+			x, y := randn(r, c.m*in), make([]float32, c.m*out)
+			flops := 2 * float64(c.m) * float64(l.out) * float64(l.in)
+			shape := fmt.Sprintf("%s/shape=%dx%dx%d/%s", c.name, c.m, l.out, l.in, l.name)
+			b.Run("widened/"+shape, func(b *testing.B) {
+				for b.Loop() {
+					MatMul16(c.transW, c.m, l.out, l.in, x, wb, true, 0, y)
+				}
+				report(b, flops, 2*float64(len(wb))+4*float64(c.m*(in+out)))
+			})
+			b.Run("bf16-compute/"+shape, func(b *testing.B) {
+				for b.Loop() {
+					MatMul16BF16(c.transW, c.m, l.out, l.in, x, wb, 0, y)
+				}
+				report(b, flops, 2*float64(len(wb))+4*float64(c.m*(in+out)))
 			})
 		}
 	}
