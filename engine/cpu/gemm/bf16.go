@@ -168,9 +168,20 @@ func (q *quant4) packColsBF16(k int) bPacker {
 		pb := getBuf(nr * kcur)
 		tile, pairs := (*tb)[:cnt], *pb
 		q.prefetchCols(k, j0, min(nr, cols), e0, cnt)
+		fast := q.stripsFromCodes(k, e0, cnt)
+		var sv []float32
+		if fast {
+			sb := getBuf(nr * cnt / q.bs)
+			defer putBuf(sb)
+			sv = *sb
+		}
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
 			q.prefetchAhead(k, j0, cols, s, e0, cnt)
+			if fast && rows == nr {
+				q.packStrip(k, j0+s*nr, e0, cnt, sv, true, dst[s*stripStride(kcur):])
+				continue
+			}
 			for j := 0; j < rows; j++ {
 				q.span((j0+s*nr+j)*k+e0, tile)
 				pairsBF16(pairs[j*kcur:(j+1)*kcur], tile)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/internal/half"
+	"github.com/lathe-ml/lathe/quant"
 )
 
 // bf16Round is v rounded to bfloat16 and widened back, in float64.
@@ -169,6 +170,48 @@ func TestMatMul16BF16AgainstFloat64(t *testing.T) {
 		}
 		if HasBF16() && (!ranBF16[false] || !ranBF16[true]) {
 			t.Fatalf("a CPU with bfloat16 ran no call in it: %v (by transW)", ranBF16)
+		}
+	})
+}
+
+// TestPackColsFromCodes: the strips packCols and packColsBF16 pack straight from the codes
+// (packStrip) are bit for bit those of the plain path (dequantize, round, transpose), on every
+// blocksize it takes and one it leaves to the plain path, with a partial last strip, depth blocks
+// past the first and an odd number of groups.
+func TestPackColsFromCodes(t *testing.T) {
+	withAVX2(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(21, 22))
+		defer func() { usePackFromCodes = true }()
+		for _, bs := range []int{32, 64, 128, 256, 1024} {
+			for _, dims := range [][2]int{{40, 2048}, {16, 96}, {53, 1024}} {
+				n, k := dims[0], dims[1]
+				packed, absmax := randQuant4(r, n, k, bs)
+				q := &quant4{packed: packed, absmax: absmax, bs: bs, code: &quant.NF4Code}
+				for _, bf := range []bool{false, true} {
+					if bf && !HasBF16() {
+						continue
+					}
+					depth, pack := k, q.packCols(k)
+					if bf {
+						depth, pack = k/2, q.packColsBF16(k)
+					}
+					for p0 := 0; p0 < depth; p0 += kc {
+						kcur := min(kc, depth-p0)
+						size := (n + nr - 1) / nr * stripStride(kcur)
+						plain, fast := make([]float32, size), make([]float32, size)
+						usePackFromCodes = false
+						pack(p0, 0, kcur, n, plain)
+						usePackFromCodes = true
+						pack(p0, 0, kcur, n, fast)
+						for i := range plain {
+							if math.Float32bits(plain[i]) != math.Float32bits(fast[i]) {
+								t.Fatalf("bf16 %v bs=%d n=%d k=%d p0=%d: slot %d (strip %d, depth %d, column %d) is %#08x, the plain path's %#08x", bf, bs, n, k, p0, i,
+									i/stripStride(kcur), i%stripStride(kcur)/nr, i%nr, math.Float32bits(fast[i]), math.Float32bits(plain[i]))
+							}
+						}
+					}
+				}
+			}
 		}
 	})
 }

@@ -189,6 +189,18 @@ func dot16BF16AVX512(n64 int, x, w *uint16) float32
 //go:noescape
 func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int)
 
+// packNF4BF16AVX512 packs one bfloat16 B strip (16 columns, 16·groups depth pairs) straight from
+// 16 rows of 4-bit codes ldw bytes apart, scales holding each block's 16 row scales (a block
+// spanning gpb groups of 16 pairs): see the assembly.
+//
+//go:noescape
+func packNF4BF16AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32)
+
+// packNF4AVX512 is packNF4BF16AVX512 for float32 strips (packCols): 32·groups depths.
+//
+//go:noescape
+func packNF4AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32)
+
 // toBF16AVX512 rounds src[:32·n32] to bfloat16 into dst.
 //
 //go:noescape

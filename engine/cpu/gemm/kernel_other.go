@@ -27,6 +27,14 @@ func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table
 	panic("gemm: no assembly kernels in this build")
 }
 
+func packNF4AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func packNF4BF16AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func kern6x16BF16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
 	panic("gemm: no assembly kernels in this build")
 }

@@ -106,9 +106,20 @@ func (q *quant4) packCols(k int) bPacker {
 		tb := getBuf(nr * kcur)
 		tile := *tb
 		q.prefetchCols(k, j0, min(nr, cols), p0, kcur)
+		fast := q.stripsFromCodes(k, p0, kcur)
+		var sv []float32
+		if fast {
+			sb := getBuf(nr * kcur / q.bs)
+			defer putBuf(sb)
+			sv = *sb
+		}
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
 			q.prefetchAhead(k, j0, cols, s, p0, kcur)
+			if fast && rows == nr {
+				q.packStrip(k, j0+s*nr, p0, kcur, sv, false, dst[s*stripStride(kcur):])
+				continue
+			}
 			for j := 0; j < rows; j++ {
 				q.span((j0+s*nr+j)*k+p0, tile[j*kcur:(j+1)*kcur])
 			}
@@ -139,6 +150,44 @@ func (q *quant4) prefetchAhead(k, j0, cols, s, p0, kcur int) {
 	case p0+kcur < k:
 		q.prefetchCols(k, j0, min(nr, cols), p0+kcur, min(kcur, k-p0-kcur))
 	}
+}
+
+// usePackFromCodes turns the packers' fast path (packStrip) on; off in the test that checks it
+// against the plain one.
+var usePackFromCodes = true
+
+// stripsFromCodes reports whether packCols and packColsBF16 can take whole strips of depths
+// e0..e0+cnt straight from the codes (packStrip): with AVX-512, k a multiple of 32 and of the
+// blocksize, the blocksize a multiple of 32 and e0 and cnt multiples of it, so that every 16 bytes
+// of a row share one block and start on a byte.
+func (q *quant4) stripsFromCodes(k, e0, cnt int) bool {
+	return usePackFromCodes && useAVX512 && k%32 == 0 && q.bs%32 == 0 && k%q.bs == 0 && e0%q.bs == 0 && cnt%q.bs == 0
+}
+
+// packStrip packs one whole strip (W's rows j..j+16, elements e0..e0+cnt of each; see
+// stripsFromCodes) straight from the codes: dequantized, transposed and, with bf, rounded into
+// bfloat16 pairs in registers (packNF4AVX512, packNF4BF16AVX512), where the plain packers
+// dequantize each row into a buffer, then round and transpose it. Measured on a 70-token prefill
+// of four Llama-3.2-1B-shaped layers: packing had taken a third of the time with bfloat16
+// products. sv is scratch for the strip's block scales.
+func (q *quant4) packStrip(k, j, e0, cnt int, sv []float32, bf bool, dst []float32) {
+	nblk := cnt / q.bs
+	sv = sv[:nr*nblk]
+	for r := 0; r < nr; r++ {
+		b0 := ((j+r)*k + e0) / q.bs
+		for b := range nblk {
+			sv[b*nr+r] = q.absmax[b0+b]
+		}
+	}
+	w0 := (j*k + e0) / 2
+	_ = q.packed[w0+(nr-1)*k/2+cnt/2-1]
+	if bf {
+		_ = dst[(cnt/2-1)*nr+nr-1]
+		packNF4BF16AVX512(cnt/32, q.bs/32, &q.packed[w0], k/2, &sv[0], q.code, &dst[0])
+		return
+	}
+	_ = dst[(cnt-1)*nr+nr-1]
+	packNF4AVX512(cnt/32, q.bs/32, &q.packed[w0], k/2, &sv[0], q.code, &dst[0])
 }
 
 // rowsAhead is how many rows of W ahead packRows and packRowsBF16 ask for: each reads a panel's
