@@ -64,46 +64,34 @@ func pairsBF16(dst, src []float32) {
 // gemm4bf16 is MatMul4BF16's GEMM: x and W as bfloat16 pairs (a float slot holds two depths)
 // through the packed driver, whose packers only move slots, with the VDPBF16PS tiles.
 func gemm4bf16(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
-	k2 := (k + 1) / 2
-	xb := getBuf(m * k2)
+	blockedPairs(m, k, n, x, q.packColsBF16(k), beta, y)
+}
+
+// blockedPairs is the bfloat16 packed GEMM y = β·y + x·op(B), x: m×in, y: m×out, with x rounded
+// into pairs of depths and op(B) packed by pb in pairs too.
+func blockedPairs(m, in, out int, x []float32, pb bPacker, beta float32, y []float32) {
+	in2 := (in + 1) / 2
+	xb := getBuf(m * in2)
 	defer putBuf(xb)
-	xp := (*xb)[:m*k2]
+	xp := (*xb)[:m*in2]
 	for i := 0; i < m; i++ {
-		pairsBF16(xp[i*k2:(i+1)*k2], x[i*k:(i+1)*k])
+		pairsBF16(xp[i*in2:(i+1)*in2], x[i*in:(i+1)*in])
 	}
-	blocked(m, n, k2, 1, func(i0, p0, rows, kcur int, dst []float32) {
-		packA(false, xp, k2, i0, p0, rows, kcur, dst)
-	}, q.packColsBF16(k), beta, y, n, true)
+	blocked(m, out, in2, 1, func(i0, p0, rows, kcur int, dst []float32) {
+		packA(false, xp, in2, i0, p0, rows, kcur, dst)
+	}, pb, beta, y, out, true)
 }
 
 // gemm4bf16T is MatMul4BF16's transposed GEMM, y = x·W (x: m×n, y: m×k): the depth is W's rows,
 // paired two at a time (packRowsBF16).
 func gemm4bf16T(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
-	n2 := (n + 1) / 2
-	xb := getBuf(m * n2)
-	defer putBuf(xb)
-	xp := (*xb)[:m*n2]
-	for i := 0; i < m; i++ {
-		pairsBF16(xp[i*n2:(i+1)*n2], x[i*n:(i+1)*n])
-	}
-	blocked(m, k, n2, 1, func(i0, p0, rows, kcur int, dst []float32) {
-		packA(false, xp, n2, i0, p0, rows, kcur, dst)
-	}, q.packRowsBF16(n, k), beta, y, k, true)
+	blockedPairs(m, n, k, x, q.packRowsBF16(n, k), beta, y)
 }
 
 // gemm16bf16T is MatMul16BF16's transposed GEMM, y = x·W (x: m×n, y: m×k): the depth is W's
 // rows, paired two at a time (packRows16BF16).
 func gemm16bf16T(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
-	n2 := (n + 1) / 2
-	xb := getBuf(m * n2)
-	defer putBuf(xb)
-	xp := (*xb)[:m*n2]
-	for i := 0; i < m; i++ {
-		pairsBF16(xp[i*n2:(i+1)*n2], x[i*n:(i+1)*n])
-	}
-	blocked(m, k, n2, 1, func(i0, p0, rows, kcur int, dst []float32) {
-		packA(false, xp, n2, i0, p0, rows, kcur, dst)
-	}, packRows16BF16(w, n, k), beta, y, k, true)
+	blockedPairs(m, n, k, x, packRows16BF16(w, n, k), beta, y)
 }
 
 // packRows16BF16 is packRowsBF16 for a bfloat16 W: depth pair p is W's rows 2p and 2p+1 (the
@@ -169,17 +157,11 @@ func (q *quant4) packColsBF16(k int) bPacker {
 		tile, pairs := (*tb)[:cnt], *pb
 		q.prefetchCols(k, j0, min(nr, cols), e0, cnt)
 		fast := q.stripsFromCodes(k, e0, cnt)
-		var sv []float32
-		if fast {
-			sb := getBuf(nr * cnt / q.bs)
-			defer putBuf(sb)
-			sv = *sb
-		}
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
 			q.prefetchAhead(k, j0, cols, s, e0, cnt)
 			if fast && rows == nr {
-				q.packStrip(k, j0+s*nr, e0, cnt, sv, true, dst[s*stripStride(kcur):])
+				q.packStrip(k, j0+s*nr, e0, cnt, true, dst[s*stripStride(kcur):])
 				continue
 			}
 			for j := 0; j < rows; j++ {
@@ -326,16 +308,8 @@ func gemv16bf16(m, n, k int, x []float32, w []uint16, beta float32, y []float32)
 // place (k even), through the packed driver with the VDPBF16PS tiles.
 func gemm16bf16(m, n, k int, x []float32, w []uint16, beta float32, y []float32) {
 	k2 := k / 2
-	xb := getBuf(m * k2)
-	defer putBuf(xb)
-	xp := (*xb)[:m*k2]
-	for i := 0; i < m; i++ {
-		pairsBF16(xp[i*k2:(i+1)*k2], x[i*k:(i+1)*k])
-	}
 	wp := unsafe.Slice((*float32)(unsafe.Pointer(&w[0])), n*k2)
-	blocked(m, n, k2, 1, func(i0, p0, rows, kcur int, dst []float32) {
-		packA(false, xp, k2, i0, p0, rows, kcur, dst)
-	}, func(p0, j0, kcur, cols int, dst []float32) {
+	blockedPairs(m, k, n, x, func(p0, j0, kcur, cols int, dst []float32) {
 		packB(true, wp, k2, p0, j0, kcur, cols, dst)
-	}, beta, y, n, true)
+	}, beta, y)
 }

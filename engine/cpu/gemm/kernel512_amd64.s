@@ -1431,8 +1431,8 @@ x4loop:
 // (VPMOVZXBD), the high nibbles (shifted down) and the low ones (VPERMPS reads only the low four
 // bits) index the f32 codebook, both are scaled by the row's block scale in f32 (as span does),
 // rounded to bfloat16 and interleaved into pairs (VCVTNE2PS2BF16, VPERMW): a row's 16 slots in Zr.
-// A 16×16 dword transpose (unpacks within lanes, then two rounds of VSHUFI32X4 across them) turns
-// the rows into the strip's 16 depth rows of 16 columns, stored 64 bytes apart. scales holds each
+// A 16×16 dword transpose (transpose16AVX512) turns the rows into the strip's 16 depth rows of 16
+// columns, stored 64 bytes apart. scales holds each
 // block's 16 row scales (16 floats a block); a block spans gpb groups.
 TEXT ·packNF4BF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ groups+0(FP), CX
@@ -1591,73 +1591,7 @@ pkgroup:
 	VMULPS.BCST 60(BX), Z16, Z16
 	BYTE $0x62; BYTE $0x32; BYTE $0x7f; BYTE $0x40; BYTE $0x72; BYTE $0xf9 // VCVTNE2PS2BF16 Z17, Z16, Z15 (low half from Z17, high from Z16)
 	VPERMW      Z15, Z31, Z15
-	// Transpose: unpack dwords, then qwords, within 128-bit lanes.
-	VPUNPCKLDQ  Z1, Z0, Z16
-	VPUNPCKHDQ  Z1, Z0, Z17
-	VPUNPCKLDQ  Z3, Z2, Z18
-	VPUNPCKHDQ  Z3, Z2, Z19
-	VPUNPCKLDQ  Z5, Z4, Z20
-	VPUNPCKHDQ  Z5, Z4, Z21
-	VPUNPCKLDQ  Z7, Z6, Z22
-	VPUNPCKHDQ  Z7, Z6, Z23
-	VPUNPCKLDQ  Z9, Z8, Z24
-	VPUNPCKHDQ  Z9, Z8, Z25
-	VPUNPCKLDQ  Z11, Z10, Z26
-	VPUNPCKHDQ  Z11, Z10, Z27
-	VPUNPCKLDQ  Z13, Z12, Z28
-	VPUNPCKHDQ  Z13, Z12, Z29
-	VPUNPCKLDQ  Z15, Z14, Z30
-	VPUNPCKHDQ  Z15, Z14, Z31
-	VPUNPCKLQDQ Z18, Z16, Z0
-	VPUNPCKHQDQ Z18, Z16, Z1
-	VPUNPCKLQDQ Z19, Z17, Z2
-	VPUNPCKHQDQ Z19, Z17, Z3
-	VPUNPCKLQDQ Z22, Z20, Z4
-	VPUNPCKHQDQ Z22, Z20, Z5
-	VPUNPCKLQDQ Z23, Z21, Z6
-	VPUNPCKHQDQ Z23, Z21, Z7
-	VPUNPCKLQDQ Z26, Z24, Z8
-	VPUNPCKHQDQ Z26, Z24, Z9
-	VPUNPCKLQDQ Z27, Z25, Z10
-	VPUNPCKHQDQ Z27, Z25, Z11
-	VPUNPCKLQDQ Z30, Z28, Z12
-	VPUNPCKHQDQ Z30, Z28, Z13
-	VPUNPCKLQDQ Z31, Z29, Z14
-	VPUNPCKHQDQ Z31, Z29, Z15
-	// Then 128-bit lanes across the four row quarters: depth row 4L+c gathers lane L of u[c],
-	// u[4+c], u[8+c], u[12+c].
-	VSHUFI32X4  $0x44, Z4, Z0, Z16
-	VSHUFI32X4  $0xEE, Z4, Z0, Z17
-	VSHUFI32X4  $0x44, Z12, Z8, Z18
-	VSHUFI32X4  $0xEE, Z12, Z8, Z19
-	VSHUFI32X4  $0x44, Z5, Z1, Z20
-	VSHUFI32X4  $0xEE, Z5, Z1, Z21
-	VSHUFI32X4  $0x44, Z13, Z9, Z22
-	VSHUFI32X4  $0xEE, Z13, Z9, Z23
-	VSHUFI32X4  $0x44, Z6, Z2, Z24
-	VSHUFI32X4  $0xEE, Z6, Z2, Z25
-	VSHUFI32X4  $0x44, Z14, Z10, Z26
-	VSHUFI32X4  $0xEE, Z14, Z10, Z27
-	VSHUFI32X4  $0x44, Z7, Z3, Z28
-	VSHUFI32X4  $0xEE, Z7, Z3, Z29
-	VSHUFI32X4  $0x44, Z15, Z11, Z30
-	VSHUFI32X4  $0xEE, Z15, Z11, Z31
-	VSHUFI32X4  $0x88, Z18, Z16, Z0
-	VSHUFI32X4  $0xDD, Z18, Z16, Z4
-	VSHUFI32X4  $0x88, Z19, Z17, Z8
-	VSHUFI32X4  $0xDD, Z19, Z17, Z12
-	VSHUFI32X4  $0x88, Z22, Z20, Z1
-	VSHUFI32X4  $0xDD, Z22, Z20, Z5
-	VSHUFI32X4  $0x88, Z23, Z21, Z9
-	VSHUFI32X4  $0xDD, Z23, Z21, Z13
-	VSHUFI32X4  $0x88, Z26, Z24, Z2
-	VSHUFI32X4  $0xDD, Z26, Z24, Z6
-	VSHUFI32X4  $0x88, Z27, Z25, Z10
-	VSHUFI32X4  $0xDD, Z27, Z25, Z14
-	VSHUFI32X4  $0x88, Z30, Z28, Z3
-	VSHUFI32X4  $0xDD, Z30, Z28, Z7
-	VSHUFI32X4  $0x88, Z31, Z29, Z11
-	VSHUFI32X4  $0xDD, Z31, Z29, Z15
+	CALL        ·transpose16AVX512(SB)
 	VMOVDQU32   Z0, 0(DI)
 	VMOVDQU32   Z1, 64(DI)
 	VMOVDQU32   Z2, 128(DI)
@@ -1691,7 +1625,7 @@ pknext:
 // func packNF4AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32)
 // packNF4BF16AVX512 for packCols' float32 strips: a group's 16 bytes of a row are 32 depths (a byte's
 // high nibble the even one), so each group is decoded twice, the high nibbles of the 16 rows, then
-// the low ones, each time transposed (as in packNF4BF16AVX512) into the even, then the odd, of the
+// the low ones, each time transposed (transpose16AVX512) into the even, then the odd, of the
 // group's 32 depth rows, 64 bytes each.
 TEXT ·packNF4AVX512(SB), NOSPLIT, $0-56
 	MOVQ groups+0(FP), CX
@@ -1786,70 +1720,7 @@ p4group:
 	VPSRLD      $4, Z15, Z15
 	VPERMPS     Z30, Z15, Z15
 	VMULPS.BCST 60(BX), Z15, Z15
-	VPUNPCKLDQ  Z1, Z0, Z16
-	VPUNPCKHDQ  Z1, Z0, Z17
-	VPUNPCKLDQ  Z3, Z2, Z18
-	VPUNPCKHDQ  Z3, Z2, Z19
-	VPUNPCKLDQ  Z5, Z4, Z20
-	VPUNPCKHDQ  Z5, Z4, Z21
-	VPUNPCKLDQ  Z7, Z6, Z22
-	VPUNPCKHDQ  Z7, Z6, Z23
-	VPUNPCKLDQ  Z9, Z8, Z24
-	VPUNPCKHDQ  Z9, Z8, Z25
-	VPUNPCKLDQ  Z11, Z10, Z26
-	VPUNPCKHDQ  Z11, Z10, Z27
-	VPUNPCKLDQ  Z13, Z12, Z28
-	VPUNPCKHDQ  Z13, Z12, Z29
-	VPUNPCKLDQ  Z15, Z14, Z30
-	VPUNPCKHDQ  Z15, Z14, Z31
-	VPUNPCKLQDQ Z18, Z16, Z0
-	VPUNPCKHQDQ Z18, Z16, Z1
-	VPUNPCKLQDQ Z19, Z17, Z2
-	VPUNPCKHQDQ Z19, Z17, Z3
-	VPUNPCKLQDQ Z22, Z20, Z4
-	VPUNPCKHQDQ Z22, Z20, Z5
-	VPUNPCKLQDQ Z23, Z21, Z6
-	VPUNPCKHQDQ Z23, Z21, Z7
-	VPUNPCKLQDQ Z26, Z24, Z8
-	VPUNPCKHQDQ Z26, Z24, Z9
-	VPUNPCKLQDQ Z27, Z25, Z10
-	VPUNPCKHQDQ Z27, Z25, Z11
-	VPUNPCKLQDQ Z30, Z28, Z12
-	VPUNPCKHQDQ Z30, Z28, Z13
-	VPUNPCKLQDQ Z31, Z29, Z14
-	VPUNPCKHQDQ Z31, Z29, Z15
-	VSHUFI32X4  $0x44, Z4, Z0, Z16
-	VSHUFI32X4  $0xEE, Z4, Z0, Z17
-	VSHUFI32X4  $0x44, Z12, Z8, Z18
-	VSHUFI32X4  $0xEE, Z12, Z8, Z19
-	VSHUFI32X4  $0x44, Z5, Z1, Z20
-	VSHUFI32X4  $0xEE, Z5, Z1, Z21
-	VSHUFI32X4  $0x44, Z13, Z9, Z22
-	VSHUFI32X4  $0xEE, Z13, Z9, Z23
-	VSHUFI32X4  $0x44, Z6, Z2, Z24
-	VSHUFI32X4  $0xEE, Z6, Z2, Z25
-	VSHUFI32X4  $0x44, Z14, Z10, Z26
-	VSHUFI32X4  $0xEE, Z14, Z10, Z27
-	VSHUFI32X4  $0x44, Z7, Z3, Z28
-	VSHUFI32X4  $0xEE, Z7, Z3, Z29
-	VSHUFI32X4  $0x44, Z15, Z11, Z30
-	VSHUFI32X4  $0xEE, Z15, Z11, Z31
-	VSHUFI32X4  $0x88, Z18, Z16, Z0
-	VSHUFI32X4  $0xDD, Z18, Z16, Z4
-	VSHUFI32X4  $0x88, Z19, Z17, Z8
-	VSHUFI32X4  $0xDD, Z19, Z17, Z12
-	VSHUFI32X4  $0x88, Z22, Z20, Z1
-	VSHUFI32X4  $0xDD, Z22, Z20, Z5
-	VSHUFI32X4  $0x88, Z23, Z21, Z9
-	VSHUFI32X4  $0xDD, Z23, Z21, Z13
-	VSHUFI32X4  $0x88, Z26, Z24, Z2
-	VSHUFI32X4  $0xDD, Z26, Z24, Z6
-	VSHUFI32X4  $0x88, Z27, Z25, Z10
-	VSHUFI32X4  $0xDD, Z27, Z25, Z14
-	VSHUFI32X4  $0x88, Z30, Z28, Z3
-	VSHUFI32X4  $0xDD, Z30, Z28, Z7
-	VSHUFI32X4  $0x88, Z31, Z29, Z11
-	VSHUFI32X4  $0xDD, Z31, Z29, Z15
+	CALL        ·transpose16AVX512(SB)
 	VMOVUPS     Z0, 0(DI)
 	VMOVUPS     Z1, 128(DI)
 	VMOVUPS     Z2, 256(DI)
@@ -1932,6 +1803,42 @@ p4group:
 	VPMOVZXBD   (DX), Z15
 	VPERMPS     Z30, Z15, Z15
 	VMULPS.BCST 60(BX), Z15, Z15
+	CALL        ·transpose16AVX512(SB)
+	VMOVUPS     Z0, 64(DI)
+	VMOVUPS     Z1, 192(DI)
+	VMOVUPS     Z2, 320(DI)
+	VMOVUPS     Z3, 448(DI)
+	VMOVUPS     Z4, 576(DI)
+	VMOVUPS     Z5, 704(DI)
+	VMOVUPS     Z6, 832(DI)
+	VMOVUPS     Z7, 960(DI)
+	VMOVUPS     Z8, 1088(DI)
+	VMOVUPS     Z9, 1216(DI)
+	VMOVUPS     Z10, 1344(DI)
+	VMOVUPS     Z11, 1472(DI)
+	VMOVUPS     Z12, 1600(DI)
+	VMOVUPS     Z13, 1728(DI)
+	VMOVUPS     Z14, 1856(DI)
+	VMOVUPS     Z15, 1984(DI)
+	ADDQ        $16, SI
+	ADDQ        $2048, DI
+	DECQ        R11
+	JNZ         p4next
+	ADDQ        $64, BX // the next block's scales
+	MOVQ        R10, R11
+
+p4next:
+	DECQ CX
+	JNZ  p4group
+	VZEROUPPER
+	RET
+
+// func transpose16AVX512()
+// Transposes the 16×16 dwords in Z0-Z15 (row r in Zr) in place, with Z16-Z31 as scratch: the
+// shared middle of packNF4AVX512 and packNF4BF16AVX512, reached by CALL; never called from Go.
+// Dwords, then qwords, are unpacked within 128-bit lanes (u[4i+c] lane L holds rows 4i..4i+3 of
+// column 4L+c), then two rounds of VSHUFI32X4 gather the lanes across the four row quarters.
+TEXT ·transpose16AVX512(SB), NOSPLIT, $0-0
 	VPUNPCKLDQ  Z1, Z0, Z16
 	VPUNPCKHDQ  Z1, Z0, Z17
 	VPUNPCKLDQ  Z3, Z2, Z18
@@ -1964,6 +1871,8 @@ p4group:
 	VPUNPCKHQDQ Z30, Z28, Z13
 	VPUNPCKLQDQ Z31, Z29, Z14
 	VPUNPCKHQDQ Z31, Z29, Z15
+	// Then 128-bit lanes across the four row quarters: row 4L+c of the result gathers lane L of
+	// u[c], u[4+c], u[8+c], u[12+c].
 	VSHUFI32X4  $0x44, Z4, Z0, Z16
 	VSHUFI32X4  $0xEE, Z4, Z0, Z17
 	VSHUFI32X4  $0x44, Z12, Z8, Z18
@@ -1996,32 +1905,4 @@ p4group:
 	VSHUFI32X4  $0xDD, Z30, Z28, Z7
 	VSHUFI32X4  $0x88, Z31, Z29, Z11
 	VSHUFI32X4  $0xDD, Z31, Z29, Z15
-	VMOVUPS     Z0, 64(DI)
-	VMOVUPS     Z1, 192(DI)
-	VMOVUPS     Z2, 320(DI)
-	VMOVUPS     Z3, 448(DI)
-	VMOVUPS     Z4, 576(DI)
-	VMOVUPS     Z5, 704(DI)
-	VMOVUPS     Z6, 832(DI)
-	VMOVUPS     Z7, 960(DI)
-	VMOVUPS     Z8, 1088(DI)
-	VMOVUPS     Z9, 1216(DI)
-	VMOVUPS     Z10, 1344(DI)
-	VMOVUPS     Z11, 1472(DI)
-	VMOVUPS     Z12, 1600(DI)
-	VMOVUPS     Z13, 1728(DI)
-	VMOVUPS     Z14, 1856(DI)
-	VMOVUPS     Z15, 1984(DI)
-	ADDQ        $16, SI
-	ADDQ        $2048, DI
-	DECQ        R11
-	JNZ         p4next
-	ADDQ        $64, BX // the next block's scales
-	MOVQ        R10, R11
-
-p4next:
-	DECQ CX
-	JNZ  p4group
-	VZEROUPPER
 	RET
-

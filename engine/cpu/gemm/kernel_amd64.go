@@ -196,6 +196,12 @@ func interleaveBF16AVX512(n16 int, r0, r1 *float32, dst *float32, dstStride int)
 //go:noescape
 func packNF4BF16AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32)
 
+// transpose16AVX512 transposes the 16×16 dwords in Z0-Z15 in place: the shared middle of the
+// pack kernels, which CALL it; never called from Go.
+//
+//go:noescape
+func transpose16AVX512()
+
 // packNF4AVX512 is packNF4BF16AVX512 for float32 strips (packCols): 32·groups depths.
 //
 //go:noescape

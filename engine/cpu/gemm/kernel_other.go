@@ -27,6 +27,8 @@ func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table
 	panic("gemm: no assembly kernels in this build")
 }
 
+func transpose16AVX512() { panic("gemm: no assembly kernels in this build") }
+
 func packNF4AVX512(groups, gpb int, w *byte, ldw int, scales *float32, table *[16]float32, dst *float32) {
 	panic("gemm: no assembly kernels in this build")
 }

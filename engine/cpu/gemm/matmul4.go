@@ -107,17 +107,11 @@ func (q *quant4) packCols(k int) bPacker {
 		tile := *tb
 		q.prefetchCols(k, j0, min(nr, cols), p0, kcur)
 		fast := q.stripsFromCodes(k, p0, kcur)
-		var sv []float32
-		if fast {
-			sb := getBuf(nr * kcur / q.bs)
-			defer putBuf(sb)
-			sv = *sb
-		}
 		for s := 0; s*nr < cols; s++ {
 			rows := min(nr, cols-s*nr)
 			q.prefetchAhead(k, j0, cols, s, p0, kcur)
 			if fast && rows == nr {
-				q.packStrip(k, j0+s*nr, p0, kcur, sv, false, dst[s*stripStride(kcur):])
+				q.packStrip(k, j0+s*nr, p0, kcur, false, dst[s*stripStride(kcur):])
 				continue
 			}
 			for j := 0; j < rows; j++ {
@@ -169,10 +163,12 @@ func (q *quant4) stripsFromCodes(k, e0, cnt int) bool {
 // bfloat16 pairs in registers (packNF4AVX512, packNF4BF16AVX512), where the plain packers
 // dequantize each row into a buffer, then round and transpose it. Measured on a 70-token prefill
 // of four Llama-3.2-1B-shaped layers: packing had taken a third of the time with bfloat16
-// products. sv is scratch for the strip's block scales.
-func (q *quant4) packStrip(k, j, e0, cnt int, sv []float32, bf bool, dst []float32) {
+// products.
+func (q *quant4) packStrip(k, j, e0, cnt int, bf bool, dst []float32) {
 	nblk := cnt / q.bs
-	sv = sv[:nr*nblk]
+	sb := getBuf(nr * nblk) // the strip's block scales, a block's 16 rows together
+	defer putBuf(sb)
+	sv := *sb
 	for r := 0; r < nr; r++ {
 		b0 := ((j+r)*k + e0) / q.bs
 		for b := range nblk {
