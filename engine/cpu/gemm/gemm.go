@@ -26,19 +26,17 @@ import (
 	"sync/atomic"
 )
 
-// MR, NR and KC are the micro-tile rows and columns and the packed depth (for tests that probe
-// their edges).
-const MR, NR, KC = mr, nr, kc
+// MR and NR are the micro-tile rows and columns (for tests that probe their edges).
+const MR, NR = mr, nr
+
+// KC is the depth of a packed block on the instruction set used now (for tests that probe its
+// edges).
+func KC() int { return kc }
 
 const (
 	mr = 6  // micro-tile rows: 6×16 floats = 12 YMM accumulators, leaving 4 for operands
 	nr = 16 // micro-tile columns: two 8-float YMM registers
-	// kc is the depth of a packed block: an A strip (mr×kc, 6 KiB) stays in L1 while it sweeps a
-	// panel, a B strip (kc×nr, 16 KiB) streams from L2, and the C tile is read and written once
-	// per kc·mr·nr·2 flops. nc is the widest column panel: kc×nc floats (256 KiB) of packed B stay
-	// in a 512 KiB L2 (Zen 3) for the whole sweep. Of kc/nc in {128, 192, 256, 384, 512}², 256/256
-	// measured best (single core, best of four runs: 75 GFLOP/s on 512×2048×2048, 512×2048×8192).
-	kc = 256
+	// nc is the widest column panel: kc×nc floats of packed B stay in L2 for the whole sweep.
 	nc = 256
 	// mBig bounds the rows of op(A) packed at once (mBig×k floats), so huge m does not double memory.
 	mBig = 128 * mr
@@ -47,6 +45,23 @@ const (
 	// blocked path, packing included, already wins at m = 2 (measured on 2048×2048).
 	smallM = 4
 )
+
+// kc is the depth of a packed block: an A strip (mr×kc) stays in L1 while it sweeps a panel, a B
+// strip (kc×nr) streams from L2, and the C tile is read and written once per kc·mr·nr·2 flops.
+// With AVX2 it is 256: of kc/nc in {128, 192, 256, 384, 512}², 256/256 measured best on Zen 3,
+// whose L2 is 512 KiB (single core: 75 GFLOP/s on 512×2048×2048 and 512×2048×8192). Every CPU
+// with AVX-512 has at least 1 MiB of L2 a core, and there 512 halves the C tile's loads and
+// stores, whose rows a power of two apart conflict in L1 and L2: on a 2-core Zen 5, three rounds
+// interleaved, the NF4 GEMM at 512 tokens gained 5–10% (8–9% with bfloat16 products) and the f32
+// GEMM 1536³ on both cores 356–385 → 378–425 GFLOP/s. SetISA sets it with the instruction set.
+var kc = depthBlock(useAVX512)
+
+func depthBlock(avx512 bool) int {
+	if avx512 {
+		return 512
+	}
+	return 256
+}
 
 // aBig bounds the floats of op(A) packed at once (16 MiB), cutting a deep product's k into parts
 // (a variable for the test that checks the parts against one whole depth).
@@ -178,8 +193,8 @@ type aPacker func(i0, p0, rows, kcur int, dst []float32)
 type bPacker func(p0, j0, kcur, cols int, dst []float32)
 
 // stripStride is the distance between packed B strips: one cache line more than a strip, because
-// with kc = 256 strips 16 KiB apart would put the same row of every strip in the same L1 set, and
-// packing a row-major B (which writes one row of each strip in turn) would thrash it.
+// strips kc·16 floats apart (16 KiB at kc = 256) would put the same row of every strip in the same
+// L1 set, and packing a row-major B (which writes one row of each strip in turn) would thrash it.
 func stripStride(kcur int) int { return kcur*nr + nr }
 
 // blocked is the packed GEMM: C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B) k×n given

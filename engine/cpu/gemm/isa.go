@@ -58,6 +58,7 @@ func SetISA(isa ISA) (prev ISA, err error) {
 	default:
 		return prev, fmt.Errorf("gemm: unknown instruction set %q (want go, avx2 or avx512)", isa)
 	}
+	kc = depthBlock(useAVX512)
 	return prev, nil
 }
 
