@@ -154,24 +154,16 @@ func (q *quant4) packColsBF16(k int) bPacker {
 		cnt := min(2*kcur, k-e0) // elements of a row in this block: one short at an odd k's end
 		tb := getBuf(cnt)
 		pb := getBuf(nr * kcur)
+		defer putBuf(pb)
+		defer putBuf(tb)
 		tile, pairs := (*tb)[:cnt], *pb
-		q.prefetchCols(k, j0, min(nr, cols), e0, cnt)
-		fast := q.stripsFromCodes(k, e0, cnt)
-		for s := 0; s*nr < cols; s++ {
-			rows := min(nr, cols-s*nr)
-			q.prefetchAhead(k, j0, cols, s, e0, cnt)
-			if fast && rows == nr {
-				q.packStrip(k, j0+s*nr, e0, cnt, true, dst[s*stripStride(kcur):])
-				continue
+		q.packStrips(k, j0, cols, e0, cnt, kcur, true, dst, func(j, rows int, strip []float32) {
+			for r := 0; r < rows; r++ {
+				q.span((j+r)*k+e0, tile)
+				pairsBF16(pairs[r*kcur:(r+1)*kcur], tile)
 			}
-			for j := 0; j < rows; j++ {
-				q.span((j0+s*nr+j)*k+e0, tile)
-				pairsBF16(pairs[j*kcur:(j+1)*kcur], tile)
-			}
-			packT(pairs, kcur, kcur, rows, dst[s*stripStride(kcur):])
-		}
-		putBuf(pb)
-		putBuf(tb)
+			packT(pairs, kcur, kcur, rows, strip)
+		})
 	}
 }
 

@@ -104,22 +104,34 @@ func (q *quant4) span(e0 int, dst []float32) {
 func (q *quant4) packCols(k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
 		tb := getBuf(nr * kcur)
+		defer putBuf(tb)
 		tile := *tb
-		q.prefetchCols(k, j0, min(nr, cols), p0, kcur)
-		fast := q.stripsFromCodes(k, p0, kcur)
-		for s := 0; s*nr < cols; s++ {
-			rows := min(nr, cols-s*nr)
-			q.prefetchAhead(k, j0, cols, s, p0, kcur)
-			if fast && rows == nr {
-				q.packStrip(k, j0+s*nr, p0, kcur, false, dst[s*stripStride(kcur):])
-				continue
+		q.packStrips(k, j0, cols, p0, kcur, kcur, false, dst, func(j, rows int, strip []float32) {
+			for r := 0; r < rows; r++ {
+				q.span((j+r)*k+p0, tile[r*kcur:(r+1)*kcur])
 			}
-			for j := 0; j < rows; j++ {
-				q.span((j0+s*nr+j)*k+p0, tile[j*kcur:(j+1)*kcur])
-			}
-			packT(tile, kcur, kcur, rows, dst[s*stripStride(kcur):])
+			packT(tile, kcur, kcur, rows, strip)
+		})
+	}
+}
+
+// packStrips is the strip loop of packCols and packColsBF16 (kcur slots a strip row): over the
+// strips of columns j0..j0+cols, elements e0..e0+cnt of each row of W, it prefetches the rows each
+// strip reads next, packs whole strips straight from the codes where it can (packStrip; with bf
+// in bfloat16 pairs) and hands the others to plain (the strip's first row of W, its rows, and
+// where the strip goes).
+func (q *quant4) packStrips(k, j0, cols, e0, cnt, kcur int, bf bool, dst []float32, plain func(j, rows int, strip []float32)) {
+	q.prefetchCols(k, j0, min(nr, cols), e0, cnt)
+	fast := q.stripsFromCodes(k, e0, cnt)
+	for s := 0; s*nr < cols; s++ {
+		rows := min(nr, cols-s*nr)
+		q.prefetchAhead(k, j0, cols, s, e0, cnt)
+		strip := dst[s*stripStride(kcur):]
+		if fast && rows == nr {
+			q.packStrip(k, j0+s*nr, e0, cnt, bf, strip)
+			continue
 		}
-		putBuf(tb)
+		plain(j0+s*nr, rows, strip)
 	}
 }
 
