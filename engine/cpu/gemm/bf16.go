@@ -94,54 +94,49 @@ func gemm16bf16T(m, n, k int, x []float32, w []uint16, beta float32, y []float32
 	blockedPairs(m, n, k, x, packRows16BF16(w, n, k), beta, y)
 }
 
-// packRows16BF16 is packRowsBF16 for a bfloat16 W: depth pair p is W's rows 2p and 2p+1 (the
-// second zero past W's n rows), widened along the panel (exactly) and interleaved, a strip row of
-// 16 pairs at a time.
+// packRows16BF16 is packRowsBF16 for a bfloat16 W, its rows widened (exactly) along the panel.
 func packRows16BF16(w []uint16, n, k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
-		nstrips := (cols + nr - 1) / nr
-		var r0, r1 [nc]float32 // padded to whole strips with zeros
-		for p := 0; p < kcur; p++ {
-			row := 2 * (p0 + p)
-			a, b := r0[:nstrips*nr], r1[:nstrips*nr]
-			clear(a[cols:])
-			Widen(a[:cols], w[row*k+j0:], true)
-			if row+1 < n {
-				clear(b[cols:])
-				Widen(b[:cols], w[(row+1)*k+j0:], true)
-			} else {
-				clear(b)
-			}
-			interleaveBF16AVX512(nstrips, &a[0], &b[0], &dst[p*nr], stripStride(kcur))
-		}
+		packRowPairs(n, p0, kcur, cols, dst, func(row int, r []float32) {
+			Widen(r, w[row*k+j0:], true)
+		})
 	}
 }
 
 // packRowsBF16 is packRows in bfloat16 pairs: depth pair p is W's rows 2p and 2p+1 (the second
-// zero past W's n rows), dequantized in float32 along the panel and interleaved, a strip row of
-// 16 pairs at a time (interleaveBF16AVX512).
+// zero past W's n rows), dequantized in float32 along the panel and interleaved (packRowPairs).
 func (q *quant4) packRowsBF16(n, k int) bPacker {
 	return func(p0, j0, kcur, cols int, dst []float32) {
-		nstrips := (cols + nr - 1) / nr
-		var r0, r1 [nc]float32 // padded to whole strips with zeros
 		for r := 2 * p0; r < 2*p0+min(rowsAhead, 2*kcur); r++ {
 			q.prefetch(r*k+j0, cols)
 		}
-		for p := 0; p < kcur; p++ {
-			row := 2 * (p0 + p)
+		packRowPairs(n, p0, kcur, cols, dst, func(row int, r []float32) {
 			q.prefetch((row+rowsAhead)*k+j0, cols)
-			q.prefetch((row+rowsAhead+1)*k+j0, cols)
-			a, b := r0[:nstrips*nr], r1[:nstrips*nr]
-			clear(a[cols:])
-			q.span(row*k+j0, a[:cols])
-			if row+1 < n {
-				clear(b[cols:])
-				q.span((row+1)*k+j0, b[:cols])
-			} else {
-				clear(b)
-			}
-			interleaveBF16AVX512(nstrips, &a[0], &b[0], &dst[p*nr], stripStride(kcur))
+			q.span(row*k+j0, r)
+		})
+	}
+}
+
+// packRowPairs packs depth pairs p0..p0+kcur of a transposed bfloat16 panel, cols wide: pair p is
+// W's rows 2p and 2p+1 (the second zero past W's n rows), each written in float32 by fill (row,
+// its cols columns of the panel), then rounded and interleaved into a strip row of 16 pairs at a
+// time (interleaveBF16AVX512).
+func packRowPairs(n, p0, kcur, cols int, dst []float32, fill func(row int, r []float32)) {
+	nstrips := (cols + nr - 1) / nr
+	sb := getBuf(2 * nstrips * nr) // two rows padded to whole strips with zeros (pooled: fill would move arrays to the heap)
+	defer putBuf(sb)
+	a, b := (*sb)[:nstrips*nr], (*sb)[nstrips*nr:]
+	for p := 0; p < kcur; p++ {
+		row := 2 * (p0 + p)
+		clear(a[cols:])
+		fill(row, a[:cols])
+		if row+1 < n {
+			clear(b[cols:])
+			fill(row+1, b[:cols])
+		} else {
+			clear(b)
 		}
+		interleaveBF16AVX512(nstrips, &a[0], &b[0], &dst[p*nr], stripStride(kcur))
 	}
 }
 
