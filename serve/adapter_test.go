@@ -160,24 +160,36 @@ func TestConcurrentAdaptersShareDecodeSteps(t *testing.T) {
 		require.NotEqual(t, alone[0], alone[i])
 	}
 
-	together := make([]string, len(adapters))
-	var wg sync.WaitGroup
-	for i, a := range adapters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := gen.Generate(context.Background(), Request{Prompt: prompts[i], Sampling: s, Adapter: a}, nil)
-			assert.NoError(t, err)
-			together[i] = res.Text
-		}()
+	// How many overlap depends on when each arrives: 24 tokens of a 260K-parameter model can end
+	// before the next request is admitted on a loaded machine (CI met that once). Each attempt
+	// starts the four together on a fresh generator and must give every request its text alone;
+	// one attempt in five must decode them in shared steps (the model's tests check mixed steps
+	// exactly).
+	for attempt := 0; ; attempt++ {
+		tg := newGenerator(t, base, g.Tok)
+		together := make([]string, len(adapters))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, a := range adapters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				res, err := tg.Generate(context.Background(), Request{Prompt: prompts[i], Sampling: s, Adapter: a}, nil)
+				assert.NoError(t, err)
+				together[i] = res.Text
+			}()
+		}
+		close(start)
+		wg.Wait()
+		require.Equal(t, alone, together)
+		st := tg.Stats()
+		require.Equal(t, len(adapters), st.Prefills)
+		if st.MaxBatch >= 2 {
+			break
+		}
+		require.Less(t, attempt, 4, "in five attempts no requests were decoded together: %+v", st)
 	}
-	wg.Wait()
-	require.Equal(t, alone, together)
-	st := gen.Stats()
-	// How many overlap depends on when each arrives; they shared steps (the model's tests check
-	// mixed steps exactly).
-	require.GreaterOrEqual(t, st.MaxBatch, 2, "requests decoded together: %+v", st)
-	require.Equal(t, 8, st.Prefills)
 }
 
 // A hot swap frees the replaced adapter once the request using it ends, which still finishes with
