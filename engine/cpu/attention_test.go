@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -62,10 +63,10 @@ func fastAgainstPlain(t *testing.T, r *rand.Rand) {
 	}
 }
 
-// Decoding shapes (a few queries against a long cache: one query tile, key blocks of 512) against
-// the plain kernels, forward and backward, on every instruction set: GQA groups of 1, 3 and 8, one
-// key, contexts that are not multiples of 16 (the vector exponential's width) or of the key block,
-// packed documents.
+// Decoding shapes (a few queries against a long cache: its keys split into a chunk a thread, with
+// 1, 2 and 7 threads) against the plain kernels, forward and backward, on every instruction set:
+// GQA groups of 1, 3 and 8, one key, contexts that are not multiples of 16 (the vector
+// exponential's width) or of the key block, packed documents (chunks that some rows see none of).
 func TestDecodeAttentionMatchesPlainKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(25, 26))
 	for _, isa := range []gemm.ISA{gemm.ISAAVX512, gemm.ISAAVX2, gemm.ISAGo} {
@@ -90,10 +91,15 @@ func TestDecodeAttentionMatchesPlainKernels(t *testing.T) {
 				out, lse := nan(nq), nan(nl)
 				wout, wlse := make([]float32, nq), make([]float32, nl)
 				starts := docStarts(a, r)
-				attentionForward(a, out, lse, q, k, v, starts)
 				kernels.Attention(wout, wlse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, starts)
-				closeTo(t, wout, out, 1e-5, "out")
-				closeTo(t, wlse, lse, 1e-5, "lse")
+				for _, threads := range []int{1, 2, 7} {
+					prev := runtime.GOMAXPROCS(threads)
+					out, lse = nan(nq), nan(nl)
+					attentionForward(a, out, lse, q, k, v, starts)
+					runtime.GOMAXPROCS(prev)
+					closeTo(t, wout, out, 1e-5, fmt.Sprintf("out, %d threads", threads))
+					closeTo(t, wlse, lse, 1e-5, fmt.Sprintf("lse, %d threads", threads))
+				}
 
 				dout := randn(r, nq, 1)
 				wdq, wdk, wdv := make([]float32, nq), make([]float32, nkv), make([]float32, nkv)

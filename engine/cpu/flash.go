@@ -119,39 +119,38 @@ type headPanels struct {
 	kt, v gemm.Panel
 }
 
-// flashForward is attention's forward pass; one task a (sequence, KV head, query tile).
+// flashForward is attention's forward pass; one task a (sequence, KV head, query tile), or
+// flashDecode's split for a decoding step.
 func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int32) {
 	p := newFlashPlan(a, starts)
+	if p.decoding {
+		flashDecode(p, out, lse, q, k, v)
+		return
+	}
 	D, G := a.HeadDim, p.group
 	tiles := (a.QLen + p.bq - 1) / p.bq
-	var heads []headPanels
-	if !p.decoding {
-		// Longer key blocks than the backward's: half the online-softmax rescales and calls (the
-		// backward keeps 128, measured faster there).
-		p.bk = 256
-		heads = make([]headPanels, a.Batch*a.KVHeads)
-		for h := range heads {
-			heads[h].left.Store(int32(tiles))
-		}
+	// Longer key blocks than the backward's: half the online-softmax rescales and calls (the
+	// backward keeps 128, measured faster there).
+	p.bk = 256
+	heads := make([]headPanels, a.Batch*a.KVHeads)
+	for h := range heads {
+		heads[h].left.Store(int32(tiles))
 	}
 	gemm.Parallel(a.Batch*a.KVHeads*tiles, func(t int) {
 		b, kh, i0 := t/(a.KVHeads*tiles), t/tiles%a.KVHeads, t%tiles*p.bq
 		i1 := min(i0+p.bq, a.QLen)
 		kvBase := b*a.KVLen*p.ld + kh*D
-		var hp *headPanels
-		if heads != nil {
-			hp = &heads[b*a.KVHeads+kh]
-			hp.once.Do(func() {
-				hp.kt = gemm.PackPanel(true, D, a.KVLen, k[kvBase:], p.ld)
-				hp.v = gemm.PackPanel(false, a.KVLen, D, v[kvBase:], p.ld)
-			})
-			defer func() {
-				if hp.left.Add(-1) == 0 {
-					hp.kt.Release()
-					hp.v.Release()
-				}
-			}()
-		}
+		hp := &heads[b*a.KVHeads+kh]
+		hp.once.Do(func() {
+			hp.kt = gemm.PackPanel(true, D, a.KVLen, k[kvBase:], p.ld)
+			hp.v = gemm.PackPanel(false, a.KVLen, D, v[kvBase:], p.ld)
+		})
+		defer func() {
+			if hp.left.Add(-1) == 0 {
+				hp.kt.Release()
+				hp.v.Release()
+			}
+		}()
 		rows := (i1 - i0) * G
 		bp := flashBuf(2*rows*D + rows*p.bk + 5*rows)
 		defer flashBufs.Put(bp)
@@ -168,22 +167,12 @@ func flashForward(a engine.Attention, out, lse, q, k, v []float32, starts []int3
 			m[r] = float32(math.Inf(-1))
 		}
 		lo, hi := p.keyRange(b, i0, i1)
-		if hp != nil {
-			lo &^= gemm.NR - 1 // blocks start on a panel strip; the keys before lo are masked
-		}
+		lo &^= gemm.NR - 1 // blocks start on a panel strip; the keys before lo are masked
 		for j0 := lo; j0 < hi; j0 += p.bk {
 			n := min(p.bk, hi-j0)
-			if p.decoding {
-				gemm.AttendScores(rows, n, D, a.Scale, qt, k[kvBase+j0*p.ld:], p.ld, s, n)
-			} else {
-				gemm.MulPanel(rows, a.Scale, qt, D, hp.kt, 0, D, j0, n, 0, s, n)
-			}
+			gemm.MulPanel(rows, a.Scale, qt, D, hp.kt, 0, D, j0, n, 0, s, n)
 			p.online(s, rows, n, b, i0, j0, m, l, shift, corr, sums, ot)
-			if p.decoding {
-				gemm.AttendValues(rows, n, D, s, n, v[kvBase+j0*p.ld:], p.ld, ot, D)
-			} else {
-				gemm.MulPanel(rows, 1, s, n, hp.v, j0, n, 0, D, 1, ot, D)
-			}
+			gemm.MulPanel(rows, 1, s, n, hp.v, j0, n, 0, D, 1, ot, D)
 		}
 		for r := 0; r < rows; r++ {
 			i, h := i0+r/G, kh*G+r%G
