@@ -149,6 +149,8 @@ func fakeReport() *Report {
 		}
 		return kr
 	}
+	gemv := k(KernelGEMV, "Qwen2-0.5B", Dims{M: 1, N: 896, K: 896}, 0.1, 0.05)
+	gemv.ReadGBps, gemv.ReadFraction = 2, 0.5 // 1 GB/s beside a 2 GB/s read between its runs
 	return &Report{Schema: SchemaVersion, Date: "2026-01-02T03:04:05Z", Command: "lathe bench --fake", GitCommit: "abc123",
 		GoVersion: "go1.26", Host: "linux/amd64, 2 CPUs",
 		Backends: []BackendReport{{
@@ -157,7 +159,7 @@ func fakeReport() *Report {
 			Ceilings: Ceilings{Roofline: Roofline{PeakFLOPS: 100e9, Bandwidth: 10e9}, BandwidthKernel: "scale", MatmulKernel: "matmul",
 				BandwidthTime: Stats{N: 1, Median: 0.01}, MatmulTime: Stats{N: 1, Median: 0.1}},
 			Kernels: []KernelResult{
-				k(KernelGEMV, "Qwen2-0.5B", Dims{M: 1, N: 896, K: 896}, 0.1, 0.05),
+				gemv,
 				k(KernelGEMM, "Qwen2-0.5B", Dims{M: 512, N: 896, K: 896}, 0.04, 0),
 				k(KernelGEMV, "Llama-3.2-1B", Dims{M: 1, N: 2048, K: 2048}, 0.2, 0),
 				k(KernelGEMM, "Llama-3.2-1B", Dims{M: 512, N: 2048, K: 2048}, 0.05, 0),
@@ -187,7 +189,9 @@ func TestReportWriters(t *testing.T) {
 
 	md := r.Markdown()
 	require.Contains(t, md, "## cpu: Fake CPU")
-	require.Contains(t, md, "| nf4_gemv | Qwen2-0.5B | q_proj | M=1 | 100.00 ms | 90.00 ms–120.00 ms | 20.00 | 1.00 | 20.0 | 50.00 ms | 0.50× |")
+	require.Contains(t, md, "| nf4_gemv | Qwen2-0.5B | q_proj | M=1 | 100.00 ms | 90.00 ms–120.00 ms | 20.00 | 1.00 | 20.0 | 50.0 (of 2.0 GB/s) | 50.00 ms | 0.50× |")
+	require.Contains(t, md, "| nf4_gemm | Qwen2-0.5B | q_proj | M=1 | 40.00 ms | 36.00 ms–48.00 ms | 50.00 | 2.50 | 50.0 |  |  |  |", "no read figure for a kernel reading from cache")
+	require.Contains(t, md, "% of read between\": kernels that read from memory")
 	require.Contains(t, md, "error: no kernel / here", "a | in an error must not break the table")
 	require.Contains(t, md, "No reference: PyTorch not found")
 	require.Contains(t, md, "Training steps: not measured")
@@ -376,4 +380,22 @@ func TestColdCopiesReadTheirOwnWeights(t *testing.T) {
 	require.Empty(t, GEMMCase(Tiny, "q_proj", 16, 64, 128).cold)
 	require.Empty(t, AttentionCase(Tiny, 16, 16, false).cold)
 	require.Equal(t, []string{"k", "v"}, AttentionCase(Tiny, 1, 64, false).cold)
+}
+
+// TestColdCasesReadBetweenRuns: on the CPU a kernel with cold inputs is timed beside streaming
+// reads of as many other bytes, run between its timed runs; a kernel reading from cache is not.
+func TestColdCasesReadBetweenRuns(t *testing.T) {
+	be := cpu.New()
+	s := Sizes{ColdBytes: 1 << 20, Repeats: Repeats{Warmup: 1, Min: 3, Max: 3}}
+	_, _, read, err := measureCase(be, GEMVCase(Tiny, "q_proj", 64, 128), s)
+	require.NoError(t, err)
+	require.Greater(t, read, 1e8, "bytes/s of the reads between runs")
+	require.Less(t, read, 1e13)
+	_, _, read, err = measureCase(be, GEMMCase(Tiny, "q_proj", 16, 64, 128), s)
+	require.NoError(t, err)
+	require.Zero(t, read)
+
+	kr := KernelResult{Kernel: KernelGEMV, Flops: 1e6, Bytes: 1e6, Time: Stats{Median: 1e-4}, ReadGBps: 20}
+	kr.fill(Roofline{PeakFLOPS: 1e12, Bandwidth: 40e9})
+	require.InDelta(t, 0.5, kr.ReadFraction, 1e-9, "10 GB/s of a 20 GB/s read")
 }

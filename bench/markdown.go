@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -65,12 +66,16 @@ func (r *Report) Markdown() string {
 			}
 		}
 		if len(be.Kernels) > 0 {
-			w("Median and min–max are wall clock (submission, run and wait); \"gpu\" is the kernels' time measured by the device's timestamps, where it has them.\n\n")
-			w("| kernel | model | proj | shape | median | min–max | GFLOP/s | GB/s | %% roofline | torch median | lathe speed ÷ torch |\n")
-			w("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			w("Median and min–max are wall clock (submission, run and wait); \"gpu\" is the kernels' time measured by the device's timestamps, where it has them.")
+			if slices.ContainsFunc(be.Kernels, func(k KernelResult) bool { return k.ReadGBps > 0 }) {
+				w(" \"%% of read between\": kernels that read from memory (a decoding GEMV's weights, decoding attention's cache) against the median of a streaming read of as many other bytes run between their timed runs, on all threads: the memory bandwidth of the same moments, where the roofline's is the best the host showed.")
+			}
+			w("\n\n")
+			w("| kernel | model | proj | shape | median | min–max | GFLOP/s | GB/s | %% roofline | %% of read between | torch median | lathe speed ÷ torch |\n")
+			w("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 			for _, k := range be.Kernels {
 				if k.Err != "" {
-					w("| %s | %s | %s | %s | error: %s | | | | | | |\n", k.Kernel, k.Model, k.Proj, k.Shape, oneLine(k.Err))
+					w("| %s | %s | %s | %s | error: %s | | | | | | | |\n", k.Kernel, k.Model, k.Proj, k.Shape, oneLine(k.Err))
 					continue
 				}
 				ref, ratio := "", ""
@@ -88,8 +93,12 @@ func (r *Report) Markdown() string {
 				if k.GPUTime != nil {
 					median += " (gpu " + fmtDur(k.GPUTime.Median) + ")"
 				}
-				w("| %s | %s%s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %s | %s |\n", k.Kernel, k.Model, same, k.Proj, k.Shape,
-					median, fmtRange(k.Time), k.GFLOPS, k.GBps, 100*k.Roofline, ref, ratio)
+				read := ""
+				if k.ReadFraction > 0 {
+					read = fmt.Sprintf("%.1f (of %.1f GB/s)", 100*k.ReadFraction, k.ReadGBps)
+				}
+				w("| %s | %s%s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %s | %s | %s |\n", k.Kernel, k.Model, same, k.Proj, k.Shape,
+					median, fmtRange(k.Time), k.GFLOPS, k.GBps, 100*k.Roofline, read, ref, ratio)
 			}
 			w("\n")
 		}

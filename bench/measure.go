@@ -6,9 +6,11 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/ceiling"
 )
 
 // Repeats controls how often a measurement runs: Warmup untimed runs (pipeline compilation,
@@ -118,8 +120,9 @@ func (c *compiled) release() {
 }
 
 // timeRuns warms up, then times runs of c as rp says; it returns the wall-clock seconds of each
-// timed run and, given a timer, the seconds the device measured for its kernels.
-func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer) (wall, gpu []float64, err error) {
+// timed run and, given a timer, the seconds the device measured for its kernels. between, when
+// set, runs after each timed run, untimed here.
+func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer, between func()) (wall, gpu []float64, err error) {
 	for i := 0; i < max(rp.Warmup, 1); i++ {
 		if err := c.run(); err != nil {
 			return nil, nil, fmt.Errorf("warm-up: %w", err)
@@ -145,6 +148,9 @@ func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer) (wall, gpu []float
 			}
 			gpu = append(gpu, d.Seconds())
 		}
+		if between != nil {
+			between()
+		}
 	}
 	return wall, gpu, nil
 }
@@ -154,24 +160,64 @@ func timeRuns(c *compiled, rp Repeats, timer engine.GPUTimer) (wall, gpu []float
 const maxColdReplicas = 4096
 
 // measureCase measures c with s.Replicas copies a submission, or on the CPU, where c has cold
-// inputs, with as many copies (each with its own cold inputs) as read s.ColdBytes.
-func measureCase(be engine.Backend, c Case, s Sizes) (wall Stats, gpu *Stats, err error) {
+// inputs, with as many copies (each with its own cold inputs) as read s.ColdBytes. There a
+// streaming read of s.ColdBytes of other memory runs after each timed run: read is its median
+// rate (bytes/s), the same moments' memory bandwidth beside the kernel's; 0 elsewhere.
+func measureCase(be engine.Backend, c Case, s Sizes) (wall Stats, gpu *Stats, read float64, err error) {
 	replicas, cold := s.Replicas, []string(nil)
+	var between func()
+	var reads []float64
 	if len(c.cold) > 0 && s.ColdBytes > 0 && be.Device().Backend == "cpu" && c.Bytes > 0 {
 		replicas = max(replicas, min(maxColdReplicas, int(math.Ceil(float64(s.ColdBytes)/c.Bytes))))
 		cold = c.cold
+		buf, u := coldReadBuffer(s.ColdBytes), widestUnit()
+		between = func() {
+			// The CPU backend's workers spin for a millisecond after a job (gemm's pool): the read
+			// waits until they park, so that it has the cores to itself as the kernel had.
+			time.Sleep(3 * time.Millisecond)
+			if r := ceiling.ReadPass(u, buf, ceiling.Threads()); r > 0 {
+				reads = append(reads, r)
+			}
+		}
 	}
-	return measureCold(be, c.build, replicas, cold, s.Repeats)
+	wall, gpu, err = measureCold(be, c.build, replicas, cold, s.Repeats, between)
+	if len(reads) > 0 {
+		if st, e := Summarize(reads); e == nil {
+			read = st.Median
+		}
+	}
+	return wall, gpu, read, err
+}
+
+// coldRead is the buffer of the reads between a cold kernel's runs, allocated once a process
+// (bench runs one after another, so it is never read by two at once).
+var coldRead struct {
+	sync.Mutex
+	buf []float32
+}
+
+// coldReadBuffer is a buffer of at least bytes, its pages faulted in (filled with nonzero data).
+func coldReadBuffer(bytes int) []float32 {
+	coldRead.Lock()
+	defer coldRead.Unlock()
+	if n := bytes / 4; len(coldRead.buf) < n {
+		coldRead.buf = make([]float32, n)
+		for i := range coldRead.buf {
+			coldRead.buf[i] = float32(i&1023) * 0x1p-10
+		}
+	}
+	return coldRead.buf[:bytes/4]
 }
 
 // measure compiles build with replicas copies, times it and returns per-replica statistics of
 // the wall clock and, on a device with timestamps (engine.GPUTimer), of the device's kernel time.
 func measure(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, rp Repeats) (wall Stats, gpu *Stats, err error) {
-	return measureCold(be, build, replicas, nil, rp)
+	return measureCold(be, build, replicas, nil, rp, nil)
 }
 
-// measureCold is measure with each replica's own copy of the inputs named in cold.
-func measureCold(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, cold []string, rp Repeats) (wall Stats, gpu *Stats, err error) {
+// measureCold is measure with each replica's own copy of the inputs named in cold, and between
+// (when set) run after each timed run.
+func measureCold(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*engine.Node, replicas int, cold []string, rp Repeats, between func()) (wall Stats, gpu *Stats, err error) {
 	c, err := compileCase(be, build, replicas, cold, 1)
 	if err != nil {
 		return Stats{}, nil, err
@@ -181,7 +227,7 @@ func measureCold(be engine.Backend, build func(g *engine.Graph, in leafFunc) []*
 	if !be.Caps().Timestamps {
 		timer = nil
 	}
-	ws, gs, err := timeRuns(c, rp, timer)
+	ws, gs, err := timeRuns(c, rp, timer, between)
 	if err != nil {
 		return Stats{}, nil, err
 	}

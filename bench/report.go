@@ -90,6 +90,13 @@ type KernelResult struct {
 	// Intensity is flops per byte; Roofline the fraction of min(peak, Intensity·bandwidth) reached.
 	Intensity float64 `json:"intensity"`
 	Roofline  float64 `json:"roofline_fraction"`
+	// ReadGBps is, for a kernel that reads from memory (on the CPU: a decoding GEMV's weights,
+	// decoding attention's cache), the median rate of a streaming read of as many other bytes run
+	// between its timed runs, and ReadFraction its GB/s over that. A shared host's memory
+	// bandwidth varies with its neighbours' work; these pair the kernel with a plain read at the
+	// same moments, where Roofline holds it to the best the host showed.
+	ReadGBps     float64 `json:"read_between_gbps,omitempty"`
+	ReadFraction float64 `json:"read_between_fraction,omitempty"`
 	// SameAs names the case whose measurement this one reuses (identical shapes across models).
 	SameAs string `json:"same_as,omitempty"`
 	// ISA is the instruction set the CPU backend's kernels ran on (CPU only). AVX2Time is the same

@@ -303,7 +303,7 @@ func runCase(be, peer engine.Backend, c Case, s Sizes, rl Roofline, done map[str
 	if id, ok := done[key]; ok {
 		for _, p := range prev {
 			if p.ID == id && p.Err == "" {
-				kr.Time, kr.GPUTime, kr.SameAs = p.Time, p.GPUTime, p.Model
+				kr.Time, kr.GPUTime, kr.SameAs, kr.ReadGBps = p.Time, p.GPUTime, p.Model, p.ReadGBps
 				kr.ISA, kr.AVX2Time, kr.Time1 = p.ISA, p.AVX2Time, p.Time1
 				kr.NagaTime, kr.WebGPUTime = p.NagaTime, p.WebGPUTime
 				kr.fill(rl)
@@ -311,14 +311,14 @@ func runCase(be, peer engine.Backend, c Case, s Sizes, rl Roofline, done map[str
 			}
 		}
 	}
-	st, gpu, err := measureCase(be, c, s)
+	st, gpu, read, err := measureCase(be, c, s)
 	if err != nil {
 		kr.Err = err.Error()
 		fmt.Fprintf(log, "  %-22s %-16s %-24s error: %v\n", c.Kernel, c.Model, c.Shape, err)
 		return kr
 	}
 	done[key] = c.ID
-	kr.Time, kr.GPUTime = st, gpu
+	kr.Time, kr.GPUTime, kr.ReadGBps = st, gpu, read/1e9
 	if be.Device().Backend == "cpu" {
 		measureCPUVariants(be, c, s, &kr, log)
 	}
@@ -327,7 +327,11 @@ func runCase(be, peer engine.Backend, c Case, s Sizes, rl Roofline, done map[str
 	if gpu != nil {
 		gpuText = " (gpu " + fmtDur(gpu.Median) + ")"
 	}
-	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s%s %9.2f GFLOP/s %8.2f GB/s %5.1f%%\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), gpuText, kr.GFLOPS, kr.GBps, 100*kr.Roofline)
+	readText := ""
+	if kr.ReadFraction > 0 {
+		readText = fmt.Sprintf(" (%.1f%% of a read between runs, %.1f GB/s)", 100*kr.ReadFraction, kr.ReadGBps)
+	}
+	fmt.Fprintf(log, "  %-22s %-16s %-26s %10s%s %9.2f GFLOP/s %8.2f GB/s %5.1f%%%s\n", c.Kernel, c.Model, c.Shape, fmtDur(st.Median), gpuText, kr.GFLOPS, kr.GBps, 100*kr.Roofline, readText)
 	measureGPUVariants(be, peer, c, s, &kr, log)
 	return kr
 }
@@ -343,6 +347,9 @@ func (k *KernelResult) fill(rl Roofline) {
 		k.Intensity = k.Flops / k.Bytes
 	}
 	k.Roofline = rl.forKernel(k.Kernel).Fraction(k.Flops, k.Bytes, k.Time.Median)
+	if k.ReadGBps > 0 {
+		k.ReadFraction = k.GBps / k.ReadGBps
+	}
 	if k.Time1 != nil {
 		k.Efficiency = efficiency(1/k.Time1.Median, 1/k.Time.Median, runtime.GOMAXPROCS(0))
 	}
@@ -357,7 +364,7 @@ func measureCPUVariants(be engine.Backend, c Case, s Sizes, kr *KernelResult, lo
 	}
 	if runtime.GOMAXPROCS(0) > 1 {
 		_ = withThreads(1, func() error {
-			st, _, err := measureCase(be, c, s)
+			st, _, _, err := measureCase(be, c, s)
 			if err == nil {
 				kr.Time1 = &st
 			}
@@ -366,7 +373,7 @@ func measureCPUVariants(be engine.Backend, c Case, s Sizes, kr *KernelResult, lo
 	}
 	if gemm.CurrentISA() == gemm.ISAAVX512 {
 		_ = withISA(gemm.ISAAVX2, func() error {
-			st, _, err := measureCase(be, c, s)
+			st, _, _, err := measureCase(be, c, s)
 			if err == nil {
 				kr.AVX2Time = &st
 			}

@@ -102,24 +102,42 @@ func ReadBandwidth(unit Unit, buf []float32, threads int, d time.Duration) float
 		return 0
 	}
 	parts := split(buf, threads)
-	var sink [64]float32 // one slot per goroutine, a cache line apart
-	run := func() {
-		var wg sync.WaitGroup
-		for g, p := range parts {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sink[g*16%len(sink)] += readSum(unit, p)
-			}()
-		}
-		wg.Wait()
-	}
-	run() // fault the pages in, fill the TLB
+	readParts(unit, parts) // fault the pages in, fill the TLB
 	best := 0.0
-	for _, sec := range rounds(1, d, run) {
+	for _, sec := range rounds(1, d, func() { readParts(unit, parts) }) {
 		best = max(best, float64(4*len(buf))/sec)
 	}
 	return best
+}
+
+// ReadPass is one streaming read of buf as ReadBandwidth does it, timed: bytes read per second (0
+// where unit is absent or buf too short). lathe bench runs one between the timed runs of a kernel
+// that reads from memory, so that the kernel's bandwidth stands beside what a plain read got at
+// the same moments, on a host whose memory bandwidth varies with its neighbours' work.
+func ReadPass(unit Unit, buf []float32, threads int) float64 {
+	if !Has(unit) || threads < 1 || len(buf) < threads*1024 {
+		return 0
+	}
+	parts := split(buf, threads)
+	t := time.Now()
+	readParts(unit, parts)
+	return float64(4*len(buf)) / time.Since(t).Seconds()
+}
+
+// readSink keeps the reads' sums alive: one slot a goroutine, a cache line apart.
+var readSink [64]float32
+
+// readParts reads every part with unit's loads, one goroutine a part.
+func readParts(unit Unit, parts [][]float32) {
+	var wg sync.WaitGroup
+	for g, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			readSink[g*16%len(readSink)] += readSum(unit, p)
+		}()
+	}
+	wg.Wait()
 }
 
 // CopyBandwidth measures bytes moved per second (read plus written) by copy(dst, src) (Go's

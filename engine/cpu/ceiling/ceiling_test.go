@@ -92,6 +92,9 @@ func TestProbes(t *testing.T) {
 		if bw := ReadBandwidth(u, buf, 2, d); bw < 1e8 || bw > 1e13 {
 			t.Errorf("%s read bandwidth %.3g B/s", u, bw)
 		}
+		if bw := ReadPass(u, buf, 2); bw < 1e8 || bw > 1e13 {
+			t.Errorf("%s one read pass %.3g B/s", u, bw)
+		}
 	}
 	if bw := CopyBandwidth(dst, buf, 2, d); bw < 1e8 || bw > 1e13 {
 		t.Errorf("copy bandwidth %.3g B/s", bw)
@@ -110,5 +113,8 @@ func TestProbes(t *testing.T) {
 	}
 	if FMAPeak(Unit("nope"), 1, d) != 0 {
 		t.Error("an unknown unit has a peak")
+	}
+	if ReadPass(Unit("nope"), buf, 2) != 0 || ReadPass(AVX2, buf[:100], 2) != 0 {
+		t.Error("a read pass on an unknown unit or a short buffer has a rate")
 	}
 }
