@@ -136,7 +136,7 @@ func TestCaseWork(t *testing.T) {
 		require.False(t, seen[c.ID], "duplicate case %s", c.ID)
 		seen[c.ID] = true
 	}
-	require.Len(t, cs, 4+4+4+4+4+2+3+1) // GEMV and GEMM, each also in bfloat16, LoRA, IA3, attention, RMSNorm
+	require.Len(t, cs, 4+4+4+4+4+4+2+3+1) // GEMV (also in bfloat16 and 8-bit) and GEMM (also in bfloat16), LoRA, IA3, attention, RMSNorm
 }
 
 func fakeReport() *Report {

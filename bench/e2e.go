@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lathe-ml/lathe/engine"
+	"github.com/lathe-ml/lathe/engine/cpu/gemm"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/model/synth"
 	"github.com/lathe-ml/lathe/peft"
@@ -25,8 +26,9 @@ type E2ESizes struct {
 	// Weights lists the weight formats loaded: "f32", "nf4" (its generation head bf16, the
 	// default), "nf4/head-nf4" (the head NF4 too, as an exported Q4_0 GGUF has its output Q4_0;
 	// batch 1 only), "nf4/head-nf4/bf16" (that, its products in bfloat16: model.LoadOptions.Compute;
-	// batch 1), "nf4/bf16" ("nf4" with bfloat16 products, every batch); the bfloat16 runs on the
-	// CPU only, where the allowance changes the kernels.
+	// batch 1), "nf4/head-nf4/i8" (that with 8-bit products allowed; batch 1, on a CPU with
+	// AVX512_VNNI), "nf4/bf16" ("nf4" with bfloat16 products, every batch); the bfloat16 and
+	// 8-bit runs on the CPU only, where the allowance changes the kernels.
 	Weights []string
 	// Batches lists the numbers of sequences decoded in lockstep (default 1 and 8).
 	Batches []int
@@ -43,7 +45,7 @@ func E2E1B(prompt, vocab, layers int) E2ESizes {
 		Preset: synth.Preset{Name: "llama-3.2-1b-shaped", Vocab: vocab, Hidden: m.Hidden, Intermediate: m.Intermediate,
 			Layers: layers, Heads: m.Heads, KVHeads: m.KVHeads, MaxPos: 4096, Tied: true},
 		Label:  fmt.Sprintf("%s layer shapes, %d layers, vocab %d (synthetic)", m.Name, layers, vocab),
-		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4BF16, nf4Head4, nf4Head4BF16}, Adapters: 8,
+		Layers: layers, PromptTokens: prompt, DecodeTokens: 32, Repeats: 3, Weights: []string{"f32", "nf4", nf4BF16, nf4Head4, nf4Head4BF16, nf4Head4I8}, Adapters: 8,
 	}
 }
 
@@ -57,6 +59,9 @@ const (
 	nf4Head4BF16 = nf4Head4 + "/bf16"
 	nf4BF16      = "nf4/bf16"
 )
+
+// nf4Head4I8 is nf4Head4 with 8-bit products allowed (model.LoadOptions.Compute "i8").
+const nf4Head4I8 = nf4Head4 + "/i8"
 
 // qwen3Vocab is Qwen3's vocabulary size.
 const qwen3Vocab = 151936
@@ -96,11 +101,14 @@ func runE2E(be engine.Backend, s E2ESizes, log io.Writer, after func(dir string,
 	}
 	for _, w := range s.Weights {
 		for _, b := range batches {
-			if (w == nf4Head4 || w == nf4Head4BF16) && b != 1 {
+			if (w == nf4Head4 || w == nf4Head4BF16 || w == nf4Head4I8) && b != 1 {
 				continue
 			}
-			if (w == nf4Head4BF16 || w == nf4BF16) && be.Device().Backend != "cpu" {
+			if (w == nf4Head4BF16 || w == nf4BF16 || w == nf4Head4I8) && be.Device().Backend != "cpu" {
 				continue // GPU backends compute in f32 or f16 whatever the allowance
+			}
+			if w == nf4Head4I8 && !gemm.HasI8() {
+				continue // without AVX512_VNNI it is the bfloat16 run again
 			}
 			adapters := []int{0}
 			if b > 1 && s.Adapters > 0 {
@@ -141,6 +149,8 @@ func e2eOne(be engine.Backend, dir string, s E2ESizes, weights string, batch, ad
 		lo.Quantize, lo.Head, lo.Compute = "nf4", "nf4", "bf16"
 	case nf4BF16:
 		lo.Quantize, lo.Compute = "nf4", "bf16"
+	case nf4Head4I8:
+		lo.Quantize, lo.Head, lo.Compute = "nf4", "nf4", "i8"
 	}
 	cb := engine.NewCounting(be)
 	be = cb

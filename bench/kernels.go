@@ -12,6 +12,7 @@ import (
 const (
 	KernelGEMV          = "nf4_gemv"
 	KernelGEMVBF16      = "nf4_gemv_bf16"
+	KernelGEMVI8        = "nf4_gemv_i8"
 	KernelGEMM          = "nf4_gemm"
 	KernelGEMMBF16      = "nf4_gemm_bf16"
 	KernelLoRAFwd       = "lora_fwd_fused"
@@ -27,7 +28,7 @@ const (
 )
 
 // AllKernels lists every kernel in report order.
-var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMM, KernelGEMMBF16, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
+var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMVI8, KernelGEMM, KernelGEMMBF16, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
 	KernelIA3Fwd, KernelIA3Bwd, KernelAttnPrefill, KernelAttnDecode, KernelAttnBwd, KernelRMSNorm}
 
 // Dims are a case's sizes: M rows (tokens), N outputs, K inputs, R the LoRA rank; for attention
@@ -106,6 +107,12 @@ func GEMVBF16Case(m ModelShape, proj string, n, k int) Case {
 	return qmmCase(KernelGEMVBF16, m, proj, 1, n, k)
 }
 
+// GEMVI8Case is GEMVCase with 8-bit integer products allowed (engine.QuantSpec.Compute I8), which
+// the CPU takes where it has AVX512_VNNI (measured on the CPU only).
+func GEMVI8Case(m ModelShape, proj string, n, k int) Case {
+	return qmmCase(KernelGEMVI8, m, proj, 1, n, k)
+}
+
 // GEMMCase is y = x·Wᵀ for rows tokens and an NF4 W: [n, k].
 func GEMMCase(m ModelShape, proj string, rows, n, k int) Case {
 	return qmmCase(KernelGEMM, m, proj, rows, n, k)
@@ -118,8 +125,11 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 	c := newCase(kernel, m, proj, d, flops, bytes, func(g *engine.Graph, in leafFunc) []*engine.Node {
 		p, a := nf4Leaves(in, n, k)
 		q := nf4Spec(n, k)
-		if kernel == KernelGEMVBF16 || kernel == KernelGEMMBF16 {
+		switch kernel {
+		case KernelGEMVBF16, KernelGEMMBF16:
 			q.Compute = engine.BF16
+		case KernelGEMVI8:
+			q.Compute = engine.I8
 		}
 		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, q)}
 	})
@@ -274,6 +284,9 @@ func Cases(m ModelShape, tokens, context, rank int, kernels []string, loraProjs 
 	}
 	for _, p := range ups {
 		add(GEMVBF16Case(m, p.Name, p.Out, p.In))
+	}
+	for _, p := range ups {
+		add(GEMVI8Case(m, p.Name, p.Out, p.In))
 	}
 	for _, p := range ups {
 		add(GEMMCase(m, p.Name, tokens, p.Out, p.In))

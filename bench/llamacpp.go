@@ -199,15 +199,15 @@ func runLlamaCpp(ctx context.Context, dir string, s E2ESizes, e2e []E2EResult, l
 			fmt.Fprintf(log, "  llama.cpp %-4s: no result\n", r.Type)
 		}
 	}
-	// Q4_0's timings beside lathe's NF4 run with bfloat16 products too, when there is one.
+	// Q4_0's timings beside lathe's NF4 runs with bfloat16 and 8-bit products too, when there are.
 	for _, r := range out {
 		if r.Lathe != nf4Head4 || r.Err != "" || r.TokensPerSec == 0 {
 			continue
 		}
 		for _, e := range e2e {
-			if e.Weights == nf4Head4BF16 && max(e.Batch, 1) == 1 && e.Adapters == 0 && e.Err == "" && e.TokensPerSec > 0 {
+			if (e.Weights == nf4Head4BF16 || e.Weights == nf4Head4I8) && max(e.Batch, 1) == 1 && e.Adapters == 0 && e.Err == "" && e.TokensPerSec > 0 {
 				b := r
-				b.Lathe = nf4Head4BF16
+				b.Lathe = e.Weights
 				b.DecodeRatio = e.TokensPerSec / r.TokensPerSec
 				b.PrefillRatio = r.TTFT.Median / e.TTFT.Median
 				fmt.Fprintf(log, "  lathe %s ÷ llama.cpp %s: decode %.2f×, prefill %.2f×\n", b.Lathe, b.Type, b.DecodeRatio, b.PrefillRatio)

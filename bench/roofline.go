@@ -159,7 +159,7 @@ func efficiency(one, all float64, threads int) float64 {
 
 // cpuVariants are the kernels measured again on the CPU backend, on one thread and on the AVX2
 // path (where the CPU is wider), beside their all-thread, widest-path figure.
-var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMM: true, KernelGEMMBF16: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
+var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMVI8: true, KernelGEMM: true, KernelGEMMBF16: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
 	KernelAttnDecode: true, KernelAttnBwd: true, KernelRMSNorm: true}
 
 // withISA runs f with the CPU kernels limited to isa, then restores the previous path.

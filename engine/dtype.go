@@ -10,6 +10,8 @@ type DType uint8
 
 // The element types. F32 is the arithmetic type; F16 and BF16 are storage types for frozen weights;
 // U8 holds packed 4-bit quantized data; I32 holds token ids and positions; U32 is raw packed words.
+// I8 names no tensor's type: it is a precision a 4-bit weight's products may take
+// (QuantSpec.Compute), 8-bit integers.
 const (
 	F32 DType = iota
 	F16
@@ -17,10 +19,11 @@ const (
 	U8
 	U32
 	I32
+	I8
 )
 
-var dtypeNames = [...]string{F32: "f32", F16: "f16", BF16: "bf16", U8: "u8", U32: "u32", I32: "i32"}
-var dtypeSizes = [...]int{F32: 4, F16: 2, BF16: 2, U8: 1, U32: 4, I32: 4}
+var dtypeNames = [...]string{F32: "f32", F16: "f16", BF16: "bf16", U8: "u8", U32: "u32", I32: "i32", I8: "i8"}
+var dtypeSizes = [...]int{F32: 4, F16: 2, BF16: 2, U8: 1, U32: 4, I32: 4, I8: 1}
 
 // Size is the number of bytes of one element.
 func (d DType) Size() int {

@@ -93,7 +93,10 @@ type QuantSpec struct {
 	// BF16 allows a backend to round x and the codebook to bfloat16 and sum their products in
 	// float32, as
 	// PyTorch's "medium" float32 matmul precision allows, where that is faster (the CPU's
-	// decoding GEMV on AVX512_BF16). It is an allowance: a backend may compute in float32 anyway.
+	// decoding GEMV on AVX512_BF16). I8 allows what BF16 does and also 8-bit integer products
+	// (llama.cpp's route on CPUs): x rounded to signed bytes a block of 64 with its own scale, the
+	// codebook to code·127 (the CPU's decoding GEMV on AVX512_VNNI). Each is an allowance: a
+	// backend may compute in float32 anyway.
 	Compute DType
 }
 
@@ -107,8 +110,8 @@ func (q *QuantSpec) check(packed, absmax Meta) error {
 	if q.Blocksize < 32 || q.Blocksize&(q.Blocksize-1) != 0 {
 		return fmt.Errorf("blocksize %d is not a power of two ≥ 32", q.Blocksize)
 	}
-	if q.Compute != F32 && q.Compute != BF16 {
-		return fmt.Errorf("compute precision %s: want f32 or bf16", q.Compute)
+	if q.Compute != F32 && q.Compute != BF16 && q.Compute != I8 {
+		return fmt.Errorf("compute precision %s: want f32, bf16 or i8", q.Compute)
 	}
 	numel := q.N * q.K
 	if q.N <= 0 || q.K <= 0 {

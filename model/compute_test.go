@@ -16,7 +16,8 @@ import (
 // LoadOptions.Compute "bf16" marks every 4-bit layer (the generation head's copy too) as allowed
 // bfloat16 products, and a decoding step's logits then stay within bfloat16's rounding of the exact
 // ones: on a CPU with AVX512_BF16 they differ (the allowance is taken), elsewhere they are the
-// same bits. A value other than f32 or bf16 is refused.
+// same bits. "i8" likewise with 8-bit products allowed too (a 16-bit layer takes bf16), within
+// 8-bit rounding where the CPU has AVX512_VNNI or AVX512_BF16. Any other value is refused.
 func TestComputeBF16Decodes(t *testing.T) {
 	t.Run("nf4", func(t *testing.T) { checkComputeBF16(t, "F32", "nf4") })
 	t.Run("bf16", func(t *testing.T) { checkComputeBF16(t, "BF16", "") })
@@ -33,7 +34,7 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 	require.NoError(t, err)
 
 	_, err = model.Load(dir, cpu.New(), model.LoadOptions{Quantize: quantize, Compute: "fp8"})
-	require.ErrorContains(t, err, `compute "fp8": want f32 or bf16`)
+	require.ErrorContains(t, err, `compute "fp8": want f32, bf16 or i8`)
 
 	head := model.HeadBase
 	if quantize != "" {
@@ -44,9 +45,9 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 		m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: quantize, Head: head, Compute: compute})
 		require.NoError(t, err)
 		defer m.Release()
-		want := engine.F32
-		if compute == "bf16" {
-			want = engine.BF16
+		want, want16 := map[string]engine.DType{"f32": engine.F32, "bf16": engine.BF16, "i8": engine.I8}[compute], engine.BF16
+		if compute == "f32" {
+			want16 = engine.F32
 		}
 		for name, q := range m.Quant {
 			require.Equal(t, want, q.Compute, name)
@@ -55,7 +56,7 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 			require.Empty(t, m.Quant)
 			for _, l := range m.Declare(engine.NewGraph()).Layers {
 				require.Equal(t, engine.BF16, l.Q.W.DType())
-				require.Equal(t, want, l.Q.Compute)
+				require.Equal(t, want16, l.Q.Compute)
 			}
 		}
 		all := stepAll(t, m, ids) // the prompt: GEMMs
@@ -69,19 +70,26 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 		}
 		return all
 	}
-	exact, bf := decode("f32"), decode("bf16")
-	var num, den float64
-	for i := range exact {
-		d := float64(bf[i] - exact[i])
-		num += d * d
-		den += float64(exact[i]) * float64(exact[i])
+	exact := decode("f32")
+	for _, compute := range []string{"bf16", "i8"} {
+		got := decode(compute)
+		var num, den float64
+		for i := range exact {
+			d := float64(got[i] - exact[i])
+			num += d * d
+			den += float64(exact[i]) * float64(exact[i])
+		}
+		rel := math.Sqrt(num / den)
+		taken, bound := gemm.HasBF16(), 1e-2
+		if compute == "i8" {
+			taken, bound = gemm.HasBF16() || (gemm.HasI8() && quantize != ""), 2e-2
+		}
+		if taken {
+			require.Greater(t, rel, 0.0, "%s compute changed nothing on a CPU whose kernels take it", compute)
+			require.Less(t, rel, bound, compute)
+		} else {
+			require.Zero(t, rel, "without the CPU's kernels the %s allowance must leave the f32 path", compute)
+		}
+		t.Logf("relative RMS difference of the logits, %s against f32 products: %.2g (taken: %v)", compute, rel, taken)
 	}
-	rel := math.Sqrt(num / den)
-	if gemm.HasBF16() {
-		require.Greater(t, rel, 0.0, "bf16 compute changed nothing on a CPU with AVX512_BF16")
-		require.Less(t, rel, 1e-2)
-	} else {
-		require.Zero(t, rel, "without AVX512_BF16 the allowance must leave the f32 path")
-	}
-	t.Logf("relative RMS difference of the logits, bf16 against f32 products: %.2g (bf16 kernel: %v)", rel, gemm.HasBF16())
 }

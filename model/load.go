@@ -48,7 +48,9 @@ type LoadOptions struct {
 	// (engine.QuantSpec.Compute, engine.MatMul16.Compute): "" or "f32" exact in float32, "bf16"
 	// with x rounded to bfloat16, and a 4-bit layer's codebook too, as bitsandbytes computes with
 	// bnb_4bit_compute_dtype=bfloat16 (on a CPU with AVX512_BF16, decoding and prompts run
-	// faster so). float32 and f16 layers are not affected.
+	// faster so); "i8" as "bf16", and a 4-bit layer's decoding GEMV may also take 8-bit integer
+	// products, llama.cpp's route (x in signed bytes a block of 64, the codebook as code·127; on
+	// a CPU with AVX512_VNNI). float32 and f16 layers are not affected.
 	Compute string
 }
 
@@ -59,8 +61,10 @@ func computeDType(s string) (engine.DType, error) {
 		return engine.F32, nil
 	case "bf16":
 		return engine.BF16, nil
+	case "i8":
+		return engine.I8, nil
 	}
-	return engine.F32, fmt.Errorf("compute %q: want f32 or bf16", s)
+	return engine.F32, fmt.Errorf("compute %q: want f32, bf16 or i8", s)
 }
 
 // Load reads a Hugging Face model folder (config.json, model.safetensors or a sharded index) and
@@ -388,6 +392,9 @@ func (m *Model) Declare(g *engine.Graph) *Graph {
 	for _, l := range mg.linears() {
 		if l.W != nil && engine.IsHalf(l.W.DType()) {
 			l.Compute = m.compute
+			if l.Compute == engine.I8 {
+				l.Compute = engine.BF16 // a 16-bit W's products take no 8-bit path
+			}
 		}
 	}
 	return mg

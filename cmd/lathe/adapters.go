@@ -33,7 +33,7 @@ func openModel(device, dir, quantize, head, compute string) (m *model.Model, tok
 const headUsage = "the output layer's copy decoding reads: auto (bf16 beside a 4-bit base whose output matrix is f32; else as loaded), base (as loaded), bf16, f16, nf4 or fp4 (llama.cpp Q4_0's bytes; less exact)"
 
 // computeUsage is the help of generate's and serve's --compute.
-const computeUsage = "precision of the 4-bit layers' products: f32 (exact) or bf16 (x and the codes rounded to bfloat16, as bitsandbytes' bnb_4bit_compute_dtype=bfloat16; faster decoding on a CPU with AVX512_BF16)"
+const computeUsage = "precision of the 4-bit layers' products: f32 (exact), bf16 (x and the codes rounded to bfloat16, as bitsandbytes' bnb_4bit_compute_dtype=bfloat16; faster decoding and prompts on a CPU with AVX512_BF16) or i8 (as bf16, and decoding with 8-bit integer products as llama.cpp does: x in signed bytes a block of 64, the codes as code·127; on a CPU with AVX512_VNNI)"
 
 // adapterLoader loads PEFT adapter folders for m.
 func adapterLoader(m *model.Model) serve.AdapterLoader {

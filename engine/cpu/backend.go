@@ -633,15 +633,18 @@ func loraSeed(op engine.LoRA, fwd []engine.Arg) int32 {
 	return i32(fwd[3+nw])[0]
 }
 
-// matMul4 is gemm.MatMul4 for the 4-bit weight q, in bfloat16 where q.Compute allows it
-// (gemm.MatMul4BF16: the forward product and the backward pass's dx).
+// matMul4 is gemm.MatMul4 for the 4-bit weight q, in bfloat16 or 8-bit integers where q.Compute
+// allows it (gemm.MatMul4BF16, gemm.MatMul4I8: the forward product and the backward pass's dx).
 func matMul4(q *engine.QuantSpec, transW bool, rows int, x []float32, packed []byte, absmax, y []float32) {
 	code := q.Code()
-	if q.Compute == engine.BF16 {
+	switch q.Compute {
+	case engine.I8:
+		gemm.MatMul4I8(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
+	case engine.BF16:
 		gemm.MatMul4BF16(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
-		return
+	default:
+		gemm.MatMul4(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
 	}
-	gemm.MatMul4(transW, rows, q.N, q.K, x, packed, absmax, q.Blocksize, &code, 0, y)
 }
 
 // matMul16 is gemm.MatMul16 for the 16-bit weight w, its forward product in bfloat16 where compute

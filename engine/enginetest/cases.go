@@ -374,6 +374,13 @@ func OpCases() []Case {
 			q.Compute = engine.BF16
 			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{1, 256}, 1), p, a, q)}
 		}),
+		// 8-bit products allowed (QuantSpec.Compute I8): the same GEMV (the CPU's AVX512_VNNI
+		// kernel takes it), within 8-bit rounding of x (a block of 64) and the codes.
+		c("qmatmul/gemv-i8", 2e-2, func(b *builder) []*engine.Node {
+			p, a, q := b.quant4(45, 256, 64, nf4)
+			q.Compute = engine.I8
+			return []*engine.Node{b.g.QMatMul(b.f32(engine.Shape{1, 256}, 1), p, a, q)}
+		}),
 		// The same allowance on a prefill's GEMM (more than 16 rows) and on the backward pass's
 		// transposed product, odd depths included.
 		c("qmatmul/gemm-bf16", 1e-2, func(b *builder) []*engine.Node {

@@ -1906,3 +1906,199 @@ TEXT ·transpose16AVX512(SB), NOSPLIT, $0-0
 	VSHUFI32X4  $0x88, Z31, Z29, Z11
 	VSHUFI32X4  $0xDD, Z31, Z29, Z15
 	RET
+
+// func gemv4i8AVX512(rows, n128 int, xq *int8, xs *float32, w *byte, scales *float32, table *[64]byte, y *float32)
+// The 8-bit GEMV (MatMul4I8): y[r] = Σ over the n128 128-code groups of row r of
+// Σ_h absmax_h·xscale_h·Σ_i code8[c_i]·xq_i, for the rows consecutive rows of W (w), each group's
+// two 64-code halves with their own scales (scales: two a group) and x's two 64-element blocks
+// with theirs. A group's 64 bytes split into low and high nibbles (its odd and even elements); a
+// VPSHUFB of each looks up the codebook as unsigned bytes (code8 + 128: VPDPBUSD multiplies
+// unsigned by signed bytes), and two VPDPBUSD sum their products with x's signed bytes in four-byte
+// lanes: lanes 0-7 the first half, 8-15 the second, since each nibble vector holds the first
+// half's 32 bytes and then the second's. The +128 adds 128·Σ xq a half, which the second
+// accumulator takes back out: xs holds, a group, 16 floats (xscale of each half in its 8 lanes)
+// and 16 more (128·xscale·Σ xq of each half, over 8). xq holds, a group, the first half's odd
+// elements, the second half's odd ones, then the even ones likewise.
+TEXT ·gemv4i8AVX512(SB), NOSPLIT, $0-64
+	MOVQ         rows+0(FP), DX
+	MOVQ         w+32(FP), DI
+	MOVQ         scales+40(FP), BX
+	MOVQ         table+48(FP), AX
+	MOVQ         y+56(FP), R8
+	VMOVDQU32    (AX), Z14
+	MOVL         $0x0F0F0F0F, AX
+	VPBROADCASTD AX, Z15
+	MOVL         $0xFF00, AX
+	KMOVW        AX, K1
+
+i8row:
+	MOVQ   n128+8(FP), CX
+	MOVQ   xq+16(FP), SI
+	MOVQ   xs+24(FP), R9
+	VPXORD Z0, Z0, Z0
+	VPXORD Z5, Z5, Z5
+
+i8loop:
+	PREFETCHT0   8192(DI)
+	VMOVDQU32    (DI), Z1
+	VPSRLW       $4, Z1, Z2
+	VPANDD       Z15, Z1, Z1
+	VPANDD       Z15, Z2, Z2
+	VPSHUFB      Z1, Z14, Z1
+	VPSHUFB      Z2, Z14, Z2
+	VPXORD       Z16, Z16, Z16
+	VPDPBUSD     (SI), Z1, Z16
+	VPDPBUSD     64(SI), Z2, Z16
+	VCVTDQ2PS    Z16, Z16
+	VBROADCASTSS (BX), Z3
+	VBROADCASTSS 4(BX), K1, Z3
+	VFMADD231PS  64(R9), Z3, Z5
+	VMULPS       (R9), Z3, Z3
+	VFMADD231PS  Z3, Z16, Z0
+	ADDQ         $64, DI
+	ADDQ         $128, SI
+	ADDQ         $128, R9
+	ADDQ         $8, BX
+	DECQ         CX
+	JNZ          i8loop
+
+	VSUBPS        Z5, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)
+	ADDQ          $4, R8
+	DECQ          DX
+	JNZ           i8row
+	VZEROUPPER
+	RET
+
+// func absMax64AVX512(nblk int, x *float32, amax, abssum *float32)
+// amax[b] and abssum[b] = the largest |x| and Σ|x| of x's 64-float blocks b < nblk (the sum only to
+// find a NaN or an infinity, which VMAXPS does not carry).
+TEXT ·absMax64AVX512(SB), NOSPLIT, $0-32
+	MOVQ         nblk+0(FP), CX
+	MOVQ         x+8(FP), SI
+	MOVQ         amax+16(FP), DI
+	MOVQ         abssum+24(FP), DX
+	MOVL         $0x7FFFFFFF, AX
+	VPBROADCASTD AX, Z15
+
+amloop:
+	VANDPS        (SI), Z15, Z0
+	VANDPS        64(SI), Z15, Z1
+	VANDPS        128(SI), Z15, Z2
+	VANDPS        192(SI), Z15, Z3
+	VADDPS        Z1, Z0, Z4
+	VADDPS        Z3, Z2, Z5
+	VADDPS        Z5, Z4, Z4
+	VMAXPS        Z1, Z0, Z0
+	VMAXPS        Z3, Z2, Z2
+	VMAXPS        Z2, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0x4E, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xB1, X0, X1
+	VMAXPS        X1, X0, X0
+	VMOVSS        X0, (DI)
+	VEXTRACTF64X4 $1, Z4, Y5
+	VADDPS        Y5, Y4, Y4
+	VEXTRACTF128  $1, Y4, X5
+	VADDPS        X5, X4, X4
+	VHADDPS       X4, X4, X4
+	VHADDPS       X4, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $256, SI
+	ADDQ          $4, DI
+	ADDQ          $4, DX
+	DECQ          CX
+	JNZ           amloop
+	VZEROUPPER
+	RET
+
+// func quantI8AVX512(n128 int, x, inv *float32, xq *int8, sums *int32, perm *[64]byte)
+// Rounds each 64-float block b of x (n128 groups of two) to signed bytes round(x·inv[b]) (to
+// nearest even; |x·inv| ≤ 127 as inv = 127/amax) in gemv4i8AVX512's layout: a group's first
+// block's odd elements, its second block's odd ones, then the even ones of each (perm: VPERMB's
+// index of a block's odd bytes, then its even ones). sums[b] is the block's Σ bytes.
+TEXT ·quantI8AVX512(SB), NOSPLIT, $0-48
+	MOVQ    n128+0(FP), CX
+	MOVQ    x+8(FP), SI
+	MOVQ    inv+16(FP), R8
+	MOVQ    xq+24(FP), DI
+	MOVQ    sums+32(FP), DX
+	MOVQ    perm+40(FP), AX
+	VMOVDQU32 (AX), Z15
+
+qloop:
+	VBROADCASTSS (R8), Z16
+	VBROADCASTSS 4(R8), Z17
+	VMULPS       (SI), Z16, Z0
+	VMULPS       64(SI), Z16, Z1
+	VMULPS       128(SI), Z16, Z2
+	VMULPS       192(SI), Z16, Z3
+	VMULPS       256(SI), Z17, Z4
+	VMULPS       320(SI), Z17, Z5
+	VMULPS       384(SI), Z17, Z6
+	VMULPS       448(SI), Z17, Z7
+	VCVTPS2DQ    Z0, Z0
+	VCVTPS2DQ    Z1, Z1
+	VCVTPS2DQ    Z2, Z2
+	VCVTPS2DQ    Z3, Z3
+	VCVTPS2DQ    Z4, Z4
+	VCVTPS2DQ    Z5, Z5
+	VCVTPS2DQ    Z6, Z6
+	VCVTPS2DQ    Z7, Z7
+
+	// Each block's Σ bytes.
+	VPADDD        Z1, Z0, Z8
+	VPADDD        Z3, Z2, Z9
+	VPADDD        Z9, Z8, Z8
+	VPADDD        Z5, Z4, Z10
+	VPADDD        Z7, Z6, Z11
+	VPADDD        Z11, Z10, Z10
+	VEXTRACTI64X4 $1, Z8, Y9
+	VPADDD        Y9, Y8, Y8
+	VEXTRACTI64X4 $1, Z10, Y11
+	VPADDD        Y11, Y10, Y10
+	VPHADDD       Y10, Y8, Y8
+	VEXTRACTI128  $1, Y8, X9
+	VPADDD        X9, X8, X8
+	VPHADDD       X8, X8, X8
+	VMOVQ         X8, (DX)
+
+	// The bytes: each block's 64 in order, then its odd ones before its even ones.
+	VPMOVSDB     Z0, X0
+	VPMOVSDB     Z1, X1
+	VPMOVSDB     Z2, X2
+	VPMOVSDB     Z3, X3
+	VPMOVSDB     Z4, X4
+	VPMOVSDB     Z5, X5
+	VPMOVSDB     Z6, X6
+	VPMOVSDB     Z7, X7
+	VINSERTI32X4 $1, X1, Z0, Z0
+	VINSERTI32X4 $2, X2, Z0, Z0
+	VINSERTI32X4 $3, X3, Z0, Z0
+	VINSERTI32X4 $1, X5, Z4, Z4
+	VINSERTI32X4 $2, X6, Z4, Z4
+	VINSERTI32X4 $3, X7, Z4, Z4
+	VPERMB       Z0, Z15, Z0
+	VPERMB       Z4, Z15, Z4
+	VSHUFI64X2   $0x44, Z4, Z0, Z1
+	VSHUFI64X2   $0xEE, Z4, Z0, Z2
+	VMOVDQU32    Z1, (DI)
+	VMOVDQU32    Z2, 64(DI)
+	ADDQ         $512, SI
+	ADDQ         $8, R8
+	ADDQ         $128, DI
+	ADDQ         $8, DX
+	DECQ         CX
+	JNZ          qloop
+	VZEROUPPER
+	RET

@@ -11,7 +11,10 @@ var (
 	hasAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	hasAVX512 = hasAVX2 && cpu.X86.HasAVX512F
 	// hasBF16: the AVX-512 BF16 products (VDPBF16PS) and the word permutes (AVX-512BW) beside them.
-	hasBF16   = hasAVX512 && cpu.X86.HasAVX512BF16 && cpu.X86.HasAVX512BW
+	hasBF16 = hasAVX512 && cpu.X86.HasAVX512BF16 && cpu.X86.HasAVX512BW
+	// hasI8: the AVX-512 8-bit dot products (VPDPBUSD) and the byte shuffles beside them
+	// (AVX-512BW's VPSHUFB, VBMI's VPERMB).
+	hasI8     = hasAVX512 && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VBMI
 	useAVX2   = hasAVX2
 	useAVX512 = hasAVX512
 )
@@ -152,6 +155,25 @@ func gemv4x8AVX512(n16, first, gpb int, xp *float32, ldx int, w *byte, scales *f
 //
 //go:noescape
 func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32)
+
+// gemv4i8AVX512 is gemv4g128AVX512 on 8-bit integers (MatMul4I8): x as signed bytes xq with
+// the scales xs, the codebook as table; see the assembly for their layout.
+//
+//go:noescape
+func gemv4i8AVX512(rows, n128 int, xq *int8, xs *float32, w *byte, scales *float32, table *[64]byte, y *float32)
+
+// absMax64AVX512 sets amax[b] and abssum[b] to the largest |x| and Σ|x| of x's 64-float blocks
+// b < nblk.
+//
+//go:noescape
+func absMax64AVX512(nblk int, x *float32, amax, abssum *float32)
+
+// quantI8AVX512 rounds x's n128 groups of two 64-float blocks to signed bytes round(x·inv[b]) in
+// gemv4i8AVX512's layout (perm: the odd-then-even byte order of a block), and sets sums[b] to each
+// block's Σ bytes.
+//
+//go:noescape
+func quantI8AVX512(n128 int, x, inv *float32, xq *int8, sums *int32, perm *[64]byte)
 
 // gemv4bf16AVX512 is gemv4g128AVX512 in bfloat16 (x rounded, as xb, and the codebook, as table):
 // see the assembly for xb's order.

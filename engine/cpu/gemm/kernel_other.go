@@ -9,6 +9,7 @@ var (
 	useAVX2   = false
 	useAVX512 = false
 	hasBF16   = false
+	hasI8     = false
 )
 
 func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
@@ -20,6 +21,18 @@ func gemv4AVX512(n16, first, gpb int, xp *float32, w *byte, scales *float32, tab
 }
 
 func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, table *[16]float32, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func gemv4i8AVX512(rows, n128 int, xq *int8, xs *float32, w *byte, scales *float32, table *[64]byte, y *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func absMax64AVX512(nblk int, x *float32, amax, abssum *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func quantI8AVX512(n128 int, x, inv *float32, xq *int8, sums *int32, perm *[64]byte) {
 	panic("gemm: no assembly kernels in this build")
 }
 
