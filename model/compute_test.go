@@ -40,7 +40,8 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 	if quantize != "" {
 		head = "nf4"
 	}
-	ids := []int32{1, 17, 250, 3, 99, 42, 7, 300}
+	// 20 tokens: the prompt runs the GEMMs of more than 16 rows.
+	ids := []int32{1, 17, 250, 3, 99, 42, 7, 300, 11, 260, 5, 77, 190, 2, 64, 333, 8, 120, 45, 210}
 	decode := func(compute string) []float32 {
 		m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: quantize, Head: head, Compute: compute})
 		require.NoError(t, err)
@@ -60,7 +61,7 @@ func checkComputeBF16(t *testing.T, dtype, quantize string) {
 			}
 		}
 		all := stepAll(t, m, ids) // the prompt: GEMMs
-		c, err := m.NewCache(1, 16)
+		c, err := m.NewCache(1, 32)
 		require.NoError(t, err)
 		defer c.Release()
 		for pos, id := range ids { // decoding: GEMVs

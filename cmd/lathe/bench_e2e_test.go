@@ -32,5 +32,5 @@ func TestBenchE2ESizes(t *testing.T) {
 	require.Zero(t, s.E2E.Adapters)
 	require.Equal(t, []string{"none"}, s.Kernels)
 	require.Zero(t, s.Qwen3Train.Layers)
-	require.Equal(t, []string{"f32", "nf4", "nf4/bf16", "nf4/head-nf4", "nf4/head-nf4/bf16"}, s.E2E.Weights)
+	require.Equal(t, []string{"f32", "nf4", "nf4/bf16", "nf4/head-nf4", "nf4/head-nf4/bf16", "nf4/head-nf4/i8"}, s.E2E.Weights)
 }

@@ -106,8 +106,8 @@ func BenchmarkSgemmBackward(b *testing.B) {
 }
 
 // BenchmarkMatMul4: the fused NF4 matmul beside the unfused path (dequantize all of W into a float
-// buffer, then Sgemm) and, where the CPU has AVX512_BF16, the bfloat16 one (MatMul4BF16) in the
-// same run, named MatMul4/{fused,unfused,bf16}/shape=m×n×k/layer. GB/s counts
+// buffer, then Sgemm) and, where the CPU has AVX512_BF16 and AVX512_VNNI, the bfloat16 and 8-bit
+// ones (MatMul4BF16, MatMul4I8) in the same run, named MatMul4/{fused,unfused,bf16,i8}/shape=m×n×k/layer. GB/s counts
 // the 4-bit weights with their block scales (which dominate the GEMV) plus x and y.
 func BenchmarkMatMul4(b *testing.B) {
 	r := rand.New(rand.NewPCG(2, 2))
@@ -132,6 +132,14 @@ func BenchmarkMatMul4(b *testing.B) {
 				b.Run("bf16/"+shape, func(b *testing.B) {
 					for b.Loop() {
 						MatMul4BF16(false, m, l.out, l.in, x, packed, absmax, bs, &quant.NF4Code, 0, y)
+					}
+					report(b, flops, bytes)
+				})
+			}
+			if HasI8() {
+				b.Run("i8/"+shape, func(b *testing.B) {
+					for b.Loop() {
+						MatMul4I8(false, m, l.out, l.in, x, packed, absmax, bs, &quant.NF4Code, 0, y)
 					}
 					report(b, flops, bytes)
 				})

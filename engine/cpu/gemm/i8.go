@@ -14,18 +14,111 @@ func HasI8() bool { return hasI8 && useAVX512 }
 //   - one row of x (a decoding step; not transW), k a multiple of 128 and a blocksize of 64 or a
 //     multiple of 128: each 64-element block of x rounded to signed bytes with its own scale
 //     (absmax/127, as llama.cpp's Q8 blocks), the codebook rounded to code·127, their products
-//     summed exactly in int32 a block and scaled in float32 by both blocks' scales.
+//     summed exactly in int32 a block and scaled in float32 by both blocks' scales;
+//   - more than 16 rows (a prompt; not transW), k and the blocksize multiples of 64: the same
+//     roundings through a packed GEMM of 6×64 VPDPBUSD tiles.
 //
 // The codebook's rounding moves a weight by at most 1/254 of its block's absmax, and x's by at most
 // 1/254 of its block's largest magnitude. Every other call is MatMul4BF16 (bfloat16 where the CPU
 // has it, else exact float32): like bfloat16, 8-bit products are an allowance.
 func MatMul4I8(transW bool, m, n, k int, x []float32, packed []byte, absmax []float32, blocksize int, code *[16]float32, beta float32, y []float32) {
-	if HasI8() && m == 1 && !transW && n > 0 && k > 0 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0) {
-		q := &quant4{packed: packed, absmax: absmax, bs: blocksize, code: code}
+	q := &quant4{packed: packed, absmax: absmax, bs: blocksize, code: code}
+	switch {
+	case !HasI8() || transW || n <= 0 || k <= 0:
+	case m == 1 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
 		gemv4i8(q, n, k, x[:k], beta, y[:n])
+		return
+	case m > smallM4 && k%64 == 0 && blocksize%64 == 0:
+		gemm4i8(q, m, n, k, x[:m*k], beta, y[:m*n])
 		return
 	}
 	MatMul4BF16(transW, m, n, k, x, packed, absmax, blocksize, code, beta, y)
+}
+
+// gemm4i8 is MatMul4I8's GEMM (more than 16 rows of x: a prompt): x's rows rounded to signed
+// bytes a block of 64 with their scales, and one task a strip of 64 columns of W, which it packs
+// once from the codes (packI8AVX512: unsigned bytes, four depths a dword) and multiplies with
+// every 6-row tile of x (kernI8x64: VPDPBUSD, int32 a block, scales in f32).
+func gemm4i8(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	nkb, tiles := k/64, (m+5)/6
+	// x: bytes (6·tiles rows, the padding zero), then each tile's scales and corrections a block.
+	xb := getBuf(6*tiles*k/4 + 2*6*tiles*nkb + 3*m*nkb)
+	defer putBuf(xb)
+	buf := *xb
+	xq := unsafe.Slice((*int8)(unsafe.Pointer(&buf[0])), 6*tiles*k)
+	clear(xq[m*k:])
+	sa := buf[6*tiles*k/4 : 6*tiles*k/4+6*tiles*nkb]
+	u := unsafe.Slice((*int32)(unsafe.Pointer(&buf[6*tiles*k/4+6*tiles*nkb])), 6*tiles*nkb)
+	clear(sa)
+	clear(u)
+	amax, abssum, inv := buf[len(buf)-3*m*nkb:len(buf)-2*m*nkb], buf[len(buf)-2*m*nkb:len(buf)-m*nkb], buf[len(buf)-m*nkb:]
+	absMax64AVX512(m*nkb, &x[0], &amax[0], &abssum[0])
+	for b := range inv {
+		inv[b] = 0
+		if amax[b] > 0 && abssum[b] <= math.MaxFloat32 {
+			inv[b] = 127 / amax[b]
+		}
+	}
+	sums := unsafe.Slice((*int32)(unsafe.Pointer(&abssum[0])), m*nkb) // abssum is read: reuse it
+	for b := range abssum {
+		if !(abssum[b] <= math.MaxFloat32) {
+			amax[b] = float32(math.NaN()) // a NaN or an infinity: the row's results NaN
+		}
+	}
+	quantRowsI8AVX512(m*nkb, &x[0], &inv[0], &xq[0], &sums[0])
+	for i := 0; i < m; i++ {
+		t, r := i/6, i%6
+		for b := 0; b < nkb; b++ {
+			sa[(t*nkb+b)*6+r] = amax[i*nkb+b] / 127
+			u[(t*nkb+b)*6+r] = 128 * sums[i*nkb+b]
+		}
+	}
+	table := i8Codes(q.code)
+	strips := (n + 63) / 64
+	intoY(y, beta, func(out []float32) {
+		parallel(strips, workers(2*m*n*k), func(s int) {
+			j0 := s * 64
+			cols := min(64, n-j0)
+			sb := getBuf(16*k + 64*nkb + 6*64 + 16*k/8)
+			defer putBuf(sb)
+			b := (*sb)[:16*k]
+			sw := (*sb)[16*k : 16*k+64*nkb]
+			tile := (*sb)[16*k+64*nkb : 16*k+64*nkb+6*64]
+			pad := unsafe.Slice((*byte)(unsafe.Pointer(&(*sb)[16*k+64*nkb+6*64])), 16*k/2)
+			bb := unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), 64*k)
+			for g := 0; g < 64; g += 16 {
+				w, ldw := &q.packed[0], k/2
+				switch {
+				case g+16 <= cols:
+					w = &q.packed[(j0+g)*k/2]
+				default:
+					// A partial group: its rows copied, the missing ones repeating the last (their
+					// scales are 0).
+					for r := 0; r < 16; r++ {
+						row := j0 + min(g+r, cols-1)
+						copy(pad[r*k/2:(r+1)*k/2], q.packed[row*k/2:(row+1)*k/2])
+					}
+					w = &pad[0]
+				}
+				packI8AVX512(nkb, w, ldw, &table, &bb[4*g])
+			}
+			for b := 0; b < nkb; b++ {
+				for j := 0; j < 64; j++ {
+					sw[b*64+j] = 0
+					if j < cols {
+						sw[b*64+j] = q.absmax[((j0+j)*k+64*b)/q.bs] / 127
+					}
+				}
+			}
+			for t := 0; t < tiles; t++ {
+				clear(tile)
+				kernI8x64(nkb, &xq[6*t*k], k, &bb[0], &sw[0], &sa[t*nkb*6], &u[t*nkb*6], &tile[0])
+				for r := 0; r < min(6, m-6*t); r++ {
+					copy(out[(6*t+r)*n+j0:(6*t+r)*n+j0+cols], tile[r*64:r*64+cols])
+				}
+			}
+		})
+	})
 }
 
 // gemv4i8 is MatMul4I8's GEMV (gemvRows with the 8-bit kernel).

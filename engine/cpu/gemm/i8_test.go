@@ -37,18 +37,20 @@ func i8Reference(code *[16]float32, packed []byte, absmax []float32, bs, k, o in
 	return rounded, exact, 2 * mag
 }
 
-// MatMul4I8, where it runs on 8-bit integers (a CPU with AVX512_VNNI; one row, k a multiple of
-// 128, blocksize 64 or a multiple of 128), matches the float64 product of its own roundings of x
-// and the codebook, differs from the exact product by no more than those roundings allow, and by
-// more than float32 rounding could (the 8-bit path ran). Every other call is MatMul4BF16's, bit
-// for bit. A NaN or an infinity in x makes y NaN.
+// MatMul4I8, where it runs on 8-bit integers (a CPU with AVX512_VNNI: one row with k a multiple
+// of 128 and a blocksize of 64 or a multiple of 128, or more than 16 rows with k and the blocksize
+// multiples of 64), matches the float64 product of its own roundings of x and the codebook, differs
+// from the exact product by no more than those roundings allow, and by more than float32 rounding
+// could (the 8-bit path ran). Every other call is MatMul4BF16's, bit for bit. Rows and columns
+// that fill no 6×64 tile or 16-column group. A NaN or an infinity in x makes y NaN.
 func TestMatMul4I8AgainstFloat64(t *testing.T) {
 	withAVX2(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(21, 22))
-		ran := false
+		ran := map[bool]bool{}
 		for name, code := range codebooks {
 			for _, bs := range []int{32, 64, 128, 256} {
-				for _, dims := range [][3]int{{1, 1, 128}, {1, 37, 256}, {1, 300, 1024}, {1, 19, 384}, {1, 5, 301}, {2, 33, 256}, {1, 67, 64}} {
+				for _, dims := range [][3]int{{1, 1, 128}, {1, 37, 256}, {1, 300, 1024}, {1, 19, 384}, {1, 5, 301}, {2, 33, 256}, {1, 67, 64},
+					{17, 64, 128}, {23, 70, 192}, {40, 129, 256}, {20, 13, 64}, {17, 16, 100}} {
 					m, n, k := dims[0], dims[1], dims[2]
 					packed, absmax := randQuant4(r, n, k, bs)
 					x, y := randn(r, m*k), randn(r, m*n)
@@ -58,7 +60,9 @@ func TestMatMul4I8AgainstFloat64(t *testing.T) {
 					}
 					y0 := append([]float32(nil), y...)
 					MatMul4I8(false, m, n, k, x, packed, absmax, bs, code, beta, y)
-					if !(HasI8() && m == 1 && k%128 == 0 && (bs == 64 || bs%128 == 0)) {
+					gemv := m == 1 && k%128 == 0 && (bs == 64 || bs%128 == 0)
+					gemm := m > smallM4 && k%64 == 0 && bs%64 == 0
+					if !HasI8() || !(gemv || gemm) {
 						want := append([]float32(nil), y0...)
 						MatMul4BF16(false, m, n, k, x, packed, absmax, bs, code, beta, want)
 						for i := range want {
@@ -68,33 +72,37 @@ func TestMatMul4I8AgainstFloat64(t *testing.T) {
 						}
 						continue
 					}
-					ran = true
+					ran[gemm] = true
 					maxDiff := 0.0
-					for o := 0; o < n; o++ {
-						rounded, exact, mag := i8Reference(code, packed, absmax, bs, k, o, x)
-						if beta != 0 {
-							rounded += float64(beta) * float64(y0[o])
-							exact += float64(beta) * float64(y0[o])
-							mag += math.Abs(float64(beta) * float64(y0[o]))
+					for i := 0; i < m; i++ {
+						xi := x[i*k : (i+1)*k]
+						for o := 0; o < n; o++ {
+							rounded, exact, mag := i8Reference(code, packed, absmax, bs, k, o, xi)
+							if beta != 0 {
+								rounded += float64(beta) * float64(y0[i*n+o])
+								exact += float64(beta) * float64(y0[i*n+o])
+								mag += math.Abs(float64(beta) * float64(y0[i*n+o]))
+							}
+							got := float64(y[i*n+o])
+							if d := math.Abs(got - rounded); d > 1e-5*mag+1e-6 {
+								t.Fatalf("%s bs=%d %v: y[%d,%d] = %v, float64 of its roundings %v (|terms| %v)", name, bs, dims, i, o, got, rounded, mag)
+							}
+							// Each product moves by at most half a step of x's bytes and of the
+							// codebook's: |x|·absmax/254 + (amax/254)·absmax, summed; mag/2 is Σ|x|·absmax.
+							if d := math.Abs(got - exact); d > mag/2/254+float64(k)*maxAbs(xi)*maxAbs(absmax)/254 {
+								t.Fatalf("%s bs=%d %v: y[%d,%d] = %v, exact %v: more than 8-bit rounding explains", name, bs, dims, i, o, got, exact)
+							}
+							maxDiff = max(maxDiff, math.Abs(got-exact)/(mag+1e-30))
 						}
-						if d := math.Abs(float64(y[o]) - rounded); d > 1e-5*mag+1e-6 {
-							t.Fatalf("%s bs=%d %v: y[%d] = %v, float64 of its roundings %v (|terms| %v)", name, bs, dims, o, y[o], rounded, mag)
-						}
-						// Each product moves by at most half a step of x's bytes and of the codebook's:
-						// |x|·absmax/254 + (amax/254)·absmax, summed; mag/2 is Σ|x|·absmax.
-						if d := math.Abs(float64(y[o]) - exact); d > mag/2/254+float64(k)*maxAbs(x)*maxAbs(absmax)/254 {
-							t.Fatalf("%s bs=%d %v: y[%d] = %v, exact %v: more than 8-bit rounding explains", name, bs, dims, o, y[o], exact)
-						}
-						maxDiff = max(maxDiff, math.Abs(float64(y[o])-exact)/(mag+1e-30))
 					}
 					if maxDiff < 1e-6 {
-						t.Errorf("%s bs=%d %v: the 8-bit GEMV gave the exact product (relative difference %.3g)", name, bs, dims, maxDiff)
+						t.Errorf("%s bs=%d %v: the 8-bit path gave the exact product (relative difference %.3g)", name, bs, dims, maxDiff)
 					}
 				}
 			}
 		}
-		if HasI8() && !ran {
-			t.Error("no call took the 8-bit GEMV")
+		if HasI8() && (!ran[false] || !ran[true]) {
+			t.Errorf("the 8-bit GEMV ran: %v, the GEMM: %v", ran[false], ran[true])
 		}
 		// A NaN or an infinity in x: y is NaN (the float32 product: NaN, or ±Inf where no
 		// infinity meets a zero weight).
@@ -106,6 +114,15 @@ func TestMatMul4I8AgainstFloat64(t *testing.T) {
 			for i, v := range y {
 				if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
 					t.Errorf("y[%d] = %v with %v in x", i, v, bad)
+				}
+			}
+			// The GEMM: the row holding it.
+			xm, ym := randn(r, 20*256), make([]float32, 20*3)
+			xm[7*256+100] = bad
+			MatMul4I8(false, 20, 3, 256, xm, packed, absmax, 64, codebooks["nf4"], 0, ym)
+			for i, v := range ym {
+				if bad := !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0); bad == (i/3 == 7) {
+					t.Errorf("GEMM y[%d] = %v with a non-finite x in row 7", i, v)
 				}
 			}
 		}

@@ -2102,3 +2102,406 @@ qloop:
 	JNZ          qloop
 	VZEROUPPER
 	RET
+
+// func quantRowsI8AVX512(nblk int, x, inv *float32, xq *int8, sums *int32)
+// Rounds each 64-float block b < nblk of x to signed bytes round(x·inv[b]) (to nearest even), in
+// order, and sets sums[b] to the block's Σ bytes: the 8-bit GEMM's rows of x.
+TEXT ·quantRowsI8AVX512(SB), NOSPLIT, $0-40
+	MOVQ nblk+0(FP), CX
+	MOVQ x+8(FP), SI
+	MOVQ inv+16(FP), R8
+	MOVQ xq+24(FP), DI
+	MOVQ sums+32(FP), DX
+
+qrloop:
+	VBROADCASTSS  (R8), Z16
+	VMULPS        (SI), Z16, Z0
+	VMULPS        64(SI), Z16, Z1
+	VMULPS        128(SI), Z16, Z2
+	VMULPS        192(SI), Z16, Z3
+	VCVTPS2DQ     Z0, Z0
+	VCVTPS2DQ     Z1, Z1
+	VCVTPS2DQ     Z2, Z2
+	VCVTPS2DQ     Z3, Z3
+	VPADDD        Z1, Z0, Z8
+	VPADDD        Z3, Z2, Z9
+	VPADDD        Z9, Z8, Z8
+	VEXTRACTI64X4 $1, Z8, Y9
+	VPADDD        Y9, Y8, Y8
+	VEXTRACTI128  $1, Y8, X9
+	VPADDD        X9, X8, X8
+	VPHADDD       X8, X8, X8
+	VPHADDD       X8, X8, X8
+	VMOVD         X8, (DX)
+	VPMOVSDB      Z0, (DI)
+	VPMOVSDB      Z1, 16(DI)
+	VPMOVSDB      Z2, 32(DI)
+	VPMOVSDB      Z3, 48(DI)
+	ADDQ          $256, SI
+	ADDQ          $4, R8
+	ADDQ          $64, DI
+	ADDQ          $4, DX
+	DECQ          CX
+	JNZ           qrloop
+	VZEROUPPER
+	RET
+
+// func packI8AVX512(nkb int, w *byte, ldw int, table *[64]byte, dst *byte)
+// Sixteen columns of the 8-bit GEMM's packed B strip from 16 rows of W (ldw bytes apart), nkb
+// blocks of 64 codes (32 bytes) each. A block of a row: its bytes widen to words, the high nibble
+// (the first element) stays in the low byte and the low nibble moves to the high one, so the 64
+// codes lie in depth order; VPSHUFB looks them up as unsigned bytes (code·127 + 128): 16 dwords
+// of four consecutive depths in Zr. The 16×16 dword transpose (transpose16AVX512) turns them into
+// the block's 16 four-depth steps of the 16 columns, stored 256 bytes apart (a step of the
+// strip's 64 columns).
+TEXT ·packI8AVX512(SB), NOSPLIT, $0-40
+	MOVQ nkb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ ldw+16(FP), R8
+	LEAQ (R8)(R8*2), R10
+	MOVQ dst+32(FP), DI
+
+pi8block:
+	MOVQ         table+24(FP), AX
+	VMOVDQU32    (AX), Z16
+	MOVL         $0x0F000F00, AX
+	VPBROADCASTD AX, Z17
+	MOVQ         SI, R9
+	VPMOVZXBW    (R9), Z0
+	VPMOVZXBW    (R9)(R8*1), Z1
+	VPMOVZXBW    (R9)(R8*2), Z2
+	VPMOVZXBW    (R9)(R10*1), Z3
+	LEAQ         (R9)(R8*4), R9
+	VPMOVZXBW    (R9), Z4
+	VPMOVZXBW    (R9)(R8*1), Z5
+	VPMOVZXBW    (R9)(R8*2), Z6
+	VPMOVZXBW    (R9)(R10*1), Z7
+	LEAQ         (R9)(R8*4), R9
+	VPMOVZXBW    (R9), Z8
+	VPMOVZXBW    (R9)(R8*1), Z9
+	VPMOVZXBW    (R9)(R8*2), Z10
+	VPMOVZXBW    (R9)(R10*1), Z11
+	LEAQ         (R9)(R8*4), R9
+	VPMOVZXBW    (R9), Z12
+	VPMOVZXBW    (R9)(R8*1), Z13
+	VPMOVZXBW    (R9)(R8*2), Z14
+	VPMOVZXBW    (R9)(R10*1), Z15
+	VPSRLW       $4, Z0, Z18
+	VPSLLW       $8, Z0, Z0
+	VPTERNLOGD   $0xEA, Z18, Z17, Z0
+	VPSHUFB      Z0, Z16, Z0
+	VPSRLW       $4, Z1, Z18
+	VPSLLW       $8, Z1, Z1
+	VPTERNLOGD   $0xEA, Z18, Z17, Z1
+	VPSHUFB      Z1, Z16, Z1
+	VPSRLW       $4, Z2, Z18
+	VPSLLW       $8, Z2, Z2
+	VPTERNLOGD   $0xEA, Z18, Z17, Z2
+	VPSHUFB      Z2, Z16, Z2
+	VPSRLW       $4, Z3, Z18
+	VPSLLW       $8, Z3, Z3
+	VPTERNLOGD   $0xEA, Z18, Z17, Z3
+	VPSHUFB      Z3, Z16, Z3
+	VPSRLW       $4, Z4, Z18
+	VPSLLW       $8, Z4, Z4
+	VPTERNLOGD   $0xEA, Z18, Z17, Z4
+	VPSHUFB      Z4, Z16, Z4
+	VPSRLW       $4, Z5, Z18
+	VPSLLW       $8, Z5, Z5
+	VPTERNLOGD   $0xEA, Z18, Z17, Z5
+	VPSHUFB      Z5, Z16, Z5
+	VPSRLW       $4, Z6, Z18
+	VPSLLW       $8, Z6, Z6
+	VPTERNLOGD   $0xEA, Z18, Z17, Z6
+	VPSHUFB      Z6, Z16, Z6
+	VPSRLW       $4, Z7, Z18
+	VPSLLW       $8, Z7, Z7
+	VPTERNLOGD   $0xEA, Z18, Z17, Z7
+	VPSHUFB      Z7, Z16, Z7
+	VPSRLW       $4, Z8, Z18
+	VPSLLW       $8, Z8, Z8
+	VPTERNLOGD   $0xEA, Z18, Z17, Z8
+	VPSHUFB      Z8, Z16, Z8
+	VPSRLW       $4, Z9, Z18
+	VPSLLW       $8, Z9, Z9
+	VPTERNLOGD   $0xEA, Z18, Z17, Z9
+	VPSHUFB      Z9, Z16, Z9
+	VPSRLW       $4, Z10, Z18
+	VPSLLW       $8, Z10, Z10
+	VPTERNLOGD   $0xEA, Z18, Z17, Z10
+	VPSHUFB      Z10, Z16, Z10
+	VPSRLW       $4, Z11, Z18
+	VPSLLW       $8, Z11, Z11
+	VPTERNLOGD   $0xEA, Z18, Z17, Z11
+	VPSHUFB      Z11, Z16, Z11
+	VPSRLW       $4, Z12, Z18
+	VPSLLW       $8, Z12, Z12
+	VPTERNLOGD   $0xEA, Z18, Z17, Z12
+	VPSHUFB      Z12, Z16, Z12
+	VPSRLW       $4, Z13, Z18
+	VPSLLW       $8, Z13, Z13
+	VPTERNLOGD   $0xEA, Z18, Z17, Z13
+	VPSHUFB      Z13, Z16, Z13
+	VPSRLW       $4, Z14, Z18
+	VPSLLW       $8, Z14, Z14
+	VPTERNLOGD   $0xEA, Z18, Z17, Z14
+	VPSHUFB      Z14, Z16, Z14
+	VPSRLW       $4, Z15, Z18
+	VPSLLW       $8, Z15, Z15
+	VPTERNLOGD   $0xEA, Z18, Z17, Z15
+	VPSHUFB      Z15, Z16, Z15
+	CALL         ·transpose16AVX512(SB)
+	VMOVDQU32    Z0, (DI)
+	VMOVDQU32    Z1, 256(DI)
+	VMOVDQU32    Z2, 512(DI)
+	VMOVDQU32    Z3, 768(DI)
+	VMOVDQU32    Z4, 1024(DI)
+	VMOVDQU32    Z5, 1280(DI)
+	VMOVDQU32    Z6, 1536(DI)
+	VMOVDQU32    Z7, 1792(DI)
+	VMOVDQU32    Z8, 2048(DI)
+	VMOVDQU32    Z9, 2304(DI)
+	VMOVDQU32    Z10, 2560(DI)
+	VMOVDQU32    Z11, 2816(DI)
+	VMOVDQU32    Z12, 3072(DI)
+	VMOVDQU32    Z13, 3328(DI)
+	VMOVDQU32    Z14, 3584(DI)
+	VMOVDQU32    Z15, 3840(DI)
+	ADDQ         $32, SI
+	ADDQ         $4096, DI
+	DECQ         CX
+	JNZ          pi8block
+	VZEROUPPER
+	RET
+
+// func kernI8x64(nkb int, a *int8, lda int, b *byte, sw, sa *float32, u *int32, c *float32)
+// The 8-bit GEMM's 6×64 tile: c[r·64 + j] += Σ over the nkb blocks of 64 depths of
+// (Σ_d b_u8[d, j]·a[r, d] − u[r]) · sw[j] · sa[r], the block's scales and corrections advancing
+// (sw 64 floats, sa and u 6 a block). a holds 6 rows of signed bytes lda apart; b the packed strip
+// (per four-depth step, 64 columns of 4 unsigned bytes); u each row's 128·Σ bytes, which the
+// codebook's +128 added. Per step four B vectors are loaded and each row's four bytes broadcast
+// once (a register, not an embedded broadcast, which would load them once an instruction) into
+// the 24 VPDPBUSD of the tile's int32 accumulators (Z8-Z31); after 16 steps they are made
+// exact products (− u), converted, scaled and added into c.
+TEXT ·kernI8x64(SB), NOSPLIT, $0-64
+	MOVQ nkb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ b+24(FP), DI
+	MOVQ sw+32(FP), R11
+	MOVQ sa+40(FP), R12
+	MOVQ u+48(FP), R13
+	MOVQ c+56(FP), R14
+
+ki8block:
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	MOVQ   $16, BX
+	MOVQ   SI, R9
+	LEAQ   (SI)(R8*2), R15
+	LEAQ   (R15)(R8*2), R10
+
+ki8step:
+	VMOVDQU32 (DI), Z0
+	VMOVDQU32 64(DI), Z1
+	VMOVDQU32 128(DI), Z2
+	VMOVDQU32 192(DI), Z3
+	VPBROADCASTD  (R9), Z4
+	VPDPBUSD      Z4, Z0, Z8
+	VPDPBUSD      Z4, Z1, Z9
+	VPDPBUSD      Z4, Z2, Z10
+	VPDPBUSD      Z4, Z3, Z11
+	VPBROADCASTD  (R9)(R8*1), Z5
+	VPDPBUSD      Z5, Z0, Z12
+	VPDPBUSD      Z5, Z1, Z13
+	VPDPBUSD      Z5, Z2, Z14
+	VPDPBUSD      Z5, Z3, Z15
+	VPBROADCASTD  (R15), Z6
+	VPDPBUSD      Z6, Z0, Z16
+	VPDPBUSD      Z6, Z1, Z17
+	VPDPBUSD      Z6, Z2, Z18
+	VPDPBUSD      Z6, Z3, Z19
+	VPBROADCASTD  (R15)(R8*1), Z7
+	VPDPBUSD      Z7, Z0, Z20
+	VPDPBUSD      Z7, Z1, Z21
+	VPDPBUSD      Z7, Z2, Z22
+	VPDPBUSD      Z7, Z3, Z23
+	VPBROADCASTD  (R10), Z4
+	VPDPBUSD      Z4, Z0, Z24
+	VPDPBUSD      Z4, Z1, Z25
+	VPDPBUSD      Z4, Z2, Z26
+	VPDPBUSD      Z4, Z3, Z27
+	VPBROADCASTD  (R10)(R8*1), Z5
+	VPDPBUSD      Z5, Z0, Z28
+	VPDPBUSD      Z5, Z1, Z29
+	VPDPBUSD      Z5, Z2, Z30
+	VPDPBUSD      Z5, Z3, Z31
+	ADDQ $256, DI
+	ADDQ $4, R9
+	ADDQ $4, R15
+	ADDQ $4, R10
+	DECQ BX
+	JNZ  ki8step
+
+	VPBROADCASTD 0(R13), Z4
+	VBROADCASTSS 0(R12), Z5
+	VPSUBD       Z4, Z8, Z8
+	VCVTDQ2PS    Z8, Z8
+	VMULPS       0(R11), Z8, Z8
+	VFMADD213PS  0(R14), Z5, Z8
+	VMOVUPS      Z8, 0(R14)
+	VPSUBD       Z4, Z9, Z9
+	VCVTDQ2PS    Z9, Z9
+	VMULPS       64(R11), Z9, Z9
+	VFMADD213PS  64(R14), Z5, Z9
+	VMOVUPS      Z9, 64(R14)
+	VPSUBD       Z4, Z10, Z10
+	VCVTDQ2PS    Z10, Z10
+	VMULPS       128(R11), Z10, Z10
+	VFMADD213PS  128(R14), Z5, Z10
+	VMOVUPS      Z10, 128(R14)
+	VPSUBD       Z4, Z11, Z11
+	VCVTDQ2PS    Z11, Z11
+	VMULPS       192(R11), Z11, Z11
+	VFMADD213PS  192(R14), Z5, Z11
+	VMOVUPS      Z11, 192(R14)
+	VPBROADCASTD 4(R13), Z4
+	VBROADCASTSS 4(R12), Z5
+	VPSUBD       Z4, Z12, Z12
+	VCVTDQ2PS    Z12, Z12
+	VMULPS       0(R11), Z12, Z12
+	VFMADD213PS  256(R14), Z5, Z12
+	VMOVUPS      Z12, 256(R14)
+	VPSUBD       Z4, Z13, Z13
+	VCVTDQ2PS    Z13, Z13
+	VMULPS       64(R11), Z13, Z13
+	VFMADD213PS  320(R14), Z5, Z13
+	VMOVUPS      Z13, 320(R14)
+	VPSUBD       Z4, Z14, Z14
+	VCVTDQ2PS    Z14, Z14
+	VMULPS       128(R11), Z14, Z14
+	VFMADD213PS  384(R14), Z5, Z14
+	VMOVUPS      Z14, 384(R14)
+	VPSUBD       Z4, Z15, Z15
+	VCVTDQ2PS    Z15, Z15
+	VMULPS       192(R11), Z15, Z15
+	VFMADD213PS  448(R14), Z5, Z15
+	VMOVUPS      Z15, 448(R14)
+	VPBROADCASTD 8(R13), Z4
+	VBROADCASTSS 8(R12), Z5
+	VPSUBD       Z4, Z16, Z16
+	VCVTDQ2PS    Z16, Z16
+	VMULPS       0(R11), Z16, Z16
+	VFMADD213PS  512(R14), Z5, Z16
+	VMOVUPS      Z16, 512(R14)
+	VPSUBD       Z4, Z17, Z17
+	VCVTDQ2PS    Z17, Z17
+	VMULPS       64(R11), Z17, Z17
+	VFMADD213PS  576(R14), Z5, Z17
+	VMOVUPS      Z17, 576(R14)
+	VPSUBD       Z4, Z18, Z18
+	VCVTDQ2PS    Z18, Z18
+	VMULPS       128(R11), Z18, Z18
+	VFMADD213PS  640(R14), Z5, Z18
+	VMOVUPS      Z18, 640(R14)
+	VPSUBD       Z4, Z19, Z19
+	VCVTDQ2PS    Z19, Z19
+	VMULPS       192(R11), Z19, Z19
+	VFMADD213PS  704(R14), Z5, Z19
+	VMOVUPS      Z19, 704(R14)
+	VPBROADCASTD 12(R13), Z4
+	VBROADCASTSS 12(R12), Z5
+	VPSUBD       Z4, Z20, Z20
+	VCVTDQ2PS    Z20, Z20
+	VMULPS       0(R11), Z20, Z20
+	VFMADD213PS  768(R14), Z5, Z20
+	VMOVUPS      Z20, 768(R14)
+	VPSUBD       Z4, Z21, Z21
+	VCVTDQ2PS    Z21, Z21
+	VMULPS       64(R11), Z21, Z21
+	VFMADD213PS  832(R14), Z5, Z21
+	VMOVUPS      Z21, 832(R14)
+	VPSUBD       Z4, Z22, Z22
+	VCVTDQ2PS    Z22, Z22
+	VMULPS       128(R11), Z22, Z22
+	VFMADD213PS  896(R14), Z5, Z22
+	VMOVUPS      Z22, 896(R14)
+	VPSUBD       Z4, Z23, Z23
+	VCVTDQ2PS    Z23, Z23
+	VMULPS       192(R11), Z23, Z23
+	VFMADD213PS  960(R14), Z5, Z23
+	VMOVUPS      Z23, 960(R14)
+	VPBROADCASTD 16(R13), Z4
+	VBROADCASTSS 16(R12), Z5
+	VPSUBD       Z4, Z24, Z24
+	VCVTDQ2PS    Z24, Z24
+	VMULPS       0(R11), Z24, Z24
+	VFMADD213PS  1024(R14), Z5, Z24
+	VMOVUPS      Z24, 1024(R14)
+	VPSUBD       Z4, Z25, Z25
+	VCVTDQ2PS    Z25, Z25
+	VMULPS       64(R11), Z25, Z25
+	VFMADD213PS  1088(R14), Z5, Z25
+	VMOVUPS      Z25, 1088(R14)
+	VPSUBD       Z4, Z26, Z26
+	VCVTDQ2PS    Z26, Z26
+	VMULPS       128(R11), Z26, Z26
+	VFMADD213PS  1152(R14), Z5, Z26
+	VMOVUPS      Z26, 1152(R14)
+	VPSUBD       Z4, Z27, Z27
+	VCVTDQ2PS    Z27, Z27
+	VMULPS       192(R11), Z27, Z27
+	VFMADD213PS  1216(R14), Z5, Z27
+	VMOVUPS      Z27, 1216(R14)
+	VPBROADCASTD 20(R13), Z4
+	VBROADCASTSS 20(R12), Z5
+	VPSUBD       Z4, Z28, Z28
+	VCVTDQ2PS    Z28, Z28
+	VMULPS       0(R11), Z28, Z28
+	VFMADD213PS  1280(R14), Z5, Z28
+	VMOVUPS      Z28, 1280(R14)
+	VPSUBD       Z4, Z29, Z29
+	VCVTDQ2PS    Z29, Z29
+	VMULPS       64(R11), Z29, Z29
+	VFMADD213PS  1344(R14), Z5, Z29
+	VMOVUPS      Z29, 1344(R14)
+	VPSUBD       Z4, Z30, Z30
+	VCVTDQ2PS    Z30, Z30
+	VMULPS       128(R11), Z30, Z30
+	VFMADD213PS  1408(R14), Z5, Z30
+	VMOVUPS      Z30, 1408(R14)
+	VPSUBD       Z4, Z31, Z31
+	VCVTDQ2PS    Z31, Z31
+	VMULPS       192(R11), Z31, Z31
+	VFMADD213PS  1472(R14), Z5, Z31
+	VMOVUPS      Z31, 1472(R14)
+	ADDQ $64, SI
+	ADDQ $256, R11
+	ADDQ $24, R12
+	ADDQ $24, R13
+	DECQ CX
+	JNZ  ki8block
+	VZEROUPPER
+	RET

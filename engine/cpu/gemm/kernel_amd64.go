@@ -175,6 +175,23 @@ func absMax64AVX512(nblk int, x *float32, amax, abssum *float32)
 //go:noescape
 func quantI8AVX512(n128 int, x, inv *float32, xq *int8, sums *int32, perm *[64]byte)
 
+// quantRowsI8AVX512 rounds x's nblk 64-float blocks to signed bytes round(x·inv[b]) in order and
+// sets sums[b] to each block's Σ bytes.
+//
+//go:noescape
+func quantRowsI8AVX512(nblk int, x, inv *float32, xq *int8, sums *int32)
+
+// packI8AVX512 packs 16 columns of the 8-bit GEMM's B strip from 16 rows of W's codes (ldw bytes
+// apart), nkb blocks of 64 codes, into dst (four-depth steps 256 bytes apart).
+//
+//go:noescape
+func packI8AVX512(nkb int, w *byte, ldw int, table *[64]byte, dst *byte)
+
+// kernI8x64 is the 8-bit GEMM's 6×64 tile over nkb blocks of 64 depths (see the assembly).
+//
+//go:noescape
+func kernI8x64(nkb int, a *int8, lda int, b *byte, sw, sa *float32, u *int32, c *float32)
+
 // gemv4bf16AVX512 is gemv4g128AVX512 in bfloat16 (x rounded, as xb, and the codebook, as table):
 // see the assembly for xb's order.
 //

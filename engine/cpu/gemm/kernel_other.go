@@ -36,6 +36,18 @@ func quantI8AVX512(n128 int, x, inv *float32, xq *int8, sums *int32, perm *[64]b
 	panic("gemm: no assembly kernels in this build")
 }
 
+func quantRowsI8AVX512(nblk int, x, inv *float32, xq *int8, sums *int32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func packI8AVX512(nkb int, w *byte, ldw int, table *[64]byte, dst *byte) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func kernI8x64(nkb int, a *int8, lda int, b *byte, sw, sa *float32, u *int32, c *float32) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32) {
 	panic("gemm: no assembly kernels in this build")
 }
