@@ -85,6 +85,11 @@ func TestRoofline(t *testing.T) {
 	require.Equal(t, 200e9, rl.forKernel(KernelGEMM).PeakFLOPS)
 	require.Equal(t, 200e9, rl.forKernel(KernelGEMVBF16).PeakFLOPS) // memory-bound: the read ceiling decides
 	require.Equal(t, 200e9, Roofline{PeakFLOPS: 200e9, Bandwidth: 15e9}.forKernel(KernelGEMMBF16).PeakFLOPS)
+	// The 8-bit dot product's peak likewise for the 8-bit GEMM.
+	rl = CPUCeilings{FMAPeakAll: 200e9, I8Peak1: 450e9, I8PeakAll: 800e9, ReadAll: 15e9}.roofline()
+	require.Equal(t, 800e9, rl.forKernel(KernelGEMMI8).PeakFLOPS)
+	require.Equal(t, 200e9, rl.forKernel(KernelGEMVI8).PeakFLOPS)
+	require.Equal(t, 200e9, rl.forKernel(KernelGEMMBF16).PeakFLOPS, "no bfloat16 peak measured")
 }
 
 // The published configs (config.json of each repository), written out independently of shapes.go.
@@ -136,7 +141,7 @@ func TestCaseWork(t *testing.T) {
 		require.False(t, seen[c.ID], "duplicate case %s", c.ID)
 		seen[c.ID] = true
 	}
-	require.Len(t, cs, 4+4+4+4+4+4+2+3+1) // GEMV (also in bfloat16 and 8-bit) and GEMM (also in bfloat16), LoRA, IA3, attention, RMSNorm
+	require.Len(t, cs, 4+4+4+4+4+4+4+2+3+1) // GEMV and GEMM, each also in bfloat16 and 8-bit, LoRA, IA3, attention, RMSNorm
 }
 
 func fakeReport() *Report {

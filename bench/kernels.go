@@ -15,6 +15,7 @@ const (
 	KernelGEMVI8        = "nf4_gemv_i8"
 	KernelGEMM          = "nf4_gemm"
 	KernelGEMMBF16      = "nf4_gemm_bf16"
+	KernelGEMMI8        = "nf4_gemm_i8"
 	KernelLoRAFwd       = "lora_fwd_fused"
 	KernelLoRAFwdUnfuse = "lora_fwd_unfused"
 	KernelLoRABwd       = "lora_bwd_fused"
@@ -28,7 +29,7 @@ const (
 )
 
 // AllKernels lists every kernel in report order.
-var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMVI8, KernelGEMM, KernelGEMMBF16, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
+var AllKernels = []string{KernelGEMV, KernelGEMVBF16, KernelGEMVI8, KernelGEMM, KernelGEMMBF16, KernelGEMMI8, KernelLoRAFwd, KernelLoRAFwdUnfuse, KernelLoRABwd, KernelLoRABwdUnfuse,
 	KernelIA3Fwd, KernelIA3Bwd, KernelAttnPrefill, KernelAttnDecode, KernelAttnBwd, KernelRMSNorm}
 
 // Dims are a case's sizes: M rows (tokens), N outputs, K inputs, R the LoRA rank; for attention
@@ -128,7 +129,7 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 		switch kernel {
 		case KernelGEMVBF16, KernelGEMMBF16:
 			q.Compute = engine.BF16
-		case KernelGEMVI8:
+		case KernelGEMVI8, KernelGEMMI8:
 			q.Compute = engine.I8
 		}
 		return []*engine.Node{g.QMatMul(f32(in, "x", rows, k), p, a, q)}
@@ -138,6 +139,12 @@ func qmmCase(kernel string, m ModelShape, proj string, rows, n, k int) Case {
 		c.cold = []string{"packed", "absmax"}
 	}
 	return c
+}
+
+// GEMMI8Case is GEMMCase with 8-bit products allowed, which the CPU takes where it has AVX512_VNNI
+// (measured on the CPU only, against the 8-bit dot product's peak).
+func GEMMI8Case(m ModelShape, proj string, rows, n, k int) Case {
+	return qmmCase(KernelGEMMI8, m, proj, rows, n, k)
 }
 
 // loraScale is alpha/r for the common alpha = 2r.
@@ -293,6 +300,9 @@ func Cases(m ModelShape, tokens, context, rank int, kernels []string, loraProjs 
 	}
 	for _, p := range ups {
 		add(GEMMBF16Case(m, p.Name, tokens, p.Out, p.In))
+	}
+	for _, p := range ups {
+		add(GEMMI8Case(m, p.Name, tokens, p.Out, p.In))
 	}
 	for _, p := range m.Projections() {
 		for _, lp := range loraProjs {

@@ -82,7 +82,7 @@ func trainRefID(t TrainResult) string {
 // refKind maps a lathe kernel to the reference computation of the same shape ("" if none).
 func refKind(kernel string) string {
 	switch kernel {
-	case KernelGEMV, KernelGEMVBF16, KernelGEMVI8, KernelGEMM, KernelGEMMBF16:
+	case KernelGEMV, KernelGEMVBF16, KernelGEMVI8, KernelGEMM, KernelGEMMBF16, KernelGEMMI8:
 		return "nf4_matmul"
 	case KernelLoRAFwd, KernelLoRAFwdUnfuse:
 		return "lora_fwd"

@@ -21,13 +21,19 @@ type Roofline struct {
 	// PeakBF16 is the bfloat16 dot product's flop/s (VDPBF16PS, CPUs with AVX512_BF16 only): the
 	// compute ceiling of kernels that multiply in bfloat16 (forKernel).
 	PeakBF16 float64 `json:"peak_bf16_flops,omitempty"`
+	// PeakI8 is the 8-bit dot product's operations a second (VPDPBUSD, CPUs with AVX512_VNNI
+	// only): the compute ceiling of kernels that multiply bytes.
+	PeakI8 float64 `json:"peak_i8_ops,omitempty"`
 }
 
-// forKernel is the roofline of kernel: its compute ceiling the bfloat16 one for a kernel that
-// multiplies in bfloat16, where that was measured.
+// forKernel is the roofline of kernel: its compute ceiling the bfloat16 or 8-bit one for a kernel
+// that multiplies so, where that was measured.
 func (r Roofline) forKernel(kernel string) Roofline {
-	if kernel == KernelGEMMBF16 && r.PeakBF16 > 0 {
+	switch {
+	case kernel == KernelGEMMBF16 && r.PeakBF16 > 0:
 		r.PeakFLOPS = r.PeakBF16
+	case kernel == KernelGEMMI8 && r.PeakI8 > 0:
+		r.PeakFLOPS = r.PeakI8
 	}
 	return r
 }
@@ -77,6 +83,10 @@ type CPUCeilings struct {
 	// accumulators, one thread and all, where the CPU has AVX512_BF16.
 	BF16Peak1   float64 `json:"bf16_peak_1,omitempty"`
 	BF16PeakAll float64 `json:"bf16_peak_all,omitempty"`
+	// I8Peak1 and I8PeakAll are operations a second of the 8-bit dot product (VPDPBUSD) on
+	// independent accumulators, one thread and all, where the CPU has AVX512_VNNI.
+	I8Peak1   float64 `json:"i8_peak_1,omitempty"`
+	I8PeakAll float64 `json:"i8_peak_all,omitempty"`
 	// Read1 and ReadAll are bytes/s of a streaming read with Unit's vector loads, one thread and
 	// all; CopyAll is bytes read plus written per second by a copy on all threads.
 	Read1   float64 `json:"read_1"`
@@ -90,7 +100,7 @@ type CPUCeilings struct {
 // figure where that is higher (all cores can do what one does; a lower all-core figure means other
 // work on the host took cores during the measurement).
 func (c CPUCeilings) roofline() Roofline {
-	return Roofline{PeakFLOPS: max(c.FMAPeakAll, c.FMAPeak1), Bandwidth: max(c.ReadAll, c.Read1), PeakBF16: max(c.BF16PeakAll, c.BF16Peak1)}
+	return Roofline{PeakFLOPS: max(c.FMAPeakAll, c.FMAPeak1), Bandwidth: max(c.ReadAll, c.Read1), PeakBF16: max(c.BF16PeakAll, c.BF16Peak1), PeakI8: max(c.I8PeakAll, c.I8Peak1)}
 }
 
 // widestUnit is the widest vector unit this CPU runs.
@@ -116,6 +126,10 @@ func measureCPUCeilings(elems int, d time.Duration) CPUCeilings {
 		c.BF16Peak1 = ceiling.FMAPeak(ceiling.AVX512BF16, 1, d)
 		c.BF16PeakAll = ceiling.FMAPeak(ceiling.AVX512BF16, th, d)
 	}
+	if ceiling.Has(ceiling.AVX512VNNI) {
+		c.I8Peak1 = ceiling.FMAPeak(ceiling.AVX512VNNI, 1, d)
+		c.I8PeakAll = ceiling.FMAPeak(ceiling.AVX512VNNI, th, d)
+	}
 	src, dst := make([]float32, elems), make([]float32, elems)
 	for i := range src {
 		src[i] = float32(i&1023) * 0x1p-10
@@ -130,6 +144,7 @@ func measureCPUCeilings(elems int, d time.Duration) CPUCeilings {
 func bestCPU(a, b CPUCeilings) CPUCeilings {
 	a.FMAPeak1, a.FMAPeakAll, a.FMAPeakAVX2 = max(a.FMAPeak1, b.FMAPeak1), max(a.FMAPeakAll, b.FMAPeakAll), max(a.FMAPeakAVX2, b.FMAPeakAVX2)
 	a.BF16Peak1, a.BF16PeakAll = max(a.BF16Peak1, b.BF16Peak1), max(a.BF16PeakAll, b.BF16PeakAll)
+	a.I8Peak1, a.I8PeakAll = max(a.I8Peak1, b.I8Peak1), max(a.I8PeakAll, b.I8PeakAll)
 	a.Read1, a.ReadAll, a.CopyAll = max(a.Read1, b.Read1), max(a.ReadAll, b.ReadAll), max(a.CopyAll, b.CopyAll)
 	return a
 }
@@ -143,6 +158,9 @@ func (c CPUCeilings) describe() string {
 	}
 	if c.BF16PeakAll > 0 {
 		s += fmt.Sprintf("; bfloat16 dot products (VDPBF16PS, the ceiling of the bf16 kernels) %.1f on 1 thread, %.1f on %d", c.BF16Peak1/1e9, c.BF16PeakAll/1e9, c.Threads)
+	}
+	if c.I8PeakAll > 0 {
+		s += fmt.Sprintf("; 8-bit dot products (VPDPBUSD, the ceiling of the i8 GEMM; GOP/s) %.1f on 1 thread, %.1f on %d", c.I8Peak1/1e9, c.I8PeakAll/1e9, c.Threads)
 	}
 	s += fmt.Sprintf(". Streaming read with %s loads over %d MiB: **%.1f GB/s on 1 thread, %.1f on %d**; copy %.1f GB/s (read + written) on %d.",
 		c.Unit, c.BufferBytes>>20, c.Read1/1e9, c.ReadAll/1e9, c.Threads, c.CopyAll/1e9, c.Threads)
@@ -159,7 +177,7 @@ func efficiency(one, all float64, threads int) float64 {
 
 // cpuVariants are the kernels measured again on the CPU backend, on one thread and on the AVX2
 // path (where the CPU is wider), beside their all-thread, widest-path figure.
-var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMVI8: true, KernelGEMM: true, KernelGEMMBF16: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
+var cpuVariants = map[string]bool{KernelGEMV: true, KernelGEMVBF16: true, KernelGEMVI8: true, KernelGEMM: true, KernelGEMMBF16: true, KernelGEMMI8: true, KernelLoRAFwd: true, KernelAttnPrefill: true,
 	KernelAttnDecode: true, KernelAttnBwd: true, KernelRMSNorm: true}
 
 // withISA runs f with the CPU kernels limited to isa, then restores the previous path.

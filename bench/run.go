@@ -247,7 +247,7 @@ func runDevice(ctx, kctx context.Context, p engine.Provider, d engine.DeviceInfo
 			if (c.Kernel == KernelGEMVBF16 || c.Kernel == KernelGEMMBF16) && (d.Backend != "cpu" || !gemm.HasBF16()) {
 				continue // elsewhere the allowance changes nothing: nf4_gemv again
 			}
-			if c.Kernel == KernelGEMVI8 && (d.Backend != "cpu" || !gemm.HasI8()) {
+			if (c.Kernel == KernelGEMVI8 || c.Kernel == KernelGEMMI8) && (d.Backend != "cpu" || !gemm.HasI8()) {
 				continue
 			}
 			cases = append(cases, c)

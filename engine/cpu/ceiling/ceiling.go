@@ -22,12 +22,17 @@ const (
 	// AVX512BF16 is the bfloat16 dot product VDPBF16PS: 16 f32 lanes, each adding two products.
 	// It is not a unit for reads (readSum): FMAPeak only.
 	AVX512BF16 Unit = "avx512_bf16"
+	// AVX512VNNI is the 8-bit dot product VPDPBUSD: 16 int32 lanes, each adding four products of
+	// bytes. Like AVX512BF16, FMAPeak only; its "flops" are 8-bit operations.
+	AVX512VNNI Unit = "avx512_vnni"
 )
 
 // Lanes is the number of multiply-adds one instruction of the unit does: its f32 lanes, or for
-// AVX512BF16 its 32 bfloat16 products.
+// AVX512BF16 its 32 bfloat16 products, for AVX512VNNI its 64 byte products.
 func (u Unit) Lanes() int {
 	switch u {
+	case AVX512VNNI:
+		return 64
 	case AVX512BF16:
 		return 32
 	case AVX512:

@@ -11,6 +11,8 @@ func Has(u Unit) bool {
 		return cpu.X86.HasAVX512F
 	case AVX512BF16:
 		return cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16
+	case AVX512VNNI:
+		return cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI
 	case AVX2:
 		return cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	case Scalar:
@@ -50,6 +52,9 @@ func fma256(n int) float32
 func dpbf16512(n int) float32
 
 //go:noescape
+func dpbusd512(n int) float32
+
+//go:noescape
 func read512(n int, x *float32) float32
 
 //go:noescape
@@ -61,6 +66,8 @@ func fmaLoop(u Unit, n int) float32 {
 		return fma512(n)
 	case AVX512BF16:
 		return dpbf16512(n)
+	case AVX512VNNI:
+		return dpbusd512(n)
 	case AVX2:
 		return fma256(n)
 	}

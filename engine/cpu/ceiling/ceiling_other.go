@@ -17,3 +17,4 @@ func readSum(u Unit, x []float32) float32 { return readSumGo(x) }
 func fma512(n int) float32    { panic("ceiling: no AVX-512 loop in this build") }
 func fma256(n int) float32    { panic("ceiling: no AVX2 loop in this build") }
 func dpbf16512(n int) float32 { panic("ceiling: no AVX-512 BF16 loop in this build") }
+func dpbusd512(n int) float32 { panic("ceiling: no AVX-512 VNNI loop in this build") }

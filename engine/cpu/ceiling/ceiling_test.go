@@ -54,6 +54,12 @@ func TestFMALoop(t *testing.T) {
 				t.Errorf("avx512 n=%d: %v, want %v", n, got, 3*acc)
 			}
 		}
+		if Has(AVX512VNNI) {
+			// Each accumulator gains four products of 1·1 a round; three are summed.
+			if got, want := float64(dpbusd512(n)), 12*float64(n); got != want {
+				t.Errorf("avx512_vnni n=%d: %v, want %v", n, got, want)
+			}
+		}
 		if Has(AVX512BF16) {
 			// Each accumulator gains 2·2⁻⁸·2⁻⁸ a round, exactly; three are summed.
 			if got, want := float64(dpbf16512(n)), 3*float64(n)*0x1p-15; got != want {
@@ -102,6 +108,13 @@ func TestProbes(t *testing.T) {
 	for i := range dst {
 		if dst[i] != buf[i] {
 			t.Fatalf("copy: dst[%d] = %v, want %v", i, dst[i], buf[i])
+		}
+	}
+	if Has(AVX512VNNI) {
+		// Four byte products a lane: more operations than the f32 FMA, at most 256 a cycle at 6 GHz.
+		f, fma := FMAPeak(AVX512VNNI, 1, d), FMAPeak(AVX512, 1, d)
+		if f < fma || f > 256*6e9 {
+			t.Errorf("avx512_vnni peak %.3g op/s (f32 FMA %.3g)", f, fma)
 		}
 	}
 	if Has(AVX512BF16) {

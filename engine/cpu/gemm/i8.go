@@ -102,12 +102,16 @@ func gemm4i8(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 				}
 				packI8AVX512(nkb, w, ldw, &table, &bb[4*g])
 			}
-			for b := 0; b < nkb; b++ {
-				for j := 0; j < 64; j++ {
-					sw[b*64+j] = 0
-					if j < cols {
-						sw[b*64+j] = q.absmax[((j0+j)*k+64*b)/q.bs] / 127
+			clear(sw)
+			for j := 0; j < cols; j++ {
+				if q.bs == 64 { // a block a column and step: no division
+					for b, a := range q.absmax[(j0+j)*nkb : (j0+j+1)*nkb] {
+						sw[b*64+j] = a / 127
 					}
+					continue
+				}
+				for b := 0; b < nkb; b++ {
+					sw[b*64+j] = q.absmax[((j0+j)*k+64*b)/q.bs] / 127
 				}
 			}
 			for t := 0; t < tiles; t++ {
