@@ -52,19 +52,8 @@ func gemm4i8(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
 	clear(sa)
 	clear(u)
 	amax, abssum, inv := buf[len(buf)-3*m*nkb:len(buf)-2*m*nkb], buf[len(buf)-2*m*nkb:len(buf)-m*nkb], buf[len(buf)-m*nkb:]
-	absMax64AVX512(m*nkb, &x[0], &amax[0], &abssum[0])
-	for b := range inv {
-		inv[b] = 0
-		if amax[b] > 0 && abssum[b] <= math.MaxFloat32 {
-			inv[b] = 127 / amax[b]
-		}
-	}
+	i8Scales(x, amax, abssum, inv)
 	sums := unsafe.Slice((*int32)(unsafe.Pointer(&abssum[0])), m*nkb) // abssum is read: reuse it
-	for b := range abssum {
-		if !(abssum[b] <= math.MaxFloat32) {
-			amax[b] = float32(math.NaN()) // a NaN or an infinity: the row's results NaN
-		}
-	}
 	quantRowsI8AVX512(m*nkb, &x[0], &inv[0], &xq[0], &sums[0])
 	for i := 0; i < m; i++ {
 		t, r := i/6, i%6
@@ -163,28 +152,35 @@ func quantizeI8(xq []int8, xs, x []float32) {
 	defer putBuf(bp)
 	amax, abssum, inv := (*bp)[:nb], (*bp)[nb:2*nb], (*bp)[2*nb:3*nb]
 	sums := unsafe.Slice((*int32)(unsafe.Pointer(&(*bp)[3*nb])), nb)
-	absMax64AVX512(nb, &x[0], &amax[0], &abssum[0])
-	for b := range amax {
-		inv[b] = 0
-		if amax[b] > 0 && abssum[b] <= math.MaxFloat32 {
-			inv[b] = 127 / amax[b]
-		}
-	}
+	i8Scales(x, amax, abssum, inv)
 	quantI8AVX512(nb/2, &x[0], &inv[0], &xq[0], &sums[0], &oddEven)
 	for g := 0; g < nb/2; g++ {
 		gs := xs[32*g : 32*g+32]
 		for h := 0; h < 2; h++ {
 			b := 2*g + h
 			s := amax[b] / 127 / 127 // the codebook's bytes are code·127: their 127 leaves here
-			if !(abssum[b] <= math.MaxFloat32) {
-				// A NaN or an infinity: the NaN scale makes the row's result NaN, as the float32
-				// product's would be.
-				s = float32(math.NaN())
-			}
 			for l := 0; l < 8; l++ {
 				gs[8*h+l] = s
 				gs[16+8*h+l] = 128 * s * float32(sums[b]) / 8
 			}
+		}
+	}
+}
+
+// i8Scales sets, for each 64-element block b of x, amax[b] to its largest magnitude and inv[b] to
+// 127/amax[b] (0 for a block of zeros), the multiplier that rounds it to signed bytes. A block
+// holding a NaN or an infinity gets inv 0 and amax NaN: the NaN scale makes its results NaN, as
+// the float32 product's would be. abssum (Σ|x| a block, how such a block is found: VMAXPS drops
+// NaNs) is left as scratch.
+func i8Scales(x, amax, abssum, inv []float32) {
+	absMax64AVX512(len(amax), &x[0], &amax[0], &abssum[0])
+	for b, a := range amax {
+		inv[b] = 0
+		switch {
+		case !(abssum[b] <= math.MaxFloat32):
+			amax[b] = float32(math.NaN())
+		case a > 0:
+			inv[b] = 127 / a
 		}
 	}
 }
