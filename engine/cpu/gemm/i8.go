@@ -11,8 +11,9 @@ func HasI8() bool { return hasI8 && useAVX512 }
 
 // MatMul4I8 is MatMul4 (y = β·y + x·Wᵀ, or with transW y = β·y + x·W) with 8-bit products where
 // this CPU has VPDPBUSD (HasI8), llama.cpp's route to a decoding GEMV at the memory's speed:
-//   - one row of x (a decoding step; not transW), k a multiple of 128 and a blocksize of 64 or a
-//     multiple of 128: each 64-element block of x rounded to signed bytes with its own scale
+//   - up to 16 rows of x (a decoding step, batched or not; not transW), k a multiple of 128 and a
+//     blocksize of 64 or a multiple of 128: each 64-element block of x rounded to signed bytes
+//     with its own scale
 //     (absmax/127, as llama.cpp's Q8 blocks), the codebook rounded to code·127, their products
 //     summed exactly in int32 a block and scaled in float32 by both blocks' scales;
 //   - more than 16 rows (a prompt; not transW), k and the blocksize multiples of 64: the same
@@ -27,6 +28,9 @@ func MatMul4I8(transW bool, m, n, k int, x []float32, packed []byte, absmax []fl
 	case !HasI8() || transW || n <= 0 || k <= 0:
 	case m == 1 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
 		gemv4i8(q, n, k, x[:k], beta, y[:n])
+		return
+	case m <= smallM4 && k%128 == 0 && (blocksize == 64 || blocksize%128 == 0):
+		gemv4i8Rows(q, m, n, k, x[:m*k], beta, y[:m*n])
 		return
 	case m > smallM4 && k%64 == 0 && blocksize%64 == 0:
 		gemm4i8(q, m, n, k, x[:m*k], beta, y[:m*n])
@@ -128,6 +132,38 @@ func gemv4i8(q *quant4, n, k int, x []float32, beta float32, y []float32) {
 			gemv4i8AVX512(rows, k/128, &xq[0], &xs[0], w, scales, &table, &out[j0])
 		})
 	})
+}
+
+// gemv4i8Rows is MatMul4I8's GEMV for 2 to 16 rows of x (batched decoding): each stretch of 32
+// rows of W is decoded once for four rows of x at a time (gemv4i8x4AVX512), and read again from
+// cache for the next four; a last pass runs on zero rows (bytes and scales 0).
+func gemv4i8Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float32) {
+	m4 := (m + 3) &^ 3
+	b := getBuf(m4*k/4 + m4*k/4) // each row's bytes, then its scales (32 floats a 128 group)
+	defer putBuf(b)
+	xq := unsafe.Slice((*int8)(unsafe.Pointer(&(*b)[0])), m4*k)
+	xs := (*b)[m4*k/4 : m4*k/2]
+	clear(xq[m*k:])
+	clear(xs[m*k/4:])
+	for i := 0; i < m; i++ {
+		quantizeI8(xq[i*k:(i+1)*k], xs[i*k/4:(i+1)*k/4], x[i*k:(i+1)*k])
+	}
+	table := i8Codes(q.code)
+	ob := getBuf(m4 * n)
+	defer putBuf(ob)
+	o := (*ob)[:m4*n]
+	scalesPerRow := k / 64
+	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
+		ws := unsafe.Slice(w, rows*k/2)
+		ss := unsafe.Slice(scales, rows*scalesPerRow)
+		for r0 := 0; r0 < rows; r0 += 32 {
+			rr := min(32, rows-r0)
+			for i0 := 0; i0 < m4; i0 += 4 {
+				gemv4i8x4AVX512(rr, k/128, &xq[i0*k], k, &xs[i0*k/4], k/4, &ws[r0*k/2], &ss[r0*scalesPerRow], &table, &o[i0*n+j0+r0], n)
+			}
+		}
+	})
+	addScaled(y, o, beta) // the first m rows
 }
 
 // i8Codes is the GEMV kernel's VPSHUFB table: the codebook as round(code·127) + 128 (unsigned

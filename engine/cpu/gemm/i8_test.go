@@ -39,9 +39,9 @@ func i8Reference(code *[16]float32, packed []byte, absmax []float32, bs, k, o in
 	return rounded, exact, 2 * mag
 }
 
-// MatMul4I8, where it runs on 8-bit integers (a CPU with AVX512_VNNI: one row with k a multiple
-// of 128 and a blocksize of 64 or a multiple of 128, or more than 16 rows with k and the blocksize
-// multiples of 64), matches the float64 product of its own roundings of x and the codebook, differs
+// MatMul4I8, where it runs on 8-bit integers (a CPU with AVX512_VNNI: up to 16 rows with k a
+// multiple of 128 and a blocksize of 64 or a multiple of 128, or more than 16 rows with k and the
+// blocksize multiples of 64), matches the float64 product of its own roundings of x and the codebook, differs
 // from the exact product by no more than those roundings allow, and by more than float32 rounding
 // could somewhere (the 8-bit paths ran). Every other call is MatMul4BF16's, bit for bit. Rows and columns
 // that fill no 6×64 tile or 16-column group. A NaN or an infinity in x makes y NaN.
@@ -54,6 +54,7 @@ func TestMatMul4I8AgainstFloat64(t *testing.T) {
 			code := codebooks[name]
 			for _, bs := range []int{32, 64, 128, 256} {
 				for _, dims := range [][3]int{{1, 1, 128}, {1, 37, 256}, {1, 300, 1024}, {1, 19, 384}, {1, 5, 301}, {2, 33, 256}, {1, 67, 64},
+					{3, 70, 256}, {4, 300, 384}, {6, 5, 128}, {16, 40, 256}, {7, 9, 200},
 					{17, 64, 128}, {23, 70, 192}, {40, 129, 256}, {20, 13, 64}, {17, 16, 100}} {
 					m, n, k := dims[0], dims[1], dims[2]
 					packed, absmax := randQuant4(r, n, k, bs)
@@ -64,7 +65,7 @@ func TestMatMul4I8AgainstFloat64(t *testing.T) {
 					}
 					y0 := append([]float32(nil), y...)
 					MatMul4I8(false, m, n, k, x, packed, absmax, bs, code, beta, y)
-					gemv := m == 1 && k%128 == 0 && (bs == 64 || bs%128 == 0)
+					gemv := m <= smallM4 && k%128 == 0 && (bs == 64 || bs%128 == 0)
 					gemm := m > smallM4 && k%64 == 0 && bs%64 == 0
 					if !HasI8() || !(gemv || gemm) {
 						want := append([]float32(nil), y0...)

@@ -2505,3 +2505,124 @@ ki8step:
 	JNZ  ki8block
 	VZEROUPPER
 	RET
+
+// func gemv4i8x4AVX512(wrows, n128 int, xq *int8, ldx int, xs *float32, ldxs int, w *byte, scales *float32, table *[64]byte, out *float32, ldo int)
+// gemv4i8AVX512 for four rows of x (their bytes ldx apart, their scales ldxs floats apart) against
+// wrows rows of W, row r's result for W's row j at out[r·ldo + j]: each 64-byte group of W is
+// looked up once (VPSHUFB) for the four rows' VPDPBUSD. Z24-Z27 accumulate each row's scaled
+// sums, Z28-Z31 its 128·Σ corrections.
+TEXT ·gemv4i8x4AVX512(SB), NOSPLIT, $0-88
+	MOVQ         wrows+0(FP), DX
+	MOVQ         ldx+24(FP), R9
+	LEAQ         (R9)(R9*2), R10
+	MOVQ         ldxs+40(FP), R13
+	SHLQ         $2, R13
+	LEAQ         (R13)(R13*2), R14
+	MOVQ         w+48(FP), DI
+	MOVQ         scales+56(FP), BX
+	MOVQ         table+64(FP), AX
+	VMOVDQU32    (AX), Z14
+	MOVQ         out+72(FP), R8
+	MOVQ         ldo+80(FP), R11
+	SHLQ         $2, R11
+	LEAQ         (R11)(R11*2), R15
+	MOVL         $0x0F0F0F0F, AX
+	VPBROADCASTD AX, Z15
+	MOVL         $0xFF00, AX
+	KMOVW        AX, K1
+
+i8x4row:
+	MOVQ n128+8(FP), CX
+	MOVQ xq+16(FP), SI
+	MOVQ xs+32(FP), R12
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+i8x4loop:
+	PREFETCHT0   8192(DI)
+	VMOVDQU32    (DI), Z1
+	VPSRLW       $4, Z1, Z2
+	VPANDD       Z15, Z1, Z1
+	VPANDD       Z15, Z2, Z2
+	VPSHUFB      Z1, Z14, Z1
+	VPSHUFB      Z2, Z14, Z2
+	VBROADCASTSS (BX), Z3
+	VBROADCASTSS 4(BX), K1, Z3
+	VPXORD       Z16, Z16, Z16
+	VPDPBUSD     (SI), Z1, Z16
+	VPDPBUSD     64(SI), Z2, Z16
+	VCVTDQ2PS    Z16, Z16
+	VMULPS       (R12), Z3, Z17
+	VFMADD231PS  Z17, Z16, Z24
+	VFMADD231PS  64(R12), Z3, Z28
+	VPXORD       Z18, Z18, Z18
+	VPDPBUSD     (SI)(R9*1), Z1, Z18
+	VPDPBUSD     64(SI)(R9*1), Z2, Z18
+	VCVTDQ2PS    Z18, Z18
+	VMULPS       (R12)(R13*1), Z3, Z19
+	VFMADD231PS  Z19, Z18, Z25
+	VFMADD231PS  64(R12)(R13*1), Z3, Z29
+	VPXORD       Z20, Z20, Z20
+	VPDPBUSD     (SI)(R9*2), Z1, Z20
+	VPDPBUSD     64(SI)(R9*2), Z2, Z20
+	VCVTDQ2PS    Z20, Z20
+	VMULPS       (R12)(R13*2), Z3, Z21
+	VFMADD231PS  Z21, Z20, Z26
+	VFMADD231PS  64(R12)(R13*2), Z3, Z30
+	VPXORD       Z22, Z22, Z22
+	VPDPBUSD     (SI)(R10*1), Z1, Z22
+	VPDPBUSD     64(SI)(R10*1), Z2, Z22
+	VCVTDQ2PS    Z22, Z22
+	VMULPS       (R12)(R14*1), Z3, Z23
+	VFMADD231PS  Z23, Z22, Z27
+	VFMADD231PS  64(R12)(R14*1), Z3, Z31
+	ADDQ         $64, DI
+	ADDQ         $128, SI
+	ADDQ         $128, R12
+	ADDQ         $8, BX
+	DECQ         CX
+	JNZ          i8x4loop
+
+	VSUBPS        Z28, Z24, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)
+	VSUBPS        Z29, Z25, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)(R11*1)
+	VSUBPS        Z30, Z26, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)(R11*2)
+	VSUBPS        Z31, Z27, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	VMOVSS        X0, (R8)(R15*1)
+	ADDQ $4, R8
+	DECQ DX
+	JNZ  i8x4row
+	VZEROUPPER
+	RET

@@ -162,6 +162,12 @@ func gemv4g128AVX512(rows, n128 int, xp *float32, w *byte, scales *float32, tabl
 //go:noescape
 func gemv4i8AVX512(rows, n128 int, xq *int8, xs *float32, w *byte, scales *float32, table *[64]byte, y *float32)
 
+// gemv4i8x4AVX512 is gemv4i8AVX512 for four rows of x (bytes ldx apart, scales ldxs floats
+// apart) against wrows rows of W, row r's result for W's row j at out[r·ldo + j].
+//
+//go:noescape
+func gemv4i8x4AVX512(wrows, n128 int, xq *int8, ldx int, xs *float32, ldxs int, w *byte, scales *float32, table *[64]byte, out *float32, ldo int)
+
 // absMax64AVX512 sets amax[b] and abssum[b] to the largest |x| and Σ|x| of x's 64-float blocks
 // b < nblk.
 //

@@ -28,6 +28,10 @@ func gemv4i8AVX512(rows, n128 int, xq *int8, xs *float32, w *byte, scales *float
 	panic("gemm: no assembly kernels in this build")
 }
 
+func gemv4i8x4AVX512(wrows, n128 int, xq *int8, ldx int, xs *float32, ldxs int, w *byte, scales *float32, table *[64]byte, out *float32, ldo int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func absMax64AVX512(nblk int, x *float32, amax, abssum *float32) {
 	panic("gemm: no assembly kernels in this build")
 }

@@ -42,8 +42,8 @@ func BenchmarkSmallMTransB(b *testing.B) {
 }
 
 // BenchmarkMatMul4Rows: the fused NF4 GEMV for a decode batch of m rows, 2048 → 8192 (up_proj),
-// in GB/s of 4-bit weights read, and where the CPU has AVX512_BF16 the same in bfloat16
-// (MatMul4BF16) in the same run.
+// in GB/s of 4-bit weights read, and where the CPU has AVX512_BF16 and AVX512_VNNI the same in
+// bfloat16 (MatMul4BF16) and 8-bit (MatMul4I8) products in the same run.
 //
 //	go test -run '^$' -bench MatMul4Rows -benchtime 20x ./engine/cpu/gemm/
 func BenchmarkMatMul4Rows(b *testing.B) {
@@ -63,6 +63,14 @@ func BenchmarkMatMul4Rows(b *testing.B) {
 			b.Run(fmt.Sprintf("bf16/m=%d", m), func(b *testing.B) {
 				for range b.N {
 					MatMul4BF16(false, m, n, k, x, packed, absmax, bs, &quant.NF4Code, 0, y)
+				}
+				b.ReportMetric(float64(n*k)/2*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+		if HasI8() {
+			b.Run(fmt.Sprintf("i8/m=%d", m), func(b *testing.B) {
+				for range b.N {
+					MatMul4I8(false, m, n, k, x, packed, absmax, bs, &quant.NF4Code, 0, y)
 				}
 				b.ReportMetric(float64(n*k)/2*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 			})
