@@ -212,6 +212,16 @@ func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float3
 		bf16Block(xb[i*k:(i+1)*k], x[i*k:(i+1)*k])
 	}
 	table := bf16Codes(q.code)
+	q.gemvRows4(m4, n, k, beta, y, func(wrows, i0 int, w *byte, scales, out *float32) {
+		gemv4bf16x4AVX512(wrows, k/128, &xb[i0*k], k, w, scales, &table, out, n)
+	})
+}
+
+// gemvRows4 runs kernel, a GEMV of four rows of x from row i0 against wrows ≤ 32 rows of W (w their
+// first byte, scales theirs) writing out[r·n + j], over the stretches of 32 rows of W that gemvRows
+// hands out, for m4 rows of x four at a time (so each stretch, decoded once for four rows of x, is
+// read again from cache for the next four); then y = result + β·y for y's rows.
+func (q *quant4) gemvRows4(m4, n, k int, beta float32, y []float32, kernel func(wrows, i0 int, w *byte, scales, out *float32)) {
 	ob := getBuf(m4 * n)
 	defer putBuf(ob)
 	o := (*ob)[:m4*n]
@@ -220,13 +230,12 @@ func gemv4bf16Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float3
 		ws := unsafe.Slice(w, rows*k/2)
 		ss := unsafe.Slice(scales, rows*scalesPerRow)
 		for r0 := 0; r0 < rows; r0 += 32 {
-			rr := min(32, rows-r0)
 			for i0 := 0; i0 < m4; i0 += 4 {
-				gemv4bf16x4AVX512(rr, k/128, &xb[i0*k], k, &ws[r0*k/2], &ss[r0*scalesPerRow], &table, &o[i0*n+j0+r0], n)
+				kernel(min(32, rows-r0), i0, &ws[r0*k/2], &ss[r0*scalesPerRow], &o[i0*n+j0+r0])
 			}
 		}
 	})
-	addScaled(y, o, beta) // the first m rows
+	addScaled(y, o, beta) // the first rows, as many as y holds
 }
 
 // MatMul16BF16 is MatMul16 (y = β·y + x·Wᵀ, or with transW y = β·y + x·W, the backward pass's

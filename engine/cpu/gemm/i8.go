@@ -149,21 +149,9 @@ func gemv4i8Rows(q *quant4, m, n, k int, x []float32, beta float32, y []float32)
 		quantizeI8(xq[i*k:(i+1)*k], xs[i*k/4:(i+1)*k/4], x[i*k:(i+1)*k])
 	}
 	table := i8Codes(q.code)
-	ob := getBuf(m4 * n)
-	defer putBuf(ob)
-	o := (*ob)[:m4*n]
-	scalesPerRow := k / 64
-	q.gemvRows(n, k, func(j0, rows int, w *byte, scales *float32) {
-		ws := unsafe.Slice(w, rows*k/2)
-		ss := unsafe.Slice(scales, rows*scalesPerRow)
-		for r0 := 0; r0 < rows; r0 += 32 {
-			rr := min(32, rows-r0)
-			for i0 := 0; i0 < m4; i0 += 4 {
-				gemv4i8x4AVX512(rr, k/128, &xq[i0*k], k, &xs[i0*k/4], k/4, &ws[r0*k/2], &ss[r0*scalesPerRow], &table, &o[i0*n+j0+r0], n)
-			}
-		}
+	q.gemvRows4(m4, n, k, beta, y, func(wrows, i0 int, w *byte, scales, out *float32) {
+		gemv4i8x4AVX512(wrows, k/128, &xq[i0*k], k, &xs[i0*k/4], k/4, w, scales, &table, out, n)
 	})
-	addScaled(y, o, beta) // the first m rows
 }
 
 // i8Codes is the GEMV kernel's VPSHUFB table: the codebook as round(code·127) + 128 (unsigned
