@@ -12,10 +12,12 @@ import (
 )
 
 // BenchmarkAttentionPaths: Llama-3.2-1B's attention (32 query heads, 8 KV heads × 64), decode (one
-// query over 512 and 4096 keys), a 512-token causal prefill and its backward pass, each path beside
-// the others in the same run: the plain float64 kernel, the previous GEMM path (scores
-// materialised, attention_gemm_test.go) and flash attention on each instruction set. cpu-ms/op is
-// the CPU time a call used (all threads), steadier than the wall time on a shared host.
+// query over 512 and 4096 keys), a 512-token causal prefill and its backward pass, and Qwen2-0.5B's
+// prefill (14 query heads, 2 KV heads), each path beside the others in the same run: the plain
+// float64 kernel, the previous GEMM path (scores materialised, attention_gemm_test.go) and flash
+// attention on each instruction set, its backward pass also as each of its two splits (pairs,
+// split; bwd-flash picks one). cpu-ms/op is the CPU time a call used (all threads, the pool's
+// spinning workers included), steadier than the wall time on a shared host.
 //
 //	go test -run '^$' -bench AttentionPaths -count 3 ./engine/cpu/
 func BenchmarkAttentionPaths(b *testing.B) {
@@ -24,11 +26,12 @@ func BenchmarkAttentionPaths(b *testing.B) {
 		{Batch: 1, QLen: 1, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 1, KVLen: 4096, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 512, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 512, KVLen: 512, Heads: 14, KVHeads: 2, HeadDim: 64, Scale: 0.125},
 	} {
 		nq, nkv := a.Batch*a.QLen*a.Heads*a.HeadDim, a.Batch*a.KVLen*a.KVHeads*a.HeadDim
 		q, k, v := randn(r, nq, 1), randn(r, nkv, 1), randn(r, nkv, 1)
 		out, lse := make([]float32, nq), make([]float32, a.Batch*a.Heads*a.QLen)
-		name := fmt.Sprintf("q=%d/kv=%d", a.QLen, a.KVLen)
+		name := fmt.Sprintf("q=%d/kv=%d/heads=%d:%d", a.QLen, a.KVLen, a.Heads, a.KVHeads)
 		b.Run(name+"/plain", func(b *testing.B) {
 			for b.Loop() {
 				kernels.Attention(out, lse, q, k, v, a.Batch, a.QLen, a.KVLen, a.Heads, a.KVHeads, a.HeadDim, a.Scale, nil)
@@ -57,6 +60,8 @@ func BenchmarkAttentionPaths(b *testing.B) {
 				flashForward(a, out, lse, q, k, v, nil)
 				run("bwd-gemm", func() { gemmAttentionBackward(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
 				run("bwd-flash", func() { flashBackward(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
+				run("bwd-pairs", func() { flashBackwardPairs(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
+				run("bwd-split", func() { flashBackwardSplit(a, dq, dk, dv, dout, q, k, v, out, lse, nil) })
 			}
 		}
 	}

@@ -126,6 +126,23 @@ func checkBackwards(t *testing.T, a engine.Attention, wdq, wdk, wdv, dout, q, k,
 	}
 }
 
+// The backward pass runs one task a (sequence, KV head) pair where those keep the cores at least
+// three quarters busy over their rounds, and splits finer otherwise.
+func TestBackwardByPairs(t *testing.T) {
+	for _, c := range []struct {
+		pairs, threads int
+		want           bool
+	}{
+		{1, 1, true}, {1, 2, false}, {2, 2, true}, {3, 2, true}, {4, 2, true}, {5, 2, true},
+		{2, 4, false}, {3, 4, true}, {5, 4, false}, {6, 4, true}, {8, 8, true}, {9, 8, false},
+		{16, 8, true}, {17, 8, false}, {18, 8, true},
+	} {
+		if got := backwardByPairs(c.pairs, c.threads); got != c.want {
+			t.Errorf("backwardByPairs(%d pairs, %d threads) = %v, want %v", c.pairs, c.threads, got, c.want)
+		}
+	}
+}
+
 // docStarts packs documents of random lengths (1 to 20 keys) into each sequence of a when
 // a.Docs and returns each query's document start; nil otherwise.
 func docStarts(a engine.Attention, r *rand.Rand) []int32 {

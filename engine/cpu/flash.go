@@ -272,18 +272,30 @@ func dScores(ps, dp, delta []float32, rows, n int) {
 }
 
 // flashBackward is attention's backward pass. Every task writes only what it owns, so no sum
-// depends on the split into tasks: with at least two (sequence, KV head) pairs a core, one pass a
-// pair, key blocks outer and query tiles inner (dk and dv of a block summed while it is hot, dq
-// summed over the blocks); with fewer, two passes that split finer: dq a query tile at a time
-// over the key blocks it sees, then dk and dv a key block at a time over the query tiles that see
-// it. All recompute the probabilities from lse: P = exp(scale·q·k − lse), dS = P ⊙ (dO·vᵀ − Δ)
-// with Δ_i = dO_i·O_i.
+// depends on the split into tasks: one pass a (sequence, KV head) pair, key blocks outer and query
+// tiles inner (dk and dv of a block summed while it is hot, dq summed over the blocks), where the
+// pairs keep the cores busy (backwardByPairs); else two passes that split finer: dq a query tile
+// at a time over the key blocks it sees, then dk and dv a key block at a time over the query tiles
+// that see it. All recompute the probabilities from lse: P = exp(scale·q·k − lse),
+// dS = P ⊙ (dO·vᵀ − Δ) with Δ_i = dO_i·O_i.
 func flashBackward(a engine.Attention, dq, dk, dv, dout, q, k, v, out, lse []float32, starts []int32) {
-	if a.Batch*a.KVHeads >= 2*runtime.GOMAXPROCS(0) {
+	if backwardByPairs(a.Batch*a.KVHeads, runtime.GOMAXPROCS(0)) {
 		flashBackwardPairs(a, dq, dk, dv, dout, q, k, v, out, lse, starts)
 	} else {
 		flashBackwardSplit(a, dq, dk, dv, dout, q, k, v, out, lse, starts)
 	}
+}
+
+// backwardByPairs reports whether pairs (sequence, KV head) tasks, one a pair, keep threads cores
+// busy enough to beat the two-pass split: over the rounds they take, at least three quarters of
+// the cores' time used. The split computes the scores and dO·vᵀ twice: on one core of a Zen 5
+// EPYC it took 1.2-1.4× the pairs' time on Llama-3.2-1B's heads and 1.35-1.85× on Qwen2-0.5B's
+// (512 tokens, two rounds of go test -bench 'AttentionPaths/q=512/.*/bwd-(pairs|split)' -cpu 1).
+// So Qwen2-0.5B's two KV heads on two cores now run as pairs: 10.2-10.6 ms against 12.5-14.9
+// split, three rounds (-cpu 2).
+func backwardByPairs(pairs, threads int) bool {
+	rounds := (pairs + threads - 1) / threads
+	return 4*pairs >= 3*rounds*threads
 }
 
 // flashBackwardPairs is the backward pass one (sequence, KV head) pair a task.
