@@ -16,6 +16,7 @@ import (
 
 	"github.com/lathe-ml/lathe/internal/atomicfile"
 	"github.com/lathe-ml/lathe/internal/half"
+	"github.com/lathe-ml/lathe/internal/parallel"
 )
 
 // Tensor is one tensor of a checkpoint: its safetensors dtype ("F32", "BF16", "U8", ...), its
@@ -231,22 +232,31 @@ func ToFloat32(t Tensor) ([]float32, error) {
 		return nil, fmt.Errorf("shape %v of %s needs %d bytes, have %d", t.Shape, t.DType, n*es, len(t.Data))
 	}
 	out := make([]float32, n)
-	switch t.DType {
-	case "F32":
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	// In chunks over the cores: a model's weights take seconds on one (the first touch of each
+	// fresh page is most of it).
+	chunks := (len(out) + convertChunk - 1) / convertChunk
+	parallel.For(chunks, func(c int) {
+		lo, hi := c*convertChunk, min(len(out), (c+1)*convertChunk)
+		switch t.DType {
+		case "F32":
+			for i := lo; i < hi; i++ {
+				out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+			}
+		case "F16":
+			for i := lo; i < hi; i++ {
+				out[i] = float16.Frombits(binary.LittleEndian.Uint16(t.Data[2*i:])).Float32()
+			}
+		case "BF16":
+			for i := lo; i < hi; i++ {
+				out[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+			}
 		}
-	case "F16":
-		for i := range out {
-			out[i] = float16.Frombits(binary.LittleEndian.Uint16(t.Data[2*i:])).Float32()
-		}
-	case "BF16":
-		for i := range out {
-			out[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
-		}
-	}
+	})
 	return out, nil
 }
+
+// convertChunk is the elements ToFloat32 converts a task.
+const convertChunk = 1 << 18
 
 // FromFloat32 returns an F32 tensor holding v.
 func FromFloat32(v []float32, shape []int) Tensor {
