@@ -178,10 +178,10 @@ func (m *Model) headRows(ck tensorSource, where, name string, rows, cols, r0, n 
 		return nil, fmt.Errorf("tensor %s has shape %v, the config needs [%d %d]", name, t.Shape, rows, cols)
 	}
 	size := map[string]int{"F32": 4, "F16": 2, "BF16": 2}[t.DType]
-	if size == 0 || len(t.Data) != size*rows*cols {
+	if !floatBytes(t) {
 		// A GGUF block type: the source converts the whole matrix, once.
 		if *whole == nil {
-			v, err := m.dense(ck, where, name, []int{rows, cols})
+			v, err := m.dense(ck, where, name, []int{rows, cols}, nil)
 			if err != nil {
 				return nil, err
 			}

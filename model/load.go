@@ -126,6 +126,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		}
 	}
 	var tmp transient
+	var widened []float32 // the f32 copy of the weight being quantized, reused for the next
 	var qtype quant.Type
 	if o.Quantize != "" && !prequant {
 		if qtype, err = quant.ParseType(o.Quantize); err != nil {
@@ -163,7 +164,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 				drop(n)
 			}
 		case o.Quantize != "" && l.Name != "lm_head":
-			v, err := m.dense(ck, where, name, []int{l.Out, l.In})
+			v, err := m.dense(ck, where, name, []int{l.Out, l.In}, &widened)
 			if err != nil {
 				return nil, err
 			}
@@ -171,7 +172,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 				return nil, fmt.Errorf("load %s: quantize %s: %w", where, name, err)
 			}
 			drop(name)
-			tmp.add(4 * int64(len(v)))
+			if len(widened) == 0 || &v[0] != &widened[0] {
+				tmp.add(4 * int64(len(v))) // the source's own copy: garbage now
+			}
 		default:
 			if err := m.uploadDense(ck, where, name, engine.Shape{l.Out, l.In}, !o.Widen); err != nil {
 				return nil, err
@@ -184,6 +187,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		}
 		tmp.add(2 * int64(len(t4.Packed)))
 	}
+	widened = nil // garbage from here: the embedding and head may need the room
 	// Everything else (embeddings, norms, biases) is dense.
 	g := engine.NewGraph()
 	NewGraph(cfg, g, m.quantFunc())
@@ -249,8 +253,10 @@ func isBnb4bit(cfg map[string]any) bool {
 	return method == "bitsandbytes" && in4
 }
 
-// dense reads a float tensor and checks its shape.
-func (m *Model) dense(ck tensorSource, where, name string, shape []int) ([]float32, error) {
+// dense reads a float tensor and checks its shape; given scratch, a folder's float tensor is
+// converted into *scratch's memory (grown as needed), which the caller must be done with before
+// the next call.
+func (m *Model) dense(ck tensorSource, where, name string, shape []int, scratch *[]float32) ([]float32, error) {
 	t, found := ck.Tensor(name)
 	if !found {
 		return nil, fmt.Errorf("load %s: missing tensor %s", where, name)
@@ -258,11 +264,26 @@ func (m *Model) dense(ck tensorSource, where, name string, shape []int) ([]float
 	if !engine.Shape(t.Shape).Equal(shape) {
 		return nil, fmt.Errorf("load %s: tensor %s has shape %v, the config needs %v", where, name, t.Shape, shape)
 	}
+	if scratch != nil && floatBytes(t) {
+		v, err := checkpoint.ToFloat32Into(t, *scratch)
+		if err != nil {
+			return nil, fmt.Errorf("load %s: tensor %s: %w", where, name, err)
+		}
+		*scratch = v
+		return v, nil
+	}
 	v, _, err := ck.Float32(name)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: tensor %s: %w", where, name, err)
 	}
 	return v, nil
+}
+
+// floatBytes reports whether t holds its elements' bytes in a float type ToFloat32 reads (a
+// folder's F32, F16 or BF16 tensor; not a GGUF block type, which its source converts).
+func floatBytes(t checkpoint.Tensor) bool {
+	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2}[t.DType]
+	return size != 0 && int64(len(t.Data)) == size*t.Numel()
 }
 
 // uploadDense uploads a float tensor as keep16 and its stored type allow: an f16 or bf16 one as
@@ -278,9 +299,9 @@ func (m *Model) uploadDense(ck tensorSource, where, name string, shape engine.Sh
 	}
 	numel := int64(shape.Numel())
 	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2}[t.DType]
-	if size == 0 || int64(len(t.Data)) != size*numel {
+	if !floatBytes(t) {
 		// Not bytes of a float type we read directly (a GGUF block type): the source converts.
-		v, err := m.dense(ck, where, name, shape)
+		v, err := m.dense(ck, where, name, shape, nil)
 		if err != nil {
 			return err
 		}

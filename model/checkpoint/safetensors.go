@@ -217,7 +217,12 @@ func (sf *File) Close() error {
 func IsFloat(dtype string) bool { return dtype == "F32" || dtype == "F16" || dtype == "BF16" }
 
 // ToFloat32 converts an F32, F16 or BF16 tensor to float32 values.
-func ToFloat32(t Tensor) ([]float32, error) {
+func ToFloat32(t Tensor) ([]float32, error) { return ToFloat32Into(t, nil) }
+
+// ToFloat32Into is ToFloat32 into dst's memory when it has the room (a loader converting one
+// weight after another reuses one buffer: fresh memory costs a page fault every 4 KiB, which on a
+// VM took as long as the conversion itself), else into a new slice.
+func ToFloat32Into(t Tensor, dst []float32) ([]float32, error) {
 	n := t.Numel()
 	var es int64
 	switch t.DType {
@@ -231,7 +236,11 @@ func ToFloat32(t Tensor) ([]float32, error) {
 	if int64(len(t.Data)) != n*es {
 		return nil, fmt.Errorf("shape %v of %s needs %d bytes, have %d", t.Shape, t.DType, n*es, len(t.Data))
 	}
-	out := make([]float32, n)
+	out := dst[:0]
+	if int64(cap(out)) < n {
+		out = make([]float32, n)
+	}
+	out = out[:n]
 	// In chunks over the cores: a model's weights take seconds on one (the first touch of each
 	// fresh page is most of it).
 	chunks := (len(out) + convertChunk - 1) / convertChunk
