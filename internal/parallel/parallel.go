@@ -11,7 +11,10 @@ import (
 
 // For calls f(i) for every i in [0, n) on up to GOMAXPROCS goroutines, the caller's among them,
 // handing the indices out in order as goroutines come free, and returns when all calls have.
-func For(n int, f func(i int)) {
+func For(n int, f func(i int)) { On(n, runtime.GOMAXPROCS(0), f) }
+
+// On is For on up to w goroutines (the caller's among them; w < 2 runs every call on the caller).
+func On(n, w int, f func(i int)) {
 	var next atomic.Int64
 	work := func() {
 		for {
@@ -23,7 +26,7 @@ func For(n int, f func(i int)) {
 		}
 	}
 	var wg sync.WaitGroup
-	for range min(n, runtime.GOMAXPROCS(0)) - 1 {
+	for range min(n, w) - 1 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

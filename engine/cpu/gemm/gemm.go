@@ -23,7 +23,8 @@ import (
 	"math/bits"
 	"runtime"
 	"sync"
-	"sync/atomic"
+
+	hostpar "github.com/lathe-ml/lathe/internal/parallel"
 )
 
 // MR and NR are the micro-tile rows and columns (for tests that probe their edges).
@@ -130,26 +131,7 @@ func parallel(n, w int, f func(i int)) {
 	if poolRun(n, min(w, n), f) {
 		return
 	}
-	var next atomic.Int64
-	run := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= n {
-				return
-			}
-			f(i)
-		}
-	}
-	var wg sync.WaitGroup
-	for g := 1; g < min(w, n); g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
-	}
-	run()
-	wg.Wait()
+	hostpar.On(n, w, f) // the pool is busy (a nested call, or another goroutine's): goroutines of its own
 }
 
 // bufPools recycles packing buffers by power-of-two size class, so that asking for a big buffer
