@@ -126,8 +126,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		}
 	}
 	var tmp transient
-	var widened []float32        // the f32 copy of the weight being quantized, reused for the next
-	var quantized *quant.Tensor4 // its codes and scales before their upload, likewise
+	var widened []float32 // the f32 copy of the weight being quantized, reused for the next
 	var qtype quant.Type
 	if o.Quantize != "" && !prequant {
 		if qtype, err = quant.ParseType(o.Quantize); err != nil {
@@ -169,10 +168,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 			if err != nil {
 				return nil, err
 			}
-			if t4, err = quant.QuantizeReusing(v, []int{l.Out, l.In}, qtype, o.Blocksize, o.DoubleQuant, quantized); err != nil {
+			if t4, err = quant.Quantize(v, []int{l.Out, l.In}, qtype, o.Blocksize, o.DoubleQuant); err != nil {
 				return nil, fmt.Errorf("load %s: quantize %s: %w", where, name, err)
 			}
-			quantized = t4 // uploaded (copied) below, then its memory serves the next weight
 			drop(name)
 			if len(widened) == 0 || &v[0] != &widened[0] {
 				tmp.add(4 * int64(len(v))) // the source's own copy: garbage now
@@ -187,11 +185,9 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 		if err := m.upload4(where, l, t4); err != nil {
 			return nil, err
 		}
-		if t4 != quantized {
-			tmp.add(2 * int64(len(t4.Packed))) // a bitsandbytes checkpoint's own copy: garbage now
-		}
+		tmp.add(2 * int64(len(t4.Packed)))
 	}
-	widened, quantized = nil, nil // garbage from here: the embedding and head may need the room
+	widened = nil // garbage from here: the embedding and head may need the room
 	// Everything else (embeddings, norms, biases) is dense.
 	g := engine.NewGraph()
 	NewGraph(cfg, g, m.quantFunc())

@@ -145,25 +145,3 @@ func TestQuantizeChunks(t *testing.T) {
 	_, err = Quantize(bad, []int{n}, FP4, bs, true)
 	require.ErrorContains(t, err, "element 131172 is +Inf")
 }
-
-// QuantizeReusing gives Quantize's result whatever it reuses, and writes into the reused memory
-// where it has the room.
-func TestQuantizeReusing(t *testing.T) {
-	r := rand.New(rand.NewPCG(11, 12))
-	var prev *Tensor4
-	for _, c := range []struct {
-		n  int
-		dq bool
-	}{{4096, false}, {1024, false}, {1024, true}, {8192 + 64, false}, {8192 + 65, false}, {512, true}} {
-		data := randNormal(r, c.n, 1)
-		want, err := Quantize(data, []int{c.n}, NF4, 64, c.dq)
-		require.NoError(t, err)
-		got, err := QuantizeReusing(data, []int{c.n}, NF4, 64, c.dq, prev)
-		require.NoError(t, err)
-		require.Equal(t, want, got, "n=%d double=%v", c.n, c.dq)
-		if prev != nil && cap(prev.Packed) >= len(got.Packed) {
-			require.Same(t, &prev.Packed[0], &got.Packed[0], "n=%d: the codes reuse the memory", c.n)
-		}
-		prev = got
-	}
-}

@@ -193,15 +193,6 @@ func numel(shape []int) (int, error) {
 // took 36 s to load and one token to generate, now 8-10 s (BenchmarkQuantize, 8192×2048: 30.6 ns a
 // weight before, 2.6-3.4 now, on a 2-core Zen 5 EPYC).
 func Quantize(data []float32, shape []int, typ Type, blocksize int, doubleQuant bool) (*Tensor4, error) {
-	return QuantizeReusing(data, shape, typ, blocksize, doubleQuant, nil)
-}
-
-// QuantizeReusing is Quantize writing the codes and scales into reuse's Packed and Absmax memory
-// (Absmax only where reuse is not double-quantized) where it has the room (reuse is a result of an earlier call that the caller is done with, or
-// nil): a loader quantizing one weight after another copies each result into its own buffer and
-// goes on, and fresh memory for every layer costs page faults (on the development VM, about as
-// long as quantizing).
-func QuantizeReusing(data []float32, shape []int, typ Type, blocksize int, doubleQuant bool, reuse *Tensor4) (*Tensor4, error) {
 	if !typ.valid() {
 		return nil, fmt.Errorf("quantize: unknown type %v", typ)
 	}
@@ -216,26 +207,15 @@ func QuantizeReusing(data []float32, shape []int, typ Type, blocksize int, doubl
 		return nil, fmt.Errorf("quantize: shape %v needs %d values, got %d", shape, n, len(data))
 	}
 	nb := ceilDiv(n, blocksize)
-	var packed []byte
-	var absmax []float32
-	if reuse != nil {
-		packed, absmax = reuse.Packed[:0], reuse.Absmax[:0] // Absmax is nil where double-quantized
-	}
-	if cap(packed) < (n+1)/2 {
-		packed = make([]byte, (n+1)/2)
-	}
-	if cap(absmax) < nb {
-		absmax = make([]float32, nb)
-	}
-	packed, absmax = packed[:(n+1)/2], absmax[:nb]
 	t := &Tensor4{
 		Type:      typ,
 		Shape:     append([]int(nil), shape...),
 		DType:     DTypeFloat32,
 		Blocksize: blocksize,
 		Code:      typ.Code(),
-		Packed:    packed,
+		Packed:    make([]byte, (n+1)/2),
 	}
+	absmax := make([]float32, nb)
 	if bad := quantizeBlocks(data, typ, blocksize, t.Packed, absmax); bad >= 0 {
 		return nil, fmt.Errorf("quantize: element %d is %v", bad, data[bad])
 	}
