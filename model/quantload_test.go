@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,14 +15,18 @@ import (
 
 // Loading with Quantize widens each linear weight into one reused buffer: every layer's codes and
 // scales are still exactly quant.Quantize's of that weight alone, whatever came before it (f32
-// and bf16 checkpoints, layers of different sizes).
+// and bf16 checkpoints, double quantization, layers of different sizes).
 func TestQuantizedLoadMatchesQuantize(t *testing.T) {
-	for _, dtype := range []string{"F32", "BF16"} {
-		t.Run(dtype, func(t *testing.T) {
+	for _, c := range []struct {
+		dtype string
+		dq    bool
+	}{{"F32", false}, {"BF16", false}, {"BF16", true}} {
+		dtype := c.dtype
+		t.Run(fmt.Sprintf("%s/double=%v", dtype, c.dq), func(t *testing.T) {
 			dir := t.TempDir()
 			_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 3, DType: dtype})
 			require.NoError(t, err)
-			m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "fp4"})
+			m, err := model.Load(dir, cpu.New(), model.LoadOptions{Quantize: "fp4", DoubleQuant: c.dq})
 			require.NoError(t, err)
 			defer m.Release()
 			ck, err := checkpoint.Open(dir)
@@ -31,14 +36,16 @@ func TestQuantizedLoadMatchesQuantize(t *testing.T) {
 			for name, spec := range m.Quant {
 				v, shape, err := ck.Float32(name + ".weight")
 				require.NoError(t, err)
-				want, err := quant.Quantize(v, shape, quant.FP4, spec.Blocksize, false)
+				want, err := quant.Quantize(v, shape, quant.FP4, spec.Blocksize, c.dq)
+				require.NoError(t, err)
+				wantAbsmax, err := want.BlockAbsmax()
 				require.NoError(t, err)
 				packed, err := m.Tensors[name+".weight"].Bytes()
 				require.NoError(t, err)
 				require.Equal(t, want.Packed, packed, name)
 				absmax, err := m.Tensors[name+".weight.absmax"].Float32()
 				require.NoError(t, err)
-				require.Equal(t, want.Absmax, absmax, name)
+				require.Equal(t, wantAbsmax, absmax, name)
 				n++
 			}
 			require.Equal(t, 2*7, n, "linear layers checked")
