@@ -172,7 +172,7 @@ func Load(dir string, b engine.Backend, o LoadOptions) (*Model, error) {
 				return nil, fmt.Errorf("load %s: quantize %s: %w", where, name, err)
 			}
 			drop(name)
-			if len(widened) == 0 || &v[0] != &widened[0] {
+			if len(v) > 0 && (len(widened) == 0 || &v[0] != &widened[0]) {
 				tmp.add(4 * int64(len(v))) // the source's own copy: garbage now
 			}
 		default:
