@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/x448/float16"
 
@@ -205,7 +206,17 @@ func (t *Tensor) Release() {
 	t.buf = nil
 }
 
+// littleEndian reports whether this host stores words as buffers hold them (every platform lathe
+// builds for does).
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// float32Bytes is v as the little-endian bytes a buffer holds: on a little-endian host v's own
+// memory (Backend.Write copies it, so no second copy is made: an 8B model's f32 embedding is
+// 2 GiB), elsewhere a converted copy.
 func float32Bytes(v []float32) []byte {
+	if littleEndian {
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
+	}
 	b := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
@@ -213,7 +224,11 @@ func float32Bytes(v []float32) []byte {
 	return b
 }
 
+// int32Bytes is float32Bytes for int32 values.
 func int32Bytes(v []int32) []byte {
+	if littleEndian {
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
+	}
 	b := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], uint32(x))

@@ -7,6 +7,8 @@ import (
 
 	parser "github.com/gpustack/gguf-parser-go"
 	"github.com/x448/float16"
+
+	"github.com/lathe-ml/lathe/internal/parallel"
 )
 
 // Supported tensor types: their block size in elements and in bytes, as ggml defines them
@@ -50,22 +52,38 @@ func Dequantize(t parser.GGMLType, data []byte, n int) ([]float32, error) {
 		return nil, fmt.Errorf("%d elements of %s take %d bytes, have %d", n, t, size, len(data))
 	}
 	y := make([]float32, n)
+	// In chunks of whole blocks over the cores: a model's embedding alone is hundreds of
+	// millions of elements.
+	chunks := (n + dequantChunk - 1) / dequantChunk
+	parallel.For(chunks, func(c int) {
+		lo, hi := c*dequantChunk, min(n, (c+1)*dequantChunk)
+		dequantRange(t, data, y, lo, hi)
+	})
+	return y, nil
+}
+
+// dequantChunk is the elements a task of Dequantize decodes: a multiple of every block size.
+const dequantChunk = 1 << 16
+
+// dequantRange decodes elements lo..hi of y (both multiples of t's block size, or hi = the end,
+// itself one) from data.
+func dequantRange(t parser.GGMLType, data []byte, y []float32, lo, hi int) {
 	switch t {
 	case parser.GGMLTypeF32:
-		for i := range y {
+		for i := lo; i < hi; i++ {
 			y[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
 		}
 	case parser.GGMLTypeF16:
-		for i := range y {
+		for i := lo; i < hi; i++ {
 			y[i] = f16(data[2*i:])
 		}
 	case parser.GGMLTypeBF16:
-		for i := range y {
+		for i := lo; i < hi; i++ {
 			y[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
 		}
 	case parser.GGMLTypeQ8_0:
 		// block_q8_0: f16 d; int8 qs[32].
-		for b := 0; b < n/32; b++ {
+		for b := lo / 32; b < hi/32; b++ {
 			blk := data[b*34:]
 			d := f16(blk)
 			for j := 0; j < 32; j++ {
@@ -74,7 +92,7 @@ func Dequantize(t parser.GGMLType, data []byte, n int) ([]float32, error) {
 		}
 	case parser.GGMLTypeQ4_0:
 		// block_q4_0: f16 d; uint8 qs[16], low nibbles the first 16 elements, high the last 16.
-		for b := 0; b < n/32; b++ {
+		for b := lo / 32; b < hi/32; b++ {
 			blk := data[b*18:]
 			d := f16(blk)
 			for j := 0; j < 16; j++ {
@@ -84,15 +102,14 @@ func Dequantize(t parser.GGMLType, data []byte, n int) ([]float32, error) {
 			}
 		}
 	case parser.GGMLTypeQ4_K:
-		for b := 0; b < n/256; b++ {
+		for b := lo / 256; b < hi/256; b++ {
 			dequantQ4K(data[b*144:(b+1)*144], y[b*256:(b+1)*256])
 		}
 	case parser.GGMLTypeQ6_K:
-		for b := 0; b < n/256; b++ {
+		for b := lo / 256; b < hi/256; b++ {
 			dequantQ6K(data[b*210:(b+1)*210], y[b*256:(b+1)*256])
 		}
 	}
-	return y, nil
 }
 
 // scaleMinK4 is ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K block.
