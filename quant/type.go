@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"unsafe"
 )
 
 // Type is a 4-bit data type. The zero value is NF4, the type QLoRA uses.
@@ -107,11 +106,13 @@ func encodeNF4(x float32) uint8 {
 	return uint8(i + above(x, t[i&15]))
 }
 
-// above is 1 if x > t, else 0, as a SETcc rather than a branch (Go's compiler turns no float
-// comparison's if into a conditional move).
+// above is 1 if x > t, else 0: a function of its own compiles to a SETcc, where an if that adds
+// to the index inline compiled to a branch.
 func above(x, t float32) int {
-	b := x > t
-	return int(*(*uint8)(unsafe.Pointer(&b)))
+	if x > t {
+		return 1
+	}
+	return 0
 }
 
 // fp4Pivots are bitsandbytes' dQuantizeFP4 pivots in ascending order (the midpoints of the FP4
