@@ -86,6 +86,7 @@ func quantizeBlocks(data []float32, typ Type, blocksize int, packed []byte, absm
 	per := max(1, quantizeChunk/blocksize)
 	tasks := (nb + per - 1) / per
 	firstBad := make([]int, tasks)
+	zero := typ.zeroCode()
 	parallel.For(tasks, func(c int) {
 		firstBad[c] = -1
 		for b := c * per; b < min(nb, (c+1)*per); b++ {
@@ -102,7 +103,7 @@ func quantizeBlocks(data []float32, typ Type, blocksize int, packed []byte, absm
 				return
 			}
 			absmax[b] = m
-			encodeBlock(typ, blk, m, packed[lo/2:]) // blocksize is even: a block starts a byte
+			encodeBlock(typ, zero, blk, m, packed[lo/2:]) // blocksize is even: a block starts a byte
 		}
 	})
 	for _, i := range firstBad {
@@ -125,12 +126,11 @@ func blockAbsmax(blk []float32) (float32, bool) {
 }
 
 // encodeBlock packs blk's codes into out, two a byte with the first element in the high nibble,
-// an odd count padded with the code of 0.0 (bitsandbytes quantizes a zero-padded block). Values
+// an odd count padded with zero, the code of 0.0 (bitsandbytes quantizes a zero-padded block). Values
 // are multiplied by the float32 reciprocal of absmax, as the CUDA kernel does, not divided: the
 // two differ in the last bit, which decides values that sit on a threshold. A block whose absmax
-// is 0 stores the code of 0.0.
-func encodeBlock(typ Type, blk []float32, absmax float32, out []byte) {
-	zero := typ.zeroCode()
+// is 0 stores zero codes.
+func encodeBlock(typ Type, zero uint8, blk []float32, absmax float32, out []byte) {
 	if absmax == 0 {
 		for i := range (len(blk) + 1) / 2 {
 			out[i] = zero<<4 | zero
