@@ -13,7 +13,7 @@ import (
 
 // BenchmarkAttentionPaths: Llama-3.2-1B's attention (32 query heads, 8 KV heads × 64), decode (one
 // query over 512 and 4096 keys), a 512-token causal prefill and its backward pass, and Qwen2-0.5B's
-// prefill (14 query heads, 2 KV heads), each path beside the others in the same run: the plain
+// decode over 512 keys and prefill (14 query heads, 2 KV heads: a GQA group of 7), each path beside the others in the same run: the plain
 // float64 kernel, the previous GEMM path (scores materialised, attention_gemm_test.go) and flash
 // attention on each instruction set, its backward pass also as each of its two splits (pairs,
 // split; bwd-flash picks one). cpu-ms/op is the CPU time a call used (all threads, the pool's
@@ -26,6 +26,7 @@ func BenchmarkAttentionPaths(b *testing.B) {
 		{Batch: 1, QLen: 1, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 1, KVLen: 4096, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 512, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 1, KVLen: 512, Heads: 14, KVHeads: 2, HeadDim: 64, Scale: 0.125},
 		{Batch: 1, QLen: 512, KVLen: 512, Heads: 14, KVHeads: 2, HeadDim: 64, Scale: 0.125},
 	} {
 		nq, nkv := a.Batch*a.QLen*a.Heads*a.HeadDim, a.Batch*a.KVLen*a.KVHeads*a.HeadDim

@@ -42,29 +42,45 @@ func AttendValues(rows, n, d int, p []float32, ldp int, v []float32, ldv int, ou
 	_ = p[(rows-1)*ldp+n-1]
 	_ = out[(rows-1)*ldo+d-1]
 	r := 0
+	for ; r+8 <= rows; r += 8 {
+		for c := 0; c < d; c += 32 {
+			attendValues8AVX512(n, &p[r*ldp], ldp, &v[c], ldv, &out[r*ldo+c], ldo)
+		}
+	}
+	if rows-r > 4 {
+		attendValuesPadded(8, rows-r, n, d, p[r*ldp:], ldp, v, ldv, out[r*ldo:], ldo)
+		return
+	}
 	for ; r+4 <= rows; r += 4 {
 		for c := 0; c < d; c += 32 {
 			attendValuesAVX512(n, &p[r*ldp], ldp, &v[c], ldv, &out[r*ldo+c], ldo)
 		}
 	}
-	if r == rows {
-		return
+	if r < rows {
+		attendValuesPadded(4, rows-r, n, d, p[r*ldp:], ldp, v, ldv, out[r*ldo:], ldo)
 	}
-	// The last rows, fewer than four, through a padded copy: zero weights in the missing rows.
-	left := rows - r
-	bp := getBuf(4*n + 4*d)
+}
+
+// attendValuesPadded is AttendValues for the last left < k rows (k 4 or 8, the kernels' rows):
+// the kernel runs on a padded copy, zero weights in the missing rows.
+func attendValuesPadded(k, left, n, d int, p []float32, ldp int, v []float32, ldv int, out []float32, ldo int) {
+	bp := getBuf(k*n + k*d)
 	defer putBuf(bp)
-	pp, op := (*bp)[:4*n], (*bp)[4*n:]
-	clear(pp)
+	pp, op := (*bp)[:k*n], (*bp)[k*n:]
+	clear(pp[left*n:])
 	clear(op)
 	for i := 0; i < left; i++ {
-		copy(pp[i*n:(i+1)*n], p[(r+i)*ldp:(r+i)*ldp+n])
+		copy(pp[i*n:(i+1)*n], p[i*ldp:i*ldp+n])
 	}
 	for c := 0; c < d; c += 32 {
-		attendValuesAVX512(n, &pp[0], n, &v[c], ldv, &op[c], d)
+		if k == 8 {
+			attendValues8AVX512(n, &pp[0], n, &v[c], ldv, &op[c], d)
+		} else {
+			attendValuesAVX512(n, &pp[0], n, &v[c], ldv, &op[c], d)
+		}
 	}
 	for i := 0; i < left; i++ {
-		o := out[(r+i)*ldo : (r+i)*ldo+d]
+		o := out[i*ldo : i*ldo+d]
 		for c := range o {
 			o[c] += op[i*d+c]
 		}

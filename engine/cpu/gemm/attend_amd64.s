@@ -268,6 +268,159 @@ vsum:
 	VZEROUPPER
 	RET
 
+// func attendValues8AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+// out[r, 0:32] += Σ_j p[r·ldp + j]·v[j·ldv + 0:32] for the eight rows r < 8, n ≥ 1 keys: each value
+// row's 32 floats loaded once for eight rows (twice attendValuesAVX512's), the weights broadcast
+// inside the FMAs. Sixteen accumulators (Z16-Z31, row r in Z(16+2r) and Z(17+2r)) keep both FMA
+// pipes busy without a second set; two keys an iteration, each asking for the value rows sixteen
+// keys ahead (a decoding step reads them from memory).
+TEXT ·attendValues8AVX512(SB), NOSPLIT, $0-56
+	MOVQ   n+0(FP), CX
+	MOVQ   p+8(FP), AX
+	MOVQ   ldp+16(FP), R8
+	SHLQ   $2, R8
+	LEAQ   (R8)(R8*2), R10
+	LEAQ   (AX)(R8*4), BX
+	MOVQ   v+24(FP), SI
+	MOVQ   ldv+32(FP), R9
+	SHLQ   $2, R9
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	MOVQ   CX, DX
+	SHRQ   $1, CX
+	JZ     v8tail
+
+v8loop:
+	LEAQ             (SI)(R9*8), DI
+	LEAQ             (DI)(R9*8), DI
+	PREFETCHT0       (DI)
+	PREFETCHT0       64(DI)
+	PREFETCHT0       (DI)(R9*1)
+	PREFETCHT0       64(DI)(R9*1)
+	VMOVUPS          (SI), Z0
+	VMOVUPS          64(SI), Z1
+	VMOVUPS          (SI)(R9*1), Z2
+	VMOVUPS          64(SI)(R9*1), Z3
+	VFMADD231PS.BCST (AX), Z0, Z16
+	VFMADD231PS.BCST (AX), Z1, Z17
+	VFMADD231PS.BCST (AX)(R8*1), Z0, Z18
+	VFMADD231PS.BCST (AX)(R8*1), Z1, Z19
+	VFMADD231PS.BCST (AX)(R8*2), Z0, Z20
+	VFMADD231PS.BCST (AX)(R8*2), Z1, Z21
+	VFMADD231PS.BCST (AX)(R10*1), Z0, Z22
+	VFMADD231PS.BCST (AX)(R10*1), Z1, Z23
+	VFMADD231PS.BCST (BX), Z0, Z24
+	VFMADD231PS.BCST (BX), Z1, Z25
+	VFMADD231PS.BCST (BX)(R8*1), Z0, Z26
+	VFMADD231PS.BCST (BX)(R8*1), Z1, Z27
+	VFMADD231PS.BCST (BX)(R8*2), Z0, Z28
+	VFMADD231PS.BCST (BX)(R8*2), Z1, Z29
+	VFMADD231PS.BCST (BX)(R10*1), Z0, Z30
+	VFMADD231PS.BCST (BX)(R10*1), Z1, Z31
+	VFMADD231PS.BCST 4(AX), Z2, Z16
+	VFMADD231PS.BCST 4(AX), Z3, Z17
+	VFMADD231PS.BCST 4(AX)(R8*1), Z2, Z18
+	VFMADD231PS.BCST 4(AX)(R8*1), Z3, Z19
+	VFMADD231PS.BCST 4(AX)(R8*2), Z2, Z20
+	VFMADD231PS.BCST 4(AX)(R8*2), Z3, Z21
+	VFMADD231PS.BCST 4(AX)(R10*1), Z2, Z22
+	VFMADD231PS.BCST 4(AX)(R10*1), Z3, Z23
+	VFMADD231PS.BCST 4(BX), Z2, Z24
+	VFMADD231PS.BCST 4(BX), Z3, Z25
+	VFMADD231PS.BCST 4(BX)(R8*1), Z2, Z26
+	VFMADD231PS.BCST 4(BX)(R8*1), Z3, Z27
+	VFMADD231PS.BCST 4(BX)(R8*2), Z2, Z28
+	VFMADD231PS.BCST 4(BX)(R8*2), Z3, Z29
+	VFMADD231PS.BCST 4(BX)(R10*1), Z2, Z30
+	VFMADD231PS.BCST 4(BX)(R10*1), Z3, Z31
+	ADDQ             $8, AX
+	ADDQ             $8, BX
+	LEAQ             (SI)(R9*2), SI
+	DECQ             CX
+	JNZ              v8loop
+
+v8tail:
+	ANDQ             $1, DX
+	JZ               v8sum
+	VMOVUPS          (SI), Z0
+	VMOVUPS          64(SI), Z1
+	VFMADD231PS.BCST (AX), Z0, Z16
+	VFMADD231PS.BCST (AX), Z1, Z17
+	VFMADD231PS.BCST (AX)(R8*1), Z0, Z18
+	VFMADD231PS.BCST (AX)(R8*1), Z1, Z19
+	VFMADD231PS.BCST (AX)(R8*2), Z0, Z20
+	VFMADD231PS.BCST (AX)(R8*2), Z1, Z21
+	VFMADD231PS.BCST (AX)(R10*1), Z0, Z22
+	VFMADD231PS.BCST (AX)(R10*1), Z1, Z23
+	VFMADD231PS.BCST (BX), Z0, Z24
+	VFMADD231PS.BCST (BX), Z1, Z25
+	VFMADD231PS.BCST (BX)(R8*1), Z0, Z26
+	VFMADD231PS.BCST (BX)(R8*1), Z1, Z27
+	VFMADD231PS.BCST (BX)(R8*2), Z0, Z28
+	VFMADD231PS.BCST (BX)(R8*2), Z1, Z29
+	VFMADD231PS.BCST (BX)(R10*1), Z0, Z30
+	VFMADD231PS.BCST (BX)(R10*1), Z1, Z31
+
+v8sum:
+	MOVQ    out+40(FP), DX
+	MOVQ    ldo+48(FP), R11
+	SHLQ    $2, R11
+	VADDPS  (DX), Z16, Z16
+	VADDPS  64(DX), Z17, Z17
+	VMOVUPS Z16, (DX)
+	VMOVUPS Z17, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z18, Z18
+	VADDPS  64(DX), Z19, Z19
+	VMOVUPS Z18, (DX)
+	VMOVUPS Z19, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z20, Z20
+	VADDPS  64(DX), Z21, Z21
+	VMOVUPS Z20, (DX)
+	VMOVUPS Z21, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z22, Z22
+	VADDPS  64(DX), Z23, Z23
+	VMOVUPS Z22, (DX)
+	VMOVUPS Z23, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z24, Z24
+	VADDPS  64(DX), Z25, Z25
+	VMOVUPS Z24, (DX)
+	VMOVUPS Z25, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z26, Z26
+	VADDPS  64(DX), Z27, Z27
+	VMOVUPS Z26, (DX)
+	VMOVUPS Z27, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z28, Z28
+	VADDPS  64(DX), Z29, Z29
+	VMOVUPS Z28, (DX)
+	VMOVUPS Z29, 64(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z30, Z30
+	VADDPS  64(DX), Z31, Z31
+	VMOVUPS Z30, (DX)
+	VMOVUPS Z31, 64(DX)
+	VZEROUPPER
+	RET
+
 // func maxAVX512(n int, x *float32) float32
 // The largest of x[:n], n a positive multiple of 16: four accumulators of sixteen lanes (so the
 // compares do not wait on each other), then folded to one lane.

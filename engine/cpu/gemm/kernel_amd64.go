@@ -275,6 +275,12 @@ func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float3
 //go:noescape
 func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
 
+// attendValues8AVX512 is attendValuesAVX512 for eight rows: Σ_j p[r·ldp + j]·v[j·ldv + 0:32] added
+// to out[r·ldo + 0:32] for r < 8, n ≥ 1.
+//
+//go:noescape
+func attendValues8AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+
 // maxAVX512 is the largest of x[:n], n a positive multiple of 16.
 //
 //go:noescape
