@@ -66,7 +66,8 @@ func fastAgainstPlain(t *testing.T, r *rand.Rand) {
 // Decoding shapes (a few queries against a long cache: its keys split into a chunk a thread, with
 // 1, 2 and 7 threads) against the plain kernels, forward and backward, on every instruction set:
 // GQA groups of 1, 3 and 8, one key, contexts that are not multiples of 16 (the vector
-// exponential's width) or of the key block, packed documents (chunks that some rows see none of).
+// exponential's width) or of the key block, packed documents (chunks that some rows see none of),
+// groups whose value products run on padded rows.
 func TestDecodeAttentionMatchesPlainKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(25, 26))
 	for _, isa := range []gemm.ISA{gemm.ISAAVX512, gemm.ISAAVX2, gemm.ISAGo} {
@@ -82,6 +83,10 @@ func TestDecodeAttentionMatchesPlainKernels(t *testing.T) {
 			{Batch: 2, QLen: 5, KVLen: 40, Heads: 6, KVHeads: 2, HeadDim: 10, Docs: true},
 			{Batch: 1, QLen: 1, KVLen: 1100, Heads: 8, KVHeads: 2, HeadDim: 24},
 			{Batch: 2, QLen: 2, KVLen: 1030, Heads: 6, KVHeads: 2, HeadDim: 20, Docs: true},
+			// Groups of 7 and 3 at a head size the AVX-512 kernels take: the value products run
+			// on rows padded to 8 and 4, over blocks of different lengths.
+			{Batch: 1, QLen: 1, KVLen: 700, Heads: 14, KVHeads: 2, HeadDim: 64},
+			{Batch: 2, QLen: 1, KVLen: 300, Heads: 6, KVHeads: 2, HeadDim: 32, Docs: true},
 		} {
 			t.Run(fmt.Sprintf("%s/%+v", isa, a), func(t *testing.T) {
 				a.Scale = float32(1 / math.Sqrt(float64(a.HeadDim)))

@@ -46,9 +46,12 @@ func flashDecode(p flashPlan, out, lse, q, k, v []float32) {
 		span = max(span, hi-lo)
 	}
 	chunk, nc := decodeChunks(span, a.Batch)
-	// A chunk's result for KV head kh: rows·D output floats (unnormalised), then each row's
-	// maximum and sum.
-	per := rows*D + 2*rows
+	// A chunk's result for KV head kh: rp·D output floats (unnormalised), then each row's maximum
+	// and sum. The value products run on rp ≥ rows rows, which spares gemm.AttendValues a padded
+	// copy: the extra rows' weights (whatever s holds there) and outputs are never used.
+	rp := gemm.AttendValuesRows(rows, D)
+	om, ol := rp*D, rp*D+rows // the maxima's and sums' offsets
+	per := rp*D + 2*rows
 	pp := flashBuf(a.Batch * nc * KH * per)
 	defer flashBufs.Put(pp)
 	parts := *pp
@@ -58,7 +61,7 @@ func flashDecode(p flashPlan, out, lse, q, k, v []float32) {
 		j0, j1 := lo+c*chunk, min(hi, lo+(c+1)*chunk)
 		res := parts[t*KH*per : (t+1)*KH*per]
 		for kh := 0; kh < KH; kh++ {
-			m := res[kh*per+rows*D : kh*per+rows*D+rows]
+			m := res[kh*per+om : kh*per+ol]
 			for r := range m {
 				m[r] = float32(math.Inf(-1))
 			}
@@ -66,10 +69,10 @@ func flashDecode(p flashPlan, out, lse, q, k, v []float32) {
 		if j0 >= j1 {
 			return // sums 0: the merge skips this chunk
 		}
-		bp := flashBuf(KH*rows*D + rows*decodeBlock + 3*rows)
+		bp := flashBuf(KH*rows*D + rp*decodeBlock + 3*rows)
 		defer flashBufs.Put(bp)
 		buf := *bp
-		qt, s := buf[:KH*rows*D], buf[KH*rows*D:KH*rows*D+rows*decodeBlock]
+		qt, s := buf[:KH*rows*D], buf[KH*rows*D:KH*rows*D+rp*decodeBlock]
 		shift, corr, sums := buf[len(buf)-3*rows:len(buf)-2*rows], buf[len(buf)-2*rows:len(buf)-rows], buf[len(buf)-rows:]
 		for kh := 0; kh < KH; kh++ {
 			p.gather(qt[kh*rows*D:(kh+1)*rows*D], q, b, kh, 0, a.QLen)
@@ -79,11 +82,11 @@ func flashDecode(p flashPlan, out, lse, q, k, v []float32) {
 			n := min(decodeBlock, j1-jb)
 			for kh := 0; kh < KH; kh++ {
 				r := res[kh*per : (kh+1)*per]
-				ot, m, l := r[:rows*D], r[rows*D:rows*D+rows], r[rows*D+rows:]
+				ot, m, l := r[:om], r[om:ol], r[ol:]
 				off := base + jb*p.ld + kh*D
 				gemm.AttendScores(rows, n, D, a.Scale, qt[kh*rows*D:(kh+1)*rows*D], k[off:], p.ld, s, n)
 				p.online(s[:rows*n], rows, n, b, 0, jb, m, l, shift, corr, sums, ot)
-				gemm.AttendValues(rows, n, D, s, n, v[off:], p.ld, ot, D)
+				gemm.AttendValues(rp, n, D, s, n, v[off:], p.ld, ot, D)
 			}
 		}
 	})
@@ -98,19 +101,19 @@ func flashDecode(p flashPlan, out, lse, q, k, v []float32) {
 			mx := float32(math.Inf(-1))
 			for c := 0; c < nc; c++ {
 				res := parts[((b*nc+c)*KH+kh)*per:]
-				if res[rows*D+rows+r] > 0 {
-					mx = max(mx, res[rows*D+r])
+				if res[ol+r] > 0 {
+					mx = max(mx, res[om+r])
 				}
 			}
 			sum := float32(0)
 			o := ot[r*D : (r+1)*D]
 			for c := 0; c < nc; c++ {
 				res := parts[((b*nc+c)*KH+kh)*per:]
-				l := res[rows*D+rows+r]
+				l := res[ol+r]
 				if l <= 0 {
 					continue
 				}
-				w := float32(math.Exp(float64(res[rows*D+r] - mx)))
+				w := float32(math.Exp(float64(res[om+r] - mx)))
 				sum += w * l
 				for d, x := range res[r*D : (r+1)*D] {
 					o[d] += w * x
