@@ -139,3 +139,16 @@ func Scale(x []float32, a float32) {
 		x[i] *= a
 	}
 }
+
+// AddScaled adds a·x to y (len(x) ≥ len(y)): the merge of partial softmax outputs.
+func AddScaled(y, x []float32, a float32) {
+	x = x[:len(y)]
+	i := 0
+	if useAVX512 && len(y) >= 16 {
+		i = len(y) &^ 15
+		addScaledAVX512(i, &y[0], &x[0], a)
+	}
+	for ; i < len(y); i++ {
+		y[i] += a * x[i]
+	}
+}

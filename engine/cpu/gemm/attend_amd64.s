@@ -484,3 +484,23 @@ sloop:
 	JNZ     sloop
 	VZEROUPPER
 	RET
+
+// func addScaledAVX512(n int, y, x *float32, a float32)
+// y[:n] += a·x[:n], n a positive multiple of 16.
+TEXT ·addScaledAVX512(SB), NOSPLIT, $0-28
+	MOVQ         n+0(FP), CX
+	MOVQ         y+8(FP), DI
+	MOVQ         x+16(FP), SI
+	VBROADCASTSS a+24(FP), Z1
+	SHRQ         $4, CX
+
+aloop:
+	VMOVUPS     (DI), Z0
+	VFMADD231PS (SI), Z1, Z0
+	VMOVUPS     Z0, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	DECQ        CX
+	JNZ         aloop
+	VZEROUPPER
+	RET

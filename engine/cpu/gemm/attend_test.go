@@ -86,6 +86,23 @@ func TestMax(t *testing.T) {
 	})
 }
 
+// TestAddScaled checks AddScaled on every instruction set against float64, on lengths around
+// the 16-float step, with x longer than y.
+func TestAddScaled(t *testing.T) {
+	r := rand.New(rand.NewPCG(27, 28))
+	withAVX2(t, func(t *testing.T) {
+		for _, n := range []int{1, 15, 16, 17, 64, 70} {
+			x, y := randn(r, n+3), randn(r, n)
+			got := append([]float32(nil), y...)
+			AddScaled(got, x, -0.37)
+			for i := range y {
+				want := float64(y[i]) + -0.37*float64(x[i])
+				require.InDelta(t, want, got[i], 1e-6*(math.Abs(want)+1), "n=%d [%d]", n, i)
+			}
+		}
+	})
+}
+
 // TestScale checks Scale on every instruction set, on lengths around the 16-float step.
 func TestScale(t *testing.T) {
 	r := rand.New(rand.NewPCG(25, 26))

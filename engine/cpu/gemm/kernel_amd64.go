@@ -291,6 +291,11 @@ func maxAVX512(n int, x *float32) float32
 //go:noescape
 func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
 
+// addScaledAVX512 adds a·x[:n] to y[:n], n a positive multiple of 16.
+//
+//go:noescape
+func addScaledAVX512(n int, y, x *float32, a float32)
+
 // scaleAVX512 multiplies x[:n] by a, n a positive multiple of 16.
 //
 //go:noescape

@@ -183,3 +183,7 @@ func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alph
 }
 
 func scaleAVX512(n int, x *float32, a float32) { panic("gemm: no assembly kernels in this build") }
+
+func addScaledAVX512(n int, y, x *float32, a float32) {
+	panic("gemm: no assembly kernels in this build")
+}
