@@ -67,3 +67,42 @@ func BenchmarkAttentionPaths(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeAttention: one decoding step's attention from memory, as in a real step (where
+// the other layers' weights have since passed through the caches): the KV cache's copies cycle
+// through 256 MiB, one a call. Qwen2-0.5B's heads (a GQA group of 7) and Llama-3.2-1B's (4), over
+// 512 and 4096 keys; from-cache runs beside them (the same copy every call). Compare variants in
+// separate processes, rounds interleaved: within one process, a benchmark's position in the run
+// biases it.
+//
+//	go test -run '^$' -bench 'DecodeAttention/.*/.*/from=memory' -cpu 2 ./engine/cpu/
+func BenchmarkDecodeAttention(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, a := range []engine.Attention{
+		{Batch: 1, QLen: 1, KVLen: 512, Heads: 14, KVHeads: 2, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 1, KVLen: 4096, Heads: 14, KVHeads: 2, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 1, KVLen: 512, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
+		{Batch: 1, QLen: 1, KVLen: 4096, Heads: 32, KVHeads: 8, HeadDim: 64, Scale: 0.125},
+	} {
+		nq, nkv := a.Heads*a.HeadDim, a.KVLen*a.KVHeads*a.HeadDim
+		q, k0, v0 := randn(r, nq, 1), randn(r, nkv, 1), randn(r, nkv, 1)
+		out, lse := make([]float32, nq), make([]float32, a.Heads)
+		copies := max(2, (256<<20)/(8*nkv))
+		ks, vs := make([][]float32, copies), make([][]float32, copies)
+		for i := range ks {
+			ks[i], vs[i] = append([]float32(nil), k0...), append([]float32(nil), v0...)
+		}
+		for _, from := range []string{"memory", "cache"} {
+			b.Run(fmt.Sprintf("heads=%d:%d/kv=%d/from=%s", a.Heads, a.KVHeads, a.KVLen, from), func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					flashForward(a, out, lse, q, ks[i], vs[i], nil)
+					if from == "memory" {
+						i = (i + 1) % copies
+					}
+				}
+				b.ReportMetric(float64(8*nkv)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
