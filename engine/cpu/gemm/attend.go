@@ -52,9 +52,7 @@ func AttendValues(rows, n, d int, p []float32, ldp int, v []float32, ldv int, ou
 		return
 	}
 	for ; r+4 <= rows; r += 4 {
-		for c := 0; c < d; c += 32 {
-			attendValuesAVX512(n, &p[r*ldp], ldp, &v[c], ldv, &out[r*ldo+c], ldo)
-		}
+		values4(n, d, p[r*ldp:], ldp, v, ldv, out[r*ldo:], ldo)
 	}
 	if r < rows {
 		attendValuesPadded(4, rows-r, n, d, p[r*ldp:], ldp, v, ldv, out[r*ldo:], ldo)
@@ -79,6 +77,20 @@ func AttendValuesRows(rows, d int) int {
 	}
 }
 
+// values4 is AttendValues for four rows: 64 columns a pass where d allows (each value row's
+// slice read once, sixteen FMAs on eight loads), else 32.
+func values4(n, d int, p []float32, ldp int, v []float32, ldv int, out []float32, ldo int) {
+	if d%64 == 0 {
+		for c := 0; c < d; c += 64 {
+			attendValues4x64AVX512(n, &p[0], ldp, &v[c], ldv, &out[c], ldo)
+		}
+		return
+	}
+	for c := 0; c < d; c += 32 {
+		attendValuesAVX512(n, &p[0], ldp, &v[c], ldv, &out[c], ldo)
+	}
+}
+
 // attendValuesPadded is AttendValues for the last left < k rows (k 4 or 8, the kernels' rows):
 // the kernel runs on a padded copy, zero weights in the missing rows.
 func attendValuesPadded(k, left, n, d int, p []float32, ldp int, v []float32, ldv int, out []float32, ldo int) {
@@ -90,11 +102,11 @@ func attendValuesPadded(k, left, n, d int, p []float32, ldp int, v []float32, ld
 	for i := 0; i < left; i++ {
 		copy(pp[i*n:(i+1)*n], p[i*ldp:i*ldp+n])
 	}
-	for c := 0; c < d; c += 32 {
-		if k == 8 {
+	if k == 4 {
+		values4(n, d, pp, n, v, ldv, op, d)
+	} else {
+		for c := 0; c < d; c += 32 {
 			attendValues8AVX512(n, &pp[0], n, &v[c], ldv, &op[c], d)
-		} else {
-			attendValuesAVX512(n, &pp[0], n, &v[c], ldv, &op[c], d)
 		}
 	}
 	for i := 0; i < left; i++ {

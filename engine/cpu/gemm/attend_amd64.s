@@ -421,6 +421,114 @@ v8sum:
 	VZEROUPPER
 	RET
 
+// func attendValues4x64AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+// out[r, 0:64] += Σ_j p[r·ldp + j]·v[j·ldv + 0:64] for the four rows r < 4, n ≥ 1 keys: a value
+// row's 64 floats loaded once (four vectors) for four rows whose weights are broadcast into
+// registers, sixteen FMAs on eight loads; row r's accumulators Z(16+4r)-Z(19+4r). Each key asks
+// for the value row sixteen keys ahead.
+TEXT ·attendValues4x64AVX512(SB), NOSPLIT, $0-56
+	MOVQ   n+0(FP), CX
+	MOVQ   p+8(FP), AX
+	MOVQ   ldp+16(FP), R8
+	SHLQ   $2, R8
+	LEAQ   (R8)(R8*2), R10
+	MOVQ   v+24(FP), SI
+	MOVQ   ldv+32(FP), R9
+	SHLQ   $2, R9
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+v4loop:
+	LEAQ         (SI)(R9*8), DI
+	LEAQ         (DI)(R9*8), DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	VMOVUPS      (SI), Z0
+	VMOVUPS      64(SI), Z1
+	VMOVUPS      128(SI), Z2
+	VMOVUPS      192(SI), Z3
+	VBROADCASTSS (AX), Z4
+	VBROADCASTSS (AX)(R8*1), Z5
+	VBROADCASTSS (AX)(R8*2), Z6
+	VBROADCASTSS (AX)(R10*1), Z7
+	VFMADD231PS  Z0, Z4, Z16
+	VFMADD231PS  Z1, Z4, Z17
+	VFMADD231PS  Z2, Z4, Z18
+	VFMADD231PS  Z3, Z4, Z19
+	VFMADD231PS  Z0, Z5, Z20
+	VFMADD231PS  Z1, Z5, Z21
+	VFMADD231PS  Z2, Z5, Z22
+	VFMADD231PS  Z3, Z5, Z23
+	VFMADD231PS  Z0, Z6, Z24
+	VFMADD231PS  Z1, Z6, Z25
+	VFMADD231PS  Z2, Z6, Z26
+	VFMADD231PS  Z3, Z6, Z27
+	VFMADD231PS  Z0, Z7, Z28
+	VFMADD231PS  Z1, Z7, Z29
+	VFMADD231PS  Z2, Z7, Z30
+	VFMADD231PS  Z3, Z7, Z31
+	ADDQ         $4, AX
+	ADDQ         R9, SI
+	DECQ         CX
+	JNZ          v4loop
+
+	MOVQ out+40(FP), DX
+	MOVQ ldo+48(FP), R11
+	SHLQ $2, R11
+	VADDPS  (DX), Z16, Z16
+	VMOVUPS Z16, (DX)
+	VADDPS  64(DX), Z17, Z17
+	VMOVUPS Z17, 64(DX)
+	VADDPS  128(DX), Z18, Z18
+	VMOVUPS Z18, 128(DX)
+	VADDPS  192(DX), Z19, Z19
+	VMOVUPS Z19, 192(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z20, Z20
+	VMOVUPS Z20, (DX)
+	VADDPS  64(DX), Z21, Z21
+	VMOVUPS Z21, 64(DX)
+	VADDPS  128(DX), Z22, Z22
+	VMOVUPS Z22, 128(DX)
+	VADDPS  192(DX), Z23, Z23
+	VMOVUPS Z23, 192(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z24, Z24
+	VMOVUPS Z24, (DX)
+	VADDPS  64(DX), Z25, Z25
+	VMOVUPS Z25, 64(DX)
+	VADDPS  128(DX), Z26, Z26
+	VMOVUPS Z26, 128(DX)
+	VADDPS  192(DX), Z27, Z27
+	VMOVUPS Z27, 192(DX)
+	ADDQ    R11, DX
+	VADDPS  (DX), Z28, Z28
+	VMOVUPS Z28, (DX)
+	VADDPS  64(DX), Z29, Z29
+	VMOVUPS Z29, 64(DX)
+	VADDPS  128(DX), Z30, Z30
+	VMOVUPS Z30, 128(DX)
+	VADDPS  192(DX), Z31, Z31
+	VMOVUPS Z31, 192(DX)
+	VZEROUPPER
+	RET
+
 // func maxAVX512(n int, x *float32) float32
 // The largest of x[:n], n a positive multiple of 16: four accumulators of sixteen lanes (so the
 // compares do not wait on each other), then folded to one lane.

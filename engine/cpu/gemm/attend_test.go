@@ -11,7 +11,7 @@ import (
 
 // TestAttendAgainstFloat64 checks AttendScores and AttendValues, on every instruction set, against
 // the float64 reference on decoding shapes that are no multiple of the kernels' tiles: 1 to 17 rows
-// (the value kernels take 8 and 4 rows, the last few padded), key counts around the 16-key block,
+// (the value kernels take 8 rows, or 4 rows of 64 or 32 columns, the last few padded), key counts around the 16-key block,
 // head sizes the AVX-512 kernels take (multiples of 32) and one they leave to Sgemm (80); key and
 // value rows strided as in a KV cache of several heads, and out's padding NaN (never to be
 // written).

@@ -281,6 +281,12 @@ func attendValuesAVX512(n int, p *float32, ldp int, v *float32, ldv int, out *fl
 //go:noescape
 func attendValues8AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
 
+// attendValues4x64AVX512 adds Σ_j p[r·ldp + j]·v[j·ldv + 0:64] to out[r·ldo + 0:64] for four rows r,
+// n ≥ 1 keys.
+//
+//go:noescape
+func attendValues4x64AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int)
+
 // maxAVX512 is the largest of x[:n], n a positive multiple of 16.
 //
 //go:noescape

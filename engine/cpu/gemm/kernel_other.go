@@ -176,6 +176,10 @@ func attendValues8AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *f
 	panic("gemm: no assembly kernels in this build")
 }
 
+func attendValues4x64AVX512(n int, p *float32, ldp int, v *float32, ldv int, out *float32, ldo int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
 func maxAVX512(n int, x *float32) float32 { panic("gemm: no assembly kernels in this build") }
 
 func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32) {
