@@ -288,8 +288,11 @@ func packA(trans bool, a []float32, lda, i0, p0, rows, kcur int, dst []float32) 
 	dst = dst[:kcur*mr]
 	if trans { // op(A)[i][p] = a[p*lda+i]: rows of a are contiguous in i
 		if rows == mr {
+			// Element by element: Go copies a 24-byte array through a call to memmove, which with
+			// its register spills cost attention's backward pass on Qwen2-0.5B's heads 17%.
 			for p := 0; p < kcur; p++ {
-				*(*[mr]float32)(dst[p*mr:]) = *(*[mr]float32)(a[(p0+p)*lda+i0:])
+				src, d := a[(p0+p)*lda+i0:(p0+p)*lda+i0+mr], dst[p*mr:p*mr+mr]
+				d[0], d[1], d[2], d[3], d[4], d[5] = src[0], src[1], src[2], src[3], src[4], src[5]
 			}
 			return
 		}
