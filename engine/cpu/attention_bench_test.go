@@ -88,12 +88,12 @@ func BenchmarkDecodeAttention(b *testing.B) {
 		q, k0, v0 := randn(r, nq, 1), randn(r, nkv, 1), randn(r, nkv, 1)
 		out, lse := make([]float32, nq), make([]float32, a.Heads)
 		copies := max(2, (256<<20)/(8*nkv))
-		ks, vs := make([][]float32, copies), make([][]float32, copies)
-		for i := range ks {
-			ks[i], vs[i] = append([]float32(nil), k0...), append([]float32(nil), v0...)
-		}
+		var ks, vs [][]float32 // the copies, made by the first sub-benchmark the filter runs
 		for _, from := range []string{"memory", "cache"} {
 			b.Run(fmt.Sprintf("heads=%d:%d/kv=%d/from=%s", a.Heads, a.KVHeads, a.KVLen, from), func(b *testing.B) {
+				for len(ks) < copies {
+					ks, vs = append(ks, append([]float32(nil), k0...)), append(vs, append([]float32(nil), v0...))
+				}
 				i := 0
 				for b.Loop() {
 					flashForward(a, out, lse, q, ks[i], vs[i], nil)
