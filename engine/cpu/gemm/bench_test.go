@@ -3,11 +3,15 @@ package gemm
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/lathe-ml/lathe/engine/cpu/ceiling"
 	"github.com/lathe-ml/lathe/quant"
 )
 
@@ -180,5 +184,36 @@ func BenchmarkMatMul4Backward(b *testing.B) {
 				report(b, flops, bytes)
 			})
 		}
+	}
+}
+
+// BenchmarkSgemmEfficiency: square f32 products (1536³ as lathe bench --quick, 2048³ as lathe
+// bench), each timed and followed at once by the FMA-peak probe of engine/cpu/ceiling on as many
+// threads, reported as the median share of that peak (%fma-peak). On a shared host whose clock
+// and memory move from minute to minute, the share is far steadier than the time:
+//
+//	go test -run '^$' -bench SgemmEfficiency -benchtime 20x -cpu 2 ./engine/cpu/gemm/
+func BenchmarkSgemmEfficiency(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, n := range []int{1536, 2048} {
+		a, w, c := randn(r, n*n), randn(r, n*n), make([]float32, n*n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			unit := ceiling.AVX2
+			if CurrentISA() == ISAAVX512 {
+				unit = ceiling.AVX512
+			}
+			if !ceiling.Has(unit) {
+				b.Skip("no FMA unit to measure a peak of")
+			}
+			var shares []float64
+			for b.Loop() {
+				t := time.Now()
+				Sgemm(false, false, n, n, n, 1, a, n, w, n, 0, c, n)
+				rate := 2 * float64(n*n*n) / time.Since(t).Seconds()
+				shares = append(shares, rate/ceiling.FMAPeak(unit, runtime.GOMAXPROCS(0), 10*time.Millisecond))
+			}
+			slices.Sort(shares)
+			b.ReportMetric(100*shares[len(shares)/2], "%fma-peak")
+		})
 	}
 }

@@ -77,9 +77,7 @@ func blockedPairs(m, in, out int, x []float32, pb bPacker, beta float32, y []flo
 	for i := 0; i < m; i++ {
 		pairsBF16(xp[i*in2:(i+1)*in2], x[i*in:(i+1)*in])
 	}
-	blocked(m, out, in2, 1, func(i0, p0, rows, kcur int, dst []float32) {
-		packA(false, xp, in2, i0, p0, rows, kcur, dst)
-	}, pb, beta, y, out, true)
+	blocked(m, out, in2, 1, aOperand{xp, in2, false}, pb, beta, y, out, true)
 }
 
 // gemm4bf16T is MatMul4BF16's transposed GEMM, y = x·W (x: m×n, y: m×k): the depth is W's rows,

@@ -85,8 +85,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		gemv(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	blocked(m, n, k, alpha,
-		func(i0, p0, rows, kcur int, dst []float32) { packA(transA, a, lda, i0, p0, rows, kcur, dst) },
+	blocked(m, n, k, alpha, aOperand{a, lda, transA},
 		func(p0, j0, kcur, cols int, dst []float32) { packB(transB, b, ldb, p0, j0, kcur, cols, dst) },
 		beta, c, ldc, false)
 }
@@ -163,9 +162,27 @@ func Scratch(n int) *[]float32 { return getBuf(n) }
 // Recycle returns a buffer from Scratch; it must not be used afterwards.
 func Recycle(p *[]float32) { putBuf(p) }
 
-// aPacker packs rows i0..i0+rows (rows ≤ mr) of op(A), columns p0..p0+kcur, into dst[:kcur*mr] as
-// kcur groups of mr floats, zero-padding missing rows.
-type aPacker func(i0, p0, rows, kcur int, dst []float32)
+// aOperand is op(A) for the packed driver: A itself, m×k (trans false) or k×m (trans true), row
+// stride ld. Its strips of mr rows are packed (packA), except where the AVX-512 kernels read a
+// row-major op(A) in place (see blocked).
+type aOperand struct {
+	a     []float32
+	ld    int
+	trans bool
+}
+
+// aStrip is an A strip as the AVX-512 kernels address it: row r at depth p is a[p·step + r·row].
+// A packed strip has step mr and row 1; one read in place from a row-major A, step 1 and row lda.
+type aStrip struct {
+	a         []float32
+	step, row int
+}
+
+// packed is a packed strip (packA's layout).
+func packed(a []float32) aStrip { return aStrip{a, mr, 1} }
+
+// inPlace is the strip of mr rows of a row-major A (row stride lda) from a[0].
+func inPlace(a []float32, lda int) aStrip { return aStrip{a, 1, lda} }
 
 // bPacker packs rows p0..p0+kcur of op(B), columns j0..j0+cols, into dst as ⌈cols/nr⌉ strips of
 // kcur groups of nr floats, strip s (columns j0+s·nr..) at dst[s·stripStride(kcur):], zero-padding
@@ -180,16 +197,27 @@ type bPacker func(p0, j0, kcur, cols int, dst []float32)
 func stripStride(kcur int) int { return kcur*nr + nr }
 
 // blocked is the packed GEMM: C = alpha·op(A)·op(B) + beta·C with op(A) m×k and op(B) k×n given
-// by their packers.
+// by its packer.
 //
 // With bf, the packed strips hold bfloat16 pairs (two depths a float slot: k counts pairs) and the
 // VDPBF16PS tiles multiply them (MatMul4BF16).
-func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int, bf bool) {
+//
+// The AVX-512 f32 kernels read a row-major op(A) in place, six rows at once (broadcasts from six
+// row pointers), and only a last strip of fewer than mr rows is packed. Packing A moved every
+// element through a register transpose once per product: on a 2-core Zen 5, a 1536³ product
+// spent 4–6% of its time there (1 536 and 2 048 cubed, four rounds interleaved, each its own
+// process, against the FMA peak taken after each product: 78–82% → 82–86% of it). With nothing
+// of A packed, the rows need no chunks and the depth no parts, so op(B) is packed once.
+func blocked(m, n, k int, alpha float32, A aOperand, packB bPacker, beta float32, c []float32, ldc int, bf bool) {
 	flops := 2 * m * n * k
 	if bf {
 		flops *= 2
 	}
 	w := workers(flops)
+	if useAVX512 && !bf && !A.trans {
+		blockedRows(A, 0, 0, m, n, k, w, alpha, packB, beta, c, ldc, bf, true)
+		return
+	}
 	// Cut the rows into near-equal chunks of at most mBig rows, each a multiple of mr.
 	chunks := (m + mBig - 1) / mBig
 	rowsPer := ((m+chunks-1)/chunks + mr - 1) / mr * mr
@@ -205,27 +233,34 @@ func blocked(m, n, k int, alpha float32, packA aPacker, packB bPacker, beta floa
 			if d0 > 0 {
 				bet = 1
 			}
-			blockedRows(mcur, n, min(depth, k-d0), w, alpha, func(i, p0, rows, kcur int, dst []float32) {
-				packA(i0+i, d0+p0, rows, kcur, dst)
-			}, func(p0, j0, kcur, cols int, dst []float32) {
+			blockedRows(A, i0, d0, mcur, n, min(depth, k-d0), w, alpha, func(p0, j0, kcur, cols int, dst []float32) {
 				packB(d0+p0, j0, kcur, cols, dst)
-			}, bet, c[i0*ldc:], ldc, bf)
+			}, bet, c[i0*ldc:], ldc, bf, false)
 		}
 	}
 }
 
-func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, beta float32, c []float32, ldc int, bf bool) {
+// blockedRows is blocked on rows i0..i0+m of op(A) and depths d0..d0+k (packB already offset by
+// d0, c by i0 rows). With direct, the AVX-512 kernels read op(A) (row-major) in place and only a
+// last strip of fewer than mr rows is packed.
+func blockedRows(A aOperand, i0, d0, m, n, k, w int, alpha float32, packB bPacker, beta float32, c []float32, ldc int, bf, direct bool) {
 	mstrips := (m + mr - 1) / mr
-	// Pack all of op(A): the kc block starting at column pc holds mstrips strips of mr×kcur floats
-	// from offset pc·mstrips·mr. Every column panel reads all of it.
-	apb := getBuf(mstrips * mr * k)
+	// Pack op(A): the kc block starting at column pc holds the packed strips, mr×kcur floats each,
+	// from offset pc·packs·mr. Every column panel reads all of it. Packed are all strips, or with
+	// direct only a last short one (packs 0 or 1, from strip first).
+	first, packs := 0, mstrips
+	if direct {
+		first, packs = m/mr, mstrips-m/mr
+	}
+	apb := getBuf(packs * mr * k)
 	ap := *apb
 	kblocks := (k + kc - 1) / kc
-	parallel(kblocks*mstrips, w, func(t int) {
-		pc, s := t/mstrips*kc, t%mstrips
+	parallel(kblocks*packs, w, func(t int) {
+		pc, s := t/packs*kc, t%packs
 		kcur := min(kc, k-pc)
-		off := pc*mstrips*mr + s*mr*kcur
-		packA(s*mr, pc, min(mr, m-s*mr), kcur, ap[off:off+mr*kcur])
+		off := pc*packs*mr + s*mr*kcur
+		i := (first + s) * mr
+		packA(A.trans, A.a, A.ld, i0+i, d0+pc, min(mr, m-i), kcur, ap[off:off+mr*kcur])
 	})
 
 	// Column panels: as wide as nc, narrower when that leaves a worker idle (but not narrower than
@@ -256,11 +291,16 @@ func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, be
 			if pc > 0 {
 				bet = 1
 			}
-			abase := pc * mstrips * mr
+			abase := pc * packs * mr
 			for s := s0; s < s1; s++ {
 				i := s * mr
 				rows := min(mr, m-i)
-				as := ap[abase+s*mr*kcur : abase+(s+1)*mr*kcur]
+				var as aStrip
+				if s < first {
+					as = inPlace(A.a[(i0+i)*A.ld+d0+pc:], A.ld)
+				} else {
+					as = packed(ap[abase+(s-first)*mr*kcur : abase+(s-first+1)*mr*kcur])
+				}
 				js := 0
 				if useAVX512 && rows == mr {
 					// Four whole strips at a time (a 6×64 tile: see kern6x64AVX512).
@@ -271,7 +311,7 @@ func blockedRows(m, n, k, w int, alpha float32, packA aPacker, packB bPacker, be
 				for ; js < nstrips; js++ {
 					j := j0 + js*nr
 					if bf {
-						microBF16(kcur, as, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
+						microBF16(kcur, as.a, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
 						continue
 					}
 					micro(kcur, as, bp[js*stripStride(kcur):], rows, min(nr, n-j), alpha, bet, c[i*ldc+j:], ldc)
@@ -414,31 +454,37 @@ func packT(src []float32, ld, kcur, rows int, dst []float32) {
 	}
 }
 
-// micro adds one mr×nr product of packed strips into C: C = alpha·(a·b) + beta·C for the rows×cols
-// corner that exists (beta == 0: C is not read).
-func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
+// micro adds one mr×nr product of strips into C: C = alpha·(a·b) + beta·C for the rows×cols corner
+// that exists (beta == 0: C is not read). Only the AVX-512 kernels take a strip read in place;
+// the others take packed ones.
+func micro(k int, as aStrip, b []float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
+	a := as.a
+	_ = a[(k-1)*as.step+(mr-1)*as.row]
+	_ = b[k*nr-1]
+	if useAVX512 {
+		if rows == mr && cols == nr {
+			_ = c[(mr-1)*ldc+nr-1]
+			kern6x16AVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta, as.step, as.row)
+			return
+		}
+		var tile [mr * nr]float32
+		kern6x16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0, as.step, as.row)
+		store(&tile, rows, cols, alpha, beta, c, ldc)
+		return
+	}
+	if as.step != mr || as.row != 1 {
+		panic("gemm: an A strip in place without AVX-512")
+	}
 	if useAVX2 {
 		// The kernels are called directly, not through a func value: through one the compiler
 		// loses their noescape, and the edge tile below moved to the heap on every call.
 		if rows == mr && cols == nr {
-			_ = a[k*mr-1]
-			_ = b[k*nr-1]
 			_ = c[(mr-1)*ldc+nr-1]
-			if useAVX512 {
-				kern6x16AVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
-			} else {
-				kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
-			}
+			kern6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 			return
 		}
 		var tile [mr * nr]float32
-		_ = a[k*mr-1]
-		_ = b[k*nr-1]
-		if useAVX512 {
-			kern6x16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0)
-		} else {
-			kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
-		}
+		kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
 		store(&tile, rows, cols, alpha, beta, c, ldc)
 		return
 	}
@@ -449,16 +495,17 @@ func micro(k int, a, b []float32, rows, cols int, alpha, beta float32, c []float
 
 // micro4 adds a whole mr×4nr tile, four adjacent packed B strips (bstride floats apart) against
 // one A strip, into C (AVX-512 only): C = alpha·(a·b) + beta·C.
-// With bf the strips hold bfloat16 pairs (kern6x64BF16AVX512).
-func micro4(k int, a, b []float32, bstride int, alpha, beta float32, c []float32, ldc int, bf bool) {
-	_ = a[k*mr-1]
+// With bf the strips hold bfloat16 pairs (kern6x64BF16AVX512), and A's strip is packed.
+func micro4(k int, as aStrip, b []float32, bstride int, alpha, beta float32, c []float32, ldc int, bf bool) {
+	a := as.a
+	_ = a[(k-1)*as.step+(mr-1)*as.row]
 	_ = b[3*bstride+k*nr-1]
 	_ = c[(mr-1)*ldc+4*nr-1]
 	if bf {
 		kern6x64BF16AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta)
 		return
 	}
-	kern6x64AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta)
+	kern6x64AVX512(k, &a[0], &b[0], bstride, &c[0], ldc, alpha, beta, as.step, as.row)
 }
 
 // microBF16 is micro on strips of bfloat16 pairs (AVX512_BF16 only: kern6x16BF16AVX512).

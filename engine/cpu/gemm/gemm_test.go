@@ -291,7 +291,7 @@ func TestKernelsAgree(t *testing.T) {
 			for i := range c {
 				want[i] = 0.5*slow[i] - 2*c[i]
 			}
-			kern6x16AVX512(k, &a[0], &b[0], &c[0], nr, 0.5, -2)
+			kern6x16AVX512(k, &a[0], &b[0], &c[0], nr, 0.5, -2, mr, 1)
 			for i := range c {
 				require.InDelta(t, want[i], c[i], 1e-5*float64(k), "avx512 k=%d [%d]", k, i)
 			}

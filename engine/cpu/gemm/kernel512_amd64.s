@@ -5,16 +5,24 @@
 // AVX-512 kernels. They keep the AVX2 kernels' data layouts (packed 6×16 tiles, the permuted x of
 // the 4-bit GEMV), so the Go drivers are shared and only the inner loops differ.
 
-// func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, astep, arow int)
 // kern6x16 with ZMM registers: a row of the 16-wide B strip is one register, and each a value is
-// broadcast from memory inside its FMA. Two k steps per iteration go to two sets of six
+// broadcast from memory inside its FMA. Row r's value at depth p is a[p·astep + r·arow] (floats):
+// a packed strip (astep 6, arow 1) or six rows of a row-major A read in place (astep 1, arow
+// lda). Two k steps per iteration go to two sets of six
 // accumulators (Z0-Z5 even steps, Z6-Z11 odd ones), so that each accumulator waits for its last FMA
 // only every other step (six FMAs a step are three cycles on two 512-bit pipes, less than the FMA
 // latency of four).
-TEXT ·kern6x16AVX512(SB), NOSPLIT, $0-48
+TEXT ·kern6x16AVX512(SB), NOSPLIT, $0-64
 	MOVQ   k+0(FP), CX
 	MOVQ   a+8(FP), SI
 	MOVQ   b+16(FP), DI
+	MOVQ   astep+48(FP), AX
+	MOVQ   arow+56(FP), R11
+	SHLQ   $2, AX
+	SHLQ   $2, R11
+	LEAQ   (R11)(R11*2), R12 // 3·arow
+	LEAQ   (R11)(R11*4), R13 // 5·arow
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -34,19 +42,20 @@ TEXT ·kern6x16AVX512(SB), NOSPLIT, $0-48
 k512loop:
 	VMOVUPS          (DI), Z12
 	VMOVUPS          64(DI), Z13
+	LEAQ             (SI)(AX*1), BX
 	VFMADD231PS.BCST (SI), Z12, Z0
-	VFMADD231PS.BCST 4(SI), Z12, Z1
-	VFMADD231PS.BCST 8(SI), Z12, Z2
-	VFMADD231PS.BCST 12(SI), Z12, Z3
-	VFMADD231PS.BCST 16(SI), Z12, Z4
-	VFMADD231PS.BCST 20(SI), Z12, Z5
-	VFMADD231PS.BCST 24(SI), Z13, Z6
-	VFMADD231PS.BCST 28(SI), Z13, Z7
-	VFMADD231PS.BCST 32(SI), Z13, Z8
-	VFMADD231PS.BCST 36(SI), Z13, Z9
-	VFMADD231PS.BCST 40(SI), Z13, Z10
-	VFMADD231PS.BCST 44(SI), Z13, Z11
-	ADDQ             $48, SI
+	VFMADD231PS.BCST (SI)(R11*1), Z12, Z1
+	VFMADD231PS.BCST (SI)(R11*2), Z12, Z2
+	VFMADD231PS.BCST (SI)(R12*1), Z12, Z3
+	VFMADD231PS.BCST (SI)(R11*4), Z12, Z4
+	VFMADD231PS.BCST (SI)(R13*1), Z12, Z5
+	VFMADD231PS.BCST (BX), Z13, Z6
+	VFMADD231PS.BCST (BX)(R11*1), Z13, Z7
+	VFMADD231PS.BCST (BX)(R11*2), Z13, Z8
+	VFMADD231PS.BCST (BX)(R12*1), Z13, Z9
+	VFMADD231PS.BCST (BX)(R11*4), Z13, Z10
+	VFMADD231PS.BCST (BX)(R13*1), Z13, Z11
+	LEAQ             (SI)(AX*2), SI
 	ADDQ             $128, DI
 	DECQ             CX
 	JNZ              k512loop
@@ -56,11 +65,11 @@ k512tail:
 	JZ               k512sum
 	VMOVUPS          (DI), Z12
 	VFMADD231PS.BCST (SI), Z12, Z0
-	VFMADD231PS.BCST 4(SI), Z12, Z1
-	VFMADD231PS.BCST 8(SI), Z12, Z2
-	VFMADD231PS.BCST 12(SI), Z12, Z3
-	VFMADD231PS.BCST 16(SI), Z12, Z4
-	VFMADD231PS.BCST 20(SI), Z12, Z5
+	VFMADD231PS.BCST (SI)(R11*1), Z12, Z1
+	VFMADD231PS.BCST (SI)(R11*2), Z12, Z2
+	VFMADD231PS.BCST (SI)(R12*1), Z12, Z3
+	VFMADD231PS.BCST (SI)(R11*4), Z12, Z4
+	VFMADD231PS.BCST (SI)(R13*1), Z12, Z5
 
 k512sum:
 	JMP ·kern6x16StoreAVX512(SB)
@@ -700,18 +709,27 @@ g7loop:
 	VZEROUPPER
 	RET
 
-// func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
-// C[6×64] = alpha·Σ_p a[6p:6p+6] ⊗ [four packed B strips' row p] + beta·C: kern6x16AVX512 over
-// four adjacent strips (bstride floats apart) at once. 24 accumulators (Z0-Z23, row r and strip s
-// in Z(4r+s)) take four B loads and six broadcasts a step for 24 FMAs, where the 6×16 tile takes
-// seven loads for six: the FMA pipes, not the loads, now set the pace.
-TEXT ·kern6x64AVX512(SB), NOSPLIT, $0-56
+// func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32, astep, arow int)
+// C[6×64] = alpha·Σ_p A[:, p] ⊗ [four packed B strips' row p] + beta·C: kern6x16AVX512 over
+// four adjacent strips (bstride floats apart) at once, A addressed as there (a[p·astep + r·arow]).
+// 24 accumulators (Z0-Z23, row r and strip s in Z(4r+s)) take four B loads and six broadcasts a
+// step for 24 FMAs, where the 6×16 tile takes seven loads for six: the FMA pipes, not the loads,
+// now set the pace. 64 steps before the end it asks for the C tile's 24 lines (PREFETCHT0): read
+// at the end without it, from L3 or memory, they cost 3-5% of a 1536³ product; asked for at the
+// start, the B strips streaming through L1 evicted them again.
+TEXT ·kern6x64AVX512(SB), NOSPLIT, $0-72
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
 	MOVQ bstride+24(FP), R8
+	MOVQ astep+56(FP), AX
+	MOVQ arow+64(FP), R11
 	SHLQ $2, R8
+	SHLQ $2, AX
+	SHLQ $2, R11
 	LEAQ (R8)(R8*2), R10
+	LEAQ (R11)(R11*2), R12 // 3·arow
+	LEAQ (R11)(R11*4), R13 // 5·arow
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -737,45 +755,126 @@ TEXT ·kern6x64AVX512(SB), NOSPLIT, $0-56
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 
+	// All but the last 64 steps, then ask for the C tile, then the rest (see above).
+	MOVQ CX, BX
+	SUBQ $64, BX
+	JLE  k64tail
+	MOVQ BX, CX
+
 k64loop:
 	VMOVUPS (DI), Z24
 	VMOVUPS (DI)(R8*1), Z25
 	VMOVUPS (DI)(R8*2), Z26
 	VMOVUPS (DI)(R10*1), Z27
-	VBROADCASTSS 0(SI), Z28
+	VBROADCASTSS (SI), Z28
 	VFMADD231PS Z24, Z28, Z0
 	VFMADD231PS Z25, Z28, Z1
 	VFMADD231PS Z26, Z28, Z2
 	VFMADD231PS Z27, Z28, Z3
-	VBROADCASTSS 4(SI), Z29
+	VBROADCASTSS (SI)(R11*1), Z29
 	VFMADD231PS Z24, Z29, Z4
 	VFMADD231PS Z25, Z29, Z5
 	VFMADD231PS Z26, Z29, Z6
 	VFMADD231PS Z27, Z29, Z7
-	VBROADCASTSS 8(SI), Z28
+	VBROADCASTSS (SI)(R11*2), Z28
 	VFMADD231PS Z24, Z28, Z8
 	VFMADD231PS Z25, Z28, Z9
 	VFMADD231PS Z26, Z28, Z10
 	VFMADD231PS Z27, Z28, Z11
-	VBROADCASTSS 12(SI), Z29
+	VBROADCASTSS (SI)(R12*1), Z29
 	VFMADD231PS Z24, Z29, Z12
 	VFMADD231PS Z25, Z29, Z13
 	VFMADD231PS Z26, Z29, Z14
 	VFMADD231PS Z27, Z29, Z15
-	VBROADCASTSS 16(SI), Z28
+	VBROADCASTSS (SI)(R11*4), Z28
 	VFMADD231PS Z24, Z28, Z16
 	VFMADD231PS Z25, Z28, Z17
 	VFMADD231PS Z26, Z28, Z18
 	VFMADD231PS Z27, Z28, Z19
-	VBROADCASTSS 20(SI), Z29
+	VBROADCASTSS (SI)(R13*1), Z29
 	VFMADD231PS Z24, Z29, Z20
 	VFMADD231PS Z25, Z29, Z21
 	VFMADD231PS Z26, Z29, Z22
 	VFMADD231PS Z27, Z29, Z23
-	ADDQ $24, SI
+	ADDQ AX, SI
 	ADDQ $64, DI
 	DECQ CX
 	JNZ k64loop
+	MOVQ $64, CX
+
+k64tail:
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R9
+	SHLQ $2, R9
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ R9, DX
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ R9, DX
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ R9, DX
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ R9, DX
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ R9, DX
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+
+k64last:
+	VMOVUPS (DI), Z24
+	VMOVUPS (DI)(R8*1), Z25
+	VMOVUPS (DI)(R8*2), Z26
+	VMOVUPS (DI)(R10*1), Z27
+	VBROADCASTSS (SI), Z28
+	VFMADD231PS Z24, Z28, Z0
+	VFMADD231PS Z25, Z28, Z1
+	VFMADD231PS Z26, Z28, Z2
+	VFMADD231PS Z27, Z28, Z3
+	VBROADCASTSS (SI)(R11*1), Z29
+	VFMADD231PS Z24, Z29, Z4
+	VFMADD231PS Z25, Z29, Z5
+	VFMADD231PS Z26, Z29, Z6
+	VFMADD231PS Z27, Z29, Z7
+	VBROADCASTSS (SI)(R11*2), Z28
+	VFMADD231PS Z24, Z28, Z8
+	VFMADD231PS Z25, Z28, Z9
+	VFMADD231PS Z26, Z28, Z10
+	VFMADD231PS Z27, Z28, Z11
+	VBROADCASTSS (SI)(R12*1), Z29
+	VFMADD231PS Z24, Z29, Z12
+	VFMADD231PS Z25, Z29, Z13
+	VFMADD231PS Z26, Z29, Z14
+	VFMADD231PS Z27, Z29, Z15
+	VBROADCASTSS (SI)(R11*4), Z28
+	VFMADD231PS Z24, Z28, Z16
+	VFMADD231PS Z25, Z28, Z17
+	VFMADD231PS Z26, Z28, Z18
+	VFMADD231PS Z27, Z28, Z19
+	VBROADCASTSS (SI)(R13*1), Z29
+	VFMADD231PS Z24, Z29, Z20
+	VFMADD231PS Z25, Z29, Z21
+	VFMADD231PS Z26, Z29, Z22
+	VFMADD231PS Z27, Z29, Z23
+	ADDQ AX, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ k64last
 	JMP ·kern6x64StoreAVX512(SB)
 
 // func gemv4bf16AVX512(rows, n128 int, xb *uint16, w *byte, scales *float32, table *[16]uint16, y *float32)

@@ -19,10 +19,11 @@ var (
 	useAVX512 = hasAVX512
 )
 
-// kern6x16AVX512 is kern6x16 with ZMM registers.
+// kern6x16AVX512 is kern6x16 with ZMM registers; row r of A at depth p is a[p·astep + r·arow]
+// (a packed strip: astep mr, arow 1; A read in place: astep 1, arow lda).
 //
 //go:noescape
-func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, astep, arow int)
 
 // gemv4AVX512 is gemv4AVX2 with ZMM registers (one VPERMPS per 16 codes).
 //
@@ -295,7 +296,7 @@ func maxAVX512(n int, x *float32) float32
 // kern6x64AVX512 is kern6x16AVX512 over four adjacent packed B strips, bstride floats apart: C[6×64].
 //
 //go:noescape
-func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32)
+func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32, astep, arow int)
 
 // addScaledAVX512 adds a·x[:n] to y[:n], n a positive multiple of 16.
 //

@@ -12,7 +12,7 @@ var (
 	hasI8     = false
 )
 
-func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+func kern6x16AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, astep, arow int) {
 	panic("gemm: no assembly kernels in this build")
 }
 
@@ -182,7 +182,7 @@ func attendValues4x64AVX512(n int, p *float32, ldp int, v *float32, ldv int, out
 
 func maxAVX512(n int, x *float32) float32 { panic("gemm: no assembly kernels in this build") }
 
-func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32) {
+func kern6x64AVX512(k int, a, b *float32, bstride int, c *float32, ldc int, alpha, beta float32, astep, arow int) {
 	panic("gemm: no assembly kernels in this build")
 }
 

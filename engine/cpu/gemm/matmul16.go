@@ -42,9 +42,7 @@ func MatMul16(transW bool, m, n, k int, x []float32, w []uint16, bf bool, beta f
 		} else {
 			pb = packCols16(w, k, bf)
 		}
-		blocked(m, out, red, 1, func(i0, p0, rows, kcur int, dst []float32) {
-			packA(false, x, red, i0, p0, rows, kcur, dst)
-		}, pb, beta, y, out, false)
+		blocked(m, out, red, 1, aOperand{x, red, false}, pb, beta, y, out, false)
 	}
 }
 

@@ -44,9 +44,7 @@ func MatMul4(transW bool, m, n, k int, x []float32, packed []byte, absmax []floa
 		} else {
 			pb = q.packCols(k)
 		}
-		blocked(m, out, red, 1, func(i0, p0, rows, kcur int, dst []float32) {
-			packA(false, x, red, i0, p0, rows, kcur, dst)
-		}, pb, beta, y, out, false)
+		blocked(m, out, red, 1, aOperand{x, red, false}, pb, beta, y, out, false)
 	}
 }
 

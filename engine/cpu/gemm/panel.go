@@ -44,10 +44,16 @@ func MulPanel(m int, alpha float32, a []float32, lda int, p Panel, p0, kd, j0, c
 		if pc > 0 {
 			bet = 1
 		}
-		as := (*ab)[:mr*kcur]
 		for i := 0; i < m; i += mr {
 			rows := min(mr, m-i)
-			packA(false, a, lda, i, pc, rows, kcur, as)
+			// The AVX-512 kernels read whole strips of A in place (see blocked).
+			var as aStrip
+			if useAVX512 && rows == mr {
+				as = inPlace(a[i*lda+pc:], lda)
+			} else {
+				packA(false, a, lda, i, pc, rows, kcur, (*ab)[:mr*kcur])
+				as = packed((*ab)[:mr*kcur])
+			}
 			js := 0
 			if useAVX512 && rows == mr {
 				for ; js+4 <= nstrips && (js+4)*nr <= cols; js += 4 {

@@ -32,8 +32,7 @@ func BenchmarkSmallMTransB(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("m=%d/blocked", m), func(b *testing.B) {
 			for range b.N {
-				blocked(m, n, k, 1,
-					func(i0, p0, rows, kcur int, dst []float32) { packA(false, x, k, i0, p0, rows, kcur, dst) },
+				blocked(m, n, k, 1, aOperand{x, k, false},
 					func(p0, j0, kcur, cols int, dst []float32) { packB(true, w, k, p0, j0, kcur, cols, dst) },
 					0, c, n, false)
 			}
