@@ -4,10 +4,11 @@
 // that share their instruction-set dispatch.
 //
 // The blocking is GotoBLAS-style with the loops arranged for row-major C. op(A) is packed once, a
-// kc-deep block at a time, into strips of mr rows; C is cut into column panels of at most nc
-// columns, and each panel is one task: for every kc block it packs its kc×nc slice of op(B) into
-// strips of nr columns (kept in L2), then sweeps the A strips (each in L1 for the sweep) across the
-// B strips, the micro-kernel adding an mr×nr tile into C. C is thus walked along its rows, six rows
+// kc-deep block at a time, into strips of mr rows (with AVX-512, a row-major op(A) is read in
+// place instead, six row pointers a strip); C is cut into column panels of at most nc columns, and
+// each panel is one task: for every kc block it packs its kc×nc slice of op(B) into strips of nr
+// columns (kept in L2), then sweeps the A strips (each in L1 for the sweep) across the B strips,
+// the micro-kernel adding an mr×nr tile into C. C is thus walked along its rows, six rows
 // at a time, which keeps the hardware prefetchers and the TLB happy whatever ldc is (walking down a
 // column of C with ldc = 2048 thrashes L1 and L2 sets and cost as much as the arithmetic). Transposes
 // are absorbed by the packing, and MatMul4 plugs a dequantizing packer for B into the same driver.
