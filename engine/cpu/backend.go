@@ -359,7 +359,7 @@ func run(l engine.Launch) error {
 				o[i] = make([]float32, in[0].Meta.Shape.Numel())
 			}
 		}
-		kernels.SwiGLUBackward(o[0], o[1], f32(in[0]), f32(in[1]), f32(in[2]))
+		gemm.SwiGLUBackward(o[0], o[1], f32(in[0]), f32(in[1]), f32(in[2]))
 	case engine.Softmax:
 		x := in[0].Meta.Shape
 		kernels.Softmax(f32(out[0]), f32(in[0]), x.Rows(), x.Last())
@@ -376,7 +376,7 @@ func run(l engine.Launch) error {
 		return kernels.EmbeddingBackward(f32(out[0]), f32(in[0]), i32(in[1]), op.Vocab, in[0].Meta.Shape.Last())
 	case engine.CrossEntropy:
 		x := in[0].Meta.Shape
-		loss, _, err := kernels.CrossEntropy(f32(in[0]), i32(in[1]), x.Rows(), x.Last(), op.Ignore)
+		loss, _, err := gemm.CrossEntropy(f32(in[0]), i32(in[1]), x.Rows(), x.Last(), op.Ignore)
 		if err != nil {
 			return err
 		}
@@ -390,7 +390,7 @@ func run(l engine.Launch) error {
 				count++
 			}
 		}
-		return kernels.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
+		return gemm.CrossEntropyBackward(f32(out[0]), f32(in[1]), targets, x.Rows(), x.Last(), op.Ignore, f32(in[0])[0], count)
 	case engine.Binary:
 		if op.Fn == engine.Add {
 			kernels.Add(f32(out[0]), f32(in[0]), f32(in[1]))

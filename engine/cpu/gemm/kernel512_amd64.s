@@ -172,6 +172,51 @@ dq5loop:
 	VZEROUPPER
 	RET
 
+// func dequant4StripsAVX512(n16, first, gpb int, w *byte, scales *float32, table *[16]float32, dst *float32, dstride int)
+// dequant4AVX512 across blocks, each group of 16 to its own place: group i (bytes w[8i:8i+8]) goes
+// to dst[i·dstride:], times its block's scale, which starts at scales[0] and advances after the
+// first `first` groups, then every gpb. packRows uses it to dequantize a stretch of a row of W
+// straight into the B strips (dstride: their distance), where a row buffer and a copy a strip
+// took longer than the products on a 128-token backward.
+TEXT ·dequant4StripsAVX512(SB), NOSPLIT, $0-64
+	MOVQ    n16+0(FP), CX
+	MOVQ    first+8(FP), R9
+	MOVQ    gpb+16(FP), R11
+	MOVQ    w+24(FP), SI
+	MOVQ    scales+32(FP), BX
+	MOVQ    table+40(FP), AX
+	MOVQ    dst+48(FP), DI
+	MOVQ    dstride+56(FP), R8
+	SHLQ    $2, R8
+	VMOVUPS (AX), Z14
+
+dqsblock:
+	// R10 = the groups of this block: min(R9, CX).
+	MOVQ         R9, R10
+	CMPQ         R10, CX
+	CMOVQGT      CX, R10
+	SUBQ         R10, CX
+	VBROADCASTSS (BX), Z13
+	ADDQ         $4, BX
+
+dqsloop:
+	VMOVQ      (SI), X0
+	VPSRLW     $4, X0, X1
+	VPUNPCKLBW X0, X1, X2  // h0 b0 h1 b1 … in element order
+	VPMOVZXBD  X2, Z3
+	VPERMPS    Z14, Z3, Z3
+	VMULPS     Z13, Z3, Z3
+	VMOVUPS    Z3, (DI)
+	ADDQ       $8, SI
+	ADDQ       R8, DI
+	DECQ       R10
+	JNZ        dqsloop
+	MOVQ       R11, R9
+	TESTQ      CX, CX
+	JNZ        dqsblock
+	VZEROUPPER
+	RET
+
 // func expSubAVX512(n int, src, dst *float32, shift float32) float32
 // dst[i] = exp(src[i] − shift) for i < n (a multiple of 16), and returns Σ dst[i]: the softmax's
 // exponentials and their sum in one pass. Cephes' expf: x clamped to [−104, 88.7], n = round(x·log₂e),
@@ -314,6 +359,88 @@ swloop:
 	JNZ          swloop
 
 swdone:
+	VZEROUPPER
+	RET
+
+// func swigluBackwardAVX512(n int, gate, up, dy, dgate, dup *float32)
+// SwiGLU's backward for i < n (a multiple of 16): with s = sigmoid(g), g = gate[i],
+// dup[i] = dy[i]·g·s and dgate[i] = dy[i]·up[i]·(s + g·s·(1 − s)), the exponential as in
+// swigluAVX512. Every input of a lane is read before its outputs are written, so the outputs may
+// be inputs.
+TEXT ·swigluBackwardAVX512(SB), NOSPLIT, $0-48
+	MOVQ         n+0(FP), CX
+	MOVQ         gate+8(FP), SI
+	MOVQ         up+16(FP), DX
+	MOVQ         dy+24(FP), BX
+	MOVQ         dgate+32(FP), DI
+	MOVQ         dup+40(FP), R8
+	MOVL         $0x3fb8aa3b, AX
+	VPBROADCASTD AX, Z17
+	MOVL         $0x3f318000, AX
+	VPBROADCASTD AX, Z18
+	MOVL         $0xb95e8083, AX
+	VPBROADCASTD AX, Z19
+	MOVL         $0x39506967, AX
+	VPBROADCASTD AX, Z20
+	MOVL         $0x3ab743ce, AX
+	VPBROADCASTD AX, Z21
+	MOVL         $0x3c088908, AX
+	VPBROADCASTD AX, Z22
+	MOVL         $0x3d2aa9c1, AX
+	VPBROADCASTD AX, Z23
+	MOVL         $0x3e2aaaaa, AX
+	VPBROADCASTD AX, Z24
+	MOVL         $0x3f000000, AX
+	VPBROADCASTD AX, Z25
+	MOVL         $0x3f800000, AX
+	VPBROADCASTD AX, Z26
+	MOVL         $0xc2d00000, AX
+	VPBROADCASTD AX, Z27
+	MOVL         $0x42b16666, AX
+	VPBROADCASTD AX, Z28
+	VPXORD       Z16, Z16, Z16
+	SHRQ         $4, CX
+	JZ           sbdone
+
+sbloop:
+	VMOVUPS      (SI), Z5     // g
+	VSUBPS       Z5, Z16, Z1  // x = −g
+	VMAXPS       Z27, Z1, Z1
+	VMINPS       Z28, Z1, Z1
+	VMULPS       Z17, Z1, Z2
+	VRNDSCALEPS  $0, Z2, Z2
+	VFNMADD231PS Z18, Z2, Z1
+	VFNMADD231PS Z19, Z2, Z1
+	VMULPS       Z1, Z1, Z3
+	VMOVAPS      Z20, Z4
+	VFMADD213PS  Z21, Z1, Z4
+	VFMADD213PS  Z22, Z1, Z4
+	VFMADD213PS  Z23, Z1, Z4
+	VFMADD213PS  Z24, Z1, Z4
+	VFMADD213PS  Z25, Z1, Z4
+	VFMADD213PS  Z1, Z3, Z4
+	VADDPS       Z26, Z4, Z4
+	VSCALEFPS    Z2, Z4, Z4   // exp(−g)
+	VADDPS       Z26, Z4, Z4  // 1 + exp(−g)
+	VDIVPS       Z4, Z26, Z6  // s
+	VMULPS       Z6, Z5, Z7   // t = g·s
+	VMOVUPS      (BX), Z8     // dy
+	VMULPS       (DX), Z8, Z11 // dy·up
+	VSUBPS       Z6, Z26, Z9  // 1 − s
+	VFMADD213PS  Z6, Z7, Z9   // s + t·(1 − s)
+	VMULPS       Z7, Z8, Z7   // dy·t
+	VMULPS       Z9, Z11, Z11
+	VMOVUPS      Z11, (DI)
+	VMOVUPS      Z7, (R8)
+	ADDQ         $64, SI
+	ADDQ         $64, DX
+	ADDQ         $64, BX
+	ADDQ         $64, DI
+	ADDQ         $64, R8
+	DECQ         CX
+	JNZ          sbloop
+
+sbdone:
 	VZEROUPPER
 	RET
 

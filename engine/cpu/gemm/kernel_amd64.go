@@ -119,6 +119,11 @@ func expSubAVX512(n int, src, dst *float32, shift float32) float32
 //go:noescape
 func swigluAVX512(n int, gate, up, y *float32)
 
+// swigluBackwardAVX512 sets dgate and dup, SwiGLU's gradients, for i < n (a multiple of 16).
+//
+//go:noescape
+func swigluBackwardAVX512(n int, gate, up, dy, dgate, dup *float32)
+
 // sumSquaresAVX512 is Σ x[i]² for i < n (a multiple of 16).
 //
 //go:noescape
@@ -307,3 +312,10 @@ func addScaledAVX512(n int, y, x *float32, a float32)
 //
 //go:noescape
 func scaleAVX512(n int, x *float32, a float32)
+
+// dequant4StripsAVX512 dequantizes n16 groups of 16 4-bit codes from w, group i to
+// dst[i·dstride:], the scale starting at scales[0] and advancing after the first `first` groups,
+// then every gpb (first ≥ 1, n16 ≥ 1).
+//
+//go:noescape
+func dequant4StripsAVX512(n16, first, gpb int, w *byte, scales *float32, table *[16]float32, dst *float32, dstride int)

@@ -191,3 +191,11 @@ func scaleAVX512(n int, x *float32, a float32) { panic("gemm: no assembly kernel
 func addScaledAVX512(n int, y, x *float32, a float32) {
 	panic("gemm: no assembly kernels in this build")
 }
+
+func dequant4StripsAVX512(n16, first, gpb int, w *byte, scales *float32, table *[16]float32, dst *float32, dstride int) {
+	panic("gemm: no assembly kernels in this build")
+}
+
+func swigluBackwardAVX512(n int, gate, up, dy, dgate, dup *float32) {
+	panic("gemm: no assembly kernels in this build")
+}

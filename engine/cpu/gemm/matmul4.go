@@ -213,21 +213,38 @@ func (q *quant4) prefetch(e, cnt int) {
 }
 
 // packRows is the bPacker for op(B) = W (n×k): each of the kcur rows of W is dequantized along the
-// panel, then cut into the strips.
+// panel, then cut into the strips. With AVX-512, where whole groups of 16 never straddle a block,
+// the full strips are dequantized straight into place (dequant4StripsAVX512).
 func (q *quant4) packRows(k int) bPacker {
+	direct := useAVX512 && q.bs%16 == 0 && k%16 == 0
 	return func(p0, j0, kcur, cols int, dst []float32) {
 		nstrips := (cols + nr - 1) / nr
+		full := 0 // strips dequantized in place
+		if direct && j0%16 == 0 {
+			full = cols / nr
+		}
 		var row [nc]float32
 		for p := 0; p < min(rowsAhead, kcur); p++ {
 			q.prefetch((p0+p)*k+j0, cols)
 		}
 		for p := 0; p < kcur; p++ {
 			q.prefetch((p0+p+rowsAhead)*k+j0, cols) // past kcur: the next depth block's first rows
-			r := row[:cols]
-			q.span((p0+p)*k+j0, r)
-			for s := 0; s < nstrips; s++ {
+			e := (p0+p)*k + j0
+			if full > 0 {
+				gpb := q.bs / 16
+				_ = q.packed[(e+full*nr)/2-1]
+				_ = q.absmax[(e+full*nr-1)/q.bs]
+				_ = dst[(full-1)*stripStride(kcur)+p*nr+nr-1]
+				dequant4StripsAVX512(full, gpb-e%q.bs/16, gpb, &q.packed[e/2], &q.absmax[e/q.bs], q.code, &dst[p*nr], stripStride(kcur))
+			}
+			if full == nstrips {
+				continue
+			}
+			r := row[full*nr : cols]
+			q.span(e+full*nr, r)
+			for s := full; s < nstrips; s++ {
 				d := dst[s*stripStride(kcur)+p*nr:][:nr]
-				n := copy(d, r[s*nr:])
+				n := copy(d, row[s*nr:cols])
 				clear(d[n:])
 			}
 		}
