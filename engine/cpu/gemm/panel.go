@@ -55,9 +55,13 @@ func MulPanel(m int, alpha float32, a []float32, lda int, p Panel, p0, kd, j0, c
 				as = packed((*ab)[:mr*kcur])
 			}
 			js := 0
-			if useAVX512 && rows == mr {
+			if useAVX512 {
 				for ; js+4 <= nstrips && (js+4)*nr <= cols; js += 4 {
 					b := data[(j0/nr+js)*p.stride+(p0+pc)*nr:]
+					if rows < mr {
+						micro4Rows(kcur, as, b, p.stride, rows, alpha, bet, c[i*ldc+js*nr:], ldc)
+						continue
+					}
 					micro4(kcur, as, b, p.stride, alpha, bet, c[i*ldc+js*nr:], ldc, false)
 				}
 			}
