@@ -475,7 +475,7 @@ func micro(k int, as aStrip, b []float32, rows, cols int, alpha, beta float32, c
 		}
 		var tile [mr * nr]float32
 		kern6x16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0, as.step, as.row)
-		store(&tile, rows, cols, alpha, beta, c, ldc)
+		store(tile[:], nr, rows, cols, alpha, beta, c, ldc)
 		return
 	}
 	if as.step != mr || as.row != 1 {
@@ -491,12 +491,12 @@ func micro(k int, as aStrip, b []float32, rows, cols int, alpha, beta float32, c
 		}
 		var tile [mr * nr]float32
 		kern6x16(k, &a[0], &b[0], &tile[0], nr, 1, 0)
-		store(&tile, rows, cols, alpha, beta, c, ldc)
+		store(tile[:], nr, rows, cols, alpha, beta, c, ldc)
 		return
 	}
 	var tile [mr * nr]float32
 	kernelGo(k, a, b, &tile)
-	store(&tile, rows, cols, alpha, beta, c, ldc)
+	store(tile[:], nr, rows, cols, alpha, beta, c, ldc)
 }
 
 // micro4 adds a whole mr×4nr tile, four adjacent packed B strips (bstride floats apart) against
@@ -523,18 +523,7 @@ func micro4Rows(k int, as aStrip, b []float32, bstride, rows int, alpha, beta fl
 	_ = b[3*bstride+k*nr-1]
 	var tile [mr * 4 * nr]float32
 	kern6x64AVX512(k, &a[0], &b[0], bstride, &tile[0], 4*nr, 1, 0, as.step, as.row)
-	for r := 0; r < rows; r++ {
-		row, t := c[r*ldc:r*ldc+4*nr], tile[r*4*nr:(r+1)*4*nr]
-		if beta == 0 {
-			for j, v := range t {
-				row[j] = alpha * v
-			}
-			continue
-		}
-		for j, v := range t {
-			row[j] = alpha*v + beta*row[j]
-		}
-	}
+	store(tile[:], 4*nr, rows, 4*nr, alpha, beta, c, ldc)
 }
 
 // microBF16 is micro on strips of bfloat16 pairs (AVX512_BF16 only: kern6x16BF16AVX512).
@@ -548,14 +537,15 @@ func microBF16(k int, a, b []float32, rows, cols int, alpha, beta float32, c []f
 	}
 	var tile [mr * nr]float32
 	kern6x16BF16AVX512(k, &a[0], &b[0], &tile[0], nr, 1, 0)
-	store(&tile, rows, cols, alpha, beta, c, ldc)
+	store(tile[:], nr, rows, cols, alpha, beta, c, ldc)
 }
 
-// store writes the valid corner of a tile into C: C = alpha·tile + beta·C.
-func store(tile *[mr * nr]float32, rows, cols int, alpha, beta float32, c []float32, ldc int) {
+// store writes the rows×cols corner of a tile (rows width floats apart) into C:
+// C = alpha·tile + beta·C (beta == 0: C is not read).
+func store(tile []float32, width, rows, cols int, alpha, beta float32, c []float32, ldc int) {
 	for r := 0; r < rows; r++ {
 		row := c[r*ldc : r*ldc+cols]
-		t := tile[r*nr : r*nr+cols]
+		t := tile[r*width : r*width+cols]
 		if beta == 0 {
 			for j, v := range t {
 				row[j] = alpha * v

@@ -2,6 +2,43 @@
 
 #include "textflag.h"
 
+// The vector exponential shared by expSubAVX512, swigluAVX512 and swigluBackwardAVX512 (Cephes'
+// expf). EXP_CONSTANTS broadcasts its constants (through AX) into Z17-Z28: log₂e, ln2 in a high
+// and a low part, the polynomial p0-p5, 1, and the clamps −104 and 88.7. EXP_Z1 sets
+// Z4 = exp(Z1): x clamped to [−104, 88.7], n = round(x·log₂e), r = x − n·ln2 (in two parts),
+// e^r = 1 + r + r²·p(r), times 2ⁿ by VSCALEFPS; it clobbers Z1-Z3.
+#define EXP_CONSTANTS \
+	MOVL $0x3fb8aa3b, AX; VPBROADCASTD AX, Z17; \
+	MOVL $0x3f318000, AX; VPBROADCASTD AX, Z18; \
+	MOVL $0xb95e8083, AX; VPBROADCASTD AX, Z19; \
+	MOVL $0x39506967, AX; VPBROADCASTD AX, Z20; \
+	MOVL $0x3ab743ce, AX; VPBROADCASTD AX, Z21; \
+	MOVL $0x3c088908, AX; VPBROADCASTD AX, Z22; \
+	MOVL $0x3d2aa9c1, AX; VPBROADCASTD AX, Z23; \
+	MOVL $0x3e2aaaaa, AX; VPBROADCASTD AX, Z24; \
+	MOVL $0x3f000000, AX; VPBROADCASTD AX, Z25; \
+	MOVL $0x3f800000, AX; VPBROADCASTD AX, Z26; \
+	MOVL $0xc2d00000, AX; VPBROADCASTD AX, Z27; \
+	MOVL $0x42b16666, AX; VPBROADCASTD AX, Z28;
+
+#define EXP_Z1 \
+	VMAXPS Z27, Z1, Z1; \
+	VMINPS Z28, Z1, Z1; \
+	VMULPS Z17, Z1, Z2; \
+	VRNDSCALEPS $0, Z2, Z2; \
+	VFNMADD231PS Z18, Z2, Z1; \
+	VFNMADD231PS Z19, Z2, Z1; \
+	VMULPS Z1, Z1, Z3; \
+	VMOVAPS Z20, Z4; \
+	VFMADD213PS Z21, Z1, Z4; \
+	VFMADD213PS Z22, Z1, Z4; \
+	VFMADD213PS Z23, Z1, Z4; \
+	VFMADD213PS Z24, Z1, Z4; \
+	VFMADD213PS Z25, Z1, Z4; \
+	VFMADD213PS Z1, Z3, Z4; \
+	VADDPS Z26, Z4, Z4; \
+	VSCALEFPS Z2, Z4, Z4;
+
 // AVX-512 kernels. They keep the AVX2 kernels' data layouts (packed 6×16 tiles, the permuted x of
 // the 4-bit GEMV), so the Go drivers are shared and only the inner loops differ.
 
@@ -227,30 +264,7 @@ TEXT ·expSubAVX512(SB), NOSPLIT, $0-36
 	MOVQ         src+8(FP), SI
 	MOVQ         dst+16(FP), DI
 	VBROADCASTSS shift+24(FP), Z16
-	MOVL         $0x3fb8aa3b, AX // log₂e
-	VPBROADCASTD AX, Z17
-	MOVL         $0x3f318000, AX // ln2, high part
-	VPBROADCASTD AX, Z18
-	MOVL         $0xb95e8083, AX // ln2, low part
-	VPBROADCASTD AX, Z19
-	MOVL         $0x39506967, AX // p0
-	VPBROADCASTD AX, Z20
-	MOVL         $0x3ab743ce, AX // p1
-	VPBROADCASTD AX, Z21
-	MOVL         $0x3c088908, AX // p2
-	VPBROADCASTD AX, Z22
-	MOVL         $0x3d2aa9c1, AX // p3
-	VPBROADCASTD AX, Z23
-	MOVL         $0x3e2aaaaa, AX // p4
-	VPBROADCASTD AX, Z24
-	MOVL         $0x3f000000, AX // p5 = 0.5
-	VPBROADCASTD AX, Z25
-	MOVL         $0x3f800000, AX // 1
-	VPBROADCASTD AX, Z26
-	MOVL         $0xc2d00000, AX // −104
-	VPBROADCASTD AX, Z27
-	MOVL         $0x42b16666, AX // 88.7
-	VPBROADCASTD AX, Z28
+	EXP_CONSTANTS
 	VPXORD       Z0, Z0, Z0
 	SHRQ         $4, CX
 	JZ           exdone
@@ -258,22 +272,7 @@ TEXT ·expSubAVX512(SB), NOSPLIT, $0-36
 exloop:
 	VMOVUPS      (SI), Z1
 	VSUBPS       Z16, Z1, Z1
-	VMAXPS       Z27, Z1, Z1
-	VMINPS       Z28, Z1, Z1
-	VMULPS       Z17, Z1, Z2
-	VRNDSCALEPS  $0, Z2, Z2   // n, rounded to nearest
-	VFNMADD231PS Z18, Z2, Z1  // r = x − n·ln2hi − n·ln2lo
-	VFNMADD231PS Z19, Z2, Z1
-	VMULPS       Z1, Z1, Z3   // r²
-	VMOVAPS      Z20, Z4
-	VFMADD213PS  Z21, Z1, Z4
-	VFMADD213PS  Z22, Z1, Z4
-	VFMADD213PS  Z23, Z1, Z4
-	VFMADD213PS  Z24, Z1, Z4
-	VFMADD213PS  Z25, Z1, Z4
-	VFMADD213PS  Z1, Z3, Z4   // p·r² + r
-	VADDPS       Z26, Z4, Z4  // + 1
-	VSCALEFPS    Z2, Z4, Z4   // · 2ⁿ
+	EXP_Z1
 	VMOVUPS      Z4, (DI)
 	VADDPS       Z4, Z0, Z0
 	ADDQ         $64, SI
@@ -301,30 +300,7 @@ TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
 	MOVQ         gate+8(FP), SI
 	MOVQ         up+16(FP), DX
 	MOVQ         y+24(FP), DI
-	MOVL         $0x3fb8aa3b, AX
-	VPBROADCASTD AX, Z17
-	MOVL         $0x3f318000, AX
-	VPBROADCASTD AX, Z18
-	MOVL         $0xb95e8083, AX
-	VPBROADCASTD AX, Z19
-	MOVL         $0x39506967, AX
-	VPBROADCASTD AX, Z20
-	MOVL         $0x3ab743ce, AX
-	VPBROADCASTD AX, Z21
-	MOVL         $0x3c088908, AX
-	VPBROADCASTD AX, Z22
-	MOVL         $0x3d2aa9c1, AX
-	VPBROADCASTD AX, Z23
-	MOVL         $0x3e2aaaaa, AX
-	VPBROADCASTD AX, Z24
-	MOVL         $0x3f000000, AX
-	VPBROADCASTD AX, Z25
-	MOVL         $0x3f800000, AX
-	VPBROADCASTD AX, Z26
-	MOVL         $0xc2d00000, AX
-	VPBROADCASTD AX, Z27
-	MOVL         $0x42b16666, AX
-	VPBROADCASTD AX, Z28
+	EXP_CONSTANTS
 	VPXORD       Z16, Z16, Z16
 	SHRQ         $4, CX
 	JZ           swdone
@@ -332,22 +308,7 @@ TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
 swloop:
 	VMOVUPS      (SI), Z5     // g
 	VSUBPS       Z5, Z16, Z1  // x = −g
-	VMAXPS       Z27, Z1, Z1
-	VMINPS       Z28, Z1, Z1
-	VMULPS       Z17, Z1, Z2
-	VRNDSCALEPS  $0, Z2, Z2
-	VFNMADD231PS Z18, Z2, Z1
-	VFNMADD231PS Z19, Z2, Z1
-	VMULPS       Z1, Z1, Z3
-	VMOVAPS      Z20, Z4
-	VFMADD213PS  Z21, Z1, Z4
-	VFMADD213PS  Z22, Z1, Z4
-	VFMADD213PS  Z23, Z1, Z4
-	VFMADD213PS  Z24, Z1, Z4
-	VFMADD213PS  Z25, Z1, Z4
-	VFMADD213PS  Z1, Z3, Z4
-	VADDPS       Z26, Z4, Z4
-	VSCALEFPS    Z2, Z4, Z4   // exp(−g)
+	EXP_Z1
 	VADDPS       Z26, Z4, Z4  // 1 + exp(−g)
 	VMULPS       (DX), Z5, Z5 // g·up
 	VDIVPS       Z4, Z5, Z5
@@ -374,30 +335,7 @@ TEXT ·swigluBackwardAVX512(SB), NOSPLIT, $0-48
 	MOVQ         dy+24(FP), BX
 	MOVQ         dgate+32(FP), DI
 	MOVQ         dup+40(FP), R8
-	MOVL         $0x3fb8aa3b, AX
-	VPBROADCASTD AX, Z17
-	MOVL         $0x3f318000, AX
-	VPBROADCASTD AX, Z18
-	MOVL         $0xb95e8083, AX
-	VPBROADCASTD AX, Z19
-	MOVL         $0x39506967, AX
-	VPBROADCASTD AX, Z20
-	MOVL         $0x3ab743ce, AX
-	VPBROADCASTD AX, Z21
-	MOVL         $0x3c088908, AX
-	VPBROADCASTD AX, Z22
-	MOVL         $0x3d2aa9c1, AX
-	VPBROADCASTD AX, Z23
-	MOVL         $0x3e2aaaaa, AX
-	VPBROADCASTD AX, Z24
-	MOVL         $0x3f000000, AX
-	VPBROADCASTD AX, Z25
-	MOVL         $0x3f800000, AX
-	VPBROADCASTD AX, Z26
-	MOVL         $0xc2d00000, AX
-	VPBROADCASTD AX, Z27
-	MOVL         $0x42b16666, AX
-	VPBROADCASTD AX, Z28
+	EXP_CONSTANTS
 	VPXORD       Z16, Z16, Z16
 	SHRQ         $4, CX
 	JZ           sbdone
@@ -405,22 +343,7 @@ TEXT ·swigluBackwardAVX512(SB), NOSPLIT, $0-48
 sbloop:
 	VMOVUPS      (SI), Z5     // g
 	VSUBPS       Z5, Z16, Z1  // x = −g
-	VMAXPS       Z27, Z1, Z1
-	VMINPS       Z28, Z1, Z1
-	VMULPS       Z17, Z1, Z2
-	VRNDSCALEPS  $0, Z2, Z2
-	VFNMADD231PS Z18, Z2, Z1
-	VFNMADD231PS Z19, Z2, Z1
-	VMULPS       Z1, Z1, Z3
-	VMOVAPS      Z20, Z4
-	VFMADD213PS  Z21, Z1, Z4
-	VFMADD213PS  Z22, Z1, Z4
-	VFMADD213PS  Z23, Z1, Z4
-	VFMADD213PS  Z24, Z1, Z4
-	VFMADD213PS  Z25, Z1, Z4
-	VFMADD213PS  Z1, Z3, Z4
-	VADDPS       Z26, Z4, Z4
-	VSCALEFPS    Z2, Z4, Z4   // exp(−g)
+	EXP_Z1
 	VADDPS       Z26, Z4, Z4  // 1 + exp(−g)
 	VDIVPS       Z4, Z26, Z6  // s
 	VMULPS       Z6, Z5, Z7   // t = g·s
