@@ -329,7 +329,8 @@ func blockedRows(A aOperand, i0, d0, m, n, k, w int, alpha float32, packB bPacke
 	putBuf(apb)
 }
 
-// packA: see aPacker.
+// packA packs rows i0..i0+rows (rows ≤ mr) of op(A) (A itself, or Aᵀ with trans; row stride lda),
+// columns p0..p0+kcur, into dst[:kcur*mr] as kcur groups of mr floats, zero-padding missing rows.
 func packA(trans bool, a []float32, lda, i0, p0, rows, kcur int, dst []float32) {
 	dst = dst[:kcur*mr]
 	if trans { // op(A)[i][p] = a[p*lda+i]: rows of a are contiguous in i
