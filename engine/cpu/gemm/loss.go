@@ -36,7 +36,7 @@ func CrossEntropy(logits []float32, targets []int32, rows, vocab int, ignoreInde
 	parallel(rows, workers(64*rows*vocab), func(r int) {
 		if t := targets[r]; t != ignoreIndex {
 			lr := logits[r*vocab : (r+1)*vocab]
-			per[r] = LogSumExp(lr) - float64(lr[t])
+			per[r] = logSumExp(lr) - float64(lr[t])
 		}
 	})
 	var sum float64
@@ -67,7 +67,7 @@ func CrossEntropyBackward(dlogits, logits []float32, targets []int32, rows, voca
 			clear(dr)
 			return
 		}
-		l := LogSumExp(lr)
+		l := logSumExp(lr)
 		if !useAVX512 || math.IsNaN(l) || math.IsInf(l, 0) {
 			for c, v := range lr {
 				p := math.Exp(float64(v) - l)
@@ -87,9 +87,9 @@ func CrossEntropyBackward(dlogits, logits []float32, targets []int32, rows, voca
 	return nil
 }
 
-// LogSumExp is log Σ exp(x[i]) (x not empty), as CrossEntropy computes it: float32 exponentials
+// logSumExp is log Σ exp(x[i]) (x not empty), as CrossEntropy computes it: float32 exponentials
 // with AVX-512, else, and for a row holding a NaN or +∞, float64 math.Exp.
-func LogSumExp(x []float32) float64 {
+func logSumExp(x []float32) float64 {
 	if useAVX512 {
 		if q := sumSquares(x); !math.IsNaN(float64(q)) && !math.IsInf(float64(q), 0) {
 			m := Max(x)
