@@ -28,9 +28,9 @@ const (
 	decodeMinChunk = 64
 )
 
-// decodeChunks is the keys each task of a decoding step takes (a multiple of 16, the kernels'
-// key group) and the number of chunks a sequence's span keys split into: about one task a thread
-// over all sequences (two a thread measured slower), none shorter than decodeMinChunk.
+// decodeChunks is the keys each task of a decoding step takes (a multiple of 16) and the number of
+// chunks a sequence's span keys split into: about one task a thread over all sequences (two a
+// thread measured slower), none shorter than decodeMinChunk.
 func decodeChunks(span, batch int) (chunk, n int) {
 	per := max(1, (runtime.GOMAXPROCS(0)+batch-1)/batch)
 	chunk = max(decodeMinChunk, ((span+per-1)/per+15)&^15)

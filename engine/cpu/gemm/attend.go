@@ -14,18 +14,17 @@ func attendFast(d int) bool { return useAVX512 && d%32 == 0 }
 // j < n of k (row stride ldk), d floats each: Sgemm(false, true, rows, n, d, scale, q, d, k, ldk,
 // 0, s, lds).
 func AttendScores(rows, n, d int, scale float32, q, k []float32, ldk int, s []float32, lds int) {
-	if !attendFast(d) || n < 16 {
+	if !attendFast(d) || n < 4 {
 		Sgemm(false, true, rows, n, d, scale, q, d, k, ldk, 0, s, lds)
 		return
 	}
 	_ = k[(n-1)*ldk+d-1]
 	_ = q[rows*d-1]
 	_ = s[(rows-1)*lds+n-1]
-	n16 := n / 16
-	attendScoresAVX512(n16, d/16, rows, &q[0], &k[0], ldk, scale, &s[0], lds)
+	attendScoresAVX512(n/4, d/16, rows, &q[0], &k[0], ldk, scale, &s[0], lds)
 	for r := 0; r < rows; r++ {
 		qr := q[r*d : (r+1)*d]
-		for j := 16 * n16; j < n; j++ {
+		for j := n &^ 3; j < n; j++ {
 			s[r*lds+j] = scale * dot(qr, k[j*ldk:j*ldk+d])
 		}
 	}

@@ -11,7 +11,8 @@ import (
 
 // TestAttendAgainstFloat64 checks AttendScores and AttendValues, on every instruction set, against
 // the float64 reference on decoding shapes that are no multiple of the kernels' tiles: 1 to 17 rows
-// (the value kernels take 8 rows, or 4 rows of 64 or 32 columns, the last few padded), key counts around the 16-key block,
+// (the scores kernel takes four rows against four keys, the value kernels 8 rows, or 4 rows of 64 or
+// 32 columns, the last few padded), key counts around those groups and the 16-key block,
 // head sizes the AVX-512 kernels take (multiples of 32) and one they leave to Sgemm (80); key and
 // value rows strided as in a KV cache of several heads, and out's padding NaN (never to be
 // written).
@@ -19,7 +20,7 @@ func TestAttendAgainstFloat64(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	withAVX2(t, func(t *testing.T) {
 		for _, d := range []int{32, 64, 128, 80} {
-			for _, n := range []int{1, 15, 16, 37, 130} {
+			for _, n := range []int{1, 4, 6, 15, 16, 37, 130} {
 				for _, rows := range []int{1, 3, 4, 5, 7, 8, 9, 12, 13, 16, 17} {
 					name := fmt.Sprintf("d=%d n=%d rows=%d", d, n, rows)
 					ldk, lds, ldo := 3*d, n+5, d+3

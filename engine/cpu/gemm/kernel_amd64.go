@@ -269,11 +269,11 @@ func toBF16AVX512(n32 int, src *float32, dst *uint16)
 //go:noescape
 func gemv4bf16x4AVX512(wrows, n128 int, xb *uint16, ldx int, w *byte, scales *float32, table *[16]uint16, out *float32, ldo int)
 
-// attendScoresAVX512 sets s[r·lds + j] = scale·q_r·k_j for 16·n16 keys (row stride ldk floats) and
+// attendScoresAVX512 sets s[r·lds + j] = scale·q_r·k_j for 4·n4 keys (row stride ldk floats) and
 // rows r < rows ≥ 1 of q, 16·d16 floats each.
 //
 //go:noescape
-func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int)
+func attendScoresAVX512(n4, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int)
 
 // attendValuesAVX512 adds Σ_j p[r·ldp + j]·v[j·ldv + 0:32] to out[r·ldo + 0:32] for four rows r,
 // n ≥ 1 keys.

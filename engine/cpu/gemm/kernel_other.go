@@ -164,7 +164,7 @@ func dotF16AVX512(n int, x *float32, w *uint16) float32 {
 	panic("gemm: no assembly kernels in this build")
 }
 
-func attendScoresAVX512(n16, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int) {
+func attendScoresAVX512(n4, d16, rows int, q, k *float32, ldk int, scale float32, s *float32, lds int) {
 	panic("gemm: no assembly kernels in this build")
 }
 
