@@ -59,12 +59,12 @@
 // s[r·lds + j] = scale·q_r·k_j for 4·n4 keys of k (row stride ldk floats) and rows r < rows of q
 // (row stride 16·d16), 16·d16 floats each. Four keys at a time against four rows at a time: each
 // depth step loads four key vectors and four query vectors for sixteen FMAs (one accumulator a
-// (row, key) pair). Sixteen keys against one row at a time (the earlier form) loaded seventeen
+// (row, key) pair). The earlier form, sixteen keys against one row at a time, loaded seventeen
 // vectors for sixteen FMAs, re-reading every key for every row, and its sixteen key rows, 2 KiB
-// apart in Llama-3.2-1B's cache, crowded L1's sets: 33% of the FMA peak there against 50% now. A last group of
-// fewer than four rows repeats its last row and stores only its own. Accumulator 4j+r holds row
-// r's product with key j, so REDUCE16 leaves row r's four scores in lanes 4r..4r+3. The rows
-// sixteen keys ahead are asked for as each group starts.
+// apart in Llama-3.2-1B's cache, crowded L1's sets: 33% of the FMA peak there, against 50% now.
+// A last group of fewer than four rows repeats its last row and stores only its own. Accumulator
+// 4j+r holds row r's product with key j, so REDUCE16 leaves row r's four scores in lanes
+// 4r..4r+3. The rows sixteen keys ahead are asked for as each group starts.
 TEXT ·attendScoresAVX512(SB), NOSPLIT, $0-72
 	MOVQ         n4+0(FP), CX
 	MOVQ         k+32(FP), SI
