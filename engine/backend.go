@@ -73,6 +73,10 @@ type Caps struct {
 	// bf16 weights. Without it, Compile decomposes every op that has a 16-bit operand (other than
 	// Cast) into a Cast to f32 and the f32 op.
 	Weights16 bool `json:"weights16"`
+	// CheapPrograms: compiling a program costs little beside running it (no pipelines or device
+	// buffers to create), so a caller may compile one for every shape it meets instead of padding
+	// shapes so that they share programs (padded rows cost as much as real ones).
+	CheapPrograms bool `json:"cheap_programs,omitempty"`
 	// MaxBufferBytes is the largest buffer a kernel can use.
 	MaxBufferBytes int64 `json:"max_buffer_bytes"`
 	// Tiles are the block sizes the backend's kernels cut work into; the backend picks its

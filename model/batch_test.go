@@ -135,20 +135,53 @@ func TestRaggedMixedAdapterBatchEqualsEachAlone(t *testing.T) {
 	})
 }
 
-// A step's program is compiled once and reused: slots and positions are inputs.
+// paddingBackend is the CPU backend claiming costly programs, as a GPU's: steps pad prompts to
+// their Bucket.
+type paddingBackend struct{ *cpu.Backend }
+
+func (b paddingBackend) Caps() engine.Caps {
+	c := b.Backend.Caps()
+	c.CheapPrograms = false
+	return c
+}
+
+// A step's program is compiled once and reused: slots and positions are inputs. Where programs
+// are costly (paddingBackend), prompts of one Bucket share one; on the CPU each prompt length
+// gets its own (no padded rows), with the same logits.
 func TestStepReusesPrograms(t *testing.T) {
 	dir := t.TempDir()
 	_, err := synth.Write(dir, synth.Options{Preset: synth.Presets["tiny"], Seed: 13})
 	require.NoError(t, err)
+	prompts := [][]int32{{1, 2, 3}, {1, 2, 3, 4, 5}} // one bucket
+	var logits [2][][]float32
+	for i, be := range []engine.Backend{cpu.New(), paddingBackend{cpu.New()}} {
+		m, err := model.Load(dir, be, model.LoadOptions{})
+		require.NoError(t, err)
+		defer m.Release()
+		c, err := m.NewCache(2, 64)
+		require.NoError(t, err)
+		defer c.Release()
+		for slot, ids := range prompts {
+			l, err := c.Step([]model.Seq{{Slot: slot, IDs: ids}})
+			require.NoError(t, err)
+			logits[i] = append(logits[i], l)
+		}
+		for pos := 3; pos < 10; pos++ {
+			_, err = c.Step([]model.Seq{{Slot: 0, Pos: pos, IDs: []int32{7}}, {Slot: 1, Pos: pos + 2, IDs: []int32{8}}})
+			require.NoError(t, err)
+		}
+		require.Equal(t, 3-i, c.Programs(), "backend %d: prefill programs (two on the CPU, one padded) and one decode program", i)
+	}
+	for p := range prompts {
+		require.InDeltaSlice(t, logits[0][p], logits[1][p], 1e-5, "prompt %d: exact and padded widths", p)
+	}
 	m, err := model.Load(dir, cpu.New(), model.LoadOptions{})
 	require.NoError(t, err)
 	defer m.Release()
 	c, err := m.NewCache(2, 64)
 	require.NoError(t, err)
 	defer c.Release()
-	_, err = c.Step([]model.Seq{{Slot: 0, IDs: []int32{1, 2, 3}}})
-	require.NoError(t, err)
-	_, err = c.Step([]model.Seq{{Slot: 1, IDs: []int32{1, 2, 3, 4, 5}}}) // same bucket
+	_, err = c.Step([]model.Seq{{Slot: 0, IDs: prompts[0]}, {Slot: 1, IDs: prompts[1]}})
 	require.NoError(t, err)
 	for pos := 3; pos < 10; pos++ {
 		_, err = c.Step([]model.Seq{{Slot: 0, Pos: pos, IDs: []int32{7}}, {Slot: 1, Pos: pos + 2, IDs: []int32{8}}})

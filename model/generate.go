@@ -223,12 +223,14 @@ func (c *Cache) step(seqs []Seq, all bool, topK int, ctl []int32) ([]float32, er
 		used[s.Slot] = true
 		kvLen = max(kvLen, s.Pos+len(s.IDs))
 	}
-	// Every sequence's tokens are padded to one width: a power of two for prompts, so that
-	// prompts of many lengths share few programs. A sequence's padding lands past its tokens in
-	// its own slot, where its next tokens overwrite it before anything reads it, and no real
-	// token attends to it.
+	// Every sequence's tokens are padded to one width: the longest's, and on a device where
+	// programs are costly to compile (Caps.CheapPrograms false: GPUs) its Bucket, so that prompts
+	// of many lengths share few programs. A sequence's padding lands past its tokens in its own
+	// slot, where its next tokens overwrite it before anything reads it, and no real token
+	// attends to it. On the CPU a 70-token prompt of four Llama-3.2-1B layers took 116 ms instead
+	// of 131 at its bucket's 80 rows, and compiling its program cost no measurable time.
 	width := n
-	if !all && n > 1 {
+	if !all && n > 1 && !c.m.Backend.Caps().CheapPrograms {
 		width = Bucket(n)
 		for _, s := range seqs {
 			width = min(width, c.MaxLen-s.Pos)

@@ -125,7 +125,7 @@ func (b *Backend) Device() engine.DeviceInfo { return b.info }
 // Caps reports the CPU's capabilities: everything is f32 arithmetic in Go; 16-bit weights are
 // widened a tile at a time inside the kernels that read them.
 func (b *Backend) Caps() engine.Caps {
-	return engine.Caps{Weights16: true, MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
+	return engine.Caps{Weights16: true, CheapPrograms: true, MaxBufferBytes: math.MaxInt64, Tiles: engine.Tiles{
 		MatMul: [3]int{gemm.MR, gemm.NR, gemm.KC()}, Group: 64, Reduce: kernels.ReduceChunk, RowChunk: 1,
 		AttentionQ: fastAttentionQueries, AttentionKV: 16, DecodeQueries: fastAttentionQueries - 1,
 	}}
