@@ -215,6 +215,7 @@ func TestStepReusesPrograms(t *testing.T) {
 		{{Slot: 2, IDs: []int32{1}}},
 		{{Slot: 0, IDs: []int32{1}}, {Slot: 0, Pos: 1, IDs: []int32{1}}},
 		{{Slot: 0, Pos: 63, IDs: []int32{1, 2}}},
+		{{Slot: 0, Pos: 60, IDs: []int32{1, 2}}, {Slot: 1, IDs: make([]int32, 10)}}, // the first's padding would pass its slot
 		{{Slot: 0, IDs: nil}},
 	} {
 		_, err := c.Step(seqs)

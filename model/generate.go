@@ -230,8 +230,10 @@ func (c *Cache) step(seqs []Seq, all bool, topK int, ctl []int32) ([]float32, er
 	// attends to it. On the CPU a 70-token prompt of four Llama-3.2-1B layers took 116 ms instead
 	// of 131 at its bucket's 80 rows, and compiling its program cost no measurable time.
 	width := n
-	if !all && n > 1 && !c.m.Backend.Caps().CheapPrograms {
-		width = Bucket(n)
+	if !all && n > 1 {
+		if !c.m.Backend.Caps().CheapPrograms {
+			width = Bucket(n)
+		}
 		for _, s := range seqs {
 			width = min(width, c.MaxLen-s.Pos)
 		}
